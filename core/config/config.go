@@ -1,0 +1,148 @@
+// Package config defines agent-server's configuration, its defaults and its
+// validation, and loads it with koanf from config.yaml, the environment
+// (AGENT_SERVER_ prefix, "__" between levels) and command-line flags, in that
+// order of increasing precedence.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole configuration. Every field maps to a key in config.yaml
+// with the koanf tag's name.
+type Config struct {
+	Server  Server  `koanf:"server"`
+	Auth    Auth    `koanf:"auth"`
+	Plugins Plugins `koanf:"plugins"`
+	Limits  Limits  `koanf:"limits"`
+	Storage Storage `koanf:"storage"`
+	Log     Log     `koanf:"log"`
+}
+
+// Server configures the HTTP and WebSocket listener.
+type Server struct {
+	Addr            string        `koanf:"addr"`
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+	AllowedOrigins  []string      `koanf:"allowed_origins"`
+	AccessLog       bool          `koanf:"access_log"`
+}
+
+// Auth configures authentication.
+type Auth struct {
+	Disabled   bool          `koanf:"disabled"`
+	Keys       []string      `koanf:"keys"` // plaintext or sha256:<hex>; secret
+	RejectWith string        `koanf:"reject_with"`
+	RPCTimeout time.Duration `koanf:"rpc_timeout"`
+	Cache      Cache         `koanf:"cache"`
+	Chains     Chains        `koanf:"chains"`
+}
+
+// The auth.reject_with values.
+const (
+	RejectWithStatus = "status" // refuse the handshake with 401 / 503
+	RejectWithClose  = "close"  // accept, then close with 4001
+)
+
+// Cache configures the authentication decision cache.
+type Cache struct {
+	Enabled    bool          `koanf:"enabled"`
+	AllowTTL   time.Duration `koanf:"allow_ttl"`
+	DenyTTL    time.Duration `koanf:"deny_ttl"`
+	MaxEntries int           `koanf:"max_entries"`
+}
+
+// Chains lists, per route, the authenticator plugins in the order they run.
+type Chains struct {
+	Events []string `koanf:"events"`
+	REST   []string `koanf:"rest"`
+}
+
+// Plugins configures where plugin binaries are found and how they run.
+type Plugins struct {
+	Dir       string            `koanf:"dir"`
+	Restart   Restart           `koanf:"restart"`
+	Instances map[string]Plugin `koanf:"instances"`
+}
+
+// Restart bounds how a crashed plugin is restarted.
+type Restart struct {
+	MaxAttempts    int           `koanf:"max_attempts"`
+	InitialBackoff time.Duration `koanf:"initial_backoff"`
+	MaxBackoff     time.Duration `koanf:"max_backoff"`
+}
+
+// Plugin is one authenticator plugin. Its name is its key in
+// plugins.instances and the name chains use.
+type Plugin struct {
+	Path   string         `koanf:"path"`   // explicit binary path; default <dir>/auth-<name>
+	SHA256 string         `koanf:"sha256"` // optional pin, verified before every start
+	Config map[string]any `koanf:"config"` // handed to the plugin by the Configure RPC; may hold secrets
+}
+
+// Limits bounds what one client can cost.
+type Limits struct {
+	MaxFrameBytes              int           `koanf:"max_frame_bytes"`
+	SubscribersPerConversation int           `koanf:"subscribers_per_conversation"`
+	IdleTimeout                time.Duration `koanf:"idle_timeout"`
+	PingInterval               time.Duration `koanf:"ping_interval"`
+	SendQueueBytes             int           `koanf:"send_queue_bytes"`
+	WriteTimeout               time.Duration `koanf:"write_timeout"`
+	MaxBodyBytes               int64         `koanf:"max_body_bytes"`
+}
+
+// Storage selects the event store.
+type Storage struct {
+	Driver string `koanf:"driver"`
+	Path   string `koanf:"path"`
+}
+
+// Log configures the structured log.
+type Log struct {
+	Level  string `koanf:"level"`
+	Format string `koanf:"format"`
+}
+
+// Default returns the documented defaults, the same as the root config.yaml.
+func Default() Config {
+	return Config{
+		Server: Server{
+			Addr:            "127.0.0.1:8000",
+			ShutdownTimeout: 10 * time.Second,
+			AccessLog:       true,
+		},
+		Auth: Auth{
+			RejectWith: RejectWithStatus,
+			RPCTimeout: 500 * time.Millisecond,
+			Cache: Cache{
+				Enabled:    true,
+				AllowTTL:   10 * time.Second,
+				DenyTTL:    time.Second,
+				MaxEntries: 100_000,
+			},
+			Chains: Chains{
+				Events: []string{"query", "header", "bearer"},
+				REST:   []string{"header", "bearer"},
+			},
+		},
+		Plugins: Plugins{
+			Dir: "./bin/plugins",
+			Restart: Restart{
+				MaxAttempts:    10,
+				InitialBackoff: 100 * time.Millisecond,
+				MaxBackoff:     10 * time.Second,
+			},
+			Instances: map[string]Plugin{},
+		},
+		Limits: Limits{
+			MaxFrameBytes:              64 << 10,
+			SubscribersPerConversation: 50,
+			IdleTimeout:                60 * time.Second,
+			PingInterval:               20 * time.Second,
+			SendQueueBytes:             1 << 20,
+			WriteTimeout:               10 * time.Second,
+			MaxBodyBytes:               1 << 20,
+		},
+		Storage: Storage{Driver: "memory"},
+		Log:     Log{Level: "info", Format: "text"},
+	}
+}

@@ -1,0 +1,153 @@
+package core
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Source is who produced an event.
+type Source string
+
+// The event sources of the OpenHands protocol.
+const (
+	SourceAgent       Source = "agent"
+	SourceUser        Source = "user"
+	SourceEnvironment Source = "environment"
+	SourceHook        Source = "hook"
+)
+
+// Valid reports whether s is one of the known sources.
+func (s Source) Valid() bool {
+	switch s {
+	case SourceAgent, SourceUser, SourceEnvironment, SourceHook:
+		return true
+	}
+	return false
+}
+
+// Event kinds the server itself produces.
+const (
+	KindMessage            = "MessageEvent"
+	KindStateUpdate        = "ConversationStateUpdateEvent"
+	KindServerError        = "ServerErrorEvent"
+	KindConversationError  = "ConversationErrorEvent"
+	StateKeyFullState      = "full_state"
+	StateKeyExecutionState = "execution_status"
+)
+
+// TimestampLayout is how event timestamps are written: ISO 8601 in UTC with
+// a fixed six-digit fraction, so string order equals time order.
+const TimestampLayout = "2006-01-02T15:04:05.000000Z"
+
+// ParseTimestamp reads an ISO 8601 time as clients send it: with or without
+// a zone (no zone means UTC, as Python's naive isoformat), with any fraction.
+func ParseTimestamp(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02T15:04:05", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("timestamp %q is not ISO 8601", s)
+}
+
+// envelopeKeys are the fields the server owns in every event.
+var envelopeKeys = []string{"id", "timestamp", "source", "kind"}
+
+// Event is one entry of a conversation's log.
+//
+// Body holds the kind-specific fields as a JSON object; the envelope fields
+// live in the struct. Raw is the complete wire form, made once by Seal and
+// then shared by every subscriber and every replay.
+type Event struct {
+	ID        string
+	Seq       uint64 // position in the conversation's log, from 1
+	Timestamp time.Time
+	Source    Source
+	Kind      string
+	Body      json.RawMessage
+	Raw       []byte
+}
+
+// Seal renders Raw from the envelope and Body. Body must be a JSON object
+// (or empty) and must not carry envelope keys.
+func (e *Event) Seal() error {
+	body := bytes.TrimSpace(e.Body)
+	if len(body) == 0 {
+		body = []byte("{}")
+	}
+	if body[0] != '{' || !json.Valid(body) {
+		return errors.New("event body must be a JSON object")
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(body) + 128)
+	buf.WriteString(`{"id":`)
+	writeJSONString(&buf, e.ID)
+	buf.WriteString(`,"timestamp":"`)
+	buf.WriteString(e.Timestamp.UTC().Format(TimestampLayout))
+	buf.WriteString(`","source":`)
+	writeJSONString(&buf, string(e.Source))
+	buf.WriteString(`,"kind":`)
+	writeJSONString(&buf, e.Kind)
+	rest := bytes.TrimSpace(body[1:])
+	if len(rest) > 0 && rest[0] != '}' {
+		buf.WriteByte(',')
+	}
+	buf.Write(rest)
+	e.Raw = buf.Bytes()
+	return nil
+}
+
+func writeJSONString(buf *bytes.Buffer, s string) {
+	b, _ := json.Marshal(s) // a string always marshals
+	buf.Write(b)
+}
+
+// SplitEnvelope takes a full event object as posted by an agent runtime and
+// separates the envelope fields it may set (source, kind) from the body.
+// id and timestamp are assigned by the server and refused if present.
+func SplitEnvelope(obj map[string]json.RawMessage) (source Source, kind string, body json.RawMessage, err error) {
+	for _, k := range []string{"id", "timestamp"} {
+		if _, ok := obj[k]; ok {
+			return "", "", nil, fmt.Errorf("field %q is assigned by the server", k)
+		}
+	}
+	if err := json.Unmarshal(obj["source"], &source); err != nil || !source.Valid() {
+		return "", "", nil, errors.New(`"source" must be one of agent, user, environment, hook`)
+	}
+	if err := json.Unmarshal(obj["kind"], &kind); err != nil || !validKind(kind) {
+		return "", "", nil, errors.New(`"kind" must be an event class name such as "ActionEvent"`)
+	}
+	rest := make(map[string]json.RawMessage, len(obj))
+	for k, v := range obj {
+		if !isEnvelopeKey(k) {
+			rest[k] = v
+		}
+	}
+	body, err = json.Marshal(rest)
+	return source, kind, body, err
+}
+
+func isEnvelopeKey(k string) bool {
+	for _, e := range envelopeKeys {
+		if k == e {
+			return true
+		}
+	}
+	return false
+}
+
+func validKind(k string) bool {
+	if k == "" || len(k) > 100 || !strings.HasSuffix(k, "Event") {
+		return false
+	}
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
