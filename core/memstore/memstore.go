@@ -1,0 +1,165 @@
+// Package memstore is the in-memory core.Store: conversations and their event
+// logs live in process memory and are lost on restart. It is the store for
+// tests and for `storage.driver: memory`.
+package memstore
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/agent-server/agent-server/core"
+)
+
+// Store is an in-memory core.Store, safe for concurrent use.
+type Store struct {
+	mu    sync.RWMutex
+	convs map[string]*entry
+}
+
+type entry struct {
+	conv   *core.Conversation
+	events []*core.Event          // events[i].Seq == i+1
+	byID   map[string]*core.Event // event ID -> event
+}
+
+// New returns an empty store.
+func New() *Store { return &Store{convs: make(map[string]*entry)} }
+
+// CreateConversation stores c unless its ID exists.
+func (s *Store) CreateConversation(_ context.Context, c *core.Conversation) (*core.Conversation, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.convs[c.ID]; ok {
+		return e.conv.Clone(), false, nil
+	}
+	s.convs[c.ID] = &entry{conv: c.Clone(), byID: make(map[string]*core.Event)}
+	return c.Clone(), true, nil
+}
+
+// Conversation returns a copy of the conversation id.
+func (s *Store) Conversation(_ context.Context, id string) (*core.Conversation, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.convs[id]
+	if !ok {
+		return nil, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	}
+	return e.conv.Clone(), nil
+}
+
+// Conversations returns copies of every conversation.
+func (s *Store) Conversations(_ context.Context) ([]*core.Conversation, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*core.Conversation, 0, len(s.convs))
+	for _, e := range s.convs {
+		out = append(out, e.conv.Clone())
+	}
+	return out, nil
+}
+
+// UpdateConversation replaces the metadata of c.ID.
+func (s *Store) UpdateConversation(_ context.Context, c *core.Conversation) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.convs[c.ID]
+	if !ok {
+		return fmt.Errorf("conversation %s: %w", c.ID, core.ErrNotFound)
+	}
+	e.conv = c.Clone()
+	return nil
+}
+
+// DeleteConversation removes a conversation and its events.
+func (s *Store) DeleteConversation(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.convs[id]; !ok {
+		return fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	}
+	delete(s.convs, id)
+	return nil
+}
+
+// AppendEvents adds events whose Seq must continue the log.
+func (s *Store) AppendEvents(_ context.Context, id string, events []*core.Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.convs[id]
+	if !ok {
+		return fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	}
+	next := uint64(len(e.events)) + 1
+	for i, ev := range events {
+		if ev.Seq != next+uint64(i) {
+			return fmt.Errorf("conversation %s: event seq %d does not continue the log at %d", id, ev.Seq, next+uint64(i))
+		}
+	}
+	for _, ev := range events {
+		e.events = append(e.events, ev)
+		e.byID[ev.ID] = ev
+	}
+	return nil
+}
+
+// Events returns up to limit events after afterSeq, oldest first. Events are
+// immutable once appended, so the returned pointers are shared.
+func (s *Store) Events(_ context.Context, id string, afterSeq uint64, limit int) ([]*core.Event, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.convs[id]
+	if !ok {
+		return nil, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	}
+	if afterSeq >= uint64(len(e.events)) {
+		return nil, nil
+	}
+	tail := e.events[afterSeq:]
+	if limit > 0 && len(tail) > limit {
+		tail = tail[:limit]
+	}
+	return append([]*core.Event(nil), tail...), nil
+}
+
+// EventByID returns one event.
+func (s *Store) EventByID(_ context.Context, id, eventID string) (*core.Event, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.convs[id]
+	if !ok {
+		return nil, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	}
+	ev, ok := e.byID[eventID]
+	if !ok {
+		return nil, fmt.Errorf("event %s: %w", eventID, core.ErrNotFound)
+	}
+	return ev, nil
+}
+
+// FirstSeqAtOrAfter binary-searches the log, whose timestamps never decrease.
+func (s *Store) FirstSeqAtOrAfter(_ context.Context, id string, t time.Time) (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.convs[id]
+	if !ok {
+		return 0, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	}
+	i := sort.Search(len(e.events), func(i int) bool { return !e.events[i].Timestamp.Before(t) })
+	return uint64(i) + 1, nil
+}
+
+// LastSeq returns the newest event's Seq, 0 for an empty log.
+func (s *Store) LastSeq(_ context.Context, id string) (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.convs[id]
+	if !ok {
+		return 0, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	}
+	return uint64(len(e.events)), nil
+}
+
+var _ core.Store = (*Store)(nil)
