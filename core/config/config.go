@@ -108,9 +108,11 @@ func Default() Config {
 		Server: Server{
 			Addr:            "127.0.0.1:8000",
 			ShutdownTimeout: 10 * time.Second,
+			AllowedOrigins:  []string{},
 			AccessLog:       true,
 		},
 		Auth: Auth{
+			Keys:       []string{},
 			RejectWith: RejectWithStatus,
 			RPCTimeout: 500 * time.Millisecond,
 			Cache: Cache{

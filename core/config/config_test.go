@@ -1,0 +1,179 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// The root config.yaml is the documented default: loading it must give
+// exactly Default(), and it must mention every key.
+func TestRootConfigIsTheDefault(t *testing.T) {
+	root := filepath.Join("..", "..", "config.yaml")
+	got, err := Load(Source{File: root, Environ: []string{}})
+	if err != nil {
+		t.Fatalf("load root config.yaml: %v", err)
+	}
+	if want := Default(); !reflect.DeepEqual(got, want) {
+		t.Errorf("config.yaml differs from Default():\n got %+v\nwant %+v", got, want)
+	}
+	text, err := os.ReadFile(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range Keys() {
+		leaf := key[strings.LastIndex(strings.TrimSuffix(key, ".*"), ".")+1:]
+		leaf = strings.TrimSuffix(leaf, ".*")
+		if !strings.Contains(string(text), leaf+":") {
+			t.Errorf("config.yaml does not document %s", key)
+		}
+	}
+}
+
+func TestLoadLayers(t *testing.T) {
+	file := writeFile(t, "server:\n  addr: 127.0.0.1:9000\n  shutdown_timeout: 3s\nauth:\n  chains:\n    events: [header]\n")
+	tests := []struct {
+		name      string
+		environ   []string
+		overrides map[string]string
+		check     func(t *testing.T, c Config)
+	}{
+		{"file", nil, nil, func(t *testing.T, c Config) {
+			if c.Server.Addr != "127.0.0.1:9000" || c.Server.ShutdownTimeout != 3*time.Second {
+				t.Errorf("got %s %s", c.Server.Addr, c.Server.ShutdownTimeout)
+			}
+			if !reflect.DeepEqual(c.Auth.Chains.Events, []string{"header"}) {
+				t.Errorf("events chain = %v, want [header] (a list replaces, never merges)", c.Auth.Chains.Events)
+			}
+			if !reflect.DeepEqual(c.Auth.Chains.REST, []string{"header", "bearer"}) {
+				t.Errorf("rest chain = %v, want the default", c.Auth.Chains.REST)
+			}
+		}},
+		{"env beats file", []string{"AGENT_SERVER_SERVER__ADDR=127.0.0.1:9100", "AGENT_SERVER_AUTH__CHAINS__EVENTS=bearer,header", "AGENT_SERVER_LIMITS__IDLE_TIMEOUT=2m"}, nil, func(t *testing.T, c Config) {
+			if c.Server.Addr != "127.0.0.1:9100" {
+				t.Errorf("addr = %s", c.Server.Addr)
+			}
+			if !reflect.DeepEqual(c.Auth.Chains.Events, []string{"bearer", "header"}) {
+				t.Errorf("events = %v", c.Auth.Chains.Events)
+			}
+			if c.Limits.IdleTimeout != 2*time.Minute {
+				t.Errorf("idle = %s", c.Limits.IdleTimeout)
+			}
+		}},
+		{"flags beat env", []string{"AGENT_SERVER_SERVER__ADDR=127.0.0.1:9100"}, map[string]string{"server.addr": "127.0.0.1:9200"}, func(t *testing.T, c Config) {
+			if c.Server.Addr != "127.0.0.1:9200" {
+				t.Errorf("addr = %s", c.Server.Addr)
+			}
+		}},
+		{"other prefixes ignored", []string{"SERVER__ADDR=nope", "AGENT_SERVERX=1"}, nil, func(t *testing.T, c Config) {
+			if c.Server.Addr != "127.0.0.1:9000" {
+				t.Errorf("addr = %s", c.Server.Addr)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			environ := tt.environ
+			if environ == nil {
+				environ = []string{}
+			}
+			c, err := Load(Source{File: file, Environ: environ, Overrides: tt.overrides})
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+// Every bad config names the key at fault.
+func TestLoadRejects(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		environ []string
+		want    string
+	}{
+		{"unknown top key", "bogus: 1\n", nil, "unknown key bogus"},
+		{"unknown nested key", "server:\n  adr: x\n", nil, "unknown key server.adr"},
+		{"unknown env key", "", []string{"AGENT_SERVER_SERVER__PORT=1"}, "unknown key server.port"},
+		{"bad duration", "auth:\n  rpc_timeout: fast\n", nil, "auth.rpc_timeout"},
+		{"negative duration", "auth:\n  rpc_timeout: -1s\n", nil, "auth.rpc_timeout"},
+		{"bad addr", "server:\n  addr: nowhere\n", nil, "server.addr"},
+		{"bad reject_with", "auth:\n  reject_with: drop\n", nil, "auth.reject_with"},
+		{"bad key hash", "auth:\n  keys: ['sha256:abc']\n", nil, "auth.keys"},
+		{"empty chain", "auth:\n  chains:\n    rest: []\n", nil, "auth.chains.rest"},
+		{"duplicate plugin", "auth:\n  chains:\n    events: [query, query]\n", nil, "auth.chains.events"},
+		{"bad plugin name", "auth:\n  chains:\n    events: ['../x']\n", nil, "auth.chains.events"},
+		{"bad pin", "plugins:\n  instances:\n    jwt:\n      sha256: xyz\n", nil, "plugins.instances.jwt.sha256"},
+		{"unknown plugin field", "plugins:\n  instances:\n    jwt:\n      sha: x\n", nil, "unknown key plugins.instances[jwt].sha"},
+		{"ping above idle", "limits:\n  ping_interval: 2m\n", nil, "limits.ping_interval"},
+		{"tiny frame", "limits:\n  max_frame_bytes: 10\n", nil, "limits.max_frame_bytes"},
+		{"bad origin", "server:\n  allowed_origins: [example.com]\n", nil, "server.allowed_origins[0]"},
+		{"bad driver", "storage:\n  driver: mysql\n", nil, "storage.driver"},
+		{"bad log level", "log:\n  level: loud\n", nil, "log.level"},
+		{"wrong type", "limits:\n  max_frame_bytes: [1]\n", nil, "limits.max_frame_bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			environ := tt.environ
+			if environ == nil {
+				environ = []string{}
+			}
+			_, err := Load(Source{File: writeFile(t, tt.yaml), Environ: environ})
+			if err == nil {
+				t.Fatalf("Load accepted a bad config; want an error naming %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %q, want it to name %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	_, err := Load(Source{File: filepath.Join(t.TempDir(), "nope.yaml"), Environ: []string{}})
+	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Fatalf("err = %v, want one naming the file", err)
+	}
+}
+
+// Secrets never reach the rendered config, even in a bad key's error.
+func TestSecretsMasked(t *testing.T) {
+	c := Default()
+	c.Auth.Keys = []string{"s3cret-key", "sha256:" + strings.Repeat("ab", 32)}
+	c.Plugins.Instances = map[string]Plugin{"jwt": {Config: map[string]any{"secret": "jwt-s3cret", "issuer": "me"}}}
+	out, err := c.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"s3cret-key", "jwt-s3cret", strings.Repeat("ab", 32)} {
+		if strings.Contains(out, secret) {
+			t.Errorf("rendered config contains secret %q:\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(out, "issuer: me") {
+		t.Errorf("rendered config lost a non-secret plugin setting:\n%s", out)
+	}
+
+	_, err = Load(Source{File: writeFile(t, "auth:\n  keys: ['']\n"), Environ: []string{}})
+	if err == nil {
+		t.Fatal("empty key accepted")
+	}
+	_, err = Load(Source{File: writeFile(t, "auth:\n  keys: ['sha256:zz-my-secret']\n"), Environ: []string{}})
+	if err == nil || strings.Contains(err.Error(), "my-secret") {
+		t.Errorf("error %v must refuse the key without quoting it", err)
+	}
+}

@@ -1,0 +1,72 @@
+package config
+
+import (
+	"fmt"
+	"regexp"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/structs"
+	"github.com/knadh/koanf/v2"
+)
+
+// masked replaces a secret in rendered output.
+const masked = "***"
+
+// secretName matches plugin config keys whose values are treated as secrets.
+var secretName = regexp.MustCompile(`(?i)secret|key|token|password|passwd|credential|private`)
+
+// Redacted returns a copy with every secret replaced by "***": all API keys,
+// and plugin config values whose key looks like a secret's name.
+func (c Config) Redacted() Config {
+	out := c
+	out.Auth.Keys = make([]string, len(c.Auth.Keys))
+	for i := range c.Auth.Keys {
+		out.Auth.Keys[i] = masked
+	}
+	out.Plugins.Instances = make(map[string]Plugin, len(c.Plugins.Instances))
+	for name, p := range c.Plugins.Instances {
+		p.Config = redactMap(p.Config)
+		out.Plugins.Instances[name] = p
+	}
+	return out
+}
+
+func redactMap(m map[string]any) map[string]any {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		switch {
+		case secretName.MatchString(k):
+			out[k] = masked
+		default:
+			if sub, ok := v.(map[string]any); ok {
+				out[k] = redactMap(sub)
+			} else {
+				out[k] = v
+			}
+		}
+	}
+	return out
+}
+
+// Render returns the configuration as YAML with secrets masked.
+func (c Config) Render() (string, error) {
+	k := koanf.New(".")
+	r := c.Redacted()
+	if err := k.Load(structs.Provider(r, "koanf"), nil); err != nil {
+		return "", fmt.Errorf("render config: %w", err)
+	}
+	// structs renders durations as nanoseconds; write them as text.
+	for _, key := range k.Keys() {
+		if d, ok := k.Get(key).(interface{ String() string }); ok {
+			_ = k.Set(key, d.String())
+		}
+	}
+	b, err := k.Marshal(yaml.Parser())
+	if err != nil {
+		return "", fmt.Errorf("render config: %w", err)
+	}
+	return string(b), nil
+}
