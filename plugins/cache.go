@@ -1,0 +1,227 @@
+package plugins
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"hash"
+	"sync"
+	"time"
+
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
+)
+
+// Cache defaults, used when config leaves a value at zero.
+const (
+	defaultAllowTTL   = 10 * time.Second
+	defaultDenyTTL    = time.Second
+	defaultMaxEntries = 100_000
+	// sweepEvery bounds how often a full cache scans for expired entries.
+	sweepEvery = time.Second
+)
+
+// decisionCache remembers plugin decisions so a repeated credential costs no
+// RPC. Entries are keyed by HMAC-SHA256 under a random per-process secret of
+// the plugin's name, the route and the values of the plugin's declared
+// inputs: the credential itself is never stored. Allow and Deny (and
+// Abstain) have separate TTLs, an Allow never outlives its principal, and
+// Error is never cached.
+type decisionCache struct {
+	allowTTL time.Duration
+	denyTTL  time.Duration
+	max      int
+	now      func() time.Time
+	macs     sync.Pool // of hash.Hash, HMAC-SHA256 under the secret
+
+	mu        sync.Mutex
+	entries   map[cacheKey]cacheEntry
+	lastSweep time.Time
+}
+
+type cacheKey [sha256.Size]byte
+
+type cacheEntry struct {
+	res     core.Result
+	expires time.Time
+}
+
+// newDecisionCache returns nil when the cache is disabled; a nil cache is
+// valid and caches nothing.
+func newDecisionCache(cfg config.Cache) (*decisionCache, error) {
+	if !cfg.Enabled {
+		return nil, nil
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	c := &decisionCache{
+		allowTTL: orDefault(cfg.AllowTTL, defaultAllowTTL),
+		denyTTL:  orDefault(cfg.DenyTTL, defaultDenyTTL),
+		max:      cfg.MaxEntries,
+		now:      time.Now,
+		entries:  make(map[cacheKey]cacheEntry),
+	}
+	if c.max <= 0 {
+		c.max = defaultMaxEntries
+	}
+	c.macs.New = func() any { return hmac.New(sha256.New, secret) }
+	return c, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// key derives the cache key for plugin deciding req by its inputs in. Every
+// variable-length field is length-prefixed so distinct inputs never collide.
+func (c *decisionCache) key(plugin string, req *core.Request, in Inputs) cacheKey {
+	m := c.macs.Get().(hash.Hash)
+	m.Reset()
+	var scratch [binary.MaxVarintLen64]byte
+	put := func(s string) {
+		m.Write(binary.AppendUvarint(scratch[:0], uint64(len(s))))
+		m.Write([]byte(s))
+	}
+	putAll := func(tag string, vs []string) {
+		put(tag)
+		m.Write(binary.AppendUvarint(scratch[:0], uint64(len(vs))))
+		for _, v := range vs {
+			put(v)
+		}
+	}
+	put(plugin)
+	put(string(req.Route))
+	for _, name := range in.QueryParams {
+		put("q")
+		putAll(name, req.Query[name])
+	}
+	for _, name := range in.Headers {
+		put("h")
+		putAll(name, headerValues(req.Header, name))
+	}
+	if in.Subprotocol {
+		putAll("s", req.Subprotocols)
+	}
+	if in.FirstMessage {
+		put("f")
+		put(string(req.FirstMessage))
+	}
+	var k cacheKey
+	m.Sum(k[:0])
+	c.macs.Put(m)
+	return k
+}
+
+// get returns a copy of a live entry.
+func (c *decisionCache) get(k cacheKey) (core.Result, bool) {
+	if c == nil {
+		return core.Result{}, false
+	}
+	now := c.now()
+	c.mu.Lock()
+	e, ok := c.entries[k]
+	if ok && !now.Before(e.expires) {
+		delete(c.entries, k)
+		ok = false
+	}
+	c.mu.Unlock()
+	if !ok {
+		return core.Result{}, false
+	}
+	return cloneResult(e.res), true
+}
+
+// put stores res under k for its decision's TTL, capped by the principal's
+// expiry. Errors are never stored.
+func (c *decisionCache) put(k cacheKey, res core.Result) {
+	if c == nil {
+		return
+	}
+	now := c.now()
+	var ttl time.Duration
+	switch res.Decision {
+	case core.Allow:
+		ttl = c.allowTTL
+		if res.Principal != nil && !res.Principal.Expiry.IsZero() {
+			ttl = min(ttl, res.Principal.Expiry.Sub(now))
+		}
+	case core.Deny, core.Abstain:
+		ttl = c.denyTTL
+	default:
+		return
+	}
+	if ttl <= 0 {
+		return
+	}
+	e := cacheEntry{res: cloneResult(res), expires: now.Add(ttl)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, exists := c.entries[k]; !exists && len(c.entries) >= c.max {
+		c.evictLocked(now)
+	}
+	c.entries[k] = e
+}
+
+// evictLocked makes room for one entry: it drops expired entries at most
+// once per sweepEvery and otherwise an arbitrary one.
+func (c *decisionCache) evictLocked(now time.Time) {
+	if now.Sub(c.lastSweep) >= sweepEvery {
+		c.lastSweep = now
+		for k, e := range c.entries {
+			if !now.Before(e.expires) {
+				delete(c.entries, k)
+			}
+		}
+	}
+	for k := range c.entries {
+		if len(c.entries) < c.max {
+			return
+		}
+		delete(c.entries, k)
+	}
+}
+
+// purge empties the cache.
+func (c *decisionCache) purge() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	clear(c.entries)
+	c.mu.Unlock()
+}
+
+// len returns how many entries the cache holds.
+func (c *decisionCache) len() int {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}
+
+// cloneResult copies the principal so no caller can change a cached entry.
+func cloneResult(r core.Result) core.Result {
+	if r.Principal != nil {
+		p := *r.Principal
+		if p.Scopes != nil {
+			p.Scopes = append([]string(nil), p.Scopes...)
+		}
+		if p.Claims != nil {
+			claims := make(map[string]string, len(p.Claims))
+			for k, v := range p.Claims {
+				claims[k] = v
+			}
+			p.Claims = claims
+		}
+		r.Principal = &p
+	}
+	return r
+}

@@ -1,0 +1,52 @@
+package plugins
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/status"
+
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/plugins/authpb"
+)
+
+// grpcClient is the host's stub for one plugin process.
+type grpcClient struct {
+	rpc authpb.AuthenticatorClient
+}
+
+func (c *grpcClient) info(ctx context.Context) (Info, error) {
+	resp, err := c.rpc.Info(ctx, &authpb.InfoRequest{})
+	if err != nil {
+		return Info{}, fmt.Errorf("info rpc: %w", rpcError(err))
+	}
+	return infoFromPB(resp), nil
+}
+
+func (c *grpcClient) configure(ctx context.Context, req ConfigureRequest) error {
+	if _, err := c.rpc.Configure(ctx, configureToPB(req)); err != nil {
+		return fmt.Errorf("configure rpc: %w", rpcError(err))
+	}
+	return nil
+}
+
+func (c *grpcClient) authenticate(ctx context.Context, req *core.Request, in Inputs) core.Result {
+	resp, err := c.rpc.Authenticate(ctx, requestToPB(req, in))
+	if err != nil {
+		return core.Failed(fmt.Errorf("authenticate rpc: %w", rpcError(err)))
+	}
+	return resultFromPB(resp)
+}
+
+// rpcError flattens a gRPC status into "code: message" so errors read well
+// in logs, while context errors keep their identity for errors.Is.
+func rpcError(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	if s, ok := status.FromError(err); ok {
+		return fmt.Errorf("%s: %s", s.Code(), s.Message())
+	}
+	return err
+}

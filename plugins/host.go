@@ -1,0 +1,361 @@
+package plugins
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
+)
+
+// Defaults for settings left at zero.
+const (
+	defaultRPCTimeout     = 500 * time.Millisecond
+	defaultMaxAttempts    = 10
+	defaultInitialBackoff = 100 * time.Millisecond
+	defaultMaxBackoff     = 10 * time.Second
+)
+
+// Host launches, configures and supervises the authenticator plugins a
+// config names, and compiles the per-route chains from them.
+//
+// Lifecycle: NewHost (no side effects), Start, then Chain per route, Ready
+// for readiness, Purge or Reload on config reload, and Close on shutdown.
+type Host struct {
+	log             *slog.Logger
+	protocolVersion uint
+	rpcTimeout      time.Duration
+	restart         config.Restart
+	cache           *decisionCache
+	rpcs            atomic.Int64 // Authenticate RPCs sent, for tests and metrics
+
+	cfg       config.Config
+	mu        sync.Mutex // guards keys, instances, chains, cancel, closed
+	keys      []string   // session API keys as "sha256:<hex>" digests
+	instances map[string]*instance
+	order     []string
+	chains    map[core.Route]*core.Chain
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closed    bool
+}
+
+// NewHost returns a host for cfg that logs to log. It starts nothing; call
+// Start. Session API keys are taken from cfg.Auth.Keys: merge the keys from
+// core.KeysFromEnv into it first.
+func NewHost(cfg config.Config, log *slog.Logger) *Host {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := cfg.Plugins.Restart
+	if r.MaxAttempts == 0 {
+		r.MaxAttempts = defaultMaxAttempts
+	}
+	r.InitialBackoff = orDefault(r.InitialBackoff, defaultInitialBackoff)
+	r.MaxBackoff = orDefault(r.MaxBackoff, defaultMaxBackoff)
+	return &Host{
+		log:             log,
+		protocolVersion: ProtocolVersion,
+		rpcTimeout:      orDefault(cfg.Auth.RPCTimeout, defaultRPCTimeout),
+		restart:         r,
+		cfg:             cfg,
+	}
+}
+
+// chainNames lists, per route, the plugin names its chain runs.
+func chainNames(a config.Auth) map[core.Route][]string {
+	return map[core.Route][]string{
+		core.RouteEvents: a.Chains.Events,
+		core.RouteREST:   a.Chains.REST,
+	}
+}
+
+// pluginNames returns every plugin some chain uses, in first-use order.
+func pluginNames(a config.Auth) []string {
+	var names []string
+	for _, n := range slices.Concat(a.Chains.Events, a.Chains.REST) {
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+// specs resolves the binary, pin and config of every plugin cfg uses.
+func specs(cfg config.Config) ([]spec, error) {
+	var out []spec
+	for _, name := range pluginNames(cfg.Auth) {
+		path, err := resolvePath(cfg.Plugins, name)
+		if err != nil {
+			return nil, err
+		}
+		inst := cfg.Plugins.Instances[name]
+		if inst.SHA256 != "" {
+			if _, err := normalizePin(inst.SHA256); err != nil {
+				return nil, fmt.Errorf("plugin %s: %w", name, err)
+			}
+		}
+		raw := []byte("{}")
+		if len(inst.Config) > 0 {
+			if raw, err = json.Marshal(inst.Config); err != nil {
+				return nil, fmt.Errorf("plugin %s: encode config: %w", name, err)
+			}
+		}
+		out = append(out, spec{name: name, path: path, pin: inst.SHA256, config: raw})
+	}
+	return out, nil
+}
+
+// keyDigests turns session API keys, plaintext or "sha256:<hex>", into
+// digests so that plugins never see a plaintext key.
+func keyDigests(keys []string) ([]string, error) {
+	if _, err := core.NewKeySet(keys); err != nil {
+		return nil, fmt.Errorf("auth.keys: %w", err)
+	}
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if rest, ok := strings.CutPrefix(k, "sha256:"); ok {
+			out = append(out, "sha256:"+strings.ToLower(rest))
+			continue
+		}
+		d := sha256.Sum256([]byte(k))
+		out = append(out, "sha256:"+hex.EncodeToString(d[:]))
+	}
+	return out, nil
+}
+
+func (h *Host) digests() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.keys
+}
+
+// Start validates the config, then launches every plugin a chain uses,
+// verifying each pin, handshaking and sending Info and Configure, and
+// compiles the chains. A bad config, binary or plugin config fails here
+// with an error naming the plugin, and nothing is left running.
+func (h *Host) Start(ctx context.Context) error {
+	h.mu.Lock()
+	if h.instances != nil || h.closed {
+		h.mu.Unlock()
+		return errors.New("plugin host: Start called twice or after Close")
+	}
+	h.instances = map[string]*instance{}
+	h.mu.Unlock()
+
+	keys, err := keyDigests(h.cfg.Auth.Keys)
+	if err != nil {
+		return err
+	}
+	cache, err := newDecisionCache(h.cfg.Auth.Cache)
+	if err != nil {
+		return fmt.Errorf("decision cache: %w", err)
+	}
+	ss, err := specs(h.cfg)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.keys, h.cache = keys, cache
+	h.mu.Unlock()
+
+	insts := make([]*instance, len(ss))
+	errs := make([]error, len(ss))
+	var wg sync.WaitGroup
+	for k, s := range ss {
+		insts[k] = newInstance(h, s)
+		wg.Go(func() { errs[k] = insts[k].start(ctx) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, i := range insts {
+			i.stop()
+		}
+		return err
+	}
+
+	chains := map[core.Route]*core.Chain{}
+	byName := map[string]*instance{}
+	for _, i := range insts {
+		byName[i.name] = i
+	}
+	for route, names := range chainNames(h.cfg.Auth) {
+		if len(names) == 0 {
+			continue
+		}
+		auths := make([]core.Authenticator, len(names))
+		for k, n := range names {
+			auths[k] = byName[n]
+		}
+		c, err := core.NewChain(route, auths...)
+		if err != nil {
+			for _, i := range insts {
+				i.stop()
+			}
+			return err
+		}
+		chains[route] = c
+	}
+
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	h.mu.Lock()
+	h.instances, h.chains, h.cancel = byName, chains, cancel
+	for _, i := range insts {
+		h.order = append(h.order, i.name)
+		h.wg.Go(func() { i.supervise(sctx) })
+		h.log.Info("auth plugin ready", "plugin", i.name, "version", i.info.Version, "pid", i.health().PID)
+	}
+	h.mu.Unlock()
+	return nil
+}
+
+// Chain returns the compiled chain for route.
+func (h *Host) Chain(route core.Route) (*core.Chain, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c, ok := h.chains[route]
+	if !ok {
+		return nil, fmt.Errorf("no auth chain configured for route %q", route)
+	}
+	return c, nil
+}
+
+// Authenticator returns the plugin instance called name, as the chains use it.
+func (h *Host) Authenticator(name string) (core.Authenticator, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	i, ok := h.instances[name]
+	if !ok {
+		return nil, fmt.Errorf("no plugin %q is loaded", name)
+	}
+	return i, nil
+}
+
+// Health reports every plugin's state, in the order the plugins were loaded.
+func (h *Host) Health() []Health {
+	h.mu.Lock()
+	insts := make([]*instance, 0, len(h.order))
+	for _, n := range h.order {
+		insts = append(insts, h.instances[n])
+	}
+	h.mu.Unlock()
+	out := make([]Health, len(insts))
+	for k, i := range insts {
+		out[k] = i.health()
+	}
+	return out
+}
+
+// Ready returns nil when every plugin is serving, and otherwise an error
+// naming each plugin that is not. The server's /ready reports it.
+func (h *Host) Ready() error {
+	h.mu.Lock()
+	started, closed := h.instances != nil && h.cancel != nil, h.closed
+	h.mu.Unlock()
+	switch {
+	case closed:
+		return errors.New("plugin host is closed")
+	case !started:
+		return errors.New("plugin host is not started")
+	}
+	var errs []error
+	for _, hl := range h.Health() {
+		if hl.State != StateReady {
+			errs = append(errs, fmt.Errorf("plugin %s is %s", hl.Name, hl.State))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Purge empties the decision cache, so that the next request for every
+// credential reaches its plugin.
+func (h *Host) Purge() {
+	h.mu.Lock()
+	c := h.cache
+	h.mu.Unlock()
+	c.purge()
+}
+
+// Reload applies a new config to the running plugins: session API keys and
+// each plugin's config are sent again with Configure, and the cache is
+// emptied so a rotated-out key is refused at once. Changing which plugins
+// run, their chains, binaries or pins needs a restart and is refused.
+func (h *Host) Reload(ctx context.Context, cfg config.Config) error {
+	ss, err := specs(cfg)
+	if err != nil {
+		return err
+	}
+	keys, err := keyDigests(cfg.Auth.Keys)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	if h.cancel == nil || h.closed {
+		h.mu.Unlock()
+		return errors.New("plugin host is not running")
+	}
+	old := h.cfg
+	if !slices.Equal(old.Auth.Chains.Events, cfg.Auth.Chains.Events) || !slices.Equal(old.Auth.Chains.REST, cfg.Auth.Chains.REST) {
+		h.mu.Unlock()
+		return errors.New("reload: auth.chains changed; restart the server to apply it")
+	}
+	insts := make([]*instance, len(ss))
+	for k, s := range ss {
+		i := h.instances[s.name]
+		i.mu.Lock()
+		same := i.spec.path == s.path && i.spec.pin == s.pin
+		i.mu.Unlock()
+		if !same {
+			h.mu.Unlock()
+			return fmt.Errorf("reload: plugin %s: path or sha256 changed; restart the server to apply it", s.name)
+		}
+		insts[k] = i
+	}
+	h.keys, h.cfg = keys, cfg
+	h.mu.Unlock()
+
+	defer h.Purge()
+	var errs []error
+	for k, i := range insts {
+		errs = append(errs, i.reconfigure(ctx, ss[k]))
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops supervision and kills every plugin process. It is safe to call
+// more than once.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	cancel := h.cancel
+	insts := make([]*instance, 0, len(h.instances))
+	for _, i := range h.instances {
+		insts = append(insts, i)
+	}
+	h.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	h.wg.Wait()
+	var wg sync.WaitGroup
+	for _, i := range insts {
+		wg.Go(i.stop)
+	}
+	wg.Wait()
+	h.Purge()
+	return nil
+}

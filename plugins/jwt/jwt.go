@@ -1,0 +1,158 @@
+// Package jwt is an example custom authenticator, built exactly as a
+// third-party plugin would be: it verifies HS256 JSON Web Tokens sent as
+// "Authorization: Bearer <jwt>" with a secret from its plugin config.
+//
+// The token must carry exp and sub; nbf is checked when present. sub becomes
+// the principal's subject, exp its expiry, and an optional "conversations"
+// claim (a list of conversation IDs) its scopes. A bearer token that is not
+// shaped like a JWT abstains, so a chain can put jwt before bearer.
+//
+// Config (plugins.instances.jwt.config):
+//
+//	secret:   "<at least 32 bytes>"  # required; HS256 key
+//	issuer:   "https://issuer"       # optional; iss must match
+//	audience: "agent-server"         # optional; aud must contain it
+//	leeway:   "30s"                  # optional clock skew allowance
+package jwt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	jwtlib "github.com/golang-jwt/jwt/v5"
+
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/plugins"
+	"github.com/agent-server/agent-server/plugins/bearer"
+)
+
+// Version is this plugin's version.
+const Version = "1.0.0"
+
+// minSecret is the shortest HS256 secret accepted: the hash size.
+const minSecret = 32
+
+// Config is the plugin's config.
+type Config struct {
+	Secret   string `json:"secret"`
+	Issuer   string `json:"issuer"`
+	Audience string `json:"audience"`
+	Leeway   string `json:"leeway"`
+}
+
+// Claims are the token claims the plugin reads.
+type Claims struct {
+	jwtlib.RegisteredClaims
+	Conversations []string `json:"conversations,omitempty"`
+}
+
+// Plugin verifies HS256 JWTs.
+type Plugin struct {
+	now    func() time.Time
+	parser atomic.Pointer[configured]
+}
+
+type configured struct {
+	secret []byte
+	parser *jwtlib.Parser
+}
+
+// New returns an unconfigured jwt plugin.
+func New() *Plugin { return &Plugin{now: time.Now} }
+
+// Info declares the plugin; it reads the Authorization header and needs no
+// session API keys.
+func (p *Plugin) Info(context.Context) plugins.Info {
+	return plugins.Info{
+		Name:    "jwt",
+		Version: Version,
+		Inputs:  plugins.Inputs{Headers: []string{bearer.Header}},
+	}
+}
+
+// Configure reads and checks the secret and the optional claims checks.
+func (p *Plugin) Configure(_ context.Context, req plugins.ConfigureRequest) error {
+	var cfg Config
+	if err := req.DecodeConfig(&cfg); err != nil {
+		return err
+	}
+	if len(cfg.Secret) < minSecret {
+		return fmt.Errorf("secret must be at least %d bytes, got %d", minSecret, len(cfg.Secret))
+	}
+	opts := []jwtlib.ParserOption{
+		jwtlib.WithValidMethods([]string{jwtlib.SigningMethodHS256.Alg()}),
+		jwtlib.WithExpirationRequired(),
+		jwtlib.WithTimeFunc(p.now),
+	}
+	if cfg.Leeway != "" {
+		d, err := time.ParseDuration(cfg.Leeway)
+		if err != nil || d < 0 {
+			return fmt.Errorf("leeway %q: want a non-negative duration like 30s", cfg.Leeway)
+		}
+		opts = append(opts, jwtlib.WithLeeway(d))
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwtlib.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwtlib.WithAudience(cfg.Audience))
+	}
+	p.parser.Store(&configured{secret: []byte(cfg.Secret), parser: jwtlib.NewParser(opts...)})
+	return nil
+}
+
+// Authenticate abstains without a JWT-shaped bearer token, denies a token
+// that fails any check, and allows a valid one.
+func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result {
+	tok := bearer.Token(plugins.HeaderValue(req, bearer.Header))
+	if tok == "" || strings.Count(tok, ".") != 2 {
+		return core.Abstained()
+	}
+	c := p.parser.Load()
+	if c == nil {
+		return core.Failed(errors.New("plugin is not configured"))
+	}
+	var claims Claims
+	_, err := c.parser.ParseWithClaims(tok, &claims, func(*jwtlib.Token) (any, error) { return c.secret, nil })
+	if err != nil {
+		return core.Denied(denyReason(err))
+	}
+	if claims.Subject == "" {
+		return core.Denied("token has no sub")
+	}
+	pr := &core.Principal{Subject: claims.Subject, Scopes: claims.Conversations}
+	if claims.ExpiresAt != nil {
+		pr.Expiry = claims.ExpiresAt.Time
+	}
+	if claims.Issuer != "" {
+		pr.Claims = map[string]string{"iss": claims.Issuer}
+	}
+	return core.Allowed(pr)
+}
+
+// denyReason names what was wrong without echoing the token.
+func denyReason(err error) string {
+	switch {
+	case errors.Is(err, jwtlib.ErrTokenExpired):
+		return "token expired"
+	case errors.Is(err, jwtlib.ErrTokenNotValidYet):
+		return "token not valid yet"
+	case errors.Is(err, jwtlib.ErrTokenSignatureInvalid):
+		return "invalid token signature"
+	case errors.Is(err, jwtlib.ErrTokenUnverifiable):
+		return "token signing method not accepted"
+	case errors.Is(err, jwtlib.ErrTokenRequiredClaimMissing):
+		return "token lacks a required claim"
+	case errors.Is(err, jwtlib.ErrTokenInvalidIssuer):
+		return "token issuer not accepted"
+	case errors.Is(err, jwtlib.ErrTokenInvalidAudience):
+		return "token audience not accepted"
+	}
+	return "invalid token"
+}
+
+var _ plugins.Plugin = (*Plugin)(nil)

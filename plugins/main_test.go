@@ -1,0 +1,58 @@
+package plugins_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// binDir holds the real plugin binaries, built once for the package.
+var binDir string
+
+// TestMain builds every plugin binary the tests launch: the four shipped
+// plugins and the fault plugin (also copied as auth-garbage, which prints
+// to stdout before its handshake).
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "agent-server-plugins-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	if err := buildPlugins(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "build plugins:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+func buildPlugins(dir string) error {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.Command(gobin, "build", "-o", dir+string(filepath.Separator),
+		"github.com/agent-server/agent-server/cmd/auth-query",
+		"github.com/agent-server/agent-server/cmd/auth-header",
+		"github.com/agent-server/agent-server/cmd/auth-bearer",
+		"github.com/agent-server/agent-server/cmd/auth-jwt",
+		"github.com/agent-server/agent-server/plugins/internal/faultplugin/cmd/auth-fault",
+	)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "auth-fault"))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "auth-garbage"), b, 0o755)
+}

@@ -1,0 +1,144 @@
+package plugins
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	goplugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/plugins/authpb"
+)
+
+// ProtocolVersion is the version of the host<->plugin contract. A host and a
+// plugin built against different versions refuse each other at the
+// handshake, and the error names both versions.
+const ProtocolVersion = 1
+
+// pluginKey is the name of the one plugin in every go-plugin PluginSet.
+const pluginKey = "authenticator"
+
+// handshake returns the go-plugin handshake for a protocol version. The magic
+// cookie only stops a plugin binary run by hand from hanging; it is not a
+// security measure.
+func handshake(version uint) goplugin.HandshakeConfig {
+	return goplugin.HandshakeConfig{
+		ProtocolVersion:  version,
+		MagicCookieKey:   "AGENT_SERVER_AUTH_PLUGIN",
+		MagicCookieValue: "7f3c1e0a-authenticator",
+	}
+}
+
+// Plugin is what an authenticator plugin implements. The host calls Info,
+// then Configure once, then Authenticate for every request whose declared
+// inputs are present. Implementations must be safe for concurrent use.
+type Plugin interface {
+	// Info describes the plugin. It must not depend on configuration.
+	Info(ctx context.Context) Info
+	// Configure receives the plugin's configuration; an error fails the
+	// server's boot with a message naming the plugin.
+	Configure(ctx context.Context, req ConfigureRequest) error
+	// Authenticate decides one request: Allow, Deny, Abstain or Error.
+	Authenticate(ctx context.Context, req *core.Request) core.Result
+}
+
+// Info is what a plugin declares about itself.
+type Info struct {
+	Name      string // short name, e.g. "query"
+	Version   string // the plugin's own version, shown by `plugins list`
+	Inputs    Inputs // the request parts that carry its credential
+	WantsKeys bool   // whether it needs the session API keys (as digests)
+}
+
+// Inputs are the credential-bearing request parts a plugin reads. The host
+// skips a plugin, without an RPC, when none of them is present, and sends
+// it only these parts of the request.
+type Inputs struct {
+	QueryParams  []string // query parameter names, matched exactly
+	Headers      []string // header names, matched in any case
+	Subprotocol  bool     // the offered WebSocket subprotocols
+	FirstMessage bool     // the first WebSocket frame
+}
+
+// ConfigureRequest carries a plugin's configuration.
+type ConfigureRequest struct {
+	// Config is plugins.instances.<name>.config as a JSON object ("{}" when
+	// absent). Decode it with DecodeConfig.
+	Config json.RawMessage
+	// KeyDigests are the session API keys as "sha256:<hex>" digests, set
+	// only when Info.WantsKeys. core.NewKeySet accepts them as they are.
+	KeyDigests []string
+}
+
+// DecodeConfig decodes the plugin config into v, refusing unknown fields so a
+// typo fails at boot instead of being ignored.
+func (r ConfigureRequest) DecodeConfig(v any) error {
+	raw := r.Config
+	if len(raw) == 0 {
+		raw = json.RawMessage("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decode plugin config: %w", err)
+	}
+	return nil
+}
+
+// Serve runs p as a plugin process, talking gRPC to the host. It is the only
+// call in a plugin's main and does not return. Run by hand, outside a host,
+// it prints a short explanation and exits.
+func Serve(p Plugin) {
+	go exitWithParent(os.Getppid(), time.Second)
+	goplugin.Serve(&goplugin.ServeConfig{
+		HandshakeConfig: handshake(ProtocolVersion),
+		Plugins:         goplugin.PluginSet{pluginKey: &grpcPlugin{impl: p}},
+		GRPCServer:      goplugin.DefaultGRPCServer,
+		Logger:          newPluginHCLogger(),
+	})
+}
+
+// exitWithParent ends the plugin when the host that started it dies, even
+// when the host was killed before it could stop its plugins. On Linux the
+// host also asks the kernel for SIGKILL on its death; this covers the rest.
+func exitWithParent(ppid int, every time.Duration) {
+	if ppid <= 1 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for range t.C {
+		if os.Getppid() != ppid {
+			os.Exit(2)
+		}
+	}
+}
+
+// grpcPlugin is the go-plugin glue: it binds Plugin to the gRPC service on
+// both sides. impl is set only on the plugin side.
+type grpcPlugin struct {
+	goplugin.NetRPCUnsupportedPlugin
+	impl Plugin
+}
+
+// GRPCServer registers the plugin implementation (plugin side).
+func (g *grpcPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
+	if g.impl == nil {
+		return errors.New("no plugin implementation to serve")
+	}
+	authpb.RegisterAuthenticatorServer(s, &grpcServer{impl: g.impl, log: Logger()})
+	return nil
+}
+
+// GRPCClient returns the host's stub for the plugin (host side).
+func (g *grpcPlugin) GRPCClient(_ context.Context, _ *goplugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return &grpcClient{rpc: authpb.NewAuthenticatorClient(c)}, nil
+}
+
+var _ goplugin.GRPCPlugin = (*grpcPlugin)(nil)

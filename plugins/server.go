@@ -1,0 +1,53 @@
+package plugins
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/agent-server/agent-server/plugins/authpb"
+)
+
+// grpcServer runs inside the plugin process and serves a Plugin over gRPC.
+// A panic in the plugin is caught and logged, and the call fails, so one bad
+// request does not take the process down.
+type grpcServer struct {
+	authpb.UnimplementedAuthenticatorServer
+	impl Plugin
+	log  *slog.Logger
+}
+
+func (s *grpcServer) Info(ctx context.Context, _ *authpb.InfoRequest) (resp *authpb.InfoResponse, err error) {
+	defer s.recoverInto("Info", &err)
+	return infoToPB(s.impl.Info(ctx)), nil
+}
+
+func (s *grpcServer) Configure(ctx context.Context, req *authpb.ConfigureRequest) (resp *authpb.ConfigureResponse, err error) {
+	defer s.recoverInto("Configure", &err)
+	if err := s.impl.Configure(ctx, configureFromPB(req)); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &authpb.ConfigureResponse{}, nil
+}
+
+func (s *grpcServer) Authenticate(ctx context.Context, req *authpb.AuthenticateRequest) (resp *authpb.AuthenticateResponse, err error) {
+	defer s.recoverInto("Authenticate", &err)
+	return resultToPB(s.impl.Authenticate(ctx, requestFromPB(req))), nil
+}
+
+// recoverInto turns a panic in method into a logged event and an Internal
+// gRPC error, which the host maps to an Error decision.
+func (s *grpcServer) recoverInto(method string, err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.log.Error("plugin panicked", "method", method, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	*err = status.Errorf(codes.Internal, "plugin panicked in %s", method)
+}
+
+var _ authpb.AuthenticatorServer = (*grpcServer)(nil)
