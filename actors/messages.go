@@ -1,0 +1,147 @@
+package actors
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/agent-server/agent-server/core"
+)
+
+// Every message is a pointer to a small struct that is never modified after
+// it is sent. Commands are imperatives, events are in the past tense. The
+// package doc says which actor receives each one and from whom.
+
+// Authenticate asks the connection supervisor to run Request.Route's chain.
+// The answer goes to Reply, a channel with room for one result.
+type Authenticate struct {
+	Request  *core.Request
+	Deadline time.Time
+	Reply    chan<- core.Result
+}
+
+// Authenticated reports a finished chain run to the supervisor, from the
+// goroutine that ran it.
+type Authenticated struct {
+	Result core.Result
+	Route  core.Route
+	Reply  chan<- core.Result
+}
+
+// SpawnConnection asks the supervisor for a connection actor. The answer is
+// ConnectionSpawned or ConnectionRefused.
+type SpawnConnection struct {
+	Transport      Transport
+	Principal      *core.Principal
+	ConversationID string
+	Replay         Replay
+}
+
+// ConnectionSpawned answers SpawnConnection with the new actor's PID.
+type ConnectionSpawned struct {
+	PID *actor.PID
+}
+
+// ConnectionRefused answers SpawnConnection while the system shuts down.
+type ConnectionRefused struct {
+	Reason core.Disconnect
+}
+
+// CloseConnections tells the supervisor to close every connection with
+// Reason and refuse new ones. It answers ConnectionsClosed once every
+// connection actor has stopped.
+type CloseConnections struct {
+	Reason core.Disconnect
+}
+
+// ConnectionsClosed answers CloseConnections.
+type ConnectionsClosed struct{}
+
+// DeliverFrame hands a connection actor one inbound text frame. Data is the
+// actor's own copy.
+type DeliverFrame struct {
+	Data []byte
+}
+
+// PeerClosed tells a connection actor that its socket is gone.
+type PeerClosed struct{}
+
+// CredentialExpired tells a connection actor that its principal's expiry
+// has passed.
+type CredentialExpired struct{}
+
+// CloseConnection tells a connection actor to close its socket with Reason
+// and stop.
+type CloseConnection struct {
+	Reason core.Disconnect
+}
+
+// AttachConnection asks a conversation actor, through the registry, to add
+// Conn as a subscriber: it sends the full_state frame and the replay to
+// Transport and answers ConnectionAttached, or closes Transport and answers
+// CloseConnection.
+type AttachConnection struct {
+	ConversationID string
+	Conn           *actor.PID
+	Transport      Transport
+	Replay         Replay
+}
+
+// ConnectionAttached answers AttachConnection with the conversation actor's
+// PID, which the connection then talks to directly.
+type ConnectionAttached struct {
+	Conversation *actor.PID
+}
+
+// DetachConnection removes Conn from a conversation's subscribers.
+type DetachConnection struct {
+	Conn *actor.PID
+}
+
+// AppendEvent asks a conversation actor to append an event and broadcast it.
+// The answer is EventAppended or CommandFailed.
+type AppendEvent struct {
+	ConversationID string
+	Source         core.Source
+	Kind           string
+	Body           json.RawMessage
+}
+
+// EventAppended answers AppendEvent with the sealed event.
+type EventAppended struct {
+	Event *core.Event
+}
+
+// DeleteConversation asks the registry to delete a conversation and close its
+// sockets with 4004. The answer is ConversationDeleted or CommandFailed.
+type DeleteConversation struct {
+	ConversationID string
+}
+
+// ConversationDeleted answers DeleteConversation.
+type ConversationDeleted struct{}
+
+// ConversationEnded tells the registry that a conversation actor found its
+// conversation gone from the store and wants to be stopped.
+type ConversationEnded struct {
+	ConversationID string
+	PID            *actor.PID
+}
+
+// CommandFailed answers a command that could not be carried out.
+type CommandFailed struct {
+	Err error
+}
+
+// crashConnection makes a connection actor panic. It is unexported so only
+// this package's tests can send it; it exercises the supervisor's decider.
+type crashConnection struct{}
+
+// addressed is a message the registry routes to the actor of ConversationID.
+type addressed interface {
+	conversationID() string
+}
+
+func (m *AttachConnection) conversationID() string { return m.ConversationID }
+func (m *AppendEvent) conversationID() string      { return m.ConversationID }

@@ -1,0 +1,314 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
+)
+
+// Chains gives the current authenticator chain of a route. The plugin host
+// implements it and may swap chains on reload, so the supervisor asks for the
+// chain on every request and never keeps it.
+type Chains interface {
+	Chain(route core.Route) *core.Chain
+}
+
+// Options configures a System.
+type Options struct {
+	Store  core.Store
+	Chains Chains
+	Logger *slog.Logger
+	Limits config.Limits
+}
+
+// Timeouts for calls into the actors when the caller's context has no
+// earlier deadline.
+const (
+	authTimeout    = 10 * time.Second // a whole chain run
+	requestTimeout = 10 * time.Second // an append, a delete, a spawn
+	attachTimeout  = 10 * time.Second // a connection waiting for its conversation
+)
+
+// defaultSubscribers is limits.subscribers_per_conversation when unset.
+const defaultSubscribers = 50
+
+// ErrShutdown is returned by calls made after Shutdown began.
+var ErrShutdown = errors.New("actor system is shutting down")
+
+// System owns the actor system: the connection supervisor, the conversation
+// registry and, below them, one actor per connection and per conversation.
+// Its methods are safe for concurrent use.
+type System struct {
+	sys        *actor.ActorSystem
+	root       *actor.RootContext
+	supervisor *actor.PID
+	registry   *actor.PID
+	store      core.Store
+	chains     Chains
+	log        *slog.Logger
+	limits     config.Limits
+
+	closing  atomic.Bool
+	shutdown sync.Once
+	stopped  chan struct{}
+	stopErr  error
+}
+
+// New starts the actor system with its connection supervisor and its
+// conversation registry.
+func New(opts Options) (*System, error) {
+	if opts.Store == nil {
+		return nil, errors.New("actors: Options.Store is required")
+	}
+	if opts.Chains == nil {
+		return nil, errors.New("actors: Options.Chains is required")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	limits := opts.Limits
+	if limits.SubscribersPerConversation <= 0 {
+		limits.SubscribersPerConversation = defaultSubscribers
+	}
+	actorLog := log.With("component", "protoactor")
+	sys := actor.NewActorSystem(
+		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return actorLog }),
+		actor.WithDeadLetterRequestLogging(false),
+	)
+	s := &System{
+		sys:     sys,
+		root:    sys.Root,
+		store:   opts.Store,
+		chains:  opts.Chains,
+		log:     log,
+		limits:  limits,
+		stopped: make(chan struct{}),
+	}
+	var err error
+	// Both top-level actors restart in place after a panic, at most 10 times
+	// in 10 s; a restart stops their children first (see the package doc).
+	guardian := actor.WithGuardian(actor.NewOneForOneStrategy(10, 10*time.Second, restart))
+	s.registry, err = s.root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newRegistry(s) },
+		guardian, actor.WithSupervisor(actor.NewOneForOneStrategy(0, 10*time.Second, s.stopCrashed("conversation")))),
+		"conversations")
+	if err != nil {
+		sys.Shutdown()
+		return nil, fmt.Errorf("spawn conversation registry: %w", err)
+	}
+	s.supervisor, err = s.root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newSupervisor(s) },
+		guardian, actor.WithSupervisor(actor.NewOneForOneStrategy(0, 10*time.Second, s.stopCrashed("connection")))),
+		"connections")
+	if err != nil {
+		s.root.Stop(s.registry)
+		sys.Shutdown()
+		return nil, fmt.Errorf("spawn connection supervisor: %w", err)
+	}
+	return s, nil
+}
+
+// restart is the decider of the two top-level actors.
+func restart(any) actor.Directive { return actor.RestartDirective }
+
+// stopCrashed returns the decider for connection and conversation actors: a
+// panic stops the actor that panicked, never its siblings, and is logged.
+func (s *System) stopCrashed(kind string) actor.DeciderFunc {
+	return func(reason any) actor.Directive {
+		s.log.Error("actor crashed; stopping it", "actor", kind, "panic", fmt.Sprint(reason))
+		return actor.StopDirective
+	}
+}
+
+// Authenticate runs req.Route's chain through the connection supervisor and
+// returns its result. It fails closed: a missing chain, a panic, the end of
+// ctx or a timeout is an Error result, never an Allow.
+func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Result {
+	if s.closing.Load() {
+		return core.Failed(ErrShutdown)
+	}
+	deadline := time.Now().Add(authTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	reply := make(chan core.Result, 1)
+	s.root.Send(s.supervisor, &Authenticate{Request: req, Deadline: deadline, Reply: reply})
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case res := <-reply:
+		return res
+	case <-ctx.Done():
+		return core.Failed(fmt.Errorf("authenticate %s: %w", req.Route, ctx.Err()))
+	case <-timer.C:
+		return core.Failed(fmt.Errorf("authenticate %s: %w", req.Route, context.DeadlineExceeded))
+	}
+}
+
+// Connect starts the connection actor of an upgraded socket. The actor
+// attaches to conversationID's actor, which sends the full_state frame and
+// the replay to t, or closes t (4004 unknown, 1013 full). Connect does not
+// wait for the attach; if the system is shutting down it closes t with 1001
+// and returns a Conn whose methods do nothing.
+func (s *System) Connect(t Transport, p *core.Principal, conversationID string, replay Replay) *Conn {
+	if s.closing.Load() {
+		t.Close(core.DisconnectShutdown)
+		return &Conn{}
+	}
+	res, err := s.root.RequestFuture(s.supervisor, &SpawnConnection{
+		Transport: t, Principal: p, ConversationID: conversationID, Replay: replay,
+	}, requestTimeout).Result()
+	switch m := res.(type) {
+	case *ConnectionSpawned:
+		return &Conn{root: s.root, pid: m.PID}
+	case *ConnectionRefused:
+		t.Close(m.Reason)
+	default:
+		s.log.Error("spawn connection actor", "conversation", conversationID, "err", err)
+		t.Close(core.DisconnectInternalError)
+	}
+	return &Conn{}
+}
+
+// CreateConversation stores c unless its ID exists, and returns the stored
+// conversation and whether it was created. Its actor starts on first use.
+func (s *System) CreateConversation(ctx context.Context, c *core.Conversation) (*core.Conversation, bool, error) {
+	if s.closing.Load() {
+		return nil, false, ErrShutdown
+	}
+	id, err := core.NormalizeID(c.ID)
+	if err != nil {
+		return nil, false, fmt.Errorf("create conversation: %w", err)
+	}
+	c = c.Clone()
+	c.ID = id
+	stored, created, err := s.store.CreateConversation(ctx, c)
+	if err != nil {
+		return nil, false, fmt.Errorf("create conversation %s: %w", id, err)
+	}
+	return stored, created, nil
+}
+
+// PostEvent appends an event to the conversation through its actor, which
+// broadcasts it to every socket, and returns the sealed event. An unknown
+// conversation is an error wrapping core.ErrNotFound.
+func (s *System) PostEvent(ctx context.Context, conversationID string, source core.Source, kind string, body json.RawMessage) (*core.Event, error) {
+	if !source.Valid() {
+		return nil, fmt.Errorf("post event to %s: unknown source %q", conversationID, source)
+	}
+	if kind == "" {
+		return nil, fmt.Errorf("post event to %s: empty kind", conversationID)
+	}
+	res, err := s.request(ctx, s.registry, &AppendEvent{ConversationID: conversationID, Source: source, Kind: kind, Body: body})
+	if err != nil {
+		return nil, fmt.Errorf("post event to %s: %w", conversationID, err)
+	}
+	switch m := res.(type) {
+	case *EventAppended:
+		return m.Event, nil
+	case *CommandFailed:
+		return nil, fmt.Errorf("post event to %s: %w", conversationID, m.Err)
+	}
+	return nil, fmt.Errorf("post event to %s: unexpected answer %T", conversationID, res)
+}
+
+// DeleteConversation closes the conversation's sockets with 4004 "Conversation
+// not found" and removes it and its events from the store. An unknown
+// conversation is an error wrapping core.ErrNotFound.
+func (s *System) DeleteConversation(ctx context.Context, id string) error {
+	res, err := s.request(ctx, s.registry, &DeleteConversation{ConversationID: id})
+	if err != nil {
+		return fmt.Errorf("delete conversation %s: %w", id, err)
+	}
+	switch m := res.(type) {
+	case *ConversationDeleted:
+		return nil
+	case *CommandFailed:
+		return fmt.Errorf("delete conversation %s: %w", id, m.Err)
+	}
+	return fmt.Errorf("delete conversation %s: unexpected answer %T", id, res)
+}
+
+// Shutdown closes every socket with 1001 "Server shutting down", waits until
+// every connection actor has stopped, then stops the conversation actors and
+// the actor system. It returns early with ctx's error if ctx ends first.
+// Calling it again waits for the first call's outcome.
+func (s *System) Shutdown(ctx context.Context) error {
+	s.shutdown.Do(func() {
+		s.closing.Store(true)
+		go func() {
+			defer close(s.stopped)
+			_, err := s.root.RequestFuture(s.supervisor, &CloseConnections{Reason: core.DisconnectShutdown}, requestTimeout).Result()
+			if err != nil {
+				s.stopErr = fmt.Errorf("close connections: %w", err)
+			}
+			_ = s.root.StopFuture(s.supervisor).Wait()
+			_ = s.root.StopFuture(s.registry).Wait()
+			s.sys.Shutdown()
+		}()
+	})
+	select {
+	case <-s.stopped:
+		return s.stopErr
+	case <-ctx.Done():
+		return fmt.Errorf("shut down actors: %w", ctx.Err())
+	}
+}
+
+// request sends msg to pid and waits for the answer until ctx's deadline or
+// requestTimeout, whichever comes first.
+func (s *System) request(ctx context.Context, pid *actor.PID, msg any) (any, error) {
+	if s.closing.Load() {
+		return nil, ErrShutdown
+	}
+	timeout := requestTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if timeout <= 0 {
+		return nil, context.DeadlineExceeded
+	}
+	res, err := s.root.RequestFuture(pid, msg, timeout).Result()
+	switch {
+	case errors.Is(err, actor.ErrTimeout):
+		return nil, fmt.Errorf("no answer within %s: %w", timeout, context.DeadlineExceeded)
+	case errors.Is(err, actor.ErrDeadLetter):
+		return nil, ErrShutdown
+	case err != nil:
+		return nil, err
+	}
+	return res, nil
+}
+
+// Conn is the edge's handle on one connection actor.
+type Conn struct {
+	root *actor.RootContext
+	pid  *actor.PID
+}
+
+// Deliver hands the connection one inbound text frame. The caller passes a
+// copy that it does not touch afterwards.
+func (c *Conn) Deliver(frame []byte) {
+	if c.pid != nil {
+		c.root.Send(c.pid, &DeliverFrame{Data: frame})
+	}
+}
+
+// Closed tells the connection that its peer closed or its socket failed.
+func (c *Conn) Closed() {
+	if c.pid != nil {
+		c.root.Send(c.pid, &PeerClosed{})
+	}
+}

@@ -1,0 +1,614 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
+	"github.com/agent-server/agent-server/core/memstore"
+)
+
+// fakeTransport records frames and the close; it never blocks.
+type fakeTransport struct {
+	mu      sync.Mutex
+	frames  [][]byte
+	closed  *core.Disconnect
+	changed chan struct{}
+}
+
+func newFakeTransport() *fakeTransport { return &fakeTransport{changed: make(chan struct{}, 1)} }
+
+func (f *fakeTransport) Send(frame []byte) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed != nil {
+		return false
+	}
+	f.frames = append(f.frames, frame)
+	f.poke()
+	return true
+}
+
+func (f *fakeTransport) Close(d core.Disconnect) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed == nil {
+		f.closed = &d
+		f.poke()
+	}
+}
+
+func (f *fakeTransport) poke() {
+	select {
+	case f.changed <- struct{}{}:
+	default:
+	}
+}
+
+// waitFor polls cond on every change until it holds or 5 s pass.
+func (f *fakeTransport) waitFor(t *testing.T, what string, cond func(frames [][]byte, closed *core.Disconnect) bool) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		f.mu.Lock()
+		ok := cond(f.frames, f.closed)
+		f.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-f.changed:
+		case <-deadline:
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			t.Fatalf("timed out waiting for %s; have %d frames, closed=%v", what, len(f.frames), f.closed)
+		}
+	}
+}
+
+func (f *fakeTransport) waitFrames(t *testing.T, n int) []map[string]any {
+	t.Helper()
+	f.waitFor(t, fmt.Sprintf("%d frames", n), func(fr [][]byte, _ *core.Disconnect) bool { return len(fr) >= n })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]map[string]any, len(f.frames))
+	for i, b := range f.frames {
+		if err := json.Unmarshal(b, &out[i]); err != nil {
+			t.Fatalf("frame %d is not JSON: %v: %s", i, err, b)
+		}
+	}
+	return out
+}
+
+func (f *fakeTransport) waitClosed(t *testing.T) core.Disconnect {
+	t.Helper()
+	f.waitFor(t, "close", func(_ [][]byte, c *core.Disconnect) bool { return c != nil })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return *f.closed
+}
+
+func (f *fakeTransport) isClosed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closed != nil
+}
+
+// keyAuth allows a request whose X-Test-Key header or key query parameter is
+// the key, denies a wrong one, abstains when both are absent.
+type keyAuth struct {
+	key    string
+	scopes []string
+	expiry time.Time
+}
+
+func (a *keyAuth) Name() string { return "testkey" }
+
+func (a *keyAuth) Authenticate(_ context.Context, req *core.Request) core.Result {
+	got := req.Header.Get("X-Test-Key")
+	if got == "" {
+		got = req.QueryValue("key")
+	}
+	switch got {
+	case "":
+		return core.Abstained()
+	case a.key:
+		return core.Allowed(&core.Principal{Subject: "tester", Scopes: a.scopes, Expiry: a.expiry})
+	}
+	return core.Denied("wrong key")
+}
+
+// funcAuth answers with fn.
+type funcAuth func(ctx context.Context) core.Result
+
+func (funcAuth) Name() string { return "func" }
+
+func (f funcAuth) Authenticate(ctx context.Context, _ *core.Request) core.Result { return f(ctx) }
+
+// staticChains serves one chain per route.
+type staticChains map[core.Route]*core.Chain
+
+func (c staticChains) Chain(r core.Route) *core.Chain { return c[r] }
+
+func mustChain(t *testing.T, route core.Route, auths ...core.Authenticator) *core.Chain {
+	t.Helper()
+	c, err := core.NewChain(route, auths...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type harness struct {
+	sys   *System
+	store *memstore.Store
+}
+
+func newHarness(t *testing.T, limits config.Limits) *harness {
+	t.Helper()
+	st := memstore.New()
+	chains := staticChains{core.RouteEvents: mustChain(t, core.RouteEvents, &keyAuth{key: "k"})}
+	sys, err := New(Options{Store: st, Chains: chains, Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := sys.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return &harness{sys: sys, store: st}
+}
+
+func (h *harness) conversation(t *testing.T) string {
+	t.Helper()
+	c := &core.Conversation{ID: core.NewID(), ExecutionStatus: core.StatusIdle, CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}
+	if _, created, err := h.sys.CreateConversation(context.Background(), c); err != nil || !created {
+		t.Fatalf("create conversation: created=%v err=%v", created, err)
+	}
+	return c.ID
+}
+
+func (h *harness) post(t *testing.T, id, text string) *core.Event {
+	t.Helper()
+	ev, err := h.sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody(text))
+	if err != nil {
+		t.Fatalf("post event: %v", err)
+	}
+	return ev
+}
+
+func messageBody(text string) json.RawMessage {
+	return core.MessageBody(&core.UserMessage{Role: "user", Content: []core.ContentPart{{Type: "text", Text: text}}})
+}
+
+// connect attaches a fake transport and waits for its full_state frame.
+func (h *harness) connect(t *testing.T, id string, replay Replay) (*fakeTransport, *Conn) {
+	t.Helper()
+	tr := newFakeTransport()
+	c := h.sys.Connect(tr, &core.Principal{Subject: "tester"}, id, replay)
+	frames := tr.waitFrames(t, 1)
+	if frames[0]["kind"] != core.KindStateUpdate || frames[0]["key"] != core.StateKeyFullState {
+		t.Fatalf("first frame = %v, want full_state", frames[0])
+	}
+	return tr, c
+}
+
+func textOf(t *testing.T, frame map[string]any) string {
+	t.Helper()
+	msg, _ := frame["llm_message"].(map[string]any)
+	parts, _ := msg["content"].([]any)
+	if len(parts) != 1 {
+		t.Fatalf("frame %v has no single content part", frame)
+	}
+	return parts[0].(map[string]any)["text"].(string)
+}
+
+func TestFullStateIsFirstFrame(t *testing.T) {
+	h := newHarness(t, config.Limits{})
+	id := h.conversation(t)
+	tr, _ := h.connect(t, id, Replay{})
+	f := tr.waitFrames(t, 1)[0]
+	value, _ := f["value"].(map[string]any)
+	if got, want := value["id"], id; got != want {
+		t.Errorf("full_state value id = %v, want %v", got, want)
+	}
+	if got, want := f["source"], "environment"; got != want {
+		t.Errorf("source = %v, want %v", got, want)
+	}
+}
+
+func TestUserMessageBroadcastIncludesSender(t *testing.T) {
+	h := newHarness(t, config.Limits{})
+	id := h.conversation(t)
+	a, ca := h.connect(t, id, Replay{})
+	b, _ := h.connect(t, id, Replay{})
+	ca.Deliver([]byte(`{"role":"user","content":"hello"}`))
+	for name, tr := range map[string]*fakeTransport{"sender": a, "other": b} {
+		f := tr.waitFrames(t, 2)[1]
+		if f["kind"] != core.KindMessage || f["source"] != "user" || textOf(t, f) != "hello" {
+			t.Errorf("%s got %v, want the user MessageEvent", name, f)
+		}
+	}
+	evs, _ := h.store.Events(context.Background(), id, 0, 0)
+	if len(evs) != 1 {
+		t.Errorf("log has %d events, want 1", len(evs))
+	}
+}
+
+func TestClientFrames(t *testing.T) {
+	tests := []struct {
+		name     string
+		frame    string
+		wantCode string // "" means: no frame for this one
+	}{
+		{"not JSON", `hello`, core.CodeInvalidJSON},
+		{"wrong role", `{"role":"agent","content":"x"}`, core.CodeInvalidMessage},
+		{"no content", `{"role":"user"}`, core.CodeInvalidMessage},
+		{"auth frame", `{"type":"auth","session_api_key":"k"}`, ""},
+		{"bare auth frame", `{"type":"auth"}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, config.Limits{})
+			id := h.conversation(t)
+			tr, c := h.connect(t, id, Replay{})
+			c.Deliver([]byte(tt.frame))
+			c.Deliver([]byte(`{"role":"user","content":"after"}`)) // the socket still works
+			want := 3
+			if tt.wantCode == "" {
+				want = 2
+			}
+			frames := tr.waitFrames(t, want)
+			if tt.wantCode != "" {
+				if frames[1]["kind"] != core.KindServerError || frames[1]["code"] != tt.wantCode {
+					t.Errorf("got %v, want ServerErrorEvent %s", frames[1], tt.wantCode)
+				}
+			}
+			if last := frames[want-1]; last["kind"] != core.KindMessage || textOf(t, last) != "after" {
+				t.Errorf("last frame %v, want the message sent after", last)
+			}
+			if tr.isClosed() {
+				t.Error("socket closed, want it open")
+			}
+		})
+	}
+}
+
+func TestAttachRefusals(t *testing.T) {
+	h := newHarness(t, config.Limits{SubscribersPerConversation: 2})
+	id := h.conversation(t)
+	h.connect(t, id, Replay{})
+	h.connect(t, id, Replay{})
+	tests := []struct {
+		name string
+		id   string
+		want core.Disconnect
+	}{
+		{"unknown conversation", core.NewID(), core.DisconnectNotFound},
+		{"over the subscriber cap", id, core.DisconnectTooMany},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := newFakeTransport()
+			h.sys.Connect(tr, &core.Principal{}, tt.id, Replay{})
+			if got := tr.waitClosed(t); got != tt.want {
+				t.Errorf("closed with %v, want %v", got, tt.want)
+			}
+			if len(tr.frames) != 0 {
+				t.Errorf("got %d frames before the close, want none", len(tr.frames))
+			}
+		})
+	}
+}
+
+// TestReplayUnderConcurrentPublishing connects while another goroutine
+// appends, and checks the connection sees exactly the replayed range and
+// then every live event, each once, in order.
+func TestReplayUnderConcurrentPublishing(t *testing.T) {
+	const before, during = 50, 200
+	tests := []struct {
+		name string
+		// replay builds the request from the events published before; it
+		// returns the Seq of the first event the client must see.
+		replay func(evs []*core.Event) (Replay, uint64)
+	}{
+		{"none", func(evs []*core.Event) (Replay, uint64) { return Replay{}, 0 }},
+		{"all", func(evs []*core.Event) (Replay, uint64) { return Replay{Mode: ReplayAll}, 1 }},
+		{"since", func(evs []*core.Event) (Replay, uint64) {
+			return Replay{Mode: ReplaySince, Since: evs[19].Timestamp}, firstAtOrAfter(evs, evs[19].Timestamp)
+		}},
+		{"after_id", func(evs []*core.Event) (Replay, uint64) {
+			return Replay{Mode: ReplayAfterID, AfterID: evs[29].ID}, evs[29].Seq + 1
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, config.Limits{})
+			id := h.conversation(t)
+			var evs []*core.Event
+			for i := range before {
+				evs = append(evs, h.post(t, id, fmt.Sprint(i)))
+			}
+			replay, from := tt.replay(evs)
+
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range during {
+					h.post(t, id, fmt.Sprint(before+i))
+				}
+			}()
+			tr := newFakeTransport()
+			h.sys.Connect(tr, &core.Principal{}, id, replay)
+			wg.Wait()
+			h.post(t, id, "end") // at least one event is live, whatever the timing
+
+			last, _ := h.store.LastSeq(context.Background(), id)
+			all, _ := h.store.Events(context.Background(), id, 0, 0)
+			// With no replay the client starts somewhere in the live stream.
+			frames := tr.waitFrames(t, 2)
+			if from == 0 {
+				for _, ev := range all {
+					if ev.ID == frames[1]["id"] {
+						from = ev.Seq
+					}
+				}
+			}
+			frames = tr.waitFrames(t, 1+int(last-from+1))
+			got := frames[1:]
+			if len(got) != int(last-from+1) {
+				t.Fatalf("got %d events, want %d (seq %d..%d)", len(got), last-from+1, from, last)
+			}
+			for i, f := range got {
+				if want := all[int(from)-1+i]; f["id"] != want.ID {
+					t.Fatalf("event %d: id %v, want seq %d (%s): lost, duplicated or out of order", i, f["id"], want.Seq, want.ID)
+				}
+			}
+		})
+	}
+}
+
+func firstAtOrAfter(evs []*core.Event, ts time.Time) uint64 {
+	for _, ev := range evs {
+		if !ev.Timestamp.Before(ts) {
+			return ev.Seq
+		}
+	}
+	return 0
+}
+
+func TestReplayUnknownEventID(t *testing.T) {
+	h := newHarness(t, config.Limits{})
+	id := h.conversation(t)
+	h.post(t, id, "one")
+	tr, _ := h.connect(t, id, Replay{Mode: ReplayAfterID, AfterID: core.NewID()})
+	f := tr.waitFrames(t, 2)[1]
+	if f["kind"] != core.KindServerError || f["code"] != codeUnknownEventID {
+		t.Fatalf("second frame %v, want ServerErrorEvent %s", f, codeUnknownEventID)
+	}
+	h.post(t, id, "two")
+	if f := tr.waitFrames(t, 3)[2]; textOf(t, f) != "two" {
+		t.Errorf("third frame %v, want the live event and no replay", f)
+	}
+}
+
+func TestEventsGetIncreasingSeqAndTimestamps(t *testing.T) {
+	h := newHarness(t, config.Limits{})
+	id := h.conversation(t)
+	var prev *core.Event
+	for i := range 100 {
+		ev := h.post(t, id, fmt.Sprint(i))
+		if prev != nil && (ev.Seq != prev.Seq+1 || ev.Timestamp.Before(prev.Timestamp)) {
+			t.Fatalf("event %d: seq %d ts %v after seq %d ts %v", i, ev.Seq, ev.Timestamp, prev.Seq, prev.Timestamp)
+		}
+		if ev.Timestamp.Location() != time.UTC {
+			t.Fatalf("timestamp %v is not UTC", ev.Timestamp)
+		}
+		prev = ev
+	}
+}
+
+func TestPostEventUnknownConversation(t *testing.T) {
+	h := newHarness(t, config.Limits{})
+	_, err := h.sys.PostEvent(context.Background(), core.NewID(), core.SourceAgent, "ActionEvent", json.RawMessage(`{}`))
+	if !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("err = %v, want core.ErrNotFound", err)
+	}
+}
+
+func TestDeleteClosesSocketsWith4004(t *testing.T) {
+	h := newHarness(t, config.Limits{})
+	id := h.conversation(t)
+	other := h.conversation(t)
+	a, _ := h.connect(t, id, Replay{})
+	b, _ := h.connect(t, id, Replay{})
+	c, _ := h.connect(t, other, Replay{})
+	if err := h.sys.DeleteConversation(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range []*fakeTransport{a, b} {
+		if got := tr.waitClosed(t); got != core.DisconnectNotFound {
+			t.Errorf("closed with %v, want %v", got, core.DisconnectNotFound)
+		}
+	}
+	if _, err := h.store.Conversation(context.Background(), id); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("store still has the conversation: %v", err)
+	}
+	if err := h.sys.DeleteConversation(context.Background(), id); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("second delete: %v, want core.ErrNotFound", err)
+	}
+	if _, err := h.sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("x")); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("post after delete: %v, want core.ErrNotFound", err)
+	}
+	h.post(t, other, "still here")
+	if f := c.waitFrames(t, 2)[1]; textOf(t, f) != "still here" {
+		t.Errorf("other conversation got %v", f)
+	}
+	tr := newFakeTransport()
+	h.sys.Connect(tr, &core.Principal{}, id, Replay{})
+	if got := tr.waitClosed(t); got != core.DisconnectNotFound {
+		t.Errorf("connect after delete closed with %v, want 4004", got)
+	}
+}
+
+func TestShutdownClosesEverySocketWith1001(t *testing.T) {
+	h := newHarness(t, config.Limits{})
+	var trs []*fakeTransport
+	for range 3 {
+		id := h.conversation(t)
+		for range 2 {
+			tr, _ := h.connect(t, id, Replay{})
+			trs = append(trs, tr)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.sys.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, tr := range trs {
+		if !tr.isClosed() {
+			t.Fatalf("transport %d still open after Shutdown returned", i)
+		}
+		if got := tr.waitClosed(t); got != core.DisconnectShutdown {
+			t.Errorf("transport %d closed with %v, want 1001", i, got)
+		}
+	}
+	late := newFakeTransport()
+	h.sys.Connect(late, &core.Principal{}, core.NewID(), Replay{})
+	if got := late.waitClosed(t); got != core.DisconnectShutdown {
+		t.Errorf("connect after shutdown closed with %v, want 1001", got)
+	}
+	if res := h.sys.Authenticate(ctx, &core.Request{Route: core.RouteEvents}); res.Decision != core.Error {
+		t.Errorf("authenticate after shutdown = %v, want error", res.Decision)
+	}
+}
+
+func TestPanicClosesOnlyThatConnection(t *testing.T) {
+	h := newHarness(t, config.Limits{})
+	id := h.conversation(t)
+	other := h.conversation(t)
+	victim, vc := h.connect(t, id, Replay{})
+	peer, pc := h.connect(t, id, Replay{})
+	elsewhere, _ := h.connect(t, other, Replay{})
+
+	h.sys.root.Send(vc.pid, &crashConnection{})
+	if got := victim.waitClosed(t); got != core.DisconnectInternalError {
+		t.Fatalf("crashed connection closed with %v, want 1011", got)
+	}
+	pc.Deliver([]byte(`{"role":"user","content":"after the crash"}`))
+	if f := peer.waitFrames(t, 2)[1]; textOf(t, f) != "after the crash" {
+		t.Errorf("peer got %v", f)
+	}
+	h.post(t, other, "elsewhere")
+	if f := elsewhere.waitFrames(t, 2)[1]; textOf(t, f) != "elsewhere" {
+		t.Errorf("other conversation got %v", f)
+	}
+	if peer.isClosed() || elsewhere.isClosed() {
+		t.Error("a connection other than the crashed one closed")
+	}
+	// The crashed connection detached: the message above reached only the peer.
+	if n := len(victim.frames); n != 1 {
+		t.Errorf("crashed connection got %d frames, want only full_state", n)
+	}
+}
+
+func TestCredentialExpiryCloses4001(t *testing.T) {
+	h := newHarness(t, config.Limits{})
+	id := h.conversation(t)
+	tests := []struct {
+		name   string
+		expiry time.Duration
+	}{
+		{"already expired", -time.Second},
+		{"expires while connected", 100 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := newFakeTransport()
+			h.sys.Connect(tr, &core.Principal{Expiry: time.Now().Add(tt.expiry)}, id, Replay{})
+			if got := tr.waitClosed(t); got != core.DisconnectExpired {
+				t.Errorf("closed with %v, want %v", got, core.DisconnectExpired)
+			}
+		})
+	}
+}
+
+func TestAuthenticate(t *testing.T) {
+	slow := funcAuth(func(ctx context.Context) core.Result { <-ctx.Done(); return core.Failed(ctx.Err()) })
+	stuck := funcAuth(func(context.Context) core.Result { time.Sleep(2 * time.Second); return core.Allowed(&core.Principal{}) })
+	boom := funcAuth(func(context.Context) core.Result { panic("plugin bug") })
+	tests := []struct {
+		name    string
+		auth    core.Authenticator
+		route   core.Route
+		header  string
+		timeout time.Duration
+		want    core.Decision
+	}{
+		{"right key", &keyAuth{key: "k"}, core.RouteEvents, "k", time.Second, core.Allow},
+		{"wrong key", &keyAuth{key: "k"}, core.RouteEvents, "nope", time.Second, core.Deny},
+		{"no key", &keyAuth{key: "k"}, core.RouteEvents, "", time.Second, core.Deny},
+		{"no chain for the route", &keyAuth{key: "k"}, core.RouteREST, "k", time.Second, core.Error},
+		{"plugin honours the deadline", slow, core.RouteEvents, "", 50 * time.Millisecond, core.Error},
+		{"plugin ignores the deadline", stuck, core.RouteEvents, "", 50 * time.Millisecond, core.Error},
+		{"plugin panics", boom, core.RouteEvents, "", time.Second, core.Error},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sys, err := New(Options{Store: memstore.New(), Chains: staticChains{core.RouteEvents: mustChain(t, core.RouteEvents, tt.auth)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sys.Shutdown(context.Background())
+			ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
+			defer cancel()
+			req := &core.Request{Route: tt.route, Header: map[string][]string{}}
+			if tt.header != "" {
+				req.Header.Set("X-Test-Key", tt.header)
+			}
+			start := time.Now()
+			res := sys.Authenticate(ctx, req)
+			if res.Decision != tt.want {
+				t.Errorf("decision = %v (%v), want %v", res.Decision, res.Err, tt.want)
+			}
+			if res.Decision == core.Allow && res.Principal == nil {
+				t.Error("allow without a principal")
+			}
+			if took := time.Since(start); took > tt.timeout+500*time.Millisecond {
+				t.Errorf("took %v with a %v deadline", took, tt.timeout)
+			}
+		})
+	}
+}
+
+// TestAuthenticateDoesNotBlockTheSupervisor runs a slow chain and checks that
+// connections are still spawned meanwhile.
+func TestAuthenticateDoesNotBlockTheSupervisor(t *testing.T) {
+	release := make(chan struct{})
+	gate := funcAuth(func(context.Context) core.Result { <-release; return core.Allowed(&core.Principal{}) })
+	st := memstore.New()
+	sys, err := New(Options{Store: st, Chains: staticChains{core.RouteEvents: mustChain(t, core.RouteEvents, gate)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Shutdown(context.Background())
+	h := &harness{sys: sys, store: st}
+	done := make(chan core.Result, 1)
+	go func() { done <- sys.Authenticate(context.Background(), &core.Request{Route: core.RouteEvents}) }()
+	h.connect(t, h.conversation(t), Replay{}) // needs the supervisor while the chain waits
+	close(release)
+	if res := <-done; res.Decision != core.Allow {
+		t.Errorf("decision = %v, want allow", res.Decision)
+	}
+}
