@@ -1,12 +1,18 @@
 package plugins_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/agent-server/agent-server/core/config"
+	"github.com/agent-server/agent-server/plugins"
 )
 
 // binDir holds the real plugin binaries, built once for the package.
@@ -20,6 +26,9 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	if dir := os.Getenv(helperEnv); dir != "" {
+		return runHelperHost(dir)
+	}
 	dir, err := os.MkdirTemp("", "agent-server-plugins-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -55,4 +64,25 @@ func buildPlugins(dir string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "auth-garbage"), b, 0o755)
+}
+
+// helperEnv makes the test binary act as a server: it starts a host on the
+// plugins in $helperEnv, prints the plugin PIDs and waits to be killed.
+const helperEnv = "AGENT_SERVER_PLUGINS_TEST_HOST"
+
+func runHelperHost(dir string) int {
+	cfg := config.Default()
+	cfg.Auth.Keys = []string{"k"}
+	cfg.Plugins.Dir = dir
+	h := plugins.NewHost(cfg, nil)
+	if err := h.Start(context.Background()); err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	var pids []string
+	for _, hl := range h.Health() {
+		pids = append(pids, strconv.Itoa(hl.PID))
+	}
+	fmt.Println("pids", strings.Join(pids, " "))
+	select {}
 }

@@ -257,7 +257,8 @@ func handshakeError(path string, hostVersion uint, err error) error {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "Unrecognized remote plugin message"):
-		return fmt.Errorf("start %s: handshake failed: the plugin wrote something other than the go-plugin handshake to stdout (a plugin must not print to stdout before plugins.Serve): %w", path, err)
+		first, _, _ := strings.Cut(msg, "\n")
+		return fmt.Errorf("start %s: handshake failed: the plugin wrote something other than the go-plugin handshake to stdout (a plugin must not print to stdout before plugins.Serve): %s", path, first)
 	case strings.Contains(msg, "incompatible API version"):
 		return fmt.Errorf("start %s: handshake failed: host speaks auth plugin protocol version %d: %w", path, hostVersion, err)
 	}
