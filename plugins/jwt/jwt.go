@@ -141,10 +141,11 @@ func denyReason(err error) string {
 		return "token expired"
 	case errors.Is(err, jwtlib.ErrTokenNotValidYet):
 		return "token not valid yet"
+	case errors.Is(err, jwtlib.ErrTokenUnverifiable), strings.Contains(err.Error(), "signing method"):
+		// jwt wraps a refused alg as a signature error; its text tells.
+		return "token signing method not accepted"
 	case errors.Is(err, jwtlib.ErrTokenSignatureInvalid):
 		return "invalid token signature"
-	case errors.Is(err, jwtlib.ErrTokenUnverifiable):
-		return "token signing method not accepted"
 	case errors.Is(err, jwtlib.ErrTokenRequiredClaimMissing):
 		return "token lacks a required claim"
 	case errors.Is(err, jwtlib.ErrTokenInvalidIssuer):

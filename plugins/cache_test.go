@@ -1,0 +1,116 @@
+package plugins
+
+import (
+	"bytes"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
+)
+
+// testCache returns an enabled cache on a fake clock.
+func testCache(t *testing.T, max int) (*decisionCache, *time.Time) {
+	t.Helper()
+	c, err := newDecisionCache(config.Cache{Enabled: true, AllowTTL: 10 * time.Second, DenyTTL: time.Second, MaxEntries: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return now }
+	return c, &now
+}
+
+var headerIn = Inputs{Headers: []string{"X-Session-Api-Key"}}
+
+func keyReq(v string) *core.Request {
+	return &core.Request{Route: core.RouteEvents, Header: http.Header{"X-Session-Api-Key": {v}}}
+}
+
+func TestCacheKey(t *testing.T) {
+	c, _ := testCache(t, 10)
+	k1 := c.key("header", keyReq("secret"), headerIn)
+	if k1 != c.key("header", keyReq("secret"), headerIn) {
+		t.Error("key is not deterministic")
+	}
+	if bytes.Contains(k1[:], []byte("secret")) {
+		t.Error("key holds the credential")
+	}
+	other := []cacheKey{
+		c.key("bearer", keyReq("secret"), headerIn),
+		c.key("header", keyReq("secret2"), headerIn),
+		c.key("header", &core.Request{Route: core.RouteREST, Header: keyReq("secret").Header}, headerIn),
+		c.key("header", &core.Request{Header: http.Header{"X-Session-Api-Key": {"sec", "ret"}}}, headerIn),
+	}
+	for i, k := range other {
+		if k == k1 {
+			t.Errorf("variant %d collides", i)
+		}
+	}
+	// Another process (another secret) derives different keys.
+	c2, _ := testCache(t, 10)
+	if c2.key("header", keyReq("secret"), headerIn) == k1 {
+		t.Error("keys do not depend on the per-process secret")
+	}
+}
+
+func TestCacheTTLs(t *testing.T) {
+	c, now := testCache(t, 10)
+	allow := core.Allowed(&core.Principal{Subject: "s"})
+	short := core.Allowed(&core.Principal{Subject: "s", Expiry: now.Add(2 * time.Second)})
+	expired := core.Allowed(&core.Principal{Subject: "s", Expiry: now.Add(-time.Second)})
+	tests := []struct {
+		name  string
+		res   core.Result
+		alive time.Duration // still cached just before this
+	}{
+		{"allow", allow, 10 * time.Second},
+		{"allow capped by expiry", short, 2 * time.Second},
+		{"deny", core.Denied("no"), time.Second},
+		{"abstain", core.Abstained(), time.Second},
+		{"error never", core.Failed(errInvalid), 0},
+		{"already expired never", expired, 0},
+	}
+	for i, tc := range tests {
+		k := cacheKey{byte(i)}
+		start := *now
+		c.put(k, tc.res)
+		*now = start.Add(tc.alive - time.Millisecond)
+		_, ok := c.get(k)
+		if ok != (tc.alive > 0) {
+			t.Errorf("%s: cached just before %s = %v", tc.name, tc.alive, ok)
+		}
+		*now = start.Add(tc.alive)
+		if _, ok := c.get(k); ok {
+			t.Errorf("%s: still cached at %s", tc.name, tc.alive)
+		}
+		*now = start
+	}
+}
+
+func TestCacheBoundedAndPurge(t *testing.T) {
+	c, _ := testCache(t, 3)
+	for i := range 10 {
+		c.put(cacheKey{byte(i)}, core.Denied("x"))
+		if c.len() > 3 {
+			t.Fatalf("cache grew to %d, max 3", c.len())
+		}
+	}
+	c.purge()
+	if c.len() != 0 {
+		t.Errorf("len after purge = %d", c.len())
+	}
+}
+
+func TestNilCacheIsANoOp(t *testing.T) {
+	c, err := newDecisionCache(config.Cache{})
+	if err != nil || c != nil {
+		t.Fatalf("disabled cache = %v, %v", c, err)
+	}
+	c.put(cacheKey{}, core.Denied("x"))
+	if _, ok := c.get(cacheKey{}); ok || c.len() != 0 {
+		t.Error("nil cache stored something")
+	}
+	c.purge()
+}

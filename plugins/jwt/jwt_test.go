@@ -1,0 +1,141 @@
+package jwt
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	jwtlib "github.com/golang-jwt/jwt/v5"
+
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/plugins"
+)
+
+const secret = "0123456789abcdef0123456789abcdef"
+
+var now = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func newConfigured(t *testing.T, cfg map[string]any) *Plugin {
+	t.Helper()
+	raw, _ := json.Marshal(cfg)
+	p := New()
+	p.now = func() time.Time { return now }
+	if err := p.Configure(context.Background(), plugins.ConfigureRequest{Config: raw}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func sign(t *testing.T, m jwtlib.SigningMethod, key any, claims jwtlib.MapClaims) string {
+	t.Helper()
+	s, err := jwtlib.NewWithClaims(m, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestAuthenticate(t *testing.T) {
+	p := newConfigured(t, map[string]any{"secret": secret})
+	exp := now.Add(time.Hour)
+	valid := jwtlib.MapClaims{"sub": "alice", "exp": exp.Unix()}
+	with := func(extra jwtlib.MapClaims) jwtlib.MapClaims {
+		c := jwtlib.MapClaims{}
+		for k, v := range valid {
+			c[k] = v
+		}
+		for k, v := range extra {
+			c[k] = v
+		}
+		return c
+	}
+	hs := func(c jwtlib.MapClaims) string { return sign(t, jwtlib.SigningMethodHS256, []byte(secret), c) }
+	tests := []struct {
+		name   string
+		auth   string
+		want   core.Decision
+		reason string
+	}{
+		{"no header", "", core.Abstain, ""},
+		{"basic", "Basic eA==", core.Abstain, ""},
+		{"bearer api key", "Bearer k", core.Abstain, ""},
+		{"valid", "Bearer " + hs(valid), core.Allow, ""},
+		{"lower-case scheme", "bearer " + hs(valid), core.Allow, ""},
+		{"expired", "Bearer " + hs(with(jwtlib.MapClaims{"exp": now.Add(-time.Second).Unix()})), core.Deny, "token expired"},
+		{"not yet valid", "Bearer " + hs(with(jwtlib.MapClaims{"nbf": now.Add(time.Minute).Unix()})), core.Deny, "token not valid yet"},
+		{"nbf passed", "Bearer " + hs(with(jwtlib.MapClaims{"nbf": now.Add(-time.Minute).Unix()})), core.Allow, ""},
+		{"no exp", "Bearer " + hs(jwtlib.MapClaims{"sub": "alice"}), core.Deny, "token lacks a required claim"},
+		{"no sub", "Bearer " + hs(jwtlib.MapClaims{"exp": exp.Unix()}), core.Deny, "token has no sub"},
+		{"wrong secret", "Bearer " + sign(t, jwtlib.SigningMethodHS256, []byte(strings.Repeat("x", 32)), valid), core.Deny, "invalid token signature"},
+		{"HS512", "Bearer " + sign(t, jwtlib.SigningMethodHS512, []byte(secret), valid), core.Deny, "token signing method not accepted"},
+		{"alg none", "Bearer " + sign(t, jwtlib.SigningMethodNone, jwtlib.UnsafeAllowNoneSignatureType, valid), core.Deny, "token signing method not accepted"},
+		{"garbage", "Bearer a.b.c", core.Deny, "invalid token"},
+	}
+	for _, tc := range tests {
+		req := &core.Request{Header: http.Header{}}
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		got := p.Authenticate(context.Background(), req)
+		if got.Decision != tc.want || got.Reason != tc.reason {
+			t.Errorf("%s: got %s %q, want %s %q", tc.name, got.Decision, got.Reason, tc.want, tc.reason)
+		}
+	}
+}
+
+func TestPrincipal(t *testing.T) {
+	p := newConfigured(t, map[string]any{"secret": secret, "issuer": "me", "audience": "agent-server"})
+	exp := now.Add(time.Hour).Truncate(time.Second)
+	tok := sign(t, jwtlib.SigningMethodHS256, []byte(secret), jwtlib.MapClaims{
+		"sub": "alice", "exp": exp.Unix(), "iss": "me", "aud": "agent-server",
+		"conversations": []string{"c1", "c2"},
+	})
+	res := p.Authenticate(context.Background(), &core.Request{Header: http.Header{"Authorization": {"Bearer " + tok}}})
+	if res.Decision != core.Allow {
+		t.Fatalf("got %s %q", res.Decision, res.Reason)
+	}
+	pr := res.Principal
+	if pr.Subject != "alice" || !pr.Expiry.Equal(exp) || strings.Join(pr.Scopes, ",") != "c1,c2" || pr.Claims["iss"] != "me" {
+		t.Errorf("principal = %+v", pr)
+	}
+	if !pr.CanAccess("c2") || pr.CanAccess("c3") {
+		t.Error("scopes do not restrict conversations")
+	}
+	for _, bad := range []jwtlib.MapClaims{
+		{"sub": "a", "exp": exp.Unix(), "iss": "other", "aud": "agent-server"},
+		{"sub": "a", "exp": exp.Unix(), "iss": "me", "aud": "other"},
+	} {
+		tok := sign(t, jwtlib.SigningMethodHS256, []byte(secret), bad)
+		if res := p.Authenticate(context.Background(), &core.Request{Header: http.Header{"Authorization": {"Bearer " + tok}}}); res.Decision != core.Deny {
+			t.Errorf("%v: got %s, want deny", bad, res.Decision)
+		}
+	}
+}
+
+func TestConfigure(t *testing.T) {
+	tests := []struct {
+		cfg  string
+		want string
+	}{
+		{`{}`, "secret must be at least 32 bytes"},
+		{`{"secret":"short"}`, "secret must be at least 32 bytes"},
+		{`{"secret":"` + secret + `","leeway":"soon"}`, "leeway"},
+		{`{"secret":"` + secret + `","alg":"RS256"}`, "unknown field"},
+		{`{"secret":"` + secret + `","leeway":"30s"}`, ""},
+	}
+	for _, tc := range tests {
+		err := New().Configure(context.Background(), plugins.ConfigureRequest{Config: json.RawMessage(tc.cfg)})
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: err = %v, want %q", tc.cfg, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: error echoes the secret", tc.cfg)
+		}
+	}
+	if res := New().Authenticate(context.Background(), &core.Request{Header: http.Header{"Authorization": {"Bearer a.b.c"}}}); res.Decision != core.Error {
+		t.Errorf("unconfigured: got %s, want error", res.Decision)
+	}
+}

@@ -1,0 +1,205 @@
+package plugins
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goplugin "github.com/hashicorp/go-plugin"
+
+	"github.com/agent-server/agent-server/core"
+)
+
+// recorder is an in-process Plugin that records what it was sent.
+type recorder struct {
+	got    atomic.Pointer[core.Request]
+	cfg    atomic.Pointer[ConfigureRequest]
+	result core.Result
+	panic  bool
+}
+
+func (r *recorder) Info(context.Context) Info {
+	return Info{Name: "rec", Version: "9", WantsKeys: true, Inputs: Inputs{
+		QueryParams: []string{"token"}, Headers: []string{"x-token"}, Subprotocol: true, FirstMessage: true,
+	}}
+}
+
+func (r *recorder) Configure(_ context.Context, req ConfigureRequest) error {
+	r.cfg.Store(&req)
+	var c struct{ Fail bool }
+	if err := req.DecodeConfig(&c); err != nil {
+		return err
+	}
+	if c.Fail {
+		return errInvalid
+	}
+	return nil
+}
+
+var errInvalid = &json.UnsupportedValueError{Str: "config says fail"}
+
+func (r *recorder) Authenticate(_ context.Context, req *core.Request) core.Result {
+	if r.panic {
+		panic("boom")
+	}
+	r.got.Store(req)
+	return r.result
+}
+
+// grpcPair serves impl over real gRPC in this process and returns the host's
+// stub for it.
+func grpcPair(t *testing.T, impl Plugin) *grpcClient {
+	t.Helper()
+	client, _ := goplugin.TestPluginGRPCConn(t, false, goplugin.PluginSet{pluginKey: &grpcPlugin{impl: impl}})
+	t.Cleanup(func() { client.Close() })
+	raw, err := client.Dispense(pluginKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw.(*grpcClient)
+}
+
+func TestGRPCRoundTrip(t *testing.T) {
+	exp := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	rec := &recorder{result: core.Allowed(&core.Principal{Subject: "s", Scopes: []string{"c1"}, Claims: map[string]string{"a": "b"}, Expiry: exp})}
+	c := grpcPair(t, rec)
+	ctx := context.Background()
+
+	info, err := c.info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := rec.Info(ctx)
+	want.Inputs.Headers = []string{"X-Token"} // the host canonicalises header names
+	if !reflect.DeepEqual(info, want) {
+		t.Errorf("info = %+v, want %+v", info, want)
+	}
+
+	if err := c.configure(ctx, ConfigureRequest{Config: json.RawMessage(`{"fail":false}`), KeyDigests: []string{"sha256:ab"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.cfg.Load(); string(got.Config) != `{"fail":false}` || got.KeyDigests[0] != "sha256:ab" {
+		t.Errorf("configure got %+v", got)
+	}
+	if err := c.configure(ctx, ConfigureRequest{Config: json.RawMessage(`{"fail":true}`)}); err == nil || !strings.Contains(err.Error(), "config says fail") {
+		t.Errorf("failing configure: %v", err)
+	}
+
+	req := &core.Request{
+		Route: core.RouteEvents, Method: "GET", Path: "/p", PathParams: map[string]string{"id": "1"},
+		Query:      map[string][]string{"token": {"t1", "t2"}, "session_api_key": {"secret"}},
+		Header:     http.Header{"X-Token": {"h"}, "Authorization": {"Bearer secret"}, "Cookie": {"c"}},
+		RemoteAddr: "1.2.3.4:5", Subprotocols: []string{"p1"}, Origin: "https://o", FirstMessage: []byte("hi"),
+	}
+	res := c.authenticate(ctx, req, info.Inputs)
+	if res.Decision != core.Allow || !reflect.DeepEqual(res.Principal, rec.result.Principal) {
+		t.Errorf("result = %+v %+v", res, res.Principal)
+	}
+	got := rec.got.Load()
+	wantReq := &core.Request{
+		Route: core.RouteEvents, Method: "GET", Path: "/p", PathParams: map[string]string{"id": "1"},
+		Query:      map[string][]string{"token": {"t1", "t2"}},
+		Header:     http.Header{"X-Token": {"h"}},
+		RemoteAddr: "1.2.3.4:5", Subprotocols: []string{"p1"}, Origin: "https://o", FirstMessage: []byte("hi"),
+	}
+	if !reflect.DeepEqual(got, wantReq) {
+		t.Errorf("plugin saw %+v\nwant only its declared inputs: %+v", got, wantReq)
+	}
+
+	for _, r := range []core.Result{core.Abstained(), core.Denied("nope"), core.Failed(errInvalid)} {
+		rec.result = r
+		got := c.authenticate(ctx, req, info.Inputs)
+		if got.Decision != r.Decision || got.Reason != r.Reason {
+			t.Errorf("sent %+v, got %+v", r, got)
+		}
+	}
+	rec.result = core.Result{Decision: core.Allow} // no principal
+	if got := c.authenticate(ctx, req, info.Inputs); got.Decision != core.Error {
+		t.Errorf("allow without principal: got %s, want error", got.Decision)
+	}
+}
+
+func TestGRPCServerRecoversPanic(t *testing.T) {
+	old := pluginStderr
+	t.Cleanup(func() { pluginStderr = old })
+	var logs strings.Builder
+	pluginStderr = &lineLogger{log: slog.New(slog.NewTextHandler(&logs, nil)), level: slog.LevelError, msg: "stderr"}
+	c := grpcPair(t, &recorder{panic: true})
+	res := c.authenticate(context.Background(), &core.Request{}, Inputs{})
+	if res.Decision != core.Error || !strings.Contains(res.Err.Error(), "panicked") {
+		t.Errorf("got %+v, want an error about the panic", res)
+	}
+	if !strings.Contains(logs.String(), "boom") {
+		t.Errorf("panic not logged: %q", logs.String())
+	}
+}
+
+func TestInputsPresent(t *testing.T) {
+	in := Inputs{QueryParams: []string{"q"}, Headers: []string{"X-H"}}
+	tests := []struct {
+		name string
+		req  *core.Request
+		want bool
+	}{
+		{"nothing", &core.Request{}, false},
+		{"empty query", &core.Request{Query: map[string][]string{"q": {""}}}, false},
+		{"query", &core.Request{Query: map[string][]string{"q": {"", "v"}}}, true},
+		{"blank header", &core.Request{Header: http.Header{"X-H": {"  "}}}, false},
+		{"header any case", &core.Request{Header: http.Header{"x-h": {"v"}}}, true},
+		{"other header", &core.Request{Header: http.Header{"X-Other": {"v"}}}, false},
+		{"subprotocol not declared", &core.Request{Subprotocols: []string{"p"}}, false},
+	}
+	for _, tc := range tests {
+		if got := in.present(tc.req); got != tc.want {
+			t.Errorf("%s: present = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	sp := Inputs{Subprotocol: true, FirstMessage: true}
+	if sp.present(&core.Request{}) || !sp.present(&core.Request{Subprotocols: []string{"p"}}) || !sp.present(&core.Request{FirstMessage: []byte("m")}) {
+		t.Error("subprotocol / first message presence wrong")
+	}
+}
+
+func TestKeyDigests(t *testing.T) {
+	got, err := keyDigests([]string{"k", "sha256:" + strings.Repeat("AB", 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"sha256:8254c329a92850f6d539dd376f4816ee2764517da5e0235514af433164480d7a",
+		"sha256:" + strings.Repeat("ab", 32),
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("digests = %v, want %v", got, want)
+	}
+	if _, err := keyDigests([]string{"ok", ""}); err == nil || !strings.Contains(err.Error(), "key 1") {
+		t.Errorf("empty key: %v", err)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	ms := time.Millisecond
+	for n, want := range map[int]time.Duration{1: 100 * ms, 2: 200 * ms, 3: 400 * ms, 5: 1000 * ms, 50: 1000 * ms} {
+		if got := backoff(100*ms, time.Second, n); got != want {
+			t.Errorf("backoff(%d) = %s, want %s", n, got, want)
+		}
+	}
+}
+
+func TestDecodeConfigRefusesUnknownFields(t *testing.T) {
+	var v struct {
+		A int `json:"a"`
+	}
+	if err := (ConfigureRequest{}).DecodeConfig(&v); err != nil {
+		t.Errorf("empty config: %v", err)
+	}
+	if err := (ConfigureRequest{Config: json.RawMessage(`{"b":1}`)}).DecodeConfig(&v); err == nil {
+		t.Error("unknown field accepted")
+	}
+}
