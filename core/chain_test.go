@@ -1,0 +1,209 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// stub is an Authenticator that answers a fixed result and counts calls.
+type stub struct {
+	name  string
+	res   Result
+	calls int
+}
+
+func (s *stub) Name() string { return s.name }
+
+func (s *stub) Authenticate(context.Context, *Request) Result {
+	s.calls++
+	r := s.res
+	if r.Principal != nil {
+		p := *r.Principal
+		r.Principal = &p
+	}
+	return r
+}
+
+var outcomes = []Decision{Abstain, Allow, Deny, Error}
+
+func resultFor(d Decision) Result {
+	switch d {
+	case Allow:
+		return Allowed(&Principal{Subject: "sub"})
+	case Deny:
+		return Denied("bad")
+	case Error:
+		return Failed(errors.New("down"))
+	}
+	return Abstained()
+}
+
+// TestChainEveryCombination runs every sequence of outcomes for chains of
+// one to three authenticators and checks first-non-abstain semantics: the
+// first Allow, Deny or Error decides, later members are never called, and
+// all-abstain is Deny("no credentials").
+func TestChainEveryCombination(t *testing.T) {
+	var combos [][]Decision
+	var gen func(prefix []Decision)
+	gen = func(prefix []Decision) {
+		if len(prefix) > 0 {
+			combos = append(combos, append([]Decision(nil), prefix...))
+		}
+		if len(prefix) == 3 {
+			return
+		}
+		for _, d := range outcomes {
+			gen(append(prefix, d))
+		}
+	}
+	gen(nil)
+	if len(combos) != 4+16+64 {
+		t.Fatalf("generated %d combinations", len(combos))
+	}
+	for _, combo := range combos {
+		names := []string{"a", "b", "c"}[:len(combo)]
+		stubs := make([]*stub, len(combo))
+		auths := make([]Authenticator, len(combo))
+		for i, d := range combo {
+			stubs[i] = &stub{name: names[i], res: resultFor(d)}
+			auths[i] = stubs[i]
+		}
+		c, err := NewChain(RouteEvents, auths...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The expected outcome: the first non-abstain member decides.
+		want, decider := Deny, -1
+		for i, d := range combo {
+			if d != Abstain {
+				want, decider = d, i
+				break
+			}
+		}
+		got := c.Authenticate(context.Background(), &Request{})
+		label := strings.Trim(strings.ReplaceAll(strings.Join(decisionNames(combo), ","), " ", ""), ",")
+		if got.Decision != want {
+			t.Errorf("[%s]: decision %s, want %s", label, got.Decision, want)
+			continue
+		}
+		if decider < 0 {
+			if got.Reason != ReasonNoCredentials || got.Authenticator != "" {
+				t.Errorf("[%s]: all abstained but got %+v", label, got)
+			}
+		} else if got.Authenticator != names[decider] {
+			t.Errorf("[%s]: decided by %q, want %q", label, got.Authenticator, names[decider])
+		}
+		switch got.Decision {
+		case Allow:
+			if got.Principal == nil || got.Principal.Authenticator != names[decider] {
+				t.Errorf("[%s]: principal %+v lacks its authenticator", label, got.Principal)
+			}
+		case Error:
+			if got.Err == nil || !strings.Contains(got.Err.Error(), names[decider]) {
+				t.Errorf("[%s]: err %v does not name the authenticator", label, got.Err)
+			}
+		}
+		for i, s := range stubs {
+			wantCalls := 1
+			if decider >= 0 && i > decider {
+				wantCalls = 0
+			}
+			if s.calls != wantCalls {
+				t.Errorf("[%s]: %s called %d times, want %d", label, s.name, s.calls, wantCalls)
+			}
+		}
+	}
+}
+
+func decisionNames(ds []Decision) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.String()
+	}
+	return out
+}
+
+func TestChainNormalisesOddResults(t *testing.T) {
+	tests := []struct {
+		name  string
+		res   Result
+		want  Decision
+		check func(t *testing.T, r Result)
+	}{
+		{"allow without principal is an error", Result{Decision: Allow}, Error, func(t *testing.T, r Result) {
+			if !strings.Contains(r.Err.Error(), "without a principal") {
+				t.Errorf("err = %v", r.Err)
+			}
+		}},
+		{"deny without reason gets one", Result{Decision: Deny}, Deny, func(t *testing.T, r Result) {
+			if r.Reason != "invalid credentials" {
+				t.Errorf("reason = %q", r.Reason)
+			}
+		}},
+		{"error without err gets one", Result{Decision: Error}, Error, func(t *testing.T, r Result) {
+			if r.Err == nil {
+				t.Error("err is nil")
+			}
+		}},
+		{"unknown decision is an error", Result{Decision: Decision(42)}, Error, func(t *testing.T, r Result) {
+			if !strings.Contains(r.Err.Error(), "unknown decision") {
+				t.Errorf("err = %v", r.Err)
+			}
+		}},
+		{"a principal's own authenticator is kept", Allowed(&Principal{Subject: "s", Authenticator: "upstream"}), Allow, func(t *testing.T, r Result) {
+			if r.Principal.Authenticator != "upstream" {
+				t.Errorf("authenticator = %q", r.Principal.Authenticator)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := NewChain(RouteREST, &stub{name: "x", res: tc.res})
+			got := c.Authenticate(context.Background(), &Request{})
+			if got.Decision != tc.want {
+				t.Fatalf("decision %s, want %s", got.Decision, tc.want)
+			}
+			tc.check(t, got)
+		})
+	}
+}
+
+func TestChainCancelledContextFailsClosed(t *testing.T) {
+	s := &stub{name: "a", res: Allowed(&Principal{Subject: "s"})}
+	c, _ := NewChain(RouteEvents, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	got := c.Authenticate(ctx, &Request{})
+	if got.Decision != Error || !errors.Is(got.Err, context.Canceled) || s.calls != 0 {
+		t.Errorf("got %+v after %d calls, want a context error and no call", got, s.calls)
+	}
+}
+
+func TestNewChainRefusesBadMembers(t *testing.T) {
+	a := &stub{name: "a"}
+	tests := []struct {
+		name  string
+		auths []Authenticator
+		want  string
+	}{
+		{"empty", nil, "no authenticators"},
+		{"nil member", []Authenticator{a, nil}, "authenticator 1 is nil"},
+		{"duplicate", []Authenticator{a, &stub{name: "a"}}, `"a" listed twice`},
+	}
+	for _, tc := range tests {
+		if _, err := NewChain(RouteEvents, tc.auths...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	c, err := NewChain(RouteREST, a, &stub{name: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Route() != RouteREST || strings.Join(c.Names(), ",") != "a,b" {
+		t.Errorf("route %s names %v", c.Route(), c.Names())
+	}
+}
+
+var _ Authenticator = (*stub)(nil)
