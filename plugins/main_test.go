@@ -40,6 +40,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build plugins:", err)
 		return 1
 	}
+	defer closeBenchHosts()
 	return m.Run()
 }
 
