@@ -1,0 +1,45 @@
+// Package plugins is the authenticator plugin contract, its SDK and its
+// host.
+//
+// Every request agent-server serves is authenticated by a core.Chain of
+// authenticators, and each authenticator is a separate binary run through
+// hashicorp/go-plugin over gRPC (never net/rpc), with automatic mTLS, an
+// empty environment and a versioned handshake (ProtocolVersion).
+//
+// # For plugin authors
+//
+// Implement Plugin and call Serve from main; that is the whole plugin:
+//
+//	func main() { plugins.Serve(myplugin.New()) }
+//
+// Info declares the plugin's name, version and the request inputs its
+// credential travels in (query parameters, headers, subprotocols, the first
+// message), and whether it needs the session API keys. The host calls
+// Authenticate only when one of those inputs is present, and sends only
+// those parts of the request. Configure receives the plugin's own config
+// (plugins.instances.<name>.config as JSON; use DecodeConfig) and, if asked
+// for, the session API keys as "sha256:<hex>" digests: a plugin never sees a
+// plaintext key. Log with Logger; records reach the server's log with the
+// attribute plugin=<name>. Nothing may be printed to stdout before Serve.
+//
+// The built-in plugins live in query, header, bearer and jwt; jwt is built
+// exactly as a third-party plugin would be.
+//
+// # For the server
+//
+// NewHost has no side effects. Host.Start verifies each binary's optional
+// sha256 pin, launches it, handshakes, and sends Info and Configure; a bad
+// binary or plugin config fails boot with an error naming the plugin.
+// Host.Chain returns the compiled chain of a route. Each plugin becomes a
+// core.Authenticator that skips requests without its inputs (no RPC), answers
+// repeated credentials from a decision cache keyed by an HMAC under a
+// per-process secret, gives each RPC the auth.rpc_timeout deadline, and
+// fails closed (core.Error) while its process is down. A supervisor restarts
+// a crashed plugin with exponential backoff; Host.Ready reports readiness and
+// Host.Health the state of each plugin. Host.Reload re-sends keys and plugin
+// configs and empties the cache; Host.Close kills every plugin, and plugins
+// also die with the server when it is killed (Pdeathsig on Linux, and a
+// parent watch inside Serve).
+//
+// Describe and Verify back `agent-server plugins list` and `plugins verify`.
+package plugins
