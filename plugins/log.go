@@ -64,6 +64,7 @@ func newSlogHCLogger(l *slog.Logger, level hclog.Level) *slogHCLogger {
 	return &slogHCLogger{log: l, level: level}
 }
 
+// Log maps the hclog level to slog and writes one record.
 func (l *slogHCLogger) Log(level hclog.Level, msg string, args ...any) {
 	if level == hclog.Off || level < l.level {
 		return
@@ -185,6 +186,7 @@ type lineLogger struct {
 // maxLogLine bounds one buffered line so a plugin cannot grow host memory.
 const maxLogLine = 16 << 10
 
+// Write logs every complete line in p and buffers the rest.
 func (w *lineLogger) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -21,11 +21,13 @@ type grpcServer struct {
 	log  *slog.Logger
 }
 
+// Info serves the plugin's Info.
 func (s *grpcServer) Info(ctx context.Context, _ *authpb.InfoRequest) (resp *authpb.InfoResponse, err error) {
 	defer s.recoverInto("Info", &err)
 	return infoToPB(s.impl.Info(ctx)), nil
 }
 
+// Configure hands the config to the plugin; its error becomes InvalidArgument.
 func (s *grpcServer) Configure(ctx context.Context, req *authpb.ConfigureRequest) (resp *authpb.ConfigureResponse, err error) {
 	defer s.recoverInto("Configure", &err)
 	if err := s.impl.Configure(ctx, configureFromPB(req)); err != nil {
@@ -34,6 +36,7 @@ func (s *grpcServer) Configure(ctx context.Context, req *authpb.ConfigureRequest
 	return &authpb.ConfigureResponse{}, nil
 }
 
+// Authenticate decides one request.
 func (s *grpcServer) Authenticate(ctx context.Context, req *authpb.AuthenticateRequest) (resp *authpb.AuthenticateResponse, err error) {
 	defer s.recoverInto("Authenticate", &err)
 	return resultToPB(s.impl.Authenticate(ctx, requestFromPB(req))), nil
