@@ -1,0 +1,26 @@
+// Package server is agent-server's HTTP and WebSocket edge. It is thin: it
+// checks and authenticates requests, upgrades sockets with gws, moves bytes,
+// and leaves every decision about conversations to package actors.
+//
+// Routes:
+//
+//	GET /sockets/events/{conversation_id}  the events WebSocket (handshake.go)
+//	/api/...                               the REST API (rest*.go, mounted by routes.go)
+//	GET /alive, /health, /ready, /server_info, without authentication (health.go)
+//
+// A WebSocket handshake is refused before the upgrade, with a status and a
+// JSON detail, for a malformed ID (400), a foreign Origin (403), failed
+// authentication (401, or 101 then close 4001 under auth.reject_with:
+// close), an undecided one (503 with Retry-After) and a principal whose
+// scopes exclude the conversation (403).
+//
+// Each upgraded socket implements actors.Transport with a bounded outbound
+// queue (outbound.go). Frames are framed once on arrival and everything
+// pending is written with one writev on the TCP connection by a flush
+// goroutine that exists only while there is something to write. Close,
+// ping and pong frames take the same path, so nothing is ever written in the
+// middle of a batch. Past limits.send_queue_bytes the socket closes with 4008.
+//
+// The access log (accesslog.go) writes one line per request and handshake
+// and never a secret: secret query values become ***, headers are not logged.
+package server

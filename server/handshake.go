@@ -1,0 +1,197 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agent-server/agent-server/actors"
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
+)
+
+// paramConversationID is the events route's path wildcard.
+const paramConversationID = "conversation_id"
+
+// authRetryAfter is the Retry-After, in seconds, of a 503 when the
+// authenticator chain could not decide.
+const authRetryAfter = "1"
+
+// serveEvents is GET /sockets/events/{conversation_id}. Everything that can
+// refuse the request does so before the upgrade, with a status and a JSON
+// detail: 400 for a malformed ID or query, 403 for a foreign Origin, 401 when
+// authentication fails (or, under auth.reject_with: close, a 101 then a 4001
+// close), 503 when it cannot decide, 403 when the principal's scopes exclude
+// the conversation. The conversation's existence and the subscriber cap are
+// the actors' to check, after the upgrade (4004, 1013).
+func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
+	id, err := core.NormalizeID(r.PathValue(paramConversationID))
+	if err != nil {
+		refuse(w, http.StatusBadRequest, "conversation id is not a UUID")
+		return
+	}
+	if !isUpgrade(r) {
+		refuse(w, http.StatusBadRequest, "expected a WebSocket upgrade request")
+		return
+	}
+	origin := r.Header.Get("Origin")
+	if !s.originAllowed(origin, r.Host) {
+		refuse(w, http.StatusForbidden, "Origin not allowed")
+		return
+	}
+	query := core.ParseQuery(r.URL.RawQuery)
+	replay, err := parseReplay(query)
+	if err != nil {
+		refuse(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	req := &core.Request{
+		Route:        core.RouteEvents,
+		Method:       r.Method,
+		Path:         r.URL.Path,
+		PathParams:   map[string]string{paramConversationID: id},
+		Query:        query,
+		Header:       r.Header,
+		RemoteAddr:   r.RemoteAddr,
+		Subprotocols: subprotocols(r.Header),
+		Origin:       origin,
+	}
+	res := s.actors.Authenticate(r.Context(), req)
+	if res.Decision == core.Allow && res.Principal.Expired(time.Now()) {
+		res = core.Denied("credential expired")
+	}
+	switch res.Decision {
+	case core.Allow:
+	case core.Error:
+		w.Header().Set("Retry-After", authRetryAfter)
+		refuse(w, http.StatusServiceUnavailable, "Authentication is temporarily unavailable")
+		return
+	default:
+		if s.cfg.Auth.RejectWith == config.RejectWithClose {
+			s.upgrade(w, r, attachment{reject: &core.DisconnectAuthFailed})
+			return
+		}
+		refuse(w, http.StatusUnauthorized, "Authentication failed")
+		return
+	}
+	if !res.Principal.CanAccess(id) {
+		refuse(w, http.StatusForbidden, "Forbidden: this credential may not open that conversation")
+		return
+	}
+	s.upgrade(w, r, attachment{principal: res.Principal, convID: id, replay: replay})
+}
+
+// upgrade switches protocols and starts the socket's read loop, whose
+// OnOpen connects it to the actors as a says.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
+	ws, err := s.upgrader.Upgrade(w, r)
+	if err != nil { // gws has answered 400 and closed the connection
+		s.log.Debug("websocket upgrade failed", "err", err)
+		return
+	}
+	sock := s.newSocket(ws, a)
+	ws.Session().Store(sessionKey, sock)
+	if !s.sockets.add(sock) {
+		sock.reject = &core.DisconnectShutdown
+	}
+	go ws.ReadLoop()
+}
+
+// isUpgrade reports whether r asks for a WebSocket.
+func isUpgrade(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// subprotocols returns the offered Sec-WebSocket-Protocol values in order.
+func subprotocols(h http.Header) []string {
+	var out []string
+	for _, v := range h.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// originAllowed applies server.allowed_origins: no Origin (a non-browser
+// client) is allowed; otherwise the Origin must be listed ("*" lists all)
+// or name the same host as the request.
+func (s *Server) originAllowed(origin, host string) bool {
+	if origin == "" {
+		return true
+	}
+	norm := strings.TrimSuffix(strings.ToLower(origin), "/")
+	for _, a := range s.cfg.Server.AllowedOrigins {
+		if a == "*" || strings.TrimSuffix(strings.ToLower(a), "/") == norm {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, host)
+}
+
+// parseReplay reads the replay request: resend_mode (all, or since with
+// after_timestamp) wins over after_id, which wins over resend_all.
+func parseReplay(q map[string][]string) (actors.Replay, error) {
+	first := func(k string) string {
+		if v := q[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	switch mode := first("resend_mode"); strings.ToLower(mode) {
+	case "all":
+		return actors.Replay{Mode: actors.ReplayAll}, nil
+	case "since":
+		raw := first("after_timestamp")
+		if raw == "" {
+			return actors.Replay{}, errors.New("after_timestamp is required with resend_mode=since")
+		}
+		t, err := core.ParseTimestamp(raw)
+		if err != nil {
+			return actors.Replay{}, fmt.Errorf("after_timestamp: %w", err)
+		}
+		return actors.Replay{Mode: actors.ReplaySince, Since: t}, nil
+	case "":
+	default:
+		return actors.Replay{}, fmt.Errorf("resend_mode must be all or since, not %q", clip(mode, 32))
+	}
+	if id := first("after_id"); id != "" {
+		return actors.Replay{Mode: actors.ReplayAfterID, AfterID: id}, nil
+	}
+	if raw := first("resend_all"); raw != "" {
+		all, err := strconv.ParseBool(raw)
+		if err != nil {
+			return actors.Replay{}, fmt.Errorf("resend_all must be true or false, not %q", clip(raw, 32))
+		}
+		if all {
+			return actors.Replay{Mode: actors.ReplayAll}, nil
+		}
+	}
+	return actors.Replay{}, nil
+}
+
+// clip shortens s to n bytes for an error detail.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

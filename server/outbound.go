@@ -1,0 +1,264 @@
+package server
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/agent-server/agent-server/core"
+)
+
+// WebSocket opcodes the server writes itself.
+const (
+	opText  byte = 0x1
+	opClose byte = 0x8
+	opPing  byte = 0x9
+	opPong  byte = 0xA
+)
+
+// maxCloseReason is the longest close reason a close frame can carry: a
+// control frame's payload is at most 125 bytes, two of them the code.
+const maxCloseReason = 123
+
+// outbound is one socket's bounded send queue.
+//
+// Frames are queued already framed: an unmasked server header in a small
+// arena, then the payload itself, shared with every other subscriber and
+// never copied. A flush goroutine, started only when there is something to
+// write and ending when the queue is empty, takes everything queued and
+// writes it with one writev (net.Buffers) on the TCP connection, under
+// limits.write_timeout. A single writev on a *net.TCPConn holds the socket's
+// write lock for the whole call, so the few frames gws writes itself (its
+// close-handshake replies) can never land inside one of ours.
+//
+// The bound counts queued and in-flight bytes. A frame that would cross it
+// while anything is pending is refused: what is queued is dropped and the
+// socket closes with 4008 "slow consumer". A frame larger than the bound is
+// still accepted on an empty queue.
+type outbound struct {
+	conn         net.Conn
+	limit        int
+	writeTimeout time.Duration
+	perFrame     bool         // write one frame per syscall; only for the comparison benchmark
+	closeSent    func()       // called once the close frame is written
+	failed       func(error)  // called once on a write error
+	writev       func() error // set by takeFrom; nil for conns without writev
+
+	mu       sync.Mutex
+	cur      *batch // frames waiting for the next flush
+	spare    *batch // a recycled batch
+	inflight int    // bytes being written now
+	flushing bool
+	closing  bool // a close frame is queued: no more frames
+	dead     bool // the connection failed or was closed
+}
+
+// batch is a run of frames written together.
+type batch struct {
+	bufs   net.Buffers // header, payload, header, payload, ...
+	ends   []int       // where each frame ends in bufs
+	hdrs   []byte      // arena the headers point into
+	bytes  int
+	frames int
+	close  bool // the last frame is a close frame
+}
+
+func (b *batch) reset() {
+	clear(b.bufs) // drop the references to shared payloads
+	b.bufs, b.ends, b.hdrs, b.bytes, b.frames, b.close = b.bufs[:0], b.ends[:0], b.hdrs[:0], 0, 0, false
+}
+
+// add frames payload behind a header in the arena. A grown arena leaves the
+// earlier headers in the old array, which stays valid.
+func (b *batch) add(op byte, payload []byte) {
+	start := len(b.hdrs)
+	b.hdrs = appendFrameHeader(b.hdrs, op, len(payload))
+	hdr := b.hdrs[start:len(b.hdrs):len(b.hdrs)]
+	b.bufs = append(b.bufs, hdr)
+	if len(payload) > 0 {
+		b.bufs = append(b.bufs, payload)
+	}
+	b.ends = append(b.ends, len(b.bufs))
+	b.bytes += len(hdr) + len(payload)
+	b.frames++
+}
+
+// appendFrameHeader appends a final, unmasked frame header for n bytes.
+func appendFrameHeader(dst []byte, op byte, n int) []byte {
+	dst = append(dst, 0x80|op)
+	switch {
+	case n < 126:
+		return append(dst, byte(n))
+	case n <= 0xFFFF:
+		return binary.BigEndian.AppendUint16(append(dst, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(dst, 127), uint64(n))
+	}
+}
+
+func newOutbound(conn net.Conn, limit int, writeTimeout time.Duration) *outbound {
+	return &outbound{conn: conn, limit: limit, writeTimeout: writeTimeout, cur: &batch{}, spare: &batch{}}
+}
+
+// send queues a text frame. It never blocks.
+func (o *outbound) send(payload []byte) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closing || o.dead {
+		return false
+	}
+	pending := o.cur.bytes + o.inflight
+	if pending > 0 && pending+len(payload)+10 > o.limit {
+		o.cur.reset()
+		o.queueClose(core.DisconnectSlowConsumer)
+		return false
+	}
+	o.cur.add(opText, payload)
+	o.kick()
+	return true
+}
+
+// control queues a ping or pong. Control frames are tiny and not bounded.
+func (o *outbound) control(op byte, payload []byte) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closing || o.dead {
+		return false
+	}
+	o.cur.add(op, payload)
+	o.kick()
+	return true
+}
+
+// close queues a close frame behind what is queued. The first close wins.
+func (o *outbound) close(d core.Disconnect) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closing || o.dead {
+		return
+	}
+	o.queueClose(d)
+}
+
+func (o *outbound) queueClose(d core.Disconnect) {
+	reason := d.Reason
+	if len(reason) > maxCloseReason {
+		reason = reason[:maxCloseReason]
+	}
+	payload := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reason)), d.Code)
+	o.cur.add(opClose, append(payload, reason...))
+	o.cur.close = true
+	o.closing = true
+	o.kick()
+}
+
+// isClosing reports whether a close frame is queued or the socket is dead.
+func (o *outbound) isClosing() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.closing || o.dead
+}
+
+// kill marks the queue dead: nothing more is written.
+func (o *outbound) kill() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.dead = true
+	o.cur.reset()
+}
+
+// kick starts the flush goroutine unless it runs. Callers hold mu.
+func (o *outbound) kick() {
+	if !o.flushing && o.cur.frames > 0 {
+		o.flushing = true
+		go o.flush()
+	}
+}
+
+// flush writes batches until the queue is empty, then ends.
+func (o *outbound) flush() {
+	for {
+		o.mu.Lock()
+		if o.dead || o.cur.frames == 0 {
+			o.flushing = false
+			o.mu.Unlock()
+			return
+		}
+		b := o.cur
+		o.cur, o.spare = o.spare, nil
+		if o.cur == nil {
+			o.cur = &batch{}
+		}
+		o.inflight = b.bytes
+		o.mu.Unlock()
+
+		err := o.write(b)
+
+		o.mu.Lock()
+		o.inflight = 0
+		closed := b.close
+		b.reset()
+		o.spare = b
+		if err != nil {
+			o.dead = true
+			o.cur.reset()
+		}
+		o.mu.Unlock()
+		switch {
+		case err != nil:
+			o.failed(err)
+			return
+		case closed:
+			o.mu.Lock()
+			o.flushing = false
+			o.mu.Unlock()
+			o.closeSent()
+			return
+		}
+	}
+}
+
+// write puts b on the wire: one writev, or one per frame when perFrame is
+// set for the comparison benchmark.
+func (o *outbound) write(b *batch) error {
+	if o.writeTimeout > 0 {
+		if err := o.conn.SetWriteDeadline(time.Now().Add(o.writeTimeout)); err != nil {
+			return err
+		}
+		defer o.conn.SetWriteDeadline(time.Time{})
+	}
+	if o.perFrame {
+		start := 0
+		for _, end := range b.ends {
+			one := b.bufs[start:end:end]
+			if _, err := one.WriteTo(o.conn); err != nil {
+				return err
+			}
+			start = end
+		}
+		return nil
+	}
+	if hasWritev(o.conn) {
+		bufs := b.bufs // WriteTo consumes its receiver
+		_, err := bufs.WriteTo(o.conn)
+		return err
+	}
+	// Without writev, net.Buffers would write piece by piece and another
+	// writer could slip in between: copy into one buffer, one Write.
+	flat := make([]byte, 0, b.bytes)
+	for _, p := range b.bufs {
+		flat = append(flat, p...)
+	}
+	_, err := o.conn.Write(flat)
+	return err
+}
+
+// hasWritev reports whether net.Buffers.WriteTo on c is a single writev.
+func hasWritev(c net.Conn) bool {
+	switch c.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return true
+	}
+	return false
+}

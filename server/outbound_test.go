@@ -1,0 +1,198 @@
+package server
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agent-server/agent-server/core"
+)
+
+// recordConn is a net.Conn that records each Write; release gates them.
+type recordConn struct {
+	discardConn
+	mu      sync.Mutex
+	writes  [][]byte
+	release chan struct{} // nil: writes go through at once
+	entered chan struct{} // signalled as each gated write starts
+}
+
+// gatedConn returns a recordConn whose writes wait for release.
+func gatedConn() *recordConn {
+	return &recordConn{release: make(chan struct{}), entered: make(chan struct{}, 100)}
+}
+
+func (c *recordConn) Write(p []byte) (int, error) {
+	if c.release != nil {
+		c.entered <- struct{}{}
+		<-c.release
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.writes = append(c.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+func (c *recordConn) snapshot() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([][]byte(nil), c.writes...)
+}
+
+// discardConn is a net.Conn that accepts everything.
+type discardConn struct{}
+
+func (discardConn) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (discardConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (discardConn) Close() error                     { return nil }
+func (discardConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (discardConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (discardConn) SetDeadline(time.Time) error      { return nil }
+func (discardConn) SetReadDeadline(time.Time) error  { return nil }
+func (discardConn) SetWriteDeadline(time.Time) error { return nil }
+
+// wireFrame is one decoded server frame.
+type wireFrame struct {
+	op      byte
+	payload string
+}
+
+// decodeFrames parses unmasked final frames.
+func decodeFrames(t *testing.T, b []byte) []wireFrame {
+	t.Helper()
+	var out []wireFrame
+	for len(b) > 0 {
+		if b[0]&0x80 == 0 || len(b) < 2 || b[1]&0x80 != 0 {
+			t.Fatalf("bad frame header % x", b[:min(len(b), 2)])
+		}
+		op, n, h := b[0]&0x0f, int(b[1]), 2
+		switch n {
+		case 126:
+			n, h = int(binary.BigEndian.Uint16(b[2:])), 4
+		case 127:
+			n, h = int(binary.BigEndian.Uint64(b[2:])), 10
+		}
+		out = append(out, wireFrame{op, string(b[h : h+n])})
+		b = b[h+n:]
+	}
+	return out
+}
+
+func waitWrites(t *testing.T, c *recordConn, n int) [][]byte {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if w := c.snapshot(); len(w) >= n {
+			return w
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d writes, want %d", len(c.snapshot()), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestFrameHeaderLengths(t *testing.T) {
+	for _, n := range []int{0, 1, 125, 126, 127, 65535, 65536, 1 << 20} {
+		payload := strings.Repeat("a", n)
+		var b batch
+		b.add(opText, []byte(payload))
+		var wire []byte
+		for _, p := range b.bufs {
+			wire = append(wire, p...)
+		}
+		got := decodeFrames(t, wire)
+		if len(got) != 1 || got[0].op != opText || got[0].payload != payload {
+			t.Errorf("length %d: decoded %d frames", n, len(got))
+		}
+	}
+}
+
+// TestPendingFramesGoOutInOneWrite holds the first write, queues more, and
+// checks they all leave in the next single write, close frame last.
+func TestPendingFramesGoOutInOneWrite(t *testing.T) {
+	conn := gatedConn()
+	o := newOutbound(conn, 1<<20, time.Second)
+	closed := make(chan struct{})
+	o.closeSent = func() { close(closed) }
+	o.failed = func(err error) { t.Errorf("write failed: %v", err) }
+
+	o.send([]byte("first"))
+	<-conn.entered // the flush goroutine is now blocked writing "first"
+	for _, m := range []string{"a", "b", "c"} {
+		if !o.send([]byte(m)) {
+			t.Fatalf("send %q refused", m)
+		}
+	}
+	o.control(opPing, nil)
+	o.close(core.DisconnectShutdown)
+	if o.send([]byte("late")) {
+		t.Error("send after close accepted")
+	}
+	close(conn.release)
+	<-closed
+	writes := waitWrites(t, conn, 2)
+	if len(writes) != 2 {
+		t.Fatalf("got %d writes, want 2", len(writes))
+	}
+	got := decodeFrames(t, writes[1])
+	want := []wireFrame{{opText, "a"}, {opText, "b"}, {opText, "c"}, {opPing, ""}, {opClose, "\x03\xe9Server shutting down"}}
+	if len(got) != len(want) {
+		t.Fatalf("second write has %d frames, want %d: %q", len(got), len(want), got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("frame %d = %q, want %q", i, got[i], want[i])
+		}
+	}
+}
+
+func TestSlowConsumerDropsQueueAndCloses(t *testing.T) {
+	conn := gatedConn()
+	o := newOutbound(conn, 100, time.Second)
+	closed := make(chan struct{})
+	o.closeSent = func() { close(closed) }
+	o.failed = func(err error) { t.Errorf("write failed: %v", err) }
+
+	if !o.send([]byte(strings.Repeat("x", 300))) {
+		t.Fatal("a frame larger than the bound was refused on an empty queue")
+	}
+	<-conn.entered
+	if o.send([]byte("over")) {
+		t.Fatal("send over the bound accepted")
+	}
+	if o.send([]byte("after")) {
+		t.Fatal("send after the slow-consumer close accepted")
+	}
+	close(conn.release)
+	<-closed
+	writes := waitWrites(t, conn, 2)
+	got := decodeFrames(t, writes[len(writes)-1])
+	if len(got) != 1 || got[0].op != opClose || got[0].payload != "\x0f\xa8slow consumer" {
+		t.Errorf("last write = %q, want only the 4008 close frame", got)
+	}
+}
+
+func TestPerFrameModeWritesEachFrame(t *testing.T) {
+	conn := gatedConn()
+	o := newOutbound(conn, 1<<20, time.Second)
+	o.perFrame = true
+	closed := make(chan struct{})
+	o.closeSent = func() { close(closed) }
+	o.failed = func(err error) { t.Errorf("write failed: %v", err) }
+	o.send([]byte("first"))
+	<-conn.entered
+	o.send([]byte("a"))
+	o.send([]byte("b"))
+	o.close(core.DisconnectShutdown)
+	close(conn.release)
+	<-closed
+	// Without writev each frame is header and payload: two writes a frame.
+	if n := len(conn.snapshot()); n != 8 {
+		t.Errorf("got %d writes, want 8 (4 frames)", n)
+	}
+}

@@ -1,0 +1,16 @@
+package server
+
+import "net/http"
+
+// routes wires every endpoint. /api/ comes from newREST (rest.go); this
+// call is the only coupling between the edge and the REST handlers.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /sockets/events/{conversation_id}", s.serveEvents)
+	mux.HandleFunc("GET /alive", s.serveAlive)
+	mux.HandleFunc("GET /health", s.serveAlive)
+	mux.HandleFunc("GET /ready", s.serveReady)
+	mux.HandleFunc("GET /server_info", s.serveInfo)
+	mux.Handle("/api/", newREST(s))
+	return s.logAccess(mux)
+}

@@ -1,0 +1,199 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"github.com/agent-server/agent-server/actors"
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
+)
+
+// Options configures a Server.
+type Options struct {
+	Config    config.Config
+	Actors    *actors.System
+	Store     core.Store
+	Ready     func() error // nil error: ready; nil func: always ready
+	Logger    *slog.Logger
+	AccessLog *slog.Logger // where access lines go; nil uses Logger
+	Version   string
+}
+
+// Defaults for limits left at zero.
+const (
+	defaultMaxFrameBytes  = 64 << 10
+	defaultSendQueueBytes = 1 << 20
+	defaultWriteTimeout   = 10 * time.Second
+	readHeaderTimeout     = 10 * time.Second
+)
+
+// Server is the HTTP and WebSocket edge. It serves the health routes, the
+// events WebSocket and, mounted from newREST, the REST API.
+type Server struct {
+	cfg     config.Config
+	actors  *actors.System
+	store   core.Store
+	ready   func() error
+	log     *slog.Logger
+	access  *slog.Logger // nil when server.access_log is off
+	version string
+
+	started    time.Time
+	lastActive atomic.Int64 // unix nanoseconds of the last request or frame
+	closing    atomic.Bool
+
+	handler  http.Handler
+	upgrader *gws.Upgrader
+	sockets  *socketSet
+
+	mu      sync.Mutex
+	servers []*http.Server
+
+	// perFrameWrites makes every socket write one frame per syscall. Only
+	// the comparison benchmark sets it.
+	perFrameWrites bool
+}
+
+// New builds the edge. It has no side effects: nothing listens until Serve.
+func New(opts Options) (*Server, error) {
+	if opts.Actors == nil {
+		return nil, errors.New("server: Options.Actors is required")
+	}
+	if opts.Store == nil {
+		return nil, errors.New("server: Options.Store is required")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg := opts.Config
+	lim := &cfg.Limits
+	if lim.MaxFrameBytes <= 0 {
+		lim.MaxFrameBytes = defaultMaxFrameBytes
+	}
+	if lim.SendQueueBytes <= 0 {
+		lim.SendQueueBytes = defaultSendQueueBytes
+	}
+	if lim.WriteTimeout <= 0 {
+		lim.WriteTimeout = defaultWriteTimeout
+	}
+	s := &Server{
+		cfg:     cfg,
+		actors:  opts.Actors,
+		store:   opts.Store,
+		ready:   opts.Ready,
+		log:     log,
+		version: opts.Version,
+		started: time.Now(),
+		sockets: newSocketSet(),
+	}
+	if cfg.Server.AccessLog {
+		s.access = opts.AccessLog
+		if s.access == nil {
+			s.access = log
+		}
+	}
+	s.touch()
+	s.upgrader = gws.NewUpgrader(handler{}, &gws.ServerOption{
+		ReadMaxPayloadSize: lim.MaxFrameBytes, // bigger frames close with 1009
+		CheckUtf8Enabled:   true,
+		Recovery:           gws.Recovery,
+		Logger:             gwsLogger{s},
+	})
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the server's HTTP handler, access log included.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve serves HTTP on ln until ctx ends, then shuts down gracefully within
+// server.shutdown_timeout, or until Shutdown is called. It returns nil after
+// a graceful shutdown.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		return errors.New("serve: server is shut down")
+	}
+	s.servers = append(s.servers, srv)
+	s.mu.Unlock()
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	timeout := s.cfg.Server.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := s.Shutdown(sctx)
+	<-errc
+	return err
+}
+
+// Shutdown stops accepting, closes every WebSocket with 1001 through the
+// actors, waits for REST requests to finish and for the close frames to be
+// written, and force-closes whatever is left when ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	servers := append([]*http.Server(nil), s.servers...)
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	httpErrs := make([]error, len(servers))
+	for i, srv := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			httpErrs[i] = srv.Shutdown(ctx) // closes the listener first
+		}()
+	}
+
+	actorErr := s.actors.Shutdown(ctx)
+	// Sockets the actors never knew (mid-handshake, reject_with: close).
+	for _, sock := range s.sockets.close() {
+		sock.Close(core.DisconnectShutdown)
+	}
+	var sockErr error
+	select {
+	case <-s.sockets.empty:
+	case <-ctx.Done():
+		for _, sock := range s.sockets.close() {
+			_ = sock.conn.Close()
+		}
+		sockErr = fmt.Errorf("close websockets: %w", ctx.Err())
+	}
+	wg.Wait()
+	for _, srv := range servers {
+		_ = srv.Close() // whatever Shutdown left when ctx ended
+	}
+	return errors.Join(actorErr, sockErr, errors.Join(httpErrs...))
+}
+
+// touch records activity for /server_info's idle_time.
+func (s *Server) touch() { s.lastActive.Store(time.Now().UnixNano()) }

@@ -1,0 +1,249 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"github.com/agent-server/agent-server/actors"
+	"github.com/agent-server/agent-server/core"
+)
+
+// sessionKey is where a gws.Conn's session keeps its *socket.
+const sessionKey = "socket"
+
+// closeGrace is how long a socket waits for the client's close frame after
+// sending its own, before the read side gives up and the TCP connection is
+// closed.
+const closeGrace = 2 * time.Second
+
+// socket is one upgraded WebSocket: the actors.Transport the actors write
+// to, and the per-connection state of the gws event handler.
+type socket struct {
+	srv  *Server
+	ws   *gws.Conn
+	conn net.Conn
+	out  *outbound
+
+	pingMu      sync.Mutex
+	pinger      *time.Timer
+	pingStopped bool
+
+	attachment              // set before the read loop starts
+	actor      *actors.Conn // set and read only by the read loop
+
+	finished sync.Once
+}
+
+func (s *Server) newSocket(ws *gws.Conn, a attachment) *socket {
+	sock := &socket{srv: s, ws: ws, conn: ws.NetConn(), attachment: a}
+	sock.out = newOutbound(sock.conn, s.cfg.Limits.SendQueueBytes, s.cfg.Limits.WriteTimeout)
+	sock.out.perFrame = s.perFrameWrites
+	sock.out.closeSent = sock.closeSent
+	sock.out.failed = sock.writeFailed
+	return sock
+}
+
+// Send queues a frame; see actors.Transport.
+func (sock *socket) Send(frame []byte) bool { return sock.out.send(frame) }
+
+// Close queues a close frame behind what is queued; see actors.Transport.
+func (sock *socket) Close(d core.Disconnect) { sock.out.close(d) }
+
+// closeSent runs once our close frame is on the wire: the client has
+// closeGrace to answer before the read loop times out and gws closes the
+// TCP connection.
+func (sock *socket) closeSent() {
+	sock.stopPinger()
+	_ = sock.conn.SetReadDeadline(time.Now().Add(closeGrace))
+}
+
+// writeFailed drops a socket whose write failed or timed out.
+func (sock *socket) writeFailed(err error) {
+	sock.srv.log.Debug("websocket write failed", "conversation", sock.convID, "err", err)
+	_ = sock.conn.Close()
+}
+
+// keepalive pushes the idle deadline back, unless the socket is closing.
+func (sock *socket) keepalive() {
+	idle := sock.srv.cfg.Limits.IdleTimeout
+	if idle <= 0 || sock.out.isClosing() {
+		return
+	}
+	_ = sock.conn.SetReadDeadline(time.Now().Add(idle))
+}
+
+// schedulePing sends a ping after limits.ping_interval, and again after
+// each one, until the socket closes. It is a timer, not a goroutine.
+func (sock *socket) schedulePing() {
+	every := sock.srv.cfg.Limits.PingInterval
+	if every <= 0 {
+		return
+	}
+	sock.pingMu.Lock()
+	defer sock.pingMu.Unlock()
+	if sock.pingStopped {
+		return
+	}
+	sock.pinger = time.AfterFunc(every, func() {
+		if sock.out.control(opPing, nil) {
+			sock.schedulePing()
+		}
+	})
+}
+
+func (sock *socket) stopPinger() {
+	sock.pingMu.Lock()
+	defer sock.pingMu.Unlock()
+	sock.pingStopped = true
+	if sock.pinger != nil {
+		sock.pinger.Stop()
+	}
+}
+
+// finish runs once when the read loop ends, whatever ended it.
+func (sock *socket) finish() {
+	sock.finished.Do(func() {
+		sock.stopPinger()
+		sock.out.kill()
+		_ = sock.conn.Close()
+		if sock.actor != nil {
+			sock.actor.Closed()
+		}
+		sock.srv.sockets.remove(sock)
+	})
+}
+
+// attachment is what a socket connects to once open.
+type attachment struct {
+	principal *core.Principal
+	convID    string
+	replay    actors.Replay
+	reject    *core.Disconnect // auth.reject_with: close — close at open instead of connecting
+}
+
+// handler is the gws event handler shared by every socket; each callback
+// runs on the socket's read goroutine.
+type handler struct {
+	gws.BuiltinEventHandler
+}
+
+func socketOf(ws *gws.Conn) *socket {
+	v, _ := ws.Session().Load(sessionKey)
+	sock, _ := v.(*socket)
+	return sock
+}
+
+// OnOpen arms the keepalive and attaches the socket to its conversation, or
+// closes it at once when authentication failed under reject_with: close.
+func (handler) OnOpen(ws *gws.Conn) {
+	sock := socketOf(ws)
+	sock.keepalive()
+	sock.schedulePing()
+	if sock.reject != nil {
+		sock.Close(*sock.reject)
+		return
+	}
+	sock.actor = sock.srv.actors.Connect(sock, sock.principal, sock.convID, sock.replay)
+}
+
+// OnMessage hands a copy of the frame to the connection actor.
+func (handler) OnMessage(ws *gws.Conn, msg *gws.Message) {
+	defer msg.Close()
+	sock := socketOf(ws)
+	sock.keepalive()
+	sock.srv.touch()
+	if sock.actor == nil || sock.out.isClosing() {
+		return
+	}
+	sock.actor.Deliver(bytes.Clone(msg.Bytes()))
+}
+
+// OnPing answers through the outbound queue, so the pong never cuts into a
+// batch being written.
+func (handler) OnPing(ws *gws.Conn, payload []byte) {
+	sock := socketOf(ws)
+	sock.keepalive()
+	sock.out.control(opPong, payload)
+}
+
+// OnPong keeps an otherwise quiet client alive.
+func (handler) OnPong(ws *gws.Conn, _ []byte) { socketOf(ws).keepalive() }
+
+// OnClose tells the connection actor and forgets the socket.
+func (handler) OnClose(ws *gws.Conn, _ error) { socketOf(ws).finish() }
+
+// socketSet tracks live sockets so shutdown can close and wait for them.
+type socketSet struct {
+	mu     sync.Mutex
+	live   map[*socket]struct{}
+	closed bool
+	empty  chan struct{} // closed when the set is closed and empty
+}
+
+func newSocketSet() *socketSet {
+	return &socketSet{live: make(map[*socket]struct{}), empty: make(chan struct{})}
+}
+
+// add registers sock, or reports false once shutdown has begun.
+func (ss *socketSet) add(sock *socket) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.closed {
+		return false
+	}
+	ss.live[sock] = struct{}{}
+	return true
+}
+
+func (ss *socketSet) remove(sock *socket) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	delete(ss.live, sock)
+	if ss.closed && len(ss.live) == 0 {
+		ss.closeEmpty()
+	}
+}
+
+func (ss *socketSet) closeEmpty() {
+	select {
+	case <-ss.empty:
+	default:
+		close(ss.empty)
+	}
+}
+
+func (ss *socketSet) len() int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return len(ss.live)
+}
+
+// close refuses new sockets and returns the live ones.
+func (ss *socketSet) close() []*socket {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.closed = true
+	if len(ss.live) == 0 {
+		ss.closeEmpty()
+	}
+	out := make([]*socket, 0, len(ss.live))
+	for sock := range ss.live {
+		out = append(out, sock)
+	}
+	return out
+}
+
+// gwsLogger sends gws's own error lines to slog.
+type gwsLogger struct{ s *Server }
+
+// Error logs one gws error line.
+func (l gwsLogger) Error(v ...any) {
+	l.s.log.Error("websocket library error", "detail", fmt.Sprint(v...))
+}
+
+var _ actors.Transport = (*socket)(nil)
