@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agent-server/agent-server/actors"
 	"github.com/agent-server/agent-server/core"
 )
 
@@ -237,7 +238,8 @@ func notFound(detail string) *apiError {
 }
 
 // backendError maps an error from the store or the backend to an answer:
-// core.ErrNotFound is 404 with notFoundDetail, a timeout 503, the rest 500.
+// core.ErrNotFound is 404 with notFoundDetail, a timeout or a shutdown 503,
+// the rest 500.
 func backendError(err error, notFoundDetail string) *apiError {
 	var ae *apiError
 	switch {
@@ -245,7 +247,7 @@ func backendError(err error, notFoundDetail string) *apiError {
 		return ae
 	case errors.Is(err, core.ErrNotFound):
 		return &apiError{status: http.StatusNotFound, detail: notFoundDetail, err: err}
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.Is(err, actors.ErrShutdown):
 		return &apiError{status: http.StatusServiceUnavailable, detail: "Service temporarily unavailable", err: err}
 	}
 	return &apiError{status: http.StatusInternalServerError, detail: "Internal server error", err: err}

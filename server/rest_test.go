@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-server/agent-server/actors"
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/memstore"
 )
@@ -962,6 +963,7 @@ func TestPostEventBackendFailures(t *testing.T) {
 		{"deleting", nil, core.StatusDeleting, 409, "Conversation is being deleted"},
 		{"gone meanwhile", fmt.Errorf("conversation: %w", core.ErrNotFound), "", 404, "Conversation not found"},
 		{"timeout", fmt.Errorf("ask actor: %w", context.DeadlineExceeded), "", 503, "Service temporarily unavailable"},
+		{"shutting down", fmt.Errorf("post event: %w", actors.ErrShutdown), "", 503, "Service temporarily unavailable"},
 		{"broken", errors.New("disk on fire"), "", 500, "Internal server error"},
 	}
 	for _, tt := range tests {
