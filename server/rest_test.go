@@ -1062,3 +1062,75 @@ func TestKeyNeverInResponse(t *testing.T) {
 		t.Errorf("log contains the key:\n%s", logs)
 	}
 }
+
+// headerKey is an in-test authenticator: X-Session-API-Key must equal key.
+type headerKey struct{ key string }
+
+func (h headerKey) Name() string { return "header" }
+
+func (h headerKey) Authenticate(_ context.Context, req *core.Request) core.Result {
+	switch got := req.Header.Get("X-Session-API-Key"); got {
+	case "":
+		return core.Abstained()
+	case h.key:
+		return core.Allowed(&core.Principal{Subject: "test"})
+	}
+	return core.Denied("wrong key")
+}
+
+type staticChains struct{ chain *core.Chain }
+
+func (c staticChains) Chain(core.Route) *core.Chain { return c.chain }
+
+// TestRESTOverActorSystem runs the REST API over the real actor system: what
+// goes in through the conversation actor comes back out of the store.
+func TestRESTOverActorSystem(t *testing.T) {
+	chain, err := core.NewChain(core.RouteREST, headerKey{keyAll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := memstore.New()
+	sys, err := actors.New(actors.Options{Store: st, Chains: staticChains{chain}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sys.Shutdown(context.Background()) })
+	srv := httptest.NewServer(newRESTHandler(sys, st, testMaxBody, nil))
+	t.Cleanup(srv.Close)
+	api := &testAPI{t: t, srv: srv}
+
+	api.do("GET", "/api/conversations/count", "", "").mustStatus(t, 401)
+	api.do("GET", "/api/conversations/count", "wrong", "").mustStatus(t, 401)
+	api.do("POST", "/api/conversations", keyAll, `{"conversation_id":"`+convA+`","initial_message":{"role":"user","content":"first"}}`).mustStatus(t, 201)
+	api.post(convA, "second")
+	api.do("POST", "/api/conversations/"+convA+"/events", keyAll, `{"source":"agent","kind":"ActionEvent","tool_name":"bash"}`).mustStatus(t, 200)
+
+	r := api.do("GET", "/api/conversations/"+convA+"/events/search?sort_order=TIMESTAMP_DESC&limit=2", keyAll, "").mustStatus(t, 200)
+	var page struct {
+		Items []struct {
+			ID, Kind   string
+			Source     core.Source
+			LLMMessage *struct {
+				Content []core.ContentPart `json:"content"`
+			} `json:"llm_message"`
+		}
+		NextPageID *string `json:"next_page_id"`
+	}
+	if err := json.Unmarshal(r.body, &page); err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Items) != 2 || page.Items[0].Kind != "ActionEvent" || page.Items[0].Source != core.SourceAgent ||
+		page.Items[1].LLMMessage == nil || page.Items[1].LLMMessage.Content[0].Text != "second" || page.NextPageID == nil {
+		t.Fatalf("page = %s", r.body)
+	}
+	r = api.do("GET", "/api/conversations/"+convA+"/events/search?sort_order=TIMESTAMP_DESC&limit=2&page_id="+*page.NextPageID, keyAll, "").mustStatus(t, 200)
+	if !bytes.Contains(r.body, []byte(`"text":"first"`)) || !bytes.HasSuffix(r.body, []byte(`"next_page_id":null}`)) {
+		t.Errorf("last page = %s", r.body)
+	}
+	if r := api.do("GET", "/api/conversations/"+convA+"/events/count?source=user", keyAll, ""); string(r.body) != "2" {
+		t.Errorf("user events = %s, want 2", r.body)
+	}
+	api.do("DELETE", "/api/conversations/"+convA, keyAll, "").mustStatus(t, 200)
+	api.do("GET", "/api/conversations/"+convA, keyAll, "").mustStatus(t, 404)
+	api.do("POST", "/api/conversations/"+convA+"/events", keyAll, `{"role":"user","content":"late"}`).mustStatus(t, 404)
+}
