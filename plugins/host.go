@@ -289,7 +289,8 @@ func (h *Host) Purge() {
 // Reload applies a new config to the running plugins: session API keys and
 // each plugin's config are sent again with Configure, and the cache is
 // emptied so a rotated-out key is refused at once. Changing which plugins
-// run, their chains, binaries or pins needs a restart and is refused.
+// run, their chains, binaries or pins needs a restart and is refused; cache
+// settings and auth.rpc_timeout also take effect only on restart.
 func (h *Host) Reload(ctx context.Context, cfg config.Config) error {
 	ss, err := specs(cfg)
 	if err != nil {
