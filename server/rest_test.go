@@ -19,6 +19,7 @@ import (
 
 	"github.com/agent-server/agent-server/actors"
 	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
 	"github.com/agent-server/agent-server/core/memstore"
 )
 
@@ -1082,8 +1083,10 @@ type staticChains struct{ chain *core.Chain }
 
 func (c staticChains) Chain(core.Route) *core.Chain { return c.chain }
 
-// TestRESTOverActorSystem runs the REST API over the real actor system: what
-// goes in through the conversation actor comes back out of the store.
+// TestRESTOverActorSystem runs the REST API as the server mounts it, over the
+// real actor system: what goes in through the conversation actor comes back
+// out of the store, limits come from the config and the access log holds no
+// key.
 func TestRESTOverActorSystem(t *testing.T) {
 	chain, err := core.NewChain(core.RouteREST, headerKey{keyAll})
 	if err != nil {
@@ -1095,7 +1098,14 @@ func TestRESTOverActorSystem(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sys.Shutdown(context.Background()) })
-	srv := httptest.NewServer(newRESTHandler(sys, st, testMaxBody, nil))
+	cfg := config.Default()
+	cfg.Limits.MaxBodyBytes = testMaxBody
+	access := &syncBuffer{}
+	edge, err := New(Options{Config: cfg, Actors: sys, Store: st, AccessLog: slog.New(slog.NewTextHandler(access, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(edge.Handler())
 	t.Cleanup(srv.Close)
 	api := &testAPI{t: t, srv: srv}
 
@@ -1129,6 +1139,11 @@ func TestRESTOverActorSystem(t *testing.T) {
 	}
 	if r := api.do("GET", "/api/conversations/"+convA+"/events/count?source=user", keyAll, ""); string(r.body) != "2" {
 		t.Errorf("user events = %s, want 2", r.body)
+	}
+	api.do("POST", "/api/conversations/"+convA+"/events", keyAll, `{"role":"user","content":"`+strings.Repeat("z", testMaxBody)+`"}`).mustStatus(t, 413)
+	api.do("GET", "/api/conversations/count?session_api_key="+url.QueryEscape(keyAll), keyAll, "").mustStatus(t, 200)
+	if logs := access.String(); !strings.Contains(logs, "/api/conversations/count") || strings.Contains(logs, keyAll) || strings.Contains(logs, url.QueryEscape(keyAll)) {
+		t.Errorf("access log lacks the REST request or holds the key:\n%s", logs)
 	}
 	api.do("DELETE", "/api/conversations/"+convA, keyAll, "").mustStatus(t, 200)
 	api.do("GET", "/api/conversations/"+convA, keyAll, "").mustStatus(t, 404)
