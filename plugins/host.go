@@ -21,7 +21,6 @@ import (
 // Defaults for settings left at zero.
 const (
 	defaultRPCTimeout     = 500 * time.Millisecond
-	defaultMaxAttempts    = 10
 	defaultInitialBackoff = 100 * time.Millisecond
 	defaultMaxBackoff     = 10 * time.Second
 )
@@ -58,9 +57,6 @@ func NewHost(cfg config.Config, log *slog.Logger) *Host {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := cfg.Plugins.Restart
-	if r.MaxAttempts == 0 {
-		r.MaxAttempts = defaultMaxAttempts
-	}
 	r.InitialBackoff = orDefault(r.InitialBackoff, defaultInitialBackoff)
 	r.MaxBackoff = orDefault(r.MaxBackoff, defaultMaxBackoff)
 	return &Host{

@@ -317,7 +317,7 @@ func (i *instance) restart(ctx context.Context) bool {
 		i.failures++
 		n := i.failures
 		i.mu.Unlock()
-		if r.MaxAttempts < 0 || n > r.MaxAttempts {
+		if r.MaxAttempts <= 0 || n > r.MaxAttempts {
 			err := fmt.Errorf("plugin %s: gave up after %d restart attempts", i.name, n-1)
 			i.setState(StateFailed, err)
 			i.log.Error("plugin restart budget exhausted; requests fail closed", "attempts", n-1)
