@@ -1,0 +1,138 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/agent-server/agent-server/actors"
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
+	"github.com/agent-server/agent-server/core/memstore"
+	"github.com/agent-server/agent-server/plugins"
+	"github.com/agent-server/agent-server/server"
+)
+
+// serve wires config -> keys -> plugin host -> store -> actors -> server and
+// runs until SIGINT or SIGTERM, then shuts down within
+// server.shutdown_timeout.
+func serve(args []string, stderr io.Writer) error {
+	f, err := parseFlags("serve", args, true)
+	if err != nil {
+		return err
+	}
+	cfg, err := f.load()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, cfg, log, stderr)
+}
+
+// run is serve after flag and config handling.
+func run(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.Writer) error {
+	keys, err := sessionKeys(cfg, os.Getenv, stderr)
+	if err != nil {
+		return err
+	}
+	cfg.Auth.Keys = keys
+
+	var chains actors.Chains
+	var ready func() error
+	var host *plugins.Host
+	if cfg.Auth.Disabled {
+		log.Warn("authentication is DISABLED (auth.disabled: true): every request is allowed")
+		if chains, err = disabledChains(); err != nil {
+			return err
+		}
+		ready = func() error { return nil }
+	} else {
+		host = plugins.NewHost(cfg, log.With("component", "plugins"))
+		defer host.Close() // on early returns; Close is idempotent
+		if err := host.Start(ctx); err != nil {
+			return fmt.Errorf("start auth plugins: %w", err)
+		}
+		chains, ready = hostChains{host}, host.Ready
+	}
+
+	store, err := openStore(cfg.Storage)
+	if err != nil {
+		return err
+	}
+	sys, err := actors.New(actors.Options{Store: store, Chains: chains, Logger: log.With("component", "actors"), Limits: cfg.Limits})
+	if err != nil {
+		return fmt.Errorf("start actors: %w", err)
+	}
+	srv, err := server.New(server.Options{
+		Config:    cfg,
+		Actors:    sys,
+		Store:     store,
+		Ready:     ready,
+		Logger:    log.With("component", "server"),
+		AccessLog: log.With("component", "access"),
+		Version:   Version,
+	})
+	if err != nil {
+		return fmt.Errorf("build server: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Server.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Server.Addr, err)
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "version", Version)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ctx, ln) }()
+	select {
+	case err := <-errc:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("serve: %w", err)
+		}
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if serr := sys.Shutdown(sctx); err == nil {
+		err = serr
+	}
+	if host != nil {
+		_ = host.Close() // plugins stop last: in-flight handshakes still need them
+	}
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// openStore returns the event store storage.driver names.
+func openStore(c config.Storage) (core.Store, error) {
+	switch c.Driver {
+	case "memory":
+		return memstore.New(), nil
+	}
+	return nil, fmt.Errorf("storage.driver: unknown driver %q", c.Driver)
+}
+
+// hostChains adapts the plugin host to actors.Chains: a route without a
+// chain yields nil, which the supervisor treats as an error (fail closed).
+type hostChains struct{ h *plugins.Host }
+
+// Chain returns the host's chain for route, or nil.
+func (c hostChains) Chain(route core.Route) *core.Chain {
+	ch, err := c.h.Chain(route)
+	if err != nil {
+		return nil
+	}
+	return ch
+}

@@ -1,0 +1,363 @@
+// Package e2e runs the real agent-server binary with real plugin processes
+// on an ephemeral loopback port and drives it with gorilla/websocket and
+// net/http clients, the way users run it.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// binDir holds the server and plugin binaries built once for the package.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "agent-server-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	if err := build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "build binaries:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func build(dir string) error {
+	targets := map[string]string{
+		"agent-server":        "../../cmd/agent-server",
+		"plugins/auth-query":  "../../cmd/auth-query",
+		"plugins/auth-header": "../../cmd/auth-header",
+		"plugins/auth-bearer": "../../cmd/auth-bearer",
+		"plugins/auth-jwt":    "../../cmd/auth-jwt",
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(targets))
+	for out, pkg := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, out), pkg)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// withPluginDir points plugins.dir at the freshly built plugins, inside the
+// config's own plugins: block when it has one.
+func withPluginDir(cfg string) string {
+	line := "  dir: " + filepath.Join(binDir, "plugins") + "\n"
+	if strings.Contains(cfg, "\nplugins:\n") || strings.HasPrefix(cfg, "plugins:\n") {
+		if strings.HasPrefix(cfg, "plugins:\n") {
+			return "plugins:\n" + line + cfg[len("plugins:\n"):]
+		}
+		return strings.Replace(cfg, "\nplugins:\n", "\nplugins:\n"+line, 1)
+	}
+	return cfg + "plugins:\n" + line
+}
+
+// server is one running agent-server process.
+type server struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	addr   string // host:port it listens on
+	logMu  sync.Mutex
+	log    bytes.Buffer // everything it wrote to stderr
+	exited chan struct{}
+	err    error
+}
+
+var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+// startServer writes cfg (YAML) to a file and runs `agent-server serve` on
+// an ephemeral port, with env added to a minimal environment. It waits until
+// /ready answers 200.
+func startServer(t *testing.T, cfg string, env ...string) *server {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	full := withPluginDir(cfg)
+	if err := os.WriteFile(path, []byte(full), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: t, exited: make(chan struct{})}
+	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", "127.0.0.1:0")
+	s.cmd.Dir = dir
+	s.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}, env...)
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Stdout = io.Discard
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addrCh := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			s.logMu.Lock()
+			s.log.WriteString(line + "\n")
+			s.logMu.Unlock()
+			if m := listening.FindStringSubmatch(line); m != nil {
+				select {
+				case addrCh <- m[1]:
+				default:
+				}
+			}
+		}
+		s.err = s.cmd.Wait()
+		close(s.exited)
+	}()
+	t.Cleanup(s.kill)
+	select {
+	case s.addr = <-addrCh:
+	case <-s.exited:
+		t.Fatalf("server exited before listening: %v\n%s", s.err, s.Log())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("server did not listen within 30s\n%s", s.Log())
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(s.url("/ready"))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not ready within 30s\n%s", s.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s
+}
+
+// Log returns what the server has written to stderr so far.
+func (s *server) Log() string {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	return s.log.String()
+}
+
+func (s *server) url(path string) string { return "http://" + s.addr + path }
+
+func (s *server) wsURL(path string) string { return "ws://" + s.addr + path }
+
+func (s *server) kill() {
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.exited
+}
+
+// stop sends SIGTERM and waits for the exit, up to d.
+func (s *server) stop(d time.Duration) error {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+		return s.err
+	case <-time.After(d):
+		return fmt.Errorf("server still running %s after SIGTERM", d)
+	}
+}
+
+// request makes a REST call with optional headers and JSON body, returning
+// the status and body.
+func (s *server) request(t *testing.T, method, path string, body any, headers ...string) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, s.url(path), rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// createConversation makes a conversation through REST and returns its id.
+func (s *server) createConversation(t *testing.T, key string) string {
+	t.Helper()
+	code, body := s.request(t, "POST", "/api/conversations", map[string]any{"agent": map[string]any{"kind": "test"}}, "X-Session-API-Key", key)
+	if code != http.StatusCreated {
+		t.Fatalf("create conversation: %d %s", code, body)
+	}
+	var c struct{ ID string }
+	if err := json.Unmarshal(body, &c); err != nil || c.ID == "" {
+		t.Fatalf("create conversation: bad body %s", body)
+	}
+	return c.ID
+}
+
+// dial opens a socket; it returns the conn (nil on a refused handshake) and
+// the handshake response.
+func (s *server) dial(t *testing.T, path string, header http.Header) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	c, resp, err := d.Dial(s.wsURL(path), header)
+	if c != nil {
+		t.Cleanup(func() { c.Close() })
+	}
+	return c, resp, err
+}
+
+// event is the part of a server frame the tests look at.
+type event struct {
+	ID        string          `json:"id"`
+	Timestamp string          `json:"timestamp"`
+	Source    string          `json:"source"`
+	Kind      string          `json:"kind"`
+	Key       string          `json:"key"`
+	Code      string          `json:"code"`
+	Detail    string          `json:"detail"`
+	Value     json.RawMessage `json:"value"`
+	LLM       *struct {
+		Role    string `json:"role"`
+		Content []struct {
+			Type string `json:"type"`
+			Text string `json:"text"`
+		} `json:"content"`
+	} `json:"llm_message"`
+}
+
+// text returns a MessageEvent's first text part.
+func (e event) text() string {
+	if e.LLM == nil || len(e.LLM.Content) == 0 {
+		return ""
+	}
+	return e.LLM.Content[0].Text
+}
+
+// read reads one event frame within d.
+func read(t *testing.T, c *websocket.Conn, d time.Duration) (event, error) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	_, b, err := c.ReadMessage()
+	if err != nil {
+		return event{}, err
+	}
+	var e event
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatalf("frame is not JSON: %s", b)
+	}
+	return e, nil
+}
+
+// mustReady reads the first frame and checks it is the full_state event.
+func mustReady(t *testing.T, c *websocket.Conn) {
+	t.Helper()
+	e, err := read(t, c, 10*time.Second)
+	if err != nil {
+		t.Fatalf("read first frame: %v", err)
+	}
+	if e.Kind != "ConversationStateUpdateEvent" || e.Key != "full_state" {
+		t.Fatalf("first frame = %+v, want ConversationStateUpdateEvent full_state", e)
+	}
+}
+
+// closeCode reads until the socket closes and returns the close code and text.
+func closeCode(t *testing.T, c *websocket.Conn, d time.Duration) (int, string) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	for {
+		_, _, err := c.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if ok := asCloseError(err, &ce); ok {
+			return ce.Code, ce.Text
+		}
+		t.Fatalf("socket ended without a close frame: %v", err)
+	}
+}
+
+func asCloseError(err error, target **websocket.CloseError) bool {
+	ce, ok := err.(*websocket.CloseError)
+	if ok {
+		*target = ce
+	}
+	return ok
+}
+
+func send(t *testing.T, c *websocket.Conn, v any) {
+	t.Helper()
+	var b []byte
+	switch x := v.(type) {
+	case string:
+		b = []byte(x)
+	default:
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.WriteMessage(websocket.TextMessage, b); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+func hdr(kv ...string) http.Header {
+	h := http.Header{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.Set(kv[i], kv[i+1])
+	}
+	return h
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
