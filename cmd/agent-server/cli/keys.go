@@ -56,4 +56,3 @@ func printKeyBanner(out io.Writer, k, addr string) {
 
 `, k, k, addr)
 }
-

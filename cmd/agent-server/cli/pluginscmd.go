@@ -85,4 +85,3 @@ func pluginsVerify(args []string, stdout io.Writer) error {
 	}
 	return nil
 }
-
