@@ -11,12 +11,13 @@ import (
 // Config is the whole configuration. Every field maps to a key in config.yaml
 // with the koanf tag's name.
 type Config struct {
-	Server  Server  `koanf:"server"`
-	Auth    Auth    `koanf:"auth"`
-	Plugins Plugins `koanf:"plugins"`
-	Limits  Limits  `koanf:"limits"`
-	Storage Storage `koanf:"storage"`
-	Log     Log     `koanf:"log"`
+	Server        Server        `koanf:"server"`
+	Auth          Auth          `koanf:"auth"`
+	Plugins       Plugins       `koanf:"plugins"`
+	Limits        Limits        `koanf:"limits"`
+	Conversations Conversations `koanf:"conversations"`
+	Storage       Storage       `koanf:"storage"`
+	Log           Log           `koanf:"log"`
 }
 
 // Server configures the HTTP and WebSocket listener.
@@ -35,6 +36,11 @@ type Auth struct {
 	RPCTimeout time.Duration `koanf:"rpc_timeout"`
 	Cache      Cache         `koanf:"cache"`
 	Chains     Chains        `koanf:"chains"`
+
+	FirstMessageTimeout       time.Duration `koanf:"first_message_timeout"`
+	RevalidateOnReload        bool          `koanf:"revalidate_on_reload"`
+	FailuresPerMinute         int           `koanf:"failures_per_minute"`
+	UnauthenticatedPerAddress int           `koanf:"unauthenticated_per_address"`
 }
 
 // The auth.reject_with values.
@@ -88,6 +94,13 @@ type Limits struct {
 	SendQueueBytes             int           `koanf:"send_queue_bytes"`
 	WriteTimeout               time.Duration `koanf:"write_timeout"`
 	MaxBodyBytes               int64         `koanf:"max_body_bytes"`
+	MessagesPerSecond          float64       `koanf:"messages_per_second"`
+	MessageBurst               int           `koanf:"message_burst"`
+}
+
+// Conversations configures conversation actors.
+type Conversations struct {
+	IdleTimeout time.Duration `koanf:"idle_timeout"` // passivate an actor idle this long
 }
 
 // Storage selects the event store.
@@ -125,6 +138,9 @@ func Default() Config {
 				Events: []string{"query", "header", "bearer"},
 				REST:   []string{"header", "bearer"},
 			},
+			FirstMessageTimeout:       10 * time.Second,
+			FailuresPerMinute:         30,
+			UnauthenticatedPerAddress: 16,
 		},
 		Plugins: Plugins{
 			Dir: "./bin/plugins",
@@ -143,8 +159,11 @@ func Default() Config {
 			SendQueueBytes:             1 << 20,
 			WriteTimeout:               10 * time.Second,
 			MaxBodyBytes:               1 << 20,
+			MessagesPerSecond:          20,
+			MessageBurst:               40,
 		},
-		Storage: Storage{Driver: "memory"},
-		Log:     Log{Level: "info", Format: "text"},
+		Conversations: Conversations{IdleTimeout: 5 * time.Minute},
+		Storage:       Storage{Driver: "memory"},
+		Log:           Log{Level: "info", Format: "text"},
 	}
 }

@@ -99,6 +99,20 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxBodyBytes < 1024 {
 		bad("limits.max_body_bytes", "must be at least 1024")
 	}
+	positive("auth.first_message_timeout", c.Auth.FirstMessageTimeout)
+	positive("conversations.idle_timeout", c.Conversations.IdleTimeout)
+	if c.Auth.FailuresPerMinute < 0 {
+		bad("auth.failures_per_minute", "must not be negative (0 turns the limit off)")
+	}
+	if c.Auth.UnauthenticatedPerAddress < 1 {
+		bad("auth.unauthenticated_per_address", "must be at least 1")
+	}
+	if c.Limits.MessagesPerSecond < 0 {
+		bad("limits.messages_per_second", "must not be negative (0 turns the limit off)")
+	}
+	if c.Limits.MessagesPerSecond > 0 && c.Limits.MessageBurst < 1 {
+		bad("limits.message_burst", "must be at least 1")
+	}
 	switch c.Storage.Driver {
 	case "memory":
 	default:
