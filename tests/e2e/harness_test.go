@@ -86,6 +86,7 @@ type server struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	addr   string // host:port it listens on
+	config string // the config file it was started with
 	logMu  sync.Mutex
 	log    bytes.Buffer // everything it wrote to stderr
 	exited chan struct{}
@@ -105,7 +106,7 @@ func startServer(t *testing.T, cfg string, env ...string) *server {
 	if err := os.WriteFile(path, []byte(full), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, exited: make(chan struct{})}
+	s := &server{t: t, exited: make(chan struct{}), config: path}
 	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", "127.0.0.1:0")
 	s.cmd.Dir = dir
 	s.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}, env...)
@@ -159,6 +160,31 @@ func startServer(t *testing.T, cfg string, env ...string) *server {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return s
+}
+
+// rewrite replaces the server's config file with cfg (plugins.dir added),
+// atomically, as an editor or a config-management tool would.
+func (s *server) rewrite(t *testing.T, cfg string) {
+	t.Helper()
+	tmp := s.config + ".tmp"
+	if err := os.WriteFile(tmp, []byte(withPluginDir(cfg)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, s.config); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitLog waits up to d for the server's log to contain substr.
+func (s *server) waitLog(t *testing.T, substr string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !strings.Contains(s.Log(), substr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("server log has no %q after %s:\n%s", substr, d, s.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Log returns what the server has written to stderr so far.

@@ -88,14 +88,21 @@ func parseFlags(name string, args []string, withAddr bool) (configFlags, error) 
 	return f, nil
 }
 
+// path is the config file the flags name: --config, else ./config.yaml if
+// it exists, else "" (defaults only).
+func (f configFlags) path() string {
+	if f.file != "" {
+		return f.file
+	}
+	if _, err := os.Stat("config.yaml"); err == nil {
+		return "config.yaml"
+	}
+	return ""
+}
+
 // load reads the configuration the flags name.
 func (f configFlags) load() (config.Config, error) {
-	src := config.Source{File: f.file}
-	if src.File == "" {
-		if _, err := os.Stat("config.yaml"); err == nil {
-			src.File = "config.yaml"
-		}
-	}
+	src := config.Source{File: f.path()}
 	if f.addr != "" {
 		src.Overrides = map[string]string{"server.addr": f.addr}
 	}

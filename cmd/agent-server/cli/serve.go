@@ -34,15 +34,16 @@ func serve(args []string, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return run(ctx, cfg, log, stderr)
+	return run(ctx, cfg, f, log, stderr)
 }
 
-// run is serve after flag and config handling.
-func run(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.Writer) error {
+// run is serve after flag and config handling; f reloads the config.
+func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger, stderr io.Writer) error {
 	keys, err := sessionKeys(cfg, os.Getenv, stderr)
 	if err != nil {
 		return err
 	}
+	generated := len(cfg.Auth.Keys) == 0 && len(keys) == 1 && !cfg.Auth.Disabled
 	cfg.Auth.Keys = keys
 
 	var chains actors.Chains
@@ -88,6 +89,29 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.Wri
 		return fmt.Errorf("listen on %s: %w", cfg.Server.Addr, err)
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "version", Version)
+
+	if host != nil {
+		r := &reloader{
+			log:     log.With("component", "reload"),
+			load:    f.load,
+			apply:   host,
+			current: cfg,
+			keys: func(c config.Config) ([]string, error) {
+				ks, err := sessionKeys(c, os.Getenv, io.Discard)
+				if err == nil && generated && len(c.Auth.Keys) == 0 {
+					envKeys, _ := core.KeysFromEnv(os.Getenv)
+					if len(envKeys) == 0 {
+						ks = keys // still no configured key: keep the one printed at start
+					}
+				}
+				return ks, err
+			},
+		}
+		if rv, ok := any(sys).(revalidator); ok {
+			r.revalidate = rv
+		}
+		go r.run(ctx, f.path())
+	}
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ctx, ln) }()
