@@ -2,6 +2,7 @@ package actors
 
 import (
 	"encoding/json"
+	"log/slog"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -138,6 +139,60 @@ type CommandFailed struct {
 // this package's tests can send it; it exercises the supervisor's decider.
 type crashConnection struct{}
 
+// Logging. protoactor prints undeliverable messages (dead letters) and some
+// failures with slog. Messages that carry a client's frame or request, which
+// may hold a credential, render as a summary instead (slog.LogValuer), and
+// the ones that routinely arrive after their actor stopped skip dead-letter
+// logging altogether.
+
+// LogValue summarizes the request without its headers or query.
+func (m *Authenticate) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("route", string(m.Request.Route)))
+}
+
+// LogValue summarizes the result without its principal.
+func (m *Authenticated) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("route", string(m.Route)), slog.String("decision", m.Result.Decision.String()))
+}
+
+// LogValue names the conversation only.
+func (m *SpawnConnection) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("conversation", m.ConversationID))
+}
+
+// LogValue gives the frame's size, never its bytes.
+func (m *DeliverFrame) LogValue() slog.Value { return slog.GroupValue(slog.Int("bytes", len(m.Data))) }
+
+// LogValue names the conversation only.
+func (m *AttachConnection) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("conversation", m.ConversationID))
+}
+
+// LogValue gives the event's kind and size, never its body.
+func (m *AppendEvent) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("conversation", m.ConversationID), slog.String("kind", m.Kind), slog.Int("bytes", len(m.Body)))
+}
+
+// LogValue names the event only.
+func (m *EventAppended) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("event", m.Event.ID))
+}
+
+// IgnoreDeadLetterLogging: a request racing a shutdown is expected.
+func (*Authenticate) IgnoreDeadLetterLogging() {}
+
+// IgnoreDeadLetterLogging: frames still arrive while a connection stops.
+func (*DeliverFrame) IgnoreDeadLetterLogging() {}
+
+// IgnoreDeadLetterLogging: the peer may close after the actor stopped.
+func (*PeerClosed) IgnoreDeadLetterLogging() {}
+
+// IgnoreDeadLetterLogging: the conversation may have stopped first.
+func (*DetachConnection) IgnoreDeadLetterLogging() {}
+
+// IgnoreDeadLetterLogging: the connection may have stopped first.
+func (*CloseConnection) IgnoreDeadLetterLogging() {}
+
 // addressed is a message the registry routes to the actor of ConversationID.
 type addressed interface {
 	conversationID() string
@@ -145,3 +200,8 @@ type addressed interface {
 
 func (m *AttachConnection) conversationID() string { return m.ConversationID }
 func (m *AppendEvent) conversationID() string      { return m.ConversationID }
+
+var (
+	_ slog.LogValuer                = (*DeliverFrame)(nil)
+	_ actor.IgnoreDeadLetterLogging = (*DeliverFrame)(nil)
+)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -611,4 +613,55 @@ func TestAuthenticateDoesNotBlockTheSupervisor(t *testing.T) {
 	if res := <-done; res.Decision != core.Allow {
 		t.Errorf("decision = %v, want allow", res.Decision)
 	}
+}
+
+// TestFramesNeverReachTheLog sends frames holding a credential to a
+// connection that has stopped, and an auth request after shutdown: dead
+// letters must not print them.
+func TestFramesNeverReachTheLog(t *testing.T) {
+	var buf lockedBuffer
+	st := memstore.New()
+	sys, err := New(Options{Store: st, Chains: staticChains{core.RouteEvents: mustChain(t, core.RouteEvents, &keyAuth{key: "k"})},
+		Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{sys: sys, store: st}
+	id := h.conversation(t)
+	tr, c := h.connect(t, id, Replay{})
+	c.Closed()
+	tr.waitClosed(t)
+	time.Sleep(50 * time.Millisecond) // let the actor stop
+	for range 5 {
+		c.Deliver([]byte(`{"type":"auth","session_api_key":"hunter2-secret"}`))
+	}
+	sys.root.Send(sys.supervisor, &Authenticate{Request: &core.Request{Route: core.RouteEvents,
+		Header: map[string][]string{"X-Test-Key": {"hunter2-secret"}}}, Reply: make(chan core.Result, 1)})
+	if err := sys.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sys.root.Send(sys.supervisor, &Authenticate{Request: &core.Request{Route: core.RouteEvents,
+		Header: map[string][]string{"X-Test-Key": {"hunter2-secret"}}}, Reply: make(chan core.Result, 1)})
+	time.Sleep(50 * time.Millisecond)
+	if logs := buf.String(); strings.Contains(logs, "hunter2") || strings.Contains(logs, "104 117 110 116 101 114 50") {
+		t.Errorf("log holds the credential:\n%s", logs)
+	}
+}
+
+// lockedBuffer is an io.Writer safe for concurrent log lines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
