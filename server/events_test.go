@@ -763,3 +763,38 @@ func TestHealthRoutes(t *testing.T) {
 		t.Errorf("server_info %v lacks uptime or idle_time", body)
 	}
 }
+
+// TestServeShutsDownWhenContextEnds runs Serve on a real listener, as the
+// binary does, and cancels its context: sockets close with 1001 and Serve
+// returns nil.
+func TestServeShutsDownWhenContextEnds(t *testing.T) {
+	e := newEdge(t, func(c *config.Config) { c.Server.ShutdownTimeout = 5 * time.Second })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- e.srv.Serve(ctx, ln) }()
+	id := e.conversation(t)
+	u := "ws://" + ln.Addr().String() + "/sockets/events/" + id
+	c, _, err := websocket.DefaultDialer.Dial(u, http.Header{"X-Session-API-Key": {goodKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	readFrame(t, c)
+	cancel()
+	expectClose(t, c, core.CloseGoingAway)
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after its context ended")
+	}
+	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		t.Error("listener still accepts after shutdown")
+	}
+}

@@ -35,6 +35,7 @@ const (
 	defaultSendQueueBytes = 1 << 20
 	defaultWriteTimeout   = 10 * time.Second
 	readHeaderTimeout     = 10 * time.Second
+	idleConnTimeout       = 2 * time.Minute // an idle keep-alive HTTP connection
 )
 
 // Server is the HTTP and WebSocket edge. It serves the health routes, the
@@ -124,6 +125,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleConnTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.mu.Lock()
