@@ -62,6 +62,8 @@ func (c *conversation) Receive(ctx actor.Context) {
 		c.closeAll(ctx, core.DisconnectNotFound)
 		c.gone = true
 		respond(ctx, &ConversationDeleted{})
+	case *crashConversation:
+		panic("conversation actor: crash requested by a test")
 	case *actor.Stopping:
 		// Stopped by a restart of the registry or after a panic: the
 		// connections watch this actor and close with 1011.

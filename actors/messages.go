@@ -135,9 +135,13 @@ type CommandFailed struct {
 	Err error
 }
 
-// crashConnection makes a connection actor panic. It is unexported so only
-// this package's tests can send it; it exercises the supervisor's decider.
-type crashConnection struct{}
+// crashConnection makes a connection actor panic, and crashConversation the
+// actor of ConversationID (routed by the registry). They are unexported so
+// only this package's tests can send them; they exercise the deciders.
+type (
+	crashConnection   struct{}
+	crashConversation struct{ ConversationID string }
+)
 
 // Logging. protoactor prints undeliverable messages (dead letters) and some
 // failures with slog. Messages that carry a client's frame or request, which
@@ -198,8 +202,9 @@ type addressed interface {
 	conversationID() string
 }
 
-func (m *AttachConnection) conversationID() string { return m.ConversationID }
-func (m *AppendEvent) conversationID() string      { return m.ConversationID }
+func (m *AttachConnection) conversationID() string  { return m.ConversationID }
+func (m *AppendEvent) conversationID() string       { return m.ConversationID }
+func (m *crashConversation) conversationID() string { return m.ConversationID }
 
 var (
 	_ slog.LogValuer                = (*DeliverFrame)(nil)

@@ -285,7 +285,10 @@ func (s *System) request(ctx context.Context, pid *actor.PID, msg any) (any, err
 	case errors.Is(err, actor.ErrTimeout):
 		return nil, fmt.Errorf("no answer within %s: %w", timeout, context.DeadlineExceeded)
 	case errors.Is(err, actor.ErrDeadLetter):
-		return nil, ErrShutdown
+		if s.closing.Load() {
+			return nil, ErrShutdown
+		}
+		return nil, errors.New("the actor stopped before answering; retry")
 	case err != nil:
 		return nil, err
 	}

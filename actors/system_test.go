@@ -665,3 +665,48 @@ func (b *lockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestConversationPanicClosesItsSocketsOnly crashes one conversation actor:
+// its sockets close with 1011, another conversation carries on, and the next
+// use of the crashed one starts a fresh actor from the store.
+func TestConversationPanicClosesItsSocketsOnly(t *testing.T) {
+	h := newHarness(t, config.Limits{})
+	id, other := h.conversation(t), h.conversation(t)
+	h.post(t, id, "before")
+	a, _ := h.connect(t, id, Replay{})
+	b, _ := h.connect(t, id, Replay{})
+	c, _ := h.connect(t, other, Replay{})
+
+	h.sys.root.Send(h.sys.registry, &crashConversation{ConversationID: id})
+	for _, tr := range []*fakeTransport{a, b} {
+		if got := tr.waitClosed(t); got != core.DisconnectInternalError {
+			t.Errorf("closed with %v, want 1011", got)
+		}
+	}
+	h.post(t, other, "unaffected")
+	if f := c.waitFrames(t, 2)[1]; textOf(t, f) != "unaffected" {
+		t.Errorf("other conversation got %v", f)
+	}
+	if c.isClosed() {
+		t.Error("the other conversation's socket closed")
+	}
+	// The registry learns of the crash asynchronously; until then a post may
+	// reach the dead actor and fail fast.
+	var after *core.Event
+	for deadline := time.Now().Add(2 * time.Second); after == nil; {
+		ev, err := h.sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("after"))
+		switch {
+		case err == nil:
+			after = ev
+		case time.Now().After(deadline):
+			t.Fatalf("post after the crash: %v", err)
+		}
+	}
+	if after.Seq != 2 {
+		t.Errorf("seq after the crash = %d, want 2", after.Seq)
+	}
+	tr, _ := h.connect(t, id, Replay{Mode: ReplayAll})
+	if frames := tr.waitFrames(t, 3); textOf(t, frames[1]) != "before" || textOf(t, frames[2]) != "after" {
+		t.Errorf("replay after the crash = %v", frames[1:])
+	}
+}
