@@ -15,10 +15,20 @@ import (
 // not in the conversation's log.
 const codeUnknownEventID = "unknown_event_id"
 
-// subscriber is one attached connection.
+// replayPage is how many events a replay reads from the store at a time.
+const replayPage = 256
+
+// replayRetry is how soon a paced replay resumes once its socket's queue is
+// half full.
+const replayRetry = 5 * time.Millisecond
+
+// subscriber is one attached connection. While next is not zero it is
+// replaying: next is the Seq it receives next, from the store, and live
+// fan-out skips it until the replay reaches the end of the log.
 type subscriber struct {
 	pid       *actor.PID
 	transport Transport
+	next      uint64
 }
 
 // conversation is the actor of one conversation: the only writer of its log
@@ -33,6 +43,7 @@ type conversation struct {
 	subs    []subscriber
 	index   map[string]int // PID.Id -> position in subs
 	gone    bool           // deleted, or missing from the store
+	resume  *time.Timer    // pending resumeReplay, nil if none
 }
 
 func newConversation(s *System, id string) *conversation {
@@ -62,11 +73,17 @@ func (c *conversation) Receive(ctx actor.Context) {
 		c.closeAll(ctx, core.DisconnectNotFound)
 		c.gone = true
 		respond(ctx, &ConversationDeleted{})
+	case *resumeReplay:
+		c.resume = nil
+		c.pumpAll(ctx)
 	case *crashConversation:
 		panic("conversation actor: crash requested by a test")
 	case *actor.Stopping:
 		// Stopped by a restart of the registry or after a panic: the
 		// connections watch this actor and close with 1011.
+		if c.resume != nil {
+			c.resume.Stop()
+		}
 	}
 }
 
@@ -90,9 +107,11 @@ func (c *conversation) load(ctx actor.Context) {
 	c.lastSeq = last
 }
 
-// attach subscribes m.Conn and sends it the full_state frame and its replay,
-// all in this one Receive: no event can be appended in between, so the
-// replay ends exactly where live delivery starts.
+// attach subscribes m.Conn, sends it the full_state frame and starts its
+// replay, all in this one Receive. The replay reads the log by Seq up to
+// wherever the log ends when it catches up, and live delivery starts only
+// then, in the same Receive as the last replayed event: nothing is lost or
+// sent twice, however many events are appended meanwhile.
 func (c *conversation) attach(ctx actor.Context, m *AttachConnection) {
 	reject := func(d core.Disconnect) {
 		m.Transport.Close(d)
@@ -126,7 +145,7 @@ func (c *conversation) attach(ctx actor.Context, m *AttachConnection) {
 	if !m.Transport.Send(state) {
 		return // the transport is closing; its connection will stop itself
 	}
-	replay, err := c.replay(m.Replay)
+	first, err := c.replayStart(m.Replay)
 	var unknown *unknownEventError
 	switch {
 	case errors.As(err, &unknown):
@@ -134,19 +153,21 @@ func (c *conversation) attach(ctx actor.Context, m *AttachConnection) {
 			return
 		}
 	case err != nil:
-		c.sys.log.Error("attach: read replay", "conversation", c.id, "err", err)
+		c.sys.log.Error("attach: find replay start", "conversation", c.id, "err", err)
 		reject(core.DisconnectInternalError)
 		return
 	}
-	for _, ev := range replay {
-		if !m.Transport.Send(ev.Raw) {
-			return
-		}
+	sub := subscriber{pid: m.Conn, transport: m.Transport}
+	if first != 0 && first <= c.lastSeq {
+		sub.next = first
 	}
 	c.index[m.Conn.Id] = len(c.subs)
-	c.subs = append(c.subs, subscriber{pid: m.Conn, transport: m.Transport})
+	c.subs = append(c.subs, sub)
 	ctx.Watch(m.Conn)
 	ctx.Send(m.Conn, &ConnectionAttached{Conversation: ctx.Self()})
+	if sub.next != 0 {
+		c.pumpAll(ctx)
+	}
 }
 
 // unknownEventError is an after_id that is not in the log.
@@ -156,38 +177,86 @@ func (e *unknownEventError) Error() string {
 	return fmt.Sprintf("event %q is not in this conversation; nothing was replayed", truncate(e.id, 64))
 }
 
-// replay returns the events r asks for, oldest first, up to the end of the
-// log as it is now.
-func (c *conversation) replay(r Replay) ([]*core.Event, error) {
+// replayStart returns the Seq of the first event r asks for, or 0 for none.
+func (c *conversation) replayStart(r Replay) (uint64, error) {
 	bg := context.Background()
-	var after uint64
 	switch r.Mode {
 	case ReplayNone:
-		return nil, nil
+		return 0, nil
 	case ReplayAll:
+		return 1, nil
 	case ReplaySince:
 		first, err := c.sys.store.FirstSeqAtOrAfter(bg, c.id, r.Since)
 		if err != nil {
-			return nil, fmt.Errorf("find events since %s: %w", r.Since.Format(core.TimestampLayout), err)
+			return 0, fmt.Errorf("find events since %s: %w", r.Since.Format(core.TimestampLayout), err)
 		}
-		after = first - 1
+		return first, nil
 	case ReplayAfterID:
 		ev, err := c.sys.store.EventByID(bg, c.id, r.AfterID)
 		if errors.Is(err, core.ErrNotFound) {
-			return nil, &unknownEventError{id: r.AfterID}
+			return 0, &unknownEventError{id: r.AfterID}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("find event %s: %w", r.AfterID, err)
+			return 0, fmt.Errorf("find event %s: %w", r.AfterID, err)
 		}
-		after = ev.Seq
-	default:
-		return nil, fmt.Errorf("unknown replay mode %d", r.Mode)
+		return ev.Seq + 1, nil
 	}
-	evs, err := c.sys.store.Events(bg, c.id, after, 0)
-	if err != nil {
-		return nil, fmt.Errorf("read events after %d: %w", after, err)
+	return 0, fmt.Errorf("unknown replay mode %d", r.Mode)
+}
+
+// pumpAll moves every replaying subscriber along, and schedules another
+// round if one had to wait for its socket to drain.
+func (c *conversation) pumpAll(ctx actor.Context) {
+	waiting := false
+	for i := 0; i < len(c.subs); {
+		if c.subs[i].next == 0 {
+			i++
+			continue
+		}
+		done, ok := c.pump(&c.subs[i])
+		switch {
+		case !ok:
+			c.removeAt(i)
+			continue
+		case !done:
+			waiting = true
+		}
+		i++
 	}
-	return evs, nil
+	if waiting && c.resume == nil {
+		self, root := ctx.Self(), ctx.ActorSystem().Root
+		c.resume = time.AfterFunc(replayRetry, func() { root.Send(self, &resumeReplay{}) })
+	}
+}
+
+// pump sends sub the next replayed events while its transport has room:
+// up to half its queue bound, so live traffic and replay never trip the
+// slow-consumer limit together. It reports whether the replay reached the
+// end of the log (the subscriber is then live), and false in ok when the
+// transport refused a frame or the store failed.
+func (c *conversation) pump(sub *subscriber) (done, ok bool) {
+	bl, paced := sub.transport.(Backlogger)
+	for sub.next <= c.lastSeq {
+		evs, err := c.sys.store.Events(context.Background(), c.id, sub.next-1, replayPage)
+		if err != nil || len(evs) == 0 {
+			c.sys.log.Error("replay: read events", "conversation", c.id, "after", sub.next-1, "err", err)
+			sub.transport.Close(core.DisconnectInternalError)
+			return false, false
+		}
+		for _, ev := range evs {
+			if paced {
+				if queued, limit := bl.Backlog(); queued > 0 && queued+len(ev.Raw) > limit/2 {
+					return false, true
+				}
+			}
+			if !sub.transport.Send(ev.Raw) {
+				return false, false
+			}
+			sub.next = ev.Seq + 1
+		}
+	}
+	sub.next = 0
+	return true, true
 }
 
 // append assigns the envelope, seals the event once, stores it and fans the
@@ -210,8 +279,8 @@ func (c *conversation) append(source core.Source, kind string, body []byte) (*co
 	}
 	c.lastSeq, c.lastTS = ev.Seq, ts
 	for i := 0; i < len(c.subs); {
-		if c.subs[i].transport.Send(ev.Raw) {
-			i++
+		if c.subs[i].next != 0 || c.subs[i].transport.Send(ev.Raw) {
+			i++ // a replaying subscriber will read this event from the log
 			continue
 		}
 		c.removeAt(i)

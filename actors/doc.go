@@ -35,9 +35,14 @@
 //
 // A conversation actor is the only writer of its conversation's log. It
 // assigns event IDs, Seq (last+1) and UTC timestamps that never decrease,
-// seals each event once, appends it to the store and fans it out. Attach,
-// the full_state frame and the replay happen in one Receive, so the replay
-// ends exactly where live delivery begins: nothing is lost or sent twice.
+// seals each event once, appends it to the store and fans it out. Attach and
+// the full_state frame happen in one Receive, which also starts the replay:
+// a replaying subscriber has a Seq cursor, reads the log from the store and
+// is skipped by live fan-out until its cursor reaches the end of the log;
+// it turns live in the same Receive that sends it the last event, so nothing
+// is lost or sent twice. To a Transport that reports its backlog
+// (Backlogger) the replay is paced to half the send-queue bound, resuming on
+// a timer (resumeReplay), so a long history never looks like a slow client.
 //
 // # Which path each message takes
 //
@@ -52,7 +57,8 @@
 // appended it. One actor message per subscriber per event (about 0.3 µs each)
 // would cap fan-out far below what one Send into a bounded queue costs; the
 // edge batches whatever is queued per socket into one writev. The full_state,
-// replay and ServerErrorEvent frames for one client go the same way.
+// replay and ServerErrorEvent frames for one client go the same way; a
+// paced replay's timer sends its actor resumeReplay, a control message.
 //
 // # Supervision
 //

@@ -197,6 +197,13 @@ func (*DetachConnection) IgnoreDeadLetterLogging() {}
 // IgnoreDeadLetterLogging: the connection may have stopped first.
 func (*CloseConnection) IgnoreDeadLetterLogging() {}
 
+// IgnoreDeadLetterLogging: the timer may fire after the actor stopped.
+func (*resumeReplay) IgnoreDeadLetterLogging() {}
+
+// resumeReplay tells a conversation actor, from its own timer, to carry on
+// with replays that waited for a socket to drain.
+type resumeReplay struct{}
+
 // addressed is a message the registry routes to the actor of ConversationID.
 type addressed interface {
 	conversationID() string

@@ -710,3 +710,77 @@ func TestConversationPanicClosesItsSocketsOnly(t *testing.T) {
 		t.Errorf("replay after the crash = %v", frames[1:])
 	}
 }
+
+// pacedTransport reports a backlog that a reader goroutine drains slowly,
+// like a socket whose client reads a little at a time.
+type pacedTransport struct {
+	*fakeTransport
+	limit  int
+	mu     sync.Mutex
+	queued int
+}
+
+func (p *pacedTransport) Send(frame []byte) bool {
+	p.mu.Lock()
+	p.queued += len(frame)
+	over := p.queued > p.limit
+	p.mu.Unlock()
+	if over {
+		p.Close(core.DisconnectSlowConsumer)
+		return false
+	}
+	return p.fakeTransport.Send(frame)
+}
+
+func (p *pacedTransport) Backlog() (int, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.queued, p.limit
+}
+
+func (p *pacedTransport) drain(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(time.Millisecond):
+			p.mu.Lock()
+			p.queued = max(0, p.queued-8192)
+			p.mu.Unlock()
+		}
+	}
+}
+
+// TestLongReplayIsPaced replays a log many times the transport's bound while
+// events keep coming: the replay waits for the queue instead of overflowing
+// it, and the client still sees every event once, in order.
+func TestLongReplayIsPaced(t *testing.T) {
+	h := newHarness(t, config.Limits{})
+	id := h.conversation(t)
+	for i := range 300 {
+		h.post(t, id, fmt.Sprint(i))
+	}
+	tr := &pacedTransport{fakeTransport: newFakeTransport(), limit: 8 << 10}
+	stop := make(chan struct{})
+	defer close(stop)
+	go tr.drain(stop)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range 100 {
+			h.post(t, id, fmt.Sprint(300+i))
+		}
+	}()
+	h.sys.Connect(tr, &core.Principal{}, id, Replay{Mode: ReplayAll})
+	wg.Wait()
+	frames := tr.waitFrames(t, 401)
+	if tr.isClosed() {
+		t.Fatalf("transport closed with %v", tr.closed)
+	}
+	for i, f := range frames[1:] {
+		if got := textOf(t, f); got != fmt.Sprint(i) {
+			t.Fatalf("event %d is %q: lost, duplicated or out of order", i, got)
+		}
+	}
+}

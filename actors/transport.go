@@ -20,6 +20,14 @@ type Transport interface {
 	Close(d core.Disconnect)
 }
 
+// Backlogger is implemented by a Transport that can tell how full its send
+// queue is. A replay to such a transport is paced to half the bound, so a
+// long history never trips the slow-consumer limit; to any other transport
+// it is sent at once.
+type Backlogger interface {
+	Backlog() (queued, limit int)
+}
+
 // ReplayMode selects which past events a new connection receives after its
 // full_state frame.
 type ReplayMode int

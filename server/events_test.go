@@ -798,3 +798,30 @@ func TestServeShutsDownWhenContextEnds(t *testing.T) {
 		t.Error("listener still accepts after shutdown")
 	}
 }
+
+// TestLongReplayFitsASmallQueue replays a history 20 times the send queue
+// bound over a real socket while events keep coming: no 4008, every event
+// once, in order.
+func TestLongReplayFitsASmallQueue(t *testing.T) {
+	e := newEdge(t, func(c *config.Config) { c.Limits.SendQueueBytes = 32 << 10 })
+	id := e.conversation(t)
+	filler := strings.Repeat("z", 1000)
+	for i := range 600 {
+		e.post(t, id, fmt.Sprint(i, filler))
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range 100 {
+			e.post(t, id, fmt.Sprint(600+i, filler))
+		}
+	}()
+	c := e.dialReady(t, id, "resend_all=true")
+	for i := range 700 {
+		if got := textOf(t, readFrame(t, c)); got != fmt.Sprint(i, filler) {
+			t.Fatalf("event %d is %.12q...: lost, duplicated or out of order", i, got)
+		}
+	}
+	wg.Wait()
+}

@@ -153,6 +153,13 @@ func (o *outbound) queueClose(d core.Disconnect) {
 	o.kick()
 }
 
+// backlog returns the queued and in-flight bytes, and the bound.
+func (o *outbound) backlog() (queued, limit int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.cur.bytes + o.inflight, o.limit
+}
+
 // isClosing reports whether a close frame is queued or the socket is dead.
 func (o *outbound) isClosing() bool {
 	o.mu.Lock()

@@ -54,6 +54,10 @@ func (sock *socket) Send(frame []byte) bool { return sock.out.send(frame) }
 // Close queues a close frame behind what is queued; see actors.Transport.
 func (sock *socket) Close(d core.Disconnect) { sock.out.close(d) }
 
+// Backlog reports the queued and in-flight bytes and the bound, so a replay
+// can pace itself; see actors.Backlogger.
+func (sock *socket) Backlog() (queued, limit int) { return sock.out.backlog() }
+
 // closeSent runs once our close frame is on the wire: the client has
 // closeGrace to answer before the read loop times out and gws closes the
 // TCP connection.
@@ -246,4 +250,7 @@ func (l gwsLogger) Error(v ...any) {
 	l.s.log.Error("websocket library error", "detail", fmt.Sprint(v...))
 }
 
-var _ actors.Transport = (*socket)(nil)
+var (
+	_ actors.Transport  = (*socket)(nil)
+	_ actors.Backlogger = (*socket)(nil)
+)
