@@ -37,7 +37,7 @@ type connection struct {
 	behavior     actor.Behavior
 }
 
-func newConnection(s *System, m *SpawnConnection) *connection {
+func newConnection(s *System, m *spawnConnection) *connection {
 	c := &connection{sys: s, transport: m.Transport, principal: m.Principal, convID: m.ConversationID, replay: m.Replay,
 		behavior: actor.NewBehavior()}
 	c.behavior.Become(c.attaching)
@@ -52,7 +52,7 @@ func (c *connection) attaching(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		c.start(ctx)
-	case *ConnectionAttached:
+	case *connectionAttached:
 		ctx.CancelReceiveTimeout()
 		c.conversation = m.Conversation
 		ctx.Watch(m.Conversation)
@@ -62,7 +62,7 @@ func (c *connection) attaching(ctx actor.Context) {
 		for _, f := range early {
 			c.handleFrame(ctx, f)
 		}
-	case *DeliverFrame:
+	case *deliverFrame:
 		if len(c.early) >= maxEarlyFrames {
 			c.close(ctx, disconnectTooEarly)
 			return
@@ -78,12 +78,12 @@ func (c *connection) attaching(ctx actor.Context) {
 // attached handles the client's frames and the replies to its appends.
 func (c *connection) attached(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *DeliverFrame:
+	case *deliverFrame:
 		c.handleFrame(ctx, m.Data)
-	case *EventAppended:
+	case *eventAppended:
 		// The event reaches this client through the broadcast, like every
 		// other subscriber.
-	case *CommandFailed:
+	case *commandFailed:
 		c.sendError(core.CodeInternal, "the message could not be stored")
 		c.sys.log.Error("append user message", "conversation", c.convID, "err", m.Err)
 	case *actor.Terminated:
@@ -98,11 +98,11 @@ func (c *connection) attached(ctx actor.Context) {
 // common handles what every state handles alike.
 func (c *connection) common(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *CloseConnection:
+	case *closeConnection:
 		c.close(ctx, m.Reason)
-	case *PeerClosed:
+	case *peerClosed:
 		c.close(ctx, disconnectPeerClosed)
-	case *CredentialExpired:
+	case *credentialExpired:
 		c.close(ctx, core.DisconnectExpired)
 	case *actor.Stopping:
 		c.stopping(ctx)
@@ -119,10 +119,10 @@ func (c *connection) start(ctx actor.Context) {
 			return
 		}
 		self, root := ctx.Self(), ctx.ActorSystem().Root
-		c.expiry = time.AfterFunc(d, func() { root.Send(self, &CredentialExpired{}) })
+		c.expiry = time.AfterFunc(d, func() { root.Send(self, &credentialExpired{}) })
 	}
 	ctx.SetReceiveTimeout(attachTimeout)
-	ctx.Request(c.sys.registry, &AttachConnection{ConversationID: c.convID, Conn: ctx.Self(), Transport: c.transport, Replay: c.replay})
+	ctx.Request(c.sys.registry, &attachConnection{ConversationID: c.convID, Conn: ctx.Self(), Transport: c.transport, Replay: c.replay})
 }
 
 // handleFrame turns a client frame into an append, an ignored auth frame or
@@ -132,7 +132,7 @@ func (c *connection) handleFrame(ctx actor.Context, data []byte) {
 	var fe *core.FrameError
 	switch {
 	case err == nil:
-		ctx.Request(c.conversation, &AppendEvent{ConversationID: c.convID, Source: core.SourceUser, Kind: core.KindMessage, Body: core.MessageBody(msg)})
+		ctx.Request(c.conversation, &appendEvent{ConversationID: c.convID, Source: core.SourceUser, Kind: core.KindMessage, Body: core.MessageBody(msg)})
 	case errors.Is(err, core.ErrAuthFrame):
 	case errors.As(err, &fe):
 		c.sendError(fe.Code, fe.Detail)
@@ -165,7 +165,7 @@ func (c *connection) stopping(ctx actor.Context) {
 	}
 	c.transport.Close(reason)
 	if c.conversation != nil {
-		ctx.Send(c.conversation, &DetachConnection{Conn: ctx.Self()})
+		ctx.Send(c.conversation, &detachConnection{Conn: ctx.Self()})
 	}
 	if c.expiry != nil {
 		c.expiry.Stop()

@@ -56,23 +56,23 @@ func (c *conversation) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		c.load(ctx)
-	case *AttachConnection:
+	case *attachConnection:
 		c.attach(ctx, m)
-	case *DetachConnection:
+	case *detachConnection:
 		c.remove(m.Conn)
 	case *actor.Terminated:
 		c.remove(m.Who)
-	case *AppendEvent:
+	case *appendEvent:
 		ev, err := c.append(m.Source, m.Kind, m.Body)
 		if err != nil {
-			respond(ctx, &CommandFailed{Err: err})
+			respond(ctx, &commandFailed{Err: err})
 			return
 		}
-		respond(ctx, &EventAppended{Event: ev})
-	case *DeleteConversation:
+		respond(ctx, &eventAppended{Event: ev})
+	case *deleteConversation:
 		c.closeAll(ctx, core.DisconnectNotFound)
 		c.gone = true
-		respond(ctx, &ConversationDeleted{})
+		respond(ctx, &conversationDeleted{})
 	case *resumeReplay:
 		c.resume = nil
 		c.pumpAll(ctx)
@@ -101,7 +101,7 @@ func (c *conversation) load(ctx actor.Context) {
 	if err != nil {
 		c.gone = true
 		c.sys.log.Warn("conversation actor could not load its log", "conversation", c.id, "err", err)
-		ctx.Send(ctx.Parent(), &ConversationEnded{ConversationID: c.id, PID: ctx.Self()})
+		ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
 		return
 	}
 	c.lastSeq = last
@@ -112,10 +112,10 @@ func (c *conversation) load(ctx actor.Context) {
 // wherever the log ends when it catches up, and live delivery starts only
 // then, in the same Receive as the last replayed event: nothing is lost or
 // sent twice, however many events are appended meanwhile.
-func (c *conversation) attach(ctx actor.Context, m *AttachConnection) {
+func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 	reject := func(d core.Disconnect) {
 		m.Transport.Close(d)
-		ctx.Send(m.Conn, &CloseConnection{Reason: d})
+		ctx.Send(m.Conn, &closeConnection{Reason: d})
 	}
 	if c.gone {
 		reject(core.DisconnectNotFound)
@@ -164,7 +164,7 @@ func (c *conversation) attach(ctx actor.Context, m *AttachConnection) {
 	c.index[m.Conn.Id] = len(c.subs)
 	c.subs = append(c.subs, sub)
 	ctx.Watch(m.Conn)
-	ctx.Send(m.Conn, &ConnectionAttached{Conversation: ctx.Self()})
+	ctx.Send(m.Conn, &connectionAttached{Conversation: ctx.Self()})
 	if sub.next != 0 {
 		c.pumpAll(ctx)
 	}
@@ -294,7 +294,7 @@ func (c *conversation) append(source core.Source, kind string, body []byte) (*co
 func (c *conversation) closeAll(ctx actor.Context, d core.Disconnect) {
 	for _, s := range c.subs {
 		s.transport.Close(d)
-		ctx.Send(s.pid, &CloseConnection{Reason: d})
+		ctx.Send(s.pid, &closeConnection{Reason: d})
 	}
 	c.subs = nil
 	clear(c.index)

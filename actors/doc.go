@@ -11,27 +11,27 @@
 //	    └── one conversation actor per conversation, spawned on first use
 //
 // The connection supervisor runs authenticator chains: System.Authenticate
-// sends it Authenticate, it starts the route's chain (fetched from Chains on
+// sends it authenticate, it starts the route's chain (fetched from Chains on
 // every request, as the plugin host may swap chains) in a goroutine that
-// reports back with Authenticated, and it answers the caller on a one-slot
+// reports back with authenticated, and it answers the caller on a one-slot
 // channel. Its mailbox never waits for a plugin. After the edge has upgraded
-// the socket, System.Connect asks it (SpawnConnection) to spawn the
+// the socket, System.Connect asks it (spawnConnection) to spawn the
 // connection actor as its child.
 //
 // A connection actor attaching asks the registry to attach it
-// (AttachConnection); once attached (ConnectionAttached) it parses the
-// client's frames (DeliverFrame): a user message becomes AppendEvent to its
+// (attachConnection); once attached (connectionAttached) it parses the
+// client's frames (deliverFrame): a user message becomes appendEvent to its
 // conversation, an auth frame is ignored, anything else earns that client a
-// ServerErrorEvent. It closes its socket when told to (CloseConnection), when
-// the peer goes (PeerClosed), when its principal expires (CredentialExpired)
+// ServerErrorEvent. It closes its socket when told to (closeConnection), when
+// the peer goes (peerClosed), when its principal expires (credentialExpired)
 // or when its conversation actor dies.
 //
 // The registry maps conversation IDs to conversation actors. It reads the
 // store once per conversation, on the first message, spawns the actor only
-// if the conversation exists, and forwards AttachConnection and AppendEvent
-// to it, keeping the sender. DeleteConversation is carried out by the
-// registry itself (store delete, then the actor closes its sockets with 4004,
-// then a poison pill), so spawning, routing and deleting never race.
+// if the conversation exists, and forwards attachConnection and appendEvent
+// to it, keeping the sender. The registry carries out deleteConversation
+// itself (store delete, then the actor closes its sockets with 4004, then a
+// poison pill), so spawning, routing and deleting never race.
 //
 // A conversation actor is the only writer of its conversation's log. It
 // assigns event IDs, Seq (last+1) and UTC timestamps that never decrease,
@@ -46,11 +46,12 @@
 //
 // # Which path each message takes
 //
-// Control goes through actor messages: Authenticate, Authenticated,
-// SpawnConnection, AttachConnection, ConnectionAttached, DetachConnection,
-// CloseConnection, CloseConnections, DeleteConversation, ConversationEnded,
-// PeerClosed, CredentialExpired, and inbound frames (DeliverFrame, then
-// AppendEvent, answered by EventAppended or CommandFailed).
+// The messages (messages.go) are unexported: only System and Conn send them
+// from outside the actors. Control goes through actor messages: authenticate, authenticated,
+// spawnConnection, attachConnection, connectionAttached, detachConnection,
+// closeConnection, closeConnections, deleteConversation, conversationEnded,
+// peerClosed, credentialExpired, and inbound frames (deliverFrame, then
+// appendEvent, answered by eventAppended or commandFailed).
 //
 // Outbound data does not: a conversation actor calls each subscriber's
 // Transport.Send with the event's sealed bytes, directly, in the Receive that

@@ -14,124 +14,124 @@ import (
 // it is sent. Commands are imperatives, events are in the past tense. The
 // package doc says which actor receives each one and from whom.
 
-// Authenticate asks the connection supervisor to run Request.Route's chain.
+// authenticate asks the connection supervisor to run Request.Route's chain.
 // The answer goes to Reply, a channel with room for one result.
-type Authenticate struct {
+type authenticate struct {
 	Request  *core.Request
 	Deadline time.Time
 	Reply    chan<- core.Result
 }
 
-// Authenticated reports a finished chain run to the supervisor, from the
+// authenticated reports a finished chain run to the supervisor, from the
 // goroutine that ran it.
-type Authenticated struct {
+type authenticated struct {
 	Result core.Result
 	Route  core.Route
 	Reply  chan<- core.Result
 }
 
-// SpawnConnection asks the supervisor for a connection actor. The answer is
-// ConnectionSpawned or ConnectionRefused.
-type SpawnConnection struct {
+// spawnConnection asks the supervisor for a connection actor. The answer is
+// connectionSpawned or connectionRefused.
+type spawnConnection struct {
 	Transport      Transport
 	Principal      *core.Principal
 	ConversationID string
 	Replay         Replay
 }
 
-// ConnectionSpawned answers SpawnConnection with the new actor's PID.
-type ConnectionSpawned struct {
+// connectionSpawned answers spawnConnection with the new actor's PID.
+type connectionSpawned struct {
 	PID *actor.PID
 }
 
-// ConnectionRefused answers SpawnConnection while the system shuts down.
-type ConnectionRefused struct {
+// connectionRefused answers spawnConnection while the system shuts down.
+type connectionRefused struct {
 	Reason core.Disconnect
 }
 
-// CloseConnections tells the supervisor to close every connection with
-// Reason and refuse new ones. It answers ConnectionsClosed once every
+// closeConnections tells the supervisor to close every connection with
+// Reason and refuse new ones. It answers connectionsClosed once every
 // connection actor has stopped.
-type CloseConnections struct {
+type closeConnections struct {
 	Reason core.Disconnect
 }
 
-// ConnectionsClosed answers CloseConnections.
-type ConnectionsClosed struct{}
+// connectionsClosed answers closeConnections.
+type connectionsClosed struct{}
 
-// DeliverFrame hands a connection actor one inbound text frame. Data is the
+// deliverFrame hands a connection actor one inbound text frame. Data is the
 // actor's own copy.
-type DeliverFrame struct {
+type deliverFrame struct {
 	Data []byte
 }
 
-// PeerClosed tells a connection actor that its socket is gone.
-type PeerClosed struct{}
+// peerClosed tells a connection actor that its socket is gone.
+type peerClosed struct{}
 
-// CredentialExpired tells a connection actor that its principal's expiry
+// credentialExpired tells a connection actor that its principal's expiry
 // has passed.
-type CredentialExpired struct{}
+type credentialExpired struct{}
 
-// CloseConnection tells a connection actor to close its socket with Reason
+// closeConnection tells a connection actor to close its socket with Reason
 // and stop.
-type CloseConnection struct {
+type closeConnection struct {
 	Reason core.Disconnect
 }
 
-// AttachConnection asks a conversation actor, through the registry, to add
+// attachConnection asks a conversation actor, through the registry, to add
 // Conn as a subscriber: it sends the full_state frame and the replay to
-// Transport and answers ConnectionAttached, or closes Transport and answers
-// CloseConnection.
-type AttachConnection struct {
+// Transport and answers connectionAttached, or closes Transport and answers
+// closeConnection.
+type attachConnection struct {
 	ConversationID string
 	Conn           *actor.PID
 	Transport      Transport
 	Replay         Replay
 }
 
-// ConnectionAttached answers AttachConnection with the conversation actor's
+// connectionAttached answers attachConnection with the conversation actor's
 // PID, which the connection then talks to directly.
-type ConnectionAttached struct {
+type connectionAttached struct {
 	Conversation *actor.PID
 }
 
-// DetachConnection removes Conn from a conversation's subscribers.
-type DetachConnection struct {
+// detachConnection removes Conn from a conversation's subscribers.
+type detachConnection struct {
 	Conn *actor.PID
 }
 
-// AppendEvent asks a conversation actor to append an event and broadcast it.
-// The answer is EventAppended or CommandFailed.
-type AppendEvent struct {
+// appendEvent asks a conversation actor to append an event and broadcast it.
+// The answer is eventAppended or commandFailed.
+type appendEvent struct {
 	ConversationID string
 	Source         core.Source
 	Kind           string
 	Body           json.RawMessage
 }
 
-// EventAppended answers AppendEvent with the sealed event.
-type EventAppended struct {
+// eventAppended answers appendEvent with the sealed event.
+type eventAppended struct {
 	Event *core.Event
 }
 
-// DeleteConversation asks the registry to delete a conversation and close its
-// sockets with 4004. The answer is ConversationDeleted or CommandFailed.
-type DeleteConversation struct {
+// deleteConversation asks the registry to delete a conversation and close its
+// sockets with 4004. The answer is conversationDeleted or commandFailed.
+type deleteConversation struct {
 	ConversationID string
 }
 
-// ConversationDeleted answers DeleteConversation.
-type ConversationDeleted struct{}
+// conversationDeleted answers deleteConversation.
+type conversationDeleted struct{}
 
-// ConversationEnded tells the registry that a conversation actor found its
+// conversationEnded tells the registry that a conversation actor found its
 // conversation gone from the store and wants to be stopped.
-type ConversationEnded struct {
+type conversationEnded struct {
 	ConversationID string
 	PID            *actor.PID
 }
 
-// CommandFailed answers a command that could not be carried out.
-type CommandFailed struct {
+// commandFailed answers a command that could not be carried out.
+type commandFailed struct {
 	Err error
 }
 
@@ -150,52 +150,52 @@ type (
 // logging altogether.
 
 // LogValue summarizes the request without its headers or query.
-func (m *Authenticate) LogValue() slog.Value {
+func (m *authenticate) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("route", string(m.Request.Route)))
 }
 
 // LogValue summarizes the result without its principal.
-func (m *Authenticated) LogValue() slog.Value {
+func (m *authenticated) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("route", string(m.Route)), slog.String("decision", m.Result.Decision.String()))
 }
 
 // LogValue names the conversation only.
-func (m *SpawnConnection) LogValue() slog.Value {
+func (m *spawnConnection) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("conversation", m.ConversationID))
 }
 
 // LogValue gives the frame's size, never its bytes.
-func (m *DeliverFrame) LogValue() slog.Value { return slog.GroupValue(slog.Int("bytes", len(m.Data))) }
+func (m *deliverFrame) LogValue() slog.Value { return slog.GroupValue(slog.Int("bytes", len(m.Data))) }
 
 // LogValue names the conversation only.
-func (m *AttachConnection) LogValue() slog.Value {
+func (m *attachConnection) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("conversation", m.ConversationID))
 }
 
 // LogValue gives the event's kind and size, never its body.
-func (m *AppendEvent) LogValue() slog.Value {
+func (m *appendEvent) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("conversation", m.ConversationID), slog.String("kind", m.Kind), slog.Int("bytes", len(m.Body)))
 }
 
 // LogValue names the event only.
-func (m *EventAppended) LogValue() slog.Value {
+func (m *eventAppended) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("event", m.Event.ID))
 }
 
 // IgnoreDeadLetterLogging: a request racing a shutdown is expected.
-func (*Authenticate) IgnoreDeadLetterLogging() {}
+func (*authenticate) IgnoreDeadLetterLogging() {}
 
 // IgnoreDeadLetterLogging: frames still arrive while a connection stops.
-func (*DeliverFrame) IgnoreDeadLetterLogging() {}
+func (*deliverFrame) IgnoreDeadLetterLogging() {}
 
 // IgnoreDeadLetterLogging: the peer may close after the actor stopped.
-func (*PeerClosed) IgnoreDeadLetterLogging() {}
+func (*peerClosed) IgnoreDeadLetterLogging() {}
 
 // IgnoreDeadLetterLogging: the conversation may have stopped first.
-func (*DetachConnection) IgnoreDeadLetterLogging() {}
+func (*detachConnection) IgnoreDeadLetterLogging() {}
 
 // IgnoreDeadLetterLogging: the connection may have stopped first.
-func (*CloseConnection) IgnoreDeadLetterLogging() {}
+func (*closeConnection) IgnoreDeadLetterLogging() {}
 
 // IgnoreDeadLetterLogging: the timer may fire after the actor stopped.
 func (*resumeReplay) IgnoreDeadLetterLogging() {}
@@ -209,11 +209,11 @@ type addressed interface {
 	conversationID() string
 }
 
-func (m *AttachConnection) conversationID() string  { return m.ConversationID }
-func (m *AppendEvent) conversationID() string       { return m.ConversationID }
+func (m *attachConnection) conversationID() string  { return m.ConversationID }
+func (m *appendEvent) conversationID() string       { return m.ConversationID }
 func (m *crashConversation) conversationID() string { return m.ConversationID }
 
 var (
-	_ slog.LogValuer                = (*DeliverFrame)(nil)
-	_ actor.IgnoreDeadLetterLogging = (*DeliverFrame)(nil)
+	_ slog.LogValuer                = (*deliverFrame)(nil)
+	_ actor.IgnoreDeadLetterLogging = (*deliverFrame)(nil)
 )

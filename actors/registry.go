@@ -26,9 +26,9 @@ func newRegistry(s *System) *registry {
 // Receive handles the registry's messages.
 func (r *registry) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *DeleteConversation:
+	case *deleteConversation:
 		r.delete(ctx, m)
-	case *ConversationEnded:
+	case *conversationEnded:
 		if pid, ok := r.children[m.ConversationID]; ok && pid.Equal(m.PID) {
 			delete(r.children, m.ConversationID)
 			ctx.Poison(pid)
@@ -65,14 +65,14 @@ func (r *registry) route(ctx actor.Context, m addressed) {
 // delete removes the conversation from the store, then lets its actor close
 // the sockets and answer. Messages forwarded before the delete are handled
 // first; the poison pill stops the actor after the delete.
-func (r *registry) delete(ctx actor.Context, m *DeleteConversation) {
+func (r *registry) delete(ctx actor.Context, m *deleteConversation) {
 	if err := r.sys.store.DeleteConversation(context.Background(), m.ConversationID); err != nil {
-		respond(ctx, &CommandFailed{Err: err})
+		respond(ctx, &commandFailed{Err: err})
 		return
 	}
 	pid, ok := r.children[m.ConversationID]
 	if !ok {
-		respond(ctx, &ConversationDeleted{})
+		respond(ctx, &conversationDeleted{})
 		return
 	}
 	delete(r.children, m.ConversationID)
@@ -84,15 +84,15 @@ func (r *registry) delete(ctx actor.Context, m *DeleteConversation) {
 // closed with 4004 (or 1011 when the store failed), an append fails.
 func refuse(ctx actor.Context, m addressed, err error) {
 	switch m := m.(type) {
-	case *AttachConnection:
+	case *attachConnection:
 		d := core.DisconnectNotFound
 		if !errors.Is(err, core.ErrNotFound) {
 			d = core.DisconnectInternalError
 		}
 		m.Transport.Close(d)
-		ctx.Send(m.Conn, &CloseConnection{Reason: d})
+		ctx.Send(m.Conn, &closeConnection{Reason: d})
 	default:
-		respond(ctx, &CommandFailed{Err: err})
+		respond(ctx, &commandFailed{Err: err})
 	}
 }
 

@@ -27,24 +27,24 @@ func newSupervisor(s *System) *supervisor {
 // Receive handles the supervisor's messages.
 func (sv *supervisor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *Authenticate:
+	case *authenticate:
 		sv.authenticate(ctx, m)
-	case *Authenticated:
+	case *authenticated:
 		sv.answer(m)
-	case *SpawnConnection:
+	case *spawnConnection:
 		if sv.closing != nil {
-			ctx.Respond(&ConnectionRefused{Reason: *sv.closing})
+			ctx.Respond(&connectionRefused{Reason: *sv.closing})
 			return
 		}
 		pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return newConnection(sv.sys, m) }))
 		sv.children[pid.Id] = pid
-		ctx.Respond(&ConnectionSpawned{PID: pid})
-	case *CloseConnections:
+		ctx.Respond(&connectionSpawned{PID: pid})
+	case *closeConnections:
 		reason := m.Reason
 		sv.closing = &reason
 		sv.waiters = append(sv.waiters, ctx.Sender())
 		for _, pid := range sv.children {
-			ctx.Send(pid, &CloseConnection{Reason: reason})
+			ctx.Send(pid, &closeConnection{Reason: reason})
 		}
 		sv.notifyIfEmpty(ctx)
 	case *actor.Terminated:
@@ -57,22 +57,22 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 }
 
 // authenticate starts the chain in a goroutine, which reports back with
-// Authenticated, so a slow plugin never holds up the mailbox.
-func (sv *supervisor) authenticate(ctx actor.Context, m *Authenticate) {
+// authenticated, so a slow plugin never holds up the mailbox.
+func (sv *supervisor) authenticate(ctx actor.Context, m *authenticate) {
 	chain := sv.sys.chains.Chain(m.Request.Route)
 	if chain == nil {
-		sv.answer(&Authenticated{Route: m.Request.Route, Reply: m.Reply,
+		sv.answer(&authenticated{Route: m.Request.Route, Reply: m.Reply,
 			Result: core.Failed(fmt.Errorf("no authenticator chain for route %q", m.Request.Route))})
 		return
 	}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	go func() {
-		root.Send(self, &Authenticated{Route: m.Request.Route, Reply: m.Reply, Result: runChain(chain, m)})
+		root.Send(self, &authenticated{Route: m.Request.Route, Reply: m.Reply, Result: runChain(chain, m)})
 	}()
 }
 
 // runChain runs chain until m.Deadline and turns a panic into an Error.
-func runChain(chain *core.Chain, m *Authenticate) (res core.Result) {
+func runChain(chain *core.Chain, m *authenticate) (res core.Result) {
 	defer func() {
 		if r := recover(); r != nil {
 			res = core.Failed(fmt.Errorf("authenticator chain %q panicked: %v", m.Request.Route, r))
@@ -92,7 +92,7 @@ func runChain(chain *core.Chain, m *Authenticate) (res core.Result) {
 
 // answer logs a chain's outcome, without any credential, and hands it to
 // the waiting caller. Reply has room for one result, so this never blocks.
-func (sv *supervisor) answer(m *Authenticated) {
+func (sv *supervisor) answer(m *authenticated) {
 	switch m.Result.Decision {
 	case core.Deny:
 		sv.sys.log.Debug("authentication denied", "route", m.Route, "authenticator", m.Result.Authenticator, "reason", m.Result.Reason)
@@ -111,7 +111,7 @@ func (sv *supervisor) notifyIfEmpty(ctx actor.Context) {
 	}
 	for _, w := range sv.waiters {
 		if w != nil {
-			ctx.Send(w, &ConnectionsClosed{})
+			ctx.Send(w, &connectionsClosed{})
 		}
 	}
 	sv.waiters = nil

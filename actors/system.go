@@ -129,7 +129,7 @@ func (s *System) stopCrashed(kind string) actor.DeciderFunc {
 	}
 }
 
-// Authenticate runs req.Route's chain through the connection supervisor and
+// authenticate runs req.Route's chain through the connection supervisor and
 // returns its result. It fails closed: a missing chain, a panic, the end of
 // ctx or a timeout is an Error result, never an Allow.
 func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Result {
@@ -141,7 +141,7 @@ func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Resul
 		deadline = d
 	}
 	reply := make(chan core.Result, 1)
-	s.root.Send(s.supervisor, &Authenticate{Request: req, Deadline: deadline, Reply: reply})
+	s.root.Send(s.supervisor, &authenticate{Request: req, Deadline: deadline, Reply: reply})
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
@@ -164,13 +164,13 @@ func (s *System) Connect(t Transport, p *core.Principal, conversationID string, 
 		t.Close(core.DisconnectShutdown)
 		return &Conn{}
 	}
-	res, err := s.root.RequestFuture(s.supervisor, &SpawnConnection{
+	res, err := s.root.RequestFuture(s.supervisor, &spawnConnection{
 		Transport: t, Principal: p, ConversationID: conversationID, Replay: replay,
 	}, requestTimeout).Result()
 	switch m := res.(type) {
-	case *ConnectionSpawned:
+	case *connectionSpawned:
 		return &Conn{root: s.root, pid: m.PID}
-	case *ConnectionRefused:
+	case *connectionRefused:
 		t.Close(m.Reason)
 	default:
 		s.log.Error("spawn connection actor", "conversation", conversationID, "err", err)
@@ -208,31 +208,31 @@ func (s *System) PostEvent(ctx context.Context, conversationID string, source co
 	if kind == "" {
 		return nil, fmt.Errorf("post event to %s: empty kind", conversationID)
 	}
-	res, err := s.request(ctx, s.registry, &AppendEvent{ConversationID: conversationID, Source: source, Kind: kind, Body: body})
+	res, err := s.request(ctx, s.registry, &appendEvent{ConversationID: conversationID, Source: source, Kind: kind, Body: body})
 	if err != nil {
 		return nil, fmt.Errorf("post event to %s: %w", conversationID, err)
 	}
 	switch m := res.(type) {
-	case *EventAppended:
+	case *eventAppended:
 		return m.Event, nil
-	case *CommandFailed:
+	case *commandFailed:
 		return nil, fmt.Errorf("post event to %s: %w", conversationID, m.Err)
 	}
 	return nil, fmt.Errorf("post event to %s: unexpected answer %T", conversationID, res)
 }
 
-// DeleteConversation closes the conversation's sockets with 4004 "Conversation
+// deleteConversation closes the conversation's sockets with 4004 "Conversation
 // not found" and removes it and its events from the store. An unknown
 // conversation is an error wrapping core.ErrNotFound.
 func (s *System) DeleteConversation(ctx context.Context, id string) error {
-	res, err := s.request(ctx, s.registry, &DeleteConversation{ConversationID: id})
+	res, err := s.request(ctx, s.registry, &deleteConversation{ConversationID: id})
 	if err != nil {
 		return fmt.Errorf("delete conversation %s: %w", id, err)
 	}
 	switch m := res.(type) {
-	case *ConversationDeleted:
+	case *conversationDeleted:
 		return nil
-	case *CommandFailed:
+	case *commandFailed:
 		return fmt.Errorf("delete conversation %s: %w", id, m.Err)
 	}
 	return fmt.Errorf("delete conversation %s: unexpected answer %T", id, res)
@@ -247,7 +247,7 @@ func (s *System) Shutdown(ctx context.Context) error {
 		s.closing.Store(true)
 		go func() {
 			defer close(s.stopped)
-			_, err := s.root.RequestFuture(s.supervisor, &CloseConnections{Reason: core.DisconnectShutdown}, requestTimeout).Result()
+			_, err := s.root.RequestFuture(s.supervisor, &closeConnections{Reason: core.DisconnectShutdown}, requestTimeout).Result()
 			if err != nil {
 				s.stopErr = fmt.Errorf("close connections: %w", err)
 			}
@@ -305,13 +305,13 @@ type Conn struct {
 // copy that it does not touch afterwards.
 func (c *Conn) Deliver(frame []byte) {
 	if c.pid != nil {
-		c.root.Send(c.pid, &DeliverFrame{Data: frame})
+		c.root.Send(c.pid, &deliverFrame{Data: frame})
 	}
 }
 
 // Closed tells the connection that its peer closed or its socket failed.
 func (c *Conn) Closed() {
 	if c.pid != nil {
-		c.root.Send(c.pid, &PeerClosed{})
+		c.root.Send(c.pid, &peerClosed{})
 	}
 }

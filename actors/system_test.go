@@ -635,12 +635,12 @@ func TestFramesNeverReachTheLog(t *testing.T) {
 	for range 5 {
 		c.Deliver([]byte(`{"type":"auth","session_api_key":"hunter2-secret"}`))
 	}
-	sys.root.Send(sys.supervisor, &Authenticate{Request: &core.Request{Route: core.RouteEvents,
+	sys.root.Send(sys.supervisor, &authenticate{Request: &core.Request{Route: core.RouteEvents,
 		Header: map[string][]string{"X-Test-Key": {"hunter2-secret"}}}, Reply: make(chan core.Result, 1)})
 	if err := sys.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	sys.root.Send(sys.supervisor, &Authenticate{Request: &core.Request{Route: core.RouteEvents,
+	sys.root.Send(sys.supervisor, &authenticate{Request: &core.Request{Route: core.RouteEvents,
 		Header: map[string][]string{"X-Test-Key": {"hunter2-secret"}}}, Reply: make(chan core.Result, 1)})
 	time.Sleep(50 * time.Millisecond)
 	if logs := buf.String(); strings.Contains(logs, "hunter2") || strings.Contains(logs, "104 117 110 116 101 114 50") {
