@@ -10,8 +10,10 @@ import (
 // set, which serve warns about at every start.
 type anonymous struct{}
 
+// Name names it in logs.
 func (anonymous) Name() string { return "disabled" }
 
+// Authenticate allows the request as "anonymous".
 func (anonymous) Authenticate(context.Context, *core.Request) core.Result {
 	return core.Allowed(&core.Principal{Subject: "anonymous"})
 }
