@@ -135,7 +135,7 @@ func Default() Config {
 				MaxEntries: 100_000,
 			},
 			Chains: Chains{
-				Events: []string{"query", "header", "bearer"},
+				Events: []string{"query", "header", "bearer", "subprotocol", "first_message"},
 				REST:   []string{"header", "bearer"},
 			},
 			FirstMessageTimeout:       10 * time.Second,
@@ -163,7 +163,7 @@ func Default() Config {
 			MessageBurst:               40,
 		},
 		Conversations: Conversations{IdleTimeout: 5 * time.Minute},
-		Storage:       Storage{Driver: "memory"},
+		Storage:       Storage{Driver: "bolt", Path: "./data/agent-server.db"},
 		Log:           Log{Level: "info", Format: "text"},
 	}
 }

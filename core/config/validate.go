@@ -114,9 +114,13 @@ func (c *Config) Validate() error {
 		bad("limits.message_burst", "must be at least 1")
 	}
 	switch c.Storage.Driver {
+	case "bolt":
+		if c.Storage.Path == "" {
+			bad("storage.path", "must name the database file when storage.driver is bolt")
+		}
 	case "memory":
 	default:
-		bad("storage.driver", "want \"memory\", got %q", c.Storage.Driver)
+		bad("storage.driver", "want \"bolt\" or \"memory\", got %q", c.Storage.Driver)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -88,6 +88,21 @@ func (s *Store) DeleteConversation(_ context.Context, id string) error {
 func (s *Store) AppendEvents(_ context.Context, id string, events []*core.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.appendLocked(id, events)
+}
+
+// AppendBatch appends each element in order under one lock.
+func (s *Store) AppendBatch(_ context.Context, batch []core.Append) []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	errs := make([]error, len(batch))
+	for i, a := range batch {
+		errs[i] = s.appendLocked(a.ConversationID, a.Events)
+	}
+	return errs
+}
+
+func (s *Store) appendLocked(id string, events []*core.Event) error {
 	e, ok := s.convs[id]
 	if !ok {
 		return fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
@@ -101,6 +116,11 @@ func (s *Store) AppendEvents(_ context.Context, id string, events []*core.Event)
 	for _, ev := range events {
 		e.events = append(e.events, ev)
 		e.byID[ev.ID] = ev
+	}
+	if len(events) > 0 {
+		conv := e.conv.Clone()
+		conv.UpdatedAt = events[len(events)-1].Timestamp
+		e.conv = conv
 	}
 	return nil
 }

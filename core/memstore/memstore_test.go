@@ -7,7 +7,12 @@ import (
 	"time"
 
 	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/storetest"
 )
+
+func TestContract(t *testing.T) {
+	storetest.Run(t, func(*testing.T) core.Store { return New() })
+}
 
 func sealed(t *testing.T, seq uint64, ts time.Time) *core.Event {
 	t.Helper()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/agent-server/agent-server/actors"
 	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/boltstore"
 	"github.com/agent-server/agent-server/core/config"
 	"github.com/agent-server/agent-server/core/memstore"
 	"github.com/agent-server/agent-server/plugins"
@@ -139,9 +140,17 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	return nil
 }
 
-// openStore returns the event store storage.driver names.
+// openStore returns the event store storage.driver names. The bolt file
+// stays open until the process exits: every committed write is already
+// synced, so exiting without Close loses nothing.
 func openStore(c config.Storage) (core.Store, error) {
 	switch c.Driver {
+	case "bolt":
+		s, err := boltstore.Open(c.Path, boltstore.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("storage: %w", err)
+		}
+		return s, nil
 	case "memory":
 		return memstore.New(), nil
 	}

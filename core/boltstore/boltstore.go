@@ -1,0 +1,544 @@
+// Package boltstore is the durable core.Store, embedded in the process: one
+// bbolt file (storage.driver: bolt, at storage.path) holds every
+// conversation's metadata and event log. It is the default store.
+//
+// # Layout
+//
+//	conversations/<conversation id>    JSON of core.Conversation
+//	logs/<conversation id>/            one nested bucket per conversation:
+//	    'e' seq(8, big endian)         an event (see encodeEvent)
+//	    'i' event id                   seq(8): the event-ID index
+//	    't' unix nanos(8) seq(8)       empty: the timestamp index
+//
+// Range scans by Seq are cursor walks over the 'e' keys; EventByID is one
+// lookup in the 'i' keys; FirstSeqAtOrAfter is one cursor Seek in the 't'
+// keys, which sort in time order because timestamps never decrease along
+// the log. Deleting a conversation drops its nested bucket, events and
+// indexes together.
+//
+// Every write is one bbolt transaction and one sync. AppendBatch is the
+// group commit: the actors hand it the appends of many conversations at once.
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/agent-server/agent-server/core"
+)
+
+var (
+	bucketConversations = []byte("conversations")
+	bucketLogs          = []byte("logs")
+)
+
+// Key prefixes inside a conversation's log bucket.
+const (
+	prefixEvent = 'e'
+	prefixID    = 'i'
+	prefixTime  = 't'
+)
+
+// eventFormat is the first byte of every stored event.
+const eventFormat = 1
+
+// Options tunes Open.
+type Options struct {
+	// NoSync skips the fsync of each commit: fast and NOT durable. Only for
+	// tests and benchmark setup.
+	NoSync bool
+	// Timeout bounds the wait for the file lock another process holds;
+	// 0 means 2 s.
+	Timeout time.Duration
+}
+
+// Store is a core.Store in one bbolt file, safe for concurrent use.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens or creates the store file at path, creating its directory.
+func Open(path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("open bolt store: empty path")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open bolt store: create directory: %w", err)
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        timeout,
+		NoSync:         opts.NoSync,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open bolt store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketConversations, bucketLogs} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open bolt store %s: create buckets: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the file. Calls after Close fail.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close bolt store: %w", err)
+	}
+	return nil
+}
+
+// CreateConversation stores c unless its ID exists.
+func (s *Store) CreateConversation(_ context.Context, c *core.Conversation) (*core.Conversation, bool, error) {
+	var stored *core.Conversation
+	created := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		convs := tx.Bucket(bucketConversations)
+		if v := convs.Get([]byte(c.ID)); v != nil {
+			var err error
+			stored, err = decodeConversation(v)
+			return err
+		}
+		v, err := json.Marshal(c)
+		if err != nil {
+			return fmt.Errorf("encode: %w", err)
+		}
+		if err := convs.Put([]byte(c.ID), v); err != nil {
+			return err
+		}
+		if _, err := tx.Bucket(bucketLogs).CreateBucketIfNotExists([]byte(c.ID)); err != nil {
+			return err
+		}
+		stored, created = c.Clone(), true
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("create conversation %s: %w", c.ID, err)
+	}
+	return stored, created, nil
+}
+
+// Conversation returns the conversation id.
+func (s *Store) Conversation(_ context.Context, id string) (*core.Conversation, error) {
+	var c *core.Conversation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketConversations).Get([]byte(id))
+		if v == nil {
+			return core.ErrNotFound
+		}
+		var err error
+		c, err = decodeConversation(v)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("conversation %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// Conversations returns every conversation, in ID order.
+func (s *Store) Conversations(_ context.Context) ([]*core.Conversation, error) {
+	var out []*core.Conversation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketConversations).ForEach(func(_, v []byte) error {
+			c, err := decodeConversation(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, c)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list conversations: %w", err)
+	}
+	return out, nil
+}
+
+// UpdateConversation replaces the metadata of c.ID.
+func (s *Store) UpdateConversation(_ context.Context, c *core.Conversation) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		convs := tx.Bucket(bucketConversations)
+		if convs.Get([]byte(c.ID)) == nil {
+			return core.ErrNotFound
+		}
+		v, err := json.Marshal(c)
+		if err != nil {
+			return fmt.Errorf("encode: %w", err)
+		}
+		return convs.Put([]byte(c.ID), v)
+	})
+	if err != nil {
+		return fmt.Errorf("update conversation %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// DeleteConversation removes a conversation and its whole log.
+func (s *Store) DeleteConversation(_ context.Context, id string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		convs := tx.Bucket(bucketConversations)
+		if convs.Get([]byte(id)) == nil {
+			return core.ErrNotFound
+		}
+		if err := convs.Delete([]byte(id)); err != nil {
+			return err
+		}
+		err := tx.Bucket(bucketLogs).DeleteBucket([]byte(id))
+		if errors.Is(err, bolt.ErrBucketNotFound) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete conversation %s: %w", id, err)
+	}
+	return nil
+}
+
+// AppendEvents appends events to one conversation in its own transaction.
+func (s *Store) AppendEvents(ctx context.Context, id string, events []*core.Event) error {
+	return s.AppendBatch(ctx, []core.Append{{ConversationID: id, Events: events}})[0]
+}
+
+// AppendBatch appends every element in one transaction and one sync. Each
+// element is checked (conversation exists, Seq continue the log) before
+// anything of it is written, so a refused element leaves no trace. When the
+// commit itself fails, every element gets that error.
+func (s *Store) AppendBatch(_ context.Context, batch []core.Append) []error {
+	errs := make([]error, len(batch))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		convs, logs := tx.Bucket(bucketConversations), tx.Bucket(bucketLogs)
+		for i, a := range batch {
+			err := appendTo(convs, logs, a)
+			if isTxError(err) {
+				return err
+			}
+			errs[i] = err
+		}
+		return nil
+	})
+	if err != nil {
+		for i := range errs {
+			errs[i] = fmt.Errorf("append to conversation %s: %w", batch[i].ConversationID, err)
+		}
+	}
+	return errs
+}
+
+// refusedError is an element AppendBatch refuses without failing the
+// transaction.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string { return e.err.Error() }
+func (e *refusedError) Unwrap() error { return e.err }
+
+func isTxError(err error) bool {
+	var r *refusedError
+	return err != nil && !errors.As(err, &r)
+}
+
+// appendTo writes one element: the events, both indexes and UpdatedAt.
+func appendTo(convs, logs *bolt.Bucket, a core.Append) error {
+	id := a.ConversationID
+	refuse := func(format string, args ...any) error {
+		return &refusedError{fmt.Errorf("conversation %s: "+format, append([]any{id}, args...)...)}
+	}
+	cv := convs.Get([]byte(id))
+	if cv == nil {
+		return refuse("%w", core.ErrNotFound)
+	}
+	if len(a.Events) == 0 {
+		return nil
+	}
+	log := logs.Bucket([]byte(id))
+	if log == nil {
+		var err error
+		if log, err = logs.CreateBucket([]byte(id)); err != nil {
+			return err
+		}
+	}
+	next := lastSeq(log) + 1
+	for i, ev := range a.Events {
+		if ev.Seq != next+uint64(i) {
+			return refuse("event seq %d does not continue the log at %d", ev.Seq, next+uint64(i))
+		}
+		if len(ev.Raw) == 0 {
+			return refuse("event %s is not sealed", ev.ID)
+		}
+	}
+	conv, err := decodeConversation(cv)
+	if err != nil {
+		return refuse("%w", err)
+	}
+	// Keys are appended in order, so bbolt can fill pages completely.
+	log.FillPercent = 0.95
+	for _, ev := range a.Events {
+		seq := seqKey(prefixEvent, ev.Seq)
+		if err := log.Put(seq, encodeEvent(ev)); err != nil {
+			return err
+		}
+		if err := log.Put(append([]byte{prefixID}, ev.ID...), seq[1:]); err != nil {
+			return err
+		}
+		if err := log.Put(timeKey(ev.Timestamp, ev.Seq), nil); err != nil {
+			return err
+		}
+	}
+	conv.UpdatedAt = a.Events[len(a.Events)-1].Timestamp
+	v, err := json.Marshal(conv)
+	if err != nil {
+		return refuse("encode: %w", err)
+	}
+	return convs.Put([]byte(id), v)
+}
+
+// Events returns up to limit events after afterSeq, oldest first.
+func (s *Store) Events(_ context.Context, id string, afterSeq uint64, limit int) ([]*core.Event, error) {
+	var out []*core.Event
+	err := s.db.View(func(tx *bolt.Tx) error {
+		log, err := logOf(tx, id)
+		if err != nil {
+			return err
+		}
+		c := log.Cursor()
+		for k, v := c.Seek(seqKey(prefixEvent, afterSeq+1)); k != nil && k[0] == prefixEvent; k, v = c.Next() {
+			ev, err := decodeEvent(binary.BigEndian.Uint64(k[1:]), v)
+			if err != nil {
+				return err
+			}
+			out = append(out, ev)
+			if limit > 0 && len(out) >= limit {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events of conversation %s after %d: %w", id, afterSeq, err)
+	}
+	return out, nil
+}
+
+// EventByID looks the event up in the ID index.
+func (s *Store) EventByID(_ context.Context, id, eventID string) (*core.Event, error) {
+	var ev *core.Event
+	err := s.db.View(func(tx *bolt.Tx) error {
+		log, err := logOf(tx, id)
+		if err != nil {
+			return err
+		}
+		seq := log.Get(append([]byte{prefixID}, eventID...))
+		if len(seq) != 8 {
+			return core.ErrNotFound
+		}
+		v := log.Get(append([]byte{prefixEvent}, seq...))
+		if v == nil {
+			return fmt.Errorf("index names seq %d, which is missing", binary.BigEndian.Uint64(seq))
+		}
+		ev, err = decodeEvent(binary.BigEndian.Uint64(seq), v)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("event %s of conversation %s: %w", eventID, id, err)
+	}
+	return ev, nil
+}
+
+// FirstSeqAtOrAfter seeks the timestamp index.
+func (s *Store) FirstSeqAtOrAfter(_ context.Context, id string, t time.Time) (uint64, error) {
+	var seq uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		log, err := logOf(tx, id)
+		if err != nil {
+			return err
+		}
+		k, _ := log.Cursor().Seek(timeKey(t, 0))
+		if k != nil && k[0] == prefixTime && len(k) == 17 {
+			seq = binary.BigEndian.Uint64(k[9:])
+			return nil
+		}
+		seq = lastSeq(log) + 1
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("events of conversation %s since %s: %w", id, t.UTC().Format(core.TimestampLayout), err)
+	}
+	return seq, nil
+}
+
+// LastSeq returns the newest event's Seq, 0 for an empty log.
+func (s *Store) LastSeq(_ context.Context, id string) (uint64, error) {
+	var seq uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		log, err := logOf(tx, id)
+		if err != nil {
+			return err
+		}
+		seq = lastSeq(log)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("last event of conversation %s: %w", id, err)
+	}
+	return seq, nil
+}
+
+// logOf returns the conversation's log bucket, ErrNotFound for an unknown
+// conversation. A known conversation always has one (CreateConversation
+// makes it).
+func logOf(tx *bolt.Tx, id string) (*bolt.Bucket, error) {
+	if tx.Bucket(bucketConversations).Get([]byte(id)) == nil {
+		return nil, core.ErrNotFound
+	}
+	log := tx.Bucket(bucketLogs).Bucket([]byte(id))
+	if log == nil {
+		return nil, errors.New("log bucket is missing")
+	}
+	return log, nil
+}
+
+// lastSeq finds the last 'e' key: the one before the first key past 'e'.
+func lastSeq(log *bolt.Bucket) uint64 {
+	c := log.Cursor()
+	k, _ := c.Seek([]byte{prefixEvent + 1})
+	if k == nil {
+		k, _ = c.Last()
+	} else {
+		k, _ = c.Prev()
+	}
+	if len(k) == 9 && k[0] == prefixEvent {
+		return binary.BigEndian.Uint64(k[1:])
+	}
+	return 0
+}
+
+func seqKey(prefix byte, seq uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = prefix
+	binary.BigEndian.PutUint64(k[1:], seq)
+	return k
+}
+
+// timeKey orders by time, then Seq. Times before 1970 sort first.
+func timeKey(t time.Time, seq uint64) []byte {
+	k := make([]byte, 17)
+	k[0] = prefixTime
+	n := t.UnixNano()
+	if n < 0 || t.Year() < 1970 {
+		n = 0
+	}
+	binary.BigEndian.PutUint64(k[1:], uint64(n))
+	binary.BigEndian.PutUint64(k[9:], seq)
+	return k
+}
+
+// encodeEvent writes an event as
+//
+//	format(1) unix nanos(8) bodyStart(4) len(id)(1) id len(source)(1) source len(kind)(1) kind raw
+//
+// Raw is the sealed wire form; Body is "{" + raw[bodyStart:] (Seal writes
+// the envelope first, then the body's members).
+func encodeEvent(ev *core.Event) []byte {
+	bodyStart := bodyOffset(ev.Raw)
+	v := make([]byte, 0, 16+len(ev.ID)+len(ev.Source)+len(ev.Kind)+len(ev.Raw))
+	v = append(v, eventFormat)
+	v = binary.BigEndian.AppendUint64(v, uint64(ev.Timestamp.UnixNano()))
+	v = binary.BigEndian.AppendUint32(v, uint32(bodyStart))
+	for _, s := range []string{ev.ID, string(ev.Source), ev.Kind} {
+		v = append(v, byte(len(s)))
+		v = append(v, s...)
+	}
+	return append(v, ev.Raw...)
+}
+
+// bodyOffset finds where the body's members start in a sealed event: just
+// after the "kind" member, which Seal writes last in the envelope.
+func bodyOffset(raw []byte) int {
+	i := bytes.Index(raw, []byte(`,"kind":"`))
+	if i < 0 {
+		return len(raw)
+	}
+	j := i + len(`,"kind":"`)
+	for j < len(raw) && raw[j] != '"' {
+		if raw[j] == '\\' {
+			j++
+		}
+		j++
+	}
+	j++ // the closing quote
+	if j < len(raw) && raw[j] == ',' {
+		j++
+	}
+	return j
+}
+
+// decodeEvent copies an event out of bbolt's memory (valid only inside the
+// transaction) into one allocation shared by Raw and Body.
+func decodeEvent(seq uint64, v []byte) (*core.Event, error) {
+	bad := fmt.Errorf("event %d: %w", seq, errCorrupt)
+	if len(v) < 13 || v[0] != eventFormat {
+		return nil, bad
+	}
+	ts := int64(binary.BigEndian.Uint64(v[1:9]))
+	bodyStart := int(binary.BigEndian.Uint32(v[9:13]))
+	rest := v[13:]
+	var fields [3]string
+	for i := range fields {
+		if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
+			return nil, bad
+		}
+		fields[i] = string(rest[1 : 1+rest[0]])
+		rest = rest[1+rest[0]:]
+	}
+	if bodyStart > len(rest) {
+		return nil, bad
+	}
+	buf := make([]byte, len(rest)+1+len(rest)-bodyStart)
+	raw := buf[:len(rest)]
+	copy(raw, rest)
+	body := buf[len(rest):]
+	body[0] = '{'
+	copy(body[1:], rest[bodyStart:])
+	if bodyStart == len(rest) { // no members: the body was empty
+		body = append(body[:1:1], '}')
+	}
+	return &core.Event{
+		ID: fields[0], Seq: seq, Timestamp: time.Unix(0, ts).UTC(),
+		Source: core.Source(fields[1]), Kind: fields[2], Body: body, Raw: raw,
+	}, nil
+}
+
+var errCorrupt = errors.New("stored event is corrupt")
+
+func decodeConversation(v []byte) (*core.Conversation, error) {
+	c := new(core.Conversation)
+	if err := json.Unmarshal(v, c); err != nil {
+		return nil, fmt.Errorf("decode conversation: %w", err)
+	}
+	return c, nil
+}
+
+var _ core.Store = (*Store)(nil)

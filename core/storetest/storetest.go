@@ -1,0 +1,201 @@
+// Package storetest is the contract every core.Store must meet, as tests
+// that each store's own test file runs against a fresh instance.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agent-server/agent-server/core"
+)
+
+// Run runs the contract against stores made by open, one per subtest.
+func Run(t *testing.T, open func(t *testing.T) core.Store) {
+	t.Run("log", func(t *testing.T) { testLog(t, open(t)) })
+	t.Run("batch", func(t *testing.T) { testBatch(t, open(t)) })
+	t.Run("concurrent batches", func(t *testing.T) { testConcurrent(t, open(t)) })
+}
+
+// Sealed returns a sealed user message with the given Seq and timestamp.
+func Sealed(t testing.TB, seq uint64, ts time.Time, body string) *core.Event {
+	t.Helper()
+	e := &core.Event{ID: core.NewID(), Seq: seq, Timestamp: ts, Source: core.SourceUser, Kind: core.KindMessage, Body: []byte(body)}
+	if err := e.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// NewConversation creates a conversation in s and returns its ID.
+func NewConversation(t testing.TB, s core.Store) string {
+	t.Helper()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	c := &core.Conversation{ID: core.NewID(), ExecutionStatus: core.StatusIdle, Title: "t", CreatedAt: now, UpdatedAt: now}
+	if _, created, err := s.CreateConversation(context.Background(), c); err != nil || !created {
+		t.Fatalf("create: %v %v", created, err)
+	}
+	return c.ID
+}
+
+func testLog(t *testing.T, s core.Store) {
+	ctx := context.Background()
+	id := NewConversation(t, s)
+	if _, created, _ := s.CreateConversation(ctx, &core.Conversation{ID: id}); created {
+		t.Fatal("second create reported created")
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var evs []*core.Event
+	for i := 1; i <= 5; i++ {
+		body := `{"n":1}`
+		if i == 2 {
+			body = `{}`
+		}
+		evs = append(evs, Sealed(t, uint64(i), t0.Add(time.Duration(i)*time.Second), body))
+	}
+	if err := s.AppendEvents(ctx, id, evs[:3]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendEvents(ctx, id, evs[4:]); err == nil {
+		t.Fatal("append with a gap in seq accepted")
+	}
+	if err := s.AppendEvents(ctx, id, evs[3:]); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.Conversation(ctx, id); err != nil || !c.UpdatedAt.Equal(evs[4].Timestamp) {
+		t.Errorf("updated_at = %v (%v), want the last event's %s", c, err, evs[4].Timestamp)
+	}
+
+	tests := []struct {
+		name     string
+		after    uint64
+		limit    int
+		wantSeqs []uint64
+	}{
+		{"all", 0, 0, []uint64{1, 2, 3, 4, 5}},
+		{"after 2", 2, 0, []uint64{3, 4, 5}},
+		{"limit", 1, 2, []uint64{2, 3}},
+		{"past the end", 5, 0, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.Events(ctx, id, tt.after, tt.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.wantSeqs) {
+				t.Fatalf("got %d events, want %d", len(got), len(tt.wantSeqs))
+			}
+			for i, e := range got {
+				want := evs[tt.wantSeqs[i]-1]
+				if e.Seq != want.Seq || e.ID != want.ID || string(e.Raw) != string(want.Raw) || !e.Timestamp.Equal(want.Timestamp) ||
+					e.Kind != want.Kind || e.Source != want.Source {
+					t.Errorf("event %d = %+v, want %+v", i, e, want)
+				}
+				if re := (&core.Event{ID: e.ID, Timestamp: e.Timestamp, Source: e.Source, Kind: e.Kind, Body: e.Body}); re.Seal() != nil || string(re.Raw) != string(want.Raw) {
+					t.Errorf("event %d: body %s does not reseal to the stored raw %s", i, e.Body, want.Raw)
+				}
+			}
+		})
+	}
+
+	for _, tc := range []struct {
+		at   time.Time
+		want uint64
+	}{{time.Time{}, 1}, {t0, 1}, {t0.Add(3 * time.Second), 3}, {t0.Add(3500 * time.Millisecond), 4}, {t0.Add(time.Hour), 6}} {
+		if got, err := s.FirstSeqAtOrAfter(ctx, id, tc.at); got != tc.want || err != nil {
+			t.Errorf("FirstSeqAtOrAfter(%s) = %d, %v, want %d", tc.at, got, err, tc.want)
+		}
+	}
+	if got, _ := s.LastSeq(ctx, id); got != 5 {
+		t.Errorf("LastSeq = %d", got)
+	}
+	if e, err := s.EventByID(ctx, id, evs[2].ID); err != nil || e.Seq != 3 {
+		t.Errorf("EventByID = %v, %v", e, err)
+	}
+	if _, err := s.EventByID(ctx, id, core.NewID()); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("EventByID(unknown) = %v, want ErrNotFound", err)
+	}
+	other := NewConversation(t, s)
+	if got, _ := s.LastSeq(ctx, other); got != 0 {
+		t.Errorf("LastSeq of an empty log = %d", got)
+	}
+	if got, _ := s.FirstSeqAtOrAfter(ctx, other, t0); got != 1 {
+		t.Errorf("FirstSeqAtOrAfter on an empty log = %d, want 1", got)
+	}
+	if err := s.DeleteConversation(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	for name, err := range map[string]error{
+		"conversation": func() error { _, err := s.Conversation(ctx, id); return err }(),
+		"events":       func() error { _, err := s.Events(ctx, id, 0, 0); return err }(),
+		"event by id":  func() error { _, err := s.EventByID(ctx, id, evs[0].ID); return err }(),
+		"append":       s.AppendEvents(ctx, id, []*core.Event{Sealed(t, 6, t0, `{}`)}),
+		"delete again": s.DeleteConversation(ctx, id),
+	} {
+		if !errors.Is(err, core.ErrNotFound) {
+			t.Errorf("%s after delete: %v, want ErrNotFound", name, err)
+		}
+	}
+	// The ID may be created again, with an empty log.
+	if _, created, err := s.CreateConversation(ctx, &core.Conversation{ID: id}); err != nil || !created {
+		t.Fatalf("recreate: %v %v", created, err)
+	}
+	if got, _ := s.LastSeq(ctx, id); got != 0 {
+		t.Errorf("LastSeq after delete and recreate = %d, want 0", got)
+	}
+}
+
+func testBatch(t *testing.T, s core.Store) {
+	ctx := context.Background()
+	a, b := NewConversation(t, s), NewConversation(t, s)
+	t0 := time.Now().UTC()
+	errs := s.AppendBatch(ctx, []core.Append{
+		{ConversationID: a, Events: []*core.Event{Sealed(t, 1, t0, `{}`), Sealed(t, 2, t0, `{}`)}},
+		{ConversationID: core.NewID(), Events: []*core.Event{Sealed(t, 1, t0, `{}`)}},
+		{ConversationID: b, Events: []*core.Event{Sealed(t, 2, t0, `{}`)}}, // a gap
+		{ConversationID: b, Events: []*core.Event{Sealed(t, 1, t0, `{}`)}},
+		{ConversationID: a, Events: []*core.Event{Sealed(t, 3, t0, `{}`)}},
+	})
+	if len(errs) != 5 || errs[0] != nil || !errors.Is(errs[1], core.ErrNotFound) || errs[2] == nil || errs[3] != nil || errs[4] != nil {
+		t.Fatalf("errs = %v, want [nil ErrNotFound gap nil nil]", errs)
+	}
+	if got, _ := s.LastSeq(ctx, a); got != 3 {
+		t.Errorf("LastSeq(a) = %d, want 3", got)
+	}
+	if got, _ := s.LastSeq(ctx, b); got != 1 {
+		t.Errorf("LastSeq(b) = %d, want 1", got)
+	}
+}
+
+// Concurrent batches, each to its own conversations, all land.
+func testConcurrent(t *testing.T, s core.Store) {
+	ctx := context.Background()
+	const writers, rounds = 8, 20
+	ids := make([]string, writers)
+	for i := range ids {
+		ids[i] = NewConversation(t, s)
+	}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				err := s.AppendBatch(ctx, []core.Append{{ConversationID: ids[w], Events: []*core.Event{Sealed(t, uint64(r+1), time.Now().UTC(), `{}`)}}})[0]
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if got, _ := s.LastSeq(ctx, id); got != rounds {
+			t.Errorf("LastSeq = %d, want %d", got, rounds)
+		}
+	}
+}
