@@ -16,6 +16,10 @@ const (
 	RouteREST   Route = "rest"   // the /api REST endpoints
 )
 
+// Subprotocol is the WebSocket subprotocol of this server's protocol. When a
+// client offers it the server echoes it, and never any other offered value.
+const Subprotocol = "agent-server.v1"
+
 // Request is everything an authenticator may read about an incoming request.
 // It is built once by the edge, before any WebSocket upgrade.
 type Request struct {

@@ -110,7 +110,7 @@ func TestDefaultChainThroughPlugins(t *testing.T) {
 	for _, cache := range []bool{false, true} {
 		h, _ := startHost(t, testConfig(t, cache))
 		c := chain(t, h, core.RouteEvents)
-		if got, want := c.Names(), []string{"query", "header", "bearer"}; !equal(got, want) {
+		if got, want := c.Names(), []string{"query", "header", "bearer", "subprotocol", "first_message"}; !equal(got, want) {
 			t.Fatalf("events chain = %v, want %v", got, want)
 		}
 		for round := range 2 { // the second round is served from the cache when it is on
@@ -372,13 +372,13 @@ func TestDescribe(t *testing.T) {
 			t.Errorf("description %+v is incomplete", d)
 		}
 	}
-	if want := []string{"query", "header", "bearer", "jwt"}; !equal(names, want) {
+	if want := []string{"query", "header", "bearer", "subprotocol", "first_message", "jwt"}; !equal(names, want) {
 		t.Errorf("described %v, want %v", names, want)
 	}
 	if got := ds[0].Inputs.QueryParams; !equal(got, []string{"session_api_key"}) || !ds[0].WantsKeys {
 		t.Errorf("query inputs = %+v, wants keys %v", ds[0].Inputs, ds[0].WantsKeys)
 	}
-	if ds[3].WantsKeys {
+	if ds[5].WantsKeys {
 		t.Error("jwt should not ask for the session keys")
 	}
 }

@@ -54,6 +54,8 @@ func buildPlugins(dir string) error {
 		"github.com/agent-server/agent-server/cmd/auth-header",
 		"github.com/agent-server/agent-server/cmd/auth-bearer",
 		"github.com/agent-server/agent-server/cmd/auth-jwt",
+		"github.com/agent-server/agent-server/cmd/auth-subprotocol",
+		"github.com/agent-server/agent-server/cmd/auth-first_message",
 		"github.com/agent-server/agent-server/plugins/internal/faultplugin/cmd/auth-fault",
 	)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

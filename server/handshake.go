@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lxzan/gws"
 
 	"github.com/agent-server/agent-server/actors"
 	"github.com/agent-server/agent-server/core"
@@ -88,7 +91,13 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 // upgrade switches protocols and starts the socket's read loop, whose
 // OnOpen connects it to the actors as a says.
 func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
-	ws, err := s.upgrader.Upgrade(w, r)
+	up := s.upgrader
+	if offered := subprotocols(r.Header); slices.Contains(offered, core.Subprotocol) {
+		// gws reads only the first header line; hand it every offer in one.
+		r.Header.Set("Sec-WebSocket-Protocol", strings.Join(offered, ", "))
+		up = s.protoUpgrader
+	}
+	ws, err := up.Upgrade(w, r)
 	if err != nil { // gws has answered 400 and closed the connection
 		s.log.Debug("websocket upgrade failed", "err", err)
 		return
@@ -99,6 +108,24 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 		sock.reject = &core.DisconnectShutdown
 	}
 	go ws.ReadLoop()
+}
+
+// newUpgraders returns the plain upgrader and the one that echoes
+// core.Subprotocol. gws refuses a handshake that offers none of an
+// upgrader's subprotocols, so a client that offers ours gets the second and
+// every other client the first: no other offered value, a token least of
+// all, is ever echoed.
+func (s *Server) newUpgraders() (plain, proto *gws.Upgrader) {
+	opt := func(protos ...string) *gws.ServerOption {
+		return &gws.ServerOption{
+			ReadMaxPayloadSize: s.cfg.Limits.MaxFrameBytes, // bigger frames close with 1009
+			CheckUtf8Enabled:   true,
+			Recovery:           gws.Recovery,
+			Logger:             gwsLogger{s},
+			SubProtocols:       protos,
+		}
+	}
+	return gws.NewUpgrader(handler{}, opt()), gws.NewUpgrader(handler{}, opt(core.Subprotocol))
 }
 
 // isUpgrade reports whether r asks for a WebSocket.

@@ -55,7 +55,9 @@ type Server struct {
 
 	handler  http.Handler
 	upgrader *gws.Upgrader
-	sockets  *socketSet
+	// protoUpgrader echoes core.Subprotocol; used when the client offers it.
+	protoUpgrader *gws.Upgrader
+	sockets       *socketSet
 
 	mu      sync.Mutex
 	servers []*http.Server
@@ -105,12 +107,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	s.touch()
-	s.upgrader = gws.NewUpgrader(handler{}, &gws.ServerOption{
-		ReadMaxPayloadSize: lim.MaxFrameBytes, // bigger frames close with 1009
-		CheckUtf8Enabled:   true,
-		Recovery:           gws.Recovery,
-		Logger:             gwsLogger{s},
-	})
+	s.upgrader, s.protoUpgrader = s.newUpgraders()
 	s.handler = s.routes()
 	return s, nil
 }

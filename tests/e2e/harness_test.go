@@ -50,6 +50,9 @@ func build(dir string) error {
 		"plugins/auth-header": "../../cmd/auth-header",
 		"plugins/auth-bearer": "../../cmd/auth-bearer",
 		"plugins/auth-jwt":    "../../cmd/auth-jwt",
+
+		"plugins/auth-subprotocol":   "../../cmd/auth-subprotocol",
+		"plugins/auth-first_message": "../../cmd/auth-first_message",
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(targets))
