@@ -1,0 +1,328 @@
+// Package baseline is the reference WebSocket server that agent-bench
+// measures agent-server against: the thinnest server our stack allows,
+// written directly on github.com/lxzan/gws, with no actors, no plugins, no
+// store and no access log.
+//
+// It speaks just enough of agent-server's wire contract for every load
+// scenario to run against it unchanged:
+//
+//   - GET /sockets/events/{id}, any non-empty id, no conversation to create;
+//   - a session API key from ?session_api_key=, else X-Session-API-Key, else
+//     Authorization: Bearer (the first present decides), compared in process
+//     with crypto/subtle before the upgrade; a refusal is HTTP 401 with
+//     {"detail":"Authentication failed"}; with Options.JWTSecret an HS256
+//     bearer JWT with sub and exp is checked in process instead;
+//   - a first frame that is a ConversationStateUpdateEvent with key
+//     full_state, rendered once per path;
+//   - a client frame {"role":"user","content":"<text>"} rendered once as a
+//     MessageEvent and queued to every connection on the same path, the
+//     sender included. Anything else is ignored.
+//
+// Fan-out is what makes a baseline strong or weak, so it is done the fast
+// way: each event is framed once (header and payload in one slice shared by
+// every connection), and each connection has an outbound queue whose
+// pending frames a short-lived goroutine writes together with one writev
+// (net.Buffers). gws's Broadcaster is not used: it writes once per message
+// per connection. A connection whose queue would pass Options.QueueBytes is
+// dropped.
+package baseline
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	jwtlib "github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+	"github.com/lxzan/gws"
+)
+
+// eventsPrefix is the path of the events WebSocket, before the id.
+const eventsPrefix = "/sockets/events/"
+
+// Defaults for Options left at zero: the same bounds agent-server uses.
+const (
+	defaultQueueBytes    = 1 << 20
+	defaultMaxFrameBytes = 64 << 10
+)
+
+// Options configures a Server.
+type Options struct {
+	Keys          []string // valid session API keys; at least one
+	JWTSecret     string   // optional: also accept HS256 bearer JWTs signed with it
+	QueueBytes    int      // outbound bytes one connection may have pending
+	MaxFrameBytes int      // largest client frame
+}
+
+// Server is the reference server. It is an http.Handler for the events
+// route; every other path is 404.
+type Server struct {
+	keys       [][]byte
+	jwt        *jwtlib.Parser
+	jwtSecret  []byte
+	queueBytes int
+	upgrader   *gws.Upgrader
+
+	mu    sync.Mutex
+	rooms map[string]*room
+}
+
+// New returns a Server. It has no side effects.
+func New(opts Options) (*Server, error) {
+	if len(opts.Keys) == 0 {
+		return nil, errors.New("baseline: at least one key is required")
+	}
+	s := &Server{queueBytes: opts.QueueBytes, rooms: make(map[string]*room)}
+	for _, k := range opts.Keys {
+		if k == "" {
+			return nil, errors.New("baseline: empty key")
+		}
+		s.keys = append(s.keys, []byte(k))
+	}
+	if opts.JWTSecret != "" {
+		s.jwtSecret = []byte(opts.JWTSecret)
+		s.jwt = jwtlib.NewParser(jwtlib.WithValidMethods([]string{"HS256"}), jwtlib.WithExpirationRequired())
+	}
+	if s.queueBytes <= 0 {
+		s.queueBytes = defaultQueueBytes
+	}
+	maxFrame := opts.MaxFrameBytes
+	if maxFrame <= 0 {
+		maxFrame = defaultMaxFrameBytes
+	}
+	s.upgrader = gws.NewUpgrader(handler{s: s}, &gws.ServerOption{
+		ReadMaxPayloadSize: maxFrame,
+		CheckUtf8Enabled:   true,
+		Recovery:           gws.Recovery,
+		NewSession:         func() gws.SessionStorage { return &session{} },
+	})
+	return s, nil
+}
+
+// ServeHTTP authenticates and upgrades GET /sockets/events/{id}.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, ok := strings.CutPrefix(r.URL.Path, eventsPrefix)
+	if !ok || id == "" || strings.Contains(id, "/") || r.Method != http.MethodGet {
+		http.NotFound(w, r)
+		return
+	}
+	if !s.authenticate(r) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"detail":"Authentication failed"}`))
+		return
+	}
+	ws, err := s.upgrader.Upgrade(w, r)
+	if err != nil { // gws has answered 400 and closed the connection
+		return
+	}
+	c := &conn{ws: ws, nc: ws.NetConn(), limit: s.queueBytes}
+	ws.Session().(*session).c = c
+	s.join(id, c)
+	go ws.ReadLoop()
+}
+
+// Serve serves ln until ctx ends, then closes the listener and every
+// socket.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	_ = srv.Close()
+	s.mu.Lock()
+	var all []*conn
+	for _, rm := range s.rooms {
+		rm.mu.Lock()
+		for c := range rm.conns {
+			all = append(all, c)
+		}
+		rm.mu.Unlock()
+	}
+	s.mu.Unlock()
+	for _, c := range all {
+		_ = c.nc.Close()
+	}
+	<-errc
+	return nil
+}
+
+// authenticate applies the first credential present: the query key, the
+// X-Session-API-Key header, then a bearer token (a JWT when a secret is
+// set and the token has JWT shape, else a key).
+func (s *Server) authenticate(r *http.Request) bool {
+	if k := r.URL.Query().Get("session_api_key"); k != "" {
+		return s.keyValid(k)
+	}
+	if k := r.Header.Get("X-Session-API-Key"); k != "" {
+		return s.keyValid(k)
+	}
+	auth := r.Header.Get("Authorization")
+	if len(auth) < 7 || !strings.EqualFold(auth[:7], "bearer ") {
+		return false
+	}
+	tok := strings.TrimSpace(auth[7:])
+	if s.jwt != nil && strings.Count(tok, ".") == 2 {
+		return s.jwtValid(tok)
+	}
+	return s.keyValid(tok)
+}
+
+// keyValid compares k with every key in constant time.
+func (s *Server) keyValid(k string) bool {
+	ok := 0
+	for _, key := range s.keys {
+		ok |= subtle.ConstantTimeCompare([]byte(k), key)
+	}
+	return ok == 1
+}
+
+func (s *Server) jwtValid(tok string) bool {
+	var claims jwtlib.RegisteredClaims
+	_, err := s.jwt.ParseWithClaims(tok, &claims, func(*jwtlib.Token) (any, error) { return s.jwtSecret, nil })
+	return err == nil && claims.Subject != ""
+}
+
+// room is the set of connections on one path, with the full_state frame
+// they all receive first.
+type room struct {
+	id    string
+	state []byte // framed full_state event
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+}
+
+// join queues the full_state frame and adds c to its room, under the room's
+// lock, so no broadcast can come first.
+func (s *Server) join(id string, c *conn) {
+	s.mu.Lock()
+	rm := s.rooms[id]
+	if rm == nil {
+		rm = &room{id: id, state: frame(stateEvent(id)), conns: make(map[*conn]struct{})}
+		s.rooms[id] = rm
+	}
+	rm.mu.Lock() // before s.mu is released, so leave cannot delete rm meanwhile
+	s.mu.Unlock()
+	c.room = rm
+	c.push(rm.state)
+	rm.conns[c] = struct{}{}
+	rm.mu.Unlock()
+}
+
+// leave removes c from its room and forgets an empty room.
+func (s *Server) leave(c *conn) {
+	rm := c.room
+	if rm == nil {
+		return
+	}
+	s.mu.Lock()
+	rm.mu.Lock()
+	delete(rm.conns, c)
+	if len(rm.conns) == 0 && s.rooms[rm.id] == rm {
+		delete(s.rooms, rm.id)
+	}
+	rm.mu.Unlock()
+	s.mu.Unlock()
+}
+
+// broadcast queues one framed event on every connection of rm.
+func (rm *room) broadcast(f []byte) {
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	for c := range rm.conns {
+		c.push(f)
+	}
+}
+
+// handler is the gws event handler; callbacks run on each socket's read
+// goroutine.
+type handler struct {
+	gws.BuiltinEventHandler
+	s *Server
+}
+
+// OnMessage renders a user message once and broadcasts it.
+func (h handler) OnMessage(ws *gws.Conn, msg *gws.Message) {
+	defer msg.Close()
+	c := ws.Session().(*session).c
+	if ev := messageEvent(msg.Bytes()); ev != nil {
+		c.room.broadcast(frame(ev))
+	}
+}
+
+// OnClose drops the connection from its room.
+func (h handler) OnClose(ws *gws.Conn, _ error) {
+	c := ws.Session().(*session).c
+	c.kill()
+	h.s.leave(c)
+}
+
+// stateEvent renders the ConversationStateUpdateEvent full_state of id.
+func stateEvent(id string) []byte {
+	now := time.Now().UTC().Format(timestampLayout)
+	v, _ := json.Marshal(struct {
+		ID              string `json:"id"`
+		ExecutionStatus string `json:"execution_status"`
+		CreatedAt       string `json:"created_at"`
+		UpdatedAt       string `json:"updated_at"`
+	}{id, "idle", now, now})
+	return append(envelope("environment", "ConversationStateUpdateEvent"), append(append([]byte(`,"key":"full_state","value":`), v...), '}')...)
+}
+
+// messageEvent renders a {"role":"user","content":"<text>"} frame as a
+// MessageEvent, copying the already valid JSON string, or returns nil.
+func messageEvent(data []byte) []byte {
+	var m struct {
+		Role    string          `json:"role"`
+		Content json.RawMessage `json:"content"`
+	}
+	if json.Unmarshal(data, &m) != nil || m.Role != "user" || len(m.Content) == 0 || m.Content[0] != '"' {
+		return nil
+	}
+	b := envelope("user", "MessageEvent")
+	b = append(b, `,"llm_message":{"role":"user","content":[{"type":"text","text":`...)
+	b = append(b, m.Content...)
+	return append(b, `}]},"activated_skills":[]}`...)
+}
+
+// timestampLayout is agent-server's event timestamp format.
+const timestampLayout = "2006-01-02T15:04:05.000000Z"
+
+// envelope starts an event object with a fresh id and timestamp.
+func envelope(source, kind string) []byte {
+	b := make([]byte, 0, 256)
+	b = append(b, `{"id":"`...)
+	b = append(b, uuid.NewString()...)
+	b = append(b, `","timestamp":"`...)
+	b = time.Now().UTC().AppendFormat(b, timestampLayout)
+	b = append(b, `","source":"`...)
+	b = append(b, source...)
+	b = append(b, `","kind":"`...)
+	b = append(b, kind...)
+	return append(b, '"')
+}
+
+// session is a gws.SessionStorage that holds only the connection, smaller
+// than gws's default map.
+type session struct{ c *conn }
+
+func (*session) Len() int                         { return 1 }
+func (s *session) Load(string) (any, bool)        { return s.c, s.c != nil }
+func (*session) Delete(string)                    {}
+func (*session) Store(string, any)                {}
+func (s *session) Range(f func(string, any) bool) { f("conn", s.c) }
+
+var (
+	_ http.Handler       = (*Server)(nil)
+	_ gws.SessionStorage = (*session)(nil)
+)
