@@ -1,0 +1,442 @@
+package suite
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agent-server/agent-server/bench/load"
+	"github.com/agent-server/agent-server/bench/target"
+)
+
+// Report is a finished (or interrupted) benchmark.
+type Report struct {
+	Config       Config        `json:"-"`
+	Started      time.Time     `json:"started"`
+	Finished     time.Time     `json:"finished"`
+	Measurements []Measurement `json:"measurements"`
+}
+
+// metric is one figure derived from a scenario result.
+type metric struct {
+	name   string
+	unit   string // how value is printed: see format
+	value  float64
+	better int   // +1 higher is better, -1 lower is better, 0 neither
+	goal   *goal // the issue's target, if any
+}
+
+// goal is a target: a bound on the ours/baseline ratio, or on our own
+// value.
+type goal struct {
+	ratio bool    // a bound on ours/baseline; else on agent-server's value
+	le    bool    // value must be <= bound; else >= bound
+	bound float64 // the bound
+}
+
+func (g *goal) String() string {
+	op := ">="
+	if g.le {
+		op = "<="
+	}
+	if g.ratio {
+		return fmt.Sprintf("ratio %s %sx", op, strconv.FormatFloat(g.bound, 'f', -1, 64))
+	}
+	return fmt.Sprintf("%s %s", op, strconv.FormatFloat(g.bound, 'f', -1, 64))
+}
+
+func (g *goal) met(v float64) bool {
+	if g.le {
+		return v <= g.bound
+	}
+	return v >= g.bound
+}
+
+// metrics derives the reported figures of m.
+func (m *Measurement) derive() []metric {
+	if m.metrics != nil || m.Result == nil {
+		return m.metrics
+	}
+	per := func(d time.Duration, n int) float64 {
+		if n == 0 || d == 0 {
+			return math.NaN()
+		}
+		return float64(d.Microseconds()) / float64(n)
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	busy := func(u load.CPUUse, elapsed time.Duration) []metric {
+		if elapsed <= 0 {
+			return nil
+		}
+		srv := math.NaN()
+		if u.Server > 0 {
+			srv = 100 * u.Server.Seconds() / elapsed.Seconds()
+		}
+		return []metric{
+			{name: "server CPU busy", unit: "%", value: srv},
+			{name: "generator CPU busy", unit: "%", value: 100 * u.Generator.Seconds() / elapsed.Seconds()},
+		}
+	}
+	var out []metric
+	switch r := m.Result.(type) {
+	case *load.ConnectResult:
+		noun := "connects/s"
+		if m.Case == CaseReject {
+			noun = "rejections/s"
+		}
+		rate := metric{name: noun, unit: "rate", value: r.PerSecond, better: +1}
+		if m.Case == CaseConnect {
+			rate.goal = &goal{ratio: true, bound: 0.7}
+		}
+		out = append(out, rate,
+			metric{name: "time to ready p50", unit: "ms", value: ms(r.TimeToReady.P50), better: -1},
+			metric{name: "time to ready p99", unit: "ms", value: ms(r.TimeToReady.P99), better: -1},
+			metric{name: "server CPU per connection", unit: "us", value: per(r.CPU.Server, r.OK), better: -1},
+			metric{name: "errors", unit: "count", value: float64(r.Errors), better: -1, goal: &goal{le: true, bound: 0}},
+		)
+		out = append(out, busy(r.CPU, r.Elapsed)...)
+	case *load.FanoutResult:
+		out = append(out,
+			metric{name: "delivered msgs/s", unit: "rate", value: r.PerSecond, better: +1, goal: &goal{ratio: true, bound: 0.7}},
+			metric{name: "latency p50", unit: "ms", value: ms(r.Latency.P50), better: -1},
+			metric{name: "latency p99", unit: "ms", value: ms(r.Latency.P99), better: -1, goal: &goal{ratio: true, le: true, bound: 1.5}},
+			metric{name: "server CPU per delivery", unit: "us", value: per(r.CPU.Server, r.Delivered), better: -1},
+			metric{name: "lost + duplicated", unit: "count", value: float64(r.Lost + r.Duplicates), better: -1, goal: &goal{le: true, bound: 0}},
+			metric{name: "errors", unit: "count", value: float64(r.Errors), better: -1, goal: &goal{le: true, bound: 0}},
+		)
+		out = append(out, busy(r.CPU, r.Elapsed)...)
+	case *load.IdleResult:
+		out = append(out,
+			metric{name: "RSS per connection", unit: "KiB", value: r.BytesPerConn / 1024, better: -1, goal: &goal{ratio: true, le: true, bound: 1.5}},
+			metric{name: "connections held", unit: "count", value: float64(r.Held), better: +1, goal: &goal{bound: float64(r.N)}},
+			metric{name: "RSS before", unit: "MiB", value: float64(r.RSSBefore) / (1 << 20), better: -1},
+			metric{name: "RSS holding them", unit: "MiB", value: float64(r.RSSAfter) / (1 << 20), better: -1},
+		)
+	case *load.ChurnResult:
+		settled := math.NaN()
+		if r.RSSStart > 0 {
+			settled = float64(r.RSSSettled) / float64(r.RSSStart)
+		}
+		out = append(out,
+			metric{name: "connections", unit: "count", value: float64(r.Attempts), better: 0},
+			metric{name: "errors", unit: "count", value: float64(r.Errors), better: -1, goal: &goal{le: true, bound: 0}},
+			metric{name: "cycle p99 (connect, send, echo)", unit: "ms", value: ms(r.Cycle.P99), better: -1},
+			metric{name: "server CPU per connection", unit: "us", value: per(r.CPU.Server, r.Attempts), better: -1},
+			metric{name: "RSS at start", unit: "MiB", value: float64(r.RSSStart) / (1 << 20), better: -1},
+			metric{name: "RSS at end", unit: "MiB", value: float64(r.RSSEnd) / (1 << 20), better: -1},
+			metric{name: "RSS settled / start", unit: "x", value: settled, better: -1, goal: &goal{le: true, bound: 1.1}},
+			metric{name: "server ERROR log lines", unit: "count", value: float64(m.ServerErrorLines), better: -1},
+		)
+		out = append(out, busy(r.CPU, r.Elapsed)...)
+	}
+	m.metrics = out
+	return out
+}
+
+// line is the progress line of m.
+func (m *Measurement) line() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "run %d %-12s %-12s %6.1fs", m.Run, m.Case, m.Target, m.Took.Seconds())
+	for _, x := range m.derive() {
+		fmt.Fprintf(&b, "  %s=%s", x.name, format(x.unit, x.value))
+	}
+	if m.Err != "" {
+		fmt.Fprintf(&b, "  ERROR: %s", firstLine(m.Err))
+	}
+	return b.String()
+}
+
+// row is one metric of one case over every run, for every target.
+type row struct {
+	caseName string
+	metric   metric                    // name, unit, better, goal of the first seen
+	values   map[target.Kind][]float64 // by run order
+	runs     map[target.Kind][]int
+}
+
+// rows aggregates the measurements, in case order then metric order.
+func (r *Report) rows() []*row {
+	var out []*row
+	index := map[string]*row{}
+	for _, c := range Cases {
+		for i := range r.Measurements {
+			m := &r.Measurements[i]
+			if m.Case != c {
+				continue
+			}
+			for _, x := range m.derive() {
+				key := c + "\x00" + x.name
+				rw := index[key]
+				if rw == nil {
+					rw = &row{caseName: c, metric: x, values: map[target.Kind][]float64{}, runs: map[target.Kind][]int{}}
+					index[key] = rw
+					out = append(out, rw)
+				}
+				rw.values[m.Target] = append(rw.values[m.Target], x.value)
+				rw.runs[m.Target] = append(rw.runs[m.Target], m.Run)
+			}
+		}
+	}
+	return out
+}
+
+// stats are the median and range of values, NaNs left out.
+type stats struct {
+	n             int
+	med, min, max float64
+}
+
+func summarize(values []float64) stats {
+	v := slices.DeleteFunc(slices.Clone(values), math.IsNaN)
+	if len(v) == 0 {
+		return stats{med: math.NaN(), min: math.NaN(), max: math.NaN()}
+	}
+	slices.Sort(v)
+	med := v[len(v)/2]
+	if len(v)%2 == 0 {
+		med = (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return stats{n: len(v), med: med, min: v[0], max: v[len(v)-1]}
+}
+
+// pairedRatios are ours/baseline run by run.
+func (rw *row) pairedRatios() []float64 {
+	ours, base := rw.values[target.AgentServer], rw.values[target.Baseline]
+	byRun := map[int]float64{}
+	for i, run := range rw.runs[target.Baseline] {
+		byRun[run] = base[i]
+	}
+	var out []float64
+	for i, run := range rw.runs[target.AgentServer] {
+		if b, ok := byRun[run]; ok && b != 0 {
+			out = append(out, ours[i]/b)
+		}
+	}
+	return out
+}
+
+// verdict says whether the row's goal is met, and by what figure.
+func (rw *row) verdict() string {
+	g := rw.metric.goal
+	if g == nil {
+		return ""
+	}
+	var v float64
+	if g.ratio {
+		o, b := summarize(rw.values[target.AgentServer]), summarize(rw.values[target.Baseline])
+		if o.n == 0 || b.n == 0 || b.med == 0 {
+			return "n/a"
+		}
+		v = o.med / b.med
+	} else {
+		o := summarize(rw.values[target.AgentServer])
+		if o.n == 0 {
+			return "n/a"
+		}
+		v = o.med
+		if !g.le && g.bound > 0 && o.min < g.bound {
+			v = o.min // "held N": every run must hold
+		} else if g.le {
+			v = o.max // "zero errors", "RSS back": every run must pass
+		}
+	}
+	if g.met(v) {
+		return "met"
+	}
+	return "**missed**"
+}
+
+// Markdown writes the results table.
+func (r *Report) Markdown(w io.Writer) {
+	kinds := r.Config.Targets
+	both := slices.Contains(kinds, target.AgentServer) && slices.Contains(kinds, target.Baseline)
+	fmt.Fprintf(w, "| case | metric |")
+	for _, k := range kinds {
+		fmt.Fprintf(w, " %s |", k)
+	}
+	if both {
+		fmt.Fprint(w, " ours/baseline |")
+	}
+	fmt.Fprintln(w, " target | |")
+	fmt.Fprint(w, "|---|---|")
+	for range kinds {
+		fmt.Fprint(w, "---:|")
+	}
+	if both {
+		fmt.Fprint(w, "---:|")
+	}
+	fmt.Fprintln(w, "---|---|")
+	last := ""
+	for _, rw := range r.rows() {
+		name := ""
+		if rw.caseName != last {
+			name, last = r.caseLabel(rw.caseName), rw.caseName
+		}
+		fmt.Fprintf(w, "| %s | %s |", name, rw.metric.name)
+		for _, k := range kinds {
+			fmt.Fprintf(w, " %s |", spread(rw.metric.unit, summarize(rw.values[k])))
+		}
+		if both {
+			fmt.Fprintf(w, " %s |", rw.ratioText())
+		}
+		g := ""
+		if rw.metric.goal != nil {
+			g = rw.metric.goal.String()
+		}
+		fmt.Fprintf(w, " %s | %s |\n", g, rw.verdict())
+	}
+	for _, m := range r.Measurements {
+		if m.Err != "" {
+			fmt.Fprintf(w, "\nrun %d, %s, %s failed: %s\n", m.Run, m.Case, m.Target, firstLine(m.Err))
+		}
+	}
+}
+
+// ratioText is the ratio of the medians, with the range of the per-run
+// ratios.
+func (rw *row) ratioText() string {
+	o, b := summarize(rw.values[target.AgentServer]), summarize(rw.values[target.Baseline])
+	if o.n == 0 || b.n == 0 || b.med == 0 || rw.metric.unit == "count" || rw.metric.unit == "%" {
+		return ""
+	}
+	s := fmt.Sprintf("%.2fx", o.med/b.med)
+	if pr := summarize(rw.pairedRatios()); pr.n > 1 {
+		s += fmt.Sprintf(" (%.2f-%.2f)", pr.min, pr.max)
+	}
+	return s
+}
+
+// caseLabel describes a case with its parameters.
+func (r *Report) caseLabel(c string) string {
+	p := r.Config.Params
+	switch c {
+	case CaseConnect:
+		return fmt.Sprintf("connect: %d conns, %d at once, one %s key (cached)", p.ConnectN, p.ConnectC, p.Auth)
+	case CaseConnectJWT:
+		return fmt.Sprintf("connect-jwt: %d conns, %d at once, a distinct JWT each (uncached)", p.JWTN, p.ConnectC)
+	case CaseReject:
+		return fmt.Sprintf("reject: %d wrong-key handshakes, %d at once", p.ConnectN, p.ConnectC)
+	case CaseFanout:
+		return fmt.Sprintf("fanout: %d subscribers, %d msgs of %d B back to back", p.Subs, p.Msgs, p.Size)
+	case CaseFanoutPaced:
+		return fmt.Sprintf("fanout-paced: %d subscribers, %d msgs of %d B at %g/s", p.Subs, p.PacedMsgs, p.Size, p.PacedRate)
+	case CaseIdle:
+		return fmt.Sprintf("idle: %d conns held %s", p.IdleN, p.IdleHold)
+	case CaseChurn:
+		return fmt.Sprintf("churn: %g conns/s for %s", p.ChurnRate, p.ChurnDuration)
+	}
+	return c
+}
+
+// Text writes the results as aligned plain text.
+func (r *Report) Text(w io.Writer) {
+	last := ""
+	for _, rw := range r.rows() {
+		if rw.caseName != last {
+			fmt.Fprintf(w, "\n%s\n", r.caseLabel(rw.caseName))
+			last = rw.caseName
+		}
+		fmt.Fprintf(w, "  %-34s", rw.metric.name)
+		for _, k := range r.Config.Targets {
+			fmt.Fprintf(w, "  %s %-30s", k, spread(rw.metric.unit, summarize(rw.values[k])))
+		}
+		if t := rw.ratioText(); t != "" {
+			fmt.Fprintf(w, "  ratio %s", t)
+		}
+		if v := rw.verdict(); v != "" {
+			fmt.Fprintf(w, "  [%s: %s]", rw.metric.goal, strings.Trim(v, "*"))
+		}
+		fmt.Fprintln(w)
+	}
+	for _, m := range r.Measurements {
+		if m.Err != "" {
+			fmt.Fprintf(w, "\nrun %d, %s, %s failed: %s\n", m.Run, m.Case, m.Target, m.Err)
+		}
+	}
+}
+
+// JSON writes every measurement.
+func (r *Report) JSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// spread is "median [min-max]" in unit, or just the value for one run.
+func spread(unit string, s stats) string {
+	if s.n == 0 {
+		return "-"
+	}
+	if s.n == 1 || s.min == s.max {
+		return format(unit, s.med)
+	}
+	return fmt.Sprintf("%s [%s-%s]", format(unit, s.med), bare(unit, s.min), bare(unit, s.max))
+}
+
+// format prints v in unit.
+func format(unit string, v float64) string {
+	b := bare(unit, v)
+	switch unit {
+	case "ms", "us", "KiB", "MiB":
+		return b + " " + strings.Replace(unit, "us", "µs", 1)
+	case "x":
+		return b + "x"
+	case "%":
+		return b + "%"
+	}
+	return b
+}
+
+// bare prints v without its unit.
+func bare(unit string, v float64) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	switch unit {
+	case "rate", "count":
+		return thousands(int64(math.Round(v)))
+	case "ms", "us":
+		if v >= 100 {
+			return strconv.FormatFloat(v, 'f', 0, 64)
+		}
+		if v >= 10 {
+			return strconv.FormatFloat(v, 'f', 1, 64)
+		}
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	case "x":
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	case "%":
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64)
+}
+
+// thousands prints n with commas.
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}

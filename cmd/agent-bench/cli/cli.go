@@ -1,0 +1,260 @@
+// Package cli implements the agent-bench command line. main only calls
+// Main.
+//
+//	agent-bench [flags]            run the benchmark (package suite)
+//	agent-bench baseline [flags]   serve the reference server (package baseline)
+//
+// Without -addr, agent-bench starts every server itself, each in its own
+// process: bin/agent-server with bin/plugins, and the baseline by running
+// this same binary as "agent-bench baseline". With -addr it measures the one
+// server already listening there.
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/agent-server/agent-server/bench/load"
+	"github.com/agent-server/agent-server/bench/suite"
+	"github.com/agent-server/agent-server/bench/target"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// Main runs the command line args and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	var err error
+	if len(args) > 0 && args[0] == "baseline" {
+		err = serveBaseline(args[1:], stderr)
+	} else {
+		err = bench(args, stdout, stderr)
+	}
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, flag.ErrHelp):
+		return exitUsage
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(stderr, "agent-bench:", err)
+		return exitUsage
+	}
+	fmt.Fprintln(stderr, "agent-bench:", err)
+	return exitError
+}
+
+var errUsage = errors.New("usage")
+
+func usageErr(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
+}
+
+// bench parses the run flags, runs the suite and prints the report.
+func bench(args []string, stdout, stderr io.Writer) error {
+	d := suite.Defaults()
+	fs := flag.NewFlagSet("agent-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		targetName = fs.String("target", "both", "server to measure: agent-server, baseline or both")
+		addr       = fs.String("addr", "", "measure the server already listening at host:port instead of starting one (one -target only)")
+		pid        = fs.Int("pid", 0, "with -addr: the server's pid, to read its RSS and CPU")
+		key        = fs.String("key", "", "session API key (default: a random one for the servers started here; required with -addr)")
+		auth       = fs.String("auth", string(d.Auth), "where connections put the key: query, header, bearer or jwt")
+		jwtSecret  = fs.String("jwt-secret", "", "HS256 secret for connect-jwt and -auth=jwt (default: random)")
+		scenario   = fs.String("scenario", "all", "comma-separated cases, or all: "+strings.Join(suite.Cases, ", "))
+		n          = fs.Int("n", 0, "connections in connect, reject, connect-jwt and idle (default per case: 10000, 10000, 3000, 10000)")
+		c          = fs.Int("c", 0, "concurrency: connections in flight at once, in every case")
+		subs       = fs.Int("subs", d.Subs, "fanout subscribers, the publisher included")
+		msgs       = fs.Int("msgs", d.Msgs, "fanout messages (back to back)")
+		pacedMsgs  = fs.Int("paced-msgs", d.PacedMsgs, "fanout-paced messages")
+		size       = fs.Int("size", d.Size, "message text bytes")
+		rate       = fs.Float64("rate", d.PacedRate, "fanout-paced messages per second")
+		churnRate  = fs.Float64("churn-rate", d.ChurnRate, "churn connections per second")
+		duration   = fs.Duration("duration", d.ChurnDuration, "churn duration")
+		hold       = fs.Duration("hold", d.IdleHold, "how long idle connections are held")
+		settle     = fs.Duration("settle", d.ChurnSettle, "longest wait for the RSS to come back after churn")
+		runs       = fs.Int("runs", 3, "runs of every case")
+		out        = fs.String("out", "text", "report format: text, markdown or json")
+		serverBin  = fs.String("server-bin", "bin/agent-server", "agent-server binary")
+		pluginDir  = fs.String("plugin-dir", "bin/plugins", "agent-server's plugin directory")
+		serverCPUs = fs.String("server-cpus", defaultServerCPUs(), "taskset -c CPU list for the servers started here; empty for none")
+		cpuprofile = fs.String("cpuprofile", "", "write the generator's CPU profile to this file")
+		quiet      = fs.Bool("q", false, "no progress lines on stderr")
+	)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: agent-bench [flags]\n       agent-bench baseline [-addr HOST:PORT] [-key KEY] [-jwt-secret S]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+
+	p := d
+	a, err := load.ParseAuth(*auth)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	p.Auth = a
+	if *n > 0 {
+		p.ConnectN, p.JWTN, p.IdleN = *n, *n, *n
+	}
+	if *c > 0 {
+		p.ConnectC, p.FanoutC, p.IdleC, p.ChurnC = *c, *c, *c, *c
+	}
+	p.Subs, p.Msgs, p.PacedMsgs, p.Size, p.PacedRate = *subs, *msgs, *pacedMsgs, *size, *rate
+	p.ChurnRate, p.ChurnDuration, p.IdleHold, p.ChurnSettle = *churnRate, *duration, *hold, *settle
+
+	cfg := suite.Config{
+		Runs: *runs, Params: p, Key: *key, JWTSecret: *jwtSecret,
+		ServerBin: *serverBin, PluginDir: *pluginDir, ServerCPUs: *serverCPUs,
+	}
+	if !*quiet {
+		cfg.Progress = stderr
+	}
+	if cfg.Cases, err = parseCases(*scenario); err != nil {
+		return err
+	}
+	switch *targetName {
+	case "both":
+		cfg.Targets = []target.Kind{target.AgentServer, target.Baseline}
+	default:
+		k, err := target.ParseKind(*targetName)
+		if err != nil {
+			return usageErr("%v", err)
+		}
+		cfg.Targets = []target.Kind{k}
+	}
+	if cfg.JWTSecret == "" {
+		cfg.JWTSecret = random(24)
+	}
+	if *addr != "" {
+		if len(cfg.Targets) != 1 || *key == "" {
+			return usageErr("-addr needs one -target and a -key")
+		}
+		cfg.External = target.External(cfg.Targets[0], *addr, *key, *pid)
+	} else {
+		if cfg.Key == "" {
+			cfg.Key = random(16)
+		}
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		cfg.BaselineCmd = []string{exe, "baseline"}
+	}
+	switch *out {
+	case "text", "markdown", "json":
+	default:
+		return usageErr("-out %q: want text, markdown or json", *out)
+	}
+
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if n := raiseFileLimit(); n < uint64(max(p.IdleN, p.Subs))+1024 {
+		fmt.Fprintf(stderr, "agent-bench: warning: open-file limit %d is low for %d connections\n", n, max(p.IdleN, p.Subs))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := suite.Run(ctx, cfg)
+	if rep != nil {
+		switch *out {
+		case "markdown":
+			fmt.Fprintf(stdout, "%s\n\n", Describe(cfg, rep))
+			rep.Markdown(stdout)
+		case "json":
+			if jerr := rep.JSON(stdout); jerr != nil && err == nil {
+				err = jerr
+			}
+		default:
+			rep.Text(stdout)
+		}
+	}
+	return err
+}
+
+// parseCases reads -scenario.
+func parseCases(s string) ([]string, error) {
+	if s == "all" {
+		return suite.Cases, nil
+	}
+	var out []string
+	for _, c := range strings.Split(s, ",") {
+		c = strings.TrimSpace(c)
+		found := false
+		for _, known := range suite.Cases {
+			if c == known {
+				found = true
+			}
+		}
+		if !found {
+			return nil, usageErr("-scenario %q: want all or some of %s", c, strings.Join(suite.Cases, ", "))
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// defaultServerCPUs pins the servers to CPU 0 when taskset exists and the
+// machine has more than one CPU online; run the generator under taskset -c
+// 1. (runtime.NumCPU counts only the CPUs this process may use, which is
+// one under taskset.)
+func defaultServerCPUs() string {
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil || strings.TrimSpace(string(b)) == "0" {
+		return ""
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		return ""
+	}
+	return "0"
+}
+
+// Describe is the report's header: when, how, on what.
+func Describe(cfg suite.Config, rep *suite.Report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Measured %s, %d run(s), %s in total. Each cell: median [min-max] over the runs.\n",
+		rep.Started.UTC().Format("2006-01-02 15:04 MST"), cfg.Runs, rep.Finished.Sub(rep.Started).Round(time.Second))
+	fmt.Fprintf(&b, "Machine: %s.\n", machine())
+	pin := "not pinned"
+	if cfg.ServerCPUs != "" {
+		pin = "servers pinned to CPU " + cfg.ServerCPUs + " (plugins with them)"
+	}
+	fmt.Fprintf(&b, "Generator: GOMAXPROCS=%d, %s.", runtime.GOMAXPROCS(0), pin)
+	return b.String()
+}
+
+// random returns n random bytes in hex.
+func random(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
