@@ -22,40 +22,101 @@ const replayPage = 256
 // half full.
 const replayRetry = 5 * time.Millisecond
 
-// subscriber is one attached connection. While next is not zero it is
-// replaying: next is the Seq it receives next, from the store, and live
-// fan-out skips it until the replay reaches the end of the log.
+// errStoppedUnconfirmed answers an append whose actor stopped before the
+// writer confirmed it: the event may or may not be in the log.
+var errStoppedUnconfirmed = errors.New("the conversation stopped before the event was confirmed stored")
+
+// subscriber is one attached connection.
+//
+// A subscriber is live when next is 0: it gets each event as it becomes
+// durable. Otherwise it is replaying: next is the Seq it receives next,
+// read from the store a page at a time off the mailbox (buf holds the page,
+// reading says a read is under way), and live fan-out skips it until the
+// replay reaches the durable end of the log. While resolving, its replay's
+// start is being looked up (after_id, since) and it gets nothing yet.
 type subscriber struct {
 	pid       *actor.PID
 	transport Transport
 	next      uint64
+	buf       []*core.Event
+	reading   bool
+	resolving bool
+	floor     uint64 // with resolving: durable+1 when it attached
+}
+
+// pendingAppend is an event handed to the writer and not yet durable, and
+// whom to answer when it is.
+type pendingAppend struct {
+	event *core.Event
+	reply *actor.PID
+}
+
+// stashed is a message that arrived before the actor loaded.
+type stashed struct {
+	msg    any
+	sender *actor.PID
 }
 
 // conversation is the actor of one conversation: the only writer of its log
 // and the owner of its subscriber set. It assigns each event's ID, Seq and
-// timestamp, seals it once, stores it, and hands the same bytes to every
-// subscriber's Transport.
+// timestamp, seals it once, hands it to the writer, and once the writer
+// reports it durable hands the same bytes to every live subscriber's
+// Transport and answers the append. It never touches the store in Receive:
+// loading, replay reads and writes run in goroutines (or the writer) that
+// answer with messages.
 type conversation struct {
-	sys     *System
-	id      string
-	lastSeq uint64
-	lastTS  time.Time
-	subs    []subscriber
-	index   map[string]int // PID.Id -> position in subs
-	gone    bool           // deleted, or missing from the store
-	resume  *time.Timer    // pending resumeReplay, nil if none
+	sys      *System
+	id       string
+	loaded   bool
+	stash    []stashed
+	conv     *core.Conversation // metadata, kept current as events land
+	lastSeq  uint64             // the last Seq assigned
+	lastTS   time.Time
+	durable  uint64 // the last Seq the writer confirmed
+	pending  []pendingAppend
+	subs     []subscriber
+	index    map[string]int // PID.Id -> position in subs
+	gone     bool           // deleted, missing from the store, or failed
+	goneErr  error          // why, for appends
+	received uint64         // messages the registry routed here
+	resume   *time.Timer    // pending resumeReplay, nil if none
 }
 
 func newConversation(s *System, id string) *conversation {
 	return &conversation{sys: s, id: id, index: make(map[string]int)}
 }
 
-// Receive handles the conversation's messages. Store calls happen inline:
-// the store is in memory for now (see the package doc).
+// Receive handles the conversation's messages. Until the load finishes,
+// routed messages are stashed and then handled in order.
 func (c *conversation) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
-		c.load(ctx)
+		c.startLoad(ctx)
+	case *conversationLoaded:
+		c.loadDone(ctx, m)
+	case *routed:
+		c.received++
+		if !c.loaded {
+			c.stash = append(c.stash, stashed{m.Msg, m.Sender})
+			return
+		}
+		c.handle(ctx, m.Msg, m.Sender)
+	case *actor.ReceiveTimeout:
+		c.idle(ctx)
+	case *actor.Stopping:
+		c.stopping(ctx)
+	default:
+		if !c.loaded {
+			c.stash = append(c.stash, stashed{ctx.Message(), ctx.Sender()})
+			return
+		}
+		c.handle(ctx, ctx.Message(), ctx.Sender())
+	}
+}
+
+// handle handles one message once loaded; sender gets the answer.
+func (c *conversation) handle(ctx actor.Context, msg any, sender *actor.PID) {
+	switch m := msg.(type) {
 	case *attachConnection:
 		c.attach(ctx, m)
 	case *detachConnection:
@@ -63,80 +124,128 @@ func (c *conversation) Receive(ctx actor.Context) {
 	case *actor.Terminated:
 		c.remove(m.Who)
 	case *appendEvent:
-		ev, err := c.append(m.Source, m.Kind, m.Body)
-		if err != nil {
-			respond(ctx, &commandFailed{Err: err})
-			return
-		}
-		respond(ctx, &eventAppended{Event: ev})
+		c.append(ctx, m, sender)
+	case *eventsStored:
+		c.stored(ctx, m)
+	case *replayResolved:
+		c.resolved(ctx, m)
+	case *replayRead:
+		c.readDone(ctx, m)
 	case *deleteConversation:
 		c.closeAll(ctx, core.DisconnectNotFound)
-		c.gone = true
-		respond(ctx, &conversationDeleted{})
+		c.gone, c.goneErr = true, fmt.Errorf("conversation %s: %w", c.id, core.ErrNotFound)
+		reply(ctx, sender, &conversationDeleted{})
 	case *resumeReplay:
 		c.resume = nil
 		c.pumpAll(ctx)
 	case *crashConversation:
 		panic("conversation actor: crash requested by a test")
-	case *actor.Stopping:
-		// Stopped by a restart of the registry or after a panic: the
-		// connections watch this actor and close with 1011.
-		if c.resume != nil {
-			c.resume.Stop()
-		}
 	}
 }
 
-// load reads where the log ends. A conversation that vanished from the
-// store between the registry's check and now asks the registry to stop it.
-func (c *conversation) load(ctx actor.Context) {
-	bg := context.Background()
-	last, err := c.sys.store.LastSeq(bg, c.id)
-	if err == nil && last > 0 {
-		var evs []*core.Event
-		if evs, err = c.sys.store.Events(bg, c.id, last-1, 1); err == nil && len(evs) == 1 {
-			c.lastTS = evs[0].Timestamp
+// startLoad reads the metadata and where the log ends, off the mailbox:
+// not the history, which replays read page by page when asked.
+func (c *conversation) startLoad(ctx actor.Context) {
+	self, root, store, id := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.id
+	go func() {
+		bg := context.Background()
+		m := &conversationLoaded{}
+		m.Conv, m.Err = store.Conversation(bg, id)
+		if m.Err == nil {
+			m.LastSeq, m.Err = store.LastSeq(bg, id)
+		}
+		if m.Err == nil && m.LastSeq > 0 {
+			var evs []*core.Event
+			if evs, m.Err = store.Events(bg, id, m.LastSeq-1, 1); m.Err == nil && len(evs) == 1 {
+				m.LastTS = evs[0].Timestamp
+			}
+		}
+		root.Send(self, m)
+	}()
+}
+
+// loadDone takes the loaded state and handles what was stashed meanwhile.
+// A conversation missing from the store (or unreadable) refuses everything
+// and asks the registry to forget it.
+func (c *conversation) loadDone(ctx actor.Context, m *conversationLoaded) {
+	c.loaded = true
+	if m.Err != nil {
+		c.gone, c.goneErr = true, fmt.Errorf("load conversation %s: %w", c.id, m.Err)
+		if !errors.Is(m.Err, core.ErrNotFound) {
+			c.sys.log.Error("conversation actor could not load", "conversation", c.id, "err", m.Err)
+		}
+		ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
+	} else {
+		c.conv, c.lastSeq, c.durable, c.lastTS = m.Conv, m.LastSeq, m.LastSeq, m.LastTS
+		if d := c.sys.conversations.IdleTimeout; d > 0 {
+			ctx.SetReceiveTimeout(d)
 		}
 	}
-	if err != nil {
-		c.gone = true
-		c.sys.log.Warn("conversation actor could not load its log", "conversation", c.id, "err", err)
-		ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
+	stash := c.stash
+	c.stash = nil
+	for _, s := range stash {
+		c.handle(ctx, s.msg, s.sender)
+	}
+}
+
+// idle runs when no message came for conversations.idle_timeout. With no
+// subscriber and nothing in flight it offers to passivate; the registry
+// stops it only if it routed nothing since (received), so no message is
+// lost in the mailbox.
+func (c *conversation) idle(ctx actor.Context) {
+	ctx.SetReceiveTimeout(c.sys.conversations.IdleTimeout) // the timeout fires once; arm it again
+	if c.gone || len(c.subs) > 0 || len(c.pending) > 0 || c.resume != nil {
 		return
 	}
-	c.lastSeq = last
+	ctx.Send(ctx.Parent(), &conversationIdle{ConversationID: c.id, PID: ctx.Self(), Received: c.received})
 }
 
-// attach subscribes m.Conn, sends it the full_state frame and starts its
-// replay, all in this one Receive. The replay reads the log by Seq up to
-// wherever the log ends when it catches up, and live delivery starts only
-// then, in the same Receive as the last replayed event: nothing is lost or
-// sent twice, however many events are appended meanwhile.
+// stopping answers what can no longer be answered. The connections watch
+// this actor and close with 1011.
+func (c *conversation) stopping(ctx actor.Context) {
+	if c.resume != nil {
+		c.resume.Stop()
+	}
+	for _, p := range c.pending {
+		reply(ctx, p.reply, &commandFailed{Err: errStoppedUnconfirmed})
+	}
+	c.pending = nil
+	for _, s := range c.stash {
+		switch m := s.msg.(type) {
+		case *attachConnection:
+			m.Transport.Close(core.DisconnectInternalError)
+			ctx.Send(m.Conn, &closeConnection{Reason: core.DisconnectInternalError})
+		case *appendEvent, *deleteConversation:
+			reply(ctx, s.sender, &commandFailed{Err: errStoppedUnconfirmed})
+		}
+	}
+	c.stash = nil
+}
+
+// attach subscribes m.Conn and sends it the full_state frame. A connection
+// that asked for no history is live at once; otherwise its replay starts
+// (after a lookup off the mailbox for after_id and since). Live delivery to
+// a replaying subscriber starts only when its replay reaches the durable end
+// of the log, in the Receive that sends it the last replayed event, so
+// nothing is lost or sent twice however many events land meanwhile.
 func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 	reject := func(d core.Disconnect) {
 		m.Transport.Close(d)
 		ctx.Send(m.Conn, &closeConnection{Reason: d})
 	}
 	if c.gone {
-		reject(core.DisconnectNotFound)
+		d := core.DisconnectInternalError
+		if errors.Is(c.goneErr, core.ErrNotFound) {
+			d = core.DisconnectNotFound
+		}
+		reject(d)
 		return
 	}
 	if len(c.subs) >= c.sys.limits.SubscribersPerConversation {
 		reject(core.DisconnectTooMany)
 		return
 	}
-	bg := context.Background()
-	conv, err := c.sys.store.Conversation(bg, c.id)
-	if errors.Is(err, core.ErrNotFound) {
-		reject(core.DisconnectNotFound)
-		return
-	}
-	if err != nil {
-		c.sys.log.Error("attach: read conversation", "conversation", c.id, "err", err)
-		reject(core.DisconnectInternalError)
-		return
-	}
-	state, err := stateFrame(conv)
+	state, err := stateFrame(c.conv)
 	if err != nil {
 		c.sys.log.Error("attach: render full_state", "conversation", c.id, "err", err)
 		reject(core.DisconnectInternalError)
@@ -145,21 +254,21 @@ func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 	if !m.Transport.Send(state) {
 		return // the transport is closing; its connection will stop itself
 	}
-	first, err := c.replayStart(m.Replay)
-	var unknown *unknownEventError
-	switch {
-	case errors.As(err, &unknown):
-		if frame, ferr := serverError(codeUnknownEventID, unknown.Error()); ferr == nil && !m.Transport.Send(frame) {
-			return
-		}
-	case err != nil:
-		c.sys.log.Error("attach: find replay start", "conversation", c.id, "err", err)
-		reject(core.DisconnectInternalError)
-		return
-	}
 	sub := subscriber{pid: m.Conn, transport: m.Transport}
-	if first != 0 && first <= c.lastSeq {
-		sub.next = first
+	switch m.Replay.Mode {
+	case ReplayNone:
+	case ReplayAll:
+		sub.next = 1
+	default:
+		sub.resolving, sub.floor = true, c.durable+1
+		self, root, store, id, r := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.id, m.Replay
+		go func() {
+			first, err := replayStart(store, id, r)
+			root.Send(self, &replayResolved{Conn: m.Conn, First: first, Err: err})
+		}()
+	}
+	if sub.next > c.durable {
+		sub.next = 0 // an empty log: nothing to replay
 	}
 	c.index[m.Conn.Id] = len(c.subs)
 	c.subs = append(c.subs, sub)
@@ -170,6 +279,39 @@ func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 	}
 }
 
+// resolved starts the replay whose first Seq was looked up. Events that
+// became durable during the lookup are replayed too (from floor), since
+// live fan-out skipped the subscriber meanwhile.
+func (c *conversation) resolved(ctx actor.Context, m *replayResolved) {
+	i, ok := c.index[m.Conn.Id]
+	if !ok || !c.subs[i].resolving {
+		return
+	}
+	sub := &c.subs[i]
+	sub.resolving = false
+	first := m.First
+	var unknown *unknownEventError
+	switch {
+	case errors.As(m.Err, &unknown):
+		if frame, ferr := serverError(codeUnknownEventID, unknown.Error()); ferr == nil && !sub.transport.Send(frame) {
+			c.removeAt(i)
+			return
+		}
+		first = sub.floor
+	case m.Err != nil:
+		c.sys.log.Error("attach: find replay start", "conversation", c.id, "err", m.Err)
+		sub.transport.Close(core.DisconnectInternalError)
+		c.removeAt(i)
+		return
+	}
+	sub.next = min(first, sub.floor)
+	if sub.next > c.durable {
+		sub.next = 0
+		return
+	}
+	c.pumpAll(ctx)
+}
+
 // unknownEventError is an after_id that is not in the log.
 type unknownEventError struct{ id string }
 
@@ -177,22 +319,19 @@ func (e *unknownEventError) Error() string {
 	return fmt.Sprintf("event %q is not in this conversation; nothing was replayed", truncate(e.id, 64))
 }
 
-// replayStart returns the Seq of the first event r asks for, or 0 for none.
-func (c *conversation) replayStart(r Replay) (uint64, error) {
+// replayStart returns the Seq of the first event r asks for. It reads the
+// store's indexes and runs off the mailbox.
+func replayStart(store core.Store, id string, r Replay) (uint64, error) {
 	bg := context.Background()
 	switch r.Mode {
-	case ReplayNone:
-		return 0, nil
-	case ReplayAll:
-		return 1, nil
 	case ReplaySince:
-		first, err := c.sys.store.FirstSeqAtOrAfter(bg, c.id, r.Since)
+		first, err := store.FirstSeqAtOrAfter(bg, id, r.Since)
 		if err != nil {
 			return 0, fmt.Errorf("find events since %s: %w", r.Since.Format(core.TimestampLayout), err)
 		}
 		return first, nil
 	case ReplayAfterID:
-		ev, err := c.sys.store.EventByID(bg, c.id, r.AfterID)
+		ev, err := store.EventByID(bg, id, r.AfterID)
 		if errors.Is(err, core.ErrNotFound) {
 			return 0, &unknownEventError{id: r.AfterID}
 		}
@@ -213,7 +352,7 @@ func (c *conversation) pumpAll(ctx actor.Context) {
 			i++
 			continue
 		}
-		done, ok := c.pump(&c.subs[i])
+		done, ok := c.pump(ctx, &c.subs[i])
 		switch {
 		case !ok:
 			c.removeAt(i)
@@ -229,63 +368,148 @@ func (c *conversation) pumpAll(ctx actor.Context) {
 	}
 }
 
-// pump sends sub the next replayed events while its transport has room:
-// up to half its queue bound, so live traffic and replay never trip the
-// slow-consumer limit together. It reports whether the replay reached the
-// end of the log (the subscriber is then live), and false in ok when the
-// transport refused a frame or the store failed.
-func (c *conversation) pump(sub *subscriber) (done, ok bool) {
+// pump sends sub the replayed events it has in buf while its transport has
+// room: up to half its queue bound, so live traffic and replay never trip
+// the slow-consumer limit together. With buf empty it starts the read of
+// the next page (the answer, replayRead, pumps again). It reports done
+// false only when the socket must drain first, and ok false when the
+// transport refused a frame.
+func (c *conversation) pump(ctx actor.Context, sub *subscriber) (done, ok bool) {
 	bl, paced := sub.transport.(Backlogger)
-	for sub.next <= c.lastSeq {
-		evs, err := c.sys.store.Events(context.Background(), c.id, sub.next-1, replayPage)
-		if err != nil || len(evs) == 0 {
-			c.sys.log.Error("replay: read events", "conversation", c.id, "after", sub.next-1, "err", err)
-			sub.transport.Close(core.DisconnectInternalError)
+	for {
+		if len(sub.buf) == 0 {
+			if sub.next > c.durable {
+				sub.next, sub.buf = 0, nil // caught up: live from here
+				return true, true
+			}
+			if !sub.reading {
+				sub.reading = true
+				c.read(ctx, sub.pid, sub.next)
+			}
+			return true, true
+		}
+		ev := sub.buf[0]
+		if paced {
+			if queued, limit := bl.Backlog(); queued > 0 && queued+len(ev.Raw) > limit/2 {
+				return false, true
+			}
+		}
+		if !sub.transport.Send(ev.Raw) {
 			return false, false
 		}
-		for _, ev := range evs {
-			if paced {
-				if queued, limit := bl.Backlog(); queued > 0 && queued+len(ev.Raw) > limit/2 {
-					return false, true
-				}
-			}
-			if !sub.transport.Send(ev.Raw) {
-				return false, false
-			}
-			sub.next = ev.Seq + 1
-		}
+		sub.buf[0] = nil
+		sub.buf = sub.buf[1:]
+		sub.next = ev.Seq + 1
 	}
-	sub.next = 0
-	return true, true
 }
 
-// append assigns the envelope, seals the event once, stores it and fans the
-// sealed bytes out to every subscriber. A subscriber whose transport refuses
-// the frame is dropped: its transport is closing and its actor will stop.
-func (c *conversation) append(source core.Source, kind string, body []byte) (*core.Event, error) {
+// read fetches a page of the log from Seq next, off the mailbox.
+func (c *conversation) read(ctx actor.Context, conn *actor.PID, next uint64) {
+	self, root, store, id := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.id
+	go func() {
+		evs, err := store.Events(context.Background(), id, next-1, replayPage)
+		root.Send(self, &replayRead{Conn: conn, Next: next, Events: evs, Err: err})
+	}()
+}
+
+// readDone hands a read page to its subscriber. Events past the durable end
+// are dropped: they reach the subscriber by fan-out or by the next read.
+func (c *conversation) readDone(ctx actor.Context, m *replayRead) {
+	i, ok := c.index[m.Conn.Id]
+	if !ok || !c.subs[i].reading || c.subs[i].next != m.Next {
+		return
+	}
+	sub := &c.subs[i]
+	sub.reading = false
+	if m.Err != nil || len(m.Events) == 0 || m.Events[0].Seq != m.Next {
+		c.sys.log.Error("replay: read events", "conversation", c.id, "after", m.Next-1, "got", len(m.Events), "err", m.Err)
+		sub.transport.Close(core.DisconnectInternalError)
+		c.removeAt(i)
+		return
+	}
+	evs := m.Events
+	for len(evs) > 0 && evs[len(evs)-1].Seq > c.durable {
+		evs = evs[:len(evs)-1]
+	}
+	sub.buf = evs
+	c.pumpAll(ctx)
+}
+
+// append assigns the envelope, seals the event once and hands it to the
+// writer. The answer and the fan-out wait for the writer's eventsStored.
+func (c *conversation) append(ctx actor.Context, m *appendEvent, sender *actor.PID) {
 	if c.gone {
-		return nil, fmt.Errorf("conversation %s: %w", c.id, core.ErrNotFound)
+		reply(ctx, sender, &commandFailed{Err: c.goneErr})
+		return
 	}
 	ts := time.Now().UTC().Truncate(time.Microsecond)
 	if ts.Before(c.lastTS) {
 		ts = c.lastTS
 	}
-	ev := &core.Event{ID: core.NewID(), Seq: c.lastSeq + 1, Timestamp: ts, Source: source, Kind: kind, Body: body}
+	ev := &core.Event{ID: core.NewID(), Seq: c.lastSeq + 1, Timestamp: ts, Source: m.Source, Kind: m.Kind, Body: m.Body}
 	if err := ev.Seal(); err != nil {
-		return nil, fmt.Errorf("seal %s: %w", kind, err)
+		reply(ctx, sender, &commandFailed{Err: fmt.Errorf("seal %s: %w", m.Kind, err)})
+		return
 	}
-	if err := c.sys.store.AppendEvents(context.Background(), c.id, []*core.Event{ev}); err != nil {
-		return nil, fmt.Errorf("append %s: %w", kind, err)
+	if !c.sys.writer.enqueue(writeRequest{actor: ctx.Self(), conversationID: c.id, event: ev}) {
+		reply(ctx, sender, &commandFailed{Err: ErrShutdown})
+		return
 	}
 	c.lastSeq, c.lastTS = ev.Seq, ts
+	c.pending = append(c.pending, pendingAppend{event: ev, reply: sender})
+}
+
+// stored takes the writer's report. On success every pending event up to
+// m.Through is durable: it is fanned out to the live subscribers, in Seq
+// order, and its append is answered. A failed write leaves the log behind
+// what this actor assigned, so the actor fails what is pending, closes its
+// sockets (1011: clients reconnect and resync) and asks to be replaced by
+// one that reloads from the store.
+func (c *conversation) stored(ctx actor.Context, m *eventsStored) {
+	if m.Err != nil {
+		if c.gone {
+			return
+		}
+		c.sys.log.Error("append events", "conversation", c.id, "through", m.Through, "err", m.Err)
+		for _, p := range c.pending {
+			reply(ctx, p.reply, &commandFailed{Err: fmt.Errorf("append: %w", m.Err)})
+		}
+		c.pending = nil
+		c.closeAll(ctx, core.DisconnectInternalError)
+		c.gone, c.goneErr = true, fmt.Errorf("conversation %s: the log could not be written: %w", c.id, m.Err)
+		ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
+		return
+	}
+	n := 0
+	var ts time.Time
+	for n < len(c.pending) && c.pending[n].event.Seq <= m.Through {
+		p := c.pending[n]
+		c.durable, ts = p.event.Seq, p.event.Timestamp
+		c.fanOut(p.event)
+		reply(ctx, p.reply, &eventAppended{Event: p.event})
+		c.pending[n] = pendingAppend{}
+		n++
+	}
+	if n > 0 {
+		c.pending = c.pending[n:]
+		conv := c.conv.Clone()
+		conv.UpdatedAt = ts
+		c.conv = conv
+	}
+}
+
+// fanOut hands a durable event's bytes to every live subscriber. One whose
+// transport refuses the frame is dropped: its transport is closing and its
+// actor will stop.
+func (c *conversation) fanOut(ev *core.Event) {
 	for i := 0; i < len(c.subs); {
-		if c.subs[i].next != 0 || c.subs[i].transport.Send(ev.Raw) {
+		s := &c.subs[i]
+		if s.next != 0 || s.resolving || s.transport.Send(ev.Raw) {
 			i++ // a replaying subscriber will read this event from the log
 			continue
 		}
 		c.removeAt(i)
 	}
-	return ev, nil
 }
 
 // closeAll closes every subscriber's socket with d. The transport is closed
@@ -316,6 +540,13 @@ func (c *conversation) removeAt(i int) {
 	}
 	c.subs[last] = subscriber{}
 	c.subs = c.subs[:last]
+}
+
+// reply answers to, if the message had a sender.
+func reply(ctx actor.Context, to *actor.PID, msg any) {
+	if to != nil {
+		ctx.Send(to, msg)
+	}
 }
 
 // stateFrame renders the ConversationStateUpdateEvent "full_state" that

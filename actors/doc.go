@@ -26,23 +26,41 @@
 // the peer goes (peerClosed), when its principal expires (credentialExpired)
 // or when its conversation actor dies.
 //
-// The registry maps conversation IDs to conversation actors. It reads the
-// store once per conversation, on the first message, spawns the actor only
-// if the conversation exists, and forwards attachConnection and appendEvent
-// to it, keeping the sender. The registry carries out deleteConversation
-// itself (store delete, then the actor closes its sockets with 4004, then a
-// poison pill), so spawning, routing and deleting never race.
+// The registry maps conversation IDs to conversation actors. It never reads
+// the store: on the first message for a conversation it spawns the actor,
+// and it hands it every attachConnection and appendEvent wrapped in routed,
+// with the sender, counting them per actor. The registry runs
+// deleteConversation itself (the store delete in a goroutine that answers
+// conversationRemoved, then the actor closes its sockets with 4004 and
+// answers, then a poison pill), so spawning, routing and deleting never race.
 //
-// A conversation actor is the only writer of its conversation's log. It
-// assigns event IDs, Seq (last+1) and UTC timestamps that never decrease,
-// seals each event once, appends it to the store and fans it out. Attach and
-// the full_state frame happen in one Receive, which also starts the replay:
-// a replaying subscriber has a Seq cursor, reads the log from the store and
-// is skipped by live fan-out until its cursor reaches the end of the log;
-// it turns live in the same Receive that sends it the last event, so nothing
-// is lost or sent twice. To a Transport that reports its backlog
-// (Backlogger) the replay is paced to half the send-queue bound, resuming on
-// a timer (resumeReplay), so a long history never looks like a slow client.
+// A conversation actor is the only writer of its conversation's log. On
+// start it loads its metadata and where its log ends (conversationLoaded,
+// from a goroutine; not the history), stashing routed messages until then;
+// a conversation missing from the store refuses them (4004, ErrNotFound)
+// and asks the registry to forget it (conversationEnded). It assigns event
+// IDs, Seq (last+1) and UTC timestamps that never decrease, seals each event
+// once and hands it to the writer (writer.go), a goroutine that commits
+// everything queued by every conversation in one Store.AppendBatch (one
+// transaction, one fsync) and reports eventsStored. Only then is the event
+// fanned out and the append answered: an event is durable before anyone
+// sees it. Attach and the full_state frame (from the actor's copy of the
+// metadata) happen in one Receive, which also starts the replay: a
+// replaying subscriber has a Seq cursor; its start (after_id, since) is
+// looked up in the store's indexes off the mailbox (replayResolved), pages
+// of the log are read off the mailbox (replayRead), and live fan-out skips
+// it until its cursor reaches the durable end of the log; it turns live in
+// the same Receive that sends it the last event, so nothing is lost or sent
+// twice. To a Transport that reports its backlog (Backlogger) the replay is
+// paced to half the send-queue bound, resuming on a timer (resumeReplay), so
+// a long history never looks like a slow client.
+//
+// Passivation: a conversation actor with no subscriber and nothing in
+// flight for conversations.idle_timeout sends the registry conversationIdle
+// with how many routed messages it handled. If that is all the registry
+// routed to it (none waits in its mailbox), the registry stops it and keeps
+// the conversation as known but not running (a nil entry, a few dozen
+// bytes); the next message spawns a fresh actor that loads from the store.
 //
 // # Which path each message takes
 //
@@ -51,11 +69,15 @@
 // spawnConnection, attachConnection, connectionAttached, detachConnection,
 // closeConnection, closeConnections, deleteConversation, conversationEnded,
 // peerClosed, credentialExpired, and inbound frames (deliverFrame, then
-// appendEvent, answered by eventAppended or commandFailed).
+// appendEvent, answered by eventAppended or commandFailed once durable).
+// Registry to conversation: routed. Goroutines and the writer report back
+// to the actor that started them: conversationLoaded, replayResolved,
+// replayRead, eventsStored (conversation actor), conversationRemoved
+// (registry). Conversation to registry: conversationIdle, conversationEnded.
 //
 // Outbound data does not: a conversation actor calls each subscriber's
-// Transport.Send with the event's sealed bytes, directly, in the Receive that
-// appended it. One actor message per subscriber per event (about 0.3 µs each)
+// Transport.Send with the event's sealed bytes, directly, in the Receive
+// that learns it is durable (eventsStored). One actor message per subscriber per event (about 0.3 µs each)
 // would cap fan-out far below what one Send into a bounded queue costs; the
 // edge batches whatever is queued per socket into one writev. The full_state,
 // replay and ServerErrorEvent frames for one client go the same way; a
@@ -71,8 +93,13 @@
 // Conversation actors: the registry's one-for-one strategy stops the actor
 // that panicked rather than restarting it in place, which would silently
 // lose its subscriber set. Its connections watch it and close with 1011, so
-// clients reconnect and resync; the registry forgets it, and the next message
-// for the conversation spawns a fresh actor that reloads from the store.
+// clients reconnect and resync; the registry marks it not running, and the
+// next message for the conversation spawns a fresh actor that reloads from
+// the store. A failed write is handled the same way without a panic: the
+// actor fails its pending appends, closes its sockets with 1011 and asks the
+// registry (conversationEnded) to replace it, since its Seq ran ahead of
+// the log. Appends pending when an actor stops are answered commandFailed
+// (the writer may still commit them).
 //
 // The supervisor and the registry restart in place after a panic, at most 10
 // times in 10 s (a guardian with an explicit restart decider). Restarting
@@ -81,9 +108,10 @@
 //
 // # Store calls
 //
-// Store calls are made inline, inside Receive: appends and replay reads by
-// the conversation actor, the existence check and the delete by the registry.
-// The store is in memory for now, so these are map operations, not I/O. A
-// durable store must move them off the mailbox (a writer goroutine that
-// reports back) before it lands.
+// No Receive touches the store. Writes go through the writer (appends) or
+// a goroutine (the registry's delete); reads (load, replay start, replay
+// pages) run in goroutines. Each reports back with a message, so a slow
+// disk delays only the conversation whose data it is, never a mailbox.
+// System.CreateConversation writes from the caller's goroutine. Shutdown
+// stops the actors, then waits for the writer to commit what it was handed.
 package actors

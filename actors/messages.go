@@ -204,14 +204,91 @@ func (*resumeReplay) IgnoreDeadLetterLogging() {}
 // with replays that waited for a socket to drain.
 type resumeReplay struct{}
 
+// routed is a conversation-addressed message as the registry hands it to
+// the conversation actor, with the original sender to answer.
+type routed struct {
+	Msg    addressed
+	Sender *actor.PID
+}
+
+// conversationLoaded reports a conversation actor's load, from the
+// goroutine that read the store: the metadata and where the log ends, or
+// Err (wrapping core.ErrNotFound for an unknown conversation).
+type conversationLoaded struct {
+	Conv    *core.Conversation
+	LastSeq uint64
+	LastTS  time.Time
+	Err     error
+}
+
+// eventsStored reports, from the writer, that a conversation's events up to
+// Through are durable, or that writing them failed (Err).
+type eventsStored struct {
+	Through uint64
+	Err     error
+}
+
+// replayResolved reports the first Seq of Conn's replay (after_id, since),
+// from the goroutine that looked it up.
+type replayResolved struct {
+	Conn  *actor.PID
+	First uint64
+	Err   error
+}
+
+// replayRead hands a conversation actor one page of Conn's replay, read
+// from Seq Next by a goroutine.
+type replayRead struct {
+	Conn   *actor.PID
+	Next   uint64
+	Events []*core.Event
+	Err    error
+}
+
+// conversationIdle offers the registry to passivate an idle conversation
+// actor; Received is how many routed messages it has handled.
+type conversationIdle struct {
+	ConversationID string
+	PID            *actor.PID
+	Received       uint64
+}
+
+// conversationRemoved reports a store delete to the registry, from the
+// goroutine that ran it; Reply is the deleteConversation's sender.
+type conversationRemoved struct {
+	Request *deleteConversation
+	Reply   *actor.PID
+	Err     error
+}
+
+// countConversations asks the registry how many conversations it knows and
+// how many actors run; tests and benchmarks use it. The answer is
+// conversationsCounted.
+type countConversations struct{}
+
+// conversationsCounted answers countConversations.
+type conversationsCounted struct {
+	Known, Active int
+}
+
+// IgnoreDeadLetterLogging: the writer may answer after the actor stopped.
+func (*eventsStored) IgnoreDeadLetterLogging() {}
+
+// IgnoreDeadLetterLogging: a replay page may arrive after the actor stopped.
+func (*replayRead) IgnoreDeadLetterLogging() {}
+
+// IgnoreDeadLetterLogging: a lookup may finish after the actor stopped.
+func (*replayResolved) IgnoreDeadLetterLogging() {}
+
 // addressed is a message the registry routes to the actor of ConversationID.
 type addressed interface {
 	conversationID() string
 }
 
-func (m *attachConnection) conversationID() string  { return m.ConversationID }
-func (m *appendEvent) conversationID() string       { return m.ConversationID }
-func (m *crashConversation) conversationID() string { return m.ConversationID }
+func (m *attachConnection) conversationID() string   { return m.ConversationID }
+func (m *appendEvent) conversationID() string        { return m.ConversationID }
+func (m *crashConversation) conversationID() string  { return m.ConversationID }
+func (m *deleteConversation) conversationID() string { return m.ConversationID }
 
 var (
 	_ slog.LogValuer                = (*deliverFrame)(nil)

@@ -2,103 +2,123 @@ package actors
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	"github.com/asynkron/protoactor-go/actor"
-
-	"github.com/agent-server/agent-server/core"
 )
 
+// child is a running conversation actor and how many messages the registry
+// has routed to it.
+type child struct {
+	pid    *actor.PID
+	routed uint64
+}
+
 // registry addresses conversation actors by conversation ID. It spawns one,
-// as its child, on the first message for a conversation that exists in the
-// store, forwards every conversation-addressed message to it, and is where a
-// conversation is deleted, so that spawn, routing and delete are serialized.
+// as its child, on the first message for a conversation, wraps every
+// conversation-addressed message in routed (keeping the sender) and sends it
+// there, and is where a conversation is deleted and where an idle actor is
+// passivated, so that spawn, routing, passivation and delete are
+// serialized. It never reads the store: a new actor loads itself and, if the
+// conversation does not exist, refuses and asks to be forgotten.
 type registry struct {
-	sys      *System
-	children map[string]*actor.PID // conversation ID -> actor
+	sys *System
+	// convs holds every conversation the registry knows: a running actor,
+	// or nil for one passivated (stopped while idle) that is respawned on
+	// its next message.
+	convs map[string]*child
+	byPID map[string]string // running actor's PID.Id -> conversation ID
 }
 
 func newRegistry(s *System) *registry {
-	return &registry{sys: s, children: make(map[string]*actor.PID)}
+	return &registry{sys: s, convs: make(map[string]*child), byPID: make(map[string]string)}
 }
 
 // Receive handles the registry's messages.
 func (r *registry) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *deleteConversation:
-		r.delete(ctx, m)
+		r.startDelete(ctx, m)
+	case *conversationRemoved:
+		r.deleted(ctx, m)
 	case *conversationEnded:
-		if pid, ok := r.children[m.ConversationID]; ok && pid.Equal(m.PID) {
-			delete(r.children, m.ConversationID)
-			ctx.Poison(pid)
+		if ch := r.convs[m.ConversationID]; ch != nil && ch.pid.Equal(m.PID) {
+			r.forget(m.ConversationID, ch)
+			delete(r.convs, m.ConversationID)
+			ctx.Poison(m.PID)
+		}
+	case *conversationIdle:
+		// Passivate only if nothing routed is still in the actor's mailbox.
+		if ch := r.convs[m.ConversationID]; ch != nil && ch.pid.Equal(m.PID) && ch.routed == m.Received {
+			r.forget(m.ConversationID, ch)
+			r.convs[m.ConversationID] = nil
+			ctx.Poison(m.PID)
 		}
 	case *actor.Terminated:
-		for id, pid := range r.children {
-			if pid.Equal(m.Who) {
-				delete(r.children, id)
-				break
+		if id, ok := r.byPID[m.Who.Id]; ok {
+			// Crashed: known still, respawned (and reloaded) on next use.
+			r.forget(id, r.convs[id])
+			r.convs[id] = nil
+		}
+	case *countConversations:
+		active := 0
+		for _, ch := range r.convs {
+			if ch != nil {
+				active++
 			}
 		}
+		ctx.Respond(&conversationsCounted{Known: len(r.convs), Active: active})
 	case addressed:
-		r.route(ctx, m)
+		r.route(ctx, m, ctx.Sender())
 	}
 }
 
-// route forwards m, keeping its sender, to the conversation's actor.
-func (r *registry) route(ctx actor.Context, m addressed) {
+// forget drops a running actor's reverse index entry.
+func (r *registry) forget(id string, ch *child) {
+	if ch != nil {
+		delete(r.byPID, ch.pid.Id)
+	}
+}
+
+// route sends m, with its sender, to the conversation's actor, spawning it
+// if it is not running.
+func (r *registry) route(ctx actor.Context, m addressed, sender *actor.PID) {
 	id := m.conversationID()
-	pid, ok := r.children[id]
-	if !ok {
-		// The store is read here only on a conversation's first message;
-		// it is in memory for now (see the package doc).
-		if _, err := r.sys.store.Conversation(context.Background(), id); err != nil {
-			refuse(ctx, m, fmt.Errorf("conversation %s: %w", id, err))
-			return
-		}
-		pid = ctx.SpawnPrefix(actor.PropsFromProducer(func() actor.Actor { return newConversation(r.sys, id) }), "conversation-"+id)
-		r.children[id] = pid
+	ch := r.convs[id]
+	if ch == nil {
+		pid := ctx.SpawnPrefix(actor.PropsFromProducer(func() actor.Actor { return newConversation(r.sys, id) }), "conversation-"+id)
+		ch = &child{pid: pid}
+		r.convs[id] = ch
+		r.byPID[pid.Id] = id
 	}
-	ctx.Forward(pid)
+	ch.routed++
+	ctx.Send(ch.pid, &routed{Msg: m, Sender: sender})
 }
 
-// delete removes the conversation from the store, then lets its actor close
-// the sockets and answer. Messages forwarded before the delete are handled
-// first; the poison pill stops the actor after the delete.
-func (r *registry) delete(ctx actor.Context, m *deleteConversation) {
-	if err := r.sys.store.DeleteConversation(context.Background(), m.ConversationID); err != nil {
-		respond(ctx, &commandFailed{Err: err})
+// startDelete removes the conversation from the store off the mailbox; the
+// answer comes back as conversationRemoved.
+func (r *registry) startDelete(ctx actor.Context, m *deleteConversation) {
+	self, root, store, sender := ctx.Self(), ctx.ActorSystem().Root, r.sys.store, ctx.Sender()
+	go func() {
+		err := store.DeleteConversation(context.Background(), m.ConversationID)
+		root.Send(self, &conversationRemoved{Request: m, Reply: sender, Err: err})
+	}()
+}
+
+// deleted finishes a delete: the running actor, if any, closes its sockets
+// with 4004 and answers, then stops; the registry forgets the conversation.
+func (r *registry) deleted(ctx actor.Context, m *conversationRemoved) {
+	id := m.Request.ConversationID
+	if m.Err != nil {
+		reply(ctx, m.Reply, &commandFailed{Err: m.Err})
 		return
 	}
-	pid, ok := r.children[m.ConversationID]
-	if !ok {
-		respond(ctx, &conversationDeleted{})
+	ch := r.convs[id]
+	delete(r.convs, id)
+	if ch == nil {
+		reply(ctx, m.Reply, &conversationDeleted{})
 		return
 	}
-	delete(r.children, m.ConversationID)
-	ctx.Forward(pid)
-	ctx.Poison(pid)
-}
-
-// refuse answers a message whose conversation cannot be had: an attach is
-// closed with 4004 (or 1011 when the store failed), an append fails.
-func refuse(ctx actor.Context, m addressed, err error) {
-	switch m := m.(type) {
-	case *attachConnection:
-		d := core.DisconnectNotFound
-		if !errors.Is(err, core.ErrNotFound) {
-			d = core.DisconnectInternalError
-		}
-		m.Transport.Close(d)
-		ctx.Send(m.Conn, &closeConnection{Reason: d})
-	default:
-		respond(ctx, &commandFailed{Err: err})
-	}
-}
-
-// respond answers the sender, if the message had one.
-func respond(ctx actor.Context, msg any) {
-	if ctx.Sender() != nil {
-		ctx.Respond(msg)
-	}
+	r.forget(id, ch)
+	ctx.Send(ch.pid, &routed{Msg: m.Request, Sender: m.Reply})
+	ctx.Poison(ch.pid)
 }

@@ -29,6 +29,9 @@ type Options struct {
 	Chains Chains
 	Logger *slog.Logger
 	Limits config.Limits
+	// Conversations sets the conversation actors' idle_timeout, after which
+	// an idle actor is passivated; 0 never passivates.
+	Conversations config.Conversations
 }
 
 // Timeouts for calls into the actors when the caller's context has no
@@ -57,6 +60,10 @@ type System struct {
 	chains     Chains
 	log        *slog.Logger
 	limits     config.Limits
+	// conversations configures the conversation actors (passivation).
+	conversations config.Conversations
+	// writer group-commits the conversation actors' appends to store.
+	writer *writer
 
 	closing  atomic.Bool
 	shutdown sync.Once
@@ -94,7 +101,10 @@ func New(opts Options) (*System, error) {
 		log:     log,
 		limits:  limits,
 		stopped: make(chan struct{}),
+
+		conversations: opts.Conversations,
 	}
+	s.writer = newWriter(opts.Store, s.root, log)
 	var err error
 	// Both top-level actors restart in place after a panic, at most 10 times
 	// in 10 s; a restart stops their children first (see the package doc).
@@ -103,6 +113,7 @@ func New(opts Options) (*System, error) {
 		guardian, actor.WithSupervisor(actor.NewOneForOneStrategy(0, 10*time.Second, s.stopCrashed("conversation")))),
 		"conversations")
 	if err != nil {
+		_ = s.writer.close(context.Background())
 		sys.Shutdown()
 		return nil, fmt.Errorf("spawn conversation registry: %w", err)
 	}
@@ -111,6 +122,7 @@ func New(opts Options) (*System, error) {
 		"connections")
 	if err != nil {
 		s.root.Stop(s.registry)
+		_ = s.writer.close(context.Background())
 		sys.Shutdown()
 		return nil, fmt.Errorf("spawn connection supervisor: %w", err)
 	}
@@ -253,6 +265,11 @@ func (s *System) Shutdown(ctx context.Context) error {
 			}
 			_ = s.root.StopFuture(s.supervisor).Wait()
 			_ = s.root.StopFuture(s.registry).Wait()
+			// Whatever the conversation actors handed the writer is
+			// committed before Shutdown returns.
+			if err := s.writer.close(context.Background()); err != nil && s.stopErr == nil {
+				s.stopErr = fmt.Errorf("flush event writer: %w", err)
+			}
 			s.sys.Shutdown()
 		}()
 	})

@@ -69,7 +69,7 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	if err != nil {
 		return err
 	}
-	sys, err := actors.New(actors.Options{Store: store, Chains: chains, Logger: log.With("component", "actors"), Limits: cfg.Limits})
+	sys, err := actors.New(actors.Options{Store: store, Chains: chains, Logger: log.With("component", "actors"), Limits: cfg.Limits, Conversations: cfg.Conversations})
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
