@@ -1,0 +1,335 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/boltstore"
+	"github.com/agent-server/agent-server/core/config"
+	"github.com/agent-server/agent-server/core/memstore"
+)
+
+// startSystem runs a System over st, shut down at cleanup (or earlier by
+// the test; Shutdown may be called twice).
+func startSystem(t testing.TB, st core.Store, idle time.Duration) *System {
+	t.Helper()
+	chains := staticChains{core.RouteEvents: nil}
+	sys, err := New(Options{Store: st, Chains: chains, Conversations: config.Conversations{IdleTimeout: idle}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shutdown(t, sys) })
+	return sys
+}
+
+func shutdown(t testing.TB, sys *System) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sys.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+func openBolt(t testing.TB, path string) *boltstore.Store {
+	t.Helper()
+	st, err := boltstore.Open(path, boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func createConv(t testing.TB, sys *System) string {
+	t.Helper()
+	now := time.Now().UTC()
+	c := &core.Conversation{ID: core.NewID(), ExecutionStatus: core.StatusIdle, CreatedAt: now, UpdatedAt: now}
+	if _, _, err := sys.CreateConversation(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	return c.ID
+}
+
+func post(t testing.TB, sys *System, id, text string) *core.Event {
+	t.Helper()
+	ev, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody(text))
+	if err != nil {
+		t.Fatalf("post event: %v", err)
+	}
+	return ev
+}
+
+func connect(t *testing.T, sys *System, id string, replay Replay) *fakeTransport {
+	t.Helper()
+	tr := newFakeTransport()
+	sys.Connect(tr, &core.Principal{Subject: "tester"}, id, replay)
+	return tr
+}
+
+func counts(t testing.TB, sys *System) *conversationsCounted {
+	t.Helper()
+	res, err := sys.root.RequestFuture(sys.registry, &countConversations{}, 5*time.Second).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.(*conversationsCounted)
+}
+
+// TestRestartResumesAfterID stops a System over a bolt file, starts another
+// on the same file, and resumes with after_id: exactly the missed events,
+// then live ones, with the IDs and Seq they had.
+func TestRestartResumesAfterID(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	st := openBolt(t, path)
+	sys := startSystem(t, st, 0)
+	id := createConv(t, sys)
+	var evs []*core.Event
+	for i := range 20 {
+		evs = append(evs, post(t, sys, id, fmt.Sprint(i)))
+	}
+	shutdown(t, sys)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	st = openBolt(t, path)
+	defer st.Close()
+	sys = startSystem(t, st, 0)
+	tr := connect(t, sys, id, Replay{Mode: ReplayAfterID, AfterID: evs[11].ID})
+	more := post(t, sys, id, "after restart")
+	if more.Seq != 21 {
+		t.Fatalf("first event after restart has seq %d, want 21", more.Seq)
+	}
+	frames := tr.waitFrames(t, 1+8+1)
+	for i, f := range frames[1:9] {
+		if f["id"] != evs[12+i].ID {
+			t.Fatalf("replayed event %d = %v, want %s", i, f["id"], evs[12+i].ID)
+		}
+	}
+	if frames[9]["id"] != more.ID {
+		t.Fatalf("live event = %v, want %s", frames[9]["id"], more.ID)
+	}
+	if c, err := st.Conversation(context.Background(), id); err != nil || !c.UpdatedAt.Equal(more.Timestamp) {
+		t.Errorf("updated_at = %v (%v), want the last event's %s", c.UpdatedAt, err, more.Timestamp)
+	}
+}
+
+// gatedStore holds every AppendBatch until released, and counts them.
+type gatedStore struct {
+	core.Store
+	gate    chan struct{}
+	batches atomic.Int64
+	events  atomic.Int64
+	fail    atomic.Pointer[error]
+}
+
+func (g *gatedStore) AppendBatch(ctx context.Context, b []core.Append) []error {
+	<-g.gate
+	g.batches.Add(1)
+	for _, a := range b {
+		g.events.Add(int64(len(a.Events)))
+	}
+	if e := g.fail.Load(); e != nil {
+		errs := make([]error, len(b))
+		for i := range errs {
+			errs[i] = *e
+		}
+		return errs
+	}
+	return g.Store.AppendBatch(ctx, b)
+}
+
+// TestEventIsDurableBeforeSeen: until the store has the event, no socket
+// sees it and the post does not answer.
+func TestEventIsDurableBeforeSeen(t *testing.T) {
+	g := &gatedStore{Store: memstore.New(), gate: make(chan struct{})}
+	sys := startSystem(t, g, 0)
+	id := createConv(t, sys)
+	tr := connect(t, sys, id, Replay{})
+	tr.waitFrames(t, 1)
+	posted := make(chan *core.Event, 1)
+	go func() {
+		ev, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("x"))
+		if err != nil {
+			t.Error(err)
+		}
+		posted <- ev
+	}()
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-posted:
+		t.Fatal("post answered before the store had the event")
+	default:
+	}
+	tr.mu.Lock()
+	n := len(tr.frames)
+	tr.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("socket has %d frames before the event was stored, want 1", n)
+	}
+	close(g.gate)
+	ev := <-posted
+	if f := tr.waitFrames(t, 2)[1]; f["id"] != ev.ID {
+		t.Fatalf("broadcast %v, want %s", f["id"], ev.ID)
+	}
+}
+
+// TestGroupCommit: appends to many conversations made while one commit
+// runs go into the next commit together.
+func TestGroupCommit(t *testing.T) {
+	g := &gatedStore{Store: memstore.New(), gate: make(chan struct{})}
+	sys := startSystem(t, g, 0)
+	const convs, per = 20, 10
+	ids := make([]string, convs)
+	for i := range ids {
+		ids[i] = createConv(t, sys)
+	}
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		for j := range per {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				post(t, sys, id, fmt.Sprint(j))
+			}()
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // let every post reach the writer
+	close(g.gate)
+	wg.Wait()
+	if got := g.events.Load(); got != convs*per {
+		t.Fatalf("stored %d events, want %d", got, convs*per)
+	}
+	if b := g.batches.Load(); b > 3 {
+		t.Errorf("%d events took %d commits, want them grouped into very few", convs*per, b)
+	}
+	for _, id := range ids {
+		if last, _ := g.LastSeq(context.Background(), id); last != per {
+			t.Errorf("conversation %s has %d events, want %d", id, last, per)
+		}
+	}
+}
+
+// TestFailedWriteClosesAndRecovers: a write that fails fails its post and
+// closes the conversation's sockets with 1011; the next post works from
+// what the store holds.
+func TestFailedWriteClosesAndRecovers(t *testing.T) {
+	g := &gatedStore{Store: memstore.New(), gate: make(chan struct{})}
+	close(g.gate)
+	sys := startSystem(t, g, 0)
+	id := createConv(t, sys)
+	post(t, sys, id, "one")
+	tr := connect(t, sys, id, Replay{})
+	tr.waitFrames(t, 1)
+	boom := errors.New("disk on fire")
+	g.fail.Store(&boom)
+	if _, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("two")); !errors.Is(err, boom) {
+		t.Fatalf("post during failure: %v, want %v", err, boom)
+	}
+	if d := tr.waitClosed(t); d != core.DisconnectInternalError {
+		t.Fatalf("socket closed with %v, want 1011", d)
+	}
+	g.fail.Store(nil)
+	var ev *core.Event
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var err error
+		if ev, err = sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("three")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("post after recovery: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ev.Seq != 2 {
+		t.Fatalf("seq after a failed write = %d, want 2 (no gap, nothing torn)", ev.Seq)
+	}
+}
+
+// TestPassivation: an idle conversation actor stops while the registry
+// still knows the conversation, and the next connection or post brings it
+// back from the store, with its log intact.
+func TestPassivation(t *testing.T) {
+	st := openBolt(t, filepath.Join(t.TempDir(), "store.db"))
+	defer st.Close()
+	sys := startSystem(t, st, 50*time.Millisecond)
+	id := createConv(t, sys)
+	first := post(t, sys, id, "one")
+	waitCounts(t, sys, 1, 0)
+
+	// A socket keeps the actor running.
+	tr := connect(t, sys, id, Replay{Mode: ReplayAll})
+	if f := tr.waitFrames(t, 2)[1]; f["id"] != first.ID {
+		t.Fatalf("replay after reactivation = %v, want %s", f["id"], first.ID)
+	}
+	if c := counts(t, sys); c.Active != 1 {
+		t.Fatalf("active = %d with a socket attached, want 1", c.Active)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if c := counts(t, sys); c.Active != 1 {
+		t.Fatalf("active = %d with a socket attached after the idle timeout, want 1", c.Active)
+	}
+	second := post(t, sys, id, "two")
+	if second.Seq != 2 {
+		t.Fatalf("seq = %d, want 2", second.Seq)
+	}
+	if f := tr.waitFrames(t, 3)[2]; f["id"] != second.ID {
+		t.Fatalf("live = %v, want %s", f["id"], second.ID)
+	}
+	if tr.isClosed() {
+		t.Fatal("socket closed")
+	}
+}
+
+func waitCounts(t *testing.T, sys *System, known, active int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := counts(t, sys)
+		if c.Known == known && c.Active == active {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("registry knows %d, runs %d; want %d, %d", c.Known, c.Active, known, active)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestUnknownConversationIsForgotten: a post to an unknown conversation
+// fails with ErrNotFound and leaves nothing in the registry.
+func TestUnknownConversationIsForgotten(t *testing.T) {
+	sys := startSystem(t, memstore.New(), 0)
+	if _, err := sys.PostEvent(context.Background(), core.NewID(), core.SourceAgent, core.KindMessage, messageBody("x")); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("post = %v, want ErrNotFound", err)
+	}
+	waitCounts(t, sys, 0, 0)
+}
+
+// TestDeleteRemovesEventsAndForgets deletes a conversation with events:
+// the store has neither, the registry forgets it, and a post fails.
+func TestDeleteRemovesEventsAndForgets(t *testing.T) {
+	st := openBolt(t, filepath.Join(t.TempDir(), "store.db"))
+	defer st.Close()
+	sys := startSystem(t, st, 0)
+	id := createConv(t, sys)
+	ev := post(t, sys, id, "x")
+	if err := sys.DeleteConversation(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.EventByID(context.Background(), id, ev.ID); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("event after delete: %v, want ErrNotFound", err)
+	}
+	waitCounts(t, sys, 0, 0)
+	if _, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("y")); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("post after delete = %v, want ErrNotFound", err)
+	}
+}
