@@ -92,6 +92,7 @@ type Config struct {
 	PluginDir   string   // its plugins
 	BaselineCmd []string // serves the baseline (agent-bench baseline)
 	ServerCPUs  string   // taskset -c list for the servers; empty for none
+	ServerEnv   []string // extra KEY=VALUE environment for the servers (GOGC, AGENT_SERVER_PPROF_ADDR, ...)
 
 	// External, when set, is the one server to use instead of starting
 	// any; Targets must then be its kind alone.
@@ -178,6 +179,7 @@ func measure(ctx context.Context, cfg Config, c string, k target.Kind, run int) 
 			SubscriberCap: max(p.Subs, p.IdlePerConv, 50) + 8,
 			BaselineCmd:   cfg.BaselineCmd,
 			CPUs:          cfg.ServerCPUs,
+			Env:           cfg.ServerEnv,
 		}
 		if c == CaseConnectJWT {
 			spec.JWTSecret = cfg.JWTSecret

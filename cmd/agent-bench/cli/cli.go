@@ -97,7 +97,9 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		serverCPUs = fs.String("server-cpus", defaultServerCPUs(), "taskset -c CPU list for the servers started here; empty for none")
 		cpuprofile = fs.String("cpuprofile", "", "write the generator's CPU profile to this file")
 		quiet      = fs.Bool("q", false, "no progress lines on stderr")
+		serverEnv  envList
 	)
+	fs.Var(&serverEnv, "server-env", "KEY=VALUE added to the started servers' environment; repeatable (e.g. AGENT_SERVER_PPROF_ADDR=127.0.0.1:6060)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: agent-bench [flags]\n       agent-bench baseline [-addr HOST:PORT] [-key KEY] [-jwt-secret S]\n\n")
 		fs.PrintDefaults()
@@ -126,7 +128,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 
 	cfg := suite.Config{
 		Runs: *runs, Params: p, Key: *key, JWTSecret: *jwtSecret,
-		ServerBin: *serverBin, PluginDir: *pluginDir, ServerCPUs: *serverCPUs,
+		ServerBin: *serverBin, PluginDir: *pluginDir, ServerCPUs: *serverCPUs, ServerEnv: serverEnv,
 	}
 	if !*quiet {
 		cfg.Progress = stderr
@@ -199,6 +201,20 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return err
+}
+
+// envList is a repeatable KEY=VALUE flag.
+type envList []string
+
+func (e *envList) String() string { return strings.Join(*e, " ") }
+
+// Set adds one KEY=VALUE.
+func (e *envList) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("%q: want KEY=VALUE", v)
+	}
+	*e = append(*e, v)
+	return nil
 }
 
 // parseCases reads -scenario.
