@@ -12,16 +12,17 @@ import (
 )
 
 // PprofEnv names the environment variable that turns on the profiling
-// listener: AGENT_SERVER_PPROF_ADDR=127.0.0.1:6060 serves CPU, heap,
+// listener: AGENT_PPROF_ADDR=127.0.0.1:6060 serves CPU, heap,
 // allocation and goroutine profiles on that address, for benchmarking only.
 // It is off unless set, accepts only a loopback address, and uses its own
 // handlers on its own listener (not net/http/pprof, whose import would
-// register them on http.DefaultServeMux).
+// register them on http.DefaultServeMux). The name is outside the
+// AGENT_SERVER_ prefix, which the config loader reads as config keys.
 //
 //	curl -o cpu.prof 'http://127.0.0.1:6060/debug/pprof/profile?seconds=10'
 //	curl -o heap.prof http://127.0.0.1:6060/debug/pprof/heap
 //	go tool pprof bin/agent-server cpu.prof
-const PprofEnv = "AGENT_SERVER_PPROF_ADDR"
+const PprofEnv = "AGENT_PPROF_ADDR"
 
 // maxProfileSeconds bounds a CPU profile request.
 const maxProfileSeconds = 300

@@ -23,6 +23,7 @@ const (
 	readyTimeout = 10 * time.Second // from the 101 to the first frame
 	closeTimeout = 5 * time.Second  // from our close to the read loop's end
 	readBufSize  = 2 << 10          // small: 10,000 idle sockets must stay cheap
+	bulkBufSize  = 64 << 10         // fan-out subscribers: many frames per read syscall
 )
 
 // errNotReady is a first frame that is not the full_state event.
@@ -37,9 +38,10 @@ var (
 // client dials the events WebSocket of one server with one kind of
 // credential.
 type client struct {
-	addr  string
-	creds Credentials
-	nonce string // makes JWT subjects distinct across runs
+	addr    string
+	creds   Credentials
+	nonce   string // makes JWT subjects distinct across runs
+	readBuf int    // bytes of each socket's read buffer
 }
 
 func newClient(addr string, creds Credentials) (*client, error) {
@@ -48,7 +50,7 @@ func newClient(addr string, creds Credentials) (*client, error) {
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return &client{addr: addr, creds: creds, nonce: hex.EncodeToString(b[:])}, nil
+	return &client{addr: addr, creds: creds, nonce: hex.EncodeToString(b[:]), readBuf: readBufSize}, nil
 }
 
 // credential returns connection i's credential: the key, or a JWT of its
@@ -131,7 +133,7 @@ func (cl *client) dial(ctx context.Context, conv, cred string, onMessage func([]
 		Addr:               u,
 		RequestHeader:      h,
 		HandshakeTimeout:   dialTimeout,
-		ReadBufferSize:     readBufSize,
+		ReadBufferSize:     cl.readBuf,
 		ReadMaxPayloadSize: 1 << 20,
 		NewDialer: func() (gws.Dialer, error) {
 			return &net.Dialer{Timeout: dialTimeout}, nil

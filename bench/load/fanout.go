@@ -101,6 +101,7 @@ func Fanout(ctx context.Context, srv Server, p FanoutParams) (*FanoutResult, err
 	if err != nil {
 		return nil, fmt.Errorf("fanout: %w", err)
 	}
+	cl.readBuf = bulkBufSize
 	convs, err := newConversations(ctx, srv, 1)
 	if err != nil {
 		return nil, fmt.Errorf("fanout: %w", err)

@@ -92,7 +92,7 @@ type Config struct {
 	PluginDir   string   // its plugins
 	BaselineCmd []string // serves the baseline (agent-bench baseline)
 	ServerCPUs  string   // taskset -c list for the servers; empty for none
-	ServerEnv   []string // extra KEY=VALUE environment for the servers (GOGC, AGENT_SERVER_PPROF_ADDR, ...)
+	ServerEnv   []string // extra KEY=VALUE environment for the servers (GOGC, AGENT_PPROF_ADDR, ...)
 
 	// External, when set, is the one server to use instead of starting
 	// any; Targets must then be its kind alone.

@@ -99,7 +99,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		quiet      = fs.Bool("q", false, "no progress lines on stderr")
 		serverEnv  envList
 	)
-	fs.Var(&serverEnv, "server-env", "KEY=VALUE added to the started servers' environment; repeatable (e.g. AGENT_SERVER_PPROF_ADDR=127.0.0.1:6060)")
+	fs.Var(&serverEnv, "server-env", "KEY=VALUE added to the started servers' environment; repeatable (e.g. AGENT_PPROF_ADDR=127.0.0.1:6060)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: agent-bench [flags]\n       agent-bench baseline [-addr HOST:PORT] [-key KEY] [-jwt-secret S]\n\n")
 		fs.PrintDefaults()
