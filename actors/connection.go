@@ -18,10 +18,68 @@ var (
 	disconnectPeerClosed  = core.Disconnect{Code: core.CloseNormal, Reason: "peer closed"}
 	disconnectTooEarly    = core.Disconnect{Code: 1008, Reason: "Too many frames before the conversation was ready"}
 	disconnectAttachStall = core.Disconnect{Code: core.CloseTryAgainLater, Reason: "Conversation did not answer"}
+	disconnectForbidden   = core.Disconnect{Code: core.CloseForbidden, Reason: "Forbidden"}
+	disconnectAuthUnknown = core.Disconnect{Code: core.CloseTryAgainLater, Reason: "Authentication is temporarily unavailable"}
 )
 
-// connection is the actor of one WebSocket. It starts attaching, becomes
-// attached when its conversation answers, and stops on any close. Whatever
+// CodeRateLimited is the ServerErrorEvent code of a frame dropped because
+// its client sent more than limits.messages_per_second allows.
+const CodeRateLimited = "rate_limited"
+
+// Attach describes a socket for ConnectSocket.
+type Attach struct {
+	Principal      *core.Principal // who authenticated; nil with FirstMessage
+	Request        *core.Request   // the credential, re-run by Revalidate; nil exempts the socket
+	ConversationID string
+	Replay         Replay
+	// FirstMessage makes the connection wait, in the authenticating state,
+	// for its first frame and run the route's chain on it (first_message)
+	// before it attaches. The frame must arrive within AuthTimeout.
+	FirstMessage bool
+	AuthTimeout  time.Duration
+	// Done, when set, is called once as a FirstMessage connection leaves
+	// the authenticating state: ok is whether it authenticated.
+	Done func(ok bool)
+}
+
+// defaultFirstMessageTimeout is Attach.AuthTimeout when unset.
+const defaultFirstMessageTimeout = 10 * time.Second
+
+// ConnectSocket starts the connection actor of an upgraded socket, like
+// Connect; with a.FirstMessage it first authenticates the socket by its
+// first frame, and it keeps a.Request for Revalidate.
+func (s *System) ConnectSocket(t Transport, a Attach) *Conn {
+	if s.closing.Load() {
+		t.Close(core.DisconnectShutdown)
+		a.done(false)
+		return &Conn{}
+	}
+	res, err := s.root.RequestFuture(s.supervisor, &spawnConnection{
+		Transport: t, Principal: a.Principal, ConversationID: a.ConversationID, Replay: a.Replay,
+		Request: a.Request, FirstMessage: a.FirstMessage, AuthTimeout: a.AuthTimeout, Done: a.Done,
+	}, requestTimeout).Result()
+	switch m := res.(type) {
+	case *connectionSpawned:
+		return &Conn{root: s.root, pid: m.PID}
+	case *connectionRefused:
+		t.Close(m.Reason)
+	default:
+		s.log.Error("spawn connection actor", "conversation", a.ConversationID, "err", err)
+		t.Close(core.DisconnectInternalError)
+	}
+	a.done(false)
+	return &Conn{}
+}
+
+func (a Attach) done(ok bool) {
+	if a.FirstMessage && a.Done != nil {
+		a.Done(ok)
+	}
+}
+
+// connection is the actor of one WebSocket. It starts authenticating (when
+// it authenticates by its first frame) or attaching, becomes attached when
+// its conversation answers, and stops on any close. Whatever
 // stops it, its Stopping handler closes the socket: with the reason it was
 // given, or 1011 when it stops because it panicked.
 type connection struct {
@@ -35,17 +93,94 @@ type connection struct {
 	expiry       *time.Timer
 	reason       core.Disconnect // zero until a close is decided
 	behavior     actor.Behavior
+	bucket       tokenBucket
+
+	// The authenticating state's.
+	request     *core.Request // the handshake; the first frame is added to it
+	authTimeout time.Duration
+	authTimer   *time.Timer
+	authAsked   bool          // the first frame went to the chain
+	done        func(ok bool) // nil once called
 }
 
 func newConnection(s *System, m *spawnConnection) *connection {
 	c := &connection{sys: s, transport: m.Transport, principal: m.Principal, convID: m.ConversationID, replay: m.Replay,
-		behavior: actor.NewBehavior()}
+		behavior: actor.NewBehavior(), bucket: newTokenBucket(s.limits.MessagesPerSecond, s.limits.MessageBurst)}
+	if m.FirstMessage {
+		c.request, c.authTimeout, c.done = m.Request, m.AuthTimeout, m.Done
+		if c.authTimeout <= 0 {
+			c.authTimeout = defaultFirstMessageTimeout
+		}
+		c.behavior.Become(c.authenticating)
+		return c
+	}
 	c.behavior.Become(c.attaching)
 	return c
 }
 
 // Receive dispatches to the current state.
 func (c *connection) Receive(ctx actor.Context) { c.behavior.Receive(ctx) }
+
+// authenticating waits for the first frame, has the supervisor run the
+// chain on it (off every mailbox), and attaches only on Allow. Later frames
+// wait in early, unprocessed, until then. A timeout, a deny or a principal
+// that may not open the conversation closes with 4001 (4003 for scopes).
+func (c *connection) authenticating(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		self, root := ctx.Self(), ctx.ActorSystem().Root
+		c.authTimer = time.AfterFunc(c.authTimeout, func() { root.Send(self, &firstMessageTimedOut{}) })
+	case *deliverFrame:
+		if c.authAsked {
+			if len(c.early) >= maxEarlyFrames {
+				c.close(ctx, disconnectTooEarly)
+				return
+			}
+			c.early = append(c.early, m.Data)
+			return
+		}
+		c.authAsked = true
+		req := *c.request
+		req.FirstMessage = m.Data
+		deadline := time.Now().Add(authTimeout)
+		if t := time.Now().Add(c.authTimeout); t.Before(deadline) {
+			deadline = t
+		}
+		ctx.Send(ctx.Parent(), &authenticate{Request: &req, Deadline: deadline, Conn: ctx.Self()})
+	case *authenticated:
+		c.authenticated(ctx, m.Result)
+	case *firstMessageTimedOut:
+		c.close(ctx, core.DisconnectAuthFailed)
+	default:
+		c.common(ctx)
+	}
+}
+
+// authenticated ends the authenticating state with the chain's result.
+func (c *connection) authenticated(ctx actor.Context, res core.Result) {
+	switch {
+	case res.Decision == core.Error:
+		c.close(ctx, disconnectAuthUnknown)
+	case res.Decision != core.Allow || res.Principal == nil || res.Principal.Expired(time.Now()):
+		c.close(ctx, core.DisconnectAuthFailed)
+	case !res.Principal.CanAccess(c.convID):
+		c.close(ctx, disconnectForbidden)
+	default:
+		c.authTimer.Stop()
+		c.finishAuth(true)
+		c.principal = res.Principal
+		c.behavior.Become(c.attaching)
+		c.start(ctx)
+	}
+}
+
+// finishAuth reports the end of the authenticating state, once.
+func (c *connection) finishAuth(ok bool) {
+	if c.done != nil {
+		c.done(ok)
+		c.done = nil
+	}
+}
 
 // attaching waits for the conversation's answer and keeps early frames.
 func (c *connection) attaching(ctx actor.Context) {
@@ -128,6 +263,10 @@ func (c *connection) start(ctx actor.Context) {
 // handleFrame turns a client frame into an append, an ignored auth frame or
 // a ServerErrorEvent for this client alone; the socket stays open.
 func (c *connection) handleFrame(ctx actor.Context, data []byte) {
+	if !c.bucket.take(time.Now()) {
+		c.sendError(CodeRateLimited, "too many messages: slow down")
+		return
+	}
 	msg, err := core.ParseClientFrame(data)
 	var fe *core.FrameError
 	switch {
@@ -170,4 +309,36 @@ func (c *connection) stopping(ctx actor.Context) {
 	if c.expiry != nil {
 		c.expiry.Stop()
 	}
+	if c.authTimer != nil {
+		c.authTimer.Stop()
+	}
+	c.finishAuth(false)
+}
+
+// tokenBucket limits a client's frames to rate per second with bursts of
+// up to burst. A rate of zero or less never limits. Only its actor uses it.
+type tokenBucket struct {
+	rate, burst, tokens float64
+	last                time.Time
+}
+
+func newTokenBucket(rate float64, burst int) tokenBucket {
+	b := float64(max(burst, 1))
+	return tokenBucket{rate: rate, burst: b, tokens: b}
+}
+
+// take spends a token if there is one at now.
+func (b *tokenBucket) take(now time.Time) bool {
+	if b.rate <= 0 {
+		return true
+	}
+	if !b.last.IsZero() {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }

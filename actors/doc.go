@@ -15,14 +15,28 @@
 // every request, as the plugin host may swap chains) in a goroutine that
 // reports back with authenticated, and it answers the caller on a one-slot
 // channel. Its mailbox never waits for a plugin. After the edge has upgraded
-// the socket, System.Connect asks it (spawnConnection) to spawn the
-// connection actor as its child.
+// the socket, System.Connect (or ConnectSocket) asks it (spawnConnection)
+// to spawn the connection actor as its child. It keeps each child's
+// handshake request: System.Revalidate sends it revalidateConnections, and a
+// goroutine re-runs those credentials through the current chains and sends
+// closeConnection (4001 "Credential revoked") to the children no longer
+// allowed, then answers on a one-slot channel.
+//
+// A connection actor whose handshake carried no credential (the edge
+// upgraded it for first_message) starts authenticating: its first frame
+// goes to the supervisor as authenticate with the actor's PID, the chain
+// runs off both mailboxes, and authenticated comes back to the actor, which
+// attaches on Allow and closes with 4001 otherwise, or when its timer sends
+// firstMessageTimedOut. Frames that arrive meanwhile wait unprocessed.
 //
 // A connection actor attaching asks the registry to attach it
 // (attachConnection); once attached (connectionAttached) it parses the
 // client's frames (deliverFrame): a user message becomes appendEvent to its
 // conversation, an auth frame is ignored, anything else earns that client a
-// ServerErrorEvent. It closes its socket when told to (closeConnection), when
+// ServerErrorEvent. Past limits.messages_per_second (bursts up to
+// limits.message_burst) a frame is dropped with a rate_limited
+// ServerErrorEvent; the socket stays open.
+// It closes its socket when told to (closeConnection), when
 // the peer goes (peerClosed), when its principal expires (credentialExpired)
 // or when its conversation actor dies.
 //
@@ -68,7 +82,8 @@
 // from outside the actors. Control goes through actor messages: authenticate, authenticated,
 // spawnConnection, attachConnection, connectionAttached, detachConnection,
 // closeConnection, closeConnections, deleteConversation, conversationEnded,
-// peerClosed, credentialExpired, and inbound frames (deliverFrame, then
+// peerClosed, credentialExpired, firstMessageTimedOut, revalidateConnections,
+// and inbound frames (deliverFrame, then
 // appendEvent, answered by eventAppended or commandFailed once durable).
 // Registry to conversation: routed. Goroutines and the writer report back
 // to the actor that started them: conversationLoaded, replayResolved,
@@ -88,7 +103,9 @@
 // Connection actors: the supervisor's one-for-one strategy has a decider
 // that stops the actor that panicked and never restarts it, since its state
 // is a socket. Its Stopping handler closes that socket with 1011; no other
-// connection or conversation notices.
+// connection or conversation notices. A connection that stops while still
+// authenticating reports a failure through its Done callback, so the edge's
+// per-address count of unauthenticated sockets never leaks.
 //
 // Conversation actors: the registry's one-for-one strategy stops the actor
 // that panicked rather than restarting it in place, which would silently

@@ -20,14 +20,17 @@ type authenticate struct {
 	Request  *core.Request
 	Deadline time.Time
 	Reply    chan<- core.Result
+	Conn     *actor.PID // set instead of Reply by a connection authenticating by its first message
 }
 
 // authenticated reports a finished chain run to the supervisor, from the
 // goroutine that ran it.
 type authenticated struct {
-	Result core.Result
-	Route  core.Route
-	Reply  chan<- core.Result
+	Result  core.Result
+	Route   core.Route
+	Reply   chan<- core.Result
+	Conn    *actor.PID    // the asking connection, which gets this message
+	Request *core.Request // what was authenticated, kept for revalidation
 }
 
 // spawnConnection asks the supervisor for a connection actor. The answer is
@@ -37,6 +40,10 @@ type spawnConnection struct {
 	Principal      *core.Principal
 	ConversationID string
 	Replay         Replay
+	Request        *core.Request // the credential, re-run by Revalidate; nil skips it
+	FirstMessage   bool          // authenticate by the first frame within AuthTimeout
+	AuthTimeout    time.Duration
+	Done           func(ok bool) // called once when a FirstMessage connection is decided
 }
 
 // connectionSpawned answers spawnConnection with the new actor's PID.
@@ -279,6 +286,20 @@ func (*replayRead) IgnoreDeadLetterLogging() {}
 
 // IgnoreDeadLetterLogging: a lookup may finish after the actor stopped.
 func (*replayResolved) IgnoreDeadLetterLogging() {}
+
+// firstMessageTimedOut tells a connection in the authenticating state, from
+// its own timer, that auth.first_message_timeout has passed.
+type firstMessageTimedOut struct{}
+
+// revalidateConnections asks the supervisor to re-run every open socket's
+// credential through the current chain and close those no longer allowed
+// with 4001 "Credential revoked". Reply receives how many it closed.
+type revalidateConnections struct {
+	Reply chan<- int
+}
+
+// IgnoreDeadLetterLogging: the timer may fire after the actor stopped.
+func (*firstMessageTimedOut) IgnoreDeadLetterLogging() {}
 
 // addressed is a message the registry routes to the actor of ConversationID.
 type addressed interface {

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -15,13 +19,20 @@ import (
 // and closes them all on shutdown.
 type supervisor struct {
 	sys      *System
-	children map[string]*actor.PID
+	children map[string]*connChild
 	closing  *core.Disconnect // set by CloseConnections
 	waiters  []*actor.PID     // senders of CloseConnections
 }
 
+// connChild is one connection actor and what Revalidate needs to check it again.
+type connChild struct {
+	pid     *actor.PID
+	convID  string
+	request *core.Request // nil: not revalidated (no credential, or still authenticating)
+}
+
 func newSupervisor(s *System) *supervisor {
-	return &supervisor{sys: s, children: make(map[string]*actor.PID)}
+	return &supervisor{sys: s, children: make(map[string]*connChild)}
 }
 
 // Receive handles the supervisor's messages.
@@ -30,21 +41,27 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 	case *authenticate:
 		sv.authenticate(ctx, m)
 	case *authenticated:
-		sv.answer(m)
+		sv.answer(ctx, m)
 	case *spawnConnection:
 		if sv.closing != nil {
 			ctx.Respond(&connectionRefused{Reason: *sv.closing})
 			return
 		}
 		pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return newConnection(sv.sys, m) }))
-		sv.children[pid.Id] = pid
+		ch := &connChild{pid: pid, convID: m.ConversationID}
+		if !m.FirstMessage {
+			ch.request = m.Request
+		}
+		sv.children[pid.Id] = ch
 		ctx.Respond(&connectionSpawned{PID: pid})
+	case *revalidateConnections:
+		sv.revalidate(ctx, m)
 	case *closeConnections:
 		reason := m.Reason
 		sv.closing = &reason
 		sv.waiters = append(sv.waiters, ctx.Sender())
-		for _, pid := range sv.children {
-			ctx.Send(pid, &closeConnection{Reason: reason})
+		for _, ch := range sv.children {
+			ctx.Send(ch.pid, &closeConnection{Reason: reason})
 		}
 		sv.notifyIfEmpty(ctx)
 	case *actor.Terminated:
@@ -61,13 +78,13 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 func (sv *supervisor) authenticate(ctx actor.Context, m *authenticate) {
 	chain := sv.sys.chains.Chain(m.Request.Route)
 	if chain == nil {
-		sv.answer(&authenticated{Route: m.Request.Route, Reply: m.Reply,
+		sv.answer(ctx, &authenticated{Route: m.Request.Route, Reply: m.Reply, Conn: m.Conn, Request: m.Request,
 			Result: core.Failed(fmt.Errorf("no authenticator chain for route %q", m.Request.Route))})
 		return
 	}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	go func() {
-		root.Send(self, &authenticated{Route: m.Request.Route, Reply: m.Reply, Result: runChain(chain, m)})
+		root.Send(self, &authenticated{Route: m.Request.Route, Reply: m.Reply, Conn: m.Conn, Request: m.Request, Result: runChain(chain, m)})
 	}()
 }
 
@@ -91,18 +108,113 @@ func runChain(chain *core.Chain, m *authenticate) (res core.Result) {
 }
 
 // answer logs a chain's outcome, without any credential, and hands it to
-// the waiting caller. Reply has room for one result, so this never blocks.
-func (sv *supervisor) answer(m *authenticated) {
+// the waiting caller: a connection actor authenticating by its first
+// message, which is then revalidated with that request, or the Reply
+// channel, which has room for one result, so this never blocks.
+func (sv *supervisor) answer(ctx actor.Context, m *authenticated) {
 	switch m.Result.Decision {
 	case core.Deny:
 		sv.sys.log.Debug("authentication denied", "route", m.Route, "authenticator", m.Result.Authenticator, "reason", m.Result.Reason)
 	case core.Error:
 		sv.sys.log.Warn("authentication failed to decide", "route", m.Route, "authenticator", m.Result.Authenticator, "err", m.Result.Err)
 	}
+	if m.Conn != nil {
+		if ch := sv.children[m.Conn.Id]; ch != nil && m.Result.Decision == core.Allow {
+			ch.request = m.Request
+		}
+		ctx.Send(m.Conn, m)
+		return
+	}
 	select {
 	case m.Reply <- m.Result:
 	default:
 	}
+}
+
+// revalidateParallel bounds the chain runs of one Revalidate.
+const revalidateParallel = 8
+
+// revalidate re-runs each open socket's credential through the current
+// chain in a goroutine, which closes the sockets no longer allowed with
+// 4001 "Credential revoked" and reports the count on m.Reply. A chain that
+// cannot decide (Error) keeps its socket: an unreachable plugin is no
+// revocation.
+func (sv *supervisor) revalidate(ctx actor.Context, m *revalidateConnections) {
+	var todo []connChild
+	for _, ch := range sv.children {
+		if ch.request != nil {
+			todo = append(todo, *ch)
+		}
+	}
+	root, chains, log := ctx.ActorSystem().Root, sv.sys.chains, sv.sys.log
+	go func() {
+		var (
+			mu     sync.Mutex
+			closed int
+			wg     sync.WaitGroup
+			slots  = make(chan struct{}, revalidateParallel)
+		)
+		for _, ch := range todo {
+			slots <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-slots; wg.Done() }()
+				if stillAllowed(chains, ch, log) {
+					return
+				}
+				root.Send(ch.pid, &closeConnection{Reason: core.DisconnectRevoked})
+				mu.Lock()
+				closed++
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		m.Reply <- closed
+	}()
+}
+
+// stillAllowed runs ch's credential through its route's current chain.
+func stillAllowed(chains Chains, ch connChild, log *slog.Logger) bool {
+	chain := chains.Chain(ch.request.Route)
+	if chain == nil {
+		return true // no chain is a configuration error, not a revocation
+	}
+	res := runChain(chain, &authenticate{Request: ch.request, Deadline: time.Now().Add(authTimeout)})
+	switch res.Decision {
+	case core.Allow:
+		return !res.Principal.Expired(time.Now()) && res.Principal.CanAccess(ch.convID)
+	case core.Error:
+		log.Warn("revalidation could not decide; the socket stays", "route", ch.request.Route, "authenticator", res.Authenticator, "err", res.Err)
+		return true
+	}
+	return false
+}
+
+// Revalidate re-runs every open socket's original credential through the
+// current chain and closes those no longer allowed with 4001 "Credential
+// revoked"; it returns how many it closed. Sockets whose chain cannot decide
+// stay open. The config reloader calls it when auth.revalidate_on_reload is
+// on, after the plugin host has swapped keys and emptied its cache.
+func (s *System) Revalidate(ctx context.Context) int {
+	if s.closing.Load() {
+		return 0
+	}
+	reply := make(chan int, 1)
+	s.root.Send(s.supervisor, &revalidateConnections{Reply: reply})
+	select {
+	case n := <-reply:
+		return n
+	case <-ctx.Done():
+		return 0
+	}
+}
+
+// ChainHas reports whether route's current chain lists the authenticator
+// name. The edge asks it to decide whether a socket whose handshake carried
+// no credential may authenticate by its first message.
+func (s *System) ChainHas(route core.Route, name string) bool {
+	chain := s.chains.Chain(route)
+	return chain != nil && slices.Contains(chain.Names(), name)
 }
 
 func (sv *supervisor) notifyIfEmpty(ctx actor.Context) {

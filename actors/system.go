@@ -172,23 +172,7 @@ func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Resul
 // wait for the attach; if the system is shutting down it closes t with 1001
 // and returns a Conn whose methods do nothing.
 func (s *System) Connect(t Transport, p *core.Principal, conversationID string, replay Replay) *Conn {
-	if s.closing.Load() {
-		t.Close(core.DisconnectShutdown)
-		return &Conn{}
-	}
-	res, err := s.root.RequestFuture(s.supervisor, &spawnConnection{
-		Transport: t, Principal: p, ConversationID: conversationID, Replay: replay,
-	}, requestTimeout).Result()
-	switch m := res.(type) {
-	case *connectionSpawned:
-		return &Conn{root: s.root, pid: m.PID}
-	case *connectionRefused:
-		t.Close(m.Reason)
-	default:
-		s.log.Error("spawn connection actor", "conversation", conversationID, "err", err)
-		t.Close(core.DisconnectInternalError)
-	}
-	return &Conn{}
+	return s.ConnectSocket(t, Attach{Principal: p, ConversationID: conversationID, Replay: replay})
 }
 
 // CreateConversation stores c unless its ID exists, and returns the stored

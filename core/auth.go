@@ -20,6 +20,12 @@ const (
 // client offers it the server echoes it, and never any other offered value.
 const Subprotocol = "agent-server.v1"
 
+// FirstMessageAuthenticator is the name of the authenticator that reads a
+// WebSocket's first frame. When a route's chain lists it and every other
+// authenticator abstains on the handshake, the edge upgrades and the
+// connection authenticates by its first frame.
+const FirstMessageAuthenticator = "first_message"
+
 // Request is everything an authenticator may read about an incoming request.
 // It is built once by the edge, before any WebSocket upgrade.
 type Request struct {

@@ -12,7 +12,17 @@
 // JSON detail, for a malformed ID (400), a foreign Origin (403), failed
 // authentication (401, or 101 then close 4001 under auth.reject_with:
 // close), an undecided one (503 with Retry-After) and a principal whose
-// scopes exclude the conversation (403).
+// scopes exclude the conversation (403). A handshake on which every
+// authenticator abstains is upgraded instead when the events chain lists
+// first_message: the connection actor then authenticates by the first frame
+// (4001 on failure or after auth.first_message_timeout). A client offering
+// the agent-server.v1 subprotocol gets it echoed, and never another value.
+//
+// Abuse limits (abuse.go), per remote IP: after auth.failures_per_minute
+// failed authentications (401s, failed first messages) the events and REST
+// routes answer 429 with Retry-After before any authenticator runs, and at
+// most auth.unauthenticated_per_address first-message sockets may wait at
+// once (429 beyond).
 //
 // Each upgraded socket implements actors.Transport with a bounded outbound
 // queue (outbound.go). Frames are framed once on arrival and everything

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -52,6 +53,11 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	addr := remoteIP(r.RemoteAddr)
+	if wait, blocked := s.abuse.blocked(addr, time.Now()); blocked {
+		refuseTooMany(w, wait, "Too many failed authentication attempts")
+		return
+	}
 	req := &core.Request{
 		Route:        core.RouteEvents,
 		Method:       r.Method,
@@ -74,6 +80,11 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusServiceUnavailable, "Authentication is temporarily unavailable")
 		return
 	default:
+		if s.firstMessageAllowed(res) {
+			s.upgradeUnauthenticated(w, r, req, id, replay)
+			return
+		}
+		s.abuse.fail(addr, time.Now())
 		if s.cfg.Auth.RejectWith == config.RejectWithClose {
 			s.upgrade(w, r, attachment{reject: &core.DisconnectAuthFailed})
 			return
@@ -85,7 +96,61 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusForbidden, "Forbidden: this credential may not open that conversation")
 		return
 	}
-	s.upgrade(w, r, attachment{principal: res.Principal, convID: id, replay: replay})
+	s.upgrade(w, r, attachment{principal: res.Principal, convID: id, replay: replay, request: retained(req)})
+}
+
+// firstMessageAllowed reports whether a socket whose handshake res denied
+// may still authenticate by its first frame: every authenticator abstained
+// (no credential at all; a present but wrong one is never given a second
+// chance) and the events chain lists first_message.
+func (s *Server) firstMessageAllowed(res core.Result) bool {
+	return res.Decision == core.Deny && res.Authenticator == "" && res.Reason == core.ReasonNoCredentials &&
+		s.actors.ChainHas(core.RouteEvents, core.FirstMessageAuthenticator)
+}
+
+// upgradeUnauthenticated upgrades a socket that will authenticate by its
+// first frame, within auth.first_message_timeout, if its address is under
+// auth.unauthenticated_per_address such sockets; otherwise it answers 429.
+// The reservation ends when the connection actor decides; a failure then
+// counts against the address like a refused handshake.
+func (s *Server) upgradeUnauthenticated(w http.ResponseWriter, r *http.Request, req *core.Request, id string, replay actors.Replay) {
+	addr := remoteIP(r.RemoteAddr)
+	if !s.abuse.reserve(addr) {
+		refuseTooMany(w, time.Second, "Too many unauthenticated connections from this address")
+		return
+	}
+	var once sync.Once
+	done := func(ok bool) {
+		once.Do(func() {
+			s.abuse.release(addr)
+			if !ok {
+				s.abuse.fail(addr, time.Now())
+			}
+		})
+	}
+	s.upgrade(w, r, attachment{convID: id, replay: replay, request: retained(req), firstMessage: true, done: done})
+}
+
+// retained copies what a connection keeps of its handshake request for
+// revalidation (and for first_message, which adds the first frame), so it
+// shares nothing with net/http's request.
+func retained(req *core.Request) *core.Request {
+	c := *req
+	c.Header = req.Header.Clone()
+	return &c
+}
+
+// connect hands an opened socket to the actors.
+func (s *Server) connect(sock *socket) *actors.Conn {
+	return s.actors.ConnectSocket(sock, actors.Attach{
+		Principal:      sock.principal,
+		Request:        sock.request,
+		ConversationID: sock.convID,
+		Replay:         sock.replay,
+		FirstMessage:   sock.firstMessage,
+		AuthTimeout:    s.cfg.Auth.FirstMessageTimeout,
+		Done:           sock.done,
+	})
 }
 
 // upgrade switches protocols and starts the socket's read loop, whose
@@ -100,12 +165,18 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 	ws, err := up.Upgrade(w, r)
 	if err != nil { // gws has answered 400 and closed the connection
 		s.log.Debug("websocket upgrade failed", "err", err)
+		if a.done != nil {
+			a.done(false)
+		}
 		return
 	}
 	sock := s.newSocket(ws, a)
 	ws.Session().Store(sessionKey, sock)
 	if !s.sockets.add(sock) {
 		sock.reject = &core.DisconnectShutdown
+		if a.done != nil {
+			a.done(false)
+		}
 	}
 	go ws.ReadLoop()
 }

@@ -11,6 +11,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /health", s.serveAlive)
 	mux.HandleFunc("GET /ready", s.serveReady)
 	mux.HandleFunc("GET /server_info", s.serveInfo)
-	mux.Handle("/api/", newREST(s))
+	s.abuse = newAddrLimits(s.cfg.Auth)
+	mux.Handle("/api/", s.limitFailures(newREST(s)))
 	return s.logAccess(mux)
 }

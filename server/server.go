@@ -58,6 +58,7 @@ type Server struct {
 	// protoUpgrader echoes core.Subprotocol; used when the client offers it.
 	protoUpgrader *gws.Upgrader
 	sockets       *socketSet
+	abuse         *addrLimits // per-address auth failure and pending-socket limits
 
 	mu      sync.Mutex
 	servers []*http.Server

@@ -128,6 +128,10 @@ type attachment struct {
 	convID    string
 	replay    actors.Replay
 	reject    *core.Disconnect // auth.reject_with: close — close at open instead of connecting
+
+	request      *core.Request // the handshake, kept for revalidation and first_message
+	firstMessage bool          // authenticate by the first frame (see handshake.go)
+	done         func(ok bool) // called once a first_message socket is decided
 }
 
 // handler is the gws event handler shared by every socket; each callback
@@ -152,7 +156,7 @@ func (handler) OnOpen(ws *gws.Conn) {
 		sock.Close(*sock.reject)
 		return
 	}
-	sock.actor = sock.srv.actors.Connect(sock, sock.principal, sock.convID, sock.replay)
+	sock.actor = sock.srv.connect(sock)
 }
 
 // OnMessage hands a copy of the frame to the connection actor.

@@ -19,7 +19,7 @@ import (
 )
 
 // Name is the plugin's name in chains and its binary's suffix (auth-first_message).
-const Name = "first_message"
+const Name = core.FirstMessageAuthenticator
 
 // FrameType is the "type" of an auth frame.
 const FrameType = "auth"

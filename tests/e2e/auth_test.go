@@ -21,9 +21,9 @@ func TestWebSocketAuthChain(t *testing.T) {
 		name   string
 		path   string
 		header http.Header
-		want   int // 101 or the refusal status
+		want   int // 101, the refusal status, or 4001: upgraded for first_message, closed on a non-auth frame
 	}{
-		{"no credentials", path, nil, 401},
+		{"no credentials", path, nil, 4001},
 		{"query", q(key), nil, 101},
 		{"query with + unencoded", path + "?session_api_key=" + strings.ReplaceAll(url.QueryEscape(key), "%2B", "+"), nil, 101},
 		{"header", path, hdr("X-Session-API-Key", key), 101},
@@ -34,7 +34,7 @@ func TestWebSocketAuthChain(t *testing.T) {
 		{"empty query, correct header", path + "?session_api_key=", hdr("X-Session-API-Key", key), 101},
 		{"wrong header, correct bearer", path, hdr("X-Session-API-Key", "wrong", "Authorization", "Bearer "+key), 401},
 		{"lowercase bearer", path, hdr("Authorization", "bearer "+key), 101},
-		{"basic", path, hdr("Authorization", "Basic dXNlcjpwYXNz"), 401},
+		{"basic", path, hdr("Authorization", "Basic dXNlcjpwYXNz"), 4001},
 		{"key case matters", path, hdr("X-Session-API-Key", strings.ToUpper(key)), 401},
 	}
 	for _, tt := range tests {
@@ -45,6 +45,16 @@ func TestWebSocketAuthChain(t *testing.T) {
 					t.Fatalf("dial: %v (status %v)", err, status(resp))
 				}
 				mustReady(t, c)
+				return
+			}
+			if tt.want == 4001 { // every pre-upgrade plugin abstained
+				if err != nil {
+					t.Fatalf("dial: %v (status %v)", err, status(resp))
+				}
+				send(t, c, map[string]any{"role": "user", "content": "not an auth frame"})
+				if code, text := closeCode(t, c, 5*time.Second); code != 4001 || text != "Authentication failed" {
+					t.Fatalf("closed %d %q, want 4001 Authentication failed", code, text)
+				}
 				return
 			}
 			if err == nil {

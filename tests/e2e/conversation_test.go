@@ -324,8 +324,8 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	mustReady(t, c)
 	plugins := children(t, s.cmd.Process.Pid)
-	if len(plugins) != 3 {
-		t.Fatalf("server has %d child processes, want 3 plugins", len(plugins))
+	if len(plugins) != 5 { // the default chains use five plugins
+		t.Fatalf("server has %d child processes, want 5 plugins", len(plugins))
 	}
 	done := make(chan int, 1)
 	go func() {
@@ -347,8 +347,8 @@ func TestGracefulShutdown(t *testing.T) {
 func TestKilledServerLeavesNoPlugins(t *testing.T) {
 	s := startServer(t, keyCfg())
 	plugins := children(t, s.cmd.Process.Pid)
-	if len(plugins) != 3 {
-		t.Fatalf("server has %d child processes, want 3 plugins", len(plugins))
+	if len(plugins) != 5 { // the default chains use five plugins
+		t.Fatalf("server has %d child processes, want 5 plugins", len(plugins))
 	}
 	s.kill()
 	if alive := gone(plugins, 5*time.Second); len(alive) > 0 {

@@ -76,3 +76,41 @@ func TestSubprotocolAuth(t *testing.T) {
 		t.Errorf("the key reached the log:\n%s", log)
 	}
 }
+
+// first_message through the real plugin: a socket with no credential in
+// its handshake authenticates with its first frame; full_state is the first
+// frame it gets. A bad first frame closes it with 4001.
+func TestFirstMessageAuth(t *testing.T) {
+	s := startServer(t, keyCfg()+"  first_message_timeout: 300ms\n")
+	id := s.createConversation(t, key)
+	path := "/sockets/events/" + id
+	c, _, err := s.dial(t, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, c, map[string]string{"type": "auth", "session_api_key": key})
+	mustReady(t, c)
+	send(t, c, map[string]any{"role": "user", "content": "hello"})
+	if e, err := read(t, c, 5*time.Second); err != nil || e.text() != "hello" {
+		t.Fatalf("echo: %+v %v", e, err)
+	}
+	for name, first := range map[string]any{
+		"timeout":   nil,
+		"wrong key": map[string]string{"type": "auth", "session_api_key": "wrong"},
+		"malformed": "{not json",
+	} {
+		c, _, err := s.dial(t, path, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if first != nil {
+			send(t, c, first)
+		}
+		if code, text := closeCode(t, c, 5*time.Second); code != 4001 || text != "Authentication failed" {
+			t.Fatalf("%s: closed %d %q, want 4001 Authentication failed", name, code, text)
+		}
+	}
+	if strings.Contains(s.Log(), key) {
+		t.Errorf("the key reached the log")
+	}
+}

@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	jwtlib "github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
+)
+
+// With auth.revalidate_on_reload, rotating the key out closes the sockets
+// opened with it (header and first-message alike) with 4001 "Credential
+// revoked"; without it they stay. Sockets on the surviving key stay either way.
+func TestRevalidateOnReload(t *testing.T) {
+	const oldKey, newKey = "old-key-1", "new-key-2"
+	for _, on := range []bool{true, false} {
+		t.Run(map[bool]string{true: "on", false: "off"}[on], func(t *testing.T) {
+			flag := map[bool]string{true: "true", false: "false"}[on]
+			cfg := func(keys string) string {
+				return "auth:\n  keys: [" + keys + "]\n  revalidate_on_reload: " + flag + "\n"
+			}
+			s := startServer(t, cfg("'"+oldKey+"', '"+newKey+"'"))
+			id := s.createConversation(t, oldKey)
+			path := "/sockets/events/" + id
+			byOld, _, err := s.dial(t, path, hdr("X-Session-API-Key", oldKey))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustReady(t, byOld)
+			byFirst, _, err := s.dial(t, path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			send(t, byFirst, map[string]string{"type": "auth", "session_api_key": oldKey})
+			mustReady(t, byFirst)
+			byNew, _, err := s.dial(t, path, hdr("X-Session-API-Key", newKey))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustReady(t, byNew)
+
+			s.rewrite(t, cfg("'"+newKey+"'"))
+			s.waitLog(t, "config reloaded", 10*time.Second)
+			open := []*websocket.Conn{byNew}
+			if on {
+				s.waitLog(t, "open sockets revalidated", 10*time.Second)
+				for _, c := range []*websocket.Conn{byOld, byFirst} {
+					if code, text := closeCode(t, c, 10*time.Second); code != 4001 || text != "Credential revoked" {
+						t.Fatalf("closed %d %q, want 4001 Credential revoked", code, text)
+					}
+				}
+			} else {
+				open = append(open, byOld, byFirst)
+			}
+			for i, c := range open {
+				send(t, c, map[string]any{"role": "user", "content": "still here"})
+				for {
+					e, err := read(t, c, 5*time.Second)
+					if err != nil {
+						t.Fatalf("socket %d after the reload: %v", i, err)
+					}
+					if e.text() == "still here" {
+						break
+					}
+				}
+			}
+		})
+	}
+}
+
+// A principal with an expiry (a JWT exp) has its socket closed with 4001
+// "Credential expired" when that time comes, through the real jwt plugin.
+func TestJWTExpiryClosesSocket(t *testing.T) {
+	s := startServer(t, keyCfg()+`  chains:
+    events: [jwt, header]
+    rest: [header]
+plugins:
+  instances:
+    jwt:
+      config:
+        secret: "`+jwtSecret+`"
+`)
+	id := s.createConversation(t, key)
+	exp := time.Unix(time.Now().Add(2*time.Second).Unix(), 0) // whole seconds, as exp carries
+	tok := token(t, jwtSecret, jwtlib.MapClaims{"sub": "alice", "exp": exp.Unix()})
+	c, resp, err := s.dial(t, "/sockets/events/"+id, hdr("Authorization", "Bearer "+tok))
+	if err != nil {
+		t.Fatalf("dial: %v (status %d)", err, status(resp))
+	}
+	mustReady(t, c)
+	code, text := closeCode(t, c, 10*time.Second)
+	if code != 4001 || text != "Credential expired" {
+		t.Fatalf("closed %d %q, want 4001 Credential expired", code, text)
+	}
+	if late := time.Since(exp); late < 0 || late > 2*time.Second {
+		t.Errorf("closed %s after exp, want within 2s after it", late)
+	}
+}
