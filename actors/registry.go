@@ -52,6 +52,7 @@ func (r *registry) Receive(ctx actor.Context) {
 			r.forget(m.ConversationID, ch)
 			r.convs[m.ConversationID] = nil
 			ctx.Poison(m.PID)
+			r.sys.log.Debug("conversation passivated", "conversation", m.ConversationID)
 		}
 	case *actor.Terminated:
 		if id, ok := r.byPID[m.Who.Id]; ok {
