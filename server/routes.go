@@ -1,6 +1,10 @@
 package server
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/agent-server/agent-server/server/console"
+)
 
 // routes wires every endpoint. /api/ comes from newREST (rest.go); this
 // call is the only coupling between the edge and the REST handlers.
@@ -11,6 +15,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /health", s.serveAlive)
 	mux.HandleFunc("GET /ready", s.serveReady)
 	mux.HandleFunc("GET /server_info", s.serveInfo)
+	page := console.Handler()
+	mux.Handle("GET /{$}", page)
+	mux.Handle("GET "+console.Prefix, page)
 	s.abuse = newAddrLimits(s.cfg.Auth)
 	mux.Handle("/api/", s.limitFailures(newREST(s)))
 	return s.logAccess(mux)
