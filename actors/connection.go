@@ -22,10 +22,6 @@ var (
 	disconnectAuthUnknown = core.Disconnect{Code: core.CloseTryAgainLater, Reason: "Authentication is temporarily unavailable"}
 )
 
-// CodeRateLimited is the ServerErrorEvent code of a frame dropped because
-// its client sent more than limits.messages_per_second allows.
-const CodeRateLimited = "rate_limited"
-
 // Attach describes a socket for ConnectSocket.
 type Attach struct {
 	Principal      *core.Principal // who authenticated; nil with FirstMessage
@@ -264,7 +260,7 @@ func (c *connection) start(ctx actor.Context) {
 // a ServerErrorEvent for this client alone; the socket stays open.
 func (c *connection) handleFrame(ctx actor.Context, data []byte) {
 	if !c.bucket.take(time.Now()) {
-		c.sendError(CodeRateLimited, "too many messages: slow down")
+		c.sendError(core.CodeRateLimited, "too many messages: slow down")
 		return
 	}
 	msg, err := core.ParseClientFrame(data)

@@ -12,6 +12,7 @@ const (
 	CodeInvalidJSON    = "invalid_json"
 	CodeInvalidMessage = "invalid_message"
 	CodeInternal       = "internal_error"
+	CodeRateLimited    = "rate_limited" // a frame past limits.messages_per_second, dropped
 )
 
 // ContentPart is one part of a message: text or images.

@@ -311,7 +311,7 @@ func TestInboundRateLimit(t *testing.T) {
 		switch {
 		case f["kind"] == core.KindMessage:
 			echoes++
-		case f["code"] == actors.CodeRateLimited:
+		case f["code"] == core.CodeRateLimited:
 			limited++
 		default:
 			t.Fatalf("unexpected frame %v", f)
