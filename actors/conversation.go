@@ -446,7 +446,7 @@ func (c *conversation) append(ctx actor.Context, m *appendEvent, sender *actor.P
 	if ts.Before(c.lastTS) {
 		ts = c.lastTS
 	}
-	ev := &core.Event{ID: core.NewID(), Seq: c.lastSeq + 1, Timestamp: ts, Source: m.Source, Kind: m.Kind, Body: m.Body}
+	ev := &core.Event{ID: core.NewEventID(), Seq: c.lastSeq + 1, Timestamp: ts, Source: m.Source, Kind: m.Kind, Body: m.Body}
 	if err := ev.Seal(); err != nil {
 		reply(ctx, sender, &commandFailed{Err: fmt.Errorf("seal %s: %w", m.Kind, err)})
 		return

@@ -56,6 +56,17 @@ func NormalizeID(id string) (string, error) {
 // NewID returns a new random UUID string.
 func NewID() string { return uuid.NewString() }
 
+// NewEventID returns a new time-ordered (version 7) UUID string. Event IDs
+// made in order sort in order, so a store's ID index grows at its end
+// instead of at random places.
+func NewEventID() string {
+	u, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return u.String()
+}
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s

@@ -4,20 +4,24 @@
 //
 // # Layout
 //
-//	conversations/<conversation id>    JSON of core.Conversation
-//	logs/<conversation id>/            one nested bucket per conversation:
-//	    'e' seq(8, big endian)         an event (see encodeEvent)
-//	    'i' event id                   seq(8): the event-ID index
-//	    't' unix nanos(8) seq(8)       empty: the timestamp index
+//	conversations/<conversation id>  JSON of core.Conversation
+//	logs/<conversation id>/          one nested bucket per conversation:
+//	    'e' seq(8, big endian)       an event (see encodeEvent)
+//	ids/<event id>                   seq(8) + conversation id: the event-ID index
 //
-// Range scans by Seq are cursor walks over the 'e' keys; EventByID is one
-// lookup in the 'i' keys; FirstSeqAtOrAfter is one cursor Seek in the 't'
-// keys, which sort in time order because timestamps never decrease along
-// the log. Deleting a conversation drops its nested bucket, events and
-// indexes together.
+// Range scans by Seq are cursor walks over a conversation's 'e' keys.
+// EventByID is one lookup in ids. FirstSeqAtOrAfter is a binary search over
+// the 'e' keys by each event's stored timestamp: timestamps never decrease
+// along a log, so the Seq order is also a time index, and a lookup reads
+// O(log² n) pages without a second index to write. A conversation's
+// updated_at is not rewritten on every append: reads take it from the last
+// event's timestamp when the log is not empty.
 //
-// Every write is one bbolt transaction and one sync. AppendBatch is the
-// group commit: the actors hand it the appends of many conversations at once.
+// The layout is chosen for group commit across many conversations: one
+// commit dirties about one leaf page per conversation it appends to, plus
+// the right edge of ids, where time-ordered (version 7) event IDs land
+// together. Every write is one bbolt transaction and one sync. Deleting a
+// conversation drops its nested bucket and its entries in ids.
 package boltstore
 
 import (
@@ -39,14 +43,11 @@ import (
 var (
 	bucketConversations = []byte("conversations")
 	bucketLogs          = []byte("logs")
+	bucketIDs           = []byte("ids")
 )
 
-// Key prefixes inside a conversation's log bucket.
-const (
-	prefixEvent = 'e'
-	prefixID    = 'i'
-	prefixTime  = 't'
-)
+// prefixEvent starts every key in a conversation's log bucket.
+const prefixEvent = 'e'
 
 // eventFormat is the first byte of every stored event.
 const eventFormat = 1
@@ -88,7 +89,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open bolt store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketConversations, bucketLogs} {
+		for _, b := range [][]byte{bucketConversations, bucketLogs, bucketIDs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -150,6 +151,9 @@ func (s *Store) Conversation(_ context.Context, id string) (*core.Conversation, 
 		}
 		var err error
 		c, err = decodeConversation(v)
+		if err == nil {
+			touch(c, tx.Bucket(bucketLogs).Bucket([]byte(id)))
+		}
 		return err
 	})
 	if err != nil {
@@ -162,11 +166,13 @@ func (s *Store) Conversation(_ context.Context, id string) (*core.Conversation, 
 func (s *Store) Conversations(_ context.Context) ([]*core.Conversation, error) {
 	var out []*core.Conversation
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketConversations).ForEach(func(_, v []byte) error {
+		logs := tx.Bucket(bucketLogs)
+		return tx.Bucket(bucketConversations).ForEach(func(k, v []byte) error {
 			c, err := decodeConversation(v)
 			if err != nil {
 				return err
 			}
+			touch(c, logs.Bucket(k))
 			out = append(out, c)
 			return nil
 		})
@@ -206,11 +212,23 @@ func (s *Store) DeleteConversation(_ context.Context, id string) error {
 		if err := convs.Delete([]byte(id)); err != nil {
 			return err
 		}
-		err := tx.Bucket(bucketLogs).DeleteBucket([]byte(id))
-		if errors.Is(err, bolt.ErrBucketNotFound) {
+		logs := tx.Bucket(bucketLogs)
+		log := logs.Bucket([]byte(id))
+		if log == nil {
 			return nil
 		}
-		return err
+		ids := tx.Bucket(bucketIDs)
+		err := log.ForEach(func(k, v []byte) error {
+			eventID, err := storedID(v)
+			if err != nil {
+				return err
+			}
+			return ids.Delete(eventID)
+		})
+		if err != nil {
+			return err
+		}
+		return logs.DeleteBucket([]byte(id))
 	})
 	if err != nil {
 		return fmt.Errorf("delete conversation %s: %w", id, err)
@@ -230,9 +248,9 @@ func (s *Store) AppendEvents(ctx context.Context, id string, events []*core.Even
 func (s *Store) AppendBatch(_ context.Context, batch []core.Append) []error {
 	errs := make([]error, len(batch))
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		convs, logs := tx.Bucket(bucketConversations), tx.Bucket(bucketLogs)
+		convs, logs, ids := tx.Bucket(bucketConversations), tx.Bucket(bucketLogs), tx.Bucket(bucketIDs)
 		for i, a := range batch {
-			err := appendTo(convs, logs, a)
+			err := appendTo(convs, logs, ids, a)
 			if isTxError(err) {
 				return err
 			}
@@ -260,14 +278,13 @@ func isTxError(err error) bool {
 	return err != nil && !errors.As(err, &r)
 }
 
-// appendTo writes one element: the events, both indexes and UpdatedAt.
-func appendTo(convs, logs *bolt.Bucket, a core.Append) error {
+// appendTo writes one element: the events and their ID index entries.
+func appendTo(convs, logs, ids *bolt.Bucket, a core.Append) error {
 	id := a.ConversationID
 	refuse := func(format string, args ...any) error {
 		return &refusedError{fmt.Errorf("conversation %s: "+format, append([]any{id}, args...)...)}
 	}
-	cv := convs.Get([]byte(id))
-	if cv == nil {
+	if convs.Get([]byte(id)) == nil {
 		return refuse("%w", core.ErrNotFound)
 	}
 	if len(a.Events) == 0 {
@@ -285,34 +302,35 @@ func appendTo(convs, logs *bolt.Bucket, a core.Append) error {
 		if ev.Seq != next+uint64(i) {
 			return refuse("event seq %d does not continue the log at %d", ev.Seq, next+uint64(i))
 		}
-		if len(ev.Raw) == 0 {
-			return refuse("event %s is not sealed", ev.ID)
+		if len(ev.Raw) == 0 || ev.ID == "" || len(ev.ID) > 255 {
+			return refuse("event %q is not sealed", ev.ID)
 		}
-	}
-	conv, err := decodeConversation(cv)
-	if err != nil {
-		return refuse("%w", err)
 	}
 	// Keys are appended in order, so bbolt can fill pages completely.
 	log.FillPercent = 0.95
 	for _, ev := range a.Events {
-		seq := seqKey(prefixEvent, ev.Seq)
+		seq := seqKey(ev.Seq)
 		if err := log.Put(seq, encodeEvent(ev)); err != nil {
 			return err
 		}
-		if err := log.Put(append([]byte{prefixID}, ev.ID...), seq[1:]); err != nil {
-			return err
-		}
-		if err := log.Put(timeKey(ev.Timestamp, ev.Seq), nil); err != nil {
+		ref := make([]byte, 0, 8+len(id))
+		ref = append(append(ref, seq[1:]...), id...)
+		if err := ids.Put([]byte(ev.ID), ref); err != nil {
 			return err
 		}
 	}
-	conv.UpdatedAt = a.Events[len(a.Events)-1].Timestamp
-	v, err := json.Marshal(conv)
-	if err != nil {
-		return refuse("encode: %w", err)
+	return nil
+}
+
+// touch sets c.UpdatedAt to its last event's timestamp, as if each append
+// had written it.
+func touch(c *core.Conversation, log *bolt.Bucket) {
+	if log == nil {
+		return
 	}
-	return convs.Put([]byte(id), v)
+	if _, v := lastEvent(log); len(v) >= 9 {
+		c.UpdatedAt = time.Unix(0, int64(binary.BigEndian.Uint64(v[1:9]))).UTC()
+	}
 }
 
 // Events returns up to limit events after afterSeq, oldest first.
@@ -324,7 +342,7 @@ func (s *Store) Events(_ context.Context, id string, afterSeq uint64, limit int)
 			return err
 		}
 		c := log.Cursor()
-		for k, v := c.Seek(seqKey(prefixEvent, afterSeq+1)); k != nil && k[0] == prefixEvent; k, v = c.Next() {
+		for k, v := c.Seek(seqKey(afterSeq + 1)); k != nil && k[0] == prefixEvent; k, v = c.Next() {
 			ev, err := decodeEvent(binary.BigEndian.Uint64(k[1:]), v)
 			if err != nil {
 				return err
@@ -350,15 +368,16 @@ func (s *Store) EventByID(_ context.Context, id, eventID string) (*core.Event, e
 		if err != nil {
 			return err
 		}
-		seq := log.Get(append([]byte{prefixID}, eventID...))
-		if len(seq) != 8 {
+		ref := tx.Bucket(bucketIDs).Get([]byte(eventID))
+		if len(ref) < 8 || string(ref[8:]) != id {
 			return core.ErrNotFound
 		}
-		v := log.Get(append([]byte{prefixEvent}, seq...))
+		seq := binary.BigEndian.Uint64(ref[:8])
+		v := log.Get(seqKey(seq))
 		if v == nil {
-			return fmt.Errorf("index names seq %d, which is missing", binary.BigEndian.Uint64(seq))
+			return fmt.Errorf("index names seq %d, which is missing", seq)
 		}
-		ev, err = decodeEvent(binary.BigEndian.Uint64(seq), v)
+		ev, err = decodeEvent(seq, v)
 		return err
 	})
 	if err != nil {
@@ -367,7 +386,8 @@ func (s *Store) EventByID(_ context.Context, id, eventID string) (*core.Event, e
 	return ev, nil
 }
 
-// FirstSeqAtOrAfter seeks the timestamp index.
+// FirstSeqAtOrAfter binary-searches the log by the events' timestamps,
+// which never decrease with Seq.
 func (s *Store) FirstSeqAtOrAfter(_ context.Context, id string, t time.Time) (uint64, error) {
 	var seq uint64
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -375,12 +395,24 @@ func (s *Store) FirstSeqAtOrAfter(_ context.Context, id string, t time.Time) (ui
 		if err != nil {
 			return err
 		}
-		k, _ := log.Cursor().Seek(timeKey(t, 0))
-		if k != nil && k[0] == prefixTime && len(k) == 17 {
-			seq = binary.BigEndian.Uint64(k[9:])
-			return nil
+		want := t.UnixNano()
+		if t.Year() < 1678 { // before what UnixNano can hold
+			want = -1 << 63
 		}
-		seq = lastSeq(log) + 1
+		lo, hi := uint64(1), lastSeq(log)+1 // the answer is in [lo, hi]
+		for lo < hi {
+			mid := lo + (hi-lo)/2
+			v := log.Get(seqKey(mid))
+			if len(v) < 9 {
+				return fmt.Errorf("event %d: %w", mid, errCorrupt)
+			}
+			if int64(binary.BigEndian.Uint64(v[1:9])) >= want {
+				hi = mid
+			} else {
+				lo = mid + 1
+			}
+		}
+		seq = lo
 		return nil
 	})
 	if err != nil {
@@ -420,39 +452,37 @@ func logOf(tx *bolt.Tx, id string) (*bolt.Bucket, error) {
 	return log, nil
 }
 
-// lastSeq finds the last 'e' key: the one before the first key past 'e'.
+// lastSeq returns the Seq of the log's last event, 0 for an empty log.
 func lastSeq(log *bolt.Bucket) uint64 {
-	c := log.Cursor()
-	k, _ := c.Seek([]byte{prefixEvent + 1})
-	if k == nil {
-		k, _ = c.Last()
-	} else {
-		k, _ = c.Prev()
-	}
-	if len(k) == 9 && k[0] == prefixEvent {
+	if k, _ := lastEvent(log); k != nil {
 		return binary.BigEndian.Uint64(k[1:])
 	}
 	return 0
 }
 
-func seqKey(prefix byte, seq uint64) []byte {
+// lastEvent returns the key and value of the log's last event, nil for an
+// empty log.
+func lastEvent(log *bolt.Bucket) (k, v []byte) {
+	k, v = log.Cursor().Last()
+	if len(k) != 9 || k[0] != prefixEvent {
+		return nil, nil
+	}
+	return k, v
+}
+
+func seqKey(seq uint64) []byte {
 	k := make([]byte, 9)
-	k[0] = prefix
+	k[0] = prefixEvent
 	binary.BigEndian.PutUint64(k[1:], seq)
 	return k
 }
 
-// timeKey orders by time, then Seq. Times before 1970 sort first.
-func timeKey(t time.Time, seq uint64) []byte {
-	k := make([]byte, 17)
-	k[0] = prefixTime
-	n := t.UnixNano()
-	if n < 0 || t.Year() < 1970 {
-		n = 0
+// storedID returns the event ID inside a stored event, without copying.
+func storedID(v []byte) ([]byte, error) {
+	if len(v) < 14 || v[0] != eventFormat || len(v) < 14+int(v[13]) {
+		return nil, errCorrupt
 	}
-	binary.BigEndian.PutUint64(k[1:], uint64(n))
-	binary.BigEndian.PutUint64(k[9:], seq)
-	return k
+	return v[14 : 14+int(v[13])], nil
 }
 
 // encodeEvent writes an event as

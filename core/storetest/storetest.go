@@ -125,6 +125,9 @@ func testLog(t *testing.T, s core.Store) {
 	if got, _ := s.FirstSeqAtOrAfter(ctx, other, t0); got != 1 {
 		t.Errorf("FirstSeqAtOrAfter on an empty log = %d, want 1", got)
 	}
+	if _, err := s.EventByID(ctx, other, evs[2].ID); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("EventByID of another conversation's event = %v, want ErrNotFound", err)
+	}
 	if err := s.DeleteConversation(ctx, id); err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +148,9 @@ func testLog(t *testing.T, s core.Store) {
 	}
 	if got, _ := s.LastSeq(ctx, id); got != 0 {
 		t.Errorf("LastSeq after delete and recreate = %d, want 0", got)
+	}
+	if _, err := s.EventByID(ctx, id, evs[0].ID); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("EventByID of a deleted event after recreate = %v, want ErrNotFound", err)
 	}
 }
 
