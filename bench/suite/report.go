@@ -147,6 +147,8 @@ func (m *Measurement) line() string {
 	}
 	if m.Err != "" {
 		fmt.Fprintf(&b, "  ERROR: %s", firstLine(m.Err))
+	} else if first := m.firstErrors(); len(first) > 0 {
+		fmt.Fprintf(&b, "  first error: %s", firstLine(first[0]))
 	}
 	return b.String()
 }
@@ -290,11 +292,38 @@ func (r *Report) Markdown(w io.Writer) {
 		}
 		fmt.Fprintf(w, " %s | %s |\n", g, rw.verdict())
 	}
+	r.notes(w, true)
+}
+
+// notes lists failed measurements and the first errors of the others.
+func (r *Report) notes(w io.Writer, short bool) {
 	for _, m := range r.Measurements {
-		if m.Err != "" {
-			fmt.Fprintf(w, "\nrun %d, %s, %s failed: %s\n", m.Run, m.Case, m.Target, firstLine(m.Err))
+		msg := m.Err
+		if msg != "" && short {
+			msg = firstLine(msg)
+		}
+		switch first := m.firstErrors(); {
+		case msg != "":
+			fmt.Fprintf(w, "\nrun %d, %s, %s failed: %s\n", m.Run, m.Case, m.Target, msg)
+		case len(first) > 0:
+			fmt.Fprintf(w, "\nrun %d, %s, %s: first errors: %s\n", m.Run, m.Case, m.Target, strings.Join(first, "; "))
 		}
 	}
+}
+
+// firstErrors are the first error texts a scenario kept.
+func (m *Measurement) firstErrors() []string {
+	switch r := m.Result.(type) {
+	case *load.ConnectResult:
+		return r.FirstErrors
+	case *load.FanoutResult:
+		return r.FirstErrors
+	case *load.IdleResult:
+		return r.FirstErrors
+	case *load.ChurnResult:
+		return r.FirstErrors
+	}
+	return nil
 }
 
 // ratioText is the ratio of the medians, with the range of the per-run
@@ -353,11 +382,7 @@ func (r *Report) Text(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
-	for _, m := range r.Measurements {
-		if m.Err != "" {
-			fmt.Fprintf(w, "\nrun %d, %s, %s failed: %s\n", m.Run, m.Case, m.Target, m.Err)
-		}
-	}
+	r.notes(w, false)
 }
 
 // JSON writes every measurement.
