@@ -24,14 +24,22 @@ import (
 // be looked for.
 const consoleKey = "console-Key+/=42"
 
-// chromium returns the path of a chromium binary. Without one the test is
-// skipped, except under CI=true, where it fails.
-func chromium(t *testing.T) string {
-	t.Helper()
+// chromiumPath returns the path of a chromium binary, or "".
+func chromiumPath() string {
 	for _, name := range []string{"chromium", "chromium-browser"} {
 		if p, err := exec.LookPath(name); err == nil {
 			return p
 		}
+	}
+	return ""
+}
+
+// chromium returns the path of a chromium binary. Without one the test is
+// skipped, except under CI=true, where it fails.
+func chromium(t *testing.T) string {
+	t.Helper()
+	if p := chromiumPath(); p != "" {
+		return p
 	}
 	if os.Getenv("CI") == "true" {
 		t.Fatal("chromium is not installed; .ci/run installs it")
@@ -57,7 +65,8 @@ func artifactPath() string {
 // ever holds the key.
 func TestConsoleInChromium(t *testing.T) {
 	exe := chromium(t)
-	buildBinaries(t)
+	began := time.Now()
+	phase := func(what string) { t.Logf("%6s  %s", time.Since(began).Round(10*time.Millisecond), what) }
 
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.yaml")
@@ -71,6 +80,7 @@ func TestConsoleInChromium(t *testing.T) {
 	var logs bytes.Buffer
 	srv := startServer(t, cfgPath, "127.0.0.1:0", &logMu, &logs)
 	base := "http://" + srv.addr
+	phase("server ready")
 
 	resp, err := http.Get(base + "/")
 	if err != nil {
@@ -155,6 +165,7 @@ func TestConsoleInChromium(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#create")),
 		poll("the socket to open and full_state", `document.querySelector('#state').dataset.state === 'open' && Number(document.querySelector('#snapshot').dataset.count) >= 1`),
 	))
+	phase("logged in, created, socket open with full_state")
 	convID, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS("#title")))
 	fail(err)
 	fail(chromedp.Do(bctx,
@@ -169,9 +180,11 @@ func TestConsoleInChromium(t *testing.T) {
 	// Kill the server under the socket, start it again on the same address
 	// and store, and post while the console is still reconnecting: it must
 	// resume with after_id and show each event exactly once.
+	phase("echo and another client's event seen")
 	addr := srv.addr
 	srv.kill()
 	srv = startServer(t, cfgPath, addr, &logMu, &logs)
+	phase("server killed and restarted")
 	postREST(t, base, convID, "while you were away")
 	fail(chromedp.Do(bctx,
 		poll("the resumed stream", `Number(document.querySelector('#state').dataset.reconnects) >= 1 && document.querySelector('#state').dataset.state === 'open'`),
@@ -179,6 +192,7 @@ func TestConsoleInChromium(t *testing.T) {
 		do(func() { postREST(t, base, convID, "after the resume") }),
 		poll("a live event after the resume", hasMessage("after the resume")),
 	))
+	phase("resumed; outage and live events seen")
 	rows, err := chromedp.Run(bctx, chromedp.Evaluate[[]string](messageRows))
 	fail(err)
 	want := []string{"hello from chromium", "from another client", "while you were away", "after the resume"}

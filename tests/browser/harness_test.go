@@ -29,47 +29,45 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	if chromiumPath() != "" || os.Getenv("CI") == "true" {
+		start := time.Now()
+		if err := buildBinaries(); err != nil {
+			fmt.Fprintln(os.Stderr, "build binaries:", err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+		fmt.Fprintf(os.Stderr, "built the server and plugins in %s\n", time.Since(start).Round(time.Millisecond))
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-var (
-	buildOnce sync.Once
-	buildErr  error
-)
-
 // buildBinaries builds the server and the plugins the default chains use.
-func buildBinaries(t *testing.T) {
-	t.Helper()
-	buildOnce.Do(func() {
-		targets := map[string]string{
-			"agent-server":               "../../cmd/agent-server",
-			"plugins/auth-query":         "../../cmd/auth-query",
-			"plugins/auth-header":        "../../cmd/auth-header",
-			"plugins/auth-bearer":        "../../cmd/auth-bearer",
-			"plugins/auth-subprotocol":   "../../cmd/auth-subprotocol",
-			"plugins/auth-first_message": "../../cmd/auth-first_message",
-		}
-		var wg sync.WaitGroup
-		errs := make(chan error, len(targets))
-		for out, pkg := range targets {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, out), pkg)
-				if b, err := cmd.CombinedOutput(); err != nil {
-					errs <- fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		buildErr = <-errs
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+func buildBinaries() error {
+	targets := map[string]string{
+		"agent-server":               "../../cmd/agent-server",
+		"plugins/auth-query":         "../../cmd/auth-query",
+		"plugins/auth-header":        "../../cmd/auth-header",
+		"plugins/auth-bearer":        "../../cmd/auth-bearer",
+		"plugins/auth-subprotocol":   "../../cmd/auth-subprotocol",
+		"plugins/auth-first_message": "../../cmd/auth-first_message",
 	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(targets))
+	for out, pkg := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, out), pkg)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
 }
 
 // server is one running agent-server process.
