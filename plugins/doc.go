@@ -22,8 +22,10 @@
 // plaintext key. Log with Logger; records reach the server's log with the
 // attribute plugin=<name>. Nothing may be printed to stdout before Serve.
 //
-// The built-in plugins live in query, header, bearer and jwt; jwt is built
-// exactly as a third-party plugin would be.
+// The built-in plugins live in query, header, bearer, jwt, subprotocol (a key
+// in a Sec-WebSocket-Protocol entry, for browsers) and firstmessage (chain
+// name first_message: a key in the socket's first frame, for OpenHands
+// clients); jwt is built exactly as a third-party plugin would be.
 //
 // # For the server
 //
