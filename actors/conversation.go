@@ -80,6 +80,8 @@ type conversation struct {
 	goneErr  error          // why, for appends
 	received uint64         // messages the registry routed here
 	resume   *time.Timer    // pending resumeReplay, nil if none
+	idleAt   *time.Timer    // pending checkIdle, nil without passivation
+	active   time.Time      // when the last message other than checkIdle came
 }
 
 func newConversation(s *System, id string) *conversation {
@@ -89,6 +91,9 @@ func newConversation(s *System, id string) *conversation {
 // Receive handles the conversation's messages. Until the load finishes,
 // routed messages are stashed and then handled in order.
 func (c *conversation) Receive(ctx actor.Context) {
+	if _, ok := ctx.Message().(*checkIdle); !ok {
+		c.active = time.Now()
+	}
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		c.startLoad(ctx)
@@ -101,7 +106,7 @@ func (c *conversation) Receive(ctx actor.Context) {
 			return
 		}
 		c.handle(ctx, m.Msg, m.Sender)
-	case *actor.ReceiveTimeout:
+	case *checkIdle:
 		c.idle(ctx)
 	case *actor.Stopping:
 		c.stopping(ctx)
@@ -177,9 +182,7 @@ func (c *conversation) loadDone(ctx actor.Context, m *conversationLoaded) {
 		ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
 	} else {
 		c.conv, c.lastSeq, c.durable, c.lastTS = m.Conv, m.LastSeq, m.LastSeq, m.LastTS
-		if d := c.sys.conversations.IdleTimeout; d > 0 {
-			ctx.SetReceiveTimeout(d)
-		}
+		c.armIdle(ctx, c.sys.conversations.IdleTimeout)
 	}
 	stash := c.stash
 	c.stash = nil
@@ -188,12 +191,29 @@ func (c *conversation) loadDone(ctx actor.Context, m *conversationLoaded) {
 	}
 }
 
-// idle runs when no message came for conversations.idle_timeout. With no
-// subscriber and nothing in flight it offers to passivate; the registry
-// stops it only if it routed nothing since (received), so no message is
-// lost in the mailbox.
+// armIdle schedules a checkIdle after d; d <= 0 (no idle_timeout) never
+// passivates. The timer only sends a message: the actor's state is read in
+// Receive. (protoactor's own ReceiveTimeout is not used: its timer writes
+// the actor context from the timer's goroutine, a data race.)
+func (c *conversation) armIdle(ctx actor.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	c.idleAt = time.AfterFunc(d, func() { root.Send(self, &checkIdle{}) })
+}
+
+// idle runs on checkIdle. After conversations.idle_timeout without a
+// message, with no subscriber and nothing in flight, it offers to
+// passivate; the registry stops it only if it routed nothing since
+// (received), so no message is lost in the mailbox.
 func (c *conversation) idle(ctx actor.Context) {
-	ctx.SetReceiveTimeout(c.sys.conversations.IdleTimeout) // the timeout fires once; arm it again
+	timeout := c.sys.conversations.IdleTimeout
+	if quiet := time.Since(c.active); quiet < timeout {
+		c.armIdle(ctx, timeout-quiet)
+		return
+	}
+	c.armIdle(ctx, timeout)
 	if c.gone || len(c.subs) > 0 || len(c.pending) > 0 || c.resume != nil {
 		return
 	}
@@ -205,6 +225,9 @@ func (c *conversation) idle(ctx actor.Context) {
 func (c *conversation) stopping(ctx actor.Context) {
 	if c.resume != nil {
 		c.resume.Stop()
+	}
+	if c.idleAt != nil {
+		c.idleAt.Stop()
 	}
 	for _, p := range c.pending {
 		reply(ctx, p.reply, &commandFailed{Err: errStoppedUnconfirmed})

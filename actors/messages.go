@@ -287,6 +287,13 @@ func (*replayRead) IgnoreDeadLetterLogging() {}
 // IgnoreDeadLetterLogging: a lookup may finish after the actor stopped.
 func (*replayResolved) IgnoreDeadLetterLogging() {}
 
+// checkIdle tells a conversation actor, from its own timer, to check
+// whether it has been idle for conversations.idle_timeout.
+type checkIdle struct{}
+
+// IgnoreDeadLetterLogging: the timer may fire after the actor stopped.
+func (*checkIdle) IgnoreDeadLetterLogging() {}
+
 // firstMessageTimedOut tells a connection in the authenticating state, from
 // its own timer, that auth.first_message_timeout has passed.
 type firstMessageTimedOut struct{}
