@@ -69,8 +69,9 @@
 // paced to half the send-queue bound, resuming on a timer (resumeReplay), so
 // a long history never looks like a slow client.
 //
-// Passivation: a conversation actor with no subscriber and nothing in
-// flight for conversations.idle_timeout sends the registry conversationIdle
+// Passivation: a conversation actor with no subscriber, nothing in flight
+// and no message for conversations.idle_timeout (its own timer, checkIdle,
+// not protoactor's ReceiveTimeout) sends the registry conversationIdle
 // with how many routed messages it handled. If that is all the registry
 // routed to it (none waits in its mailbox), the registry stops it and keeps
 // the conversation as known but not running (a nil entry, a few dozen
@@ -88,7 +89,8 @@
 // Registry to conversation: routed. Goroutines and the writer report back
 // to the actor that started them: conversationLoaded, replayResolved,
 // replayRead, eventsStored (conversation actor), conversationRemoved
-// (registry). Conversation to registry: conversationIdle, conversationEnded.
+// (registry); a conversation actor's idle timer sends it checkIdle.
+// Conversation to registry: conversationIdle, conversationEnded.
 //
 // Outbound data does not: a conversation actor calls each subscriber's
 // Transport.Send with the event's sealed bytes, directly, in the Receive
