@@ -73,10 +73,15 @@ func (r *registry) Receive(ctx actor.Context) {
 	}
 }
 
-// forget drops a running actor's reverse index entry.
+// forget drops a running actor's reverse index entry. When none is left
+// the map is replaced, since a Go map keeps its largest size: after a burst
+// of actors that all passivated, their slots would stay allocated.
 func (r *registry) forget(id string, ch *child) {
 	if ch != nil {
 		delete(r.byPID, ch.pid.Id)
+		if len(r.byPID) == 0 {
+			r.byPID = make(map[string]string)
+		}
 	}
 }
 
