@@ -95,6 +95,7 @@ type connection struct {
 	request     *core.Request // the handshake; the first frame is added to it
 	authTimeout time.Duration
 	authTimer   *time.Timer
+	attachTimer *time.Timer // sends attachTimedOut; not protoactor's ReceiveTimeout, whose timer races the mailbox
 	authAsked   bool          // the first frame went to the chain
 	done        func(ok bool) // nil once called
 }
@@ -184,7 +185,7 @@ func (c *connection) attaching(ctx actor.Context) {
 	case *actor.Started:
 		c.start(ctx)
 	case *connectionAttached:
-		ctx.CancelReceiveTimeout()
+		c.attachTimer.Stop()
 		c.conversation = m.Conversation
 		ctx.Watch(m.Conversation)
 		c.behavior.Become(c.attached)
@@ -199,7 +200,7 @@ func (c *connection) attaching(ctx actor.Context) {
 			return
 		}
 		c.early = append(c.early, m.Data)
-	case *actor.ReceiveTimeout:
+	case *attachTimedOut:
 		c.close(ctx, disconnectAttachStall)
 	default:
 		c.common(ctx)
@@ -243,16 +244,16 @@ func (c *connection) common(ctx actor.Context) {
 }
 
 func (c *connection) start(ctx actor.Context) {
+	self, root := ctx.Self(), ctx.ActorSystem().Root
 	if c.principal != nil && !c.principal.Expiry.IsZero() {
 		d := time.Until(c.principal.Expiry)
 		if d <= 0 {
 			c.close(ctx, core.DisconnectExpired)
 			return
 		}
-		self, root := ctx.Self(), ctx.ActorSystem().Root
 		c.expiry = time.AfterFunc(d, func() { root.Send(self, &credentialExpired{}) })
 	}
-	ctx.SetReceiveTimeout(attachTimeout)
+	c.attachTimer = time.AfterFunc(attachTimeout, func() { root.Send(self, &attachTimedOut{}) })
 	ctx.Request(c.sys.registry, &attachConnection{ConversationID: c.convID, Conn: ctx.Self(), Transport: c.transport, Replay: c.replay})
 }
 
@@ -304,6 +305,9 @@ func (c *connection) stopping(ctx actor.Context) {
 	}
 	if c.expiry != nil {
 		c.expiry.Stop()
+	}
+	if c.attachTimer != nil {
+		c.attachTimer.Stop()
 	}
 	if c.authTimer != nil {
 		c.authTimer.Stop()

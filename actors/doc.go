@@ -83,7 +83,8 @@
 // from outside the actors. Control goes through actor messages: authenticate, authenticated,
 // spawnConnection, attachConnection, connectionAttached, detachConnection,
 // closeConnection, closeConnections, deleteConversation, conversationEnded,
-// peerClosed, credentialExpired, firstMessageTimedOut, revalidateConnections,
+// peerClosed, credentialExpired, attachTimedOut, firstMessageTimedOut,
+// revalidateConnections,
 // and inbound frames (deliverFrame, then
 // appendEvent, answered by eventAppended or commandFailed once durable).
 // Registry to conversation: routed. Goroutines and the writer report back

@@ -294,6 +294,10 @@ type checkIdle struct{}
 // IgnoreDeadLetterLogging: the timer may fire after the actor stopped.
 func (*checkIdle) IgnoreDeadLetterLogging() {}
 
+// attachTimedOut tells a connection actor, from its own timer, that its
+// conversation has not answered its attach in time.
+type attachTimedOut struct{}
+
 // firstMessageTimedOut tells a connection in the authenticating state, from
 // its own timer, that auth.first_message_timeout has passed.
 type firstMessageTimedOut struct{}
