@@ -95,7 +95,7 @@ type connection struct {
 	request     *core.Request // the handshake; the first frame is added to it
 	authTimeout time.Duration
 	authTimer   *time.Timer
-	attachTimer *time.Timer // sends attachTimedOut; not protoactor's ReceiveTimeout, whose timer races the mailbox
+	attachTimer *time.Timer   // sends attachTimedOut; not protoactor's ReceiveTimeout, whose timer races the mailbox
 	authAsked   bool          // the first frame went to the chain
 	done        func(ok bool) // nil once called
 }
