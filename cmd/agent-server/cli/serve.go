@@ -69,6 +69,9 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	if err != nil {
 		return err
 	}
+	if c, ok := store.(io.Closer); ok {
+		defer c.Close() // after the actors' writer has committed everything
+	}
 	sys, err := actors.New(actors.Options{Store: store, Chains: chains, Logger: log.With("component", "actors"), Limits: cfg.Limits, Conversations: cfg.Conversations})
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
@@ -140,9 +143,9 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	return nil
 }
 
-// openStore returns the event store storage.driver names. The bolt file
-// stays open until the process exits: every committed write is already
-// synced, so exiting without Close loses nothing.
+// openStore returns the event store storage.driver names. run closes it
+// after the actors stop; a crash loses nothing either, since every commit is
+// synced before it is acknowledged.
 func openStore(c config.Storage) (core.Store, error) {
 	switch c.Driver {
 	case "bolt":
