@@ -172,8 +172,15 @@ func TestSecretsMasked(t *testing.T) {
 	if err == nil {
 		t.Fatal("empty key accepted")
 	}
-	_, err = Load(Source{File: writeFile(t, "auth:\n  keys: ['sha256:zz-my-secret']\n"), Environ: []string{}})
-	if err == nil || strings.Contains(err.Error(), "my-secret") {
-		t.Errorf("error %v must refuse the key without quoting it", err)
+	for _, bad := range []string{
+		"auth:\n  keys: ['sha256:zz-my-secret']\n",
+		"auth:\n  rpc_timeout: my-secret\n",
+		"auth:\n  keys:\n    - {k: my-secret}\n",
+		"limits:\n  max_frame_bytes: my-secret\n",
+	} {
+		_, err = Load(Source{File: writeFile(t, bad), Environ: []string{}})
+		if err == nil || strings.Contains(err.Error(), "my-secret") {
+			t.Errorf("error %v must refuse the value without quoting it", err)
+		}
 	}
 }

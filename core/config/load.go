@@ -96,6 +96,9 @@ func envKey(k, v string) (string, any) {
 var (
 	invalidKeys = regexp.MustCompile(`^'([^']*)' has invalid keys: (.*)$`)
 	badValue    = regexp.MustCompile(`^'([^']+)' (.*)$`)
+	// quotedValue matches a value a decoder quoted back; a value may be a
+	// secret (a key under the wrong field), so it never reaches the error.
+	quotedValue = regexp.MustCompile(`(,? ?value: .*$)|("[^"]*")`)
 )
 
 // decodeError rewrites mapstructure's messages so each names its full
@@ -117,7 +120,7 @@ func decodeError(err error) error {
 			continue
 		}
 		if m := badValue.FindStringSubmatch(line); m != nil {
-			out = append(out, m[1]+": "+m[2])
+			out = append(out, m[1]+": "+quotedValue.ReplaceAllString(m[2], ""))
 			continue
 		}
 		out = append(out, line)

@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
 // runCLI runs the server binary with args and a config file body, returning
@@ -107,7 +106,6 @@ func TestAuthDisabledWarns(t *testing.T) {
 	if code, _ := s.request(t, "GET", "/api/conversations/count", nil); code != 200 {
 		t.Errorf("disabled auth refused a request: %d", code)
 	}
-	_ = time.Second
 }
 
 // Keys from the OpenHands environment variables work as they do upstream.

@@ -327,18 +327,22 @@ func TestGracefulShutdown(t *testing.T) {
 	if len(plugins) != 5 { // the default chains use five plugins
 		t.Fatalf("server has %d child processes, want 5 plugins", len(plugins))
 	}
-	done := make(chan int, 1)
+	type closed struct {
+		code int
+		err  error
+	}
+	done := make(chan closed, 1)
 	go func() {
-		code, _ := closeCode(t, c, 10*time.Second)
-		done <- code
+		code, _, err := awaitClose(c, 30*time.Second)
+		done <- closed{code, err}
 	}()
-	if err := s.stop(8 * time.Second); err != nil {
+	if err := s.stop(30 * time.Second); err != nil {
 		t.Fatalf("shutdown: %v\n%s", err, s.Log())
 	}
-	if code := <-done; code != 1001 {
-		t.Fatalf("socket closed with %d, want 1001", code)
+	if got := <-done; got.err != nil || got.code != 1001 {
+		t.Fatalf("socket closed with %d (%v), want 1001", got.code, got.err)
 	}
-	if alive := gone(plugins, 2*time.Second); len(alive) > 0 {
+	if alive := gone(plugins, 30*time.Second); len(alive) > 0 {
 		t.Fatalf("plugin processes %v outlived a graceful shutdown", alive)
 	}
 }
@@ -351,7 +355,7 @@ func TestKilledServerLeavesNoPlugins(t *testing.T) {
 		t.Fatalf("server has %d child processes, want 5 plugins", len(plugins))
 	}
 	s.kill()
-	if alive := gone(plugins, 5*time.Second); len(alive) > 0 {
+	if alive := gone(plugins, 30*time.Second); len(alive) > 0 {
 		t.Fatalf("plugin processes %v outlived a SIGKILLed server", alive)
 	}
 }

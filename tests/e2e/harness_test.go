@@ -112,7 +112,9 @@ func startServer(t *testing.T, cfg string, env ...string) *server {
 	s := &server{t: t, exited: make(chan struct{}), config: path}
 	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", "127.0.0.1:0")
 	s.cmd.Dir = dir
-	s.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}, env...)
+	// A generous plugin deadline: on a loaded CI machine one scheduling
+	// stall must not turn into a 503; the deadline itself is tested in plugins.
+	s.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "AGENT_SERVER_AUTH__RPC_TIMEOUT=10s"}, env...)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -336,6 +338,15 @@ func mustReady(t *testing.T, c *websocket.Conn) {
 // closeCode reads until the socket closes and returns the close code and text.
 func closeCode(t *testing.T, c *websocket.Conn, d time.Duration) (int, string) {
 	t.Helper()
+	code, text, err := awaitClose(c, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code, text
+}
+
+// awaitClose is closeCode without testing.T, for use from goroutines.
+func awaitClose(c *websocket.Conn, d time.Duration) (int, string, error) {
 	_ = c.SetReadDeadline(time.Now().Add(d))
 	for {
 		_, _, err := c.ReadMessage()
@@ -343,10 +354,10 @@ func closeCode(t *testing.T, c *websocket.Conn, d time.Duration) (int, string) {
 			continue
 		}
 		var ce *websocket.CloseError
-		if ok := asCloseError(err, &ce); ok {
-			return ce.Code, ce.Text
+		if asCloseError(err, &ce) {
+			return ce.Code, ce.Text, nil
 		}
-		t.Fatalf("socket ended without a close frame: %v", err)
+		return 0, "", fmt.Errorf("socket ended without a close frame: %w", err)
 	}
 }
 
