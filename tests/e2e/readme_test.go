@@ -28,28 +28,42 @@ func TestReadmePluginExample(t *testing.T) {
 	if code == nil || yaml == nil {
 		t.Fatal("README plugin section lacks its Go or YAML block")
 	}
-	// Build inside the module (testdata is outside ./...), as a user's
-	// cmd/auth-team would be.
-	if err := os.MkdirAll("testdata", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("testdata", "readme-plugin-")
+	// Build it as a plugin author would: its own module, requiring this one
+	// (replaced by the checkout), outside the repository tree.
+	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir); os.Remove("testdata") })
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(code[1]), 0o644); err != nil {
+	dir := t.TempDir()
+	gomod := "module example.com/auth-team\n\ngo 1.26\n\nrequire github.com/agent-server/agent-server v0.0.0\n\nreplace github.com/agent-server/agent-server => " + root + "\n"
+	sum, err := os.ReadFile(filepath.Join(root, "go.sum"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(binDir, "plugins", "auth-team")
-	if b, err := exec.Command("go", "build", "-o", out, "./"+dir).CombinedOutput(); err != nil {
+	for name, body := range map[string][]byte{"go.mod": []byte(gomod), "go.sum": sum, "main.go": []byte(code[1])} {
+		if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plugins := t.TempDir() // a plugin dir of its own: the shared one stays as built
+	for _, p := range []string{"auth-query", "auth-header", "auth-bearer"} {
+		b, err := os.ReadFile(filepath.Join(binDir, "plugins", p)) // the host refuses symlinks
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(plugins, p), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	build := exec.Command("go", "build", "-mod=mod", "-o", filepath.Join(plugins, "auth-team"), ".")
+	build.Dir = dir
+	if b, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("the README example does not build: %v\n%s", err, b)
 	}
-	t.Cleanup(func() { os.Remove(out) })
 
 	// The README's YAML, without its pin placeholder.
 	cfg := regexp.MustCompile(`(?m)^\s*sha256: <.*\n`).ReplaceAllString(yaml[1], "")
-	s := startServer(t, cfg, "SESSION_API_KEY="+key)
+	s := startServer(t, cfg, "SESSION_API_KEY="+key, "AGENT_SERVER_PLUGINS__DIR="+plugins)
 	id := s.createConversation(t, key)
 	for _, tt := range []struct {
 		token string
