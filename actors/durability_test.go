@@ -125,12 +125,23 @@ func TestRestartResumesAfterID(t *testing.T) {
 type gatedStore struct {
 	core.Store
 	gate    chan struct{}
+	entered chan struct{} // if set, gets a token (never blocking) as an AppendBatch reaches the gate
+	waiting atomic.Int64  // events of the AppendBatch calls that reached the gate
 	batches atomic.Int64
 	events  atomic.Int64
 	fail    atomic.Pointer[error]
 }
 
 func (g *gatedStore) AppendBatch(ctx context.Context, b []core.Append) []error {
+	for _, a := range b {
+		g.waiting.Add(int64(len(a.Events)))
+	}
+	if g.entered != nil {
+		select {
+		case g.entered <- struct{}{}:
+		default:
+		}
+	}
 	<-g.gate
 	g.batches.Add(1)
 	for _, a := range b {
@@ -149,7 +160,7 @@ func (g *gatedStore) AppendBatch(ctx context.Context, b []core.Append) []error {
 // TestEventIsDurableBeforeSeen: until the store has the event, no socket
 // sees it and the post does not answer.
 func TestEventIsDurableBeforeSeen(t *testing.T) {
-	g := &gatedStore{Store: memstore.New(), gate: make(chan struct{})}
+	g := &gatedStore{Store: memstore.New(), gate: make(chan struct{}), entered: make(chan struct{}, 1)}
 	sys := startSystem(t, g, 0)
 	id := createConv(t, sys)
 	tr := connect(t, sys, id, Replay{})
@@ -162,7 +173,13 @@ func TestEventIsDurableBeforeSeen(t *testing.T) {
 		}
 		posted <- ev
 	}()
-	time.Sleep(100 * time.Millisecond)
+	// The event has reached the store's AppendBatch, which holds it: from
+	// here on, neither the post's answer nor the broadcast may have happened.
+	select {
+	case <-g.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the event never reached the store")
+	}
 	select {
 	case <-posted:
 		t.Fatal("post answered before the store had the event")
@@ -192,18 +209,37 @@ func TestGroupCommit(t *testing.T) {
 		ids[i] = createConv(t, sys)
 	}
 	var wg sync.WaitGroup
+	errs := make(chan error, convs*per)
 	for _, id := range ids {
 		for j := range per {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				post(t, sys, id, fmt.Sprint(j))
+				if _, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody(fmt.Sprint(j))); err != nil {
+					errs <- fmt.Errorf("post event: %w", err)
+				}
 			}()
 		}
 	}
-	time.Sleep(200 * time.Millisecond) // let every post reach the writer
+	// Wait until every event is either held at the gate (the first commit)
+	// or queued behind it in the writer, so the rest must share a commit.
+	queued := func() int64 {
+		sys.writer.mu.Lock()
+		defer sys.writer.mu.Unlock()
+		return g.waiting.Load() + int64(len(sys.writer.queue))
+	}
+	for deadline := time.Now().Add(30 * time.Second); queued() != convs*per; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			close(g.gate)
+			t.Fatalf("only %d of %d events reached the writer", queued(), convs*per)
+		}
+	}
 	close(g.gate)
 	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 	if got := g.events.Load(); got != convs*per {
 		t.Fatalf("stored %d events, want %d", got, convs*per)
 	}
@@ -238,7 +274,7 @@ func TestFailedWriteClosesAndRecovers(t *testing.T) {
 	}
 	g.fail.Store(nil)
 	var ev *core.Event
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var err error
 		if ev, err = sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("three")); err == nil {
@@ -291,7 +327,7 @@ func TestPassivation(t *testing.T) {
 
 func waitCounts(t *testing.T, sys *System, known, active int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c := counts(t, sys)
 		if c.Known == known && c.Active == active {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
 	"github.com/agent-server/agent-server/core/memstore"
@@ -53,10 +55,10 @@ func (f *fakeTransport) poke() {
 	}
 }
 
-// waitFor polls cond on every change until it holds or 5 s pass.
+// waitFor polls cond on every change until it holds or 30 s pass.
 func (f *fakeTransport) waitFor(t *testing.T, what string, cond func(frames [][]byte, closed *core.Disconnect) bool) {
 	t.Helper()
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(30 * time.Second)
 	for {
 		f.mu.Lock()
 		ok := cond(f.frames, f.closed)
@@ -342,17 +344,21 @@ func TestReplayUnderConcurrentPublishing(t *testing.T) {
 			}
 			replay, from := tt.replay(evs)
 
-			var wg sync.WaitGroup
-			wg.Add(1)
+			postErr := make(chan error, 1)
 			go func() {
-				defer wg.Done()
 				for i := range during {
-					h.post(t, id, fmt.Sprint(before+i))
+					if _, err := h.sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody(fmt.Sprint(before+i))); err != nil {
+						postErr <- fmt.Errorf("post event %d: %w", before+i, err)
+						return
+					}
 				}
+				postErr <- nil
 			}()
 			tr := newFakeTransport()
 			h.sys.Connect(tr, &core.Principal{}, id, replay)
-			wg.Wait()
+			if err := <-postErr; err != nil {
+				t.Fatal(err)
+			}
 			h.post(t, id, "end") // at least one event is live, whatever the timing
 
 			last, _ := h.store.LastSeq(context.Background(), id)
@@ -533,7 +539,9 @@ func TestCredentialExpiryCloses4001(t *testing.T) {
 		expiry time.Duration
 	}{
 		{"already expired", -time.Second},
-		{"expires while connected", 100 * time.Millisecond},
+		// Long enough that the attach is surely done before it expires,
+		// short enough to wait for; waitClosed allows 30 s.
+		{"expires while connected", 2 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -542,13 +550,27 @@ func TestCredentialExpiryCloses4001(t *testing.T) {
 			if got := tr.waitClosed(t); got != core.DisconnectExpired {
 				t.Errorf("closed with %v, want %v", got, core.DisconnectExpired)
 			}
+			tr.mu.Lock()
+			attached := len(tr.frames) > 0
+			tr.mu.Unlock()
+			if tt.expiry > 0 && !attached {
+				t.Error("closed before it got full_state: the credential expired before the attach, not while connected")
+			}
 		})
 	}
 }
 
 func TestAuthenticate(t *testing.T) {
 	slow := funcAuth(func(ctx context.Context) core.Result { <-ctx.Done(); return core.Failed(ctx.Err()) })
-	stuck := funcAuth(func(context.Context) core.Result { time.Sleep(2 * time.Second); return core.Allowed(&core.Principal{}) })
+	// stuck ignores its context and hangs until the test is over, so an
+	// answer from Authenticate proves it did not wait for the plugin.
+	release, stuckEntered := make(chan struct{}), make(chan struct{}, 1)
+	t.Cleanup(func() { close(release) })
+	stuck := funcAuth(func(context.Context) core.Result {
+		stuckEntered <- struct{}{}
+		<-release
+		return core.Allowed(&core.Principal{})
+	})
 	boom := funcAuth(func(context.Context) core.Result { panic("plugin bug") })
 	tests := []struct {
 		name    string
@@ -579,7 +601,6 @@ func TestAuthenticate(t *testing.T) {
 			if tt.header != "" {
 				req.Header.Set("X-Test-Key", tt.header)
 			}
-			start := time.Now()
 			res := sys.Authenticate(ctx, req)
 			if res.Decision != tt.want {
 				t.Errorf("decision = %v (%v), want %v", res.Decision, res.Err, tt.want)
@@ -587,8 +608,14 @@ func TestAuthenticate(t *testing.T) {
 			if res.Decision == core.Allow && res.Principal == nil {
 				t.Error("allow without a principal")
 			}
-			if took := time.Since(start); took > tt.timeout+500*time.Millisecond {
-				t.Errorf("took %v with a %v deadline", took, tt.timeout)
+			if tt.name == "plugin ignores the deadline" {
+				// Authenticate answered, and the plugin was called and is
+				// still hanging (release closes only at cleanup).
+				select {
+				case <-stuckEntered:
+				case <-time.After(30 * time.Second):
+					t.Fatal("the stuck plugin was never called")
+				}
 			}
 		})
 	}
@@ -631,10 +658,22 @@ func TestFramesNeverReachTheLog(t *testing.T) {
 	tr, c := h.connect(t, id, Replay{})
 	c.Closed()
 	tr.waitClosed(t)
-	time.Sleep(50 * time.Millisecond) // let the actor stop
+	// Wait until the actor has stopped, so the frames below are dead letters.
+	registry := sys.root.ActorSystem().ProcessRegistry
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, alive := registry.Get(c.pid); !alive {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connection actor never stopped")
+		}
+	}
 	for range 5 {
 		c.Deliver([]byte(`{"type":"auth","session_api_key":"hunter2-secret"}`))
 	}
+	// A dead letter that is logged, sent after the frames: once its line is
+	// in the log, the frames went through dead-letter handling before it.
+	waitDeadLetterLogged(t, sys, &buf, c.pid, "marker-after-frames")
 	sys.root.Send(sys.supervisor, &authenticate{Request: &core.Request{Route: core.RouteEvents,
 		Header: map[string][]string{"X-Test-Key": {"hunter2-secret"}}}, Reply: make(chan core.Result, 1)})
 	if err := sys.Shutdown(context.Background()); err != nil {
@@ -642,9 +681,25 @@ func TestFramesNeverReachTheLog(t *testing.T) {
 	}
 	sys.root.Send(sys.supervisor, &authenticate{Request: &core.Request{Route: core.RouteEvents,
 		Header: map[string][]string{"X-Test-Key": {"hunter2-secret"}}}, Reply: make(chan core.Result, 1)})
-	time.Sleep(50 * time.Millisecond)
+	waitDeadLetterLogged(t, sys, &buf, sys.supervisor, "marker-after-shutdown")
 	if logs := buf.String(); strings.Contains(logs, "hunter2") || strings.Contains(logs, "104 117 110 116 101 114 50") {
 		t.Errorf("log holds the credential:\n%s", logs)
+	}
+}
+
+// waitDeadLetterLogged sends marker to the stopped pid until its dead-letter
+// line is in buf (protoactor throttles dead-letter lines, so one send may go
+// unprinted), for at most 30 s.
+func waitDeadLetterLogged(t *testing.T, sys *System, buf *lockedBuffer, pid *actor.PID, marker string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		sys.root.Send(pid, marker)
+		if strings.Contains(buf.String(), marker) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead-letter line for %q; log:\n%s", marker, buf.String())
+		}
 	}
 }
 
@@ -693,13 +748,15 @@ func TestConversationPanicClosesItsSocketsOnly(t *testing.T) {
 	// The registry learns of the crash asynchronously; until then a post may
 	// reach the dead actor and fail fast.
 	var after *core.Event
-	for deadline := time.Now().Add(2 * time.Second); after == nil; {
+	for deadline := time.Now().Add(30 * time.Second); after == nil; {
 		ev, err := h.sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("after"))
 		switch {
 		case err == nil:
 			after = ev
 		case time.Now().After(deadline):
 			t.Fatalf("post after the crash: %v", err)
+		default:
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	if after.Seq != 2 {
@@ -764,16 +821,20 @@ func TestLongReplayIsPaced(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	go tr.drain(stop)
-	var wg sync.WaitGroup
-	wg.Add(1)
+	postErr := make(chan error, 1)
 	go func() {
-		defer wg.Done()
 		for i := range 100 {
-			h.post(t, id, fmt.Sprint(300+i))
+			if _, err := h.sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody(fmt.Sprint(300+i))); err != nil {
+				postErr <- fmt.Errorf("post event %d: %w", 300+i, err)
+				return
+			}
 		}
+		postErr <- nil
 	}()
 	h.sys.Connect(tr, &core.Principal{}, id, Replay{Mode: ReplayAll})
-	wg.Wait()
+	if err := <-postErr; err != nil {
+		t.Fatal(err)
+	}
 	frames := tr.waitFrames(t, 401)
 	if tr.isClosed() {
 		t.Fatalf("transport closed with %v", tr.closed)
