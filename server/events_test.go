@@ -192,7 +192,7 @@ func statusOf(resp *http.Response) any {
 
 func readFrame(t testing.TB, c *websocket.Conn) map[string]any {
 	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	_, data, err := c.ReadMessage()
 	if err != nil {
 		t.Fatalf("read: %v", err)
@@ -207,7 +207,7 @@ func readFrame(t testing.TB, c *websocket.Conn) map[string]any {
 // expectClose reads until the server's close frame and checks its code.
 func expectClose(t testing.TB, c *websocket.Conn, want int) {
 	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	for {
 		_, _, err := c.ReadMessage()
 		if err == nil {
@@ -226,13 +226,30 @@ func expectClose(t testing.TB, c *websocket.Conn, want int) {
 
 func textOf(t testing.TB, f map[string]any) string {
 	t.Helper()
+	text, err := frameText(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return text
+}
+
+// frameText is textOf for goroutines other than the test's.
+func frameText(f map[string]any) (string, error) {
 	msg, _ := f["llm_message"].(map[string]any)
 	parts, _ := msg["content"].([]any)
 	if len(parts) != 1 {
-		t.Fatalf("frame %v has no single content part", f)
+		return "", fmt.Errorf("frame %v has no single content part", f)
 	}
 	text, _ := parts[0].(map[string]any)["text"].(string)
-	return text
+	return text, nil
+}
+
+// postErr is post for goroutines other than the test's.
+func (e *edge) postErr(id, text string) error {
+	if _, err := e.sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, textBody(text)); err != nil {
+		return fmt.Errorf("post event %q: %w", text, err)
+	}
+	return nil
 }
 
 func TestHandshakeRefusals(t *testing.T) {
@@ -454,16 +471,20 @@ func TestReplayModes(t *testing.T) {
 			for i := range before {
 				evs = append(evs, e.post(t, id, fmt.Sprint("before ", i)))
 			}
-			var wg sync.WaitGroup
-			wg.Add(1)
+			posted := make(chan error, 1)
 			go func() {
-				defer wg.Done()
 				for i := range during {
-					e.post(t, id, fmt.Sprint("during ", i))
+					if err := e.postErr(id, fmt.Sprint("during ", i)); err != nil {
+						posted <- err
+						return
+					}
 				}
+				posted <- nil
 			}()
 			c := e.dialReady(t, id, tt.query(evs))
-			wg.Wait()
+			if err := <-posted; err != nil {
+				t.Fatal(err)
+			}
 			all, _ := e.store.Events(context.Background(), id, 0, 0)
 			for i := tt.first(evs); i < len(all); i++ {
 				f := readFrame(t, c)
@@ -608,7 +629,11 @@ func TestManyConnections(t *testing.T) {
 				}
 				var f map[string]any
 				_ = json.Unmarshal(data, &f)
-				text := textOf(t, f)
+				text, err := frameText(f)
+				if err != nil {
+					errs <- fmt.Errorf("client %d: %w", i, err)
+					return
+				}
 				if !strings.HasPrefix(text, fmt.Sprintf("c%d-", cl.conv)) {
 					errs <- fmt.Errorf("client %d of conversation %d got %q", i, cl.conv, text)
 					return
@@ -631,41 +656,78 @@ func TestManyConnections(t *testing.T) {
 // timeout, and that a client that never answers is dropped.
 func TestKeepalive(t *testing.T) {
 	e := newEdge(t, func(c *config.Config) {
-		c.Limits.IdleTimeout = time.Second
-		c.Limits.PingInterval = 100 * time.Millisecond
+		c.Limits.IdleTimeout = 3 * time.Second
+		c.Limits.PingInterval = 300 * time.Millisecond
 	})
 	id := e.conversation(t)
 	alive := e.dialReady(t, id, "")
-	pings := make(chan struct{}, 100)
+	pings := make(chan struct{}, 1)
 	alive.SetPingHandler(func(data string) error {
-		pings <- struct{}{}
-		return alive.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		select { // never block the reader: that would stop the pongs
+		case pings <- struct{}{}:
+		default:
+		}
+		return alive.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(30*time.Second))
 	})
+	frames := make(chan []byte, 100)
 	go func() { // reading is what answers pings
+		defer close(frames)
 		for {
-			if _, _, err := alive.ReadMessage(); err != nil {
+			_, data, err := alive.ReadMessage()
+			if err != nil {
 				return
 			}
+			frames <- data
 		}
 	}()
+	// readText waits for the alive client's next frame.
+	readText := func() string {
+		t.Helper()
+		select {
+		case data, ok := <-frames:
+			if !ok {
+				t.Fatal("the client answering pings was disconnected")
+			}
+			var f map[string]any
+			if err := json.Unmarshal(data, &f); err != nil {
+				t.Fatalf("frame is not JSON: %v: %s", err, data)
+			}
+			return textOf(t, f)
+		case <-time.After(30 * time.Second):
+			t.Fatal("no frame in 30s")
+		}
+		return ""
+	}
 	// Wait for three pings; the bound is generous because these machines are
 	// shared, and speed is not what this test checks.
 	for i := range 3 {
 		select {
 		case <-pings:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("got %d pings in 10s with a 100ms interval", i)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("got %d pings in 30s with a 300ms interval", i)
 		}
 	}
-	e.post(t, id, "still here") // the live client must still be attached
+	e.post(t, id, "still here")
+	if got := readText(); got != "still here" {
+		t.Fatalf("alive client read %q, want still here", got)
+	}
 	deaf := e.dialReady(t, id, "")
 	_ = deaf // never reads again, so never answers a ping
-	deadline := time.Now().Add(10 * time.Second)
-	for e.srv.sockets.len() > 1 && time.Now().Before(deadline) {
+	// The deaf socket goes after an idle timeout; the alive one, connected
+	// earlier, has by then outlived an idle timeout too.
+	deadline := time.Now().Add(30 * time.Second)
+	for e.srv.sockets.len() > 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sockets open after 30s, want the deaf one dropped", e.srv.sockets.len())
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if n := e.srv.sockets.len(); n != 1 {
-		t.Errorf("%d sockets open, want only the one answering pings", n)
+		t.Fatalf("%d sockets open, want exactly the one answering pings", n)
+	}
+	e.post(t, id, "after the idle timeout")
+	if got := readText(); got != "after the idle timeout" {
+		t.Fatalf("alive client read %q after the deaf one was dropped, want the new event", got)
 	}
 }
 
@@ -691,7 +753,12 @@ func TestAccessLogNeverHoldsTheKey(t *testing.T) {
 	}
 	resp.Body.Close()
 
+	// The 101 line is written when the socket's handler returns, after the
+	// close above reaches the server: wait for it.
 	logs := e.logs.String()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs, `"status":101`) && time.Now().Before(deadline); logs = e.logs.String() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	for _, secret := range []string{"good-key", "wrong-secret"} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("log holds %q:\n%s", secret, logs)
@@ -798,7 +865,7 @@ func TestServeShutsDownWhenContextEnds(t *testing.T) {
 		if err != nil {
 			t.Errorf("Serve = %v, want nil", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second): // well past the 5 s shutdown timeout
 		t.Fatal("Serve did not return after its context ended")
 	}
 	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
@@ -816,13 +883,15 @@ func TestLongReplayFitsASmallQueue(t *testing.T) {
 	for i := range 600 {
 		e.post(t, id, fmt.Sprint(i, filler))
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
+	posted := make(chan error, 1)
 	go func() {
-		defer wg.Done()
 		for i := range 100 {
-			e.post(t, id, fmt.Sprint(600+i, filler))
+			if err := e.postErr(id, fmt.Sprint(600+i, filler)); err != nil {
+				posted <- err
+				return
+			}
 		}
+		posted <- nil
 	}()
 	c := e.dialReady(t, id, "resend_all=true")
 	for i := range 700 {
@@ -830,5 +899,7 @@ func TestLongReplayFitsASmallQueue(t *testing.T) {
 			t.Fatalf("event %d is %.12q...: lost, duplicated or out of order", i, got)
 		}
 	}
-	wg.Wait()
+	if err := <-posted; err != nil {
+		t.Fatal(err)
+	}
 }

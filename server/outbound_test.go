@@ -84,7 +84,7 @@ func decodeFrames(t *testing.T, b []byte) []wireFrame {
 
 func waitWrites(t *testing.T, c *recordConn, n int) [][]byte {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if w := c.snapshot(); len(w) >= n {
 			return w

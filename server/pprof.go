@@ -53,12 +53,17 @@ func servePprof(addr string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "agent-server: profiling on http://%s/debug/pprof/ (%s)\n", ln.Addr(), PprofEnv)
+	servePprofOn(ln)
+	return nil
+}
+
+// servePprofOn serves the profiles on ln in the background, until ln closes.
+func servePprofOn(ln net.Listener) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /debug/pprof/profile", cpuProfile)
 	mux.HandleFunc("GET /debug/pprof/{name}", namedProfile)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	return nil
 }
 
 // cpuProfile records a CPU profile for ?seconds= (default 10).

@@ -21,11 +21,11 @@ func TestServePprofHeap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Serve on the test's own listener: closing it and letting servePprof
+	// bind the same port again would race with any other listener.
+	t.Cleanup(func() { ln.Close() })
+	servePprofOn(ln)
 	addr := ln.Addr().String()
-	ln.Close() // free the port for servePprof; a race with another listener only fails this test
-	if err := servePprof(addr); err != nil {
-		t.Fatal(err)
-	}
 	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?debug=1")
 	if err != nil {
 		t.Fatal(err)
