@@ -52,7 +52,7 @@ func TestWebSocketAuthChain(t *testing.T) {
 					t.Fatalf("dial: %v (status %v)", err, status(resp))
 				}
 				send(t, c, map[string]any{"role": "user", "content": "not an auth frame"})
-				if code, text := closeCode(t, c, 5*time.Second); code != 4001 || text != "Authentication failed" {
+				if code, text := closeCode(t, c, 30*time.Second); code != 4001 || text != "Authentication failed" {
 					t.Fatalf("closed %d %q, want 4001 Authentication failed", code, text)
 				}
 				return
@@ -126,7 +126,7 @@ func TestRejectWithClose(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	code, reason := closeCode(t, c, 10*time.Second)
+	code, reason := closeCode(t, c, 30*time.Second)
 	if code != 4001 || reason != "Authentication failed" {
 		t.Fatalf("close = %d %q, want 4001 \"Authentication failed\"", code, reason)
 	}

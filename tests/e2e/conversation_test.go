@@ -59,7 +59,7 @@ func TestHandshakeRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if code, reason := closeCode(t, c, 10*time.Second); code != 4004 || reason != "Conversation not found" {
+		if code, reason := closeCode(t, c, 30*time.Second); code != 4004 || reason != "Conversation not found" {
 			t.Fatalf("close = %d %q, want 4004", code, reason)
 		}
 	})
@@ -76,7 +76,7 @@ func TestHandshakeRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if code, _ := closeCode(t, c, 10*time.Second); code != 1013 {
+		if code, _ := closeCode(t, c, 30*time.Second); code != 1013 {
 			t.Fatalf("close = %d, want 1013", code)
 		}
 	})
@@ -98,18 +98,18 @@ func TestMessagesAndBadFrames(t *testing.T) {
 
 	send(t, a, `{"type":"auth","session_api_key":"whatever"}`) // ignored silently
 	send(t, a, `not json`)
-	e, err := read(t, a, 5*time.Second)
+	e, err := read(t, a, 30*time.Second)
 	if err != nil || e.Kind != "ServerErrorEvent" || e.Code == "" || e.Detail == "" || e.Source != "environment" {
 		t.Fatalf("after a bad frame got %+v, %v; want a ServerErrorEvent with code and detail", e, err)
 	}
 	send(t, a, `{"role":"assistant","content":"x"}`)
-	if e, err = read(t, a, 5*time.Second); err != nil || e.Kind != "ServerErrorEvent" {
+	if e, err = read(t, a, 30*time.Second); err != nil || e.Kind != "ServerErrorEvent" {
 		t.Fatalf("wrong role got %+v, %v", e, err)
 	}
 
 	send(t, a, map[string]any{"role": "user", "content": "hello"})
 	for name, c := range map[string]*websocket.Conn{"sender": a, "other": b} {
-		e, err := read(t, c, 5*time.Second)
+		e, err := read(t, c, 30*time.Second)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -119,12 +119,12 @@ func TestMessagesAndBadFrames(t *testing.T) {
 	}
 	// The socket stayed open through the bad frames, and parts work too.
 	send(t, b, map[string]any{"role": "user", "content": []map[string]any{{"type": "text", "text": "parts"}}})
-	if e, err := read(t, a, 5*time.Second); err != nil || e.text() != "parts" {
+	if e, err := read(t, a, 30*time.Second); err != nil || e.text() != "parts" {
 		t.Fatalf("got %+v, %v", e, err)
 	}
 	// Frames over the limit close with 1009.
 	send(t, a, `{"role":"user","content":"`+strings.Repeat("x", 70<<10)+`"}`)
-	if code, _ := closeCode(t, a, 5*time.Second); code != 1009 {
+	if code, _ := closeCode(t, a, 30*time.Second); code != 1009 {
 		t.Fatalf("oversize frame closed with %d, want 1009", code)
 	}
 }
@@ -192,7 +192,7 @@ func TestReplayModesUnderLoad(t *testing.T) {
 			// numbers must be consecutive with no repeats.
 			next := tt.first
 			for seen := 0; seen < 60; seen++ {
-				e, err := read(t, c, 10*time.Second)
+				e, err := read(t, c, 30*time.Second)
 				if err != nil {
 					t.Fatalf("read: %v", err)
 				}
@@ -219,7 +219,7 @@ func TestReplayModesUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustReady(t, c)
-		e, err := read(t, c, 5*time.Second)
+		e, err := read(t, c, 30*time.Second)
 		if err != nil || e.Kind != "ServerErrorEvent" || e.Code != "unknown_event_id" {
 			t.Fatalf("got %+v, %v; want ServerErrorEvent unknown_event_id", e, err)
 		}
@@ -238,7 +238,7 @@ func TestDeleteClosesSockets(t *testing.T) {
 	if code != 200 || !strings.Contains(string(body), `"success":true`) {
 		t.Fatalf("delete: %d %s", code, body)
 	}
-	if cc, _ := closeCode(t, c, 5*time.Second); cc != 4004 {
+	if cc, _ := closeCode(t, c, 30*time.Second); cc != 4004 {
 		t.Fatalf("close = %d, want 4004", cc)
 	}
 	if code, _ := s.request(t, "GET", "/api/conversations/"+id, nil, "X-Session-API-Key", key); code != 404 {
@@ -296,7 +296,7 @@ func TestManyConnections(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for m := 0; m < msgs; m++ {
-				e, err := read(t, sb.c, 10*time.Second)
+				e, err := read(t, sb.c, 30*time.Second)
 				if err != nil {
 					t.Errorf("conv %d: %v", sb.conv, err)
 					return

@@ -326,7 +326,7 @@ func read(t *testing.T, c *websocket.Conn, d time.Duration) (event, error) {
 // mustReady reads the first frame and checks it is the full_state event.
 func mustReady(t *testing.T, c *websocket.Conn) {
 	t.Helper()
-	e, err := read(t, c, 10*time.Second)
+	e, err := read(t, c, 30*time.Second)
 	if err != nil {
 		t.Fatalf("read first frame: %v", err)
 	}

@@ -91,7 +91,7 @@ func TestFirstMessageAuth(t *testing.T) {
 	send(t, c, map[string]string{"type": "auth", "session_api_key": key})
 	mustReady(t, c)
 	send(t, c, map[string]any{"role": "user", "content": "hello"})
-	if e, err := read(t, c, 5*time.Second); err != nil || e.text() != "hello" {
+	if e, err := read(t, c, 30*time.Second); err != nil || e.text() != "hello" {
 		t.Fatalf("echo: %+v %v", e, err)
 	}
 	for name, first := range map[string]any{
@@ -106,7 +106,7 @@ func TestFirstMessageAuth(t *testing.T) {
 		if first != nil {
 			send(t, c, first)
 		}
-		if code, text := closeCode(t, c, 5*time.Second); code != 4001 || text != "Authentication failed" {
+		if code, text := closeCode(t, c, 30*time.Second); code != 4001 || text != "Authentication failed" {
 			t.Fatalf("%s: closed %d %q, want 4001 Authentication failed", name, code, text)
 		}
 	}
