@@ -31,6 +31,10 @@ func testConfig(t *testing.T, cache bool) config.Config {
 	cfg.Plugins.Dir = binDir
 	cfg.Plugins.Restart.InitialBackoff = 20 * time.Millisecond
 	cfg.Plugins.Restart.MaxBackoff = 200 * time.Millisecond
+	// Real plugin processes on a loaded machine: one scheduling stall over
+	// the default 500 ms must not turn into Error. A test of the deadline
+	// itself sets its own.
+	cfg.Auth.RPCTimeout = 30 * time.Second
 	return cfg
 }
 
@@ -428,8 +432,14 @@ func TestGarbageOnStdoutBeforeHandshake(t *testing.T) {
 	}
 }
 
+// TestHangingPluginYieldsError: a plugin that ignores its deadline yields
+// Error at the deadline. The plugin hangs for a minute, so an answer within
+// 30 s (a bound no stall reaches, and far below the hang) and a deadline
+// error prove the host did not wait for it; how close to the 100 ms deadline
+// it answers is for benchmarks.
 func TestHangingPluginYieldsError(t *testing.T) {
-	cfg := faultConfig(t, "auth-fault", map[string]any{"mode": "sleep", "sleep": "3s"})
+	const hang = time.Minute
+	cfg := faultConfig(t, "auth-fault", map[string]any{"mode": "sleep", "sleep": hang.String()})
 	cfg.Auth.RPCTimeout = 100 * time.Millisecond
 	h, _ := startHost(t, cfg)
 	start := time.Now()
@@ -437,8 +447,8 @@ func TestHangingPluginYieldsError(t *testing.T) {
 	if res.Decision != core.Error {
 		t.Fatalf("got %s, want error", res.Decision)
 	}
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("took %s, want about the 100ms deadline", took)
+	if took := time.Since(start); took > hang/2 {
+		t.Errorf("took %s: waited for the plugin's %s hang instead of the 100ms deadline", took, hang)
 	}
 	if !strings.Contains(res.Err.Error(), "DeadlineExceeded") {
 		t.Errorf("err = %v, want a deadline error", res.Err)
@@ -454,7 +464,7 @@ func TestPanicInAuthenticateFailsClosedAndIsLogged(t *testing.T) {
 			t.Fatalf("got %s, want error", res.Decision)
 		}
 	}
-	waitFor(t, 2*time.Second, func() bool { return strings.Contains(logs.String(), "deliberate panic") })
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(logs.String(), "deliberate panic") })
 	if !strings.Contains(logs.String(), "plugin=fault") {
 		t.Errorf("panic log lacks plugin=fault:\n%s", logs)
 	}
@@ -469,7 +479,7 @@ func TestCrashMidRequestFailsClosedThenRestarts(t *testing.T) {
 	if res.Decision != core.Error {
 		t.Fatalf("in-flight request: got %s, want error", res.Decision)
 	}
-	waitFor(t, 5*time.Second, func() bool { return h.Health()[0].Restarts >= 1 && h.Ready() == nil })
+	waitFor(t, 30*time.Second, func() bool { return h.Health()[0].Restarts >= 1 && h.Ready() == nil })
 }
 
 func TestKilledPluginFailsClosedThenRecovers(t *testing.T) {
@@ -488,36 +498,38 @@ func TestKilledPluginFailsClosedThenRecovers(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill %d: %v", pid, err)
 	}
-	// Until it is back, every request that reaches the header plugin fails
-	// closed; none is allowed.
-	sawError := false
-	deadline := time.Now().Add(10 * time.Second)
+	// Until it is back, a request that reaches the header plugin fails
+	// closed: whatever the timing, no decision but Allow (before the kill
+	// lands, or after the restart) or Error. Whether a request happens to
+	// fall in the short restart window is timing, so it is not required.
+	restarted := func() (plugins.Health, bool) {
+		for _, hl := range h.Health() {
+			if hl.Name == "header" {
+				return hl, hl.PID != pid && hl.PID != 0 && hl.Restarts >= 1
+			}
+		}
+		return plugins.Health{}, false
+	}
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		res := c.Authenticate(context.Background(), req)
-		switch res.Decision {
-		case core.Error:
-			sawError = true
-		case core.Allow:
-			if sawError && h.Ready() == nil {
-				goto recovered
-			}
-			if !sawError {
-				// The kill has not landed yet.
-				break
-			}
-		default:
+		if res.Decision != core.Allow && res.Decision != core.Error {
 			t.Fatalf("got %s (%s), want error or, once restarted, allow", res.Decision, res.Reason)
 		}
+		if _, ok := restarted(); ok && h.Ready() == nil {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no recovery within 10s; health %+v\n%s", h.Health(), logs)
+			t.Fatalf("no restart within 30s; health %+v\n%s", h.Health(), logs)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-recovered:
-	for _, hl := range h.Health() {
-		if hl.Name == "header" && (hl.Restarts != 1 || hl.PID == pid) {
-			t.Errorf("header health after restart: %+v (old pid %d)", hl, pid)
-		}
+	// Restarted: requests are allowed again.
+	if res := c.Authenticate(context.Background(), req); res.Decision != core.Allow {
+		t.Fatalf("after the restart: got %s (%v)", res.Decision, res.Err)
+	}
+	if hl, _ := restarted(); hl.Restarts != 1 {
+		t.Errorf("header health after restart: %+v (old pid %d), want one restart", hl, pid)
 	}
 	if !strings.Contains(logs.String(), "plugin exited") {
 		t.Errorf("crash not logged:\n%s", logs)

@@ -29,9 +29,26 @@ func TestNoPluginOutlivesAKilledServer(t *testing.T) {
 	defer cmd.Wait()
 	defer cmd.Process.Kill()
 
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "pids ") {
-		t.Fatalf("helper said %q, %v", line, err)
+	// Read in a goroutine so a helper that never prints fails the test
+	// instead of hanging it; the deferred Kill ends the read.
+	type result struct {
+		line string
+		err  error
+	}
+	said := make(chan result, 1)
+	go func() {
+		line, err := bufio.NewReader(out).ReadString('\n')
+		said <- result{line, err}
+	}()
+	var line string
+	select {
+	case r := <-said:
+		line = r.line
+		if r.err != nil || !strings.HasPrefix(line, "pids ") {
+			t.Fatalf("helper said %q, %v", line, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("helper printed no pids within 30s")
 	}
 	var pids []int
 	for _, f := range strings.Fields(strings.TrimPrefix(line, "pids ")) {
@@ -45,7 +62,7 @@ func TestNoPluginOutlivesAKilledServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.Wait()
-	waitFor(t, 5*time.Second, func() bool {
+	waitFor(t, 30*time.Second, func() bool {
 		for _, pid := range pids {
 			if alive(pid) {
 				return false
