@@ -91,7 +91,7 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatalf("console page CSP = %q", csp)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute) // the whole Chromium flow, on a shared machine
 	defer cancel()
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx,
 		chromedp.ExecPath(exe),
@@ -132,7 +132,7 @@ func TestConsoleInChromium(t *testing.T) {
 
 	poll := func(what, expr string) chromedp.Action[chromedp.Void] {
 		return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-			_, err := chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(15*time.Second), chromedp.WithPollingInterval(50*time.Millisecond))(ctx, tg)
+			_, err := chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(60*time.Second), chromedp.WithPollingInterval(50*time.Millisecond))(ctx, tg)
 			if err != nil {
 				return chromedp.Void{}, fmt.Errorf("waiting for %s: %w", what, err)
 			}
