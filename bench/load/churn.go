@@ -19,9 +19,9 @@ type ChurnParams struct {
 	Duration      time.Duration // how long connections are started
 	Concurrency   int           // most connections in flight; the schedule waits beyond it
 	Conversations int           // spread over this many conversations (default 8)
-	Warmup        time.Duration // churn before the start RSS is read, not counted (default 1s)
-	Settle        time.Duration // longest wait for the RSS to come back after the end (default 30s)
-	Tolerance     float64       // RSS counts as back within start*(1+Tolerance) (default 0.10)
+	Warmup        time.Duration // churn before the start memory is read, not counted (default 1s)
+	Settle        time.Duration // longest wait for the memory to come back after the end (default 30s)
+	Tolerance     float64       // memory counts as back within start*(1+Tolerance) (default 0.10)
 	Size          int           // text bytes of each connection's message
 }
 
@@ -35,18 +35,18 @@ type ChurnResult struct {
 	Elapsed     time.Duration `json:"elapsed"`
 	PerSecond   float64       `json:"per_second"` // attempts per second achieved
 	Cycle       Summary       `json:"cycle"`      // dial to own echo received
-	RSSStart    int64         `json:"rss_start"`  // after the warm-up; 0 if unknown
-	RSSEnd      int64         `json:"rss_end"`    // as the last connection closed
-	RSSSettled  int64         `json:"rss_settled"`
-	SettledIn   time.Duration `json:"settled_in"` // how long RSSSettled took; Settle when it never came back
+	Start       Memory        `json:"start"`      // after the warm-up; zeros if unknown
+	End         Memory        `json:"end"`        // as the last connection closed
+	Settled     Memory        `json:"settled"`
+	SettledIn   time.Duration `json:"settled_in"` // how long Settled took; about Settle when it never came back
 	CPU         CPUUse        `json:"cpu"`        // during the measured phase
 }
 
-// Churn runs the churn scenario: a warm-up, the start RSS, then for
+// Churn runs the churn scenario: a warm-up, the start memory, then for
 // Duration a connection every 1/Rate seconds that connects, sends one
-// message, waits for it to come back and closes; then the RSS at the end
-// and, polled once a second for up to Settle, until it is back within
-// Tolerance of the start.
+// message, waits for it to come back and closes; then the memory at the
+// end and, polled once a second for up to Settle, until both RSS and
+// RssAnon are back within Tolerance of the start.
 func Churn(ctx context.Context, srv Server, p ChurnParams) (*ChurnResult, error) {
 	switch {
 	case p.Rate <= 0 || p.Duration <= 0:
@@ -83,7 +83,7 @@ func Churn(ctx context.Context, srv Server, p ChurnParams) (*ChurnResult, error)
 	}
 	sleep(ctx, time.Second)
 	r := &ChurnResult{}
-	if r.RSSStart, err = rss(srv); err != nil {
+	if r.Start, err = memory(srv); err != nil {
 		return nil, fmt.Errorf("churn: %w", err)
 	}
 	meter := startCPU(srv)
@@ -100,14 +100,16 @@ func Churn(ctx context.Context, srv Server, p ChurnParams) (*ChurnResult, error)
 	}
 	r.PerSecond = float64(r.Attempts) / r.Elapsed.Seconds()
 
-	if r.RSSEnd, err = rss(srv); err != nil {
+	if r.End, err = memory(srv); err != nil {
 		return nil, fmt.Errorf("churn: %w", err)
 	}
-	r.RSSSettled, r.SettledIn = r.RSSEnd, 0
-	limit := int64(float64(r.RSSStart) * (1 + p.Tolerance))
+	r.Settled = r.End
+	back := func(m Memory) bool {
+		return float64(m.RSS) <= float64(r.Start.RSS)*(1+p.Tolerance) && float64(m.Anon) <= float64(r.Start.Anon)*(1+p.Tolerance)
+	}
 	settleStart := time.Now()
-	for r.RSSStart > 0 && r.RSSSettled > limit && time.Since(settleStart) < p.Settle && sleep(ctx, time.Second) {
-		if r.RSSSettled, err = rss(srv); err != nil {
+	for r.Start.RSS > 0 && !back(r.Settled) && time.Since(settleStart) < p.Settle && sleep(ctx, time.Second) {
+		if r.Settled, err = memory(srv); err != nil {
 			return nil, fmt.Errorf("churn: %w", err)
 		}
 		r.SettledIn = time.Since(settleStart)

@@ -24,9 +24,10 @@ type IdleResult struct {
 	Held          int      `json:"held"`   // of those, still open at the end of the hold
 	Errors        int      `json:"errors"` // failed to connect, or dropped during the hold
 	FirstErrors   []string `json:"first_errors,omitempty"`
-	RSSBefore     int64    `json:"rss_before"` // bytes; 0 if unknown
-	RSSAfter      int64    `json:"rss_after"`
-	BytesPerConn  float64  `json:"bytes_per_conn"` // (RSSAfter - RSSBefore) / Ready
+	Before        Memory   `json:"before"` // zeros if unknown
+	After         Memory   `json:"after"`
+	BytesPerConn  float64  `json:"bytes_per_conn"` // (After.RSS - Before.RSS) / Ready
+	AnonPerConn   float64  `json:"anon_per_conn"`  // the same for RssAnon
 	Conversations int      `json:"conversations"`
 }
 
@@ -65,7 +66,7 @@ func Idle(ctx context.Context, srv Server, p IdleParams) (*IdleResult, error) {
 	if !sleep(ctx, p.Settle) {
 		return nil, ctx.Err()
 	}
-	if r.RSSBefore, err = rss(srv); err != nil {
+	if r.Before, err = memory(srv); err != nil {
 		return nil, fmt.Errorf("idle: %w", err)
 	}
 
@@ -86,7 +87,7 @@ func Idle(ctx context.Context, srv Server, p IdleParams) (*IdleResult, error) {
 		}
 	}
 	sleep(ctx, p.Hold)
-	if r.RSSAfter, err = rss(srv); err != nil {
+	if r.After, err = memory(srv); err != nil {
 		return nil, fmt.Errorf("idle: %w", err)
 	}
 	for i, c := range conns {
@@ -99,20 +100,9 @@ func Idle(ctx context.Context, srv Server, p IdleParams) (*IdleResult, error) {
 		}
 	}
 	r.Errors, r.FirstErrors = errs.snapshot()
-	if r.Ready > 0 && r.RSSBefore > 0 {
-		r.BytesPerConn = float64(r.RSSAfter-r.RSSBefore) / float64(r.Ready)
+	if r.Ready > 0 && r.Before.RSS > 0 {
+		r.BytesPerConn = float64(r.After.RSS-r.Before.RSS) / float64(r.Ready)
+		r.AnonPerConn = float64(r.After.Anon-r.Before.Anon) / float64(r.Ready)
 	}
 	return r, ctx.Err()
-}
-
-// rss reads the server's RSS, or 0 when there is no probe.
-func rss(srv Server) (int64, error) {
-	if srv.RSS == nil {
-		return 0, nil
-	}
-	n, err := srv.RSS()
-	if err != nil {
-		return 0, fmt.Errorf("read server RSS: %w", err)
-	}
-	return n, nil
 }

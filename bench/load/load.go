@@ -42,12 +42,30 @@ type Server struct {
 	// NewConversation returns the id of a new conversation to connect to.
 	NewConversation func(ctx context.Context) (string, error)
 
-	// RSS reads the server's resident set size in bytes; nil when unknown.
-	RSS func() (int64, error)
+	// Memory reads the server's resident memory; nil when unknown.
+	Memory func() (Memory, error)
 
 	// CPU reads the CPU time the server (and its plugins) have used so far;
 	// nil when unknown.
 	CPU func() (time.Duration, error)
+}
+
+// Memory is a reading of a server's resident memory, in bytes.
+type Memory struct {
+	RSS  int64 `json:"rss"`  // VmRSS: everything resident, pages of a memory-mapped database file included
+	Anon int64 `json:"anon"` // RssAnon: heap, stacks and other anonymous memory, where a leak would show
+}
+
+// memory reads the server's memory, or zeros when there is no probe.
+func memory(srv Server) (Memory, error) {
+	if srv.Memory == nil {
+		return Memory{}, nil
+	}
+	m, err := srv.Memory()
+	if err != nil {
+		return Memory{}, fmt.Errorf("read server memory: %w", err)
+	}
+	return m, nil
 }
 
 // Auth is where a connection puts its credential.

@@ -137,19 +137,19 @@ func TestFanout(t *testing.T) {
 
 func TestIdleAndChurn(t *testing.T) {
 	srv := startBaseline(t)
-	srv.RSS = func() (int64, error) { return 1 << 20, nil }
+	srv.Memory = func() (Memory, error) { return Memory{RSS: 1 << 20, Anon: 1 << 19}, nil }
 	ir, err := Idle(testCtx(t), srv, IdleParams{Credentials: Credentials{Auth: AuthHeader, Key: testKey}, N: 30, Concurrency: 8, PerConversation: 7, Hold: 100 * time.Millisecond, Settle: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ir.Ready != 30 || ir.Held != 30 || ir.Errors != 0 || ir.Conversations != 5 || ir.RSSBefore != 1<<20 {
+	if ir.Ready != 30 || ir.Held != 30 || ir.Errors != 0 || ir.Conversations != 5 || ir.Before.RSS != 1<<20 {
 		t.Errorf("idle: %+v, want 30 held over 5 conversations", ir)
 	}
 	cr, err := Churn(testCtx(t), srv, ChurnParams{Credentials: Credentials{Auth: AuthBearer, Key: testKey}, Rate: 100, Duration: 300 * time.Millisecond, Concurrency: 8, Warmup: 50 * time.Millisecond, Conversations: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cr.Attempts != 30 || cr.OK != 30 || cr.Errors != 0 || cr.RSSSettled != 1<<20 {
+	if cr.Attempts != 30 || cr.OK != 30 || cr.Errors != 0 || cr.Settled.Anon != 1<<19 {
 		t.Errorf("churn: %+v, want 30 clean cycles", cr)
 	}
 }

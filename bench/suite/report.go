@@ -113,23 +113,28 @@ func (m *Measurement) derive() []metric {
 	case *load.IdleResult:
 		out = append(out,
 			metric{name: "RSS per connection", unit: "KiB", value: r.BytesPerConn / 1024, better: -1, goal: &goal{ratio: true, le: true, bound: 1.5}},
+			metric{name: "RssAnon per connection", unit: "KiB", value: r.AnonPerConn / 1024, better: -1},
 			metric{name: "connections held", unit: "count", value: float64(r.Held), better: +1, goal: &goal{bound: float64(r.N)}},
-			metric{name: "RSS before", unit: "MiB", value: float64(r.RSSBefore) / (1 << 20), better: -1},
-			metric{name: "RSS holding them", unit: "MiB", value: float64(r.RSSAfter) / (1 << 20), better: -1},
+			metric{name: "RSS before", unit: "MiB", value: mib(r.Before.RSS), better: -1},
+			metric{name: "RSS holding them", unit: "MiB", value: mib(r.After.RSS), better: -1},
 		)
 	case *load.ChurnResult:
-		settled := math.NaN()
-		if r.RSSStart > 0 {
-			settled = float64(r.RSSSettled) / float64(r.RSSStart)
+		ratio := func(a, b int64) float64 {
+			if b <= 0 {
+				return math.NaN()
+			}
+			return float64(a) / float64(b)
 		}
 		out = append(out,
 			metric{name: "connections", unit: "count", value: float64(r.Attempts), better: 0},
 			metric{name: "errors", unit: "count", value: float64(r.Errors), better: -1, goal: &goal{le: true, bound: 0}},
 			metric{name: "cycle p99 (connect, send, echo)", unit: "ms", value: ms(r.Cycle.P99), better: -1},
 			metric{name: "server CPU per connection", unit: "us", value: per(r.CPU.Server, r.Attempts), better: -1},
-			metric{name: "RSS at start", unit: "MiB", value: float64(r.RSSStart) / (1 << 20), better: -1},
-			metric{name: "RSS at end", unit: "MiB", value: float64(r.RSSEnd) / (1 << 20), better: -1},
-			metric{name: "RSS settled / start", unit: "x", value: settled, better: -1, goal: &goal{le: true, bound: 1.1}},
+			metric{name: "RSS at start", unit: "MiB", value: mib(r.Start.RSS), better: -1},
+			metric{name: "RSS at end", unit: "MiB", value: mib(r.End.RSS), better: -1},
+			metric{name: "RSS settled / start", unit: "x", value: ratio(r.Settled.RSS, r.Start.RSS), better: -1, goal: &goal{le: true, bound: 1.1}},
+			metric{name: "RssAnon settled / start", unit: "x", value: ratio(r.Settled.Anon, r.Start.Anon), better: -1, goal: &goal{le: true, bound: 1.1}},
+			metric{name: "settled after", unit: "s", value: r.SettledIn.Seconds(), better: -1},
 			metric{name: "server ERROR log lines", unit: "count", value: float64(m.ServerErrorLines), better: -1},
 		)
 		out = append(out, busy(r.CPU, r.Elapsed)...)
@@ -137,6 +142,8 @@ func (m *Measurement) derive() []metric {
 	m.metrics = out
 	return out
 }
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 // line is the progress line of m.
 func (m *Measurement) line() string {
@@ -407,7 +414,7 @@ func spread(unit string, s stats) string {
 func format(unit string, v float64) string {
 	b := bare(unit, v)
 	switch unit {
-	case "ms", "us", "KiB", "MiB":
+	case "ms", "us", "KiB", "MiB", "s":
 		return b + " " + strings.Replace(unit, "us", "µs", 1)
 	case "x":
 		return b + "x"

@@ -116,13 +116,13 @@ func check(t *testing.T, c string, p Params, res any) {
 			t.Errorf("delivered %d of %d, lost %d, duplicates %d, errors %d %v; want all delivered once", r.Delivered, want, r.Lost, r.Duplicates, r.Errors, r.FirstErrors)
 		}
 	case *load.IdleResult:
-		if r.Ready != p.IdleN || r.Held != p.IdleN || r.Errors != 0 || r.RSSBefore <= 0 || r.RSSAfter <= 0 {
-			t.Errorf("ready %d, held %d, errors %d %v, RSS %d -> %d; want %d held and RSS read", r.Ready, r.Held, r.Errors, r.FirstErrors, r.RSSBefore, r.RSSAfter, p.IdleN)
+		if r.Ready != p.IdleN || r.Held != p.IdleN || r.Errors != 0 || r.Before.RSS <= 0 || r.After.Anon <= 0 {
+			t.Errorf("ready %d, held %d, errors %d %v, memory %+v -> %+v; want %d held and memory read", r.Ready, r.Held, r.Errors, r.FirstErrors, r.Before, r.After, p.IdleN)
 		}
 	case *load.ChurnResult:
 		want := int(p.ChurnRate * p.ChurnDuration.Seconds())
-		if r.Attempts != want || r.OK != want || r.Errors != 0 || r.RSSStart <= 0 {
-			t.Errorf("attempts %d, ok %d, errors %d %v, RSS start %d; want %d clean cycles", r.Attempts, r.OK, r.Errors, r.FirstErrors, r.RSSStart, want)
+		if r.Attempts != want || r.OK != want || r.Errors != 0 || r.Start.RSS <= 0 || r.Start.Anon <= 0 {
+			t.Errorf("attempts %d, ok %d, errors %d %v, start memory %+v; want %d clean cycles", r.Attempts, r.OK, r.Errors, r.FirstErrors, r.Start, want)
 		}
 	default:
 		t.Errorf("result %T", res)

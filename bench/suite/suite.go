@@ -93,6 +93,7 @@ type Config struct {
 	BaselineCmd []string // serves the baseline (agent-bench baseline)
 	ServerCPUs  string   // taskset -c list for the servers; empty for none
 	ServerEnv   []string // extra KEY=VALUE environment for the servers (GOGC, AGENT_PPROF_ADDR, ...)
+	Storage     string   // agent-server's storage.driver; empty keeps its default
 
 	// External, when set, is the one server to use instead of starting
 	// any; Targets must then be its kind alone.
@@ -180,6 +181,7 @@ func measure(ctx context.Context, cfg Config, c string, k target.Kind, run int) 
 			BaselineCmd:   cfg.BaselineCmd,
 			CPUs:          cfg.ServerCPUs,
 			Env:           cfg.ServerEnv,
+			Storage:       cfg.Storage,
 		}
 		if c == CaseConnectJWT {
 			spec.JWTSecret = cfg.JWTSecret

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/agent-server/agent-server/bench/load"
 )
 
 // userHZ is the unit of the CPU times in /proc/PID/stat; Linux fixes it at
@@ -22,39 +24,53 @@ import (
 const userHZ = 100
 
 // External describes a server that is already running at addr; pid (0 when
-// unknown) lets its RSS and CPU be read.
+// unknown) lets its memory and CPU be read.
 func External(kind Kind, addr, key string, pid int) *Process {
 	p := &Process{Kind: kind, Addr: addr, PID: pid, key: key, exited: make(chan struct{})}
 	return p
 }
 
-// RSS returns the server's resident set size in bytes, from VmRSS in
-// /proc/PID/status.
-func (p *Process) RSS() (int64, error) {
+// Memory reads VmRSS and RssAnon from /proc/PID/status.
+func (p *Process) Memory() (load.Memory, error) {
 	if p.PID == 0 {
-		return 0, errors.New("no pid to read the RSS of")
+		return load.Memory{}, errors.New("no pid to read the memory of")
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID))
 	if err != nil {
-		return 0, err
+		return load.Memory{}, err
 	}
-	return parseVmRSS(b)
+	return parseStatus(b)
 }
 
-func parseVmRSS(status []byte) (int64, error) {
+func parseStatus(status []byte) (load.Memory, error) {
+	var m load.Memory
+	var seen int
 	for line := range bytes.Lines(status) {
-		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
-		if !ok {
+		var dst *int64
+		switch {
+		case bytes.HasPrefix(line, []byte("VmRSS:")):
+			dst = &m.RSS
+		case bytes.HasPrefix(line, []byte("RssAnon:")):
+			dst = &m.Anon
+		default:
 			continue
 		}
+		_, rest, _ := bytes.Cut(line, []byte(":"))
 		f := strings.Fields(string(rest))
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("VmRSS line %q", line)
+			return m, fmt.Errorf("/proc status line %q", line)
 		}
 		kb, err := strconv.ParseInt(f[0], 10, 64)
-		return kb << 10, err
+		if err != nil {
+			return m, fmt.Errorf("/proc status line %q: %w", line, err)
+		}
+		*dst = kb << 10
+		seen++
 	}
-	return 0, errors.New("no VmRSS in /proc status")
+	if seen != 2 {
+		return m, errors.New("no VmRSS and RssAnon in /proc status")
+	}
+	return m, nil
 }
 
 // CPU returns the user plus system time used so far by the server and by

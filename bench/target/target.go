@@ -65,6 +65,7 @@ type Spec struct {
 	PluginDir     string // directory of its auth-* plugins
 	JWTSecret     string // when set, the events chain is [query, header, jwt, bearer]
 	SubscriberCap int    // limits.subscribers_per_conversation (0 keeps the default)
+	Storage       string // storage.driver (empty keeps the default)
 
 	// baseline
 	BaselineCmd []string // the command that serves the baseline, before its flags
@@ -196,9 +197,10 @@ func command(spec Spec, dir string) ([]string, error) {
 // failed-auth rate limit (the reject scenario would measure the 429 path
 // instead of authentication); no inbound message rate limit (the fan-out
 // publisher sends as fast as the server accepts); the subscriber cap the
-// fan-out needs; and, for the uncached JWT scenario, the jwt plugin in the
-// events chain. The decision cache, the plugins, the access log and every
-// other limit keep their defaults.
+// fan-out needs; for the uncached JWT scenario, the jwt plugin in the
+// events chain; and the storage driver when one is asked for. The decision
+// cache, the plugins, the access log and every other limit keep their
+// defaults. The store's files, if any, go in the scratch directory.
 func agentServerConfig(spec Spec, pluginDir string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "auth:\n  keys: [%q]\n  failures_per_minute: 0\n", spec.Key)
@@ -212,6 +214,9 @@ func agentServerConfig(spec Spec, pluginDir string) string {
 	b.WriteString("limits:\n  messages_per_second: 0\n")
 	if spec.SubscriberCap > 0 {
 		fmt.Fprintf(&b, "  subscribers_per_conversation: %d\n", spec.SubscriberCap)
+	}
+	if spec.Storage != "" {
+		fmt.Fprintf(&b, "storage:\n  driver: %q\n", spec.Storage)
 	}
 	return b.String()
 }
@@ -326,5 +331,5 @@ func (p *Process) cleanup() {
 
 // Server describes p to the load scenarios.
 func (p *Process) Server() load.Server {
-	return load.Server{Addr: p.Addr, NewConversation: p.NewConversation, RSS: p.RSS, CPU: p.CPU}
+	return load.Server{Addr: p.Addr, NewConversation: p.NewConversation, Memory: p.Memory, CPU: p.CPU}
 }

@@ -5,15 +5,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agent-server/agent-server/bench/load"
 )
 
-func TestParseVmRSS(t *testing.T) {
-	got, err := parseVmRSS([]byte("Name:\tx\nVmPeak:\t  9 kB\nVmRSS:\t   2048 kB\nThreads: 3\n"))
-	if err != nil || got != 2048<<10 {
-		t.Errorf("parseVmRSS = %d, %v; want %d", got, err, 2048<<10)
+func TestParseStatus(t *testing.T) {
+	got, err := parseStatus([]byte("Name:\tx\nVmPeak:\t  9 kB\nVmRSS:\t   2048 kB\nRssAnon:\t  1024 kB\nRssFile:\t 1024 kB\nThreads: 3\n"))
+	if want := (load.Memory{RSS: 2048 << 10, Anon: 1024 << 10}); err != nil || got != want {
+		t.Errorf("parseStatus = %+v, %v; want %+v", got, err, want)
 	}
-	if _, err := parseVmRSS([]byte("Name:\tx\n")); err == nil {
-		t.Error("parseVmRSS without VmRSS: want an error")
+	if _, err := parseStatus([]byte("Name:\tx\nVmRSS:\t 1 kB\n")); err == nil {
+		t.Error("parseStatus without RssAnon: want an error")
 	}
 }
 
@@ -29,8 +31,8 @@ func TestParseStat(t *testing.T) {
 // This process can read its own RSS and CPU the way a server's are read.
 func TestSelfProbes(t *testing.T) {
 	p := External(Baseline, "127.0.0.1:1", "k", os.Getpid())
-	if n, err := p.RSS(); err != nil || n <= 0 {
-		t.Errorf("RSS = %d, %v", n, err)
+	if m, err := p.Memory(); err != nil || m.RSS <= 0 || m.Anon <= 0 {
+		t.Errorf("Memory = %+v, %v", m, err)
 	}
 	if _, err := p.CPU(); err != nil {
 		t.Errorf("CPU: %v", err)
@@ -47,7 +49,10 @@ func TestAgentServerConfig(t *testing.T) {
 			t.Errorf("config lacks %q:\n%s", want, cfg)
 		}
 	}
-	if cfg := agentServerConfig(Spec{Key: "k"}, "/p"); strings.Contains(cfg, "chains") || strings.Contains(cfg, "instances") {
-		t.Errorf("without a JWT secret the default chain must stay:\n%s", cfg)
+	if cfg := agentServerConfig(Spec{Key: "k"}, "/p"); strings.Contains(cfg, "chains") || strings.Contains(cfg, "instances") || strings.Contains(cfg, "storage") {
+		t.Errorf("without a JWT secret or a driver the defaults must stay:\n%s", cfg)
+	}
+	if cfg := agentServerConfig(Spec{Key: "k", Storage: "memory"}, "/p"); !strings.Contains(cfg, "storage:\n  driver: \"memory\"") {
+		t.Errorf("storage driver missing:\n%s", cfg)
 	}
 }

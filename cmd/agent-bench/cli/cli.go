@@ -95,6 +95,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		serverBin  = fs.String("server-bin", "bin/agent-server", "agent-server binary")
 		pluginDir  = fs.String("plugin-dir", "bin/plugins", "agent-server's plugin directory")
 		serverCPUs = fs.String("server-cpus", defaultServerCPUs(), "taskset -c CPU list for the servers started here; empty for none")
+		storage    = fs.String("storage", "", "agent-server's storage.driver (bolt or memory); empty keeps its default")
 		cpuprofile = fs.String("cpuprofile", "", "write the generator's CPU profile to this file")
 		quiet      = fs.Bool("q", false, "no progress lines on stderr")
 		serverEnv  envList
@@ -129,6 +130,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	cfg := suite.Config{
 		Runs: *runs, Params: p, Key: *key, JWTSecret: *jwtSecret,
 		ServerBin: *serverBin, PluginDir: *pluginDir, ServerCPUs: *serverCPUs, ServerEnv: serverEnv,
+		Storage: *storage,
 	}
 	if !*quiet {
 		cfg.Progress = stderr
@@ -264,7 +266,12 @@ func Describe(cfg suite.Config, rep *suite.Report) string {
 	if cfg.ServerCPUs != "" {
 		pin = "servers pinned to CPU " + cfg.ServerCPUs + " (plugins with them)"
 	}
-	fmt.Fprintf(&b, "Generator: GOMAXPROCS=%d, %s.", runtime.GOMAXPROCS(0), pin)
+	fmt.Fprintf(&b, "Generator: GOMAXPROCS=%d, %s.\n", runtime.GOMAXPROCS(0), pin)
+	storage := "its default storage driver"
+	if cfg.Storage != "" {
+		storage = "storage.driver " + cfg.Storage
+	}
+	fmt.Fprintf(&b, "agent-server: default config with %s, except a bench key, failures_per_minute 0, messages_per_second 0 and the subscriber cap the fan-out needs.", storage)
 	return b.String()
 }
 
