@@ -60,8 +60,8 @@ type Params struct {
 func Defaults() Params {
 	return Params{
 		Auth:     load.AuthQuery,
-		ConnectN: 10000, ConnectC: 50, JWTN: 3000,
-		Subs: 1000, Msgs: 1000, Size: 256, PacedRate: 100, PacedMsgs: 500, FanoutC: 50,
+		ConnectN: 10000, ConnectC: 50, JWTN: 5000,
+		Subs: 1000, Msgs: 2000, Size: 256, PacedRate: 100, PacedMsgs: 500, FanoutC: 50,
 		IdleN: 10000, IdleC: 100, IdlePerConv: 100, IdleHold: 10 * time.Second,
 		ChurnRate: 100, ChurnDuration: 5 * time.Minute, ChurnC: 50, ChurnSettle: 60 * time.Second,
 	}

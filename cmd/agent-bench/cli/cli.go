@@ -79,7 +79,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		auth       = fs.String("auth", string(d.Auth), "where connections put the key: query, header, bearer or jwt")
 		jwtSecret  = fs.String("jwt-secret", "", "HS256 secret for connect-jwt and -auth=jwt (default: random)")
 		scenario   = fs.String("scenario", "all", "comma-separated cases, or all: "+strings.Join(suite.Cases, ", "))
-		n          = fs.Int("n", 0, "connections in connect, reject, connect-jwt and idle (default per case: 10000, 10000, 3000, 10000)")
+		n          = fs.Int("n", 0, "connections in connect, reject, connect-jwt and idle (default per case: 10000, 10000, 5000, 10000)")
 		c          = fs.Int("c", 0, "concurrency: connections in flight at once, in every case")
 		subs       = fs.Int("subs", d.Subs, "fanout subscribers, the publisher included")
 		msgs       = fs.Int("msgs", d.Msgs, "fanout messages (back to back)")
