@@ -105,16 +105,22 @@ func startServer(t *testing.T, cfg string, env ...string) *server {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.yaml")
-	full := withPluginDir(cfg)
-	if err := os.WriteFile(path, []byte(full), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(withPluginDir(cfg)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, exited: make(chan struct{}), config: path}
-	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", "127.0.0.1:0")
-	s.cmd.Dir = dir
 	// A generous plugin deadline: on a loaded CI machine one scheduling
 	// stall must not turn into a 503; the deadline itself is tested in plugins.
-	s.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "AGENT_SERVER_AUTH__RPC_TIMEOUT=10s"}, env...)
+	return launch(t, path, append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "AGENT_SERVER_AUTH__RPC_TIMEOUT=10s"}, env...))
+}
+
+// launch runs `agent-server serve --config path` on an ephemeral port in
+// path's directory with exactly env, and waits until /ready answers 200.
+func launch(t *testing.T, path string, env []string) *server {
+	t.Helper()
+	s := &server{t: t, exited: make(chan struct{}), config: path}
+	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", "127.0.0.1:0")
+	s.cmd.Dir = filepath.Dir(path)
+	s.cmd.Env = env
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +162,7 @@ func startServer(t *testing.T, cfg string, env ...string) *server {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				break
+				return s
 			}
 		}
 		if time.Now().After(deadline) {
@@ -164,7 +170,6 @@ func startServer(t *testing.T, cfg string, env ...string) *server {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return s
 }
 
 // rewrite replaces the server's config file with cfg (plugins.dir added),
