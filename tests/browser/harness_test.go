@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agent-server/agent-server/tests/testbin"
 )
 
 // binDir holds the server and plugin binaries, built once for the package.
@@ -45,29 +47,7 @@ func TestMain(m *testing.M) {
 
 // buildBinaries builds the server and the plugins the default chains use.
 func buildBinaries() error {
-	targets := map[string]string{
-		"agent-server":               "../../cmd/agent-server",
-		"plugins/auth-query":         "../../cmd/auth-query",
-		"plugins/auth-header":        "../../cmd/auth-header",
-		"plugins/auth-bearer":        "../../cmd/auth-bearer",
-		"plugins/auth-subprotocol":   "../../cmd/auth-subprotocol",
-		"plugins/auth-first_message": "../../cmd/auth-first_message",
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, len(targets))
-	for out, pkg := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, out), pkg)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				errs <- fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return testbin.Build(binDir, "query", "header", "bearer", "subprotocol", "first_message")
 }
 
 // server is one running agent-server process.

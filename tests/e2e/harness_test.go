@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/agent-server/agent-server/tests/testbin"
 )
 
 // binDir holds the server and plugin binaries built once for the package.
@@ -44,31 +46,7 @@ func TestMain(m *testing.M) {
 }
 
 func build(dir string) error {
-	targets := map[string]string{
-		"agent-server":        "../../cmd/agent-server",
-		"plugins/auth-query":  "../../cmd/auth-query",
-		"plugins/auth-header": "../../cmd/auth-header",
-		"plugins/auth-bearer": "../../cmd/auth-bearer",
-		"plugins/auth-jwt":    "../../cmd/auth-jwt",
-
-		"plugins/auth-subprotocol":   "../../cmd/auth-subprotocol",
-		"plugins/auth-first_message": "../../cmd/auth-first_message",
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, len(targets))
-	for out, pkg := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, out), pkg)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				errs <- fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return testbin.Build(dir, "query", "header", "bearer", "jwt", "subprotocol", "first_message")
 }
 
 // withPluginDir points plugins.dir at the freshly built plugins, inside the
