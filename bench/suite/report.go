@@ -85,17 +85,17 @@ func (m *Measurement) derive() []metric {
 	var out []metric
 	switch r := m.Result.(type) {
 	case *load.ConnectResult:
-		noun := "connects/s"
+		noun, ready := "connects/s", "time to ready"
 		if m.Case == CaseReject {
-			noun = "rejections/s"
+			noun, ready = "rejections/s", "time to 401"
 		}
 		rate := metric{name: noun, unit: "rate", value: r.PerSecond, better: +1}
 		if m.Case == CaseConnect {
 			rate.goal = &goal{ratio: true, bound: 0.7}
 		}
 		out = append(out, rate,
-			metric{name: "time to ready p50", unit: "ms", value: ms(r.TimeToReady.P50), better: -1},
-			metric{name: "time to ready p99", unit: "ms", value: ms(r.TimeToReady.P99), better: -1},
+			metric{name: ready + " p50", unit: "ms", value: ms(r.TimeToReady.P50), better: -1},
+			metric{name: ready + " p99", unit: "ms", value: ms(r.TimeToReady.P99), better: -1},
 			metric{name: "server CPU per connection", unit: "us", value: per(r.CPU.Server, r.OK), better: -1},
 			metric{name: "errors", unit: "count", value: float64(r.Errors), better: -1, goal: &goal{le: true, bound: 0}},
 		)
@@ -337,7 +337,7 @@ func (m *Measurement) firstErrors() []string {
 // ratios.
 func (rw *row) ratioText() string {
 	o, b := summarize(rw.values[target.AgentServer]), summarize(rw.values[target.Baseline])
-	if o.n == 0 || b.n == 0 || b.med == 0 || rw.metric.unit == "count" || rw.metric.unit == "%" {
+	if o.n == 0 || b.n == 0 || b.med == 0 || rw.metric.unit == "count" || rw.metric.unit == "%" || rw.metric.unit == "s" {
 		return ""
 	}
 	s := fmt.Sprintf("%.2fx", o.med/b.med)

@@ -92,6 +92,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		settle     = fs.Duration("settle", d.ChurnSettle, "longest wait for the RSS to come back after churn")
 		runs       = fs.Int("runs", 3, "runs of every case")
 		out        = fs.String("out", "text", "report format: text, markdown or json")
+		jsonOut    = fs.String("json-out", "", "also write every measurement as JSON to this file")
 		serverBin  = fs.String("server-bin", "bin/agent-server", "agent-server binary")
 		pluginDir  = fs.String("plugin-dir", "bin/plugins", "agent-server's plugin directory")
 		serverCPUs = fs.String("server-cpus", defaultServerCPUs(), "taskset -c CPU list for the servers started here; empty for none")
@@ -189,6 +190,11 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := suite.Run(ctx, cfg)
+	if rep != nil && *jsonOut != "" {
+		if jerr := writeJSON(*jsonOut, rep); jerr != nil && err == nil {
+			err = jerr
+		}
+	}
 	if rep != nil {
 		switch *out {
 		case "markdown":
@@ -203,6 +209,19 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return err
+}
+
+// writeJSON writes rep's measurements to path.
+func writeJSON(path string, rep *suite.Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := rep.JSON(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // envList is a repeatable KEY=VALUE flag.

@@ -38,5 +38,29 @@ func machine() string {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		kernel = ", Linux " + strings.TrimSpace(string(b))
 	}
-	return fmt.Sprintf("%d x %s%s%s, %s %s/%s", runtime.NumCPU(), model, mem, kernel, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return fmt.Sprintf("%d x %s%s%s, %s %s/%s", onlineCPUs(), model, mem, kernel, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// onlineCPUs counts the machine's online CPUs from a list like "0-1,4",
+// not only those this process may run on (runtime.NumCPU under taskset).
+func onlineCPUs() int {
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return runtime.NumCPU()
+	}
+	n := 0
+	for _, r := range strings.Split(strings.TrimSpace(string(b)), ",") {
+		lo, hi, ok := strings.Cut(r, "-")
+		a, err1 := strconv.Atoi(lo)
+		z := a
+		var err2 error
+		if ok {
+			z, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || z < a {
+			return runtime.NumCPU()
+		}
+		n += z - a + 1
+	}
+	return n
 }
