@@ -187,7 +187,6 @@ func (c *connection) attaching(ctx actor.Context) {
 	case *connectionAttached:
 		c.attachTimer.Stop()
 		c.conversation = m.Conversation
-		ctx.Watch(m.Conversation)
 		c.behavior.Become(c.attached)
 		early := c.early
 		c.early = nil
@@ -218,10 +217,6 @@ func (c *connection) attached(ctx actor.Context) {
 	case *commandFailed:
 		c.sendError(core.CodeInternal, "the message could not be stored")
 		c.sys.log.Error("append user message", "conversation", c.convID, "err", m.Err)
-	case *actor.Terminated:
-		if c.conversation != nil && m.Who.Equal(c.conversation) {
-			c.close(ctx, core.DisconnectInternalError)
-		}
 	default:
 		c.common(ctx)
 	}

@@ -220,9 +220,13 @@ func (c *conversation) idle(ctx actor.Context) {
 	ctx.Send(ctx.Parent(), &conversationIdle{ConversationID: c.id, PID: ctx.Self(), Received: c.received})
 }
 
-// stopping answers what can no longer be answered. The connections watch
-// this actor and close with 1011.
+// stopping answers what can no longer be answered and closes the sockets
+// still attached with 1011. (Connections do not watch this actor: protoactor
+// keeps removed watchers' PIDs, each caching its process, in the watcher
+// set's spare capacity, which would pin closed connections for as long as
+// the conversation lives.)
 func (c *conversation) stopping(ctx actor.Context) {
+	c.closeAll(ctx, core.DisconnectInternalError)
 	if c.resume != nil {
 		c.resume.Stop()
 	}

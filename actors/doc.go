@@ -112,8 +112,8 @@
 //
 // Conversation actors: the registry's one-for-one strategy stops the actor
 // that panicked rather than restarting it in place, which would silently
-// lose its subscriber set. Its connections watch it and close with 1011, so
-// clients reconnect and resync; the registry marks it not running, and the
+// lose its subscriber set. Its Stopping handler closes every attached
+// socket with 1011, so clients reconnect and resync; the registry marks it not running, and the
 // next message for the conversation spawns a fresh actor that reloads from
 // the store. A failed write is handled the same way without a panic: the
 // actor fails its pending appends, closes its sockets with 1011 and asks the

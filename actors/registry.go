@@ -55,6 +55,7 @@ func (r *registry) Receive(ctx actor.Context) {
 			r.sys.log.Debug("conversation passivated", "conversation", m.ConversationID)
 		}
 	case *actor.Terminated:
+		releaseStoppedChild(ctx)
 		if id, ok := r.byPID[m.Who.Id]; ok {
 			// Crashed: known still, respawned (and reloaded) on next use.
 			r.forget(id, r.convs[id])

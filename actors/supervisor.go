@@ -65,6 +65,7 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 		}
 		sv.notifyIfEmpty(ctx)
 	case *actor.Terminated:
+		releaseStoppedChild(ctx)
 		delete(sv.children, m.Who.Id)
 		sv.notifyIfEmpty(ctx)
 	case *actor.Restarting:

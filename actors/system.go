@@ -132,6 +132,18 @@ func New(opts Options) (*System, error) {
 // restart is the decider of the two top-level actors.
 func restart(any) actor.Directive { return actor.RestartDirective }
 
+// releaseStoppedChild drops the reference that protoactor keeps to a
+// stopped child. Its child set removes a PID by shrinking its slice, so the
+// vacated slot past the end still points at the PID, and a PID caches its
+// process: that would pin the whole stopped actor (a connection's socket and
+// request, a conversation's state) until a later spawn reuses the slot. Call
+// it on each Terminated for a child, when exactly that slot was vacated.
+func releaseStoppedChild(ctx actor.Context) {
+	if kids := ctx.Children(); len(kids) < cap(kids) {
+		kids[:len(kids)+1][len(kids)] = nil
+	}
+}
+
 // stopCrashed returns the decider for connection and conversation actors: a
 // panic stops the actor that panicked, never its siblings, and is logged.
 func (s *System) stopCrashed(kind string) actor.DeciderFunc {

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -843,5 +845,37 @@ func TestLongReplayIsPaced(t *testing.T) {
 		if got := textOf(t, f); got != fmt.Sprint(i) {
 			t.Fatalf("event %d is %q: lost, duplicated or out of order", i, got)
 		}
+	}
+}
+
+// TestClosedConnectionIsCollected guards against a conversation keeping a
+// closed connection alive: protoactor's PIDs cache their process, so any
+// PID a long-lived actor keeps (a watch, a subscriber entry) pins the whole
+// connection actor, its transport and its request.
+func TestClosedConnectionIsCollected(t *testing.T) {
+	h := newHarness(t, config.Limits{})
+	id := h.conversation(t)
+	keep, _ := h.connect(t, id, Replay{}) // keeps the conversation busy and alive
+
+	const n = 20
+	var collected atomic.Int32
+	for range n {
+		func() {
+			tr, c := h.connect(t, id, Replay{})
+			runtime.AddCleanup(tr, func(*atomic.Int32) { collected.Add(1) }, &collected)
+			c.Closed()
+			tr.waitClosed(t)
+		}()
+	}
+	h.post(t, id, "after the closes") // the conversation has handled every detach
+	keep.waitFrames(t, 2)
+
+	deadline := time.Now().Add(30 * time.Second)
+	for collected.Load() < n && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := collected.Load(); got < n {
+		t.Fatalf("%d of %d closed connections were garbage-collected; the rest are still referenced", got, n)
 	}
 }
