@@ -2,6 +2,7 @@ package actors
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -50,17 +51,25 @@ func (s *System) ConnectSocket(t Transport, a Attach) *Conn {
 		a.done(false)
 		return &Conn{}
 	}
-	res, err := s.root.RequestFuture(s.supervisor, &spawnConnection{
-		Transport: t, Principal: a.Principal, ConversationID: a.ConversationID, Replay: a.Replay,
+	reply := make(chan any, 1)
+	s.root.Send(s.supervisor, &spawnConnection{
+		Reply: reply, Transport: t, Principal: a.Principal, ConversationID: a.ConversationID, Replay: a.Replay,
 		Request: a.Request, FirstMessage: a.FirstMessage, AuthTimeout: a.AuthTimeout, Done: a.Done,
-	}, requestTimeout).Result()
+	})
+	var res any
+	timer := time.NewTimer(requestTimeout)
+	select {
+	case res = <-reply:
+		timer.Stop()
+	case <-timer.C:
+	}
 	switch m := res.(type) {
 	case *connectionSpawned:
 		return &Conn{root: s.root, pid: m.PID}
 	case *connectionRefused:
 		t.Close(m.Reason)
 	default:
-		s.log.Error("spawn connection actor", "conversation", a.ConversationID, "err", err)
+		s.log.Error("spawn connection actor", "conversation", a.ConversationID, "err", fmt.Sprintf("no answer within %s", requestTimeout))
 		t.Close(core.DisconnectInternalError)
 	}
 	a.done(false)
@@ -85,6 +94,7 @@ type connection struct {
 	convID       string
 	replay       Replay
 	conversation *actor.PID
+	attachSent   bool     // attachConnection went to the registry
 	early        [][]byte // frames received while attaching
 	expiry       *time.Timer
 	reason       core.Disconnect // zero until a close is decided
@@ -249,6 +259,7 @@ func (c *connection) start(ctx actor.Context) {
 		c.expiry = time.AfterFunc(d, func() { root.Send(self, &credentialExpired{}) })
 	}
 	c.attachTimer = time.AfterFunc(attachTimeout, func() { root.Send(self, &attachTimedOut{}) })
+	c.attachSent = true
 	ctx.Request(c.sys.registry, &attachConnection{ConversationID: c.convID, Conn: ctx.Self(), Transport: c.transport, Replay: c.replay})
 }
 
@@ -295,8 +306,13 @@ func (c *connection) stopping(ctx actor.Context) {
 		reason = core.DisconnectInternalError
 	}
 	c.transport.Close(reason)
-	if c.conversation != nil {
+	switch {
+	case c.conversation != nil:
 		ctx.Send(c.conversation, &detachConnection{Conn: ctx.Self()})
+	case c.attachSent:
+		// The conversation may have subscribed us with its answer still in
+		// flight; the registry forwards this behind the attach.
+		ctx.Send(c.sys.registry, &detachConnection{ConversationID: c.convID, Conn: ctx.Self()})
 	}
 	if c.expiry != nil {
 		c.expiry.Stop()

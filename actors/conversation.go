@@ -126,8 +126,6 @@ func (c *conversation) handle(ctx actor.Context, msg any, sender *actor.PID) {
 		c.attach(ctx, m)
 	case *detachConnection:
 		c.remove(m.Conn)
-	case *actor.Terminated:
-		c.remove(m.Who)
 	case *appendEvent:
 		c.append(ctx, m, sender)
 	case *eventsStored:
@@ -299,7 +297,6 @@ func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 	}
 	c.index[m.Conn.Id] = len(c.subs)
 	c.subs = append(c.subs, sub)
-	ctx.Watch(m.Conn)
 	ctx.Send(m.Conn, &connectionAttached{Conversation: ctx.Self()})
 	if sub.next != 0 {
 		c.pumpAll(ctx)
@@ -540,8 +537,8 @@ func (c *conversation) fanOut(ev *core.Event) {
 }
 
 // closeAll closes every subscriber's socket with d. The transport is closed
-// directly, so the reason is set before any Terminated the connection might
-// see, and the connection actor is told to stop.
+// directly, so the reason is set before the connection actor stops for any
+// other cause, and the connection actor is told to stop.
 func (c *conversation) closeAll(ctx actor.Context, d core.Disconnect) {
 	for _, s := range c.subs {
 		s.transport.Close(d)

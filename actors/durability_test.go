@@ -325,6 +325,47 @@ func TestPassivation(t *testing.T) {
 	}
 }
 
+// TestClosesDuringAttachLetItPassivate: conversations do not watch their
+// connections, so one that stops after its conversation subscribed it but
+// before it heard so must still be detached, or the conversation would keep
+// a dead subscriber and never passivate. lateTransport holds the
+// conversation's full_state Send until the connection has closed it.
+func TestClosesDuringAttachLetItPassivate(t *testing.T) {
+	sys := startSystem(t, memstore.New(), 50*time.Millisecond)
+	id := createConv(t, sys)
+	for range 5 {
+		tr := &lateTransport{fakeTransport: newFakeTransport(), gone: make(chan struct{})}
+		sys.Connect(tr, &core.Principal{Subject: "tester"}, id, Replay{}).Closed()
+		tr.waitClosed(t)
+	}
+	waitCounts(t, sys, 1, 0)
+}
+
+// lateTransport's first Send waits until Close and then succeeds, as if the
+// frame had been queued just before the connection closed.
+type lateTransport struct {
+	*fakeTransport
+	gone chan struct{}
+	once sync.Once
+	sent atomic.Bool
+}
+
+func (l *lateTransport) Send(frame []byte) bool {
+	if l.sent.Swap(true) {
+		return l.fakeTransport.Send(frame)
+	}
+	select {
+	case <-l.gone:
+	case <-time.After(10 * time.Second):
+	}
+	return true
+}
+
+func (l *lateTransport) Close(d core.Disconnect) {
+	l.fakeTransport.Close(d)
+	l.once.Do(func() { close(l.gone) })
+}
+
 func waitCounts(t *testing.T, sys *System, known, active int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)

@@ -33,9 +33,12 @@ type authenticated struct {
 	Request *core.Request // what was authenticated, kept for revalidation
 }
 
-// spawnConnection asks the supervisor for a connection actor. The answer is
-// connectionSpawned or connectionRefused.
+// spawnConnection asks the supervisor for a connection actor. The answer,
+// connectionSpawned or connectionRefused, goes to Reply, which has room for
+// it: a channel rather than a future, which would register a process and a
+// timer for every connection.
 type spawnConnection struct {
+	Reply          chan<- any
 	Transport      Transport
 	Principal      *core.Principal
 	ConversationID string
@@ -102,9 +105,14 @@ type connectionAttached struct {
 	Conversation *actor.PID
 }
 
-// detachConnection removes Conn from a conversation's subscribers.
+// detachConnection removes Conn from a conversation's subscribers. A
+// connection sends it as it stops: straight to its conversation once
+// attached, or through the registry (with ConversationID) while its attach
+// may still be on the way. Conversations do not watch their connections;
+// this message is how they learn one left.
 type detachConnection struct {
-	Conn *actor.PID
+	ConversationID string
+	Conn           *actor.PID
 }
 
 // appendEvent asks a conversation actor to append an event and broadcast it.
@@ -326,3 +334,5 @@ var (
 	_ slog.LogValuer                = (*deliverFrame)(nil)
 	_ actor.IgnoreDeadLetterLogging = (*deliverFrame)(nil)
 )
+
+func (m *detachConnection) conversationID() string { return m.ConversationID }

@@ -69,6 +69,13 @@ func (r *registry) Receive(ctx actor.Context) {
 			}
 		}
 		ctx.Respond(&conversationsCounted{Known: len(r.convs), Active: active})
+	case *detachConnection:
+		// Only a running actor can have the connection; never spawn one
+		// just to detach.
+		if ch := r.convs[m.ConversationID]; ch != nil {
+			ch.routed++
+			ctx.Send(ch.pid, &routed{Msg: m})
+		}
 	case addressed:
 		r.route(ctx, m, ctx.Sender())
 	}

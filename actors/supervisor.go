@@ -44,7 +44,7 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 		sv.answer(ctx, m)
 	case *spawnConnection:
 		if sv.closing != nil {
-			ctx.Respond(&connectionRefused{Reason: *sv.closing})
+			m.Reply <- &connectionRefused{Reason: *sv.closing}
 			return
 		}
 		pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return newConnection(sv.sys, m) }))
@@ -53,7 +53,7 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 			ch.request = m.Request
 		}
 		sv.children[pid.Id] = ch
-		ctx.Respond(&connectionSpawned{PID: pid})
+		m.Reply <- &connectionSpawned{PID: pid}
 	case *revalidateConnections:
 		sv.revalidate(ctx, m)
 	case *closeConnections:
