@@ -174,6 +174,7 @@ func (c *connection) authenticated(ctx actor.Context, res core.Result) {
 		c.close(ctx, disconnectForbidden)
 	default:
 		c.authTimer.Stop()
+		c.authTimer = nil
 		c.finishAuth(true)
 		c.principal = res.Principal
 		c.behavior.Become(c.attaching)
@@ -196,6 +197,7 @@ func (c *connection) attaching(ctx actor.Context) {
 		c.start(ctx)
 	case *connectionAttached:
 		c.attachTimer.Stop()
+		c.attachTimer = nil
 		c.conversation = m.Conversation
 		c.behavior.Become(c.attached)
 		early := c.early

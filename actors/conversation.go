@@ -70,6 +70,7 @@ type conversation struct {
 	loaded   bool
 	stash    []stashed
 	conv     *core.Conversation // metadata, kept current as events land
+	state    []byte             // conv rendered as a full_state body; nil after conv changes
 	lastSeq  uint64             // the last Seq assigned
 	lastTS   time.Time
 	durable  uint64 // the last Seq the writer confirmed
@@ -180,6 +181,7 @@ func (c *conversation) loadDone(ctx actor.Context, m *conversationLoaded) {
 		ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
 	} else {
 		c.conv, c.lastSeq, c.durable, c.lastTS = m.Conv, m.LastSeq, m.LastSeq, m.LastTS
+		c.state = nil
 		c.armIdle(ctx, c.sys.conversations.IdleTimeout)
 	}
 	stash := c.stash
@@ -270,7 +272,7 @@ func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 		reject(core.DisconnectTooMany)
 		return
 	}
-	state, err := stateFrame(c.conv)
+	state, err := c.stateFrame()
 	if err != nil {
 		c.sys.log.Error("attach: render full_state", "conversation", c.id, "err", err)
 		reject(core.DisconnectInternalError)
@@ -518,7 +520,7 @@ func (c *conversation) stored(ctx actor.Context, m *eventsStored) {
 		c.pending = c.pending[n:]
 		conv := c.conv.Clone()
 		conv.UpdatedAt = ts
-		c.conv = conv
+		c.conv, c.state = conv, nil
 	}
 }
 
@@ -574,13 +576,17 @@ func reply(ctx actor.Context, to *actor.PID, msg any) {
 }
 
 // stateFrame renders the ConversationStateUpdateEvent "full_state" that
-// every connection receives first.
-func stateFrame(conv *core.Conversation) ([]byte, error) {
-	body, err := core.StateBody(core.StateKeyFullState, conv)
-	if err != nil {
-		return nil, fmt.Errorf("render full_state: %w", err)
+// every connection receives first. The body is rendered once per change of
+// the metadata; each frame still gets its own id and timestamp.
+func (c *conversation) stateFrame() ([]byte, error) {
+	if c.state == nil {
+		body, err := core.StateBody(core.StateKeyFullState, c.conv)
+		if err != nil {
+			return nil, fmt.Errorf("render full_state: %w", err)
+		}
+		c.state = body
 	}
-	return frame(core.KindStateUpdate, body)
+	return frame(core.KindStateUpdate, c.state)
 }
 
 // serverError renders a ServerErrorEvent for one client. It is not appended

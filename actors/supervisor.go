@@ -47,7 +47,11 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 			m.Reply <- &connectionRefused{Reason: *sv.closing}
 			return
 		}
-		pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return newConnection(sv.sys, m) }))
+		// The producer captures the actor, not m, which the actor would
+		// otherwise pin (with its reply channel) for the socket's life.
+		// Connections are never restarted, so one instance is enough.
+		conn := newConnection(sv.sys, m)
+		pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return conn }))
 		ch := &connChild{pid: pid, convID: m.ConversationID}
 		if !m.FirstMessage {
 			ch.request = m.Request
@@ -216,6 +220,17 @@ func (s *System) Revalidate(ctx context.Context) int {
 func (s *System) ChainHas(route core.Route, name string) bool {
 	chain := s.chains.Chain(route)
 	return chain != nil && slices.Contains(chain.Names(), name)
+}
+
+// Retain returns the copy of req a connection keeps for revalidation: what
+// its route's chain reads of it (see core.Chain.Retain), or nil when the
+// route has no chain, since then there is nothing to re-run.
+func (s *System) Retain(req *core.Request) *core.Request {
+	chain := s.chains.Chain(req.Route)
+	if chain == nil {
+		return nil
+	}
+	return chain.Retain(req)
 }
 
 func (sv *supervisor) notifyIfEmpty(ctx actor.Context) {

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
 )
 
 // Authenticator checks one kind of credential.
@@ -96,4 +100,63 @@ func (c *Chain) Authenticate(ctx context.Context, req *Request) Result {
 		}
 	}
 	return Result{Decision: Deny, Reason: ReasonNoCredentials}
+}
+
+// Reader is implemented by an Authenticator that reads a request's
+// credential only from the named query parameters and headers (header names
+// match in any case), plus the route, path, remote address, origin,
+// subprotocols and first message. A plugin process is one: it is sent only
+// the inputs it declared.
+type Reader interface {
+	Reads() (query, headers []string)
+}
+
+// Retain returns a copy of req to keep for running the chain again later
+// (revalidation after a reload), sharing nothing with req's maps. When every
+// authenticator is a Reader, the copy keeps only the query parameters and
+// headers they read, so a long-lived connection does not pin its whole
+// handshake; otherwise it keeps all of them.
+func (c *Chain) Retain(req *Request) *Request {
+	out := *req
+	out.PathParams = maps.Clone(req.PathParams)
+	var query, headers []string
+	for _, a := range c.auths {
+		r, ok := a.(Reader)
+		if !ok {
+			out.Query, out.Header = cloneValues(req.Query), http.Header(cloneValues(req.Header))
+			return &out
+		}
+		q, h := r.Reads()
+		query, headers = append(query, q...), append(headers, h...)
+	}
+	out.Query, out.Header = nil, nil
+	for _, name := range query {
+		if v, ok := req.Query[name]; ok {
+			if out.Query == nil {
+				out.Query = make(map[string][]string, 1)
+			}
+			out.Query[name] = slices.Clone(v)
+		}
+	}
+	for k, v := range req.Header {
+		if slices.ContainsFunc(headers, func(name string) bool { return strings.EqualFold(k, name) }) {
+			if out.Header == nil {
+				out.Header = make(http.Header, 1)
+			}
+			out.Header[k] = slices.Clone(v)
+		}
+	}
+	return &out
+}
+
+// cloneValues copies a map of values and each slice in it; nil stays nil.
+func cloneValues(m map[string][]string) map[string][]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string][]string, len(m))
+	for k, v := range m {
+		out[k] = slices.Clone(v)
+	}
+	return out
 }

@@ -3,6 +3,8 @@ package core
 import (
 	"context"
 	"errors"
+	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -207,3 +209,84 @@ func TestNewChainRefusesBadMembers(t *testing.T) {
 }
 
 var _ Authenticator = (*stub)(nil)
+
+// reader is a stub that declares what it reads.
+type reader struct {
+	stub
+	query, headers []string
+}
+
+func (r *reader) Reads() ([]string, []string) { return r.query, r.headers }
+
+func TestChainRetain(t *testing.T) {
+	req := func() *Request {
+		return &Request{
+			Route:      RouteEvents,
+			Path:       "/sockets/events/c1",
+			PathParams: map[string]string{"conversation_id": "c1"},
+			Query:      map[string][]string{"session_api_key": {"k"}, "resend_all": {"true"}},
+			Header: http.Header{
+				"X-Session-Api-Key": {"h"}, "Authorization": {"Bearer t"},
+				"User-Agent": {"ua"}, "Cookie": {"c"},
+			},
+			RemoteAddr: "127.0.0.1:1",
+		}
+	}
+	all := req()
+	tests := []struct {
+		name        string
+		auths       []Authenticator
+		wantQuery   map[string][]string
+		wantHeaders http.Header
+	}{
+		{
+			name: "readers keep only what they read, header names in any case",
+			auths: []Authenticator{
+				&reader{stub: stub{name: "q"}, query: []string{"session_api_key"}},
+				&reader{stub: stub{name: "h"}, headers: []string{"x-session-api-key", "Authorization"}},
+			},
+			wantQuery:   map[string][]string{"session_api_key": {"k"}},
+			wantHeaders: http.Header{"X-Session-Api-Key": {"h"}, "Authorization": {"Bearer t"}},
+		},
+		{
+			name:  "readers of absent inputs keep nothing",
+			auths: []Authenticator{&reader{stub: stub{name: "q"}, query: []string{"token"}, headers: []string{"X-Token"}}},
+		},
+		{
+			name:        "one authenticator that is not a reader keeps everything",
+			auths:       []Authenticator{&reader{stub: stub{name: "q"}, query: []string{"session_api_key"}}, &stub{name: "any"}},
+			wantQuery:   all.Query,
+			wantHeaders: all.Header,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			chain, err := NewChain(RouteEvents, tt.auths...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			orig := req()
+			got := chain.Retain(orig)
+			if !reflect.DeepEqual(got.Query, tt.wantQuery) {
+				t.Errorf("query = %v, want %v", got.Query, tt.wantQuery)
+			}
+			if !reflect.DeepEqual(got.Header, tt.wantHeaders) {
+				t.Errorf("header = %v, want %v", got.Header, tt.wantHeaders)
+			}
+			if got.Path != orig.Path || got.RemoteAddr != orig.RemoteAddr || got.PathParams["conversation_id"] != "c1" {
+				t.Errorf("retained %+v lost the route parts of %+v", got, orig)
+			}
+			// The copy shares nothing the handshake may reuse.
+			orig.PathParams["conversation_id"] = "changed"
+			for _, v := range orig.Query {
+				v[0] = "changed"
+			}
+			for _, v := range orig.Header {
+				v[0] = "changed"
+			}
+			if got.PathParams["conversation_id"] != "c1" || !reflect.DeepEqual(got.Query, tt.wantQuery) || !reflect.DeepEqual(got.Header, tt.wantHeaders) {
+				t.Errorf("the copy changed with the original: %+v", got)
+			}
+		})
+	}
+}

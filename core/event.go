@@ -101,9 +101,19 @@ func (e *Event) Seal() error {
 	return nil
 }
 
+// writeJSONString writes s as a JSON string, exactly as json.Marshal would.
+// IDs, sources and kinds need no escaping, so they skip the encoder.
 func writeJSONString(buf *bytes.Buffer, s string) {
-	b, _ := json.Marshal(s) // a string always marshals
-	buf.Write(b)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s) // a string always marshals
+			buf.Write(b)
+			return
+		}
+	}
+	buf.WriteByte('"')
+	buf.WriteString(s)
+	buf.WriteByte('"')
 }
 
 // SplitEnvelope takes a full event object as posted by an agent runtime and

@@ -101,6 +101,12 @@ func newInstance(h *Host, s spec) *instance {
 // Name returns the instance name that chains refer to.
 func (i *instance) Name() string { return i.name }
 
+// Reads returns the query parameters and headers the plugin declared: the
+// only ones it is ever sent.
+func (i *instance) Reads() (query, headers []string) {
+	return i.info.Inputs.QueryParams, i.info.Inputs.Headers
+}
+
 // Authenticate skips the plugin when none of its inputs is present, answers
 // from the decision cache when it can, and otherwise asks the plugin with
 // the auth.rpc_timeout deadline. Any failure is Error, never Allow.
@@ -386,4 +392,7 @@ func (i *instance) stop() {
 	i.setState(StateStopped, nil)
 }
 
-var _ core.Authenticator = (*instance)(nil)
+var (
+	_ core.Authenticator = (*instance)(nil)
+	_ core.Reader        = (*instance)(nil)
+)

@@ -96,7 +96,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusForbidden, "Forbidden: this credential may not open that conversation")
 		return
 	}
-	s.upgrade(w, r, attachment{principal: res.Principal, convID: id, replay: replay, request: retained(req)})
+	s.upgrade(w, r, attachment{principal: res.Principal, convID: id, replay: replay, request: s.actors.Retain(req)})
 }
 
 // firstMessageAllowed reports whether a socket whose handshake res denied
@@ -128,16 +128,7 @@ func (s *Server) upgradeUnauthenticated(w http.ResponseWriter, r *http.Request, 
 			}
 		})
 	}
-	s.upgrade(w, r, attachment{convID: id, replay: replay, request: retained(req), firstMessage: true, done: done})
-}
-
-// retained copies what a connection keeps of its handshake request for
-// revalidation (and for first_message, which adds the first frame), so it
-// shares nothing with net/http's request.
-func retained(req *core.Request) *core.Request {
-	c := *req
-	c.Header = req.Header.Clone()
-	return &c
+	s.upgrade(w, r, attachment{convID: id, replay: replay, request: s.actors.Retain(req), firstMessage: true, done: done})
 }
 
 // connect hands an opened socket to the actors.
@@ -153,8 +144,8 @@ func (s *Server) connect(sock *socket) *actors.Conn {
 	})
 }
 
-// upgrade switches protocols and starts the socket's read loop, whose
-// OnOpen connects it to the actors as a says.
+// upgrade switches protocols, connects the socket to the actors as a says
+// and starts its read loop.
 func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 	up := s.upgrader
 	if offered := subprotocols(r.Header); slices.Contains(offered, core.Subprotocol) {
@@ -171,12 +162,19 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 		return
 	}
 	sock := s.newSocket(ws, a)
-	ws.Session().Store(sessionKey, sock)
-	if !s.sockets.add(sock) {
+	ws.Session().(*session).sock = sock
+	switch {
+	case !s.sockets.add(sock):
 		sock.reject = &core.DisconnectShutdown
 		if a.done != nil {
 			a.done(false)
 		}
+	case sock.reject == nil:
+		// Connect here, on the handshake's goroutine, rather than in
+		// OnOpen: the read loop's goroutine then never runs the deep
+		// actor calls, and its stack stays at its starting size for as
+		// long as the socket is idle.
+		sock.actor = s.connect(sock)
 	}
 	go ws.ReadLoop()
 }
@@ -194,6 +192,7 @@ func (s *Server) newUpgraders() (plain, proto *gws.Upgrader) {
 			Recovery:           gws.Recovery,
 			Logger:             gwsLogger{s},
 			SubProtocols:       protos,
+			NewSession:         func() gws.SessionStorage { return &session{} },
 		}
 	}
 	return gws.NewUpgrader(handler{}, opt()), gws.NewUpgrader(handler{}, opt(core.Subprotocol))

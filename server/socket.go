@@ -13,8 +13,36 @@ import (
 	"github.com/agent-server/agent-server/core"
 )
 
-// sessionKey is where a gws.Conn's session keeps its *socket.
-const sessionKey = "socket"
+// session is a gws.SessionStorage that holds only the connection's
+// *socket: gws's default is a locked map per connection, hundreds of bytes
+// for one value.
+type session struct{ sock *socket }
+
+var _ gws.SessionStorage = (*session)(nil)
+
+// Len reports whether the socket is set.
+func (s *session) Len() int {
+	if s.sock == nil {
+		return 0
+	}
+	return 1
+}
+
+// Load returns the socket, whatever the key.
+func (s *session) Load(string) (any, bool) { return s.sock, s.sock != nil }
+
+// Delete forgets the socket.
+func (s *session) Delete(string) { s.sock = nil }
+
+// Store keeps v if it is a *socket.
+func (s *session) Store(_ string, v any) { s.sock, _ = v.(*socket) }
+
+// Range calls f with the socket, if set.
+func (s *session) Range(f func(string, any) bool) {
+	if s.sock != nil {
+		f("socket", s.sock)
+	}
+}
 
 // closeGrace is how long a socket waits for the client's close frame after
 // sending its own, before the read side gives up and the TCP connection is
@@ -140,23 +168,18 @@ type handler struct {
 	gws.BuiltinEventHandler
 }
 
-func socketOf(ws *gws.Conn) *socket {
-	v, _ := ws.Session().Load(sessionKey)
-	sock, _ := v.(*socket)
-	return sock
-}
+func socketOf(ws *gws.Conn) *socket { return ws.Session().(*session).sock }
 
-// OnOpen arms the keepalive and attaches the socket to its conversation, or
-// closes it at once when authentication failed under reject_with: close.
+// OnOpen arms the keepalive, or closes the socket at once when
+// authentication failed under reject_with: close. The socket was already
+// handed to the actors (see upgrade).
 func (handler) OnOpen(ws *gws.Conn) {
 	sock := socketOf(ws)
 	sock.keepalive()
 	sock.schedulePing()
 	if sock.reject != nil {
 		sock.Close(*sock.reject)
-		return
 	}
-	sock.actor = sock.srv.connect(sock)
 }
 
 // OnMessage hands a copy of the frame to the connection actor.

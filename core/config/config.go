@@ -26,6 +26,10 @@ type Server struct {
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
 	AllowedOrigins  []string      `koanf:"allowed_origins"`
 	AccessLog       bool          `koanf:"access_log"`
+	// ReleaseMemoryAfter is how long the server must be quiet (no request,
+	// no frame) before it returns the memory a burst left behind to the
+	// OS; 0 never does.
+	ReleaseMemoryAfter time.Duration `koanf:"release_memory_after"`
 }
 
 // Auth configures authentication.
@@ -123,6 +127,9 @@ func Default() Config {
 			ShutdownTimeout: 10 * time.Second,
 			AllowedOrigins:  []string{},
 			AccessLog:       true,
+			// Long enough that a busy server never pays for it, short
+			// enough that RSS falls soon after a burst of connections.
+			ReleaseMemoryAfter: 5 * time.Second,
 		},
 		Auth: Auth{
 			Keys:       []string{},

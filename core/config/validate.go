@@ -28,6 +28,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	positive("server.shutdown_timeout", c.Server.ShutdownTimeout)
+	if c.Server.ReleaseMemoryAfter < 0 {
+		bad("server.release_memory_after", "must be 0 (never) or a positive duration, got %s", c.Server.ReleaseMemoryAfter)
+	}
 	positive("auth.rpc_timeout", c.Auth.RPCTimeout)
 	positive("limits.idle_timeout", c.Limits.IdleTimeout)
 	positive("limits.ping_interval", c.Limits.PingInterval)

@@ -1,0 +1,74 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agent-server/agent-server/core/config"
+)
+
+func TestReleaserDue(t *testing.T) {
+	const quiet = 5 * time.Second
+	start := time.Unix(1000, 0)
+	active := start.UnixNano()
+	tests := []struct {
+		name string
+		r    releaser
+		now  time.Time
+		held uint64
+		want bool
+	}{
+		{name: "quiet long enough, grown", now: start.Add(quiet), held: 64 << 20, want: true},
+		{name: "still busy", now: start.Add(quiet - time.Millisecond), held: 64 << 20},
+		{name: "this quiet spell was released", r: releaser{spell: active}, now: start.Add(time.Hour), held: 64 << 20},
+		{name: "a new spell after activity", r: releaser{spell: active - 1}, now: start.Add(quiet), held: 64 << 20, want: true},
+		{name: "not grown enough since the last release", r: releaser{floor: 60 << 20}, now: start.Add(quiet), held: 63 << 20},
+		{name: "grown by the minimum", r: releaser{floor: 60 << 20}, now: start.Add(quiet), held: 60<<20 + minRelease, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.r.due(tt.now, quiet, active, tt.held); got != tt.want {
+				t.Errorf("due = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestReleaseMemory: garbage left by a burst goes back to the OS once the
+// server is quiet, once per quiet spell. Nothing else collects it: without
+// an allocation no GC runs, and the runtime's scavenger releases only what a
+// GC has freed.
+func TestReleaseMemory(t *testing.T) {
+	var logs lockedBuffer
+	cfg := config.Default()
+	cfg.Server.ReleaseMemoryAfter = 50 * time.Millisecond
+	s := &Server{cfg: cfg, log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	s.touch()
+
+	burst := make([][]byte, 0, 64)
+	for range 64 {
+		burst = append(burst, make([]byte, 1<<20))
+	}
+	held := heldBytes()
+	runtime.KeepAlive(burst)
+	burst = nil // garbage now, still held
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.ReleaseMemory(ctx)
+	deadline := time.Now().Add(30 * time.Second)
+	for heldBytes()+32<<20 > held {
+		if time.Now().After(deadline) {
+			t.Fatalf("held %d bytes after the quiet spell, %d before: the burst's 64 MiB did not go back", heldBytes(), held)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // several more ticks in the same spell
+	if n := strings.Count(logs.String(), "returned memory to the OS"); n != 1 {
+		t.Errorf("released %d times in one quiet spell, want 1:\n%s", n, logs.String())
+	}
+}
