@@ -117,6 +117,7 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 		go r.run(ctx, f.path())
 	}
 
+	go srv.ReleaseMemory(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ctx, ln) }()
 	select {
