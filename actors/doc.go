@@ -15,9 +15,10 @@
 // every request, as the plugin host may swap chains) in a goroutine that
 // reports back with authenticated, and it answers the caller on a one-slot
 // channel. Its mailbox never waits for a plugin. After the edge has upgraded
-// the socket, System.Connect (or ConnectSocket) asks it (spawnConnection)
-// to spawn the connection actor as its child. It keeps each child's
-// handshake request: System.Revalidate sends it revalidateConnections, and a
+// the socket, System.Connect (or ConnectSocket) asks it (spawnConnection,
+// answered on a one-slot channel) to spawn the connection actor as its
+// child. It keeps what each child's chain reads of its handshake request
+// (core.Chain.Retain): System.Revalidate sends it revalidateConnections, and a
 // goroutine re-runs those credentials through the current chains and sends
 // closeConnection (4001 "Credential revoked") to the children no longer
 // allowed, then answers on a one-slot channel.
@@ -37,13 +38,22 @@
 // limits.message_burst) a frame is dropped with a rate_limited
 // ServerErrorEvent; the socket stays open.
 // It closes its socket when told to (closeConnection), when
-// the peer goes (peerClosed), when its principal expires (credentialExpired)
-// or when its conversation actor dies.
+// the peer goes (peerClosed) or when its principal expires
+// (credentialExpired). As it stops it sends detachConnection: to its
+// conversation once attached, or through the registry (which forwards it
+// behind the attach, and never spawns for it) while the answer may still be
+// on the way. Conversations do not watch their connections, nor
+// connections their conversation: protoactor keeps removed watchers' PIDs
+// in the spare capacity of its sets, and a PID caches its process, so every
+// closed socket would stay reachable for as long as its conversation runs.
+// For the same reason the supervisor and the registry clear the slot a
+// stopped child vacated in protoactor's child set (releaseStoppedChild).
 //
 // The registry maps conversation IDs to conversation actors. It never reads
 // the store: on the first message for a conversation it spawns the actor,
 // and it hands it every attachConnection and appendEvent wrapped in routed,
-// with the sender, counting them per actor. The registry runs
+// (and a detachConnection for a running actor) with the sender, counting
+// them per actor. The registry runs
 // deleteConversation itself (the store delete in a goroutine that answers
 // conversationRemoved, then the actor closes its sockets with 4004 and
 // answers, then a poison pill), so spawning, routing and deleting never race.
@@ -113,9 +123,9 @@
 // Conversation actors: the registry's one-for-one strategy stops the actor
 // that panicked rather than restarting it in place, which would silently
 // lose its subscriber set. Its Stopping handler closes every attached
-// socket with 1011, so clients reconnect and resync; the registry marks it not running, and the
-// next message for the conversation spawns a fresh actor that reloads from
-// the store. A failed write is handled the same way without a panic: the
+// socket with 1011, so clients reconnect and resync; the registry marks it
+// not running, and the next message for the conversation spawns a fresh
+// actor that reloads from the store. A failed write is handled the same way without a panic: the
 // actor fails its pending appends, closes its sockets with 1011 and asks the
 // registry (conversationEnded) to replace it, since its Seq ran ahead of
 // the log. Appends pending when an actor stops are answered commandFailed
