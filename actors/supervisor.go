@@ -78,8 +78,10 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 	}
 }
 
-// authenticate starts the chain in a goroutine, which reports back with
-// authenticated, so a slow plugin never holds up the mailbox.
+// authenticate starts the chain in a goroutine, so a slow plugin never
+// holds up the mailbox. A handshake's result goes straight from there to
+// the waiting caller's Reply channel; a connection actor's comes back
+// through the supervisor (authenticated), which records what it allowed.
 func (sv *supervisor) authenticate(ctx actor.Context, m *authenticate) {
 	chain := sv.sys.chains.Chain(m.Request.Route)
 	if chain == nil {
@@ -87,9 +89,14 @@ func (sv *supervisor) authenticate(ctx actor.Context, m *authenticate) {
 			Result: core.Failed(fmt.Errorf("no authenticator chain for route %q", m.Request.Route))})
 		return
 	}
-	self, root := ctx.Self(), ctx.ActorSystem().Root
+	self, root, log := ctx.Self(), ctx.ActorSystem().Root, sv.sys.log
 	go func() {
-		root.Send(self, &authenticated{Route: m.Request.Route, Reply: m.Reply, Conn: m.Conn, Request: m.Request, Result: runChain(chain, m)})
+		a := &authenticated{Route: m.Request.Route, Reply: m.Reply, Conn: m.Conn, Request: m.Request, Result: runChain(chain, m)}
+		if a.Conn != nil {
+			root.Send(self, a)
+			return
+		}
+		a.reply(log)
 	}()
 }
 
@@ -112,27 +119,38 @@ func runChain(chain *core.Chain, m *authenticate) (res core.Result) {
 	return res
 }
 
-// answer logs a chain's outcome, without any credential, and hands it to
-// the waiting caller: a connection actor authenticating by its first
-// message, which is then revalidated with that request, or the Reply
-// channel, which has room for one result, so this never blocks.
+// answer hands a chain's outcome to the waiting caller: a connection actor
+// authenticating by its first message, which is then revalidated with that
+// request, or the Reply channel.
 func (sv *supervisor) answer(ctx actor.Context, m *authenticated) {
-	switch m.Result.Decision {
-	case core.Deny:
-		sv.sys.log.Debug("authentication denied", "route", m.Route, "authenticator", m.Result.Authenticator, "reason", m.Result.Reason)
-	case core.Error:
-		sv.sys.log.Warn("authentication failed to decide", "route", m.Route, "authenticator", m.Result.Authenticator, "err", m.Result.Err)
-	}
-	if m.Conn != nil {
-		if ch := sv.children[m.Conn.Id]; ch != nil && m.Result.Decision == core.Allow {
-			ch.request = m.Request
-		}
-		ctx.Send(m.Conn, m)
+	if m.Conn == nil {
+		m.reply(sv.sys.log)
 		return
 	}
+	m.logOutcome(sv.sys.log)
+	if ch := sv.children[m.Conn.Id]; ch != nil && m.Result.Decision == core.Allow {
+		ch.request = m.Request
+	}
+	ctx.Send(m.Conn, m)
+}
+
+// reply logs the outcome and hands it to the Reply channel, which has room
+// for one result, so this never blocks.
+func (m *authenticated) reply(log *slog.Logger) {
+	m.logOutcome(log)
 	select {
 	case m.Reply <- m.Result:
 	default:
+	}
+}
+
+// logOutcome logs a deny or an error, without any credential.
+func (m *authenticated) logOutcome(log *slog.Logger) {
+	switch m.Result.Decision {
+	case core.Deny:
+		log.Debug("authentication denied", "route", m.Route, "authenticator", m.Result.Authenticator, "reason", m.Result.Reason)
+	case core.Error:
+		log.Warn("authentication failed to decide", "route", m.Route, "authenticator", m.Result.Authenticator, "err", m.Result.Err)
 	}
 }
 
