@@ -112,6 +112,7 @@ func TestLoadRejects(t *testing.T) {
 		{"bad duration", "auth:\n  rpc_timeout: fast\n", nil, "auth.rpc_timeout"},
 		{"negative duration", "auth:\n  rpc_timeout: -1s\n", nil, "auth.rpc_timeout"},
 		{"bad addr", "server:\n  addr: nowhere\n", nil, "server.addr"},
+		{"negative release", "server:\n  release_memory_after: -1s\n", nil, "server.release_memory_after"},
 		{"bad reject_with", "auth:\n  reject_with: drop\n", nil, "auth.reject_with"},
 		{"bad key hash", "auth:\n  keys: ['sha256:abc']\n", nil, "auth.keys"},
 		{"empty chain", "auth:\n  chains:\n    rest: []\n", nil, "auth.chains.rest"},
