@@ -326,6 +326,7 @@ type addressed interface {
 }
 
 func (m *attachConnection) conversationID() string   { return m.ConversationID }
+func (m *detachConnection) conversationID() string   { return m.ConversationID }
 func (m *appendEvent) conversationID() string        { return m.ConversationID }
 func (m *crashConversation) conversationID() string  { return m.ConversationID }
 func (m *deleteConversation) conversationID() string { return m.ConversationID }
@@ -334,5 +335,3 @@ var (
 	_ slog.LogValuer                = (*deliverFrame)(nil)
 	_ actor.IgnoreDeadLetterLogging = (*deliverFrame)(nil)
 )
-
-func (m *detachConnection) conversationID() string { return m.ConversationID }
