@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/agent-server/agent-server/actors"
 	"github.com/agent-server/agent-server/core"
@@ -11,11 +12,19 @@ import (
 	"github.com/agent-server/agent-server/core/memstore"
 )
 
-// printTransport stands in for a socket: it passes frames to a channel.
-type printTransport struct{ frames chan []byte }
+// printTransport stands in for a socket: it passes frames to a channel and
+// prints its close. Like every Transport, the first Close wins: a
+// conversation stopping at shutdown may close a socket the supervisor
+// already closed.
+type printTransport struct {
+	frames chan []byte
+	once   *sync.Once
+}
 
-func (p printTransport) Send(frame []byte) bool  { p.frames <- frame; return true }
-func (p printTransport) Close(d core.Disconnect) { fmt.Println("closed:", d.Code) }
+func (p printTransport) Send(frame []byte) bool { p.frames <- frame; return true }
+func (p printTransport) Close(d core.Disconnect) {
+	p.once.Do(func() { fmt.Println("closed:", d.Code) })
+}
 
 // oneChain serves the same chain for every route.
 type oneChain struct{ c *core.Chain }
@@ -46,7 +55,7 @@ func Example() {
 	fmt.Println("decision:", res.Decision)
 
 	conv, _, _ := sys.CreateConversation(ctx, &core.Conversation{ID: core.NewID(), ExecutionStatus: core.StatusIdle})
-	t := printTransport{frames: make(chan []byte, 16)}
+	t := printTransport{frames: make(chan []byte, 16), once: new(sync.Once)}
 	sys.Connect(t, res.Principal, conv.ID, actors.Replay{})
 	fmt.Println("first frame:", kind(<-t.frames))
 

@@ -32,6 +32,10 @@ const ReasonNoCredentials = "no credentials"
 type Chain struct {
 	route Route
 	auths []Authenticator
+
+	// What Retain keeps, from the Readers when NewChain built the chain.
+	readsAll           bool // an authenticator is not a Reader: keep everything
+	readQuery, readHdr []string
 }
 
 // NewChain returns the chain for route. It refuses an empty chain, nil
@@ -50,7 +54,17 @@ func NewChain(route Route, auths ...Authenticator) (*Chain, error) {
 		}
 		seen[a.Name()] = true
 	}
-	return &Chain{route: route, auths: append([]Authenticator(nil), auths...)}, nil
+	c := &Chain{route: route, auths: append([]Authenticator(nil), auths...)}
+	for _, a := range c.auths {
+		r, ok := a.(Reader)
+		if !ok {
+			c.readsAll, c.readQuery, c.readHdr = true, nil, nil
+			break
+		}
+		q, h := r.Reads()
+		c.readQuery, c.readHdr = append(c.readQuery, q...), append(c.readHdr, h...)
+	}
+	return c, nil
 }
 
 // Route returns the route the chain guards.
@@ -106,7 +120,7 @@ func (c *Chain) Authenticate(ctx context.Context, req *Request) Result {
 // credential only from the named query parameters and headers (header names
 // match in any case), plus the route, path, remote address, origin,
 // subprotocols and first message. A plugin process is one: it is sent only
-// the inputs it declared.
+// the inputs it declared. NewChain asks once; the answer must not change.
 type Reader interface {
 	Reads() (query, headers []string)
 }
@@ -119,18 +133,12 @@ type Reader interface {
 func (c *Chain) Retain(req *Request) *Request {
 	out := *req
 	out.PathParams = maps.Clone(req.PathParams)
-	var query, headers []string
-	for _, a := range c.auths {
-		r, ok := a.(Reader)
-		if !ok {
-			out.Query, out.Header = cloneValues(req.Query), http.Header(cloneValues(req.Header))
-			return &out
-		}
-		q, h := r.Reads()
-		query, headers = append(query, q...), append(headers, h...)
+	if c.readsAll {
+		out.Query, out.Header = cloneValues(req.Query), http.Header(cloneValues(req.Header))
+		return &out
 	}
 	out.Query, out.Header = nil, nil
-	for _, name := range query {
+	for _, name := range c.readQuery {
 		if v, ok := req.Query[name]; ok {
 			if out.Query == nil {
 				out.Query = make(map[string][]string, 1)
@@ -139,7 +147,7 @@ func (c *Chain) Retain(req *Request) *Request {
 		}
 	}
 	for k, v := range req.Header {
-		if slices.ContainsFunc(headers, func(name string) bool { return strings.EqualFold(k, name) }) {
+		if slices.ContainsFunc(c.readHdr, func(name string) bool { return strings.EqualFold(k, name) }) {
 			if out.Header == nil {
 				out.Header = make(http.Header, 1)
 			}
