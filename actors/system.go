@@ -93,6 +93,7 @@ func New(opts Options) (*System, error) {
 		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return actorLog }),
 		actor.WithDeadLetterRequestLogging(false),
 	)
+	stripeRegistry(sys, processBuckets())
 	s := &System{
 		sys:     sys,
 		root:    sys.Root,
