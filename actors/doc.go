@@ -48,6 +48,10 @@
 // closed socket would stay reachable for as long as its conversation runs.
 // For the same reason the supervisor and the registry clear the slot a
 // stopped child vacated in protoactor's child set (releaseStoppedChild).
+// protoactor's process registry, where every actor's ID is looked up, is
+// striped over 16 buckets per CPU instead of its 1,024 (processes.go), so the
+// Go maps it keeps follow the actors alive at once, not every actor ever
+// spawned.
 //
 // The registry maps conversation IDs to conversation actors. It never reads
 // the store: on the first message for a conversation it spawns the actor,

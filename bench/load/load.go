@@ -54,6 +54,7 @@ type Server struct {
 type Memory struct {
 	RSS  int64 `json:"rss"`  // VmRSS: everything resident, pages of a memory-mapped database file included
 	Anon int64 `json:"anon"` // RssAnon: heap, stacks and other anonymous memory, where a leak would show
+	File int64 `json:"file"` // RssFile: resident pages of mapped files: the binary and a memory-mapped database
 }
 
 // memory reads the server's memory, or zeros when there is no probe.

@@ -29,6 +29,9 @@ type metric struct {
 	value  float64
 	better int   // +1 higher is better, -1 lower is better, 0 neither
 	goal   *goal // the target, if any
+	// noRatio leaves out ours/baseline: for a difference near zero on
+	// either side, a ratio says nothing.
+	noRatio bool
 }
 
 // goal is a target: a bound on the ours/baseline ratio, or on our own
@@ -134,6 +137,7 @@ func (m *Measurement) derive() []metric {
 			metric{name: "RSS at end", unit: "MiB", value: mib(r.End.RSS), better: -1},
 			metric{name: "RSS settled / start", unit: "x", value: ratio(r.Settled.RSS, r.Start.RSS), better: -1, goal: &goal{le: true, bound: 1.1}},
 			metric{name: "RssAnon settled / start", unit: "x", value: ratio(r.Settled.Anon, r.Start.Anon), better: -1, goal: &goal{le: true, bound: 1.1}},
+			metric{name: "RssFile settled - start", unit: "MiB", value: mib(r.Settled.File - r.Start.File), better: -1, noRatio: true},
 			metric{name: "settled after", unit: "s", value: r.SettledIn.Seconds(), better: -1},
 			metric{name: "server ERROR log lines", unit: "count", value: float64(m.ServerErrorLines), better: -1},
 		)
@@ -337,7 +341,7 @@ func (m *Measurement) firstErrors() []string {
 // ratios.
 func (rw *row) ratioText() string {
 	o, b := summarize(rw.values[target.AgentServer]), summarize(rw.values[target.Baseline])
-	if o.n == 0 || b.n == 0 || b.med == 0 || rw.metric.unit == "count" || rw.metric.unit == "%" || rw.metric.unit == "s" {
+	if o.n == 0 || b.n == 0 || b.med == 0 || rw.metric.noRatio || rw.metric.unit == "count" || rw.metric.unit == "%" || rw.metric.unit == "s" {
 		return ""
 	}
 	s := fmt.Sprintf("%.2fx", o.med/b.med)

@@ -30,7 +30,7 @@ func External(kind Kind, addr, key string, pid int) *Process {
 	return p
 }
 
-// Memory reads VmRSS and RssAnon from /proc/PID/status.
+// Memory reads VmRSS, RssAnon and RssFile from /proc/PID/status.
 func (p *Process) Memory() (load.Memory, error) {
 	if p.PID == 0 {
 		return load.Memory{}, errors.New("no pid to read the memory of")
@@ -52,6 +52,8 @@ func parseStatus(status []byte) (load.Memory, error) {
 			dst = &m.RSS
 		case bytes.HasPrefix(line, []byte("RssAnon:")):
 			dst = &m.Anon
+		case bytes.HasPrefix(line, []byte("RssFile:")):
+			dst = &m.File
 		default:
 			continue
 		}
@@ -67,8 +69,8 @@ func parseStatus(status []byte) (load.Memory, error) {
 		*dst = kb << 10
 		seen++
 	}
-	if seen != 2 {
-		return m, errors.New("no VmRSS and RssAnon in /proc status")
+	if seen != 3 {
+		return m, errors.New("no VmRSS, RssAnon and RssFile in /proc status")
 	}
 	return m, nil
 }

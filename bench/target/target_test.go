@@ -11,7 +11,7 @@ import (
 
 func TestParseStatus(t *testing.T) {
 	got, err := parseStatus([]byte("Name:\tx\nVmPeak:\t  9 kB\nVmRSS:\t   2048 kB\nRssAnon:\t  1024 kB\nRssFile:\t 1024 kB\nThreads: 3\n"))
-	if want := (load.Memory{RSS: 2048 << 10, Anon: 1024 << 10}); err != nil || got != want {
+	if want := (load.Memory{RSS: 2048 << 10, Anon: 1024 << 10, File: 1024 << 10}); err != nil || got != want {
 		t.Errorf("parseStatus = %+v, %v; want %+v", got, err, want)
 	}
 	if _, err := parseStatus([]byte("Name:\tx\nVmRSS:\t 1 kB\n")); err == nil {
