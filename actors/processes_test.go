@@ -60,9 +60,8 @@ func TestStripeRegistry(t *testing.T) {
 
 // TestStripedRegistryForgetsStoppedActors checks what the striping is for:
 // the memory the registry keeps follows the actors alive at once, not the
-// number ever spawned. With protoactor's own 1,024 buckets the heap grows by
-// about 10 MiB over the 40,000 spawns below, and by about 2.5 MiB with 32
-// (mostly the last batch's futures and mailboxes, not yet collected).
+// number ever spawned. Over the 40,000 spawns below the heap grows by about
+// 9 MiB with protoactor's own 1,024 buckets, and by under 1 MiB with 32.
 func TestStripedRegistryForgetsStoppedActors(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns 40,000 actors")
@@ -88,8 +87,11 @@ func TestStripedRegistryForgetsStoppedActors(t *testing.T) {
 	}
 	before := heapInUse()
 	churn()
-	const limit = 5 << 20
-	if grew := heapInUse() - before; grew > limit {
+	clear(pids) // a PID caches its process: the last batch would stay reachable
+	grew := heapInUse() - before
+	t.Logf("the heap grew by %d bytes", grew)
+	const limit = 3 << 20
+	if grew > limit {
 		t.Errorf("after %d actors spawned and stopped, %d at once, the heap grew by %d bytes, want at most %d", rounds*batch, batch, grew, limit)
 	}
 }
