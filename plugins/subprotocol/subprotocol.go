@@ -94,8 +94,10 @@ func Token(offered []string) (key string, found bool, reason string) {
 	if !ok || enc == "" {
 		return "", true, "malformed token subprotocol"
 	}
+	// Go's decoder skips \r and \n wherever they are, so only an encoding
+	// that comes back unchanged is the one canonical spelling of its key.
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(enc)
-	if err != nil || len(raw) == 0 || strings.ContainsAny(string(raw), "\x00\r\n") {
+	if err != nil || len(raw) == 0 || strings.ContainsAny(string(raw), "\x00\r\n") || base64.RawURLEncoding.EncodeToString(raw) != enc {
 		return "", true, "malformed token subprotocol"
 	}
 	if !hasProtocol {

@@ -44,6 +44,7 @@ func TestAuthenticate(t *testing.T) {
 		{"foreign bearer family", []string{Protocol, "base64url.bearer.authorization.k8s.io.aw"}, core.Deny},
 		{"upper-case family", []string{Protocol, "BASE64URL.BEARER.agent-server.aw"}, core.Deny},
 		{"control bytes in key", []string{Protocol, Entry("a\nb")}, core.Deny},
+		{"line break in the encoding", []string{Protocol, Entry(key)[:len(TokenPrefix)+2] + "\r\n" + Entry(key)[len(TokenPrefix)+2:]}, core.Deny},
 		{"protocol only", []string{Protocol}, core.Abstain},
 		{"nothing", nil, core.Abstain},
 		{"other protocols", []string{"chat", "v2"}, core.Abstain},
