@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -56,20 +57,14 @@ func (s *System) ConnectSocket(t Transport, a Attach) *Conn {
 		Reply: reply, Transport: t, Principal: a.Principal, ConversationID: a.ConversationID, Replay: a.Replay,
 		Request: a.Request, FirstMessage: a.FirstMessage, AuthTimeout: a.AuthTimeout, Done: a.Done,
 	})
-	var res any
-	timer := time.NewTimer(requestTimeout)
-	select {
-	case res = <-reply:
-		timer.Stop()
-	case <-timer.C:
-	}
+	res, err := await(context.Background(), reply, requestTimeout)
 	switch m := res.(type) {
 	case *connectionSpawned:
 		return &Conn{root: s.root, pid: m.PID}
 	case *connectionRefused:
 		t.Close(m.Reason)
 	default:
-		s.log.Error("spawn connection actor", "conversation", a.ConversationID, "err", fmt.Sprintf("no answer within %s", requestTimeout))
+		s.log.Error("spawn connection actor", "conversation", a.ConversationID, "err", fmt.Errorf("no answer within %s: %w", requestTimeout, err))
 		t.Close(core.DisconnectInternalError)
 	}
 	a.done(false)

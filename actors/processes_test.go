@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"runtime"
 	"testing"
 	"time"
 
@@ -85,22 +84,13 @@ func TestStripedRegistryForgetsStoppedActors(t *testing.T) {
 			}
 		}
 	}
-	before := heapInUse()
+	before := heap()
 	churn()
 	clear(pids) // a PID caches its process: the last batch would stay reachable
-	grew := heapInUse() - before
+	grew := heap() - before
 	t.Logf("the heap grew by %d bytes", grew)
 	const limit = 3 << 20
 	if grew > limit {
 		t.Errorf("after %d actors spawned and stopped, %d at once, the heap grew by %d bytes, want at most %d", rounds*batch, batch, grew, limit)
 	}
-}
-
-// heapInUse is the live heap after a full collection.
-func heapInUse() int64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return int64(m.HeapAlloc)
 }

@@ -72,9 +72,8 @@ func (r *registry) Receive(ctx actor.Context) {
 	case *detachConnection:
 		// Only a running actor can have the connection; never spawn one
 		// just to detach.
-		if ch := r.convs[m.ConversationID]; ch != nil {
-			ch.routed++
-			ctx.Send(ch.pid, &routed{Msg: m})
+		if r.convs[m.ConversationID] != nil {
+			r.route(ctx, m, nil)
 		}
 	case addressed:
 		r.route(ctx, m, ctx.Sender())

@@ -167,15 +167,27 @@ func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Resul
 	}
 	reply := make(chan core.Result, 1)
 	s.root.Send(s.supervisor, &authenticate{Request: req, Deadline: deadline, Reply: reply})
-	timer := time.NewTimer(time.Until(deadline))
+	res, err := await(ctx, reply, time.Until(deadline))
+	if err != nil {
+		return core.Failed(fmt.Errorf("authenticate %s: %w", req.Route, err))
+	}
+	return res
+}
+
+// await waits for the one answer an actor sends to reply: at most d, and
+// no longer than ctx lasts (context.DeadlineExceeded after d).
+func await[T any](ctx context.Context, reply <-chan T, d time.Duration) (T, error) {
+	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
-	case res := <-reply:
-		return res
+	case v := <-reply:
+		return v, nil
 	case <-ctx.Done():
-		return core.Failed(fmt.Errorf("authenticate %s: %w", req.Route, ctx.Err()))
+		var zero T
+		return zero, ctx.Err()
 	case <-timer.C:
-		return core.Failed(fmt.Errorf("authenticate %s: %w", req.Route, context.DeadlineExceeded))
+		var zero T
+		return zero, context.DeadlineExceeded
 	}
 }
 
