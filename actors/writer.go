@@ -2,7 +2,6 @@ package actors
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 
@@ -14,9 +13,6 @@ import (
 // maxWriteBatch bounds the events of one group commit, so one commit's
 // latency stays bounded under a flood.
 const maxWriteBatch = 8192
-
-// errWriterClosed fails an append made after the writer stopped.
-var errWriterClosed = errors.New("event writer is stopped")
 
 // writer is the group commit between the conversation actors and the store.
 // Actors enqueue sealed events without waiting; one goroutine takes

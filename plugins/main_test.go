@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -45,11 +44,7 @@ func run(m *testing.M) int {
 }
 
 func buildPlugins(dir string) error {
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	cmd := exec.Command(gobin, "build", "-o", dir+string(filepath.Separator),
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
 		"github.com/agent-server/agent-server/cmd/auth-query",
 		"github.com/agent-server/agent-server/cmd/auth-header",
 		"github.com/agent-server/agent-server/cmd/auth-bearer",

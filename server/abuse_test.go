@@ -45,8 +45,10 @@ func TestFailureBucket(t *testing.T) {
 
 func TestPendingCap(t *testing.T) {
 	l := newAddrLimits(config.Auth{UnauthenticatedPerAddress: 2})
-	if !l.reserve("a") || !l.reserve("a") {
-		t.Fatal("first two reservations refused")
+	for i := range 2 {
+		if !l.reserve("a") {
+			t.Fatalf("reservation %d of 2 refused", i+1)
+		}
 	}
 	if l.reserve("a") {
 		t.Fatal("third reservation allowed")

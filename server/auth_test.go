@@ -29,17 +29,6 @@ import (
 // pluginKey is the session API key of the plugin-chain edge.
 const pluginKey = "plugin-key+/="
 
-// countingAuth counts the calls that reach an authenticator.
-type countingAuth struct {
-	core.Authenticator
-	calls *atomic.Int64
-}
-
-func (c countingAuth) Authenticate(ctx context.Context, req *core.Request) core.Result {
-	c.calls.Add(1)
-	return c.Authenticator.Authenticate(ctx, req)
-}
-
 // pluginEdge is an edge whose chain is the default events chain of the
 // built-in plugins, run in-process, over the key set keys.
 type pluginEdge struct {

@@ -44,10 +44,9 @@ type outbound struct {
 	conn         net.Conn
 	limit        int
 	writeTimeout time.Duration
-	perFrame     bool         // write one frame per syscall; only for the comparison benchmark
-	closeSent    func()       // called once the close frame is written
-	failed       func(error)  // called once on a write error
-	writev       func() error // set by takeFrom; nil for conns without writev
+	perFrame     bool        // write one frame per syscall; only for the comparison benchmark
+	closeSent    func()      // called once the close frame is written
+	failed       func(error) // called once on a write error
 
 	mu       sync.Mutex
 	cur      *batch // frames waiting for the next flush
