@@ -69,7 +69,7 @@ type Chains struct {
 
 // Plugins configures where plugin binaries are found and how they run.
 type Plugins struct {
-	Dir       string            `koanf:"dir"`
+	Dir       string            `koanf:"dir" path:"file"`
 	Restart   Restart           `koanf:"restart"`
 	Instances map[string]Plugin `koanf:"instances"`
 }
@@ -84,7 +84,7 @@ type Restart struct {
 // Plugin is one authenticator plugin. Its name is its key in
 // plugins.instances and the name chains use.
 type Plugin struct {
-	Path   string         `koanf:"path"`   // explicit binary path; default <dir>/auth-<name>
+	Path   string         `koanf:"path" path:"file"` // explicit binary path; default <dir>/auth-<name>
 	SHA256 string         `koanf:"sha256"` // optional pin, verified before every start
 	Config map[string]any `koanf:"config"` // handed to the plugin by the Configure RPC; may hold secrets
 }
@@ -110,7 +110,7 @@ type Conversations struct {
 // Storage selects the event store.
 type Storage struct {
 	Driver string `koanf:"driver"`
-	Path   string `koanf:"path"`
+	Path   string `koanf:"path" path:"file"`
 }
 
 // Log configures the structured log.

@@ -26,7 +26,16 @@ func TestRootConfigIsTheDefault(t *testing.T) {
 	if err != nil {
 		t.Fatalf("load root config.yaml: %v", err)
 	}
-	if want := Default(); !reflect.DeepEqual(got, want) {
+	// The file's relative paths resolve against its own directory, the
+	// repository's root, which is where `go tool task run` starts.
+	abs, err := filepath.Abs(filepath.Dir(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Plugins.Dir = filepath.Join(abs, want.Plugins.Dir)
+	want.Storage.Path = filepath.Join(abs, want.Storage.Path)
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("config.yaml differs from Default():\n got %+v\nwant %+v", got, want)
 	}
 	text, err := os.ReadFile(root)
@@ -183,5 +192,59 @@ func TestSecretsMasked(t *testing.T) {
 		if err == nil || strings.Contains(err.Error(), "my-secret") {
 			t.Errorf("error %v must refuse the value without quoting it", err)
 		}
+	}
+}
+
+// Relative paths in a config file resolve against the file's directory;
+// the same keys from the environment or a flag stay relative to the
+// working directory; absolute paths and plugin config maps are untouched.
+func TestRelativePathsResolveAgainstTheFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "etc")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "config.yaml")
+	body := "plugins:\n  dir: ./plugins\n  instances:\n    team:\n      path: ../lib/auth-team\n      config:\n        keyfile: ./team.keys\n" +
+		"storage:\n  path: data/agent-server.db\n"
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		environ   []string
+		overrides map[string]string
+		get       func(c Config) any
+		want      any
+	}{
+		{"plugins.dir from the file", nil, nil, func(c Config) any { return c.Plugins.Dir }, filepath.Join(abs, "plugins")},
+		{"an instance's path from the file", nil, nil, func(c Config) any { return c.Plugins.Instances["team"].Path }, filepath.Join(filepath.Dir(abs), "lib", "auth-team")},
+		{"storage.path from the file", nil, nil, func(c Config) any { return c.Storage.Path }, filepath.Join(abs, "data", "agent-server.db")},
+		{"a plugin's own config is opaque", nil, nil, func(c Config) any { return c.Plugins.Instances["team"].Config["keyfile"] }, "./team.keys"},
+		{"environment stays relative", []string{"AGENT_SERVER_STORAGE__PATH=rel/x.db"}, nil, func(c Config) any { return c.Storage.Path }, "rel/x.db"},
+		{"a flag stays relative", nil, map[string]string{"plugins.dir": "bin/p"}, func(c Config) any { return c.Plugins.Dir }, "bin/p"},
+		{"absolute stays", []string{"AGENT_SERVER_PLUGINS__DIR=/opt/p"}, nil, func(c Config) any { return c.Plugins.Dir }, "/opt/p"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			environ := tt.environ
+			if environ == nil {
+				environ = []string{}
+			}
+			c, err := Load(Source{File: file, Environ: environ, Overrides: tt.overrides})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tt.get(c); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// Every path key is resolved; a new one is added here on purpose.
+	if got, want := PathKeys(), []string{"plugins.dir", "plugins.instances.*.path", "storage.path"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("PathKeys() = %v, want %v", got, want)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -37,7 +38,14 @@ func Load(src Source) (Config, error) {
 		return Config{}, fmt.Errorf("load defaults: %w", err)
 	}
 	if src.File != "" {
-		if err := k.Load(file.Provider(src.File), yaml.Parser()); err != nil {
+		fk := koanf.New(".")
+		if err := fk.Load(file.Provider(src.File), yaml.Parser()); err != nil {
+			return Config{}, fmt.Errorf("load %s: %w", src.File, err)
+		}
+		if err := resolvePaths(fk, src.File); err != nil {
+			return Config{}, err
+		}
+		if err := k.Merge(fk); err != nil {
 			return Config{}, fmt.Errorf("load %s: %w", src.File, err)
 		}
 	}
@@ -82,6 +90,79 @@ func Load(src Source) (Config, error) {
 		return Config{}, err
 	}
 	return cfg, nil
+}
+
+// resolvePaths rewrites the relative paths a config file sets (the keys
+// PathKeys lists) against the file's own directory, so that a file means
+// the same wherever the server is started. Only the file's values are
+// rewritten: paths from the environment and from flags stay relative to the
+// working directory, as shells expect.
+func resolvePaths(fk *koanf.Koanf, file string) error {
+	dir, err := filepath.Abs(filepath.Dir(file))
+	if err != nil {
+		return fmt.Errorf("resolve paths of %s: %w", file, err)
+	}
+	patterns := PathKeys()
+	for _, key := range fk.Keys() {
+		if !matchesAny(key, patterns) {
+			continue
+		}
+		v, ok := fk.Get(key).(string)
+		if !ok || v == "" || filepath.IsAbs(v) {
+			continue
+		}
+		if err := fk.Set(key, filepath.Join(dir, v)); err != nil {
+			return fmt.Errorf("resolve %s: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// matchesAny reports whether the dotted key matches one of patterns, where
+// a "*" segment matches any one segment.
+func matchesAny(key string, patterns []string) bool {
+	segs := strings.Split(key, ".")
+	for _, p := range patterns {
+		ps := strings.Split(p, ".")
+		if len(ps) != len(segs) {
+			continue
+		}
+		match := true
+		for i := range ps {
+			if ps[i] != "*" && ps[i] != segs[i] {
+				match = false
+				break
+			}
+		}
+		if match {
+			return true
+		}
+	}
+	return false
+}
+
+// PathKeys lists the keys that hold file system paths (a `path:"file"` tag
+// on the field), with "*" for a map's key: these are resolved against the
+// config file's directory when the file sets them.
+func PathKeys() []string {
+	var out []string
+	var walk func(prefix string, t reflect.Type)
+	walk = func(prefix string, t reflect.Type) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name := prefix + f.Tag.Get("koanf")
+			switch {
+			case f.Tag.Get("path") == "file":
+				out = append(out, name)
+			case f.Type.Kind() == reflect.Struct && f.Type.String() != "time.Duration":
+				walk(name+".", f.Type)
+			case f.Type.Kind() == reflect.Map && f.Type.Elem().Kind() == reflect.Struct:
+				walk(name+".*.", f.Type.Elem())
+			}
+		}
+	}
+	walk("", reflect.TypeOf(Config{}))
+	return out
 }
 
 // envKey maps AGENT_SERVER_AUTH__RPC_TIMEOUT to auth.rpc_timeout.

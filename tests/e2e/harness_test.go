@@ -95,9 +95,15 @@ func startServer(t *testing.T, cfg string, env ...string) *server {
 // path's directory with exactly env, and waits until /ready answers 200.
 func launch(t *testing.T, path string, env []string) *server {
 	t.Helper()
+	return launchIn(t, filepath.Dir(path), path, env)
+}
+
+// launchIn is launch with the working directory cwd.
+func launchIn(t *testing.T, cwd, path string, env []string) *server {
+	t.Helper()
 	s := &server{t: t, exited: make(chan struct{}), config: path}
 	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", "127.0.0.1:0")
-	s.cmd.Dir = filepath.Dir(path)
+	s.cmd.Dir = cwd
 	s.cmd.Env = env
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
