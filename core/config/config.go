@@ -85,8 +85,8 @@ type Restart struct {
 // plugins.instances and the name chains use.
 type Plugin struct {
 	Path   string         `koanf:"path" path:"file"` // explicit binary path; default <dir>/auth-<name>
-	SHA256 string         `koanf:"sha256"` // optional pin, verified before every start
-	Config map[string]any `koanf:"config"` // handed to the plugin by the Configure RPC; may hold secrets
+	SHA256 string         `koanf:"sha256"`           // optional pin, verified before every start
+	Config map[string]any `koanf:"config"`           // handed to the plugin by the Configure RPC; may hold secrets
 }
 
 // Limits bounds what one client can cost.
