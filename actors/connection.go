@@ -222,6 +222,11 @@ func (c *connection) attached(ctx actor.Context) {
 		// The event reaches this client through the broadcast, like every
 		// other subscriber.
 	case *commandFailed:
+		var tooLarge *core.EventTooLargeError
+		if errors.As(m.Err, &tooLarge) {
+			c.sendError(core.CodeEventTooLarge, tooLarge.Error())
+			return
+		}
 		c.sendError(core.CodeInternal, "the message could not be stored")
 		c.sys.log.Error("append user message", "conversation", c.convID, "err", m.Err)
 	default:

@@ -477,6 +477,10 @@ func (c *conversation) append(ctx actor.Context, m *appendEvent, sender *actor.P
 		reply(ctx, sender, &commandFailed{Err: fmt.Errorf("seal %s: %w", m.Kind, err)})
 		return
 	}
+	if max := c.sys.limits.MaxEventBytes; max > 0 && len(ev.Raw) > max {
+		reply(ctx, sender, &commandFailed{Err: &core.EventTooLargeError{Kind: m.Kind, Size: len(ev.Raw), Max: max}})
+		return
+	}
 	if !c.sys.writer.enqueue(writeRequest{actor: ctx.Self(), conversationID: c.id, event: ev}) {
 		reply(ctx, sender, &commandFailed{Err: ErrShutdown})
 		return

@@ -101,12 +101,12 @@ func (e *Event) Seal() error {
 	return nil
 }
 
-// writeJSONString writes s as a JSON string, exactly as json.Marshal would.
+// writeJSONString writes s as a JSON string, exactly as EncodeJSON would.
 // IDs, sources and kinds need no escaping, so they skip the encoder.
 func writeJSONString(buf *bytes.Buffer, s string) {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			b, _ := json.Marshal(s) // a string always marshals
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			b, _ := EncodeJSON(s) // a string always encodes
 			buf.Write(b)
 			return
 		}
@@ -137,7 +137,7 @@ func SplitEnvelope(obj map[string]json.RawMessage) (source Source, kind string, 
 			rest[k] = v
 		}
 	}
-	body, err = json.Marshal(rest)
+	body, err = EncodeJSON(rest)
 	return source, kind, body, err
 }
 

@@ -13,7 +13,28 @@ const (
 	CodeInvalidMessage = "invalid_message"
 	CodeInternal       = "internal_error"
 	CodeRateLimited    = "rate_limited" // a frame past limits.messages_per_second, dropped
+	CodeEventTooLarge  = "event_too_large"
 )
+
+// ErrEventTooLarge is an append refused because the sealed event would
+// exceed limits.max_event_bytes; nothing was stored. The error is an
+// *EventTooLargeError.
+var ErrEventTooLarge = errors.New("event too large")
+
+// EventTooLargeError says by how much an event missed the size limit.
+type EventTooLargeError struct {
+	Kind string // the event's kind
+	Size int    // bytes of its sealed JSON
+	Max  int    // limits.max_event_bytes
+}
+
+// Error says what was refused, without any of the event's content.
+func (e *EventTooLargeError) Error() string {
+	return fmt.Sprintf("the %s would be %d bytes, over the %d-byte limit (limits.max_event_bytes); nothing was stored", e.Kind, e.Size, e.Max)
+}
+
+// Is makes errors.Is(err, ErrEventTooLarge) hold.
+func (e *EventTooLargeError) Is(target error) bool { return target == ErrEventTooLarge }
 
 // ContentPart is one part of a message: text or images.
 type ContentPart struct {
@@ -102,7 +123,7 @@ func parseContent(raw json.RawMessage) ([]ContentPart, error) {
 
 // MessageBody renders a user message as a MessageEvent body.
 func MessageBody(m *UserMessage) json.RawMessage {
-	b, _ := json.Marshal(struct {
+	b, _ := EncodeJSON(struct {
 		LLMMessage struct {
 			Role    string        `json:"role"`
 			Content []ContentPart `json:"content"`
@@ -117,7 +138,7 @@ func MessageBody(m *UserMessage) json.RawMessage {
 
 // ErrorBody renders a ServerErrorEvent or ConversationErrorEvent body.
 func ErrorBody(code, detail string) json.RawMessage {
-	b, _ := json.Marshal(struct {
+	b, _ := EncodeJSON(struct {
 		Code   string `json:"code"`
 		Detail string `json:"detail"`
 	}{code, detail})
@@ -126,7 +147,7 @@ func ErrorBody(code, detail string) json.RawMessage {
 
 // StateBody renders a ConversationStateUpdateEvent body.
 func StateBody(key string, value any) (json.RawMessage, error) {
-	return json.Marshal(struct {
+	return EncodeJSON(struct {
 		Key   string `json:"key"`
 		Value any    `json:"value"`
 	}{key, value})

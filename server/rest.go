@@ -242,11 +242,14 @@ func notFound(detail string) *apiError {
 // the rest 500.
 func backendError(err error, notFoundDetail string) *apiError {
 	var ae *apiError
+	var tooLarge *core.EventTooLargeError
 	switch {
 	case errors.As(err, &ae):
 		return ae
 	case errors.Is(err, core.ErrNotFound):
 		return &apiError{status: http.StatusNotFound, detail: notFoundDetail, err: err}
+	case errors.As(err, &tooLarge):
+		return &apiError{status: http.StatusRequestEntityTooLarge, detail: "Event too large: " + tooLarge.Error(), err: err}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.Is(err, actors.ErrShutdown):
 		return &apiError{status: http.StatusServiceUnavailable, detail: "Service temporarily unavailable", err: err}
 	}

@@ -98,6 +98,7 @@ type Limits struct {
 	SendQueueBytes             int           `koanf:"send_queue_bytes"`
 	WriteTimeout               time.Duration `koanf:"write_timeout"`
 	MaxBodyBytes               int64         `koanf:"max_body_bytes"`
+	MaxEventBytes              int           `koanf:"max_event_bytes"`
 	MessagesPerSecond          float64       `koanf:"messages_per_second"`
 	MessageBurst               int           `koanf:"message_burst"`
 }
@@ -166,6 +167,9 @@ func Default() Config {
 			SendQueueBytes:             1 << 20,
 			WriteTimeout:               10 * time.Second,
 			MaxBodyBytes:               1 << 20,
+			// The OpenHands SDK's client (the websockets library's default)
+			// refuses frames over 1 MiB.
+			MaxEventBytes: 1 << 20,
 			MessagesPerSecond:          20,
 			MessageBurst:               40,
 		},

@@ -102,6 +102,9 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxBodyBytes < 1024 {
 		bad("limits.max_body_bytes", "must be at least 1024")
 	}
+	if c.Limits.MaxEventBytes < 1024 {
+		bad("limits.max_event_bytes", "must be at least 1024, got %d", c.Limits.MaxEventBytes)
+	}
 	positive("auth.first_message_timeout", c.Auth.FirstMessageTimeout)
 	positive("conversations.idle_timeout", c.Conversations.IdleTimeout)
 	if c.Auth.FailuresPerMinute < 0 {

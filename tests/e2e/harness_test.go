@@ -213,17 +213,22 @@ func (s *server) stop(d time.Duration) error {
 	}
 }
 
-// request makes a REST call with optional headers and JSON body, returning
-// the status and body.
+// request makes a REST call with optional headers and JSON body (a []byte
+// is sent as it is, anything else is marshaled), returning the status and
+// body.
 func (s *server) request(t *testing.T, method, path string, body any, headers ...string) (int, []byte) {
 	t.Helper()
 	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
+	switch b := body.(type) {
+	case nil:
+	case []byte: // sent as it is
+		rd = bytes.NewReader(b)
+	default:
+		enc, err := json.Marshal(b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rd = bytes.NewReader(b)
+		rd = bytes.NewReader(enc)
 	}
 	req, err := http.NewRequest(method, s.url(path), rd)
 	if err != nil {
