@@ -120,6 +120,19 @@ func (f ConversationFilter) Match(c *Conversation) bool {
 	return f.Allow == nil || f.Allow(c.ID)
 }
 
+// EventQuery is one page of an event search.
+type EventQuery struct {
+	Filter EventFilter
+	Order  SortOrder // SortTimestamp (default) or SortTimestampDesc
+	// PageID, when set, is the ID of the event the page starts at (a
+	// previous page's NextPageID): the page starts at the first event
+	// Order does not place before it, so a page never skips or repeats an
+	// event even when that event does not pass Filter. "" starts at the
+	// beginning.
+	PageID string
+	Limit  int // at most this many items; < 1 means DefaultPageLimit
+}
+
 // Page is one page of a search.
 type Page[T any] struct {
 	Items []T
@@ -238,4 +251,33 @@ func paginate[T any](sorted []T, cmp func(a, b T) int, cursor T, hasCursor bool,
 		return Page[T]{Items: rest}
 	}
 	return Page[T]{Items: rest[:limit], NextPageID: id(rest[limit])}
+}
+
+// SeqWindow turns an event search into the part of a log it reads, for a
+// store whose log is ordered by Seq. Because timestamps never decrease
+// along a log, time order is Seq order, and a time bound is a Seq bound:
+// since and before are the Seqs of the first events at or after
+// Filter.Since and Filter.Before (0 when that bound is not set), cursor is
+// the Seq of the event PageID names (0 without one), last the log's last
+// Seq. The page's events are those passing the kind and source filters in
+// Seq [from, to), taken upward from from, or downward from to-1 when desc.
+func SeqWindow(last, since, before, cursor uint64, desc bool) (from, to uint64) {
+	from, to = 1, last+1
+	if since > from {
+		from = since
+	}
+	if before > 0 && before < to {
+		to = before
+	}
+	if cursor > 0 {
+		if desc {
+			to = min(to, cursor+1)
+		} else {
+			from = max(from, cursor)
+		}
+	}
+	if to < from {
+		to = from
+	}
+	return from, to
 }

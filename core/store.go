@@ -6,8 +6,24 @@ import (
 	"time"
 )
 
-// ErrNotFound is returned by a Store for an unknown conversation or event.
-var ErrNotFound = errors.New("not found")
+// Errors a Store returns, wrapped with context; test them with errors.Is.
+var (
+	// ErrNotFound is an unknown conversation or event.
+	ErrNotFound = errors.New("not found")
+	// ErrUnavailable is a store that cannot be reached now (its database
+	// is down or still starting): nothing was done, and the same call may
+	// succeed later.
+	ErrUnavailable = errors.New("store unavailable")
+	// ErrFenced is an append whose ownership epoch is no longer the
+	// conversation's: another activation owns the log now.
+	ErrFenced = errors.New("conversation is owned by a newer activation")
+	// ErrUnknownPageID is a search whose page ID names no event of the
+	// conversation.
+	ErrUnknownPageID = errors.New("page_id does not name an event of this conversation")
+	// ErrDuplicateEventID is an append of an event whose ID is stored
+	// already.
+	ErrDuplicateEventID = errors.New("an event with this ID is stored already")
+)
 
 // Store keeps conversations and their event logs. The in-memory store is in
 // package memstore, the durable embedded one in package boltstore.
@@ -36,8 +52,12 @@ type Store interface {
 	// AppendBatch does what AppendEvents does for each element, in order,
 	// all in one write (one transaction and one sync for a durable store).
 	// It returns one error per element, nil for the stored ones: an element
-	// that fails (unknown conversation, a Seq that does not continue the
-	// log) stores nothing and does not stop the others.
+	// that is refused (unknown conversation, a Seq that does not continue
+	// the log, an event ID stored already, a stale Epoch) stores nothing and
+	// does not stop the others. When the write itself fails, every element
+	// gets the error, and nothing of the batch is stored: a durable store
+	// never reports an element failed that it stored, nor stored one it
+	// reports failed.
 	AppendBatch(ctx context.Context, batch []Append) []error
 	// Events returns up to limit events with Seq > afterSeq, oldest first.
 	// limit <= 0 means no limit.
@@ -49,10 +69,20 @@ type Store interface {
 	FirstSeqAtOrAfter(ctx context.Context, conversationID string, t time.Time) (uint64, error)
 	// LastSeq returns the Seq of the newest event, 0 for an empty log.
 	LastSeq(ctx context.Context, conversationID string) (uint64, error)
+	// SearchEvents returns one page of the events that pass q.Filter, in
+	// q.Order, from the store's indexes (not by loading the log). See
+	// EventQuery for paging; an unknown q.PageID is ErrUnknownPageID.
+	SearchEvents(ctx context.Context, conversationID string, q EventQuery) (Page[*Event], error)
+	// CountEvents returns how many events pass f.
+	CountEvents(ctx context.Context, conversationID string, f EventFilter) (int, error)
 }
 
 // Append is one conversation's share of a Store.AppendBatch.
 type Append struct {
 	ConversationID string
 	Events         []*Event
+	// Epoch is the ownership epoch of the activation appending: the append
+	// is refused with ErrFenced unless it is the conversation's current one.
+	// A conversation starts at epoch 0, where a single node leaves it.
+	Epoch uint64
 }

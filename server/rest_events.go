@@ -37,18 +37,9 @@ func eventFilter(c *restCall) (core.EventFilter, error) {
 	return f, nil
 }
 
-// conversationEvents returns the whole log of the path's conversation, or
-// 404 when it does not exist.
-func (a *restAPI) conversationEvents(r *http.Request, c *restCall) ([]*core.Event, error) {
-	events, err := a.store.Events(r.Context(), c.convID, 0, 0)
-	if err != nil {
-		return nil, backendError(fmt.Errorf("read events of %s: %w", c.convID, err), "Conversation not found")
-	}
-	return events, nil
-}
-
-// searchEvents is GET /api/conversations/{conversation_id}/events/search.
-// Items are each event's stored wire form, written as is.
+// searchEvents is GET /api/conversations/{conversation_id}/events/search,
+// answered from the store's indexes. Items are each event's stored wire
+// form, written as is.
 func (a *restAPI) searchEvents(w http.ResponseWriter, r *http.Request, c *restCall) error {
 	f, err := eventFilter(c)
 	if err != nil {
@@ -62,21 +53,13 @@ func (a *restAPI) searchEvents(w http.ResponseWriter, r *http.Request, c *restCa
 	if err != nil {
 		return badRequest(err.Error())
 	}
-	events, err := a.conversationEvents(r, c)
+	page, err := a.store.SearchEvents(r.Context(), c.convID, core.EventQuery{Filter: f, Order: order, PageID: c.queryValue("page_id"), Limit: limit})
+	if errors.Is(err, core.ErrUnknownPageID) {
+		return badRequest("page_id does not name an event of this conversation")
+	}
 	if err != nil {
-		return err
+		return backendError(fmt.Errorf("search events of %s: %w", c.convID, err), "Conversation not found")
 	}
-	var cursor *core.Event
-	if pageID := c.queryValue("page_id"); pageID != "" {
-		cursor, err = a.store.EventByID(r.Context(), c.convID, pageID)
-		if errors.Is(err, core.ErrNotFound) {
-			return badRequest("page_id does not name an event of this conversation")
-		}
-		if err != nil {
-			return backendError(fmt.Errorf("read page_id event of %s: %w", c.convID, err), "Not found")
-		}
-	}
-	page := core.SearchEvents(events, f, order, cursor, limit)
 	writeEventPage(w, page)
 	return nil
 }
@@ -135,11 +118,11 @@ func (a *restAPI) countEvents(w http.ResponseWriter, r *http.Request, c *restCal
 	if err != nil {
 		return err
 	}
-	events, err := a.conversationEvents(r, c)
+	n, err := a.store.CountEvents(r.Context(), c.convID, f)
 	if err != nil {
-		return err
+		return backendError(fmt.Errorf("count events of %s: %w", c.convID, err), "Conversation not found")
 	}
-	writeJSON(w, http.StatusOK, core.CountEvents(events, f))
+	writeJSON(w, http.StatusOK, n)
 	return nil
 }
 

@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -297,6 +298,11 @@ func appendTo(convs, logs, ids *bolt.Bucket, a core.Append) error {
 			return err
 		}
 	}
+	if a.Epoch != 0 {
+		// A bolt file has one owner, the process that opened it: the epoch
+		// never moves from 0.
+		return refuse("epoch %d: %w", a.Epoch, core.ErrFenced)
+	}
 	next := lastSeq(log) + 1
 	for i, ev := range a.Events {
 		if ev.Seq != next+uint64(i) {
@@ -304,6 +310,9 @@ func appendTo(convs, logs, ids *bolt.Bucket, a core.Append) error {
 		}
 		if len(ev.Raw) == 0 || ev.ID == "" || len(ev.ID) > 255 {
 			return refuse("event %q is not sealed", ev.ID)
+		}
+		if ids.Get([]byte(ev.ID)) != nil || slices.ContainsFunc(a.Events[:i], func(e *core.Event) bool { return e.ID == ev.ID }) {
+			return refuse("event %s: %w", ev.ID, core.ErrDuplicateEventID)
 		}
 	}
 	// Keys are appended in order, so bbolt can fill pages completely.
@@ -395,30 +404,169 @@ func (s *Store) FirstSeqAtOrAfter(_ context.Context, id string, t time.Time) (ui
 		if err != nil {
 			return err
 		}
-		want := t.UnixNano()
-		if t.Year() < 1678 { // before what UnixNano can hold
-			want = -1 << 63
-		}
-		lo, hi := uint64(1), lastSeq(log)+1 // the answer is in [lo, hi]
-		for lo < hi {
-			mid := lo + (hi-lo)/2
-			v := log.Get(seqKey(mid))
-			if len(v) < 9 {
-				return fmt.Errorf("event %d: %w", mid, errCorrupt)
-			}
-			if int64(binary.BigEndian.Uint64(v[1:9])) >= want {
-				hi = mid
-			} else {
-				lo = mid + 1
-			}
-		}
-		seq = lo
-		return nil
+		seq, err = firstAtOrAfter(log, t)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("events of conversation %s since %s: %w", id, t.UTC().Format(core.TimestampLayout), err)
 	}
 	return seq, nil
+}
+
+// firstAtOrAfter returns the Seq of the log's first event with a timestamp
+// at or after t, or the last Seq + 1: a binary search over the 'e' keys,
+// reading each probe's stored timestamp.
+func firstAtOrAfter(log *bolt.Bucket, t time.Time) (uint64, error) {
+	want := t.UnixNano()
+	if t.Year() < 1678 { // before what UnixNano can hold
+		want = -1 << 63
+	}
+	lo, hi := uint64(1), lastSeq(log)+1 // the answer is in [lo, hi]
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		v := log.Get(seqKey(mid))
+		if len(v) < 9 {
+			return 0, fmt.Errorf("event %d: %w", mid, errCorrupt)
+		}
+		if int64(binary.BigEndian.Uint64(v[1:9])) >= want {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo, nil
+}
+
+// SearchEvents walks the Seq window the query's bounds and page ID give
+// (core.SeqWindow), checking each event's kind and source in its stored
+// header and decoding only the events it returns.
+func (s *Store) SearchEvents(_ context.Context, id string, q core.EventQuery) (core.Page[*core.Event], error) {
+	var page core.Page[*core.Event]
+	limit := q.Limit
+	if limit < 1 {
+		limit = core.DefaultPageLimit
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		log, from, to, err := window(tx, id, q.Filter, q.PageID, q.Order == core.SortTimestampDesc)
+		if err != nil {
+			return err
+		}
+		return walk(log, from, to, q.Order == core.SortTimestampDesc, func(seq uint64, v []byte, h header) (bool, error) {
+			if !h.matches(q.Filter) {
+				return true, nil
+			}
+			if len(page.Items) == limit {
+				page.NextPageID = string(h.id)
+				return false, nil
+			}
+			ev, err := decodeEvent(seq, v)
+			if err != nil {
+				return false, err
+			}
+			page.Items = append(page.Items, ev)
+			return true, nil
+		})
+	})
+	if err != nil {
+		return core.Page[*core.Event]{}, fmt.Errorf("search events of conversation %s: %w", id, err)
+	}
+	return page, nil
+}
+
+// CountEvents counts the events in the filter's Seq window: without a kind
+// or source filter that is the window's size, else a walk over the stored
+// headers.
+func (s *Store) CountEvents(_ context.Context, id string, f core.EventFilter) (int, error) {
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		log, from, to, err := window(tx, id, f, "", false)
+		if err != nil {
+			return err
+		}
+		if f.Kind == "" && f.Source == "" {
+			n = int(to - from)
+			return nil
+		}
+		return walk(log, from, to, false, func(_ uint64, _ []byte, h header) (bool, error) {
+			if h.matches(f) {
+				n++
+			}
+			return true, nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count events of conversation %s: %w", id, err)
+	}
+	return n, nil
+}
+
+// window returns the conversation's log and the Seq window [from, to) of a
+// search (core.SeqWindow); an unknown pageID is core.ErrUnknownPageID.
+func window(tx *bolt.Tx, id string, f core.EventFilter, pageID string, desc bool) (log *bolt.Bucket, from, to uint64, err error) {
+	if log, err = logOf(tx, id); err != nil {
+		return nil, 0, 0, err
+	}
+	var since, before, cursor uint64
+	if !f.Since.IsZero() {
+		if since, err = firstAtOrAfter(log, f.Since); err != nil {
+			return nil, 0, 0, err
+		}
+	}
+	if !f.Before.IsZero() {
+		if before, err = firstAtOrAfter(log, f.Before); err != nil {
+			return nil, 0, 0, err
+		}
+	}
+	if pageID != "" {
+		ref := tx.Bucket(bucketIDs).Get([]byte(pageID))
+		if len(ref) < 8 || string(ref[8:]) != id {
+			return nil, 0, 0, core.ErrUnknownPageID
+		}
+		cursor = binary.BigEndian.Uint64(ref[:8])
+	}
+	from, to = core.SeqWindow(lastSeq(log), since, before, cursor, desc)
+	return log, from, to, nil
+}
+
+// walk calls fn for each event with Seq in [from, to), upward or downward
+// when desc, until fn returns false or an error. v is valid only inside
+// the transaction.
+func walk(log *bolt.Bucket, from, to uint64, desc bool, fn func(seq uint64, v []byte, h header) (bool, error)) error {
+	if from >= to {
+		return nil
+	}
+	c := log.Cursor()
+	var k, v []byte
+	if desc {
+		if k, v = c.Seek(seqKey(to)); k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+	} else {
+		k, v = c.Seek(seqKey(from))
+	}
+	for ; len(k) == 9 && k[0] == prefixEvent; k, v = step(c, desc) {
+		seq := binary.BigEndian.Uint64(k[1:])
+		if seq < from || seq >= to {
+			return nil
+		}
+		h, err := readHeader(seq, v)
+		if err != nil {
+			return err
+		}
+		if more, err := fn(seq, v, h); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+func step(c *bolt.Cursor, desc bool) ([]byte, []byte) {
+	if desc {
+		return c.Prev()
+	}
+	return c.Next()
 }
 
 // LastSeq returns the newest event's Seq, 0 for an empty log.
@@ -525,27 +673,51 @@ func bodyOffset(raw []byte) int {
 	return j
 }
 
+// header is the envelope of a stored event, read in place: every slice
+// is in bbolt's memory, valid only inside the transaction.
+type header struct {
+	ts               int64
+	bodyStart        int
+	id, source, kind []byte
+	raw              []byte
+}
+
+// matches reports whether the event passes f's kind and source, without
+// copying anything.
+func (h header) matches(f core.EventFilter) bool {
+	return (f.Kind == "" || string(h.kind) == f.Kind) && (f.Source == "" || string(h.source) == string(f.Source))
+}
+
+// readHeader parses what encodeEvent wrote before the raw bytes.
+func readHeader(seq uint64, v []byte) (header, error) {
+	bad := fmt.Errorf("event %d: %w", seq, errCorrupt)
+	if len(v) < 13 || v[0] != eventFormat {
+		return header{}, bad
+	}
+	h := header{ts: int64(binary.BigEndian.Uint64(v[1:9])), bodyStart: int(binary.BigEndian.Uint32(v[9:13]))}
+	rest := v[13:]
+	for _, f := range []*[]byte{&h.id, &h.source, &h.kind} {
+		if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
+			return header{}, bad
+		}
+		*f = rest[1 : 1+rest[0]]
+		rest = rest[1+rest[0]:]
+	}
+	if h.bodyStart > len(rest) {
+		return header{}, bad
+	}
+	h.raw = rest
+	return h, nil
+}
+
 // decodeEvent copies an event out of bbolt's memory (valid only inside the
 // transaction) into one allocation shared by Raw and Body.
 func decodeEvent(seq uint64, v []byte) (*core.Event, error) {
-	bad := fmt.Errorf("event %d: %w", seq, errCorrupt)
-	if len(v) < 13 || v[0] != eventFormat {
-		return nil, bad
+	h, err := readHeader(seq, v)
+	if err != nil {
+		return nil, err
 	}
-	ts := int64(binary.BigEndian.Uint64(v[1:9]))
-	bodyStart := int(binary.BigEndian.Uint32(v[9:13]))
-	rest := v[13:]
-	var fields [3]string
-	for i := range fields {
-		if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
-			return nil, bad
-		}
-		fields[i] = string(rest[1 : 1+rest[0]])
-		rest = rest[1+rest[0]:]
-	}
-	if bodyStart > len(rest) {
-		return nil, bad
-	}
+	rest, bodyStart := h.raw, h.bodyStart
 	buf := make([]byte, len(rest)+1+len(rest)-bodyStart)
 	raw := buf[:len(rest)]
 	copy(raw, rest)
@@ -556,8 +728,8 @@ func decodeEvent(seq uint64, v []byte) (*core.Event, error) {
 		body = append(body[:1:1], '}')
 	}
 	return &core.Event{
-		ID: fields[0], Seq: seq, Timestamp: time.Unix(0, ts).UTC(),
-		Source: core.Source(fields[1]), Kind: fields[2], Body: body, Raw: raw,
+		ID: string(h.id), Seq: seq, Timestamp: time.Unix(0, h.ts).UTC(),
+		Source: core.Source(h.source), Kind: string(h.kind), Body: body, Raw: raw,
 	}, nil
 }
 

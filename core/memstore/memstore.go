@@ -6,6 +6,7 @@ package memstore
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 type Store struct {
 	mu    sync.RWMutex
 	convs map[string]*entry
+	ids   map[string]struct{} // every stored event ID
 }
 
 type entry struct {
@@ -26,7 +28,7 @@ type entry struct {
 }
 
 // New returns an empty store.
-func New() *Store { return &Store{convs: make(map[string]*entry)} }
+func New() *Store { return &Store{convs: make(map[string]*entry), ids: make(map[string]struct{})} }
 
 // CreateConversation stores c unless its ID exists.
 func (s *Store) CreateConversation(_ context.Context, c *core.Conversation) (*core.Conversation, bool, error) {
@@ -77,8 +79,12 @@ func (s *Store) UpdateConversation(_ context.Context, c *core.Conversation) erro
 func (s *Store) DeleteConversation(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.convs[id]; !ok {
+	e, ok := s.convs[id]
+	if !ok {
 		return fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	}
+	for eventID := range e.byID {
+		delete(s.ids, eventID)
 	}
 	delete(s.convs, id)
 	return nil
@@ -88,7 +94,7 @@ func (s *Store) DeleteConversation(_ context.Context, id string) error {
 func (s *Store) AppendEvents(_ context.Context, id string, events []*core.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.appendLocked(id, events)
+	return s.appendLocked(id, events, 0)
 }
 
 // AppendBatch appends each element in order under one lock.
@@ -97,25 +103,32 @@ func (s *Store) AppendBatch(_ context.Context, batch []core.Append) []error {
 	defer s.mu.Unlock()
 	errs := make([]error, len(batch))
 	for i, a := range batch {
-		errs[i] = s.appendLocked(a.ConversationID, a.Events)
+		errs[i] = s.appendLocked(a.ConversationID, a.Events, a.Epoch)
 	}
 	return errs
 }
 
-func (s *Store) appendLocked(id string, events []*core.Event) error {
+func (s *Store) appendLocked(id string, events []*core.Event, epoch uint64) error {
 	e, ok := s.convs[id]
 	if !ok {
 		return fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	}
+	if epoch != 0 {
+		return fmt.Errorf("conversation %s: epoch %d: %w", id, epoch, core.ErrFenced)
 	}
 	next := uint64(len(e.events)) + 1
 	for i, ev := range events {
 		if ev.Seq != next+uint64(i) {
 			return fmt.Errorf("conversation %s: event seq %d does not continue the log at %d", id, ev.Seq, next+uint64(i))
 		}
+		if _, dup := s.ids[ev.ID]; dup || slices.ContainsFunc(events[:i], func(x *core.Event) bool { return x.ID == ev.ID }) {
+			return fmt.Errorf("conversation %s: event %s: %w", id, ev.ID, core.ErrDuplicateEventID)
+		}
 	}
 	for _, ev := range events {
 		e.events = append(e.events, ev)
 		e.byID[ev.ID] = ev
+		s.ids[ev.ID] = struct{}{}
 	}
 	if len(events) > 0 {
 		conv := e.conv.Clone()
@@ -180,6 +193,34 @@ func (s *Store) LastSeq(_ context.Context, id string) (uint64, error) {
 		return 0, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
 	}
 	return uint64(len(e.events)), nil
+}
+
+// SearchEvents filters and pages the log in memory.
+func (s *Store) SearchEvents(_ context.Context, id string, q core.EventQuery) (core.Page[*core.Event], error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.convs[id]
+	if !ok {
+		return core.Page[*core.Event]{}, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	}
+	var cursor *core.Event
+	if q.PageID != "" {
+		if cursor, ok = e.byID[q.PageID]; !ok {
+			return core.Page[*core.Event]{}, fmt.Errorf("conversation %s: %w", id, core.ErrUnknownPageID)
+		}
+	}
+	return core.SearchEvents(e.events, q.Filter, q.Order, cursor, q.Limit), nil
+}
+
+// CountEvents counts the log's events that pass f.
+func (s *Store) CountEvents(_ context.Context, id string, f core.EventFilter) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.convs[id]
+	if !ok {
+		return 0, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	}
+	return core.CountEvents(e.events, f), nil
 }
 
 var _ core.Store = (*Store)(nil)

@@ -5,6 +5,8 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +19,8 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 	t.Run("log", func(t *testing.T) { testLog(t, open(t)) })
 	t.Run("batch", func(t *testing.T) { testBatch(t, open(t)) })
 	t.Run("concurrent batches", func(t *testing.T) { testConcurrent(t, open(t)) })
+	t.Run("refusals", func(t *testing.T) { testRefusals(t, open(t)) })
+	t.Run("search", func(t *testing.T) { testSearch(t, open(t)) })
 }
 
 // Sealed returns a sealed user message with the given Seq and timestamp.
@@ -204,4 +208,145 @@ func testConcurrent(t *testing.T, s core.Store) {
 			t.Errorf("LastSeq = %d, want %d", got, rounds)
 		}
 	}
+}
+
+// An element carrying an event ID stored already, or a stale epoch, is
+// refused with its own error and does not stop the others.
+func testRefusals(t *testing.T, s core.Store) {
+	ctx := context.Background()
+	a, b := NewConversation(t, s), NewConversation(t, s)
+	t0 := time.Now().UTC()
+	first := Sealed(t, 1, t0, `{}`)
+	if err := s.AppendEvents(ctx, a, []*core.Event{first}); err != nil {
+		t.Fatal(err)
+	}
+	twin := Sealed(t, 2, t0, `{}`)
+	twin.ID = first.ID
+	inner := Sealed(t, 2, t0, `{}`)
+	innerTwin := Sealed(t, 3, t0, `{}`)
+	innerTwin.ID = inner.ID
+	errs := s.AppendBatch(ctx, []core.Append{
+		{ConversationID: a, Events: []*core.Event{twin}},                   // an ID stored already
+		{ConversationID: b, Events: []*core.Event{Sealed(t, 1, t0, `{}`)}}, // fine
+		{ConversationID: a, Events: []*core.Event{inner, innerTwin}},       // one ID twice
+		{ConversationID: b, Events: []*core.Event{Sealed(t, 2, t0, `{}`)}, Epoch: 7},
+		{ConversationID: a, Events: []*core.Event{Sealed(t, 2, t0, `{}`)}}, // fine
+	})
+	want := []error{core.ErrDuplicateEventID, nil, core.ErrDuplicateEventID, core.ErrFenced, nil}
+	for i := range want {
+		if (want[i] == nil) != (errs[i] == nil) || (want[i] != nil && !errors.Is(errs[i], want[i])) {
+			t.Errorf("element %d: err = %v, want %v", i, errs[i], want[i])
+		}
+	}
+	for id, want := range map[string]uint64{a: 2, b: 1} {
+		if got, _ := s.LastSeq(ctx, id); got != want {
+			t.Errorf("LastSeq(%s) = %d, want %d", id, got, want)
+		}
+	}
+	if e, err := s.EventByID(ctx, a, first.ID); err != nil || e.Seq != 1 {
+		t.Errorf("the first event's ID now names %v (%v), want seq 1", e, err)
+	}
+}
+
+// SearchEvents and CountEvents answer exactly what filtering and sorting
+// the whole log in memory (core.SearchEvents, core.CountEvents) answers,
+// for every filter, both orders and every page.
+func testSearch(t *testing.T, s core.Store) {
+	ctx := context.Background()
+	id := NewConversation(t, s)
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	kinds := []string{core.KindMessage, "ActionEvent", "ObservationEvent"}
+	sources := []core.Source{core.SourceUser, core.SourceAgent, core.SourceEnvironment}
+	var log []*core.Event
+	for i := 1; i <= 60; i++ {
+		// Several events share a timestamp: ties are broken by Seq.
+		e := &core.Event{ID: core.NewEventID(), Seq: uint64(i), Timestamp: t0.Add(time.Duration(i/3) * time.Second),
+			Source: sources[i%3], Kind: kinds[(i/2)%3], Body: []byte(fmt.Sprintf(`{"n":%d}`, i))}
+		if err := e.Seal(); err != nil {
+			t.Fatal(err)
+		}
+		log = append(log, e)
+	}
+	for i := 0; i < len(log); i += 25 {
+		if err := s.AppendEvents(ctx, id, log[i:min(i+25, len(log))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	filters := []core.EventFilter{
+		{},
+		{Kind: "ActionEvent"},
+		{Source: core.SourceAgent},
+		{Kind: core.KindMessage, Source: core.SourceUser},
+		{Kind: "NoSuchEvent"},
+		{Since: t0.Add(5 * time.Second)},
+		{Before: t0.Add(12 * time.Second)},
+		{Since: t0.Add(4500 * time.Millisecond), Before: t0.Add(15 * time.Second), Kind: "ObservationEvent"},
+		{Since: t0.Add(time.Hour)},
+		{Before: t0},
+	}
+	for fi, f := range filters {
+		if got, err := s.CountEvents(ctx, id, f); err != nil || got != core.CountEvents(log, f) {
+			t.Errorf("filter %d: CountEvents = %d, %v, want %d", fi, got, err, core.CountEvents(log, f))
+		}
+		for _, order := range []core.SortOrder{core.SortTimestamp, core.SortTimestampDesc} {
+			for _, limit := range []int{1, 7, 100} {
+				name := fmt.Sprintf("filter %d %s limit %d", fi, order, limit)
+				var cursor *core.Event
+				pageID := ""
+				for pages := 0; ; pages++ {
+					got, err := s.SearchEvents(ctx, id, core.EventQuery{Filter: f, Order: order, PageID: pageID, Limit: limit})
+					if err != nil {
+						t.Fatalf("%s: %v", name, err)
+					}
+					want := core.SearchEvents(log, f, order, cursor, limit)
+					if !samePage(got, want) {
+						t.Fatalf("%s, page %d: got %s, want %s", name, pages, pageString(got), pageString(want))
+					}
+					if got.NextPageID == "" || pages > len(log) {
+						break
+					}
+					pageID = got.NextPageID
+					cursor = log[slices.IndexFunc(log, func(e *core.Event) bool { return e.ID == pageID })]
+				}
+			}
+		}
+	}
+	// A page ID taken from a filtered-out event still pages from its place.
+	got, err := s.SearchEvents(ctx, id, core.EventQuery{Filter: core.EventFilter{Kind: "ActionEvent"}, PageID: log[9].ID, Limit: 100})
+	if want := core.SearchEvents(log, core.EventFilter{Kind: "ActionEvent"}, core.SortTimestamp, log[9], 100); err != nil || !samePage(got, want) {
+		t.Errorf("page from a filtered-out event: %s, %v, want %s", pageString(got), err, pageString(want))
+	}
+	if _, err := s.SearchEvents(ctx, id, core.EventQuery{PageID: core.NewID()}); !errors.Is(err, core.ErrUnknownPageID) {
+		t.Errorf("unknown page_id: %v, want ErrUnknownPageID", err)
+	}
+	other := NewConversation(t, s)
+	if _, err := s.SearchEvents(ctx, other, core.EventQuery{PageID: log[0].ID}); !errors.Is(err, core.ErrUnknownPageID) {
+		t.Errorf("another conversation's event as page_id: %v, want ErrUnknownPageID", err)
+	}
+	if _, err := s.SearchEvents(ctx, core.NewID(), core.EventQuery{}); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("unknown conversation: %v, want ErrNotFound", err)
+	}
+	if _, err := s.CountEvents(ctx, core.NewID(), core.EventFilter{}); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("count of an unknown conversation: %v, want ErrNotFound", err)
+	}
+}
+
+func samePage(a, b core.Page[*core.Event]) bool {
+	if a.NextPageID != b.NextPageID || len(a.Items) != len(b.Items) {
+		return false
+	}
+	for i := range a.Items {
+		if a.Items[i].ID != b.Items[i].ID || string(a.Items[i].Raw) != string(b.Items[i].Raw) || a.Items[i].Seq != b.Items[i].Seq {
+			return false
+		}
+	}
+	return true
+}
+
+func pageString(p core.Page[*core.Event]) string {
+	seqs := make([]uint64, len(p.Items))
+	for i, e := range p.Items {
+		seqs[i] = e.Seq
+	}
+	return fmt.Sprintf("%v next=%q", seqs, p.NextPageID)
 }
