@@ -101,6 +101,40 @@ func (e *Event) Seal() error {
 	return nil
 }
 
+// BodyOffset returns where the body's members start in a sealed event's
+// Raw: just after the "kind" member, which Seal writes last in the
+// envelope. The event's Body is "{" followed by Raw from there, which is
+// how a store rebuilds Body without keeping a second copy.
+func BodyOffset(raw []byte) int {
+	i := bytes.Index(raw, []byte(`,"kind":"`))
+	if i < 0 {
+		return len(raw)
+	}
+	j := i + len(`,"kind":"`)
+	for j < len(raw) && raw[j] != '"' {
+		if raw[j] == '\\' {
+			j++
+		}
+		j++
+	}
+	j++ // the closing quote
+	if j < len(raw) && raw[j] == ',' {
+		j++
+	}
+	return j
+}
+
+// BodyFromRaw rebuilds a sealed event's Body from its Raw (see BodyOffset).
+func BodyFromRaw(raw []byte) json.RawMessage {
+	off := min(BodyOffset(raw), len(raw))
+	body := make([]byte, 1, 1+len(raw)-off)
+	body[0] = '{'
+	if off == len(raw) { // no members: the body was empty
+		return append(body, '}')
+	}
+	return append(body, raw[off:]...)
+}
+
 // writeJSONString writes s as a JSON string, exactly as EncodeJSON would.
 // IDs, sources and kinds need no escaping, so they skip the encoder.
 func writeJSONString(buf *bytes.Buffer, s string) {

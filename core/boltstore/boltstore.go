@@ -25,7 +25,6 @@
 package boltstore
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -538,7 +537,7 @@ func walk(log *bolt.Bucket, from, to uint64, desc bool, fn func(seq uint64, v []
 	c := log.Cursor()
 	var k, v []byte
 	if desc {
-		if k, v = c.Seek(seqKey(to)); k == nil {
+		if k, _ = c.Seek(seqKey(to)); k == nil {
 			k, v = c.Last()
 		} else {
 			k, v = c.Prev()
@@ -640,7 +639,7 @@ func storedID(v []byte) ([]byte, error) {
 // Raw is the sealed wire form; Body is "{" + raw[bodyStart:] (Seal writes
 // the envelope first, then the body's members).
 func encodeEvent(ev *core.Event) []byte {
-	bodyStart := bodyOffset(ev.Raw)
+	bodyStart := core.BodyOffset(ev.Raw)
 	v := make([]byte, 0, 16+len(ev.ID)+len(ev.Source)+len(ev.Kind)+len(ev.Raw))
 	v = append(v, eventFormat)
 	v = binary.BigEndian.AppendUint64(v, uint64(ev.Timestamp.UnixNano()))
@@ -650,27 +649,6 @@ func encodeEvent(ev *core.Event) []byte {
 		v = append(v, s...)
 	}
 	return append(v, ev.Raw...)
-}
-
-// bodyOffset finds where the body's members start in a sealed event: just
-// after the "kind" member, which Seal writes last in the envelope.
-func bodyOffset(raw []byte) int {
-	i := bytes.Index(raw, []byte(`,"kind":"`))
-	if i < 0 {
-		return len(raw)
-	}
-	j := i + len(`,"kind":"`)
-	for j < len(raw) && raw[j] != '"' {
-		if raw[j] == '\\' {
-			j++
-		}
-		j++
-	}
-	j++ // the closing quote
-	if j < len(raw) && raw[j] == ',' {
-		j++
-	}
-	return j
 }
 
 // header is the envelope of a stored event, read in place: every slice
