@@ -223,8 +223,13 @@ func (c *connection) attached(ctx actor.Context) {
 		// other subscriber.
 	case *commandFailed:
 		var tooLarge *core.EventTooLargeError
-		if errors.As(m.Err, &tooLarge) {
+		switch {
+		case errors.As(m.Err, &tooLarge):
 			c.sendError(core.CodeEventTooLarge, tooLarge.Error())
+			return
+		case errors.Is(m.Err, core.ErrUnavailable):
+			c.sendError(core.CodeUnavailable, "the message was not stored: the store is unavailable; send it again later")
+			c.sys.log.Warn("append user message: store unavailable", "conversation", c.convID, "err", m.Err)
 			return
 		}
 		c.sendError(core.CodeInternal, "the message could not be stored")

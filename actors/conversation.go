@@ -74,6 +74,7 @@ type conversation struct {
 	lastSeq  uint64             // the last Seq assigned
 	lastTS   time.Time
 	durable  uint64 // the last Seq the writer confirmed
+	gen      uint64 // append generation: moves on when a write fails (see stored)
 	pending  []pendingAppend
 	subs     []subscriber
 	index    map[string]int // PID.Id -> position in subs
@@ -176,6 +177,8 @@ func (c *conversation) loadDone(ctx actor.Context, m *conversationLoaded) {
 	if m.Err != nil {
 		c.gone, c.goneErr = true, fmt.Errorf("load conversation %s: %w", c.id, m.Err)
 		if !errors.Is(m.Err, core.ErrNotFound) {
+			// Unavailable: attaches are refused with 1013 and appends fail;
+			// the next use spawns an actor that tries the load again.
 			c.sys.log.Error("conversation actor could not load", "conversation", c.id, "err", m.Err)
 		}
 		ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
@@ -262,8 +265,11 @@ func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 	}
 	if c.gone {
 		d := core.DisconnectInternalError
-		if errors.Is(c.goneErr, core.ErrNotFound) {
+		switch {
+		case errors.Is(c.goneErr, core.ErrNotFound):
 			d = core.DisconnectNotFound
+		case errors.Is(c.goneErr, core.ErrUnavailable):
+			d = core.DisconnectUnavailable
 		}
 		reject(d)
 		return
@@ -481,7 +487,7 @@ func (c *conversation) append(ctx actor.Context, m *appendEvent, sender *actor.P
 		reply(ctx, sender, &commandFailed{Err: &core.EventTooLargeError{Kind: m.Kind, Size: len(ev.Raw), Max: max}})
 		return
 	}
-	if !c.sys.writer.enqueue(writeRequest{actor: ctx.Self(), conversationID: c.id, event: ev}) {
+	if !c.sys.writer.enqueue(writeRequest{actor: ctx.Self(), conversationID: c.id, event: ev, gen: c.gen}) {
 		reply(ctx, sender, &commandFailed{Err: ErrShutdown})
 		return
 	}
@@ -491,23 +497,37 @@ func (c *conversation) append(ctx actor.Context, m *appendEvent, sender *actor.P
 
 // stored takes the writer's report. On success every pending event up to
 // m.Through is durable: it is fanned out to the live subscribers, in Seq
-// order, and its append is answered. A failed write leaves the log behind
-// what this actor assigned, so the actor fails what is pending, closes its
-// sockets (1011: clients reconnect and resync) and asks to be replaced by
-// one that reloads from the store.
+// order, and its append is answered. A report from an earlier generation
+// is for appends already failed, and is dropped.
+//
+// A failed write fails only the appends in flight; the sockets stay open.
+// When the store could not write (it is unreachable, or the write failed),
+// the log still ends at the last durable event: every pending append is
+// failed, Seq assignment starts again after the durable end, and the
+// generation moves on, so the writer's later reports about the failed
+// events (which the store refuses, as they no longer continue the log) are
+// told apart. When the store refused the write because the log is not
+// where this actor thinks (another writer, a fenced epoch) or the
+// conversation is gone, the actor cannot go on: it closes its sockets and
+// asks to be replaced by one that reloads from the store.
 func (c *conversation) stored(ctx actor.Context, m *eventsStored) {
+	if m.Gen != c.gen || c.gone {
+		return
+	}
 	if m.Err != nil {
-		if c.gone {
-			return
+		c.failPending(ctx, m.Err)
+		c.lastSeq = c.durable
+		c.gen++
+		switch {
+		case errors.Is(m.Err, core.ErrNotFound):
+			c.sys.log.Warn("append events: the conversation is gone", "conversation", c.id, "err", m.Err)
+			c.end(ctx, core.DisconnectNotFound, m.Err)
+		case errors.Is(m.Err, core.ErrSeqConflict), errors.Is(m.Err, core.ErrFenced):
+			c.sys.log.Error("append events: the log moved under this actor; replacing it", "conversation", c.id, "err", m.Err)
+			c.end(ctx, core.DisconnectInternalError, m.Err)
+		default:
+			c.sys.log.Error("append events failed; the posts in flight are failed, the sockets stay", "conversation", c.id, "through", m.Through, "err", m.Err)
 		}
-		c.sys.log.Error("append events", "conversation", c.id, "through", m.Through, "err", m.Err)
-		for _, p := range c.pending {
-			reply(ctx, p.reply, &commandFailed{Err: fmt.Errorf("append: %w", m.Err)})
-		}
-		c.pending = nil
-		c.closeAll(ctx, core.DisconnectInternalError)
-		c.gone, c.goneErr = true, fmt.Errorf("conversation %s: the log could not be written: %w", c.id, m.Err)
-		ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
 		return
 	}
 	n := 0
@@ -526,6 +546,23 @@ func (c *conversation) stored(ctx actor.Context, m *eventsStored) {
 		conv.UpdatedAt = ts
 		c.conv, c.state = conv, nil
 	}
+}
+
+// failPending answers every pending append with err.
+func (c *conversation) failPending(ctx actor.Context, err error) {
+	for _, p := range c.pending {
+		reply(ctx, p.reply, &commandFailed{Err: fmt.Errorf("append: %w", err)})
+	}
+	c.pending = nil
+}
+
+// end makes the actor refuse everything from now on, closes its sockets
+// with d, and asks the registry to forget it, so that the next use spawns
+// an actor that loads the conversation afresh.
+func (c *conversation) end(ctx actor.Context, d core.Disconnect, err error) {
+	c.closeAll(ctx, d)
+	c.gone, c.goneErr = true, fmt.Errorf("conversation %s: %w", c.id, err)
+	ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
 }
 
 // fanOut hands a durable event's bytes to every live subscriber. One whose

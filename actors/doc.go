@@ -129,11 +129,25 @@
 // lose its subscriber set. Its Stopping handler closes every attached
 // socket with 1011, so clients reconnect and resync; the registry marks it
 // not running, and the next message for the conversation spawns a fresh
-// actor that reloads from the store. A failed write is handled the same way without a panic: the
-// actor fails its pending appends, closes its sockets with 1011 and asks the
-// registry (conversationEnded) to replace it, since its Seq ran ahead of
-// the log. Appends pending when an actor stops are answered commandFailed
-// (the writer may still commit them).
+// actor that reloads from the store.
+//
+// A failed write does not tear a conversation down. When the store could
+// not write (unreachable: core.ErrUnavailable, or the commit failed), the
+// actor fails every append in flight (REST answers 503 with Retry-After, a
+// socket gets a ServerErrorEvent store_unavailable), assigns Seq again from
+// the durable end of the log, and moves its append generation on (gen on
+// every writeRequest and eventsStored), so the writer's later reports
+// about the failed events, which the store refuses as they no longer
+// continue the log, are told apart and dropped; the writer's queue is FIFO,
+// so those stale events always reach the store before the new ones and can
+// never land after them. The sockets stay open. Only when the store
+// refuses the write because the log is not where the actor thinks
+// (core.ErrSeqConflict, core.ErrFenced) or the conversation is gone does
+// the actor close its sockets (1011, or 4004) and ask the registry
+// (conversationEnded) to replace it. A conversation whose load fails
+// because the store is unavailable refuses attaches with 1013 and is
+// forgotten, so the next use loads again. Appends pending when an actor
+// stops are answered commandFailed (the writer may still commit them).
 //
 // The supervisor and the registry restart in place after a panic, at most 10
 // times in 10 s (a guardian with an explicit restart decider). Restarting

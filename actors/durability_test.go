@@ -253,40 +253,104 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
-// TestFailedWriteClosesAndRecovers: a write that fails fails its post and
-// closes the conversation's sockets with 1011; the next post works from
-// what the store holds.
-func TestFailedWriteClosesAndRecovers(t *testing.T) {
-	g := &gatedStore{Store: memstore.New(), gate: make(chan struct{})}
-	close(g.gate)
+// TestFailedWrite: a write that fails fails only the posts in it. When the
+// store could not write (unreachable, or the write itself failed), the
+// sockets stay open and get the next event, which takes the Seq the failed
+// one would have had: no gap, nothing torn. When the store refused the
+// write because the log moved (a Seq conflict), the actor cannot go on: it
+// closes its sockets with 1011, and the next post works from what the
+// store holds.
+func TestFailedWrite(t *testing.T) {
+	tests := []struct {
+		name      string
+		err       error
+		wantClose bool
+	}{
+		{"write failed", errors.New("disk on fire"), false},
+		{"store unavailable", fmt.Errorf("postgres: %w: connection refused", core.ErrUnavailable), false},
+		{"the log moved", fmt.Errorf("seq 2: %w", core.ErrSeqConflict), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := &gatedStore{Store: memstore.New(), gate: make(chan struct{})}
+			close(g.gate)
+			sys := startSystem(t, g, 0)
+			id := createConv(t, sys)
+			post(t, sys, id, "one")
+			tr := connect(t, sys, id, Replay{})
+			tr.waitFrames(t, 1)
+			g.fail.Store(&tt.err)
+			if _, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("two")); !errors.Is(err, tt.err) {
+				t.Fatalf("post during failure: %v, want %v", err, tt.err)
+			}
+			if tt.wantClose {
+				if d := tr.waitClosed(t); d != core.DisconnectInternalError {
+					t.Fatalf("socket closed with %v, want 1011", d)
+				}
+			}
+			g.fail.Store(nil)
+			var ev *core.Event
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				var err error
+				if ev, err = sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("three")); err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("post after recovery: %v", err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if ev.Seq != 2 {
+				t.Fatalf("seq after a failed write = %d, want 2 (no gap, nothing torn)", ev.Seq)
+			}
+			if !tt.wantClose {
+				frames := tr.waitFrames(t, 2)
+				if frames[1]["id"] != ev.ID {
+					t.Fatalf("the open socket got %v, want the event after the failure", frames[1])
+				}
+				if tr.isClosed() {
+					t.Fatal("socket closed, want it open")
+				}
+			}
+		})
+	}
+}
+
+// TestFailedWriteOfManyInFlight: a failed commit fails every post in flight
+// for the conversation, including those the writer still holds queued
+// behind it; none of them lands, and the next posts continue the log
+// without a gap.
+func TestFailedWriteOfManyInFlight(t *testing.T) {
+	g := &gatedStore{Store: memstore.New(), gate: make(chan struct{}), entered: make(chan struct{}, 1)}
 	sys := startSystem(t, g, 0)
 	id := createConv(t, sys)
-	post(t, sys, id, "one")
-	tr := connect(t, sys, id, Replay{})
-	tr.waitFrames(t, 1)
-	boom := errors.New("disk on fire")
+	boom := fmt.Errorf("postgres: %w", core.ErrUnavailable)
 	g.fail.Store(&boom)
-	if _, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("two")); !errors.Is(err, boom) {
-		t.Fatalf("post during failure: %v, want %v", err, boom)
+	const n = 20
+	errs := make(chan error, n)
+	go func() { _, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("first")); errs <- err }()
+	<-g.entered // the first commit is at the gate; the rest queue behind it
+	for i := 1; i < n; i++ {
+		go func() { _, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("more")); errs <- err }()
 	}
-	if d := tr.waitClosed(t); d != core.DisconnectInternalError {
-		t.Fatalf("socket closed with %v, want 1011", d)
+	for deadline := time.Now().Add(30 * time.Second); g.waiting.Load() < 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no commit reached the store")
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // let the others reach the writer's queue
+	close(g.gate)
+	for range n {
+		if err := <-errs; !errors.Is(err, core.ErrUnavailable) {
+			t.Errorf("post in flight: %v, want ErrUnavailable", err)
+		}
 	}
 	g.fail.Store(nil)
-	var ev *core.Event
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var err error
-		if ev, err = sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("three")); err == nil {
-			break
+	for i := uint64(1); i <= 3; i++ {
+		if ev := post(t, sys, id, "after"); ev.Seq != i {
+			t.Fatalf("post %d after the failure has seq %d", i, ev.Seq)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("post after recovery: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if ev.Seq != 2 {
-		t.Fatalf("seq after a failed write = %d, want 2 (no gap, nothing torn)", ev.Seq)
 	}
 }
 

@@ -237,9 +237,11 @@ type conversationLoaded struct {
 }
 
 // eventsStored reports, from the writer, that a conversation's events up to
-// Through are durable, or that writing them failed (Err).
+// Through are durable, or that writing them failed (Err). Gen is the
+// append generation the events were handed over in.
 type eventsStored struct {
 	Through uint64
+	Gen     uint64
 	Err     error
 }
 

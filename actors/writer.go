@@ -37,6 +37,8 @@ type writeRequest struct {
 	actor          *actor.PID
 	conversationID string
 	event          *core.Event
+	gen            uint64 // the actor's append generation (see conversation.gen)
+	epoch          uint64 // the activation's ownership epoch
 }
 
 func newWriter(store core.Store, root *actor.RootContext, log *slog.Logger) *writer {
@@ -112,22 +114,23 @@ func (w *writer) commit(batch []writeRequest) {
 	type element struct {
 		actor *actor.PID
 		last  uint64
+		gen   uint64
 	}
 	appends := make([]core.Append, 0, 8)
 	elems := make([]element, 0, 8)
 	open := make(map[string]int, 8) // conversation ID -> element taking its events
 	for _, r := range batch {
-		if i, ok := open[r.conversationID]; ok && elems[i].actor.Equal(r.actor) && elems[i].last+1 == r.event.Seq {
+		if i, ok := open[r.conversationID]; ok && elems[i].actor.Equal(r.actor) && elems[i].gen == r.gen && elems[i].last+1 == r.event.Seq {
 			appends[i].Events = append(appends[i].Events, r.event)
 			elems[i].last = r.event.Seq
 			continue
 		}
 		open[r.conversationID] = len(appends)
-		appends = append(appends, core.Append{ConversationID: r.conversationID, Events: []*core.Event{r.event}})
-		elems = append(elems, element{actor: r.actor, last: r.event.Seq})
+		appends = append(appends, core.Append{ConversationID: r.conversationID, Events: []*core.Event{r.event}, Epoch: r.epoch})
+		elems = append(elems, element{actor: r.actor, last: r.event.Seq, gen: r.gen})
 	}
 	errs := w.store.AppendBatch(context.Background(), appends)
 	for i, e := range elems {
-		w.root.Send(e.actor, &eventsStored{Through: e.last, Err: errs[i]})
+		w.root.Send(e.actor, &eventsStored{Through: e.last, Gen: e.gen, Err: errs[i]})
 	}
 }

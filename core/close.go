@@ -10,7 +10,7 @@ const (
 	CloseGoingAway          = 1001 // server shutdown
 	CloseMessageTooBig      = 1009 // frame over limits.max_frame_bytes
 	CloseInternalError      = 1011 // the connection's actor crashed
-	CloseTryAgainLater      = 1013 // over limits.subscribers_per_conversation
+	CloseTryAgainLater      = 1013 // over limits.subscribers_per_conversation, or the store is unreachable
 	CloseAuthFailed         = 4001 // authentication failed, revoked or expired
 	CloseForbidden          = 4003 // the principal may not open this conversation
 	CloseConversationNotFnd = 4004 // unknown or deleted conversation
@@ -35,6 +35,7 @@ var (
 	DisconnectExpired       = Disconnect{CloseAuthFailed, "Credential expired"}
 	DisconnectNotFound      = Disconnect{CloseConversationNotFnd, "Conversation not found"}
 	DisconnectTooMany       = Disconnect{CloseTryAgainLater, "Too many subscribers"}
+	DisconnectUnavailable   = Disconnect{CloseTryAgainLater, "Store unavailable"}
 	DisconnectInternalError = Disconnect{CloseInternalError, "Internal error"}
 	DisconnectTooBig        = Disconnect{CloseMessageTooBig, "Message too big"}
 	DisconnectSlowConsumer  = Disconnect{CloseSlowConsumer, "slow consumer"}

@@ -14,6 +14,7 @@ const (
 	CodeInternal       = "internal_error"
 	CodeRateLimited    = "rate_limited" // a frame past limits.messages_per_second, dropped
 	CodeEventTooLarge  = "event_too_large"
+	CodeUnavailable    = "store_unavailable" // the store could not be reached; nothing was stored
 )
 
 // ErrEventTooLarge is an append refused because the sealed event would

@@ -23,6 +23,9 @@ var (
 	// ErrDuplicateEventID is an append of an event whose ID is stored
 	// already.
 	ErrDuplicateEventID = errors.New("an event with this ID is stored already")
+	// ErrSeqConflict is an append whose first Seq does not continue the
+	// log: the appender's idea of where the log ends is stale.
+	ErrSeqConflict = errors.New("event seq does not continue the log")
 )
 
 // Store keeps conversations and their event logs. The in-memory store is in

@@ -250,6 +250,8 @@ func backendError(err error, notFoundDetail string) *apiError {
 		return &apiError{status: http.StatusNotFound, detail: notFoundDetail, err: err}
 	case errors.As(err, &tooLarge):
 		return &apiError{status: http.StatusRequestEntityTooLarge, detail: "Event too large: " + tooLarge.Error(), err: err}
+	case errors.Is(err, core.ErrUnavailable):
+		return &apiError{status: http.StatusServiceUnavailable, detail: "Store unavailable; nothing was stored: retry later", err: err}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.Is(err, actors.ErrShutdown):
 		return &apiError{status: http.StatusServiceUnavailable, detail: "Service temporarily unavailable", err: err}
 	}

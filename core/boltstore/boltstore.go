@@ -305,7 +305,7 @@ func appendTo(convs, logs, ids *bolt.Bucket, a core.Append) error {
 	next := lastSeq(log) + 1
 	for i, ev := range a.Events {
 		if ev.Seq != next+uint64(i) {
-			return refuse("event seq %d does not continue the log at %d", ev.Seq, next+uint64(i))
+			return refuse("event seq %d, the log continues at %d: %w", ev.Seq, next+uint64(i), core.ErrSeqConflict)
 		}
 		if len(ev.Raw) == 0 || ev.ID == "" || len(ev.ID) > 255 {
 			return refuse("event %q is not sealed", ev.ID)

@@ -119,7 +119,7 @@ func (s *Store) appendLocked(id string, events []*core.Event, epoch uint64) erro
 	next := uint64(len(e.events)) + 1
 	for i, ev := range events {
 		if ev.Seq != next+uint64(i) {
-			return fmt.Errorf("conversation %s: event seq %d does not continue the log at %d", id, ev.Seq, next+uint64(i))
+			return fmt.Errorf("conversation %s: event seq %d, the log continues at %d: %w", id, ev.Seq, next+uint64(i), core.ErrSeqConflict)
 		}
 		if _, dup := s.ids[ev.ID]; dup || slices.ContainsFunc(events[:i], func(x *core.Event) bool { return x.ID == ev.ID }) {
 			return fmt.Errorf("conversation %s: event %s: %w", id, ev.ID, core.ErrDuplicateEventID)

@@ -177,13 +177,13 @@ func advance(ctx context.Context, tx pgx.Tx, batch []core.Append, ids [][][16]by
 		first, last := a.Events[0], a.Events[len(a.Events)-1]
 		for k, ev := range a.Events {
 			if ev.Seq != first.Seq+uint64(k) {
-				errs[i] = fmt.Errorf("conversation %s: event seq %d does not follow %d", a.ConversationID, ev.Seq, first.Seq+uint64(k)-1)
+				errs[i] = fmt.Errorf("conversation %s: event seq %d does not follow %d: %w", a.ConversationID, ev.Seq, first.Seq+uint64(k)-1, core.ErrSeqConflict)
 				break
 			}
 		}
 		if errs[i] != nil || first.Seq == 0 {
 			if errs[i] == nil {
-				errs[i] = fmt.Errorf("conversation %s: event seq 0", a.ConversationID)
+				errs[i] = fmt.Errorf("conversation %s: event seq 0: %w", a.ConversationID, core.ErrSeqConflict)
 			}
 			continue
 		}
@@ -230,7 +230,7 @@ func explain(ctx context.Context, tx pgx.Tx, a core.Append, errp *error) error {
 	case uint64(epoch) != a.Epoch:
 		*errp = fmt.Errorf("conversation %s: epoch %d, the conversation is at %d: %w", a.ConversationID, a.Epoch, epoch, core.ErrFenced)
 	default:
-		*errp = fmt.Errorf("conversation %s: event seq %d does not continue the log at %d", a.ConversationID, a.Events[0].Seq, last+1)
+		*errp = fmt.Errorf("conversation %s: event seq %d, the log continues at %d: %w", a.ConversationID, a.Events[0].Seq, last+1, core.ErrSeqConflict)
 	}
 	return nil
 }

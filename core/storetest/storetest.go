@@ -62,8 +62,8 @@ func testLog(t *testing.T, s core.Store) {
 	if err := s.AppendEvents(ctx, id, evs[:3]); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AppendEvents(ctx, id, evs[4:]); err == nil {
-		t.Fatal("append with a gap in seq accepted")
+	if err := s.AppendEvents(ctx, id, evs[4:]); !errors.Is(err, core.ErrSeqConflict) {
+		t.Fatalf("append with a gap in seq: %v, want ErrSeqConflict", err)
 	}
 	if err := s.AppendEvents(ctx, id, evs[3:]); err != nil {
 		t.Fatal(err)
@@ -169,7 +169,7 @@ func testBatch(t *testing.T, s core.Store) {
 		{ConversationID: b, Events: []*core.Event{Sealed(t, 1, t0, `{}`)}},
 		{ConversationID: a, Events: []*core.Event{Sealed(t, 3, t0, `{}`)}},
 	})
-	if len(errs) != 5 || errs[0] != nil || !errors.Is(errs[1], core.ErrNotFound) || errs[2] == nil || errs[3] != nil || errs[4] != nil {
+	if len(errs) != 5 || errs[0] != nil || !errors.Is(errs[1], core.ErrNotFound) || !errors.Is(errs[2], core.ErrSeqConflict) || errs[3] != nil || errs[4] != nil {
 		t.Fatalf("errs = %v, want [nil ErrNotFound gap nil nil]", errs)
 	}
 	if got, _ := s.LastSeq(ctx, a); got != 3 {
