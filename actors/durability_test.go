@@ -329,10 +329,16 @@ func TestFailedWriteOfManyInFlight(t *testing.T) {
 	g.fail.Store(&boom)
 	const n = 20
 	errs := make(chan error, n)
-	go func() { _, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("first")); errs <- err }()
+	go func() {
+		_, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("first"))
+		errs <- err
+	}()
 	<-g.entered // the first commit is at the gate; the rest queue behind it
 	for i := 1; i < n; i++ {
-		go func() { _, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("more")); errs <- err }()
+		go func() {
+			_, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("more"))
+			errs <- err
+		}()
 	}
 	for deadline := time.Now().Add(30 * time.Second); g.waiting.Load() < 1; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {

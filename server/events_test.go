@@ -794,7 +794,7 @@ func TestHealthRoutes(t *testing.T) {
 	var ready error = notReady
 	var mu sync.Mutex
 	e := newEdge(t, nil, func(s *Server) {
-		s.ready = func() error { mu.Lock(); defer mu.Unlock(); return ready }
+		s.ready = []ReadyCheck{{Component: "plugins", Check: func(context.Context) error { mu.Lock(); defer mu.Unlock(); return ready }}}
 	})
 	get := func(path string) (int, map[string]any) {
 		t.Helper()
@@ -818,7 +818,7 @@ func TestHealthRoutes(t *testing.T) {
 	}{
 		{"/alive", 200, "status", "ok"},
 		{"/health", 200, "status", "ok"},
-		{"/ready", 503, "status", "starting"},
+		{"/ready", 503, "status", "not_ready"},
 		{"/server_info", 200, "version", "test"},
 	}
 	for _, tt := range tests {

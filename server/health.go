@@ -1,9 +1,11 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -12,20 +14,43 @@ func (s *Server) serveAlive(w http.ResponseWriter, _ *http.Request) {
 	writeStatus(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// serveReady is /ready: 200 once Options.Ready reports nil (every plugin of
-// every chain is up), 503 before that and while shutting down.
-func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+// ReadyCheck is one component that /ready waits for.
+type ReadyCheck struct {
+	Component string // what /ready names when it is not ready: plugins, store, ...
+	// Check returns nil when the component is ready, else why not.
+	Check func(ctx context.Context) error
+}
+
+// readyTimeout bounds one /ready answer's checks.
+const readyTimeout = 3 * time.Second
+
+// serveReady is /ready: 200 when every Options.Ready check passes, 503
+// while shutting down and while any check fails. A 503 names each
+// component that is not ready and why:
+//
+//	{"status":"not_ready","detail":"store: ...","components":{"store":"...","plugins":"ok"}}
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	if s.closing.Load() {
 		writeStatus(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting_down"})
 		return
 	}
-	if s.ready != nil {
-		if err := s.ready(); err != nil {
-			writeStatus(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "detail": err.Error()})
-			return
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	components := make(map[string]string, len(s.ready))
+	var failed []string
+	for _, c := range s.ready {
+		if err := c.Check(ctx); err != nil {
+			components[c.Component] = err.Error()
+			failed = append(failed, c.Component+": "+err.Error())
+			continue
 		}
+		components[c.Component] = "ok"
 	}
-	writeStatus(w, http.StatusOK, map[string]string{"status": "ready"})
+	if len(failed) > 0 {
+		writeStatus(w, http.StatusServiceUnavailable, map[string]any{"status": "not_ready", "detail": strings.Join(failed, "; "), "components": components})
+		return
+	}
+	writeStatus(w, http.StatusOK, map[string]any{"status": "ready", "components": components})
 }
 
 // serverInfo is the /server_info answer. uptime and idle_time are seconds,

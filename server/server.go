@@ -23,7 +23,7 @@ type Options struct {
 	Config    config.Config
 	Actors    *actors.System
 	Store     core.Store
-	Ready     func() error // nil error: ready; nil func: always ready
+	Ready     []ReadyCheck // what /ready waits for; none: always ready
 	Logger    *slog.Logger
 	AccessLog *slog.Logger // where access lines go; nil uses Logger
 	Version   string
@@ -44,7 +44,7 @@ type Server struct {
 	cfg     config.Config
 	actors  *actors.System
 	store   core.Store
-	ready   func() error
+	ready   []ReadyCheck
 	log     *slog.Logger
 	access  *slog.Logger // nil when server.access_log is off
 	version string

@@ -110,8 +110,23 @@ type Conversations struct {
 
 // Storage selects the event store.
 type Storage struct {
-	Driver string `koanf:"driver"`
-	Path   string `koanf:"path" path:"file"`
+	Driver   string   `koanf:"driver"`
+	Path     string   `koanf:"path" path:"file"`
+	Postgres Postgres `koanf:"postgres"`
+}
+
+// The storage.driver values.
+const (
+	DriverBolt     = "bolt"
+	DriverPostgres = "postgres"
+	DriverMemory   = "memory"
+)
+
+// Postgres configures storage.driver: postgres.
+type Postgres struct {
+	// DSN is a PostgreSQL connection string (URL or key=value), pool
+	// settings included (pool_max_conns, ...). Its password is a secret.
+	DSN string `koanf:"dsn"`
 }
 
 // Log configures the structured log.
@@ -169,12 +184,12 @@ func Default() Config {
 			MaxBodyBytes:               1 << 20,
 			// The OpenHands SDK's client (the websockets library's default)
 			// refuses frames over 1 MiB.
-			MaxEventBytes: 1 << 20,
-			MessagesPerSecond:          20,
-			MessageBurst:               40,
+			MaxEventBytes:     1 << 20,
+			MessagesPerSecond: 20,
+			MessageBurst:      40,
 		},
 		Conversations: Conversations{IdleTimeout: 5 * time.Minute},
-		Storage:       Storage{Driver: "bolt", Path: "./data/agent-server.db"},
+		Storage:       Storage{Driver: DriverBolt, Path: "./data/agent-server.db"},
 		Log:           Log{Level: "info", Format: "text"},
 	}
 }

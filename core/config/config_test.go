@@ -248,3 +248,26 @@ func TestRelativePathsResolveAgainstTheFile(t *testing.T) {
 		t.Errorf("PathKeys() = %v, want %v", got, want)
 	}
 }
+
+// A DSN's password never survives MaskDSN, in any form a DSN takes.
+func TestMaskDSN(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"postgres://app:s3cr%40t@db:5432/agent?sslmode=verify-full", "postgres://app:***@db:5432/agent?sslmode=verify-full"},
+		{"postgresql://app@db/agent", "postgresql://app@db/agent"},
+		{"postgres://db/agent?user=app&password=s3cret&pool_max_conns=8", "postgres://db/agent?password=***&pool_max_conns=8&user=app"},
+		{"host=db user=app password=s3cret dbname=agent", "host=db user=app password=*** dbname=agent"},
+		{"host=db password = 's3 cr\\'et' dbname=agent", "host=db password = *** dbname=agent"},
+		{"host=db PASSWORD=s3cret", "host=db PASSWORD=***"},
+		{"postgres://app:s3cret@[::1", "***"},
+	}
+	for _, tt := range tests {
+		got := MaskDSN(tt.in)
+		if got != tt.want {
+			t.Errorf("MaskDSN(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		if strings.Contains(got, "s3cr") || strings.Contains(got, "cr%40t") {
+			t.Errorf("MaskDSN(%q) = %q still holds the password", tt.in, got)
+		}
+	}
+}

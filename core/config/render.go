@@ -2,7 +2,9 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
+	"strings"
 
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/structs"
@@ -23,12 +25,42 @@ func (c Config) Redacted() Config {
 	for i := range c.Auth.Keys {
 		out.Auth.Keys[i] = masked
 	}
+	out.Storage.Postgres.DSN = MaskDSN(c.Storage.Postgres.DSN)
 	out.Plugins.Instances = make(map[string]Plugin, len(c.Plugins.Instances))
 	for name, p := range c.Plugins.Instances {
 		p.Config = redactMap(p.Config)
 		out.Plugins.Instances[name] = p
 	}
 	return out
+}
+
+// dsnPassword finds the password of a key=value DSN: password=secret or
+// password='se cret' (with \' and \\ escapes).
+var dsnPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)`)
+
+// MaskDSN replaces the password of a PostgreSQL connection string, URL or
+// key=value, with "***", keeping the rest readable. A string it cannot
+// read is masked whole.
+func MaskDSN(dsn string) string {
+	if dsn == "" {
+		return ""
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return masked
+		}
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), masked)
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", masked)
+			u.RawQuery = q.Encode()
+		}
+		return strings.Replace(u.String(), url.QueryEscape(masked), masked, -1)
+	}
+	return dsnPassword.ReplaceAllString(dsn, "${1}"+masked)
 }
 
 func redactMap(m map[string]any) map[string]any {

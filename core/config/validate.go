@@ -120,13 +120,17 @@ func (c *Config) Validate() error {
 		bad("limits.message_burst", "must be at least 1")
 	}
 	switch c.Storage.Driver {
-	case "bolt":
+	case DriverBolt:
 		if c.Storage.Path == "" {
 			bad("storage.path", "must name the database file when storage.driver is bolt")
 		}
-	case "memory":
+	case DriverPostgres:
+		if c.Storage.Postgres.DSN == "" {
+			bad("storage.postgres.dsn", "must be set when storage.driver is postgres (or AGENT_SERVER_STORAGE__POSTGRES__DSN)")
+		}
+	case DriverMemory:
 	default:
-		bad("storage.driver", "want \"bolt\" or \"memory\", got %q", c.Storage.Driver)
+		bad("storage.driver", "want %q, %q or %q, got %q", DriverBolt, DriverPostgres, DriverMemory, c.Storage.Driver)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

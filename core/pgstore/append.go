@@ -34,9 +34,21 @@ var eventColumnsCopied = []string{"conversation_id", "seq", "id", "ts", "source"
 // transaction and one commit (see the package doc). A refused element gets
 // its own error; when the transaction fails, every element not refused gets
 // that error, wrapping core.ErrUnavailable when the database could not be
-// reached.
+// reached. A transaction whose connection failed before COMMIT was sent
+// stored nothing, so it is tried once more on a fresh connection: a pooled
+// connection that died while idle (the database restarted) costs no post.
 func (s *Store) AppendBatch(ctx context.Context, batch []core.Append) []error {
-	errs := make([]error, len(batch))
+	errs, retry := s.appendOnce(ctx, batch)
+	if retry {
+		errs, _ = s.appendOnce(ctx, batch)
+	}
+	return errs
+}
+
+// appendOnce is one attempt at AppendBatch. retry reports a failure of the
+// connection before COMMIT was sent.
+func (s *Store) appendOnce(ctx context.Context, batch []core.Append) (errs []error, retry bool) {
+	errs = make([]error, len(batch))
 	fail := func(err error) []error {
 		for i := range errs {
 			if errs[i] == nil {
@@ -46,7 +58,7 @@ func (s *Store) AppendBatch(ctx context.Context, batch []core.Append) []error {
 		return errs
 	}
 	if err := s.check(); err != nil {
-		return fail(err)
+		return fail(err), false
 	}
 	ids, refused := parseBatch(batch)
 	copy(errs, refused)
@@ -55,41 +67,44 @@ func (s *Store) AppendBatch(ctx context.Context, batch []core.Append) []error {
 	defer cancel()
 	tx, err := s.pool.Begin(tctx)
 	if err != nil {
-		return fail(classify(err))
+		return fail(classify(err)), isUnavailable(err)
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }() // a no-op after Commit
 
 	if err := refuseKnownIDs(tctx, tx, batch, ids, errs); err != nil {
-		return fail(classify(err))
+		return fail(classify(err)), isUnavailable(err)
 	}
 	if err := advance(tctx, tx, batch, ids, errs); err != nil {
-		return fail(classify(err))
+		return fail(classify(err)), isUnavailable(err)
 	}
 	rows, probe := copyRows(batch, ids, errs)
 	if len(rows) == 0 {
-		return errs // nothing passed: nothing to commit
+		return errs, false // nothing passed: nothing to commit
 	}
 	if _, err := tx.CopyFrom(tctx, pgx.Identifier{"events"}, eventColumnsCopied, pgx.CopyFromRows(rows)); err != nil {
-		return fail(classify(err))
+		return fail(classify(err)), isUnavailable(err)
 	}
 	err = tx.Commit(tctx)
 	if err == nil {
-		return errs
+		return errs, false
 	}
 	if !commitMayHaveLanded(err) {
-		return fail(classify(err))
+		return fail(classify(err)), false
 	}
 	// The connection failed while COMMIT was in flight: the batch is either
 	// wholly in or wholly out. Read back one of its events to know which.
 	landed, rerr := s.readBack(ctx, probe)
 	switch {
 	case rerr != nil:
-		return fail(fmt.Errorf("%w: the commit's outcome is unknown (%w), and reading it back failed: %w", core.ErrUnavailable, err, rerr))
+		return fail(fmt.Errorf("%w: the commit's outcome is unknown (%w), and reading it back failed: %w", core.ErrUnavailable, err, rerr)), false
 	case landed:
 		s.log.Warn("storage: the connection failed during COMMIT; read back: the batch is stored", "events", len(rows))
-		return errs
+		return errs, false
 	default:
-		return fail(classify(err))
+		// Nothing of it is stored: as safe to try again as a failure
+		// before COMMIT.
+		s.log.Warn("storage: the connection failed during COMMIT; read back: the batch is not stored", "events", len(rows))
+		return fail(classify(err)), isUnavailable(err)
 	}
 }
 
@@ -252,15 +267,14 @@ func copyRows(batch []core.Append, ids [][][16]byte, errs []error) (rows [][]any
 }
 
 // commitMayHaveLanded reports whether a failed COMMIT leaves the outcome
-// unknown: the server answered nothing (the connection broke or timed out
-// after the request may have been sent). An error the server sent means it
-// rolled back; an error before anything was sent means nothing happened.
+// unknown: anything but an error the server sent (which means it rolled
+// back). pgconn.SafeToRetry is not enough here: it can call a COMMIT safe
+// to retry (a "conn closed" lock error) after the COMMIT reached the wire,
+// when the connection broke while its answer was awaited. Only reading
+// back is sure.
 func commitMayHaveLanded(err error) bool {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return false
-	}
-	return !pgconn.SafeToRetry(err)
+	return !errors.As(err, &pgErr)
 }
 
 // readBack asks, on a fresh connection, whether the event probe is stored,

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/agent-server/agent-server/core/pgstore/pgtest"
 )
 
 // postText posts a user message over REST and reports whether the server
@@ -68,6 +70,19 @@ func history(t *testing.T, s *server, id, query string) []event {
 	}
 }
 
+// forEachDriver runs a durability case against each durable store: bolt
+// (the default) and PostgreSQL, on a throwaway server (pgtest). run gets
+// the storage: section to add to its config.
+func forEachDriver(t *testing.T, run func(t *testing.T, storage string)) {
+	t.Run("bolt", func(t *testing.T) { run(t, "") })
+	t.Run("postgres", func(t *testing.T) { run(t, pgStorage(pgtest.DSN(t))) })
+}
+
+// pgStorage is the storage: section for a PostgreSQL DSN.
+func pgStorage(dsn string) string {
+	return "storage:\n  driver: postgres\n  postgres:\n    dsn: '" + dsn + "'\n"
+}
+
 func ids(evs []event) []string {
 	out := make([]string, len(evs))
 	for i, e := range evs {
@@ -80,7 +95,11 @@ func ids(evs []event) []string {
 // before a SIGTERM are all there after a restart, in order, with the same
 // IDs, and new events continue the log.
 func TestGracefulRestartKeepsEverything(t *testing.T) {
-	s := startServer(t, keyCfg())
+	forEachDriver(t, testGracefulRestart)
+}
+
+func testGracefulRestart(t *testing.T, storage string) {
+	s := startServer(t, keyCfg()+storage)
 	const convs, per = 3, 15
 	var convIDs []string
 	before := map[string][]event{}
@@ -129,7 +148,11 @@ func TestGracefulRestartKeepsEverything(t *testing.T) {
 // socket received is in the log, each once, whole, and each poster's
 // events are in the order it posted them.
 func TestKillWhilePosting(t *testing.T) {
-	s := startServer(t, keyCfg())
+	forEachDriver(t, testKillWhilePosting)
+}
+
+func testKillWhilePosting(t *testing.T, storage string) {
+	s := startServer(t, keyCfg()+storage)
 	id := s.createConversation(t, key)
 	sub, _, err := s.dial(t, "/sockets/events/"+id, authH())
 	if err != nil {
@@ -243,7 +266,11 @@ func TestKillWhilePosting(t *testing.T) {
 // events; resend_mode=since starts at the right event; an unknown after_id
 // gets unknown_event_id and nothing replayed.
 func TestResumeAcrossRestart(t *testing.T) {
-	s := startServer(t, keyCfg())
+	forEachDriver(t, testResumeAcrossRestart)
+}
+
+func testResumeAcrossRestart(t *testing.T, storage string) {
+	s := startServer(t, keyCfg()+storage)
 	id := s.createConversation(t, key)
 	for i := range 10 {
 		if !postText(s, id, fmt.Sprint("m", i)) {

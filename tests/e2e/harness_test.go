@@ -22,6 +22,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/agent-server/agent-server/core/pgstore/pgtest"
 	"github.com/agent-server/agent-server/tests/testbin"
 )
 
@@ -40,7 +41,7 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := pgtest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -72,6 +73,7 @@ type server struct {
 	log    bytes.Buffer // everything it wrote to stderr
 	exited chan struct{}
 	err    error
+	noWait bool // spawn returns once it listens, ready or not
 }
 
 var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
@@ -81,6 +83,17 @@ var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
 // /ready answers 200.
 func startServer(t *testing.T, cfg string, env ...string) *server {
 	t.Helper()
+	return startServerOpts(t, false, cfg, env...)
+}
+
+// startServerNotReady is startServer without waiting for /ready.
+func startServerNotReady(t *testing.T, cfg string, env ...string) *server {
+	t.Helper()
+	return startServerOpts(t, true, cfg, env...)
+}
+
+func startServerOpts(t *testing.T, noWait bool, cfg string, env ...string) *server {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(withPluginDir(cfg)), 0o600); err != nil {
@@ -88,7 +101,8 @@ func startServer(t *testing.T, cfg string, env ...string) *server {
 	}
 	// A generous plugin deadline: on a loaded CI machine one scheduling
 	// stall must not turn into a 503; the deadline itself is tested in plugins.
-	return launch(t, path, append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "AGENT_SERVER_AUTH__RPC_TIMEOUT=10s"}, env...))
+	env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "AGENT_SERVER_AUTH__RPC_TIMEOUT=10s"}, env...)
+	return spawn(t, &server{t: t, exited: make(chan struct{}), config: path, noWait: noWait}, dir, env)
 }
 
 // launch runs `agent-server serve --config path` on an ephemeral port in
@@ -101,7 +115,14 @@ func launch(t *testing.T, path string, env []string) *server {
 // launchIn is launch with the working directory cwd.
 func launchIn(t *testing.T, cwd, path string, env []string) *server {
 	t.Helper()
-	s := &server{t: t, exited: make(chan struct{}), config: path}
+	return spawn(t, &server{t: t, exited: make(chan struct{}), config: path}, cwd, env)
+}
+
+// spawn starts s's process and waits for it to listen, and unless
+// s.noWait, to be ready.
+func spawn(t *testing.T, s *server, cwd string, env []string) *server {
+	t.Helper()
+	path := s.config
 	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", "127.0.0.1:0")
 	s.cmd.Dir = cwd
 	s.cmd.Env = env
@@ -140,17 +161,31 @@ func launchIn(t *testing.T, cwd, path string, env []string) *server {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("server did not listen within 30s\n%s", s.Log())
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	if !s.noWait {
+		s.waitReady(t, 30*time.Second)
+	}
+	return s
+}
+
+// waitReady waits up to d for /ready to answer 200.
+func (s *server) waitReady(t *testing.T, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		resp, err := http.Get(s.url("/ready"))
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return s
+				return
 			}
 		}
+		select {
+		case <-s.exited:
+			t.Fatalf("server exited: %v\n%s", s.err, s.Log())
+		default:
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("server not ready within 30s\n%s", s.Log())
+			t.Fatalf("server not ready within %s\n%s", d, s.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

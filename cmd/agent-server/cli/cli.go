@@ -29,6 +29,9 @@ commands:
   config check     validate a config and print it with secrets masked (--config FILE)
   plugins list     show what the configured chains would load (--config FILE)
   plugins verify   check every plugin's sha256 pin; non-zero exit on a mismatch
+  storage migrate  apply the postgres schema migrations without serving (--config FILE, --timeout 5m)
+  storage copy     copy every conversation and event between stores, keeping IDs, Seq and
+                   timestamps; safe to rerun (--from bolt:PATH|postgres:[DSN] --to ...)
   version          print the version
 `
 
@@ -50,6 +53,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = pluginsList(rest[1:], stdout)
 	case cmd == "plugins" && len(rest) > 0 && rest[0] == "verify":
 		err = pluginsVerify(rest[1:], stdout)
+	case cmd == "storage" && len(rest) > 0 && rest[0] == "migrate":
+		err = storageMigrate(rest[1:], stdout, stderr)
+	case cmd == "storage" && len(rest) > 0 && rest[0] == "copy":
+		err = storageCopy(rest[1:], stdout, stderr)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
 		fmt.Fprint(stdout, usage)
 	default:

@@ -16,6 +16,7 @@ import (
 	"github.com/agent-server/agent-server/core/boltstore"
 	"github.com/agent-server/agent-server/core/config"
 	"github.com/agent-server/agent-server/core/memstore"
+	"github.com/agent-server/agent-server/core/pgstore"
 	"github.com/agent-server/agent-server/plugins"
 	"github.com/agent-server/agent-server/server"
 )
@@ -48,29 +49,32 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	cfg.Auth.Keys = keys
 
 	var chains actors.Chains
-	var ready func() error
+	var ready []server.ReadyCheck
 	var host *plugins.Host
 	if cfg.Auth.Disabled {
 		log.Warn("authentication is DISABLED (auth.disabled: true): every request is allowed")
 		if chains, err = disabledChains(); err != nil {
 			return err
 		}
-		ready = func() error { return nil }
 	} else {
 		host = plugins.NewHost(cfg, log.With("component", "plugins"))
 		defer host.Close() // on early returns; Close is idempotent
 		if err := host.Start(ctx); err != nil {
 			return fmt.Errorf("start auth plugins: %w", err)
 		}
-		chains, ready = hostChains{host}, host.Ready
+		chains = hostChains{host}
+		ready = append(ready, server.ReadyCheck{Component: "plugins", Check: func(context.Context) error { return host.Ready() }})
 	}
 
-	store, err := openStore(cfg.Storage)
+	store, err := openStore(cfg.Storage, log.With("component", "storage"))
 	if err != nil {
 		return err
 	}
 	if c, ok := store.(io.Closer); ok {
 		defer c.Close() // after the actors' writer has committed everything
+	}
+	if r, ok := store.(readier); ok {
+		ready = append(ready, server.ReadyCheck{Component: "store", Check: r.Ready})
 	}
 	sys, err := actors.New(actors.Options{Store: store, Chains: chains, Logger: log.With("component", "actors"), Limits: cfg.Limits, Conversations: cfg.Conversations})
 	if err != nil {
@@ -146,19 +150,31 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 
 // openStore returns the event store storage.driver names. run closes it
 // after the actors stop; a crash loses nothing either, since every commit is
-// synced before it is acknowledged.
-func openStore(c config.Storage) (core.Store, error) {
+// synced before it is acknowledged. A postgres store returns at once and
+// reaches its database in the background (its Ready says when).
+func openStore(c config.Storage, log *slog.Logger) (core.Store, error) {
 	switch c.Driver {
-	case "bolt":
+	case config.DriverBolt:
 		s, err := boltstore.Open(c.Path, boltstore.Options{})
 		if err != nil {
 			return nil, fmt.Errorf("storage: %w", err)
 		}
 		return s, nil
-	case "memory":
+	case config.DriverPostgres:
+		s, err := pgstore.Open(c.Postgres.DSN, log)
+		if err != nil {
+			return nil, fmt.Errorf("storage: %w", err)
+		}
+		return s, nil
+	case config.DriverMemory:
 		return memstore.New(), nil
 	}
 	return nil, fmt.Errorf("storage.driver: unknown driver %q", c.Driver)
+}
+
+// readier is a store that can say whether it is reachable (pgstore).
+type readier interface {
+	Ready(ctx context.Context) error
 }
 
 // hostChains adapts the plugin host to actors.Chains: a route without a

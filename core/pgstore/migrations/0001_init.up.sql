@@ -1,11 +1,12 @@
 -- The conversations and their event logs. See docs/storage.md.
 
 -- One row per conversation. doc is the conversation's metadata as the
--- server's JSON (core.Conversation); the columns beside it are what the
--- server filters, sorts and checks on.
+-- server's JSON (core.Conversation), kept as written (json, not jsonb, so
+-- the agent and workspace objects come back byte for byte); the columns
+-- beside it are what the server filters, sorts and checks on.
 CREATE TABLE conversations (
     id               uuid        PRIMARY KEY,
-    doc              jsonb       NOT NULL,
+    doc              json        NOT NULL,
     execution_status text        NOT NULL,
     created_at       timestamptz NOT NULL,
     -- The last event's timestamp once the log is not empty (appends set it).
