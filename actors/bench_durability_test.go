@@ -14,10 +14,15 @@ import (
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/boltstore"
 	"github.com/agent-server/agent-server/core/memstore"
+	"github.com/agent-server/agent-server/core/pgstore"
+	"github.com/agent-server/agent-server/core/pgstore/pgtest"
 )
 
 // benchStores are the stores the durability benchmarks compare: memory is
-// the baseline (no disk), bolt the durable default (one fsync per commit).
+// the baseline (no disk), bolt the durable default (one fsync per commit),
+// postgres a throwaway PostgreSQL server (pgtest) with fsync and
+// synchronous_commit on, as PostgreSQL ships. opts.NoSync, for setup
+// speed, applies to bolt only.
 var benchStores = []struct {
 	name string
 	open func(b *testing.B, opts boltstore.Options) core.Store
@@ -29,6 +34,19 @@ var benchStores = []struct {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { st.Close() })
+		return st
+	}},
+	{"postgres", func(b *testing.B, _ boltstore.Options) core.Store {
+		st, err := pgstore.Open(pgtest.DSN(b), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		for deadline := time.Now().Add(time.Minute); st.Ready(context.Background()) != nil; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Fatal(st.Ready(context.Background()))
+			}
+		}
 		return st
 	}},
 }

@@ -30,16 +30,20 @@ var errStoppedUnconfirmed = errors.New("the conversation stopped before the even
 //
 // A subscriber is live when next is 0: it gets each event as it becomes
 // durable. Otherwise it is replaying: next is the Seq it receives next,
-// read from the store a page at a time off the mailbox (buf holds the page,
-// reading says a read is under way), and live fan-out skips it until the
-// replay reaches the durable end of the log. While resolving, its replay's
-// start is being looked up (after_id, since) and it gets nothing yet.
+// read from the store a page at a time off the mailbox (buf holds the page
+// being sent, ahead the page after it, read while buf is sent, so that a
+// store's round trip overlaps the sending; reading says a read from
+// readFrom is under way), and live fan-out skips it until the replay
+// reaches the durable end of the log. While resolving, its replay's start
+// is being looked up (after_id, since) and it gets nothing yet.
 type subscriber struct {
 	pid       *actor.PID
 	transport Transport
 	next      uint64
 	buf       []*core.Event
+	ahead     []*core.Event
 	reading   bool
+	readFrom  uint64
 	resolving bool
 	floor     uint64 // with resolving: durable+1 when it attached
 }
@@ -402,21 +406,20 @@ func (c *conversation) pumpAll(ctx actor.Context) {
 
 // pump sends sub the replayed events it has in buf while its transport has
 // room: up to half its queue bound, so live traffic and replay never trip
-// the slow-consumer limit together. With buf empty it starts the read of
-// the next page (the answer, replayRead, pumps again). It reports done
-// false only when the socket must drain first, and ok false when the
-// transport refused a frame.
+// the slow-consumer limit together. It keeps one page read ahead (the
+// answer, replayRead, pumps again). It reports done false only when the
+// socket must drain first, and ok false when the transport refused a
+// frame.
 func (c *conversation) pump(ctx actor.Context, sub *subscriber) (done, ok bool) {
 	bl, paced := sub.transport.(Backlogger)
 	for {
+		if len(sub.buf) == 0 && len(sub.ahead) > 0 {
+			sub.buf, sub.ahead = sub.ahead, nil
+		}
+		c.readAhead(ctx, sub)
 		if len(sub.buf) == 0 {
-			if sub.next > c.durable {
+			if sub.next > c.durable { // nothing can be in flight: reads start at or below durable
 				sub.next, sub.buf = 0, nil // caught up: live from here
-				return true, true
-			}
-			if !sub.reading {
-				sub.reading = true
-				c.read(ctx, sub.pid, sub.next)
 			}
 			return true, true
 		}
@@ -435,20 +438,33 @@ func (c *conversation) pump(ctx actor.Context, sub *subscriber) (done, ok bool) 
 	}
 }
 
-// read fetches a page of the log from Seq next, off the mailbox.
-func (c *conversation) read(ctx actor.Context, conn *actor.PID, next uint64) {
-	self, root, store, id := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.id
+// readAhead starts the read of the page after what sub holds, unless one
+// is under way, one is held already, or the durable log has no more.
+func (c *conversation) readAhead(ctx actor.Context, sub *subscriber) {
+	if sub.reading || len(sub.ahead) > 0 {
+		return
+	}
+	from := sub.next
+	if n := len(sub.buf); n > 0 {
+		from = sub.buf[n-1].Seq + 1
+	}
+	if from > c.durable {
+		return
+	}
+	sub.reading, sub.readFrom = true, from
+	self, root, store, id, conn := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.id, sub.pid
 	go func() {
-		evs, err := store.Events(context.Background(), id, next-1, replayPage)
-		root.Send(self, &replayRead{Conn: conn, Next: next, Events: evs, Err: err})
+		evs, err := store.Events(context.Background(), id, from-1, replayPage)
+		root.Send(self, &replayRead{Conn: conn, Next: from, Events: evs, Err: err})
 	}()
 }
 
-// readDone hands a read page to its subscriber. Events past the durable end
-// are dropped: they reach the subscriber by fan-out or by the next read.
+// readDone hands a read page to its subscriber: to send now if it has
+// nothing left, else as the page ahead. Events past the durable end are
+// dropped: they reach the subscriber by fan-out or by the next read.
 func (c *conversation) readDone(ctx actor.Context, m *replayRead) {
 	i, ok := c.index[m.Conn.Id]
-	if !ok || !c.subs[i].reading || c.subs[i].next != m.Next {
+	if !ok || !c.subs[i].reading || c.subs[i].readFrom != m.Next {
 		return
 	}
 	sub := &c.subs[i]
@@ -463,7 +479,11 @@ func (c *conversation) readDone(ctx actor.Context, m *replayRead) {
 	for len(evs) > 0 && evs[len(evs)-1].Seq > c.durable {
 		evs = evs[:len(evs)-1]
 	}
-	sub.buf = evs
+	if len(sub.buf) == 0 {
+		sub.buf = evs
+	} else {
+		sub.ahead = evs
+	}
 	c.pumpAll(ctx)
 }
 

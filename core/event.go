@@ -61,7 +61,9 @@ var envelopeKeys = []string{"id", "timestamp", "source", "kind"}
 //
 // Body holds the kind-specific fields as a JSON object; the envelope fields
 // live in the struct. Raw is the complete wire form, made once by Seal and
-// then shared by every subscriber and every replay.
+// then shared by every subscriber and every replay. Everything after Seal
+// uses Raw, so an event read back from a store may come without Body:
+// BodyFromRaw rebuilds it.
 type Event struct {
 	ID        string
 	Seq       uint64 // position in the conversation's log, from 1

@@ -68,3 +68,17 @@ func TestEventsAreNotHTMLEscaped(t *testing.T) {
 		})
 	}
 }
+
+// BodyFromRaw gives back a body that seals to the same bytes.
+func TestBodyFromRaw(t *testing.T) {
+	for _, body := range []string{``, `{}`, `{"a":1}`, `{"kind_of":"x","nested":{"kind":"y"}}`, `{"t":"\",\"kind\":\""}`} {
+		e := &Event{ID: "i", Source: SourceAgent, Kind: `Odd"KindEvent`, Body: []byte(body)}
+		if err := e.Seal(); err != nil {
+			t.Fatal(err)
+		}
+		again := &Event{ID: e.ID, Source: e.Source, Kind: e.Kind, Body: BodyFromRaw(e.Raw)}
+		if err := again.Seal(); err != nil || !bytes.Equal(again.Raw, e.Raw) {
+			t.Errorf("body %s: BodyFromRaw gave %s, which seals to %s, not %s (%v)", body, again.Body, again.Raw, e.Raw, err)
+		}
+	}
+}

@@ -271,7 +271,7 @@ func (s *Store) queryEvents(ctx context.Context, sql string, args ...any) ([]*co
 		}
 		out = append(out, &core.Event{
 			ID: uuid.UUID(id).String(), Seq: uint64(seq), Timestamp: ts.UTC(),
-			Source: core.Source(source), Kind: kind, Raw: raw, Body: core.BodyFromRaw(raw),
+			Source: core.Source(source), Kind: kind, Raw: raw,
 		})
 	}
 	if err := rows.Err(); err != nil {

@@ -2,11 +2,14 @@ package pgstore_test
 
 import (
 	"context"
+	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
 	"github.com/agent-server/agent-server/core/pgstore"
 	"github.com/agent-server/agent-server/core/pgstore/pgtest"
 	"github.com/agent-server/agent-server/core/storetest"
@@ -44,4 +47,91 @@ func waitReady(t *testing.T, s *pgstore.Store, d time.Duration) {
 
 func TestContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) core.Store { return open(t, pgtest.DSN(t)) })
+}
+
+// Servers starting together on an empty database migrate it once: each
+// waits on the advisory lock, and all come up on the same schema.
+func TestConcurrentStartsMigrateOnce(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	const n = 4
+	stores := make([]*pgstore.Store, n)
+	for i := range stores {
+		s, err := pgstore.Open(dsn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores[i] = s
+	}
+	for _, s := range stores {
+		waitReady(t, s, 60*time.Second)
+	}
+	// Each can use what another created.
+	id := storetest.NewConversation(t, stores[0])
+	for i, s := range stores {
+		if _, err := s.Conversation(context.Background(), id); err != nil {
+			t.Errorf("store %d: %v", i, err)
+		}
+	}
+	v, err := pgstore.Migrate(context.Background(), dsn, nil)
+	if err != nil || v != 1 {
+		t.Errorf("Migrate on a migrated database = %d, %v; want version 1, nil", v, err)
+	}
+}
+
+// Until its database answers, a store fails every call with ErrUnavailable
+// and says so in Ready; then it becomes ready on its own.
+func TestUnreachableThenReady(t *testing.T) {
+	pg := pgtest.Start(t)
+	pg.Stop()
+	s, err := pgstore.Open(pg.DSN("postgres"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.Ready(ctx); !errors.Is(err, core.ErrUnavailable) {
+		t.Fatalf("Ready = %v, want ErrUnavailable", err)
+	}
+	if _, err := s.Conversations(ctx); !errors.Is(err, core.ErrUnavailable) {
+		t.Errorf("Conversations = %v, want ErrUnavailable", err)
+	}
+	errs := s.AppendBatch(ctx, []core.Append{{ConversationID: core.NewID(), Events: []*core.Event{storetest.Sealed(t, 1, time.Now(), `{}`)}}})
+	if !errors.Is(errs[0], core.ErrUnavailable) {
+		t.Errorf("AppendBatch = %v, want ErrUnavailable", errs[0])
+	}
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, s, 60*time.Second)
+	storetest.NewConversation(t, s)
+}
+
+// A DSN's password never shows in an error.
+func TestDSNPasswordNeverInErrors(t *testing.T) {
+	const secret = "hunter2-pg-secret"
+	for _, dsn := range []string{
+		"postgres://app:" + secret + "@127.0.0.1:1/x?sslmode=disable&pool_max_conns=notanumber",
+		"host=127.0.0.1 port=notaport user=app password=" + secret,
+		"postgres://app:" + secret + "@[::1",
+	} {
+		_, err := pgstore.Open(dsn, nil)
+		if err == nil {
+			t.Errorf("Open(%s) accepted a malformed DSN", config.MaskDSN(dsn))
+			continue
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+	// A well-formed DSN to nowhere: the error Ready reports hides it too.
+	s, err := pgstore.Open("postgres://app:"+secret+"@127.0.0.1:1/x?sslmode=disable", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	time.Sleep(300 * time.Millisecond)
+	if err := s.Ready(context.Background()); err == nil || strings.Contains(err.Error(), secret) {
+		t.Errorf("Ready = %v: want an error without the password", err)
+	}
 }
