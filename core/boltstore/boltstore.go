@@ -668,21 +668,20 @@ func (h header) matches(f core.EventFilter) bool {
 
 // readHeader parses what encodeEvent wrote before the raw bytes.
 func readHeader(seq uint64, v []byte) (header, error) {
-	bad := fmt.Errorf("event %d: %w", seq, errCorrupt)
 	if len(v) < 13 || v[0] != eventFormat {
-		return header{}, bad
+		return header{}, corrupt(seq)
 	}
 	h := header{ts: int64(binary.BigEndian.Uint64(v[1:9])), bodyStart: int(binary.BigEndian.Uint32(v[9:13]))}
 	rest := v[13:]
 	for _, f := range []*[]byte{&h.id, &h.source, &h.kind} {
 		if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
-			return header{}, bad
+			return header{}, corrupt(seq)
 		}
 		*f = rest[1 : 1+rest[0]]
 		rest = rest[1+rest[0]:]
 	}
 	if h.bodyStart > len(rest) {
-		return header{}, bad
+		return header{}, corrupt(seq)
 	}
 	h.raw = rest
 	return h, nil
@@ -712,6 +711,8 @@ func decodeEvent(seq uint64, v []byte) (*core.Event, error) {
 }
 
 var errCorrupt = errors.New("stored event is corrupt")
+
+func corrupt(seq uint64) error { return fmt.Errorf("event %d: %w", seq, errCorrupt) }
 
 func decodeConversation(v []byte) (*core.Conversation, error) {
 	c := new(core.Conversation)

@@ -61,3 +61,13 @@ func TestLocked(t *testing.T) {
 		t.Fatal("second Open of a locked file succeeded")
 	}
 }
+
+// BenchmarkSearch: go test -run '^$' -bench Search ./core/boltstore/
+func BenchmarkSearch(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "bench.db"), Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchSearch(b, s)
+}

@@ -15,8 +15,13 @@ import (
 
 const (
 	eventColumns = `seq, id, ts, source, kind, raw`
-	sqlEvents    = `SELECT ` + eventColumns + ` FROM events
-WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`
+	// Seq is gap-free, so a page of a log is a bounded Seq range: the
+	// upper bound keeps the plan an index range scan of the page's rows
+	// even while the table's statistics are stale (after a burst of
+	// appends, before autovacuum analyzes it), when the planner would
+	// otherwise sort every later row to take the first few.
+	sqlEvents = `SELECT ` + eventColumns + ` FROM events
+WHERE conversation_id = $1 AND seq > $2 AND ($3::bigint IS NULL OR seq <= $2 + $3) ORDER BY seq LIMIT $3`
 	sqlEventByID = `SELECT ` + eventColumns + ` FROM events WHERE id = $1 AND conversation_id = $2`
 	sqlLastSeq   = `SELECT last_seq FROM conversations WHERE id = $1`
 	// Everything a search needs to know where its page lies, in one round
@@ -121,6 +126,16 @@ func (s *Store) SearchEvents(ctx context.Context, id string, q core.EventQuery) 
 	var page core.Page[*core.Event]
 	if from >= to {
 		return page, nil
+	}
+	if q.Filter.Kind == "" && q.Filter.Source == "" {
+		// Every Seq of the window is an event of the page: narrow the
+		// range to the page (and the next one's first), so that the plan
+		// reads only those rows whatever the statistics say.
+		if desc {
+			from = max(from, to-min(to, uint64(limit)+1))
+		} else {
+			to = min(to, from+uint64(limit)+1)
+		}
 	}
 	sql, args := rangeQuery(`SELECT `+eventColumns, w.id, from, to, q.Filter)
 	if desc {

@@ -135,3 +135,18 @@ func TestDSNPasswordNeverInErrors(t *testing.T) {
 		t.Errorf("Ready = %v: want an error without the password", err)
 	}
 }
+
+// BenchmarkSearch: go test -run '^$' -bench Search ./core/pgstore/
+func BenchmarkSearch(b *testing.B) {
+	s, err := pgstore.Open(pgtest.DSN(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for deadline := time.Now().Add(time.Minute); s.Ready(context.Background()) != nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatal(s.Ready(context.Background()))
+		}
+	}
+	storetest.BenchSearch(b, s)
+}

@@ -354,3 +354,65 @@ func pageString(p core.Page[*core.Event]) string {
 	}
 	return fmt.Sprintf("%v next=%q", seqs, p.NextPageID)
 }
+
+// BenchSearch measures SearchEvents and CountEvents over a 100,000-event
+// log (one event in ten an ActionEvent), against what REST search did
+// before the store could answer: load the whole log and filter it in Go.
+// Each store's test file runs it against a fresh instance.
+func BenchSearch(b *testing.B, s core.Store) {
+	ctx := context.Background()
+	const n = 100_000
+	id := NewConversation(b, s)
+	t0 := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < n; i += 5000 {
+		evs := make([]*core.Event, 0, 5000)
+		for j := i + 1; j <= i+5000; j++ {
+			kind := core.KindMessage
+			if j%10 == 0 {
+				kind = "ActionEvent"
+			}
+			e := &core.Event{ID: core.NewEventID(), Seq: uint64(j), Timestamp: t0.Add(time.Duration(j) * time.Millisecond), Source: core.SourceAgent, Kind: kind, Body: []byte(`{"text":"` + fmt.Sprint(j) + `"}`)}
+			if err := e.Seal(); err != nil {
+				b.Fatal(err)
+			}
+			evs = append(evs, e)
+		}
+		if err := s.AppendEvents(ctx, id, evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	kind := core.EventFilter{Kind: "ActionEvent"}
+	late := core.EventFilter{Since: t0.Add(90 * time.Second)}
+	cases := []struct {
+		name string
+		run  func() (int, error)
+	}{
+		{"load-all-then-filter", func() (int, error) { // the old REST path, as the baseline
+			evs, err := s.Events(ctx, id, 0, 0)
+			return len(core.SearchEvents(evs, kind, core.SortTimestamp, nil, 100).Items), err
+		}},
+		{"search/first-page", func() (int, error) {
+			p, err := s.SearchEvents(ctx, id, core.EventQuery{Limit: 100})
+			return len(p.Items), err
+		}},
+		{"search/kind", func() (int, error) {
+			p, err := s.SearchEvents(ctx, id, core.EventQuery{Filter: kind, Limit: 100})
+			return len(p.Items), err
+		}},
+		{"search/since-desc", func() (int, error) {
+			p, err := s.SearchEvents(ctx, id, core.EventQuery{Filter: late, Order: core.SortTimestampDesc, Limit: 100})
+			return len(p.Items), err
+		}},
+		{"count/all", func() (int, error) { return s.CountEvents(ctx, id, core.EventFilter{}) }},
+		{"count/kind", func() (int, error) { return s.CountEvents(ctx, id, kind) }},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			for range b.N {
+				if got, err := c.run(); err != nil || got == 0 {
+					b.Fatalf("%d, %v", got, err)
+				}
+			}
+		})
+	}
+}
