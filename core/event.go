@@ -72,7 +72,14 @@ type Event struct {
 	Kind      string
 	Body      json.RawMessage
 	Raw       []byte
+	// IdempotencyKey is the key the post carried, if any ("" otherwise):
+	// stored with the event, never on the wire. A retry with the same key
+	// finds the event instead of appending another (see EventByKey).
+	IdempotencyKey string
 }
+
+// MaxIdempotencyKey is the longest idempotency key accepted, in bytes.
+const MaxIdempotencyKey = 255
 
 // Seal renders Raw from the envelope and Body. Body must be a JSON object
 // (or empty) and must not carry envelope keys.

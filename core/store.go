@@ -78,6 +78,20 @@ type Store interface {
 	SearchEvents(ctx context.Context, conversationID string, q EventQuery) (Page[*Event], error)
 	// CountEvents returns how many events pass f.
 	CountEvents(ctx context.Context, conversationID string, f EventFilter) (int, error)
+	// EventByKey returns the newest event of the conversation that was
+	// appended with this idempotency key, or ErrNotFound.
+	EventByKey(ctx context.Context, conversationID, key string) (*Event, error)
+}
+
+// Fencer is a store that can fence a conversation's log: cluster mode
+// needs one, so that two activations of one conversation (membership views
+// can briefly differ) never both append.
+type Fencer interface {
+	// Acquire takes a new ownership epoch for the conversation: from then
+	// on, appends carrying an older epoch are refused with ErrFenced. It
+	// returns the epoch and the log's last Seq at that moment, or
+	// ErrNotFound.
+	Acquire(ctx context.Context, conversationID string) (epoch, lastSeq uint64, err error)
 }
 
 // Append is one conversation's share of a Store.AppendBatch.

@@ -7,6 +7,7 @@
 //	conversations/<conversation id>  JSON of core.Conversation
 //	logs/<conversation id>/          one nested bucket per conversation:
 //	    'e' seq(8, big endian)       an event (see encodeEvent)
+//	    'K' idempotency key          seq(8) of the newest event posted with it
 //	ids/<event id>                   seq(8) + conversation id: the event-ID index
 //
 // Range scans by Seq are cursor walks over a conversation's 'e' keys.
@@ -46,11 +47,19 @@ var (
 	bucketIDs           = []byte("ids")
 )
 
-// prefixEvent starts every key in a conversation's log bucket.
-const prefixEvent = 'e'
+// Key prefixes in a conversation's log bucket. The key index sorts before
+// the events, so the bucket's last key is always its last event.
+const (
+	prefixEvent = 'e'
+	prefixKey   = 'K'
+)
 
-// eventFormat is the first byte of every stored event.
-const eventFormat = 1
+// Stored event formats, the first byte of each: 1 has no idempotency key,
+// 2 has one (see encodeEvent). Both are read.
+const (
+	eventFormat     = 1
+	eventFormatKeys = 2
+)
 
 // Options tunes Open.
 type Options struct {
@@ -219,6 +228,9 @@ func (s *Store) DeleteConversation(_ context.Context, id string) error {
 		}
 		ids := tx.Bucket(bucketIDs)
 		err := log.ForEach(func(k, v []byte) error {
+			if k[0] != prefixEvent {
+				return nil // a key index entry, dropped with the bucket
+			}
 			eventID, err := storedID(v)
 			if err != nil {
 				return err
@@ -313,6 +325,9 @@ func appendTo(convs, logs, ids *bolt.Bucket, a core.Append) error {
 		if ids.Get([]byte(ev.ID)) != nil || slices.ContainsFunc(a.Events[:i], func(e *core.Event) bool { return e.ID == ev.ID }) {
 			return refuse("event %s: %w", ev.ID, core.ErrDuplicateEventID)
 		}
+		if len(ev.IdempotencyKey) > core.MaxIdempotencyKey {
+			return refuse("event %s: idempotency key longer than %d bytes", ev.ID, core.MaxIdempotencyKey)
+		}
 	}
 	// Keys are appended in order, so bbolt can fill pages completely.
 	log.FillPercent = 0.95
@@ -325,6 +340,11 @@ func appendTo(convs, logs, ids *bolt.Bucket, a core.Append) error {
 		ref = append(append(ref, seq[1:]...), id...)
 		if err := ids.Put([]byte(ev.ID), ref); err != nil {
 			return err
+		}
+		if ev.IdempotencyKey != "" {
+			if err := log.Put(keyKey(ev.IdempotencyKey), seq[1:]); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -390,6 +410,32 @@ func (s *Store) EventByID(_ context.Context, id, eventID string) (*core.Event, e
 	})
 	if err != nil {
 		return nil, fmt.Errorf("event %s of conversation %s: %w", eventID, id, err)
+	}
+	return ev, nil
+}
+
+// EventByKey looks the key up in the conversation's key index.
+func (s *Store) EventByKey(_ context.Context, id, key string) (*core.Event, error) {
+	var ev *core.Event
+	err := s.db.View(func(tx *bolt.Tx) error {
+		log, err := logOf(tx, id)
+		if err != nil {
+			return err
+		}
+		ref := log.Get(keyKey(key))
+		if len(ref) != 8 {
+			return core.ErrNotFound
+		}
+		seq := binary.BigEndian.Uint64(ref)
+		v := log.Get(seqKey(seq))
+		if v == nil {
+			return fmt.Errorf("key index names seq %d, which is missing", seq)
+		}
+		ev, err = decodeEvent(seq, v)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("event with idempotency key of conversation %s: %w", id, err)
 	}
 	return ev, nil
 }
@@ -617,6 +663,9 @@ func lastEvent(log *bolt.Bucket) (k, v []byte) {
 	return k, v
 }
 
+// keyKey is the log bucket's key of an idempotency key's index entry.
+func keyKey(key string) []byte { return append([]byte{prefixKey}, key...) }
+
 func seqKey(seq uint64) []byte {
 	k := make([]byte, 9)
 	k[0] = prefixEvent
@@ -626,7 +675,7 @@ func seqKey(seq uint64) []byte {
 
 // storedID returns the event ID inside a stored event, without copying.
 func storedID(v []byte) ([]byte, error) {
-	if len(v) < 14 || v[0] != eventFormat || len(v) < 14+int(v[13]) {
+	if len(v) < 14 || (v[0] != eventFormat && v[0] != eventFormatKeys) || len(v) < 14+int(v[13]) {
 		return nil, errCorrupt
 	}
 	return v[14 : 14+int(v[13])], nil
@@ -634,17 +683,24 @@ func storedID(v []byte) ([]byte, error) {
 
 // encodeEvent writes an event as
 //
-//	format(1) unix nanos(8) bodyStart(4) len(id)(1) id len(source)(1) source len(kind)(1) kind raw
+//	format(1) unix nanos(8) bodyStart(4) len(id)(1) id len(source)(1) source len(kind)(1) kind [len(key)(1) key] raw
 //
-// Raw is the sealed wire form; Body is "{" + raw[bodyStart:] (Seal writes
-// the envelope first, then the body's members).
+// where the key is there in format 2 only (an event posted with an
+// idempotency key). Raw is the sealed wire form; Body is "{" +
+// raw[bodyStart:] (Seal writes the envelope first, then the body's
+// members).
 func encodeEvent(ev *core.Event) []byte {
 	bodyStart := core.BodyOffset(ev.Raw)
-	v := make([]byte, 0, 16+len(ev.ID)+len(ev.Source)+len(ev.Kind)+len(ev.Raw))
-	v = append(v, eventFormat)
+	fields := []string{ev.ID, string(ev.Source), ev.Kind}
+	format := byte(eventFormat)
+	if ev.IdempotencyKey != "" {
+		fields, format = append(fields, ev.IdempotencyKey), eventFormatKeys
+	}
+	v := make([]byte, 0, 17+len(ev.ID)+len(ev.Source)+len(ev.Kind)+len(ev.IdempotencyKey)+len(ev.Raw))
+	v = append(v, format)
 	v = binary.BigEndian.AppendUint64(v, uint64(ev.Timestamp.UnixNano()))
 	v = binary.BigEndian.AppendUint32(v, uint32(bodyStart))
-	for _, s := range []string{ev.ID, string(ev.Source), ev.Kind} {
+	for _, s := range fields {
 		v = append(v, byte(len(s)))
 		v = append(v, s...)
 	}
@@ -654,10 +710,10 @@ func encodeEvent(ev *core.Event) []byte {
 // header is the envelope of a stored event, read in place: every slice
 // is in bbolt's memory, valid only inside the transaction.
 type header struct {
-	ts               int64
-	bodyStart        int
-	id, source, kind []byte
-	raw              []byte
+	ts                    int64
+	bodyStart             int
+	id, source, kind, key []byte
+	raw                   []byte
 }
 
 // matches reports whether the event passes f's kind and source, without
@@ -668,12 +724,16 @@ func (h header) matches(f core.EventFilter) bool {
 
 // readHeader parses what encodeEvent wrote before the raw bytes.
 func readHeader(seq uint64, v []byte) (header, error) {
-	if len(v) < 13 || v[0] != eventFormat {
+	if len(v) < 13 || (v[0] != eventFormat && v[0] != eventFormatKeys) {
 		return header{}, corrupt(seq)
 	}
 	h := header{ts: int64(binary.BigEndian.Uint64(v[1:9])), bodyStart: int(binary.BigEndian.Uint32(v[9:13]))}
 	rest := v[13:]
-	for _, f := range []*[]byte{&h.id, &h.source, &h.kind} {
+	fields := []*[]byte{&h.id, &h.source, &h.kind}
+	if v[0] == eventFormatKeys {
+		fields = append(fields, &h.key)
+	}
+	for _, f := range fields {
 		if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
 			return header{}, corrupt(seq)
 		}
@@ -707,6 +767,7 @@ func decodeEvent(seq uint64, v []byte) (*core.Event, error) {
 	return &core.Event{
 		ID: string(h.id), Seq: seq, Timestamp: time.Unix(0, h.ts).UTC(),
 		Source: core.Source(h.source), Kind: string(h.kind), Body: body, Raw: raw,
+		IdempotencyKey: string(h.key),
 	}, nil
 }
 

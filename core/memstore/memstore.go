@@ -25,6 +25,7 @@ type entry struct {
 	conv   *core.Conversation
 	events []*core.Event          // events[i].Seq == i+1
 	byID   map[string]*core.Event // event ID -> event
+	byKey  map[string]*core.Event // idempotency key -> newest event posted with it
 }
 
 // New returns an empty store.
@@ -37,7 +38,7 @@ func (s *Store) CreateConversation(_ context.Context, c *core.Conversation) (*co
 	if e, ok := s.convs[c.ID]; ok {
 		return e.conv.Clone(), false, nil
 	}
-	s.convs[c.ID] = &entry{conv: c.Clone(), byID: make(map[string]*core.Event)}
+	s.convs[c.ID] = &entry{conv: c.Clone(), byID: make(map[string]*core.Event), byKey: make(map[string]*core.Event)}
 	return c.Clone(), true, nil
 }
 
@@ -121,6 +122,9 @@ func (s *Store) appendLocked(id string, events []*core.Event, epoch uint64) erro
 		if ev.Seq != next+uint64(i) {
 			return fmt.Errorf("conversation %s: event seq %d, the log continues at %d: %w", id, ev.Seq, next+uint64(i), core.ErrSeqConflict)
 		}
+		if len(ev.IdempotencyKey) > core.MaxIdempotencyKey {
+			return fmt.Errorf("conversation %s: event %s: idempotency key longer than %d bytes", id, ev.ID, core.MaxIdempotencyKey)
+		}
 		if _, dup := s.ids[ev.ID]; dup || slices.ContainsFunc(events[:i], func(x *core.Event) bool { return x.ID == ev.ID }) {
 			return fmt.Errorf("conversation %s: event %s: %w", id, ev.ID, core.ErrDuplicateEventID)
 		}
@@ -129,6 +133,9 @@ func (s *Store) appendLocked(id string, events []*core.Event, epoch uint64) erro
 		e.events = append(e.events, ev)
 		e.byID[ev.ID] = ev
 		s.ids[ev.ID] = struct{}{}
+		if ev.IdempotencyKey != "" {
+			e.byKey[ev.IdempotencyKey] = ev
+		}
 	}
 	if len(events) > 0 {
 		conv := e.conv.Clone()
@@ -193,6 +200,21 @@ func (s *Store) LastSeq(_ context.Context, id string) (uint64, error) {
 		return 0, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
 	}
 	return uint64(len(e.events)), nil
+}
+
+// EventByKey returns the newest event appended with key.
+func (s *Store) EventByKey(_ context.Context, id, key string) (*core.Event, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.convs[id]
+	if !ok {
+		return nil, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	}
+	ev, ok := e.byKey[key]
+	if !ok {
+		return nil, fmt.Errorf("idempotency key: %w", core.ErrNotFound)
+	}
+	return ev, nil
 }
 
 // SearchEvents filters and pages the log in memory.

@@ -28,7 +28,7 @@ WHERE id = $1 AND last_seq = $4 AND epoch = $5`
 )
 
 // eventColumnsCopied are the columns COPY fills, in order.
-var eventColumnsCopied = []string{"conversation_id", "seq", "id", "ts", "source", "kind", "raw"}
+var eventColumnsCopied = []string{"conversation_id", "seq", "id", "ts", "source", "kind", "raw", "idempotency_key"}
 
 // AppendBatch appends every element that meets its conditions in one
 // transaction and one commit (see the package doc). A refused element gets
@@ -124,6 +124,8 @@ func parseBatch(batch []core.Append) (ids [][][16]byte, refused []error) {
 				refused[i] = fmt.Errorf("conversation %s: event ID %q is not a UUID", a.ConversationID, ev.ID)
 			case len(ev.Raw) == 0:
 				refused[i] = fmt.Errorf("conversation %s: event %s is not sealed", a.ConversationID, ev.ID)
+			case len(ev.IdempotencyKey) > core.MaxIdempotencyKey:
+				refused[i] = fmt.Errorf("conversation %s: event %s: idempotency key longer than %d bytes", a.ConversationID, ev.ID, core.MaxIdempotencyKey)
 			case seen[u]:
 				refused[i] = fmt.Errorf("conversation %s: event %s: %w", a.ConversationID, ev.ID, core.ErrDuplicateEventID)
 			}
@@ -259,7 +261,11 @@ func copyRows(batch []core.Append, ids [][][16]byte, errs []error) (rows [][]any
 		}
 		conv, _ := parseUUID(a.ConversationID)
 		for j, ev := range a.Events {
-			rows = append(rows, []any{conv, int64(ev.Seq), ids[i][j], ev.Timestamp, string(ev.Source), ev.Kind, ev.Raw})
+			var key any // NULL without one
+			if ev.IdempotencyKey != "" {
+				key = ev.IdempotencyKey
+			}
+			rows = append(rows, []any{conv, int64(ev.Seq), ids[i][j], ev.Timestamp, string(ev.Source), ev.Kind, ev.Raw, key})
 			probe = ids[i][j]
 		}
 	}

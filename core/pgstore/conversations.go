@@ -24,6 +24,9 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING`
 SET doc = $2, execution_status = $3, updated_at = CASE WHEN last_seq = 0 THEN $4 ELSE updated_at END
 WHERE id = $1`
 	sqlDeleteConversation = `DELETE FROM conversations WHERE id = $1`
+	// sqlAcquire takes a new ownership epoch: appends of older epochs match
+	// nothing from now on (sqlAdvance checks it).
+	sqlAcquire = `UPDATE conversations SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch, last_seq`
 )
 
 // CreateConversation stores c unless its ID exists.
@@ -157,6 +160,29 @@ func (s *Store) DeleteConversation(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// Acquire takes a new ownership epoch for the conversation (see
+// core.Fencer) and returns it with the log's last Seq.
+func (s *Store) Acquire(ctx context.Context, id string) (epoch, lastSeq uint64, err error) {
+	if err := s.check(); err != nil {
+		return 0, 0, fmt.Errorf("acquire conversation %s: %w", id, err)
+	}
+	u, ok := parseUUID(id)
+	if !ok {
+		return 0, 0, fmt.Errorf("acquire conversation %s: %w", id, core.ErrNotFound)
+	}
+	var e, last int64
+	err = s.pool.QueryRow(ctx, sqlAcquire, u).Scan(&e, &last)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, fmt.Errorf("acquire conversation %s: %w", id, core.ErrNotFound)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("acquire conversation %s: %w", id, classify(err))
+	}
+	return uint64(e), uint64(last), nil
+}
+
+var _ core.Fencer = (*Store)(nil)
 
 // parseUUID reads a conversation or event ID. The columns are uuid: an ID
 // that is not one names nothing stored.

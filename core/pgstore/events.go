@@ -14,7 +14,7 @@ import (
 )
 
 const (
-	eventColumns = `seq, id, ts, source, kind, raw`
+	eventColumns = `seq, id, ts, source, kind, raw, idempotency_key`
 	// Seq is gap-free, so a page of a log is a bounded Seq range: the
 	// upper bound keeps the plan an index range scan of the page's rows
 	// even while the table's statistics are stale (after a burst of
@@ -22,7 +22,9 @@ const (
 	// otherwise sort every later row to take the first few.
 	sqlEvents = `SELECT ` + eventColumns + ` FROM events
 WHERE conversation_id = $1 AND seq > $2 AND ($3::bigint IS NULL OR seq <= $2 + $3) ORDER BY seq LIMIT $3`
-	sqlEventByID = `SELECT ` + eventColumns + ` FROM events WHERE id = $1 AND conversation_id = $2`
+	sqlEventByID  = `SELECT ` + eventColumns + ` FROM events WHERE id = $1 AND conversation_id = $2`
+	sqlEventByKey = `SELECT ` + eventColumns + ` FROM events
+WHERE conversation_id = $1 AND idempotency_key = $2 ORDER BY seq DESC LIMIT 1`
 	sqlLastSeq   = `SELECT last_seq FROM conversations WHERE id = $1`
 	// Everything a search needs to know where its page lies, in one round
 	// trip: the log's end, the Seqs the time bounds map to, and the page
@@ -75,6 +77,27 @@ func (s *Store) EventByID(ctx context.Context, id, eventID string) (*core.Event,
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("event %s of conversation %s: %w", eventID, id, core.ErrNotFound)
+	}
+	return out[0], nil
+}
+
+// EventByKey returns the newest event appended with key.
+func (s *Store) EventByKey(ctx context.Context, id, key string) (*core.Event, error) {
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("event with idempotency key of conversation %s: %w", id, err)
+	}
+	u, ok := parseUUID(id)
+	if !ok {
+		return nil, fmt.Errorf("event with idempotency key of conversation %s: %w", id, core.ErrNotFound)
+	}
+	out, err := s.queryEvents(ctx, sqlEventByKey, u, key)
+	if err == nil && len(out) == 0 {
+		if err = s.exists(ctx, u); err == nil {
+			err = core.ErrNotFound
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("event with idempotency key of conversation %s: %w", id, err)
 	}
 	return out[0], nil
 }
@@ -280,14 +303,19 @@ func (s *Store) queryEvents(ctx context.Context, sql string, args ...any) ([]*co
 			ts           time.Time
 			source, kind string
 			raw          []byte
+			key          *string
 		)
-		if err := rows.Scan(&seq, &id, &ts, &source, &kind, &raw); err != nil {
+		if err := rows.Scan(&seq, &id, &ts, &source, &kind, &raw, &key); err != nil {
 			return nil, fmt.Errorf("decode event: %w", err)
 		}
-		out = append(out, &core.Event{
+		ev := &core.Event{
 			ID: uuid.UUID(id).String(), Seq: uint64(seq), Timestamp: ts.UTC(),
 			Source: core.Source(source), Kind: kind, Raw: raw,
-		})
+		}
+		if key != nil {
+			ev.IdempotencyKey = *key
+		}
+		out = append(out, ev)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, classify(err)

@@ -74,8 +74,8 @@ func TestConcurrentStartsMigrateOnce(t *testing.T) {
 		}
 	}
 	v, err := pgstore.Migrate(context.Background(), dsn, nil)
-	if err != nil || v != 1 {
-		t.Errorf("Migrate on a migrated database = %d, %v; want version 1, nil", v, err)
+	if err != nil || v != 2 {
+		t.Errorf("Migrate on a migrated database = %d, %v; want version 2, nil", v, err)
 	}
 }
 
@@ -149,4 +149,38 @@ func BenchmarkSearch(b *testing.B) {
 		}
 	}
 	storetest.BenchSearch(b, s)
+}
+
+// Acquire fences: once a new epoch is taken, appends carrying an older one
+// are refused and leave no trace, whatever their Seq.
+func TestAcquireFences(t *testing.T) {
+	s := open(t, pgtest.DSN(t))
+	ctx := context.Background()
+	id := storetest.NewConversation(t, s)
+	t0 := time.Now().UTC()
+	e1, last, err := s.Acquire(ctx, id)
+	if err != nil || e1 != 1 || last != 0 {
+		t.Fatalf("Acquire = %d, %d, %v; want 1, 0", e1, last, err)
+	}
+	ok := s.AppendBatch(ctx, []core.Append{{ConversationID: id, Epoch: e1, Events: []*core.Event{storetest.Sealed(t, 1, t0, `{}`)}}})
+	if ok[0] != nil {
+		t.Fatal(ok[0])
+	}
+	e2, last, err := s.Acquire(ctx, id)
+	if err != nil || e2 != 2 || last != 1 {
+		t.Fatalf("second Acquire = %d, %d, %v; want 2, 1", e2, last, err)
+	}
+	stale := s.AppendBatch(ctx, []core.Append{
+		{ConversationID: id, Epoch: e1, Events: []*core.Event{storetest.Sealed(t, 2, t0, `{}`)}},
+		{ConversationID: id, Epoch: e2, Events: []*core.Event{storetest.Sealed(t, 2, t0, `{}`)}},
+	})
+	if !errors.Is(stale[0], core.ErrFenced) || stale[1] != nil {
+		t.Fatalf("appends = %v; want the stale epoch fenced and the current one stored", stale)
+	}
+	if n, _ := s.LastSeq(ctx, id); n != 2 {
+		t.Errorf("LastSeq = %d, want 2", n)
+	}
+	if _, _, err := s.Acquire(ctx, core.NewID()); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("Acquire of an unknown conversation = %v, want ErrNotFound", err)
+	}
 }

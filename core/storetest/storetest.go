@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 	t.Run("concurrent batches", func(t *testing.T) { testConcurrent(t, open(t)) })
 	t.Run("refusals", func(t *testing.T) { testRefusals(t, open(t)) })
 	t.Run("search", func(t *testing.T) { testSearch(t, open(t)) })
+	t.Run("idempotency keys", func(t *testing.T) { testKeys(t, open(t)) })
 }
 
 // Sealed returns a sealed user message with the given Seq and timestamp.
@@ -414,5 +416,46 @@ func BenchSearch(b *testing.B, s core.Store) {
 				}
 			}
 		})
+	}
+}
+
+// An event's idempotency key is stored with it, read back with it, and
+// finds it: the newest event of the conversation posted with that key.
+func testKeys(t *testing.T, s core.Store) {
+	ctx := context.Background()
+	a, b := NewConversation(t, s), NewConversation(t, s)
+	t0 := time.Now().UTC().Truncate(time.Microsecond)
+	keyed := func(seq uint64, key string) *core.Event {
+		e := Sealed(t, seq, t0, `{}`)
+		e.IdempotencyKey = key
+		return e
+	}
+	if err := s.AppendEvents(ctx, a, []*core.Event{keyed(1, "k1"), keyed(2, ""), keyed(3, "k2")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendEvents(ctx, a, []*core.Event{keyed(4, "k1")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendEvents(ctx, a, []*core.Event{keyed(5, strings.Repeat("x", core.MaxIdempotencyKey+1))}); err == nil {
+		t.Error("a key over MaxIdempotencyKey bytes was stored")
+	}
+	for _, tt := range []struct {
+		conv, key string
+		want      uint64 // 0: not found
+	}{{a, "k1", 4}, {a, "k2", 3}, {a, "nope", 0}, {b, "k1", 0}} {
+		e, err := s.EventByKey(ctx, tt.conv, tt.key)
+		switch {
+		case tt.want == 0 && !errors.Is(err, core.ErrNotFound):
+			t.Errorf("EventByKey(%q) = %v, %v; want ErrNotFound", tt.key, e, err)
+		case tt.want != 0 && (err != nil || e.Seq != tt.want || e.IdempotencyKey != tt.key):
+			t.Errorf("EventByKey(%q) = %+v, %v; want seq %d", tt.key, e, err, tt.want)
+		}
+	}
+	evs, err := s.Events(ctx, a, 0, 0)
+	if err != nil || len(evs) != 4 || evs[0].IdempotencyKey != "k1" || evs[1].IdempotencyKey != "" {
+		t.Errorf("events read back lose their keys: %v", err)
+	}
+	if _, err := s.EventByKey(ctx, core.NewID(), "k1"); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("EventByKey of an unknown conversation = %v, want ErrNotFound", err)
 	}
 }

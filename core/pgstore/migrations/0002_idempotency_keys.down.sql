@@ -1,0 +1,2 @@
+DROP INDEX events_idempotency_key;
+ALTER TABLE events DROP COLUMN idempotency_key;
