@@ -25,7 +25,7 @@ WHERE conversation_id = $1 AND seq > $2 AND ($3::bigint IS NULL OR seq <= $2 + $
 	sqlEventByID  = `SELECT ` + eventColumns + ` FROM events WHERE id = $1 AND conversation_id = $2`
 	sqlEventByKey = `SELECT ` + eventColumns + ` FROM events
 WHERE conversation_id = $1 AND idempotency_key = $2 ORDER BY seq DESC LIMIT 1`
-	sqlLastSeq   = `SELECT last_seq FROM conversations WHERE id = $1`
+	sqlLastSeq = `SELECT last_seq FROM conversations WHERE id = $1`
 	// Everything a search needs to know where its page lies, in one round
 	// trip: the log's end, the Seqs the time bounds map to, and the page
 	// ID's Seq.
