@@ -17,6 +17,7 @@ type Config struct {
 	Limits        Limits        `koanf:"limits"`
 	Conversations Conversations `koanf:"conversations"`
 	Storage       Storage       `koanf:"storage"`
+	Cluster       Cluster       `koanf:"cluster"`
 	Log           Log           `koanf:"log"`
 }
 
@@ -30,6 +31,10 @@ type Server struct {
 	// no frame) before it returns the memory a burst left behind to the
 	// OS; 0 never does.
 	ReleaseMemoryAfter time.Duration `koanf:"release_memory_after"`
+	// TrustedProxies are the CIDRs of load balancers whose X-Forwarded-For
+	// the server believes: a request from one of them is attributed to the
+	// client the header names, for the abuse limits and the logs.
+	TrustedProxies []string `koanf:"trusted_proxies"`
 }
 
 // Auth configures authentication.
@@ -129,6 +134,60 @@ type Postgres struct {
 	DSN string `koanf:"dsn"`
 }
 
+// Cluster configures cluster mode: several nodes sharing the PostgreSQL
+// store, each conversation owned by one node at a time.
+type Cluster struct {
+	Enabled bool   `koanf:"enabled"`
+	Name    string `koanf:"name"`
+	// Bind is the host:port of this node's remote (gRPC) listener; Advertise
+	// is what peers dial, defaulting to Bind.
+	Bind      string `koanf:"bind"`
+	Advertise string `koanf:"advertise"`
+	// Provider is the membership provider: static, etcd or kubernetes.
+	Provider            string        `koanf:"provider"`
+	Static              ClusterStatic `koanf:"static"`
+	Etcd                ClusterEtcd   `koanf:"etcd"`
+	HeartbeatExpiration time.Duration `koanf:"heartbeat_expiration"`
+	TLS                 ClusterTLS    `koanf:"tls"`
+}
+
+// The cluster.provider values.
+const (
+	ProviderStatic     = "static"
+	ProviderEtcd       = "etcd"
+	ProviderKubernetes = "kubernetes"
+)
+
+// ClusterStatic configures the static provider: a fixed list of peers.
+type ClusterStatic struct {
+	// Port is this node's membership port, on the host of cluster.bind.
+	Port int `koanf:"port"`
+	// Peers lists every node's membership host:port, this one's included.
+	Peers []string `koanf:"peers"`
+}
+
+// ClusterEtcd configures the etcd provider.
+type ClusterEtcd struct {
+	Endpoints []string `koanf:"endpoints"`
+	Username  string   `koanf:"username"`
+	Password  string   `koanf:"password"` // secret
+	// Prefix is the key prefix members register under.
+	Prefix   string `koanf:"prefix"`
+	CAFile   string `koanf:"ca_file" path:"file"`
+	CertFile string `koanf:"cert_file" path:"file"`
+	KeyFile  string `koanf:"key_file" path:"file"`
+}
+
+// ClusterTLS configures mutual TLS on the remote gRPC between nodes.
+type ClusterTLS struct {
+	CertFile string `koanf:"cert_file" path:"file"`
+	KeyFile  string `koanf:"key_file" path:"file"`
+	CAFile   string `koanf:"ca_file" path:"file"`
+	// ServerName is the DNS name every node's certificate carries; peers
+	// verify it instead of their changing addresses.
+	ServerName string `koanf:"server_name"`
+}
+
 // Log configures the structured log.
 type Log struct {
 	Level  string `koanf:"level"`
@@ -146,6 +205,7 @@ func Default() Config {
 			// Long enough that a busy server never pays for it, short
 			// enough that RSS falls soon after a burst of connections.
 			ReleaseMemoryAfter: 5 * time.Second,
+			TrustedProxies:     []string{},
 		},
 		Auth: Auth{
 			Keys:       []string{},
@@ -190,6 +250,15 @@ func Default() Config {
 		},
 		Conversations: Conversations{IdleTimeout: 5 * time.Minute},
 		Storage:       Storage{Driver: DriverBolt, Path: "./data/agent-server.db"},
-		Log:           Log{Level: "info", Format: "text"},
+		Cluster: Cluster{
+			Name:                "agent-server",
+			Bind:                "127.0.0.1:7420",
+			Provider:            ProviderStatic,
+			Static:              ClusterStatic{Port: 7421, Peers: []string{}},
+			Etcd:                ClusterEtcd{Endpoints: []string{}, Prefix: "/agent-server"},
+			HeartbeatExpiration: 10 * time.Second,
+			TLS:                 ClusterTLS{ServerName: "agent-server.cluster"},
+		},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }

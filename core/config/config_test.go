@@ -244,7 +244,9 @@ func TestRelativePathsResolveAgainstTheFile(t *testing.T) {
 		})
 	}
 	// Every path key is resolved; a new one is added here on purpose.
-	if got, want := PathKeys(), []string{"plugins.dir", "plugins.instances.*.path", "storage.path"}; !reflect.DeepEqual(got, want) {
+	if got, want := PathKeys(), []string{"plugins.dir", "plugins.instances.*.path", "storage.path",
+		"cluster.etcd.ca_file", "cluster.etcd.cert_file", "cluster.etcd.key_file",
+		"cluster.tls.cert_file", "cluster.tls.key_file", "cluster.tls.ca_file"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("PathKeys() = %v, want %v", got, want)
 	}
 }
@@ -269,5 +271,53 @@ func TestMaskDSN(t *testing.T) {
 		if strings.Contains(got, "s3cr") || strings.Contains(got, "cr%40t") {
 			t.Errorf("MaskDSN(%q) = %q still holds the password", tt.in, got)
 		}
+	}
+}
+
+// Cluster mode's keys are checked only when it is on, each error naming
+// its key; plaintext on a non-loopback address is a warning.
+func TestClusterValidation(t *testing.T) {
+	base := "storage:\n  driver: postgres\n  postgres:\n    dsn: postgres://db/x\ncluster:\n  enabled: true\n  static:\n    peers: [127.0.0.1:7421]\n"
+	tests := []struct {
+		name    string
+		yaml    string
+		wantErr string // "" for valid
+		warn    string // a substring of a warning, "" for none expected about plaintext
+	}{
+		{"valid static on loopback", base, "", ""},
+		{"bolt refused", "cluster:\n  enabled: true\n  static:\n    peers: [127.0.0.1:7421]\n", "cluster.enabled: cluster mode needs storage.driver: postgres", ""},
+		{"off: nothing checked", "cluster:\n  provider: nonsense\n", "", ""},
+		{"bad provider", base + "  provider: consul\n", "cluster.provider", ""},
+		{"static needs peers", strings.Replace(base, "[127.0.0.1:7421]", "[]", 1), "cluster.static.peers", ""},
+		{"etcd needs endpoints", base + "  provider: etcd\n", "cluster.etcd.endpoints", ""},
+		{"wildcard bind needs advertise", base + "  bind: 0.0.0.0:7420\n", "cluster.advertise", ""},
+		{"tls all or none", base + "  tls:\n    cert_file: /c.pem\n", "cluster.tls", ""},
+		{"bad name", base + "  name: Agent_Server\n", "cluster.name", ""},
+		{"short heartbeat", base + "  heartbeat_expiration: 100ms\n", "cluster.heartbeat_expiration", ""},
+		{"plaintext off loopback", base + "  bind: 10.1.2.3:7420\n", "", "plaintext on 10.1.2.3:7420"},
+		{"bad trusted proxy", "server:\n  trusted_proxies: [10.0.0.0/33]\n", "server.trusted_proxies[0]", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load(Source{File: writeFile(t, tt.yaml), Environ: []string{}})
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("want valid, got %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("err = %v, want one naming %q", err, tt.wantErr)
+			case err != nil:
+				return
+			}
+			warnings := strings.Join(c.Warnings(), "\n")
+			if tt.warn != "" && !strings.Contains(warnings, tt.warn) {
+				t.Errorf("warnings = %q, want %q", warnings, tt.warn)
+			}
+			if tt.warn == "" && strings.Contains(warnings, "plaintext") {
+				t.Errorf("unexpected plaintext warning: %q", warnings)
+			}
+			if c.Cluster.Enabled && c.Cluster.Provider == ProviderStatic && !strings.Contains(warnings, "unauthenticated HTTP") {
+				t.Errorf("the static provider's exposure is not said: %q", warnings)
+			}
+		})
 	}
 }

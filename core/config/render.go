@@ -26,6 +26,9 @@ func (c Config) Redacted() Config {
 		out.Auth.Keys[i] = masked
 	}
 	out.Storage.Postgres.DSN = MaskDSN(c.Storage.Postgres.DSN)
+	if c.Cluster.Etcd.Password != "" {
+		out.Cluster.Etcd.Password = masked
+	}
 	out.Plugins.Instances = make(map[string]Plugin, len(c.Plugins.Instances))
 	for name, p := range c.Plugins.Instances {
 		p.Config = redactMap(p.Config)

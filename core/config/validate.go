@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -132,6 +133,12 @@ func (c *Config) Validate() error {
 	default:
 		bad("storage.driver", "want %q, %q or %q, got %q", DriverBolt, DriverPostgres, DriverMemory, c.Storage.Driver)
 	}
+	for i, p := range c.Server.TrustedProxies {
+		if _, err := ParseTrusted(p); err != nil {
+			bad(fmt.Sprintf("server.trusted_proxies[%d]", i), "%v", err)
+		}
+	}
+	c.validateCluster(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -146,4 +153,141 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("invalid config: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// clusterName is what cluster.name may be: it becomes an etcd key part and
+// a Kubernetes label value.
+var clusterName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// validateCluster checks the cluster.* keys when cluster mode is on.
+func (c *Config) validateCluster(bad func(key, format string, args ...any)) {
+	cl := c.Cluster
+	if !cl.Enabled {
+		return
+	}
+	if c.Storage.Driver != DriverPostgres {
+		bad("cluster.enabled", "cluster mode needs storage.driver: postgres (the nodes share it as the record), got %q", c.Storage.Driver)
+	}
+	if !clusterName.MatchString(cl.Name) {
+		bad("cluster.name", "want lower-case letters, digits and '-' (at most 63), got %q", cl.Name)
+	}
+	host, port, err := splitHostPort(cl.Bind)
+	switch {
+	case err != nil:
+		bad("cluster.bind", "want host:port, got %q", cl.Bind)
+	case port == 0 && cl.Advertise != "":
+		bad("cluster.bind", "port 0 picks a free port, which cluster.advertise cannot name")
+	case isUnspecified(host) && cl.Advertise == "":
+		bad("cluster.advertise", "must be set when cluster.bind listens on every interface (%s): peers need an address they can dial", cl.Bind)
+	}
+	if cl.Advertise != "" {
+		if h, p, err := splitHostPort(cl.Advertise); err != nil || p == 0 || isUnspecified(h) {
+			bad("cluster.advertise", "want the host:port peers dial, got %q", cl.Advertise)
+		}
+	}
+	switch cl.Provider {
+	case ProviderStatic:
+		if cl.Static.Port < 1 || cl.Static.Port > 65535 {
+			bad("cluster.static.port", "want a port from 1 to 65535, got %d", cl.Static.Port)
+		}
+		if len(cl.Static.Peers) == 0 {
+			bad("cluster.static.peers", "must list every node's membership host:port, this one's included")
+		}
+		for i, p := range cl.Static.Peers {
+			if _, port, err := splitHostPort(p); err != nil || port == 0 {
+				bad(fmt.Sprintf("cluster.static.peers[%d]", i), "want host:port, got %q", p)
+			}
+		}
+	case ProviderEtcd:
+		if len(cl.Etcd.Endpoints) == 0 {
+			bad("cluster.etcd.endpoints", "must list at least one etcd endpoint")
+		}
+		if (cl.Etcd.CertFile == "") != (cl.Etcd.KeyFile == "") {
+			bad("cluster.etcd.cert_file", "cert_file and key_file go together")
+		}
+	case ProviderKubernetes:
+	default:
+		bad("cluster.provider", "want %q, %q or %q, got %q", ProviderStatic, ProviderEtcd, ProviderKubernetes, cl.Provider)
+	}
+	if cl.HeartbeatExpiration < time.Second {
+		bad("cluster.heartbeat_expiration", "must be at least 1s, got %s", cl.HeartbeatExpiration)
+	}
+	if set := btoi(cl.TLS.CertFile != "") + btoi(cl.TLS.KeyFile != "") + btoi(cl.TLS.CAFile != ""); set != 0 && set != 3 {
+		bad("cluster.tls", "cert_file, key_file and ca_file go together (mutual TLS between nodes)")
+	}
+	if cl.TLS.CertFile != "" && cl.TLS.ServerName == "" {
+		bad("cluster.tls.server_name", "must name the DNS name every node's certificate carries")
+	}
+}
+
+// Warnings lists what is valid but worth an operator's attention: config
+// check prints them, and serve logs them at start.
+func (c Config) Warnings() []string {
+	var out []string
+	cl := c.Cluster
+	if !cl.Enabled {
+		return out
+	}
+	if cl.TLS.CertFile == "" {
+		for _, a := range []string{cl.Bind, cl.Advertise} {
+			if h, _, err := splitHostPort(a); err == nil && a != "" && !isLoopback(h) {
+				out = append(out, fmt.Sprintf("cluster: nodes talk in plaintext on %s, which is not a loopback address: set cluster.tls.cert_file, key_file and ca_file (mutual TLS); without it anyone who reaches the port can send nodes messages", a))
+				break
+			}
+		}
+	}
+	if cl.Provider == ProviderStatic {
+		host, _, _ := splitHostPort(cl.Bind)
+		out = append(out, fmt.Sprintf("cluster: the static provider's membership endpoint listens on %s:%d over plain, unauthenticated HTTP; it answers GET /_health with this node's member ID, cluster name, remote address and port and actor kinds (nothing else), and polls its peers the same way: keep that port on the nodes' private network", host, cl.Static.Port))
+	}
+	return out
+}
+
+// ParseTrusted reads one server.trusted_proxies entry: a CIDR, or a single
+// IP address.
+func ParseTrusted(s string) (*net.IPNet, error) {
+	if _, n, err := net.ParseCIDR(s); err == nil {
+		return n, nil
+	}
+	ip := net.ParseIP(s)
+	if ip == nil {
+		return nil, fmt.Errorf("want a CIDR such as 10.0.0.0/8 or an IP address, got %q", s)
+	}
+	bits := 32
+	if ip.To4() == nil {
+		bits = 128
+	}
+	return &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)}, nil
+}
+
+func splitHostPort(s string) (string, int, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", port)
+	}
+	return host, p, nil
+}
+
+func isUnspecified(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || (ip != nil && ip.IsUnspecified())
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -130,6 +130,9 @@ func configCheck(args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout, "# config is valid; effective values, secrets masked:")
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stdout, "# warning:", w)
+	}
 	fmt.Fprint(stdout, out)
 	return nil
 }
