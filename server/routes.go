@@ -20,5 +20,5 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET "+console.Prefix, page)
 	s.abuse = newAddrLimits(s.cfg.Auth)
 	mux.Handle("/api/", s.limitFailures(newREST(s)))
-	return s.logAccess(mux)
+	return s.realClient(s.logAccess(mux))
 }

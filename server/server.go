@@ -59,6 +59,7 @@ type Server struct {
 	protoUpgrader *gws.Upgrader
 	sockets       *socketSet
 	abuse         *addrLimits // per-address auth failure and pending-socket limits
+	proxies       trusted     // server.trusted_proxies
 
 	mu      sync.Mutex
 	servers []*http.Server
@@ -108,6 +109,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	s.touch()
+	s.proxies = newTrusted(cfg.Server.TrustedProxies)
 	s.upgrader, s.protoUpgrader = s.newUpgraders()
 	s.handler = s.routes()
 	return s, nil

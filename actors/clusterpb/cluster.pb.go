@@ -663,6 +663,98 @@ func (x *Deleted) GetError() string {
 	return ""
 }
 
+// IsMember asks a peer whether its view of the cluster holds a member:
+// the way a node finds out that the others dropped it (protoactor never
+// lets a dropped member back in), so that it restarts as a new one.
+type IsMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MemberId      string                 `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IsMember) Reset() {
+	*x = IsMember{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IsMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IsMember) ProtoMessage() {}
+
+func (x *IsMember) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IsMember.ProtoReflect.Descriptor instead.
+func (*IsMember) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *IsMember) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+// IsMemberResult answers IsMember.
+type IsMemberResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        bool                   `protobuf:"varint,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IsMemberResult) Reset() {
+	*x = IsMemberResult{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IsMemberResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IsMemberResult) ProtoMessage() {}
+
+func (x *IsMemberResult) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IsMemberResult.ProtoReflect.Descriptor instead.
+func (*IsMemberResult) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *IsMemberResult) GetMember() bool {
+	if x != nil {
+		return x.Member
+	}
+	return false
+}
+
 var File_actors_clusterpb_cluster_proto protoreflect.FileDescriptor
 
 const file_actors_clusterpb_cluster_proto_rawDesc = "" +
@@ -709,7 +801,11 @@ const file_actors_clusterpb_cluster_proto_rawDesc = "" +
 	"\aDeleted\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x01 \x01(\tR\terrorCode\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05errorBAZ?github.com/agent-server/agent-server/actors/clusterpb;clusterpbb\x06proto3"
+	"\x05error\x18\x02 \x01(\tR\x05error\"'\n" +
+	"\bIsMember\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\"(\n" +
+	"\x0eIsMemberResult\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\bR\x06memberBAZ?github.com/agent-server/agent-server/actors/clusterpb;clusterpbb\x06proto3"
 
 var (
 	file_actors_clusterpb_cluster_proto_rawDescOnce sync.Once
@@ -723,19 +819,21 @@ func file_actors_clusterpb_cluster_proto_rawDescGZIP() []byte {
 	return file_actors_clusterpb_cluster_proto_rawDescData
 }
 
-var file_actors_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_actors_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_actors_clusterpb_cluster_proto_goTypes = []any{
-	(*Ref)(nil),          // 0: agentserver.cluster.v1.Ref
-	(*Subscribe)(nil),    // 1: agentserver.cluster.v1.Subscribe
-	(*Subscribed)(nil),   // 2: agentserver.cluster.v1.Subscribed
-	(*Unsubscribe)(nil),  // 3: agentserver.cluster.v1.Unsubscribe
-	(*Event)(nil),        // 4: agentserver.cluster.v1.Event
-	(*Events)(nil),       // 5: agentserver.cluster.v1.Events
-	(*Closing)(nil),      // 6: agentserver.cluster.v1.Closing
-	(*Append)(nil),       // 7: agentserver.cluster.v1.Append
-	(*AppendResult)(nil), // 8: agentserver.cluster.v1.AppendResult
-	(*Delete)(nil),       // 9: agentserver.cluster.v1.Delete
-	(*Deleted)(nil),      // 10: agentserver.cluster.v1.Deleted
+	(*Ref)(nil),            // 0: agentserver.cluster.v1.Ref
+	(*Subscribe)(nil),      // 1: agentserver.cluster.v1.Subscribe
+	(*Subscribed)(nil),     // 2: agentserver.cluster.v1.Subscribed
+	(*Unsubscribe)(nil),    // 3: agentserver.cluster.v1.Unsubscribe
+	(*Event)(nil),          // 4: agentserver.cluster.v1.Event
+	(*Events)(nil),         // 5: agentserver.cluster.v1.Events
+	(*Closing)(nil),        // 6: agentserver.cluster.v1.Closing
+	(*Append)(nil),         // 7: agentserver.cluster.v1.Append
+	(*AppendResult)(nil),   // 8: agentserver.cluster.v1.AppendResult
+	(*Delete)(nil),         // 9: agentserver.cluster.v1.Delete
+	(*Deleted)(nil),        // 10: agentserver.cluster.v1.Deleted
+	(*IsMember)(nil),       // 11: agentserver.cluster.v1.IsMember
+	(*IsMemberResult)(nil), // 12: agentserver.cluster.v1.IsMemberResult
 }
 var file_actors_clusterpb_cluster_proto_depIdxs = []int32{
 	0, // 0: agentserver.cluster.v1.Subscribe.relay:type_name -> agentserver.cluster.v1.Ref
@@ -759,7 +857,7 @@ func file_actors_clusterpb_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_clusterpb_cluster_proto_rawDesc), len(file_actors_clusterpb_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

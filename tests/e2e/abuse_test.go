@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // Through the real binary: after auth.failures_per_minute failures an
@@ -38,5 +39,32 @@ func TestAbuseLimits(t *testing.T) {
 	}
 	if code, _ := s.request(t, "GET", "/api/conversations/count", nil, "X-Session-API-Key", key); code != http.StatusTooManyRequests {
 		t.Errorf("REST after the limit: %d, want 429", code)
+	}
+}
+
+// Behind a trusted load balancer the limits and the access log see the
+// client X-Forwarded-For names, not the balancer: one client's failures
+// do not lock out another behind the same balancer, and a client cannot
+// escape its limit by writing its own X-Forwarded-For to an untrusted
+// server.
+func TestTrustedProxies(t *testing.T) {
+	failuresThenOK := func(s *server, client, other string) (int, int) {
+		t.Helper()
+		for range 3 {
+			s.request(t, "GET", "/api/conversations/count", nil, "X-Session-API-Key", "wrong", "X-Forwarded-For", client)
+		}
+		blocked, _ := s.request(t, "GET", "/api/conversations/count", nil, "X-Session-API-Key", key, "X-Forwarded-For", client)
+		free, _ := s.request(t, "GET", "/api/conversations/count", nil, "X-Session-API-Key", key, "X-Forwarded-For", other)
+		return blocked, free
+	}
+	s := startServer(t, keyCfg()+"  failures_per_minute: 3\nserver:\n  trusted_proxies: [127.0.0.1/32]\n")
+	if blocked, free := failuresThenOK(s, "203.0.113.9", "203.0.113.10"); blocked != http.StatusTooManyRequests || free != http.StatusOK {
+		t.Errorf("trusted: the failing client got %d (want 429), the other %d (want 200)", blocked, free)
+	}
+	s.waitLog(t, "remote=203.0.113.9:0", 10*time.Second)
+
+	u := startServer(t, keyCfg()+"  failures_per_minute: 3\n")
+	if blocked, free := failuresThenOK(u, "203.0.113.9", "203.0.113.10"); blocked != http.StatusTooManyRequests || free != http.StatusTooManyRequests {
+		t.Errorf("untrusted: %d and %d, want 429 for both (the header is ignored; the peer failed)", blocked, free)
 	}
 }
