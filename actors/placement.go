@@ -85,8 +85,8 @@ type placement struct {
 	absent   atomic.Int64 // unix nanos since when this node is missing from its own topology, 0 if present
 	owned    atomic.Int64 // conversation activations running on this node
 
-	echo *labstack.Echo   // the static provider's membership endpoint, nil otherwise
-	stop func()       // stops the prober
+	echo *labstack.Echo // the static provider's membership endpoint, nil otherwise
+	stop func()         // stops the prober
 }
 
 // startPlacement starts this node as a cluster member. It returns once
