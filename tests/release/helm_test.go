@@ -76,8 +76,7 @@ func TestHelmChart(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			run(t, root, nil, helm, append([]string{"lint", "--strict", chart}, tt.args...)...)
-			out := run(t, root, nil, helm, append([]string{"template", "rel", chart, "--namespace", "ns"}, tt.args...)...)
-			objs := parseManifests(t, out)
+			objs := renderChart(t, helm, tt.args...)
 			cfg := checkOneNode(t, objs)
 			tt.check(t, objs, cfg)
 		})
@@ -108,6 +107,14 @@ func secretKeys(t *testing.T, sec object) []string {
 		t.Fatalf("Secret OH_SESSION_API_KEYS = %s, want a JSON list: %v", raw, err)
 	}
 	return keys
+}
+
+// renderChart renders the chart with helm template and returns its objects
+// by kind.
+func renderChart(t *testing.T, helm string, args ...string) map[string]object {
+	t.Helper()
+	out := run(t, repoRoot(t), nil, helm, append([]string{"template", "rel", chart, "--namespace", "ns"}, args...)...)
+	return parseManifests(t, out)
 }
 
 // object is one rendered Kubernetes object.
