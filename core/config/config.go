@@ -169,9 +169,9 @@ func Default() Config {
 			MaxBodyBytes:               1 << 20,
 			// The OpenHands SDK's client (the websockets library's default)
 			// refuses frames over 1 MiB.
-			MaxEventBytes: 1 << 20,
-			MessagesPerSecond:          20,
-			MessageBurst:               40,
+			MaxEventBytes:     1 << 20,
+			MessagesPerSecond: 20,
+			MessageBurst:      40,
 		},
 		Conversations: Conversations{IdleTimeout: 5 * time.Minute},
 		Storage:       Storage{Driver: "bolt", Path: "./data/agent-server.db"},
