@@ -28,10 +28,21 @@ func FuzzWriteJSONString(f *testing.F) {
 		if err := json.Unmarshal(got.Bytes(), &back); err != nil {
 			t.Fatalf("writeJSONString(%q) = %s, which does not decode: %v", s, got.Bytes(), err)
 		}
-		if back != strings.ToValidUTF8(s, "\uFFFD") {
-			t.Fatalf("writeJSONString(%q) decodes to %q", s, back)
+		if want := perByteValidUTF8(s); back != want {
+			t.Fatalf("writeJSONString(%q) decodes to %q, want %q", s, back, want)
 		}
 	})
+}
+
+// perByteValidUTF8 replaces each byte of s that is not valid UTF-8 with
+// U+FFFD, as JSON encoding does (strings.ToValidUTF8 replaces a whole run of
+// them with one). Ranging over a string yields U+FFFD per such byte.
+func perByteValidUTF8(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // Events are written without HTML escaping: a '<' is one byte on the wire,
