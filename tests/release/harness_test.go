@@ -1,0 +1,248 @@
+// Package release tests agent-server's release artifacts as they are used:
+// the goreleaser config covers every built-in plugin, the packaged configs
+// load with the installed layout, the Helm chart lints and renders what the
+// server needs (helm from bin/tools), and, on request, the real artifacts:
+// the deb installed on this machine with dpkg, run and removed, the
+// tarball's plugins, and the OCI image pulled from a registry on loopback
+// and run from its exported filesystem as its own user.
+//
+// Tools come from bin/tools (go tool task release:tools). Without one a test
+// skips, except under CI=true, where it fails.
+package release
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// repoRoot is the repository's root directory.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// missing skips the test with why, or fails it under CI=true.
+func missing(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
+}
+
+// tool returns the path of a release tool built into bin/tools.
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	p := filepath.Join(repoRoot(t), "bin", "tools", name)
+	if _, err := os.Stat(p); err != nil {
+		missing(t, fmt.Sprintf("%s is not built: go tool task release:tools", p))
+	}
+	return p
+}
+
+// program returns the path of a program from a Debian package.
+func program(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		missing(t, fmt.Sprintf("%s is not installed (apt-get install %s)", name, pkg))
+	}
+	return p
+}
+
+// run runs a command in dir and returns its combined output; a failure
+// fails the test with that output.
+func run(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// builtinPlugins lists the built-in plugins, from the cmd/auth-<name>
+// directories.
+func builtinPlugins(t *testing.T) []string {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join(repoRoot(t), "cmd", "auth-*"))
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no cmd/auth-* directories: %v", err)
+	}
+	var names []string
+	for _, d := range dirs {
+		names = append(names, strings.TrimPrefix(filepath.Base(d), "auth-"))
+	}
+	return names
+}
+
+// server is one running agent-server process, started from an installed
+// artifact.
+type server struct {
+	cmd    *exec.Cmd
+	addr   string
+	mu     sync.Mutex
+	log    strings.Builder
+	exited chan struct{}
+	err    error
+}
+
+// listening finds the address in the "listening" log line, in the text
+// (addr=H:P) and JSON ("addr":"H:P") formats.
+var listening = regexp.MustCompile(`listening.*\baddr"?[=:]"?([0-9.:\[\]]+)`)
+
+// start starts cmd, waits for it to log its address and for /ready to
+// answer 200, and stops it at the end of the test.
+func start(t *testing.T, cmd *exec.Cmd) *server {
+	t.Helper()
+	s := &server{cmd: cmd, exited: make(chan struct{})}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", cmd.Path, err)
+	}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			s.mu.Lock()
+			s.log.WriteString(sc.Text() + "\n")
+			s.mu.Unlock()
+			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case addr <- m[1]:
+				default:
+				}
+			}
+		}
+		s.err = cmd.Wait()
+		close(s.exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-s.exited
+	})
+	select {
+	case s.addr = <-addr:
+	case <-s.exited:
+		t.Fatalf("%s exited before listening: %v\n%s", cmd.Path, s.err, s.Log())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not listen within 30s\n%s", cmd.Path, s.Log())
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + s.addr + "/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready within 30s: %v\n%s", err, s.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Log returns what the server wrote to stderr so far.
+func (s *server) Log() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.log.String()
+}
+
+// stop sends SIGTERM and expects a clean exit within 20s.
+func (s *server) stop(t *testing.T) {
+	t.Helper()
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("still running 20s after SIGTERM\n%s", s.Log())
+	}
+	if s.err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", s.err, s.Log())
+	}
+}
+
+// converse authenticates with key, creates a conversation over REST, opens
+// its socket and expects the full_state event first: what a client does.
+func (s *server) converse(t *testing.T, key string) {
+	t.Helper()
+	req, err := http.NewRequest("POST", "http://"+s.addr+"/api/conversations", strings.NewReader(`{"agent":{"kind":"test"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Session-API-Key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create conversation: %d %s\n%s", resp.StatusCode, body, s.Log())
+	}
+	var conv struct{ ID string }
+	if err := json.Unmarshal(body, &conv); err != nil || conv.ID == "" {
+		t.Fatalf("create conversation: bad body %s", body)
+	}
+
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	c, _, err := d.Dial("ws://"+s.addr+"/sockets/events/"+conv.ID, http.Header{"X-Session-Api-Key": {key}})
+	if err != nil {
+		t.Fatalf("open socket: %v\n%s", err, s.Log())
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, frame, err := c.ReadMessage()
+	if err != nil {
+		t.Fatalf("read first frame: %v", err)
+	}
+	var e struct{ Kind, Key string }
+	if err := json.Unmarshal(frame, &e); err != nil {
+		t.Fatalf("first frame is not JSON: %s", frame)
+	}
+	if e.Kind != "ConversationStateUpdateEvent" || e.Key != "full_state" {
+		t.Fatalf("first frame = %s, want a ConversationStateUpdateEvent with key full_state", frame)
+	}
+
+	// A wrong key is refused before the upgrade.
+	_, resp, err = d.Dial("ws://"+s.addr+"/sockets/events/"+conv.ID, http.Header{"X-Session-Api-Key": {key + "x"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("socket with a wrong key: %v, want 401", err)
+	}
+}
+
+// goarch is the architecture whose artifacts run on this machine.
+var goarch = runtime.GOARCH
