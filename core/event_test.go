@@ -47,9 +47,12 @@ func TestEventsAreNotHTMLEscaped(t *testing.T) {
 		}},
 		{"error", func() ([]byte, error) { return ErrorBody("c", text), nil }},
 		{"state", func() ([]byte, error) { return StateBody("title", text) }},
-		{"posted event", func() ([]byte, error) {
-			_, _, b, err := SplitEnvelope(map[string]json.RawMessage{"source": []byte(`"agent"`), "kind": []byte(`"ActionEvent"`), "thought": []byte(`"` + text + `"`)})
-			return b, err
+		{"published event", func() ([]byte, error) {
+			p, err := ParsePublished([]byte(`{"source":"agent","kind":"MessageEvent","llm_message":{"role":"assistant","content":[{"type":"text","text":"` + text + `"}]}}`))
+			if err != nil {
+				return nil, err
+			}
+			return p.Body, nil
 		}},
 	}
 	for _, tt := range bodies {

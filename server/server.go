@@ -57,6 +57,8 @@ type Server struct {
 	upgrader *gws.Upgrader
 	// protoUpgrader echoes core.Subprotocol; used when the client offers it.
 	protoUpgrader *gws.Upgrader
+	// runtimeUpgrader reads the larger frames of agent runtimes (runtime.go).
+	runtimeUpgrader *gws.Upgrader
 	sockets       *socketSet
 	abuse         *addrLimits // per-address auth failure and pending-socket limits
 
@@ -109,6 +111,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.touch()
 	s.upgrader, s.protoUpgrader = s.newUpgraders()
+	s.runtimeUpgrader = s.newUpgrader(runtimeFrameBytes(cfg.Limits))
 	s.handler = s.routes()
 	return s, nil
 }

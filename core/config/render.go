@@ -19,14 +19,21 @@ var secretName = regexp.MustCompile(`(?i)secret|key|token|password|passwd|creden
 // and plugin config values whose key looks like a secret's name.
 func (c Config) Redacted() Config {
 	out := c
-	out.Auth.Keys = make([]string, len(c.Auth.Keys))
-	for i := range c.Auth.Keys {
-		out.Auth.Keys[i] = masked
-	}
+	out.Auth.Keys = maskAll(c.Auth.Keys)
+	out.Auth.RuntimeKeys = maskAll(c.Auth.RuntimeKeys)
 	out.Plugins.Instances = make(map[string]Plugin, len(c.Plugins.Instances))
 	for name, p := range c.Plugins.Instances {
 		p.Config = redactMap(p.Config)
 		out.Plugins.Instances[name] = p
+	}
+	return out
+}
+
+// maskAll returns one mask per secret.
+func maskAll(secrets []string) []string {
+	out := make([]string, len(secrets))
+	for i := range secrets {
+		out[i] = masked
 	}
 	return out
 }
