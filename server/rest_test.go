@@ -28,9 +28,9 @@ const (
 	keyAll     = "k3y-all+@#$/%?&="
 	keyRuntime = "runtime-key-456"
 	keyScoped  = "scoped-key-123"
-	keyError  = "plugin-down"
-	keyNoPrin = "no-principal"
-	keyOld    = "expired-key"
+	keyError   = "plugin-down"
+	keyNoPrin  = "no-principal"
+	keyOld     = "expired-key"
 
 	convA = "0b8e3c52-5f0a-4a57-9c3b-8e3f1a2b3c4d"
 	convB = "1c9f4d63-6a1b-4b68-8d4c-9f402b3c4d5e"

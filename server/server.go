@@ -59,8 +59,8 @@ type Server struct {
 	protoUpgrader *gws.Upgrader
 	// runtimeUpgrader reads the larger frames of agent runtimes (runtime.go).
 	runtimeUpgrader *gws.Upgrader
-	sockets       *socketSet
-	abuse         *addrLimits // per-address auth failure and pending-socket limits
+	sockets         *socketSet
+	abuse           *addrLimits // per-address auth failure and pending-socket limits
 
 	mu      sync.Mutex
 	servers []*http.Server
