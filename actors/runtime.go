@@ -352,7 +352,7 @@ func (c *conversation) publish(ctx actor.Context, m *publishEvent, sender *actor
 			fail(err)
 			return
 		}
-		reply(ctx, sender, &eventPublished{Ref: m.Ref, Event: ev})
+		c.queue(afterState{frame: ev.Raw, reply: sender, msg: &eventPublished{Ref: m.Ref, Event: ev}})
 		return
 	}
 	var next *core.Conversation
@@ -382,7 +382,8 @@ func (c *conversation) publish(ctx actor.Context, m *publishEvent, sender *actor
 	c.queue(*then)
 }
 
-// ephemeral seals a StreamingDeltaEvent and hands it to every live client.
+// ephemeral seals a StreamingDeltaEvent, which goes to the live clients
+// behind the events published before it, never to the log.
 func (c *conversation) ephemeral(p *core.Published) (*core.Event, error) {
 	ev := &core.Event{ID: core.NewEventID(), Timestamp: time.Now().UTC(), Source: p.Source, Kind: p.Kind, Body: p.Body}
 	if err := ev.Seal(); err != nil {
@@ -390,11 +391,6 @@ func (c *conversation) ephemeral(p *core.Published) (*core.Event, error) {
 	}
 	if max := c.sys.limits.MaxEventBytes; max > 0 && len(ev.Raw) > max {
 		return nil, &core.EventTooLargeError{Kind: p.Kind, Size: len(ev.Raw), Max: max}
-	}
-	for i := range c.subs {
-		if s := &c.subs[i]; s.next == 0 && !s.resolving && !c.isRuntime(s.pid) {
-			s.transport.Send(ev.Raw)
-		}
 	}
 	return ev, nil
 }

@@ -35,8 +35,9 @@ type control struct {
 type afterState struct {
 	seq, version uint64
 	reply        *actor.PID
-	msg          any  // the answer to reply
-	broadcast    bool // send every client a full_state
+	msg          any    // the answer to reply
+	broadcast    bool   // send every client a full_state
+	frame        []byte // send every live client this frame (a StreamingDeltaEvent)
 }
 
 // busy reports whether anything still waits on this actor, which then
@@ -143,6 +144,9 @@ func (c *conversation) progress(ctx actor.Context) {
 		if a.seq > c.durable || a.version > c.ctl.saved {
 			break
 		}
+		if a.frame != nil {
+			c.sendClients(a.frame)
+		}
 		if a.reply != nil {
 			reply(ctx, a.reply, a.msg)
 		}
@@ -166,9 +170,15 @@ func (c *conversation) broadcastState() {
 		c.sys.log.Error("render full_state", "conversation", c.id, "err", err)
 		return
 	}
+	c.sendClients(frame)
+}
+
+// sendClients hands a frame that is not in the log to every live client
+// (not the runtime, nor a client still replaying).
+func (c *conversation) sendClients(frame []byte) {
 	for i := range c.subs {
-		if !c.isRuntime(c.subs[i].pid) {
-			c.subs[i].transport.Send(frame)
+		if s := &c.subs[i]; s.next == 0 && !s.resolving && !c.isRuntime(s.pid) {
+			s.transport.Send(frame)
 		}
 	}
 }

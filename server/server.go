@@ -57,10 +57,10 @@ type Server struct {
 	upgrader *gws.Upgrader
 	// protoUpgrader echoes core.Subprotocol; used when the client offers it.
 	protoUpgrader *gws.Upgrader
+	sockets       *socketSet
+	abuse         *addrLimits // per-address auth failure and pending-socket limits
 	// runtimeUpgrader reads the larger frames of agent runtimes (runtime.go).
 	runtimeUpgrader *gws.Upgrader
-	sockets         *socketSet
-	abuse           *addrLimits // per-address auth failure and pending-socket limits
 
 	mu      sync.Mutex
 	servers []*http.Server
