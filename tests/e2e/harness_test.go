@@ -101,8 +101,14 @@ func launch(t *testing.T, path string, env []string) *server {
 // launchIn is launch with the working directory cwd.
 func launchIn(t *testing.T, cwd, path string, env []string) *server {
 	t.Helper()
+	return launchAt(t, cwd, path, env, "127.0.0.1:0")
+}
+
+// launchAt is launchIn listening on addr.
+func launchAt(t *testing.T, cwd, path string, env []string, addr string) *server {
+	t.Helper()
 	s := &server{t: t, exited: make(chan struct{}), config: path}
-	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", "127.0.0.1:0")
+	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", addr)
 	s.cmd.Dir = cwd
 	s.cmd.Env = env
 	stderr, err := s.cmd.StderrPipe()

@@ -103,6 +103,12 @@ func (s *session) loop(ctx, runCtx context.Context, r *runState) {
 		case <-runCtx.Done():
 			continue
 		}
+		s.mu.Lock()
+		paused = r.paused
+		s.mu.Unlock()
+		if paused {
+			continue // a pause during the work: stop before answering
+		}
 		id, err := s.publish(runCtx, map[string]any{
 			"kind":        "MessageEvent",
 			"source":      "agent",
