@@ -664,9 +664,9 @@ func TestEchoReconnectsAfterID(t *testing.T) {
 	var created struct{ ID string }
 	_ = json.Unmarshal(c.must(http.StatusCreated, "POST", "/api/conversations", map[string]any{"workspace": map[string]any{"working_dir": "w"}}), &created)
 	conv := "/api/conversations/" + created.ID
+	st, _ := c.attach(created.ID)
 	startEcho(t, s, "-conversation", created.ID)
 	c.must(http.StatusOK, "POST", conv+"/events", map[string]any{"role": "user", "content": "before", "run": true})
-	st, _ := c.attach(created.ID)
 	st.next("answer before", message("agent", "echo: before"))
 	st.next("finished", fullState("finished"))
 
