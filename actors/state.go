@@ -110,7 +110,8 @@ func (c *conversation) save(ctx actor.Context) {
 }
 
 // stateSaved takes a write's outcome. A failed write fails the commands
-// waiting for it; the next change writes the whole state again.
+// waiting for it; a later change writes the whole state again (at once if
+// one came during the failed write).
 func (c *conversation) stateSaved(ctx actor.Context, m *stateStored) {
 	c.ctl.writing = false
 	if m.Err != nil {
@@ -126,6 +127,9 @@ func (c *conversation) stateSaved(ctx actor.Context, m *stateStored) {
 			keep = append(keep, a)
 		}
 		c.ctl.after = keep
+		if c.ctl.version > m.Version && !c.gone {
+			c.save(ctx) // changes made meanwhile: the next write carries them and those before
+		}
 		return
 	}
 	c.ctl.saved = max(c.ctl.saved, m.Version)
