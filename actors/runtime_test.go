@@ -40,6 +40,19 @@ func (h *harness) attachRuntime(t *testing.T, id string) (*fakeTransport, *Conn)
 	return tr, conn
 }
 
+// running attaches a live client and a runtime to id and runs it.
+func (h *harness) running(t *testing.T, id string) (client, runtime *fakeTransport, conn *Conn) {
+	t.Helper()
+	client = newFakeTransport()
+	h.sys.Connect(client, &core.Principal{}, id, Replay{})
+	client.waitFrames(t, 1)
+	runtime, conn = h.attachRuntime(t, id)
+	if err := h.sys.Run(context.Background(), id, false); err != nil {
+		t.Fatal(err)
+	}
+	return client, runtime, conn
+}
+
 // framesWhere returns the frames for which keep holds, once there are n.
 func framesWhere(t *testing.T, tr *fakeTransport, n int, what string, keep func(map[string]any) bool) []map[string]any {
 	t.Helper()
@@ -206,13 +219,7 @@ func mustJSON(t *testing.T, v any) string {
 func TestRuntimePublishes(t *testing.T) {
 	h := newControlHarness(t, time.Second, time.Second)
 	id := h.conversation(t)
-	client := newFakeTransport()
-	h.sys.Connect(client, &core.Principal{}, id, Replay{})
-	client.waitFrames(t, 1)
-	rt, conn := h.attachRuntime(t, id)
-	if err := h.sys.Run(context.Background(), id, false); err != nil {
-		t.Fatal(err)
-	}
+	client, rt, conn := h.running(t, id)
 	acks := func(n int) []map[string]any {
 		return framesWhere(t, rt, n, "answers", func(f map[string]any) bool {
 			return f["type"] == core.FrameTypePublished || f["type"] == core.FrameTypeError
@@ -279,13 +286,7 @@ func TestRuntimePublishes(t *testing.T) {
 func TestPauseAndInterrupt(t *testing.T) {
 	h := newControlHarness(t, time.Second, time.Second)
 	id := h.conversation(t)
-	client := newFakeTransport()
-	h.sys.Connect(client, &core.Principal{}, id, Replay{})
-	client.waitFrames(t, 1)
-	rt, _ := h.attachRuntime(t, id)
-	if err := h.sys.Run(context.Background(), id, false); err != nil {
-		t.Fatal(err)
-	}
+	client, rt, _ := h.running(t, id)
 	if err := h.sys.Pause(context.Background(), id, false); err != nil {
 		t.Fatal(err)
 	}
@@ -315,13 +316,7 @@ func (s *System) Interrupt(ctx context.Context, id string) error { return s.Paus
 func TestRuntimeLostMidRun(t *testing.T) {
 	h := newControlHarness(t, time.Second, time.Second)
 	id := h.conversation(t)
-	client := newFakeTransport()
-	h.sys.Connect(client, &core.Principal{}, id, Replay{})
-	client.waitFrames(t, 1)
-	_, conn := h.attachRuntime(t, id)
-	if err := h.sys.Run(context.Background(), id, false); err != nil {
-		t.Fatal(err)
-	}
+	client, _, conn := h.running(t, id)
 	conn.Closed()
 	framesWhere(t, client, 1, "ConversationErrorEvent", func(f map[string]any) bool {
 		return f["kind"] == core.KindConversationError && f["code"] == core.CodeRuntimeDisconnected

@@ -241,26 +241,14 @@ type fullState struct {
 // FullState renders c as the value of the full_state event, secrets as
 // "**********".
 func (c *Conversation) FullState() any {
+	in := c.info(secretsStars, true)
 	return &fullState{
-		ID:                       c.ID,
-		Agent:                    maskAgent(c.Agent, secretsStars, true),
-		Workspace:                c.Workspace,
-		PersistenceDir:           c.PersistenceDir(),
-		MaxIterations:            c.maxIterations(),
-		StuckDetection:           c.StuckDetection == nil || *c.StuckDetection,
-		ExecutionStatus:          c.status(),
-		ConfirmationPolicy:       orDefault(c.ConfirmationPolicy, policyNever),
-		SecurityAnalyzer:         c.SecurityAnalyzer,
-		ActivatedKnowledgeSkills: orEmpty(c.ActivatedSkills),
-		ActivatedPathRules:       []string{},
-		InvokedSkills:            orEmpty(c.InvokedSkills),
-		BlockedActions:           orEmptyMap(c.BlockedActions),
-		BlockedMessages:          orEmptyMap(c.BlockedMessages),
-		Stats:                    orDefault(c.Stats, emptyStats),
-		SecretRegistry:           c.secretRegistry(secretsStars),
-		Tags:                     orEmptyMap(c.Tags),
-		AgentState:               orDefault(c.AgentState, emptyObject),
-		HookConfig:               c.HookConfig,
+		ID: in.ID, Agent: in.Agent, Workspace: in.Workspace, PersistenceDir: in.PersistenceDir,
+		MaxIterations: in.MaxIterations, StuckDetection: in.StuckDetection, ExecutionStatus: in.ExecutionStatus,
+		ConfirmationPolicy: in.ConfirmationPolicy, SecurityAnalyzer: in.SecurityAnalyzer,
+		ActivatedKnowledgeSkills: in.ActivatedKnowledgeSkills, ActivatedPathRules: []string{}, InvokedSkills: in.InvokedSkills,
+		BlockedActions: in.BlockedActions, BlockedMessages: in.BlockedMessages, Stats: in.Stats,
+		SecretRegistry: in.SecretRegistry, Tags: in.Tags, AgentState: in.AgentState, HookConfig: in.HookConfig,
 	}
 }
 

@@ -38,17 +38,11 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	addr := remoteIP(r.RemoteAddr)
-	res := s.actors.Authenticate(r.Context(), req)
-	if res.Decision == core.Allow && res.Principal.Expired(time.Now()) {
-		res = core.Denied("credential expired")
-	}
-	switch res.Decision {
-	case core.Allow:
-	case core.Error:
-		w.Header().Set("Retry-After", authRetryAfter)
-		refuse(w, http.StatusServiceUnavailable, "Authentication is temporarily unavailable")
+	res, ok := s.socketAuth(w, r, req)
+	if !ok {
 		return
-	default:
+	}
+	if res.Decision != core.Allow {
 		if s.firstMessageAllowed(res) {
 			s.upgradeUnauthenticated(w, r, req, id, replay)
 			return
@@ -66,6 +60,22 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.upgrade(w, r, attachment{principal: res.Principal, convID: id, replay: replay, request: s.actors.Retain(req)})
+}
+
+// socketAuth runs req's chain. An expired principal is a deny; a chain
+// that cannot decide is answered 503 here, and ok is false. Otherwise res
+// is an Allow or a Deny for the caller to act on.
+func (s *Server) socketAuth(w http.ResponseWriter, r *http.Request, req *core.Request) (res core.Result, ok bool) {
+	res = s.actors.Authenticate(r.Context(), req)
+	if res.Decision == core.Allow && res.Principal.Expired(time.Now()) {
+		res = core.Denied("credential expired")
+	}
+	if res.Decision == core.Error {
+		w.Header().Set("Retry-After", authRetryAfter)
+		refuse(w, http.StatusServiceUnavailable, "Authentication is temporarily unavailable")
+		return res, false
+	}
+	return res, true
 }
 
 // socketRequest checks a WebSocket handshake for route before any

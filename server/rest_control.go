@@ -56,10 +56,10 @@ func (a *restAPI) mountControl() {
 	a.handle("POST "+conv+"/run", a.run)
 	a.handle("POST "+conv+"/pause", a.pauseHandler(false))
 	a.handle("POST "+conv+"/interrupt", a.pauseHandler(true))
-	a.handle("POST "+conv+"/secrets", a.updateSecrets)
-	a.handle("POST "+conv+"/confirmation_policy", a.setConfirmationPolicy)
-	a.handle("POST "+conv+"/security_analyzer", a.setSecurityAnalyzer)
-	a.handle("POST "+conv+"/switch_llm", a.switchLLM)
+	a.handle("POST "+conv+"/secrets", a.setting("secrets", parseSecrets))
+	a.handle("POST "+conv+"/confirmation_policy", a.setting("policy", parsePolicy))
+	a.handle("POST "+conv+"/security_analyzer", a.setting("security_analyzer", parseAnalyzer))
+	a.handle("POST "+conv+"/switch_llm", a.setting("llm", parseLLM))
 	a.handle("PATCH "+conv, a.patchConversation)
 	a.handle("POST "+conv+"/events/respond_to_confirmation", a.respondToConfirmation)
 	a.handle("GET "+conv+"/agent_final_response", a.agentFinalResponse)
@@ -149,56 +149,46 @@ func (a *restAPI) readFields(w http.ResponseWriter, r *http.Request, required ..
 	return body, nil
 }
 
-// updateSecrets is POST /secrets {"secrets": {NAME: value}}.
-func (a *restAPI) updateSecrets(w http.ResponseWriter, r *http.Request, c *restCall) error {
-	body, err := a.readFields(w, r, "secrets")
-	if err != nil {
-		return err
+// setting is a settings endpoint: POST {field: value}, the value turned
+// into core.Settings by parse.
+func (a *restAPI) setting(field string, parse func(raw json.RawMessage) (core.Settings, error)) restFunc {
+	return func(w http.ResponseWriter, r *http.Request, c *restCall) error {
+		body, err := a.readFields(w, r, field)
+		if err != nil {
+			return err
+		}
+		st, err := parse(body[field])
+		if err != nil {
+			return controlError(err, "")
+		}
+		return a.changeSettings(w, r, c, st)
 	}
-	secrets, err := core.ParseSecrets("secrets", body["secrets"])
-	if err != nil {
-		return controlError(err, "")
-	}
-	return a.changeSettings(w, r, c, core.Settings{Secrets: secrets})
 }
 
-// setConfirmationPolicy is POST /confirmation_policy {"policy": {...}}.
-func (a *restAPI) setConfirmationPolicy(w http.ResponseWriter, r *http.Request, c *restCall) error {
-	body, err := a.readFields(w, r, "policy")
-	if err != nil {
-		return err
-	}
-	policy, err := core.ParseConfirmationPolicy("policy", body["policy"])
-	if err != nil {
-		return controlError(err, "")
-	}
-	return a.changeSettings(w, r, c, core.Settings{ConfirmationPolicy: policy})
+// The settings endpoints' parsers: /secrets {"secrets": {NAME: value}},
+// /confirmation_policy {"policy": {...}}, /security_analyzer
+// {"security_analyzer": {...} or null} and /switch_llm {"llm": {...}}, which
+// replaces the agent's llm.
+func parseSecrets(raw json.RawMessage) (core.Settings, error) {
+	s, err := core.ParseSecrets("secrets", raw)
+	return core.Settings{Secrets: s}, err
 }
 
-// setSecurityAnalyzer is POST /security_analyzer {"security_analyzer": ...},
-// null clearing it.
-func (a *restAPI) setSecurityAnalyzer(w http.ResponseWriter, r *http.Request, c *restCall) error {
-	body, err := a.readFields(w, r, "security_analyzer")
-	if err != nil {
-		return err
-	}
-	analyzer, err := core.ParseSecurityAnalyzer("security_analyzer", body["security_analyzer"])
-	if err != nil {
-		return controlError(err, "")
-	}
-	return a.changeSettings(w, r, c, core.Settings{SecurityAnalyzer: &analyzer})
+func parsePolicy(raw json.RawMessage) (core.Settings, error) {
+	p, err := core.ParseConfirmationPolicy("policy", raw)
+	return core.Settings{ConfirmationPolicy: p}, err
 }
 
-// switchLLM is POST /switch_llm {"llm": {...}}: the agent's llm is replaced.
-func (a *restAPI) switchLLM(w http.ResponseWriter, r *http.Request, c *restCall) error {
-	body, err := a.readFields(w, r, "llm")
-	if err != nil {
-		return err
+func parseAnalyzer(raw json.RawMessage) (core.Settings, error) {
+	a, err := core.ParseSecurityAnalyzer("security_analyzer", raw)
+	return core.Settings{SecurityAnalyzer: &a}, err
+}
+
+func parseLLM(raw json.RawMessage) (core.Settings, error) {
+	if !strings.HasPrefix(strings.TrimSpace(string(raw)), "{") {
+		return core.Settings{}, &core.ValidationError{Field: "llm", Detail: "must be an object"}
 	}
-	if !strings.HasPrefix(strings.TrimSpace(string(body["llm"])), "{") {
-		return badRequest(`"llm" must be an object`)
-	}
-	return a.changeSettings(w, r, c, core.Settings{LLM: body["llm"]})
+	return core.Settings{LLM: raw}, nil
 }
 
 // patchConversation is PATCH /api/conversations/{id} {"title"?, "tags"?}:

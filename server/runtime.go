@@ -32,17 +32,11 @@ func (s *Server) serveRuntime(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res := s.actors.Authenticate(r.Context(), req)
-	if res.Decision == core.Allow && res.Principal.Expired(time.Now()) {
-		res = core.Denied("credential expired")
-	}
-	switch res.Decision {
-	case core.Allow:
-	case core.Error:
-		w.Header().Set("Retry-After", authRetryAfter)
-		refuse(w, http.StatusServiceUnavailable, "Authentication is temporarily unavailable")
+	res, ok := s.socketAuth(w, r, req)
+	if !ok {
 		return
-	default:
+	}
+	if res.Decision != core.Allow {
 		s.abuse.fail(remoteIP(r.RemoteAddr), time.Now())
 		refuse(w, http.StatusUnauthorized, "Authentication failed")
 		return
