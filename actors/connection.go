@@ -38,6 +38,9 @@ type Attach struct {
 	// Done, when set, is called once as a FirstMessage connection leaves
 	// the authenticating state: ok is whether it authenticated.
 	Done func(ok bool)
+	// Runtime makes the socket its conversation's agent runtime
+	// (runtime_conn.go). The principal must carry core.RoleRuntime.
+	Runtime bool
 }
 
 // defaultFirstMessageTimeout is Attach.AuthTimeout when unset.
@@ -55,7 +58,7 @@ func (s *System) ConnectSocket(t Transport, a Attach) *Conn {
 	reply := make(chan any, 1)
 	s.root.Send(s.supervisor, &spawnConnection{
 		Reply: reply, Transport: t, Principal: a.Principal, ConversationID: a.ConversationID, Replay: a.Replay,
-		Request: a.Request, FirstMessage: a.FirstMessage, AuthTimeout: a.AuthTimeout, Done: a.Done,
+		Request: a.Request, FirstMessage: a.FirstMessage, AuthTimeout: a.AuthTimeout, Done: a.Done, Runtime: a.Runtime,
 	})
 	res, err := await(context.Background(), reply, requestTimeout)
 	switch m := res.(type) {
@@ -95,6 +98,7 @@ type connection struct {
 	reason       core.Disconnect // zero until a close is decided
 	behavior     actor.Behavior
 	bucket       tokenBucket
+	runtime      bool // an agent runtime's socket (runtime_conn.go)
 
 	// The authenticating state's.
 	request     *core.Request // the handshake; the first frame is added to it
@@ -107,7 +111,10 @@ type connection struct {
 
 func newConnection(s *System, m *spawnConnection) *connection {
 	c := &connection{sys: s, transport: m.Transport, principal: m.Principal, convID: m.ConversationID, replay: m.Replay,
-		behavior: actor.NewBehavior(), bucket: newTokenBucket(s.limits.MessagesPerSecond, s.limits.MessageBurst)}
+		behavior: actor.NewBehavior(), bucket: newTokenBucket(s.limits.MessagesPerSecond, s.limits.MessageBurst), runtime: m.Runtime}
+	if c.runtime {
+		c.bucket = newTokenBucket(0, 0) // a runtime's events are not a client's chat
+	}
 	if m.FirstMessage {
 		c.request, c.authTimeout, c.done = m.Request, m.AuthTimeout, m.Done
 		if c.authTimeout <= 0 {
@@ -215,6 +222,9 @@ func (c *connection) attaching(ctx actor.Context) {
 
 // attached handles the client's frames and the replies to its appends.
 func (c *connection) attached(ctx actor.Context) {
+	if c.runtime && c.runtimeAnswer(ctx) {
+		return
+	}
 	switch m := ctx.Message().(type) {
 	case *deliverFrame:
 		c.handleFrame(ctx, m.Data)
@@ -256,6 +266,10 @@ func (c *connection) common(ctx actor.Context) {
 }
 
 func (c *connection) start(ctx actor.Context) {
+	if c.runtime && (c.principal == nil || !c.principal.HasRole(core.RoleRuntime)) {
+		c.close(ctx, disconnectNotRuntime) // the edge refuses these with 403 first
+		return
+	}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	if c.principal != nil && !c.principal.Expiry.IsZero() {
 		d := time.Until(c.principal.Expiry)
@@ -267,12 +281,16 @@ func (c *connection) start(ctx actor.Context) {
 	}
 	c.attachTimer = time.AfterFunc(attachTimeout, func() { root.Send(self, &attachTimedOut{}) })
 	c.attachSent = true
-	ctx.Request(c.sys.registry, &attachConnection{ConversationID: c.convID, Conn: ctx.Self(), Transport: c.transport, Replay: c.replay})
+	ctx.Request(c.sys.registry, &attachConnection{ConversationID: c.convID, Conn: ctx.Self(), Transport: c.transport, Replay: c.replay, Runtime: c.runtime})
 }
 
 // handleFrame turns a client frame into an append, an ignored auth frame or
 // a ServerErrorEvent for this client alone; the socket stays open.
 func (c *connection) handleFrame(ctx actor.Context, data []byte) {
+	if c.runtime {
+		c.runtimeFrame(ctx, data)
+		return
+	}
 	if !c.bucket.take(time.Now()) {
 		c.sendError(core.CodeRateLimited, "too many messages: slow down")
 		return
@@ -281,7 +299,7 @@ func (c *connection) handleFrame(ctx actor.Context, data []byte) {
 	var fe *core.FrameError
 	switch {
 	case err == nil:
-		ctx.Request(c.conversation, &appendEvent{ConversationID: c.convID, Source: core.SourceUser, Kind: core.KindMessage, Body: core.MessageBody(msg)})
+		ctx.Request(c.conversation, &appendEvent{ConversationID: c.convID, Source: core.SourceUser, Kind: core.KindMessage, Body: core.MessageBody(msg), Run: true})
 	case errors.Is(err, core.ErrAuthFrame):
 	case errors.As(err, &fe):
 		c.sendError(fe.Code, fe.Detail)

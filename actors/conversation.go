@@ -88,6 +88,7 @@ type conversation struct {
 	resume   *time.Timer    // pending resumeReplay, nil if none
 	idleAt   *time.Timer    // pending checkIdle, nil without passivation
 	active   time.Time      // when the last message other than checkIdle came
+	ctl      control        // state persistence and the agent runtime (state.go, runtime.go)
 }
 
 func newConversation(s *System, id string) *conversation {
@@ -132,8 +133,11 @@ func (c *conversation) handle(ctx actor.Context, msg any, sender *actor.PID) {
 		c.attach(ctx, m)
 	case *detachConnection:
 		c.remove(m.Conn)
+		c.runtimeDetached(ctx, m.Conn)
 	case *appendEvent:
+		before := c.lastSeq
 		c.append(ctx, m, sender)
+		c.appended(ctx, m, before)
 	case *eventsStored:
 		c.stored(ctx, m)
 	case *replayResolved:
@@ -149,7 +153,10 @@ func (c *conversation) handle(ctx actor.Context, msg any, sender *actor.PID) {
 		c.pumpAll(ctx)
 	case *crashConversation:
 		panic("conversation actor: crash requested by a test")
+	default:
+		c.handleControl(ctx, msg, sender)
 	}
+	c.progress(ctx)
 }
 
 // startLoad reads the metadata and where the log ends, off the mailbox:
@@ -190,6 +197,7 @@ func (c *conversation) loadDone(ctx actor.Context, m *conversationLoaded) {
 		c.conv, c.lastSeq, c.durable, c.lastTS = m.Conv, m.LastSeq, m.LastSeq, m.LastTS
 		c.state = nil
 		c.armIdle(ctx, c.sys.conversations.IdleTimeout)
+		c.recoverRun(ctx)
 	}
 	stash := c.stash
 	c.stash = nil
@@ -221,7 +229,7 @@ func (c *conversation) idle(ctx actor.Context) {
 		return
 	}
 	c.armIdle(ctx, timeout)
-	if c.gone || len(c.subs) > 0 || len(c.pending) > 0 || c.resume != nil {
+	if c.gone || len(c.subs) > 0 || len(c.pending) > 0 || c.resume != nil || c.ctl.busy() {
 		return
 	}
 	ctx.Send(ctx.Parent(), &conversationIdle{ConversationID: c.id, PID: ctx.Self(), Received: c.received})
@@ -234,6 +242,7 @@ func (c *conversation) idle(ctx actor.Context) {
 // the conversation lives.)
 func (c *conversation) stopping(ctx actor.Context) {
 	c.closeAll(ctx, core.DisconnectInternalError)
+	c.stopControl(ctx)
 	if c.resume != nil {
 		c.resume.Stop()
 	}
@@ -282,7 +291,11 @@ func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 		reject(core.DisconnectTooMany)
 		return
 	}
-	state, err := c.stateFrame()
+	if m.Runtime && !c.acceptRuntime() {
+		reject(disconnectRuntimeTaken)
+		return
+	}
+	state, err := c.firstFrame(m)
 	if err != nil {
 		c.sys.log.Error("attach: render full_state", "conversation", c.id, "err", err)
 		reject(core.DisconnectInternalError)
@@ -309,6 +322,9 @@ func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 	}
 	c.index[m.Conn.Id] = len(c.subs)
 	c.subs = append(c.subs, sub)
+	if m.Runtime {
+		c.runtimeAttached(ctx, m)
+	}
 	ctx.Send(m.Conn, &connectionAttached{Conversation: ctx.Self()})
 	if sub.next != 0 {
 		c.pumpAll(ctx)
@@ -490,29 +506,36 @@ func (c *conversation) readDone(ctx actor.Context, m *replayRead) {
 // append assigns the envelope, seals the event once and hands it to the
 // writer. The answer and the fan-out wait for the writer's eventsStored.
 func (c *conversation) append(ctx actor.Context, m *appendEvent, sender *actor.PID) {
-	if c.gone {
-		reply(ctx, sender, &commandFailed{Err: c.goneErr})
+	ev, err := c.enqueue(ctx, m.Source, m.Kind, m.Body)
+	if err != nil {
+		reply(ctx, sender, &commandFailed{Err: err})
 		return
+	}
+	c.pending = append(c.pending, pendingAppend{event: ev, reply: sender})
+}
+
+// enqueue assigns an event's envelope, seals it and hands it to the writer;
+// the caller records it in pending.
+func (c *conversation) enqueue(ctx actor.Context, source core.Source, kind string, body []byte) (*core.Event, error) {
+	if c.gone {
+		return nil, c.goneErr
 	}
 	ts := time.Now().UTC().Truncate(time.Microsecond)
 	if ts.Before(c.lastTS) {
 		ts = c.lastTS
 	}
-	ev := &core.Event{ID: core.NewEventID(), Seq: c.lastSeq + 1, Timestamp: ts, Source: m.Source, Kind: m.Kind, Body: m.Body}
+	ev := &core.Event{ID: core.NewEventID(), Seq: c.lastSeq + 1, Timestamp: ts, Source: source, Kind: kind, Body: body}
 	if err := ev.Seal(); err != nil {
-		reply(ctx, sender, &commandFailed{Err: fmt.Errorf("seal %s: %w", m.Kind, err)})
-		return
+		return nil, fmt.Errorf("seal %s: %w", kind, err)
 	}
 	if max := c.sys.limits.MaxEventBytes; max > 0 && len(ev.Raw) > max {
-		reply(ctx, sender, &commandFailed{Err: &core.EventTooLargeError{Kind: m.Kind, Size: len(ev.Raw), Max: max}})
-		return
+		return nil, &core.EventTooLargeError{Kind: kind, Size: len(ev.Raw), Max: max}
 	}
 	if !c.sys.writer.enqueue(writeRequest{actor: ctx.Self(), conversationID: c.id, event: ev, gen: c.gen}) {
-		reply(ctx, sender, &commandFailed{Err: ErrShutdown})
-		return
+		return nil, ErrShutdown
 	}
 	c.lastSeq, c.lastTS = ev.Seq, ts
-	c.pending = append(c.pending, pendingAppend{event: ev, reply: sender})
+	return ev, nil
 }
 
 // stored takes the writer's report. On success every pending event up to
@@ -547,6 +570,7 @@ func (c *conversation) stored(ctx actor.Context, m *eventsStored) {
 			c.end(ctx, core.DisconnectInternalError, m.Err)
 		default:
 			c.sys.log.Error("append events failed; the posts in flight are failed, the sockets stay", "conversation", c.id, "through", m.Through, "err", m.Err)
+			c.writeFailed(ctx, m.Err)
 		}
 		return
 	}
@@ -641,7 +665,7 @@ func reply(ctx actor.Context, to *actor.PID, msg any) {
 // the metadata; each frame still gets its own id and timestamp.
 func (c *conversation) stateFrame() ([]byte, error) {
 	if c.state == nil {
-		body, err := core.StateBody(core.StateKeyFullState, c.conv)
+		body, err := core.StateBody(core.StateKeyFullState, c.conv.FullState())
 		if err != nil {
 			return nil, fmt.Errorf("render full_state: %w", err)
 		}

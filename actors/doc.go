@@ -162,4 +162,34 @@
 // disk delays only the conversation whose data it is, never a mailbox.
 // System.CreateConversation writes from the caller's goroutine. Shutdown
 // stops the actors, then waits for the writer to commit what it was handed.
+// A conversation's state is written by its actor off the mailbox too (one
+// UpdateConversation at a time, reported by stateStored).
+//
+// # The control plane: state and agent runtimes
+//
+// The conversation actor also owns the conversation's OpenHands state
+// (state.go) and its agent runtime (runtime.go). The REST control endpoints
+// reach it through System methods (control.go) that send one
+// conversation-addressed message each through the registry:
+// runConversation, pauseConversation, changeSettings, rejectPending,
+// askRuntime and publishEvent (messages_control.go). A change of state
+// replaces the actor's copy of the conversation, appends one
+// ConversationStateUpdateEvent per changed key through the writer, and
+// writes the conversation to the store from a goroutine; the command is
+// answered (commandDone) once both are durable, and a run that ends sends
+// every client a full_state.
+//
+// An agent runtime is a connection actor with Runtime set, spawned for
+// /sockets/runtime (its principal must carry core.RoleRuntime). It attaches
+// like a client (attachConnection with Runtime), first receiving a state
+// frame with the conversation's secrets instead of full_state, and at most
+// one is attached per conversation (a second is closed with 1013). Its
+// frames become publishEvent (answered eventPublished or publishFailed,
+// which it turns into published and error frames) and runtimeReplied.
+// Commands for it wait in the conversation's outbox until the events
+// before them are durable and its replay has caught up; commands that need
+// a runtime when none is attached are parked until one comes
+// (runtimeWaitOver ends the wait), and commands it must answer wait for its
+// reply (runtimeReplyOver ends that). When the runtime detaches during a
+// run, the conversation records a ConversationErrorEvent and status error.
 package actors

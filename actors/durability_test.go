@@ -255,8 +255,8 @@ func TestGroupCommit(t *testing.T) {
 
 // TestFailedWrite: a write that fails fails only the posts in it. When the
 // store could not write (unreachable, or the write itself failed), the
-// sockets stay open and get the next event, which takes the Seq the failed
-// one would have had: no gap, nothing torn. When the store refused the
+// sockets stay open, get a full_state, and then the next event, which takes
+// the Seq the failed one would have had: no gap, nothing torn. When the store refused the
 // write because the log moved (a Seq conflict), the actor cannot go on: it
 // closes its sockets with 1011, and the next post works from what the
 // store holds.
@@ -305,9 +305,11 @@ func TestFailedWrite(t *testing.T) {
 				t.Fatalf("seq after a failed write = %d, want 2 (no gap, nothing torn)", ev.Seq)
 			}
 			if !tt.wantClose {
-				frames := tr.waitFrames(t, 2)
-				if frames[1]["id"] != ev.ID {
-					t.Fatalf("the open socket got %v, want the event after the failure", frames[1])
+				// After the failure the socket gets a full_state (what any
+				// lost state update would have said), then the next event.
+				frames := tr.waitFrames(t, 3)
+				if frames[1]["key"] != "full_state" || frames[2]["id"] != ev.ID {
+					t.Fatalf("the open socket got %v then %v, want a full_state then the event after the failure", frames[1], frames[2])
 				}
 				if tr.isClosed() {
 					t.Fatal("socket closed, want it open")

@@ -46,6 +46,7 @@ type spawnConnection struct {
 	Request        *core.Request // the credential, re-run by Revalidate; nil skips it
 	FirstMessage   bool          // authenticate by the first frame within AuthTimeout
 	AuthTimeout    time.Duration
+	Runtime        bool          // an agent runtime's socket (runtime.go)
 	Done           func(ok bool) // called once when a FirstMessage connection is decided
 }
 
@@ -97,6 +98,7 @@ type attachConnection struct {
 	Conn           *actor.PID
 	Transport      Transport
 	Replay         Replay
+	Runtime        bool // the connection is an agent runtime's (runtime.go)
 }
 
 // connectionAttached answers attachConnection with the conversation actor's
@@ -122,6 +124,7 @@ type appendEvent struct {
 	Source         core.Source
 	Kind           string
 	Body           json.RawMessage
+	Run            bool // a client's socket message: run the agent after it (runtime.go)
 }
 
 // eventAppended answers appendEvent with the sealed event.

@@ -205,7 +205,8 @@ func stillAllowed(chains Chains, ch connChild, log *slog.Logger) bool {
 	res := runChain(chain, &authenticate{Request: ch.request, Deadline: time.Now().Add(authTimeout)})
 	switch res.Decision {
 	case core.Allow:
-		return !res.Principal.Expired(time.Now()) && res.Principal.CanAccess(ch.convID)
+		return !res.Principal.Expired(time.Now()) && res.Principal.CanAccess(ch.convID) &&
+			(ch.request.Route != core.RouteRuntime || res.Principal.HasRole(core.RoleRuntime))
 	case core.Error:
 		log.Warn("revalidation could not decide; the socket stays", "route", ch.request.Route, "authenticator", res.Authenticator, "err", res.Err)
 		return true

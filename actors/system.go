@@ -293,10 +293,14 @@ func (s *System) Shutdown(ctx context.Context) error {
 // request sends msg to pid and waits for the answer until ctx's deadline or
 // requestTimeout, whichever comes first.
 func (s *System) request(ctx context.Context, pid *actor.PID, msg any) (any, error) {
+	return s.requestWithin(ctx, pid, msg, requestTimeout)
+}
+
+// requestWithin is request with another bound than requestTimeout.
+func (s *System) requestWithin(ctx context.Context, pid *actor.PID, msg any, timeout time.Duration) (any, error) {
 	if s.closing.Load() {
 		return nil, ErrShutdown
 	}
-	timeout := requestTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d))
 	}

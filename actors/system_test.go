@@ -361,6 +361,9 @@ func TestReplayUnderConcurrentPublishing(t *testing.T) {
 			if err := <-postErr; err != nil {
 				t.Fatal(err)
 			}
+			// The attach may still be on its way (the first full_state of a
+			// process renders slowest): once its frame is here, "end" is live.
+			tr.waitFrames(t, 1)
 			h.post(t, id, "end") // at least one event is live, whatever the timing
 
 			last, _ := h.store.LastSeq(context.Background(), id)

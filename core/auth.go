@@ -12,9 +12,16 @@ type Route string
 
 // The routes the server authenticates.
 const (
-	RouteEvents Route = "events" // the /sockets/events WebSocket
-	RouteREST   Route = "rest"   // the /api REST endpoints
+	RouteEvents  Route = "events"  // the /sockets/events WebSocket
+	RouteREST    Route = "rest"    // the /api REST endpoints
+	RouteRuntime Route = "runtime" // the /sockets/runtime WebSocket of agent runtimes
 )
+
+// RoleRuntime is the role of a principal that may act as an agent runtime:
+// attach to /sockets/runtime and publish agent and environment events.
+// Authenticators set it (the built-in key plugins for auth.runtime_keys);
+// a principal without it is a client.
+const RoleRuntime = "runtime"
 
 // Subprotocol is the WebSocket subprotocol of this server's protocol. When a
 // client offers it the server echoes it, and never any other offered value.
@@ -82,6 +89,17 @@ type Principal struct {
 	Scopes        []string          // conversation IDs it may open; empty means all
 	Claims        map[string]string // optional extra claims
 	Expiry        time.Time         // zero means no expiry
+	Roles         []string          // e.g. RoleRuntime; empty means a plain client
+}
+
+// HasRole reports whether the principal carries role.
+func (p *Principal) HasRole(role string) bool {
+	for _, r := range p.Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
 }
 
 // CanAccess reports whether the principal may open the conversation id.

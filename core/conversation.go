@@ -3,6 +3,8 @@ package core
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,8 +25,13 @@ const (
 	StatusDeleting ExecutionStatus = "deleting"
 )
 
-// Conversation is a conversation's metadata. Agent and Workspace are kept
-// exactly as the client sent them.
+// Conversation is a conversation's metadata and OpenHands state, as the
+// stores keep it (as JSON). Agent and Workspace are kept as the client sent
+// them, secrets included: never write a Conversation to a client or a log
+// as it is; render it with Info, FullState or RuntimeState (state.go),
+// which mask the secrets per channel. A zero field means upstream's default
+// (see state.go), so conversations stored before a field existed read as
+// that default.
 type Conversation struct {
 	ID              string          `json:"id"`
 	Agent           json.RawMessage `json:"agent,omitempty"`
@@ -34,12 +41,52 @@ type Conversation struct {
 	Title           string          `json:"title,omitempty"`
 	CreatedAt       time.Time       `json:"created_at"`
 	UpdatedAt       time.Time       `json:"updated_at"`
+
+	MaxIterations        int                     `json:"max_iterations,omitempty"`      // 0: DefaultMaxIterations
+	StuckDetection       *bool                   `json:"stuck_detection,omitempty"`     // nil: true
+	ConfirmationPolicy   json.RawMessage         `json:"confirmation_policy,omitempty"` // nil: NeverConfirm
+	SecurityAnalyzer     json.RawMessage         `json:"security_analyzer,omitempty"`
+	Secrets              map[string]SecretSource `json:"secrets,omitempty"` // with their values; secret
+	Tags                 map[string]string       `json:"tags,omitempty"`
+	HookConfig           json.RawMessage         `json:"hook_config,omitempty"`
+	ClientTools          json.RawMessage         `json:"client_tools,omitempty"`
+	AgentState           json.RawMessage         `json:"agent_state,omitempty"`
+	ActivatedSkills      []string                `json:"activated_knowledge_skills,omitempty"`
+	InvokedSkills        []string                `json:"invoked_skills,omitempty"`
+	BlockedActions       map[string]string       `json:"blocked_actions,omitempty"`
+	BlockedMessages      map[string]string       `json:"blocked_messages,omitempty"`
+	ParentConversationID string                  `json:"parent_conversation_id,omitempty"`
+	NoAutotitle          bool                    `json:"no_autotitle,omitempty"` // the create request's autotitle: false
+	// Launch is what else the create request carried (plugins,
+	// tool_module_qualnames, agent_definitions, ...), kept for the
+	// conversation's runtime and never shown to clients.
+	Launch json.RawMessage `json:"launch,omitempty"`
 }
 
-// Clone returns a copy that shares no mutable state with c.
+// Clone returns a copy that shares no mutable state with c. (JSON raw
+// values are never modified in place, so they are shared.)
 func (c *Conversation) Clone() *Conversation {
 	cp := *c
+	cp.StuckDetection = clonePtr(c.StuckDetection)
+	cp.Secrets = maps.Clone(c.Secrets)
+	for k, s := range cp.Secrets {
+		s.Headers = maps.Clone(s.Headers)
+		cp.Secrets[k] = s
+	}
+	cp.Tags = maps.Clone(c.Tags)
+	cp.ActivatedSkills = slices.Clone(c.ActivatedSkills)
+	cp.InvokedSkills = slices.Clone(c.InvokedSkills)
+	cp.BlockedActions = maps.Clone(c.BlockedActions)
+	cp.BlockedMessages = maps.Clone(c.BlockedMessages)
 	return &cp
+}
+
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }
 
 // NormalizeID validates a conversation ID as a UUID and returns its

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -159,31 +158,6 @@ func writeJSONString(buf *bytes.Buffer, s string) {
 	buf.WriteByte('"')
 }
 
-// SplitEnvelope takes a full event object as posted by an agent runtime and
-// separates the envelope fields it may set (source, kind) from the body.
-// id and timestamp are assigned by the server and refused if present.
-func SplitEnvelope(obj map[string]json.RawMessage) (source Source, kind string, body json.RawMessage, err error) {
-	for _, k := range []string{"id", "timestamp"} {
-		if _, ok := obj[k]; ok {
-			return "", "", nil, fmt.Errorf("field %q is assigned by the server", k)
-		}
-	}
-	if err := json.Unmarshal(obj["source"], &source); err != nil || !source.Valid() {
-		return "", "", nil, errors.New(`"source" must be one of agent, user, environment, hook`)
-	}
-	if err := json.Unmarshal(obj["kind"], &kind); err != nil || !validKind(kind) {
-		return "", "", nil, errors.New(`"kind" must be an event class name such as "ActionEvent"`)
-	}
-	rest := make(map[string]json.RawMessage, len(obj))
-	for k, v := range obj {
-		if !isEnvelopeKey(k) {
-			rest[k] = v
-		}
-	}
-	body, err = EncodeJSON(rest)
-	return source, kind, body, err
-}
-
 func isEnvelopeKey(k string) bool {
 	for _, e := range envelopeKeys {
 		if k == e {
@@ -191,16 +165,4 @@ func isEnvelopeKey(k string) bool {
 		}
 	}
 	return false
-}
-
-func validKind(k string) bool {
-	if k == "" || len(k) > 100 || !strings.HasSuffix(k, "Event") {
-		return false
-	}
-	for _, r := range k {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') {
-			return false
-		}
-	}
-	return true
 }

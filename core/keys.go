@@ -52,6 +52,24 @@ func parseKey(k string) ([sha256.Size]byte, error) {
 	return sha256.Sum256([]byte(k)), nil
 }
 
+// SharedKey reports whether a key of b (plaintext or sha256 form) is also
+// in a, comparing digests, and the index in b of the first one. Malformed
+// keys never match.
+func SharedKey(a, b []string) (int, bool) {
+	in := make(map[[sha256.Size]byte]bool, len(a))
+	for _, k := range a {
+		if d, err := parseKey(k); err == nil {
+			in[d] = true
+		}
+	}
+	for i, k := range b {
+		if d, err := parseKey(k); err == nil && in[d] {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
 // Len returns how many keys the set holds.
 func (ks *KeySet) Len() int { return len(ks.digests) }
 

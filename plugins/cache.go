@@ -214,6 +214,9 @@ func cloneResult(r core.Result) core.Result {
 		if p.Scopes != nil {
 			p.Scopes = append([]string(nil), p.Scopes...)
 		}
+		if p.Roles != nil {
+			p.Roles = append([]string(nil), p.Roles...)
+		}
 		if p.Claims != nil {
 			claims := make(map[string]string, len(p.Claims))
 			for k, v := range p.Claims {

@@ -52,11 +52,11 @@ func canonicalHeaders(names []string) []string {
 }
 
 func configureToPB(r ConfigureRequest) *authpb.ConfigureRequest {
-	return &authpb.ConfigureRequest{ConfigJson: r.Config, KeyDigests: r.KeyDigests}
+	return &authpb.ConfigureRequest{ConfigJson: r.Config, KeyDigests: r.KeyDigests, RuntimeKeyDigests: r.RuntimeKeyDigests}
 }
 
 func configureFromPB(r *authpb.ConfigureRequest) ConfigureRequest {
-	return ConfigureRequest{Config: r.GetConfigJson(), KeyDigests: r.GetKeyDigests()}
+	return ConfigureRequest{Config: r.GetConfigJson(), KeyDigests: r.GetKeyDigests(), RuntimeKeyDigests: r.GetRuntimeKeyDigests()}
 }
 
 // requestToPB converts req for a plugin that reads in: the routing metadata
@@ -157,7 +157,7 @@ func principalToPB(p *core.Principal) *authpb.Principal {
 	if p == nil {
 		return nil
 	}
-	pb := &authpb.Principal{Subject: p.Subject, Scopes: p.Scopes, Claims: p.Claims}
+	pb := &authpb.Principal{Subject: p.Subject, Scopes: p.Scopes, Claims: p.Claims, Roles: p.Roles}
 	if !p.Expiry.IsZero() {
 		pb.Expiry = timestamppb.New(p.Expiry)
 	}
@@ -171,6 +171,9 @@ func principalFromPB(pb *authpb.Principal) *core.Principal {
 	}
 	if len(pb.GetClaims()) > 0 {
 		p.Claims = pb.GetClaims()
+	}
+	if len(pb.GetRoles()) > 0 {
+		p.Roles = pb.GetRoles()
 	}
 	if pb.GetExpiry() != nil {
 		p.Expiry = pb.GetExpiry().AsTime()

@@ -41,6 +41,7 @@ type Host struct {
 	cfg       config.Config
 	mu        sync.Mutex // guards keys, instances, chains, cancel, closed
 	keys      []string   // session API keys as "sha256:<hex>" digests
+	runtime   []string   // agent runtime keys (auth.runtime_keys), the same way
 	instances map[string]*instance
 	order     []string
 	chains    map[core.Route]*core.Chain
@@ -71,15 +72,16 @@ func NewHost(cfg config.Config, log *slog.Logger) *Host {
 // chainNames lists, per route, the plugin names its chain runs.
 func chainNames(a config.Auth) map[core.Route][]string {
 	return map[core.Route][]string{
-		core.RouteEvents: a.Chains.Events,
-		core.RouteREST:   a.Chains.REST,
+		core.RouteEvents:  a.Chains.Events,
+		core.RouteREST:    a.Chains.REST,
+		core.RouteRuntime: a.Chains.Runtime,
 	}
 }
 
 // pluginNames returns every plugin some chain uses, in first-use order.
 func pluginNames(a config.Auth) []string {
 	var names []string
-	for _, n := range slices.Concat(a.Chains.Events, a.Chains.REST) {
+	for _, n := range slices.Concat(a.Chains.Events, a.Chains.REST, a.Chains.Runtime) {
 		if !slices.Contains(names, n) {
 			names = append(names, n)
 		}
@@ -130,10 +132,22 @@ func keyDigests(keys []string) ([]string, error) {
 	return out, nil
 }
 
-func (h *Host) digests() []string {
+// digests returns the session API keys and the runtime keys as digests.
+func (h *Host) digests() (keys, runtime []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.keys
+	return h.keys, h.runtime
+}
+
+// allDigests converts auth.keys and auth.runtime_keys.
+func allDigests(a config.Auth) (keys, runtime []string, err error) {
+	if keys, err = keyDigests(a.Keys); err != nil {
+		return nil, nil, err
+	}
+	if runtime, err = keyDigests(a.RuntimeKeys); err != nil {
+		return nil, nil, fmt.Errorf("auth.runtime_keys: %w", errors.Unwrap(err))
+	}
+	return keys, runtime, nil
 }
 
 // Start validates the config, then launches every plugin a chain uses,
@@ -149,7 +163,7 @@ func (h *Host) Start(ctx context.Context) error {
 	h.instances = map[string]*instance{}
 	h.mu.Unlock()
 
-	keys, err := keyDigests(h.cfg.Auth.Keys)
+	keys, runtime, err := allDigests(h.cfg.Auth)
 	if err != nil {
 		return err
 	}
@@ -162,7 +176,7 @@ func (h *Host) Start(ctx context.Context) error {
 		return err
 	}
 	h.mu.Lock()
-	h.keys, h.cache = keys, cache
+	h.keys, h.runtime, h.cache = keys, runtime, cache
 	h.mu.Unlock()
 
 	insts := make([]*instance, len(ss))
@@ -292,7 +306,7 @@ func (h *Host) Reload(ctx context.Context, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	keys, err := keyDigests(cfg.Auth.Keys)
+	keys, runtime, err := allDigests(cfg.Auth)
 	if err != nil {
 		return err
 	}
@@ -302,7 +316,8 @@ func (h *Host) Reload(ctx context.Context, cfg config.Config) error {
 		return errors.New("plugin host is not running")
 	}
 	old := h.cfg
-	if !slices.Equal(old.Auth.Chains.Events, cfg.Auth.Chains.Events) || !slices.Equal(old.Auth.Chains.REST, cfg.Auth.Chains.REST) {
+	if !slices.Equal(old.Auth.Chains.Events, cfg.Auth.Chains.Events) || !slices.Equal(old.Auth.Chains.REST, cfg.Auth.Chains.REST) ||
+		!slices.Equal(old.Auth.Chains.Runtime, cfg.Auth.Chains.Runtime) {
 		h.mu.Unlock()
 		return errors.New("reload: auth.chains changed; restart the server to apply it")
 	}
@@ -318,7 +333,7 @@ func (h *Host) Reload(ctx context.Context, cfg config.Config) error {
 		}
 		insts[k] = i
 	}
-	h.keys, h.cfg = keys, cfg
+	h.keys, h.runtime, h.cfg = keys, runtime, cfg
 	h.mu.Unlock()
 
 	defer h.Purge()

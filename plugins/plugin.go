@@ -74,6 +74,10 @@ type ConfigureRequest struct {
 	// KeyDigests are the session API keys as "sha256:<hex>" digests, set
 	// only when Info.WantsKeys. core.NewKeySet accepts them as they are.
 	KeyDigests []string
+	// RuntimeKeyDigests are the agent runtime keys (auth.runtime_keys), in
+	// the same form, set with KeyDigests. A principal allowed by one of them
+	// should carry core.RoleRuntime.
+	RuntimeKeyDigests []string
 }
 
 // DecodeConfig decodes the plugin config into v, refusing unknown fields so a

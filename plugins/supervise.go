@@ -245,7 +245,7 @@ func (i *instance) launch(ctx context.Context, configure bool) (*conn, Info, err
 	if configure {
 		req := ConfigureRequest{Config: s.config}
 		if info.WantsKeys {
-			req.KeyDigests = h.digests()
+			req.KeyDigests, req.RuntimeKeyDigests = h.digests()
 		}
 		if err := rpc.configure(sctx, req); err != nil {
 			return fail(fmt.Errorf("bad plugin config: %w", err))
@@ -374,7 +374,7 @@ func (i *instance) reconfigure(ctx context.Context, s spec) error {
 	}
 	req := ConfigureRequest{Config: s.config}
 	if i.info.WantsKeys {
-		req.KeyDigests = i.host.digests()
+		req.KeyDigests, req.RuntimeKeyDigests = i.host.digests()
 	}
 	sctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()

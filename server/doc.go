@@ -4,8 +4,10 @@
 //
 // Routes:
 //
-//	GET /sockets/events/{conversation_id}  the events WebSocket (handshake.go)
-//	/api/...                               the REST API (rest*.go, mounted by routes.go)
+//	GET /sockets/events/{conversation_id}   the events WebSocket (handshake.go)
+//	GET /sockets/runtime/{conversation_id}  agent runtimes' WebSocket (runtime.go)
+//	/api/...                                the REST API (rest*.go, mounted by routes.go;
+//	                                        the control endpoints in rest_control.go)
 //	GET /alive, /health, /ready, /server_info, without authentication (health.go)
 //
 // A WebSocket handshake is refused before the upgrade, with a status and a

@@ -33,53 +33,16 @@ const authRetryAfter = "1"
 // the conversation. The conversation's existence and the subscriber cap are
 // the actors' to check, after the upgrade (4004, 1013).
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
-	id, err := core.NormalizeID(r.PathValue(paramConversationID))
-	if err != nil {
-		refuse(w, http.StatusBadRequest, "conversation id is not a UUID")
-		return
-	}
-	if !isUpgrade(r) {
-		refuse(w, http.StatusBadRequest, "expected a WebSocket upgrade request")
-		return
-	}
-	origin := r.Header.Get("Origin")
-	if !s.originAllowed(origin, r.Host) {
-		refuse(w, http.StatusForbidden, "Origin not allowed")
-		return
-	}
-	query := core.ParseQuery(r.URL.RawQuery)
-	replay, err := parseReplay(query)
-	if err != nil {
-		refuse(w, http.StatusBadRequest, err.Error())
+	req, id, replay, ok := s.socketRequest(w, r, core.RouteEvents)
+	if !ok {
 		return
 	}
 	addr := remoteIP(r.RemoteAddr)
-	if wait, blocked := s.abuse.blocked(addr, time.Now()); blocked {
-		refuseTooMany(w, wait, "Too many failed authentication attempts")
+	res, ok := s.socketAuth(w, r, req)
+	if !ok {
 		return
 	}
-	req := &core.Request{
-		Route:        core.RouteEvents,
-		Method:       r.Method,
-		Path:         r.URL.Path,
-		PathParams:   map[string]string{paramConversationID: id},
-		Query:        query,
-		Header:       r.Header,
-		RemoteAddr:   r.RemoteAddr,
-		Subprotocols: subprotocols(r.Header),
-		Origin:       origin,
-	}
-	res := s.actors.Authenticate(r.Context(), req)
-	if res.Decision == core.Allow && res.Principal.Expired(time.Now()) {
-		res = core.Denied("credential expired")
-	}
-	switch res.Decision {
-	case core.Allow:
-	case core.Error:
-		w.Header().Set("Retry-After", authRetryAfter)
-		refuse(w, http.StatusServiceUnavailable, "Authentication is temporarily unavailable")
-		return
-	default:
+	if res.Decision != core.Allow {
 		if s.firstMessageAllowed(res) {
 			s.upgradeUnauthenticated(w, r, req, id, replay)
 			return
@@ -97,6 +60,63 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.upgrade(w, r, attachment{principal: res.Principal, convID: id, replay: replay, request: s.actors.Retain(req)})
+}
+
+// socketAuth runs req's chain. An expired principal is a deny; a chain
+// that cannot decide is answered 503 here, and ok is false. Otherwise res
+// is an Allow or a Deny for the caller to act on.
+func (s *Server) socketAuth(w http.ResponseWriter, r *http.Request, req *core.Request) (res core.Result, ok bool) {
+	res = s.actors.Authenticate(r.Context(), req)
+	if res.Decision == core.Allow && res.Principal.Expired(time.Now()) {
+		res = core.Denied("credential expired")
+	}
+	if res.Decision == core.Error {
+		w.Header().Set("Retry-After", authRetryAfter)
+		refuse(w, http.StatusServiceUnavailable, "Authentication is temporarily unavailable")
+		return res, false
+	}
+	return res, true
+}
+
+// socketRequest checks a WebSocket handshake for route before any
+// authentication: the conversation ID (400), the upgrade (400), the Origin
+// (403), the replay query (400) and the address's failure budget (429). It
+// answers the refusals itself and reports ok false for them.
+func (s *Server) socketRequest(w http.ResponseWriter, r *http.Request, route core.Route) (req *core.Request, id string, replay actors.Replay, ok bool) {
+	id, err := core.NormalizeID(r.PathValue(paramConversationID))
+	if err != nil {
+		refuse(w, http.StatusBadRequest, "conversation id is not a UUID")
+		return nil, "", replay, false
+	}
+	if !isUpgrade(r) {
+		refuse(w, http.StatusBadRequest, "expected a WebSocket upgrade request")
+		return nil, "", replay, false
+	}
+	origin := r.Header.Get("Origin")
+	if !s.originAllowed(origin, r.Host) {
+		refuse(w, http.StatusForbidden, "Origin not allowed")
+		return nil, "", replay, false
+	}
+	query := core.ParseQuery(r.URL.RawQuery)
+	if replay, err = parseReplay(query); err != nil {
+		refuse(w, http.StatusBadRequest, err.Error())
+		return nil, "", replay, false
+	}
+	if wait, blocked := s.abuse.blocked(remoteIP(r.RemoteAddr), time.Now()); blocked {
+		refuseTooMany(w, wait, "Too many failed authentication attempts")
+		return nil, "", replay, false
+	}
+	return &core.Request{
+		Route:        route,
+		Method:       r.Method,
+		Path:         r.URL.Path,
+		PathParams:   map[string]string{paramConversationID: id},
+		Query:        query,
+		Header:       r.Header,
+		RemoteAddr:   r.RemoteAddr,
+		Subprotocols: subprotocols(r.Header),
+		Origin:       origin,
+	}, id, replay, true
 }
 
 // firstMessageAllowed reports whether a socket whose handshake res denied
@@ -141,6 +161,7 @@ func (s *Server) connect(sock *socket) *actors.Conn {
 		FirstMessage:   sock.firstMessage,
 		AuthTimeout:    s.cfg.Auth.FirstMessageTimeout,
 		Done:           sock.done,
+		Runtime:        sock.runtime,
 	})
 }
 
@@ -148,7 +169,9 @@ func (s *Server) connect(sock *socket) *actors.Conn {
 // and starts its read loop.
 func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 	up := s.upgrader
-	if offered := subprotocols(r.Header); slices.Contains(offered, core.Subprotocol) {
+	if a.runtime {
+		up = s.runtimeUpgrader
+	} else if offered := subprotocols(r.Header); slices.Contains(offered, core.Subprotocol) {
 		// gws reads only the first header line; hand it every offer in one.
 		r.Header.Set("Sec-WebSocket-Protocol", strings.Join(offered, ", "))
 		up = s.protoUpgrader
@@ -185,9 +208,15 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 // every other client the first: no other offered value, a token least of
 // all, is ever echoed.
 func (s *Server) newUpgraders() (plain, proto *gws.Upgrader) {
+	return s.newUpgrader(s.cfg.Limits.MaxFrameBytes), s.newUpgrader(s.cfg.Limits.MaxFrameBytes, core.Subprotocol)
+}
+
+// newUpgrader returns an upgrader reading frames of up to maxFrame bytes
+// (bigger ones close with 1009) that echoes protos.
+func (s *Server) newUpgrader(maxFrame int, protos ...string) *gws.Upgrader {
 	opt := func(protos ...string) *gws.ServerOption {
 		return &gws.ServerOption{
-			ReadMaxPayloadSize: s.cfg.Limits.MaxFrameBytes, // bigger frames close with 1009
+			ReadMaxPayloadSize: maxFrame,
 			CheckUtf8Enabled:   true,
 			Recovery:           gws.Recovery,
 			Logger:             gwsLogger{s},
@@ -195,7 +224,7 @@ func (s *Server) newUpgraders() (plain, proto *gws.Upgrader) {
 			NewSession:         func() gws.SessionStorage { return &session{} },
 		}
 	}
-	return gws.NewUpgrader(handler{}, opt()), gws.NewUpgrader(handler{}, opt(core.Subprotocol))
+	return gws.NewUpgrader(handler{}, opt(protos...))
 }
 
 // isUpgrade reports whether r asks for a WebSocket.

@@ -32,6 +32,8 @@ type restBackend interface {
 	// DeleteConversation closes the conversation's sockets with 4004 and
 	// removes it; an unknown conversation is core.ErrNotFound.
 	DeleteConversation(ctx context.Context, id string) error
+	// The control endpoints' commands (rest_control.go).
+	controlBackend
 }
 
 // Path wildcards of the REST routes, also handed to authenticators as
@@ -97,6 +99,7 @@ func newRESTHandler(b restBackend, st core.Store, maxBody int64, log *slog.Logge
 	a.handle("GET /api/conversations/{conversation_id}/events/count", a.countEvents)
 	a.handle("GET /api/conversations/{conversation_id}/events/{event_id}", a.getEvent)
 	a.handle("POST /api/conversations/{conversation_id}/events", a.postEvent)
+	a.mountControl()
 	a.handle("/api/", a.unknownRoute)
 	return a
 }
@@ -194,7 +197,7 @@ func (c *restCall) queryValue(name string) string {
 // another method and 404 for everything else under /api.
 func (a *restAPI) unknownRoute(w http.ResponseWriter, r *http.Request, _ *restCall) error {
 	var allow []string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete} {
 		probe := *r
 		probe.Method = m
 		if _, pattern := a.mux.Handler(&probe); pattern != "" && pattern != "/api/" {
@@ -298,16 +301,21 @@ func (a *restAPI) readJSON(w http.ResponseWriter, r *http.Request, v any) error 
 		return badRequest("request body is required")
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			return badRequest(fmt.Sprintf("field %q has the wrong type", typeErr.Field))
-		}
-		if errors.As(err, &typeErr) {
-			return badRequest("request body must be a JSON object")
-		}
-		return badRequest("request body is not valid JSON")
+		return decodeError(err)
 	}
 	return nil
+}
+
+// decodeError turns a JSON decoding error into a 400 that names the field.
+func decodeError(err error) *apiError {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		return badRequest(fmt.Sprintf("field %q has the wrong type", typeErr.Field))
+	}
+	if errors.As(err, &typeErr) {
+		return badRequest("request body must be a JSON object")
+	}
+	return badRequest("request body is not valid JSON")
 }
 
 // setJSONHeaders marks a response as uncacheable JSON.

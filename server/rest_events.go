@@ -143,18 +143,39 @@ func (a *restAPI) getEvent(w http.ResponseWriter, r *http.Request, c *restCall) 
 	return nil
 }
 
-// postEvent is POST /api/conversations/{conversation_id}/events. The body is
-// a user message {"role":"user","content":...,"run":false}, or a full event
-// object with source "agent" or "environment" and a kind, as an agent
-// runtime posts it. Either is appended and broadcast by the backend.
+// postEvent is POST /api/conversations/{conversation_id}/events. The body
+// is a user message {"role":"user","content":...,"run":false}, from anyone
+// the rest chain allows, or an event object with a kind, as an agent
+// runtime publishes it: only a principal with the runtime role may post one
+// (403 for a client), and it must fit its model (400). With "run": true the
+// agent runs after the message, as upstream's server does; a running
+// conversation is no error.
 func (a *restAPI) postEvent(w http.ResponseWriter, r *http.Request, c *restCall) error {
 	var raw json.RawMessage
 	if err := a.readJSON(w, r, &raw); err != nil {
 		return err
 	}
-	source, kind, body, err := splitPostedEvent(raw)
-	if err != nil {
-		return err
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		return badRequest("request body must be a JSON object")
+	}
+	var msg *core.UserMessage
+	var pub *core.Published
+	if _, ok := obj["role"]; ok {
+		m, err := core.ParseClientFrame(raw)
+		if err != nil {
+			return badRequest(frameDetail(err))
+		}
+		msg = m
+	} else {
+		if !c.principal.HasRole(core.RoleRuntime) {
+			return &apiError{status: http.StatusForbidden, detail: `Forbidden: only an agent runtime may post events other than user messages; post {"role":"user","content":...}`}
+		}
+		p, err := core.ParsePublished(raw)
+		if err != nil {
+			return badRequest(err.Error())
+		}
+		pub = p
 	}
 	conv, err := a.store.Conversation(r.Context(), c.convID)
 	if err != nil {
@@ -163,37 +184,23 @@ func (a *restAPI) postEvent(w http.ResponseWriter, r *http.Request, c *restCall)
 	if conv.ExecutionStatus == core.StatusDeleting {
 		return &apiError{status: http.StatusConflict, detail: "Conversation is being deleted"}
 	}
-	if _, err := a.backend.PostEvent(r.Context(), c.convID, source, kind, body); err != nil {
-		return backendError(fmt.Errorf("post %s to %s: %w", kind, c.convID, err), "Conversation not found")
+	if pub != nil {
+		if _, err := a.backend.PublishEvent(r.Context(), c.convID, pub); err != nil {
+			return controlError(fmt.Errorf("post %s to %s: %w", pub.Kind, c.convID, err), "Conversation not found")
+		}
+		writeJSON(w, http.StatusOK, success)
+		return nil
+	}
+	if _, err := a.backend.PostEvent(r.Context(), c.convID, core.SourceUser, core.KindMessage, core.MessageBody(msg)); err != nil {
+		return backendError(fmt.Errorf("post %s to %s: %w", core.KindMessage, c.convID, err), "Conversation not found")
+	}
+	if msg.Run {
+		if err := a.backend.Run(r.Context(), c.convID, true); err != nil {
+			ae := controlError(err, "Conversation not found")
+			ae.detail = "The message was stored, but the agent could not run: " + ae.detail
+			return ae
+		}
 	}
 	writeJSON(w, http.StatusOK, success)
 	return nil
-}
-
-// splitPostedEvent turns a posted body into the event to append.
-func splitPostedEvent(raw json.RawMessage) (core.Source, string, json.RawMessage, error) {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
-		return "", "", nil, badRequest("request body must be a JSON object")
-	}
-	if _, ok := obj["role"]; ok {
-		msg, err := core.ParseClientFrame(raw)
-		if err != nil {
-			return "", "", nil, badRequest(frameDetail(err))
-		}
-		return core.SourceUser, core.KindMessage, core.MessageBody(msg), nil
-	}
-	_, hasSource := obj["source"]
-	_, hasKind := obj["kind"]
-	if !hasSource && !hasKind {
-		return "", "", nil, badRequest(`body must be {"role":"user","content":...} or an event object with "source" and "kind"`)
-	}
-	source, kind, body, err := core.SplitEnvelope(obj)
-	if err != nil {
-		return "", "", nil, badRequest(err.Error())
-	}
-	if source != core.SourceAgent && source != core.SourceEnvironment {
-		return "", "", nil, badRequest(`an event object's "source" must be "agent" or "environment"; post user messages as {"role":"user","content":...}`)
-	}
-	return source, kind, body, nil
 }

@@ -25,11 +25,12 @@ import (
 
 // Keys of the fake backend. keyAll sees everything; keyScoped only convA.
 const (
-	keyAll    = "k3y-all+@#$/%?&="
-	keyScoped = "scoped-key-123"
-	keyError  = "plugin-down"
-	keyNoPrin = "no-principal"
-	keyOld    = "expired-key"
+	keyAll     = "k3y-all+@#$/%?&="
+	keyRuntime = "runtime-key-456"
+	keyScoped  = "scoped-key-123"
+	keyError   = "plugin-down"
+	keyNoPrin  = "no-principal"
+	keyOld     = "expired-key"
 
 	convA = "0b8e3c52-5f0a-4a57-9c3b-8e3f1a2b3c4d"
 	convB = "1c9f4d63-6a1b-4b68-8d4c-9f402b3c4d5e"
@@ -40,7 +41,8 @@ const (
 // assigns event Seq, ID and timestamp (one step apart) as the conversation
 // actor would.
 type fakeBackend struct {
-	store *memstore.Store
+	controlBackend // nil: the control commands are tested over the real actors
+	store          *memstore.Store
 
 	mu       sync.Mutex
 	clock    time.Time
@@ -72,6 +74,8 @@ func (f *fakeBackend) Authenticate(_ context.Context, req *core.Request) core.Re
 		return core.Denied(core.ReasonNoCredentials)
 	case keyAll:
 		return core.Allowed(&core.Principal{Subject: "all"})
+	case keyRuntime:
+		return core.Allowed(&core.Principal{Subject: "runtime", Roles: []string{core.RoleRuntime}})
 	case keyScoped:
 		return core.Allowed(&core.Principal{Subject: "scoped", Scopes: []string{strings.ToUpper(convA)}})
 	case keyError:
@@ -86,6 +90,11 @@ func (f *fakeBackend) Authenticate(_ context.Context, req *core.Request) core.Re
 
 func (f *fakeBackend) CreateConversation(ctx context.Context, c *core.Conversation) (*core.Conversation, bool, error) {
 	return f.store.CreateConversation(ctx, c)
+}
+
+// PublishEvent stores a runtime's event as PostEvent does.
+func (f *fakeBackend) PublishEvent(ctx context.Context, id string, p *core.Published) (*core.Event, error) {
+	return f.PostEvent(ctx, id, p.Source, p.Kind, p.Body)
 }
 
 func (f *fakeBackend) PostEvent(ctx context.Context, id string, source core.Source, kind string, body json.RawMessage) (*core.Event, error) {
@@ -392,7 +401,7 @@ func TestRESTScopes(t *testing.T) {
 		}
 	})
 	t.Run("batch nulls out of scope", func(t *testing.T) {
-		list := decode[[]*core.Conversation](t, api.do("GET", "/api/conversations?ids="+convB+","+convA, keyScoped, "").mustStatus(t, 200))
+		list := decode[[]*core.ConversationInfo](t, api.do("GET", "/api/conversations?ids="+convB+","+convA, keyScoped, "").mustStatus(t, 200))
 		if len(list) != 2 || list[0] != nil || list[1] == nil || list[1].ID != convA {
 			t.Errorf("list = %+v, want [null, %s]", list, convA)
 		}
@@ -408,21 +417,32 @@ func TestCreateConversation(t *testing.T) {
 		body       string
 		wantStatus int
 		wantDetail string // substring
-		check      func(t *testing.T, api *testAPI, c *core.Conversation)
+		check      func(t *testing.T, api *testAPI, c *core.ConversationInfo)
 	}{
 		{
-			name:       "new with fields as given",
-			body:       `{"conversation_id":"` + convA + `","agent":{"kind":"Agent","llm":{"model":"m","temperature":0.5}},"workspace":{"working_dir":"/w"},"confirmation_policy":{"kind":"NeverConfirm"},"secrets":{"X":"y"}}`,
+			name: "new with fields as given",
+			body: `{"conversation_id":"` + convA + `","agent":{"kind":"Agent","llm":{"model":"m","temperature":0.5,"api_key":"sk-1"}},"workspace":{"working_dir":"/w"},` +
+				`"confirmation_policy":{"kind":"ConfirmRisky"},"secrets":{"X":"y"},"max_iterations":7,"plugins":[{"source":"p"}]}`,
 			wantStatus: 201,
-			check: func(t *testing.T, api *testAPI, c *core.Conversation) {
-				if c.ID != convA || c.ExecutionStatus != core.StatusIdle || c.CreatedAt.IsZero() || !c.CreatedAt.Equal(c.UpdatedAt) {
+			check: func(t *testing.T, api *testAPI, c *core.ConversationInfo) {
+				if c.ID != convA || c.ExecutionStatus != core.StatusIdle || c.CreatedAt.IsZero() || !c.CreatedAt.Equal(c.UpdatedAt) || c.MaxIterations != 7 {
 					t.Errorf("conversation = %+v", c)
 				}
-				if got := string(c.Agent); got != `{"kind":"Agent","llm":{"model":"m","temperature":0.5}}` {
-					t.Errorf("agent = %s", got)
+				if got := string(c.Agent); got != `{"kind":"Agent","llm":{"api_key":null,"model":"m","temperature":0.5}}` {
+					t.Errorf("agent = %s, want the api_key null", got)
 				}
-				if got := string(c.Workspace); got != `{"working_dir":"/w"}` {
+				if got := string(c.Workspace); got != `{"kind":"LocalWorkspace","working_dir":"/w"}` {
 					t.Errorf("workspace = %s", got)
+				}
+				if got := string(c.ConfirmationPolicy); got != `{"threshold":"HIGH","confirm_unknown":true,"kind":"ConfirmRisky"}` {
+					t.Errorf("confirmation_policy = %s, want upstream's defaults filled in", got)
+				}
+				if got := string(c.SecretRegistry); got != `{"secret_sources":{"X":{"description":null,"kind":"StaticSecret","value":null}}}` {
+					t.Errorf("secret_registry = %s", got)
+				}
+				stored, _ := api.backend.store.Conversation(context.Background(), convA)
+				if stored.Secrets["X"].Value != "y" || !bytes.Contains(stored.Agent, []byte(`"sk-1"`)) || string(stored.Launch) != `{"plugins":[{"source":"p"}]}` {
+					t.Errorf("stored = %+v, want the secret, the api key and the launch fields kept", stored)
 				}
 			},
 		},
@@ -430,9 +450,10 @@ func TestCreateConversation(t *testing.T) {
 			name:       "no id gets a new UUID",
 			body:       `{"agent":null}`,
 			wantStatus: 201,
-			check: func(t *testing.T, api *testAPI, c *core.Conversation) {
-				if _, err := core.NormalizeID(c.ID); err != nil || c.Agent != nil {
-					t.Errorf("conversation = %+v", c)
+			check: func(t *testing.T, api *testAPI, c *core.ConversationInfo) {
+				if _, err := core.NormalizeID(c.ID); err != nil || string(c.Agent) != "null" || c.MaxIterations != 500 || !c.StuckDetection ||
+					string(c.ConfirmationPolicy) != `{"kind":"NeverConfirm"}` || c.PersistenceDir != "workspace/conversations/"+strings.ReplaceAll(c.ID, "-", "") {
+					t.Errorf("conversation = %+v, want upstream's defaults", c)
 				}
 			},
 		},
@@ -440,7 +461,7 @@ func TestCreateConversation(t *testing.T) {
 			name:       "hex id is normalized",
 			body:       `{"conversation_id":"` + strings.ReplaceAll(strings.ToUpper(convB), "-", "") + `"}`,
 			wantStatus: 201,
-			check: func(t *testing.T, api *testAPI, c *core.Conversation) {
+			check: func(t *testing.T, api *testAPI, c *core.ConversationInfo) {
 				if c.ID != convB {
 					t.Errorf("id = %q, want %q", c.ID, convB)
 				}
@@ -448,9 +469,9 @@ func TestCreateConversation(t *testing.T) {
 		},
 		{
 			name:       "initial message as string",
-			body:       `{"conversation_id":"` + convC + `","initial_message":{"role":"user","content":"hello","run":true}}`,
+			body:       `{"conversation_id":"` + convC + `","initial_message":{"role":"user","content":"hello","run":false}}`,
 			wantStatus: 201,
-			check: func(t *testing.T, api *testAPI, c *core.Conversation) {
+			check: func(t *testing.T, api *testAPI, c *core.ConversationInfo) {
 				events, _ := api.backend.store.Events(context.Background(), c.ID, 0, 0)
 				if len(events) != 1 || events[0].Source != core.SourceUser || events[0].Kind != core.KindMessage ||
 					!bytes.Contains(events[0].Raw, []byte(`"llm_message":{"role":"user","content":[{"type":"text","text":"hello"}]}`)) {
@@ -459,6 +480,12 @@ func TestCreateConversation(t *testing.T) {
 			},
 		},
 		{"bad id", `{"conversation_id":"nope"}`, 400, "conversation_id is not a UUID", nil},
+		{"bad policy", `{"confirmation_policy":{"kind":"Sometimes"}}`, 400, "confirmation_policy: kind must be", nil},
+		{"bad analyzer", `{"security_analyzer":{"kind":"Nope"}}`, 400, "security_analyzer: kind must be one of", nil},
+		{"bad tags", `{"tags":{"Bad":"x"}}`, 400, `tag name "Bad"`, nil},
+		{"bad max_iterations", `{"max_iterations":0}`, 400, "max_iterations: must be at least 1", nil},
+		{"redacted secret", `{"secrets":{"X":"**********"}}`, 400, "secrets.X: the value is empty or redacted", nil},
+		{"workspace without dir", `{"workspace":{"kind":"LocalWorkspace"}}`, 400, `workspace: needs "working_dir"`, nil},
 		{"id wrong type", `{"conversation_id":5}`, 400, `field "conversation_id" has the wrong type`, nil},
 		{"not JSON", `{"conversation_id":`, 400, "not valid JSON", nil},
 		{"array body", `[1,2]`, 400, "must be a JSON object", nil},
@@ -481,7 +508,7 @@ func TestCreateConversation(t *testing.T) {
 				}
 			}
 			if tt.check != nil {
-				tt.check(t, api, decode[*core.Conversation](t, r))
+				tt.check(t, api, decode[*core.ConversationInfo](t, r))
 			}
 		})
 	}
@@ -761,8 +788,9 @@ func seedEvents(t *testing.T, api *testAPI, id string, n int) []*core.Event {
 			api.post(id, fmt.Sprintf("m%d", i))
 			continue
 		}
-		body := fmt.Sprintf(`{"source":"agent","kind":"ActionEvent","thought":[{"type":"text","text":"t%d"}],"action":{"kind":"Finish"}}`, i)
-		api.do("POST", "/api/conversations/"+id+"/events", keyAll, body).mustStatus(t, 200)
+		body := fmt.Sprintf(`{"source":"agent","kind":"ActionEvent","thought":[{"type":"text","text":"t%d"}],"action":{"kind":"FinishAction","message":"m"},`+
+			`"tool_name":"finish","tool_call_id":"c%d","tool_call":{"id":"c%d","name":"finish","arguments":"{}","origin":"completion"},"llm_response_id":"r"}`, i, i, i)
+		api.do("POST", "/api/conversations/"+id+"/events", keyRuntime, body).mustStatus(t, 200)
 	}
 	events, err := api.backend.store.Events(context.Background(), id, 0, 0)
 	if err != nil || len(events) != n {
@@ -887,6 +915,10 @@ func TestEventsUnknownConversation(t *testing.T) {
 	}
 }
 
+// actionFields are an ActionEvent's required fields.
+const actionFields = `"thought":[{"type":"text","text":"t"}],"tool_name":"bash","tool_call_id":"c1",` +
+	`"tool_call":{"id":"c1","name":"bash","arguments":"{}","origin":"completion"},"llm_response_id":"r1"`
+
 func TestPostEvent(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -901,22 +933,31 @@ func TestPostEvent(t *testing.T) {
 			[]string{`"llm_message":{"role":"user","content":[{"type":"text","text":"hi"}]}`, `"activated_skills":[]`}},
 		{"user parts", `{"role":"user","content":[{"type":"text","text":"a"},{"type":"image","image_urls":["http://i/1.png"]}]}`, 200, "", "user", "MessageEvent",
 			[]string{`{"type":"image","image_urls":["http://i/1.png"]}`}},
-		{"agent event", `{"source":"agent","kind":"ActionEvent","tool_name":"bash","action":{"command":"ls"}}`, 200, "", "agent", "ActionEvent",
-			[]string{`"tool_name":"bash"`, `"action":{"command":"ls"}`}},
-		{"environment event", `{"kind":"ObservationEvent","source":"environment","observation":{"content":"ok"}}`, 200, "", "environment", "ObservationEvent",
-			[]string{`"observation":{"content":"ok"}`}},
+		{"agent event", `{"source":"agent","kind":"ActionEvent",` + actionFields + `,"action":{"kind":"TerminalAction","command":"ls"}}`, 200, "", "agent", "ActionEvent",
+			[]string{`"tool_name":"bash"`, `"action":{"kind":"TerminalAction","command":"ls"}`}},
+		{"environment event", `{"kind":"ObservationEvent","tool_name":"bash","tool_call_id":"c1","action_id":"a1","observation":{"kind":"TerminalObservation","content":[]}}`, 200, "", "environment", "ObservationEvent",
+			[]string{`"observation":{"kind":"TerminalObservation","content":[]}`}},
+		{"default source", `{"kind":"AgentErrorEvent","tool_name":"bash","tool_call_id":"c1","error":"boom"}`, 200, "", "agent", "AgentErrorEvent", nil},
+		{"user pause event", `{"kind":"PauseEvent"}`, 200, "", "user", "PauseEvent", nil},
 		{"assistant role", `{"role":"assistant","content":"x"}`, 400, `role "assistant" is not accepted`, "", "", nil},
 		{"no content", `{"role":"user"}`, 400, `"content" is required`, "", "", nil},
 		{"content number", `{"role":"user","content":5}`, 400, `"content" must be a string or a list of parts`, "", "", nil},
-		{"user event object", `{"source":"user","kind":"MessageEvent","llm_message":{}}`, 400, `must be "agent" or "environment"`, "", "", nil},
-		{"hook event object", `{"source":"hook","kind":"HookEvent"}`, 400, `must be "agent" or "environment"`, "", "", nil},
-		{"event with id", `{"id":"x","source":"agent","kind":"ActionEvent"}`, 400, `"id" is assigned by the server`, "", "", nil},
-		{"event with timestamp", `{"timestamp":"2025-01-01T00:00:00Z","source":"agent","kind":"ActionEvent"}`, 400, `"timestamp" is assigned by the server`, "", "", nil},
-		{"event bad kind", `{"source":"agent","kind":"rm -rf"}`, 400, `"kind" must be an event class name`, "", "", nil},
-		{"event no kind", `{"source":"agent"}`, 400, `"kind" must be`, "", "", nil},
-		{"event bad source", `{"source":"robot","kind":"ActionEvent"}`, 400, `"source" must be one of`, "", "", nil},
-		{"neither", `{"content":"x"}`, 400, `body must be {"role":"user"`, "", "", nil},
-		{"auth frame", `{"type":"auth","session_api_key":"x"}`, 400, `body must be`, "", "", nil},
+		{"message without llm_message", `{"source":"agent","kind":"MessageEvent"}`, 400, `MessageEvent needs the field "llm_message"`, "", "", nil},
+		{"message without source", `{"kind":"MessageEvent","llm_message":{"role":"assistant"}}`, 400, `"source" is required`, "", "", nil},
+		{"message bad role", `{"source":"agent","kind":"MessageEvent","llm_message":{"role":"robot"}}`, 400, `llm_message needs "role"`, "", "", nil},
+		{"action missing fields", `{"source":"agent","kind":"ActionEvent"}`, 400, `ActionEvent needs the field "llm_response_id"`, "", "", nil},
+		{"action wrong type", `{"source":"agent","kind":"ActionEvent",` + strings.Replace(actionFields, `"tool_name":"bash"`, `"tool_name":5`, 1) + `}`, 400, `field "tool_name" must be a string`, "", "", nil},
+		{"action without tool_call id", `{"source":"agent","kind":"ActionEvent",` + strings.Replace(actionFields, `"id":"c1",`, ``, 1) + `}`, 400, `tool_call needs "id"`, "", "", nil},
+		{"extra field", `{"source":"agent","kind":"PauseEvent","seq":5}`, 400, `PauseEvent has no field "seq"`, "", "", nil},
+		{"event with id", `{"id":"x","source":"agent","kind":"PauseEvent"}`, 400, `"id" is assigned by the server`, "", "", nil},
+		{"event with timestamp", `{"timestamp":"2025-01-01T00:00:00Z","kind":"PauseEvent"}`, 400, `"timestamp" is assigned by the server`, "", "", nil},
+		{"unknown kind", `{"source":"agent","kind":"HookEvent"}`, 400, `kind "HookEvent" is not an OpenHands event kind`, "", "", nil},
+		{"event no kind", `{"source":"agent"}`, 400, `the event needs "kind"`, "", "", nil},
+		{"event bad source", `{"source":"robot","kind":"PauseEvent"}`, 400, `"source" must be one of`, "", "", nil},
+		{"full_state from a runtime", `{"kind":"ConversationStateUpdateEvent","key":"full_state","value":{}}`, 400, `state key "full_state" is not the runtime's to set`, "", "", nil},
+		{"bad status", `{"kind":"ConversationStateUpdateEvent","key":"execution_status","value":"done"}`, 400, `execution_status "done" is not one of`, "", "", nil},
+		{"neither", `{"content":"x"}`, 400, `the event needs "kind"`, "", "", nil},
+		{"auth frame", `{"type":"auth","session_api_key":"x"}`, 400, `the event needs "kind"`, "", "", nil},
 		{"array", `["x"]`, 400, "must be a JSON object", "", "", nil},
 		{"null", `null`, 400, "must be a JSON object", "", "", nil},
 		{"not JSON", `{"role":`, 400, "not valid JSON", "", "", nil},
@@ -927,7 +968,18 @@ func TestPostEvent(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			api := newTestAPI(t)
 			api.create(convA)
-			r := api.do("POST", "/api/conversations/"+convA+"/events", keyAll, tt.body).mustStatus(t, tt.wantStatus)
+			key := keyAll
+			var obj map[string]json.RawMessage
+			if json.Unmarshal([]byte(tt.body), &obj) == nil && obj != nil && obj["role"] == nil {
+				// An event object: a client is refused whatever it holds,
+				// a runtime gets it checked.
+				r := api.do("POST", "/api/conversations/"+convA+"/events", keyAll, tt.body).mustStatus(t, 403)
+				if !strings.Contains(r.detail(t), "only an agent runtime may post") {
+					t.Errorf("client's post: %s", r.body)
+				}
+				key = keyRuntime
+			}
+			r := api.do("POST", "/api/conversations/"+convA+"/events", key, tt.body).mustStatus(t, tt.wantStatus)
 			events, _ := api.backend.store.Events(context.Background(), convA, 0, 0)
 			if tt.wantStatus != 200 {
 				if got := r.detail(t); !strings.Contains(got, tt.wantDetail) {
@@ -998,9 +1050,9 @@ func TestUnknownRoutes(t *testing.T) {
 	}{
 		{"GET", "/api/nothing", 404, ""},
 		{"GET", "/api/conversations/" + convA + "/events", 405, "POST"},
-		{"PUT", "/api/conversations/" + convA, 405, "GET, DELETE"},
+		{"PUT", "/api/conversations/" + convA, 405, "GET, PATCH, DELETE"},
 		{"PATCH", "/api/conversations", 405, "GET, POST"},
-		{"POST", "/api/conversations/search", 405, "GET, DELETE"}, // DELETE is {conversation_id}
+		{"POST", "/api/conversations/search", 405, "GET, PATCH, DELETE"}, // PATCH and DELETE are {conversation_id}
 		{"GET", "/api/conversations/" + convA + "/events/a/b", 404, ""},
 	}
 	for _, tt := range tests {
@@ -1074,7 +1126,7 @@ func (h headerKey) Authenticate(_ context.Context, req *core.Request) core.Resul
 	case "":
 		return core.Abstained()
 	case h.key:
-		return core.Allowed(&core.Principal{Subject: "test"})
+		return core.Allowed(&core.Principal{Subject: "test", Roles: []string{core.RoleRuntime}})
 	}
 	return core.Denied("wrong key")
 }
@@ -1113,7 +1165,7 @@ func TestRESTOverActorSystem(t *testing.T) {
 	api.do("GET", "/api/conversations/count", "wrong", "").mustStatus(t, 401)
 	api.do("POST", "/api/conversations", keyAll, `{"conversation_id":"`+convA+`","initial_message":{"role":"user","content":"first"}}`).mustStatus(t, 201)
 	api.post(convA, "second")
-	api.do("POST", "/api/conversations/"+convA+"/events", keyAll, `{"source":"agent","kind":"ActionEvent","tool_name":"bash"}`).mustStatus(t, 200)
+	api.do("POST", "/api/conversations/"+convA+"/events", keyAll, `{"source":"agent","kind":"ActionEvent",`+actionFields+`}`).mustStatus(t, 200)
 
 	r := api.do("GET", "/api/conversations/"+convA+"/events/search?sort_order=TIMESTAMP_DESC&limit=2", keyAll, "").mustStatus(t, 200)
 	var page struct {

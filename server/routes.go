@@ -11,6 +11,7 @@ import (
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /sockets/events/{conversation_id}", s.serveEvents)
+	mux.HandleFunc("GET /sockets/runtime/{conversation_id}", s.serveRuntime)
 	mux.HandleFunc("GET /alive", s.serveAlive)
 	mux.HandleFunc("GET /health", s.serveAlive)
 	mux.HandleFunc("GET /ready", s.serveReady)

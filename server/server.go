@@ -60,6 +60,8 @@ type Server struct {
 	sockets       *socketSet
 	abuse         *addrLimits // per-address auth failure and pending-socket limits
 	proxies       trusted     // server.trusted_proxies
+	// runtimeUpgrader reads the larger frames of agent runtimes (runtime.go).
+	runtimeUpgrader *gws.Upgrader
 
 	mu      sync.Mutex
 	servers []*http.Server
@@ -111,6 +113,7 @@ func New(opts Options) (*Server, error) {
 	s.touch()
 	s.proxies = newTrusted(cfg.Server.TrustedProxies)
 	s.upgrader, s.protoUpgrader = s.newUpgraders()
+	s.runtimeUpgrader = s.newUpgrader(runtimeFrameBytes(cfg.Limits))
 	s.handler = s.routes()
 	return s, nil
 }

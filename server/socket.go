@@ -160,6 +160,7 @@ type attachment struct {
 	request      *core.Request // the handshake, kept for revalidation and first_message
 	firstMessage bool          // authenticate by the first frame (see handshake.go)
 	done         func(ok bool) // called once a first_message socket is decided
+	runtime      bool          // an agent runtime's socket (runtime.go)
 }
 
 // handler is the gws event handler shared by every socket; each callback

@@ -46,6 +46,11 @@ type Auth struct {
 	Cache      Cache         `koanf:"cache"`
 	Chains     Chains        `koanf:"chains"`
 
+	// RuntimeKeys are the keys of agent runtimes, plaintext or
+	// sha256:<hex> like Keys (secret): the built-in key plugins give their
+	// holders the runtime role.
+	RuntimeKeys []string `koanf:"runtime_keys"`
+
 	FirstMessageTimeout       time.Duration `koanf:"first_message_timeout"`
 	RevalidateOnReload        bool          `koanf:"revalidate_on_reload"`
 	FailuresPerMinute         int           `koanf:"failures_per_minute"`
@@ -68,8 +73,9 @@ type Cache struct {
 
 // Chains lists, per route, the authenticator plugins in the order they run.
 type Chains struct {
-	Events []string `koanf:"events"`
-	REST   []string `koanf:"rest"`
+	Events  []string `koanf:"events"`
+	REST    []string `koanf:"rest"`
+	Runtime []string `koanf:"runtime"`
 }
 
 // Plugins configures where plugin binaries are found and how they run.
@@ -111,6 +117,13 @@ type Limits struct {
 // Conversations configures conversation actors.
 type Conversations struct {
 	IdleTimeout time.Duration `koanf:"idle_timeout"` // passivate an actor idle this long
+	// RuntimeWait is how long a command that needs an agent runtime (run,
+	// ask_agent, ...) waits for one to attach before it is refused; 0
+	// refuses at once.
+	RuntimeWait time.Duration `koanf:"runtime_wait"`
+	// RuntimeReplyTimeout bounds how long a command the runtime answers
+	// (ask_agent, condense, ...) waits for that answer.
+	RuntimeReplyTimeout time.Duration `koanf:"runtime_reply_timeout"`
 }
 
 // Storage selects the event store.
@@ -218,9 +231,11 @@ func Default() Config {
 				MaxEntries: 100_000,
 			},
 			Chains: Chains{
-				Events: []string{"query", "header", "bearer", "subprotocol", "first_message"},
-				REST:   []string{"header", "bearer"},
+				Events:  []string{"query", "header", "bearer", "subprotocol", "first_message"},
+				REST:    []string{"header", "bearer"},
+				Runtime: []string{"header", "bearer"},
 			},
+			RuntimeKeys:               []string{},
 			FirstMessageTimeout:       10 * time.Second,
 			FailuresPerMinute:         30,
 			UnauthenticatedPerAddress: 16,
@@ -248,8 +263,13 @@ func Default() Config {
 			MessagesPerSecond: 20,
 			MessageBurst:      40,
 		},
-		Conversations: Conversations{IdleTimeout: 5 * time.Minute},
-		Storage:       Storage{Driver: DriverBolt, Path: "./data/agent-server.db"},
+		Conversations: Conversations{
+			IdleTimeout: 5 * time.Minute,
+			// Below the 30 s the OpenHands SDK gives its POST /run.
+			RuntimeWait:         10 * time.Second,
+			RuntimeReplyTimeout: time.Minute,
+		},
+		Storage: Storage{Driver: DriverBolt, Path: "./data/agent-server.db"},
 		Cluster: Cluster{
 			Name:                "agent-server",
 			Bind:                "127.0.0.1:7420",

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -124,6 +126,12 @@ func TestLoadRejects(t *testing.T) {
 		{"negative release", "server:\n  release_memory_after: -1s\n", nil, "server.release_memory_after"},
 		{"bad reject_with", "auth:\n  reject_with: drop\n", nil, "auth.reject_with"},
 		{"bad key hash", "auth:\n  keys: ['sha256:abc']\n", nil, "auth.keys"},
+		{"bad runtime key hash", "auth:\n  runtime_keys: ['sha256:abc']\n", nil, "auth.runtime_keys"},
+		{"runtime key is a client key", "auth:\n  keys: [k1, k2]\n  runtime_keys: ['sha256:" + sha256Hex("k2") + "']\n", nil, "auth.runtime_keys[0]: is also in auth.keys"},
+		{"first_message in the runtime chain", "auth:\n  chains:\n    runtime: [header, first_message]\n", nil, "auth.chains.runtime[1]"},
+		{"empty runtime chain", "auth:\n  chains:\n    runtime: []\n", nil, "auth.chains.runtime"},
+		{"negative runtime wait", "conversations:\n  runtime_wait: -1s\n", nil, "conversations.runtime_wait"},
+		{"zero reply timeout", "conversations:\n  runtime_reply_timeout: 0s\n", nil, "conversations.runtime_reply_timeout"},
 		{"empty chain", "auth:\n  chains:\n    rest: []\n", nil, "auth.chains.rest"},
 		{"duplicate plugin", "auth:\n  chains:\n    events: [query, query]\n", nil, "auth.chains.events"},
 		{"bad plugin name", "auth:\n  chains:\n    events: ['../x']\n", nil, "auth.chains.events"},
@@ -164,12 +172,13 @@ func TestMissingFile(t *testing.T) {
 func TestSecretsMasked(t *testing.T) {
 	c := Default()
 	c.Auth.Keys = []string{"s3cret-key", "sha256:" + strings.Repeat("ab", 32)}
+	c.Auth.RuntimeKeys = []string{"runtime-s3cret"}
 	c.Plugins.Instances = map[string]Plugin{"jwt": {Config: map[string]any{"secret": "jwt-s3cret", "issuer": "me"}}}
 	out, err := c.Render()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, secret := range []string{"s3cret-key", "jwt-s3cret", strings.Repeat("ab", 32)} {
+	for _, secret := range []string{"s3cret-key", "jwt-s3cret", strings.Repeat("ab", 32), "runtime-s3cret"} {
 		if strings.Contains(out, secret) {
 			t.Errorf("rendered config contains secret %q:\n%s", secret, out)
 		}
@@ -320,4 +329,9 @@ func TestClusterValidation(t *testing.T) {
 			}
 		})
 	}
+}
+
+func sha256Hex(s string) string {
+	d := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(d[:])
 }

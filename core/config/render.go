@@ -21,10 +21,8 @@ var secretName = regexp.MustCompile(`(?i)secret|key|token|password|passwd|creden
 // and plugin config values whose key looks like a secret's name.
 func (c Config) Redacted() Config {
 	out := c
-	out.Auth.Keys = make([]string, len(c.Auth.Keys))
-	for i := range c.Auth.Keys {
-		out.Auth.Keys[i] = masked
-	}
+	out.Auth.Keys = maskAll(c.Auth.Keys)
+	out.Auth.RuntimeKeys = maskAll(c.Auth.RuntimeKeys)
 	out.Storage.Postgres.DSN = MaskDSN(c.Storage.Postgres.DSN)
 	if c.Cluster.Etcd.Password != "" {
 		out.Cluster.Etcd.Password = masked
@@ -64,6 +62,15 @@ func MaskDSN(dsn string) string {
 		return strings.Replace(u.String(), url.QueryEscape(masked), masked, -1)
 	}
 	return dsnPassword.ReplaceAllString(dsn, "${1}"+masked)
+}
+
+// maskAll returns one mask per secret.
+func maskAll(secrets []string) []string {
+	out := make([]string, len(secrets))
+	for i := range secrets {
+		out[i] = masked
+	}
+	return out
 }
 
 func redactMap(m map[string]any) map[string]any {

@@ -54,6 +54,11 @@ func (c *Config) Validate() error {
 	if _, err := core.NewKeySet(c.Auth.Keys); err != nil {
 		bad("auth.keys", "%v", err)
 	}
+	if _, err := core.NewKeySet(c.Auth.RuntimeKeys); err != nil {
+		bad("auth.runtime_keys", "%v", err)
+	} else if i, ok := core.SharedKey(c.Auth.Keys, c.Auth.RuntimeKeys); ok {
+		bad(fmt.Sprintf("auth.runtime_keys[%d]", i), "is also in auth.keys; a runtime key must differ from every client key")
+	}
 	if c.Auth.Cache.Enabled {
 		positive("auth.cache.allow_ttl", c.Auth.Cache.AllowTTL)
 		positive("auth.cache.deny_ttl", c.Auth.Cache.DenyTTL)
@@ -61,7 +66,7 @@ func (c *Config) Validate() error {
 			bad("auth.cache.max_entries", "must be positive, got %d", c.Auth.Cache.MaxEntries)
 		}
 	}
-	for route, chain := range map[string][]string{"auth.chains.events": c.Auth.Chains.Events, "auth.chains.rest": c.Auth.Chains.REST} {
+	for route, chain := range map[string][]string{"auth.chains.events": c.Auth.Chains.Events, "auth.chains.rest": c.Auth.Chains.REST, "auth.chains.runtime": c.Auth.Chains.Runtime} {
 		if len(chain) == 0 && !c.Auth.Disabled {
 			bad(route, "must list at least one plugin")
 		}
@@ -108,6 +113,15 @@ func (c *Config) Validate() error {
 	}
 	positive("auth.first_message_timeout", c.Auth.FirstMessageTimeout)
 	positive("conversations.idle_timeout", c.Conversations.IdleTimeout)
+	if c.Conversations.RuntimeWait < 0 {
+		bad("conversations.runtime_wait", "must be 0 (refuse at once) or a positive duration, got %s", c.Conversations.RuntimeWait)
+	}
+	positive("conversations.runtime_reply_timeout", c.Conversations.RuntimeReplyTimeout)
+	for i, name := range c.Auth.Chains.Runtime {
+		if name == core.FirstMessageAuthenticator {
+			bad(fmt.Sprintf("auth.chains.runtime[%d]", i), "%s reads a client's first frame and cannot authenticate a runtime; use header or bearer", name)
+		}
+	}
 	if c.Auth.FailuresPerMinute < 0 {
 		bad("auth.failures_per_minute", "must not be negative (0 turns the limit off)")
 	}

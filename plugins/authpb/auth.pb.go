@@ -260,9 +260,13 @@ type ConfigureRequest struct {
 	ConfigJson []byte `protobuf:"bytes,1,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
 	// key_digests are "sha256:<hex>" digests of the session API keys, sent
 	// only to plugins whose Info set wants_keys.
-	KeyDigests    []string `protobuf:"bytes,2,rep,name=key_digests,json=keyDigests,proto3" json:"key_digests,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	KeyDigests []string `protobuf:"bytes,2,rep,name=key_digests,json=keyDigests,proto3" json:"key_digests,omitempty"`
+	// runtime_key_digests are "sha256:<hex>" digests of the agent runtime keys
+	// (auth.runtime_keys), sent with key_digests. A principal allowed by one
+	// of them carries the role "runtime".
+	RuntimeKeyDigests []string `protobuf:"bytes,3,rep,name=runtime_key_digests,json=runtimeKeyDigests,proto3" json:"runtime_key_digests,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ConfigureRequest) Reset() {
@@ -305,6 +309,13 @@ func (x *ConfigureRequest) GetConfigJson() []byte {
 func (x *ConfigureRequest) GetKeyDigests() []string {
 	if x != nil {
 		return x.KeyDigests
+	}
+	return nil
+}
+
+func (x *ConfigureRequest) GetRuntimeKeyDigests() []string {
+	if x != nil {
+		return x.RuntimeKeyDigests
 	}
 	return nil
 }
@@ -513,7 +524,10 @@ type Principal struct {
 	Scopes  []string               `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	Claims  map[string]string      `protobuf:"bytes,3,rep,name=claims,proto3" json:"claims,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// expiry is unset when the principal does not expire.
-	Expiry        *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expiry,proto3" json:"expiry,omitempty"`
+	Expiry *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expiry,proto3" json:"expiry,omitempty"`
+	// roles the principal carries, e.g. "runtime" for an agent runtime; none
+	// means a plain client.
+	Roles         []string `protobuf:"bytes,5,rep,name=roles,proto3" json:"roles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -572,6 +586,13 @@ func (x *Principal) GetClaims() map[string]string {
 func (x *Principal) GetExpiry() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Expiry
+	}
+	return nil
+}
+
+func (x *Principal) GetRoles() []string {
+	if x != nil {
+		return x.Roles
 	}
 	return nil
 }
@@ -663,12 +684,13 @@ const file_plugins_authpb_auth_proto_rawDesc = "" +
 	"\fquery_params\x18\x01 \x03(\tR\vqueryParams\x12\x18\n" +
 	"\aheaders\x18\x02 \x03(\tR\aheaders\x12 \n" +
 	"\vsubprotocol\x18\x03 \x01(\bR\vsubprotocol\x12#\n" +
-	"\rfirst_message\x18\x04 \x01(\bR\ffirstMessage\"T\n" +
+	"\rfirst_message\x18\x04 \x01(\bR\ffirstMessage\"\x84\x01\n" +
 	"\x10ConfigureRequest\x12\x1f\n" +
 	"\vconfig_json\x18\x01 \x01(\fR\n" +
 	"configJson\x12\x1f\n" +
 	"\vkey_digests\x18\x02 \x03(\tR\n" +
-	"keyDigests\"\x13\n" +
+	"keyDigests\x12.\n" +
+	"\x13runtime_key_digests\x18\x03 \x03(\tR\x11runtimeKeyDigests\"\x13\n" +
 	"\x11ConfigureResponse\" \n" +
 	"\x06Values\x12\x16\n" +
 	"\x06values\x18\x01 \x03(\tR\x06values\"\xbb\x05\n" +
@@ -695,12 +717,13 @@ const file_plugins_authpb_auth_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x1b.agentserver.auth.v1.ValuesR\x05value:\x028\x01\x1aV\n" +
 	"\vHeaderEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x121\n" +
-	"\x05value\x18\x02 \x01(\v2\x1b.agentserver.auth.v1.ValuesR\x05value:\x028\x01\"\xf0\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x1b.agentserver.auth.v1.ValuesR\x05value:\x028\x01\"\x86\x02\n" +
 	"\tPrincipal\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x16\n" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12B\n" +
 	"\x06claims\x18\x03 \x03(\v2*.agentserver.auth.v1.Principal.ClaimsEntryR\x06claims\x122\n" +
-	"\x06expiry\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06expiry\x1a9\n" +
+	"\x06expiry\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06expiry\x12\x14\n" +
+	"\x05roles\x18\x05 \x03(\tR\x05roles\x1a9\n" +
 	"\vClaimsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x01\n" +

@@ -4,7 +4,9 @@
 //
 // The token must carry exp and sub; nbf is checked when present. sub becomes
 // the principal's subject, exp its expiry, and an optional "conversations"
-// claim (a list of conversation IDs) its scopes. A bearer token that is not
+// claim (a list of conversation IDs) its scopes. An optional "roles" claim
+// becomes the principal's roles: a token with "roles": ["runtime"] may act
+// as an agent runtime. A bearer token that is not
 // shaped like a JWT abstains, so a chain can put jwt before bearer.
 //
 // Config (plugins.instances.jwt.config):
@@ -48,6 +50,7 @@ type Config struct {
 type Claims struct {
 	jwtlib.RegisteredClaims
 	Conversations []string `json:"conversations,omitempty"`
+	Roles         []string `json:"roles,omitempty"`
 }
 
 // Plugin verifies HS256 JWTs.
@@ -124,7 +127,7 @@ func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result 
 	if claims.Subject == "" {
 		return core.Denied("token has no sub")
 	}
-	pr := &core.Principal{Subject: claims.Subject, Scopes: claims.Conversations}
+	pr := &core.Principal{Subject: claims.Subject, Scopes: claims.Conversations, Roles: claims.Roles}
 	if claims.ExpiresAt != nil {
 		pr.Expiry = claims.ExpiresAt.Time
 	}

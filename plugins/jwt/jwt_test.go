@@ -91,7 +91,7 @@ func TestPrincipal(t *testing.T) {
 	exp := now.Add(time.Hour).Truncate(time.Second)
 	tok := sign(t, jwtlib.SigningMethodHS256, []byte(secret), jwtlib.MapClaims{
 		"sub": "alice", "exp": exp.Unix(), "iss": "me", "aud": "agent-server",
-		"conversations": []string{"c1", "c2"},
+		"conversations": []string{"c1", "c2"}, "roles": []string{"runtime"},
 	})
 	res := p.Authenticate(context.Background(), &core.Request{Header: http.Header{"Authorization": {"Bearer " + tok}}})
 	if res.Decision != core.Allow {
@@ -103,6 +103,9 @@ func TestPrincipal(t *testing.T) {
 	}
 	if !pr.CanAccess("c2") || pr.CanAccess("c3") {
 		t.Error("scopes do not restrict conversations")
+	}
+	if !pr.HasRole(core.RoleRuntime) {
+		t.Errorf("roles = %v, want the roles claim", pr.Roles)
 	}
 	for _, bad := range []jwtlib.MapClaims{
 		{"sub": "a", "exp": exp.Unix(), "iss": "other", "aud": "agent-server"},

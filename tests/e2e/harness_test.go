@@ -73,7 +73,8 @@ type server struct {
 	log    bytes.Buffer // everything it wrote to stderr
 	exited chan struct{}
 	err    error
-	noWait bool // spawn returns once it listens, ready or not
+	noWait   bool   // spawn returns once it listens, ready or not
+	listenOn string // the --addr it was started with; "" for an ephemeral port
 }
 
 var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
@@ -118,12 +119,21 @@ func launchIn(t *testing.T, cwd, path string, env []string) *server {
 	return spawn(t, &server{t: t, exited: make(chan struct{}), config: path}, cwd, env)
 }
 
+// launchAt is launchIn listening on addr.
+func launchAt(t *testing.T, cwd, path string, env []string, addr string) *server {
+	t.Helper()
+	return spawn(t, &server{t: t, exited: make(chan struct{}), config: path, listenOn: addr}, cwd, env)
+}
+
 // spawn starts s's process and waits for it to listen, and unless
 // s.noWait, to be ready.
 func spawn(t *testing.T, s *server, cwd string, env []string) *server {
 	t.Helper()
-	path := s.config
-	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", "127.0.0.1:0")
+	path, addr := s.config, s.listenOn
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", addr)
 	s.cmd.Dir = cwd
 	s.cmd.Env = env
 	stderr, err := s.cmd.StderrPipe()

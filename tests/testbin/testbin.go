@@ -1,6 +1,7 @@
-// Package testbin builds agent-server and its plugin binaries for the tests
-// that run them as real processes (tests/e2e, tests/browser), laid out as
-// a deployment would be: dir/agent-server and dir/plugins/auth-<name>.
+// Package testbin builds agent-server, its plugin binaries and the
+// reference agent runtime for the tests that run them as real processes
+// (tests/e2e, tests/browser), laid out as a deployment would be:
+// dir/agent-server, dir/agent-echo and dir/plugins/auth-<name>.
 package testbin
 
 import (
@@ -14,10 +15,10 @@ import (
 // module is the import path the binaries are built from.
 const module = "github.com/agent-server/agent-server/cmd/"
 
-// Build compiles the server and the named built-in plugins into dir, in
-// parallel. It works from any directory inside the module.
+// Build compiles the server, agent-echo and the named built-in plugins
+// into dir, in parallel. It works from any directory inside the module.
 func Build(dir string, plugins ...string) error {
-	targets := map[string]string{"agent-server": module + "agent-server"}
+	targets := map[string]string{"agent-server": module + "agent-server", "agent-echo": module + "agent-echo"}
 	for _, p := range plugins {
 		targets[filepath.Join("plugins", "auth-"+p)] = module + "auth-" + p
 	}

@@ -6,16 +6,17 @@ import (
 	"github.com/agent-server/agent-server/core"
 )
 
-// anonymous allows every request. It backs both routes when auth.disabled is
-// set, which serve warns about at every start.
+// anonymous allows every request. It backs every route when auth.disabled
+// is set, which serve warns about at every start. Anyone may then act as an
+// agent runtime too.
 type anonymous struct{}
 
 // Name names it in logs.
 func (anonymous) Name() string { return "disabled" }
 
-// Authenticate allows the request as "anonymous".
+// Authenticate allows the request as "anonymous", with the runtime role.
 func (anonymous) Authenticate(context.Context, *core.Request) core.Result {
-	return core.Allowed(&core.Principal{Subject: "anonymous"})
+	return core.Allowed(&core.Principal{Subject: "anonymous", Roles: []string{core.RoleRuntime}})
 }
 
 var _ core.Authenticator = anonymous{}
@@ -28,7 +29,7 @@ func (s staticChains) Chain(r core.Route) *core.Chain { return s[r] }
 
 func disabledChains() (staticChains, error) {
 	out := staticChains{}
-	for _, r := range []core.Route{core.RouteEvents, core.RouteREST} {
+	for _, r := range []core.Route{core.RouteEvents, core.RouteREST, core.RouteRuntime} {
 		c, err := core.NewChain(r, anonymous{})
 		if err != nil {
 			return nil, err

@@ -69,3 +69,41 @@ func TestConfigureErrors(t *testing.T) {
 		}
 	}
 }
+
+// A runtime key allows with the runtime role; a client key never carries it.
+func TestRuntimeKeysCarryTheRuntimeRole(t *testing.T) {
+	keys, err := plugins.KeyDigests([]string{"client"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime, err := plugins.KeyDigests([]string{"runner"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c Checker
+	if err := c.Configure(plugins.ConfigureRequest{KeyDigests: keys, RuntimeKeyDigests: runtime}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		key     string
+		want    core.Decision
+		runtime bool
+	}{
+		{"client", core.Allow, false},
+		{"runner", core.Allow, true},
+		{"RUNNER", core.Deny, false},
+	}
+	for _, tc := range tests {
+		got := c.Check(tc.key)
+		if got.Decision != tc.want {
+			t.Fatalf("Check(%q) = %s, want %s", tc.key, got.Decision, tc.want)
+		}
+		if got.Decision == core.Allow && got.Principal.HasRole(core.RoleRuntime) != tc.runtime {
+			t.Errorf("Check(%q) runtime role = %v, want %v", tc.key, !tc.runtime, tc.runtime)
+		}
+	}
+	bad := plugins.ConfigureRequest{KeyDigests: keys, RuntimeKeyDigests: []string{"sha256:xyz"}}
+	if err := c.Configure(bad); err == nil || !strings.Contains(err.Error(), "runtime keys") {
+		t.Errorf("Configure with a bad runtime digest: %v, want an error naming runtime keys", err)
+	}
+}
