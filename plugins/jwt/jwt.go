@@ -4,8 +4,12 @@
 //
 // The token must carry exp and sub; nbf is checked when present. sub becomes
 // the principal's subject, exp its expiry, and an optional "conversations"
-// claim (a list of conversation IDs) its scopes. A bearer token that is not
-// shaped like a JWT abstains, so a chain can put jwt before bearer.
+// claim (a list of conversation IDs) its scopes.
+//
+// It abstains on what is not its own, so that bearer, oidc and jwt share
+// the Authorization header in one chain, in any order: a token that is not
+// a JWT (an API key), one signed with a public-key algorithm (an identity
+// provider's, for oidc), and, when issuer is set, one from another issuer.
 //
 // Config (plugins.instances.jwt.config):
 //
@@ -28,6 +32,7 @@ import (
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins"
 	"github.com/agent-server/agent-server/plugins/bearer"
+	"github.com/agent-server/agent-server/plugins/internal/jwtshape"
 )
 
 // Version is this plugin's version.
@@ -58,6 +63,7 @@ type Plugin struct {
 
 type configured struct {
 	secret []byte
+	issuer string
 	parser *jwtlib.Parser
 }
 
@@ -101,20 +107,24 @@ func (p *Plugin) Configure(_ context.Context, req plugins.ConfigureRequest) erro
 	if cfg.Audience != "" {
 		opts = append(opts, jwtlib.WithAudience(cfg.Audience))
 	}
-	p.parser.Store(&configured{secret: []byte(cfg.Secret), parser: jwtlib.NewParser(opts...)})
+	p.parser.Store(&configured{secret: []byte(cfg.Secret), issuer: cfg.Issuer, parser: jwtlib.NewParser(opts...)})
 	return nil
 }
 
-// Authenticate abstains without a JWT-shaped bearer token, denies a token
-// that fails any check, and allows a valid one.
+// Authenticate abstains on a token that is not its own (see the package
+// doc), denies one that fails any check, and allows a valid one.
 func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result {
 	tok := bearer.Token(plugins.HeaderValue(req, bearer.Header))
-	if tok == "" || strings.Count(tok, ".") != 2 {
+	shape, ok := jwtshape.Inspect(tok)
+	if !ok || shape.Asymmetric() {
 		return core.Abstained()
 	}
 	c := p.parser.Load()
 	if c == nil {
 		return core.Failed(errors.New("plugin is not configured"))
+	}
+	if c.issuer != "" && shape.Issuer != c.issuer {
+		return core.Abstained()
 	}
 	var claims Claims
 	_, err := c.parser.ParseWithClaims(tok, &claims, func(*jwtlib.Token) (any, error) { return c.secret, nil })
