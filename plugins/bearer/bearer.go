@@ -13,7 +13,7 @@ import (
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins"
 	"github.com/agent-server/agent-server/plugins/internal/apikey"
-	"github.com/agent-server/agent-server/plugins/internal/jwtshape"
+	"github.com/agent-server/agent-server/plugins/internal/jwttoken"
 )
 
 // Header is the header the plugin reads.
@@ -46,7 +46,7 @@ func (p *Plugin) Configure(_ context.Context, req plugins.ConfigureRequest) erro
 // otherwise matches the token as a session API key.
 func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result {
 	tok := Token(plugins.HeaderValue(req, Header))
-	if tok == "" || jwtshape.IsJWT(tok) {
+	if tok == "" || jwttoken.IsJWT(tok) {
 		return core.Abstained()
 	}
 	return p.keys.Check(tok)

@@ -23,7 +23,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -32,7 +31,7 @@ import (
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins"
 	"github.com/agent-server/agent-server/plugins/bearer"
-	"github.com/agent-server/agent-server/plugins/internal/jwtshape"
+	"github.com/agent-server/agent-server/plugins/internal/jwttoken"
 )
 
 // Version is this plugin's version.
@@ -115,7 +114,7 @@ func (p *Plugin) Configure(_ context.Context, req plugins.ConfigureRequest) erro
 // doc), denies one that fails any check, and allows a valid one.
 func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result {
 	tok := bearer.Token(plugins.HeaderValue(req, bearer.Header))
-	shape, ok := jwtshape.Inspect(tok)
+	shape, ok := jwttoken.Inspect(tok)
 	if !ok || shape.Asymmetric() {
 		return core.Abstained()
 	}
@@ -129,7 +128,7 @@ func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result 
 	var claims Claims
 	_, err := c.parser.ParseWithClaims(tok, &claims, func(*jwtlib.Token) (any, error) { return c.secret, nil })
 	if err != nil {
-		return core.Denied(denyReason(err))
+		return core.Denied(jwttoken.DenyReason(err))
 	}
 	if claims.Subject == "" {
 		return core.Denied("token has no sub")
@@ -142,28 +141,6 @@ func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result 
 		pr.Claims = map[string]string{"iss": claims.Issuer}
 	}
 	return core.Allowed(pr)
-}
-
-// denyReason names what was wrong without echoing the token.
-func denyReason(err error) string {
-	switch {
-	case errors.Is(err, jwtlib.ErrTokenExpired):
-		return "token expired"
-	case errors.Is(err, jwtlib.ErrTokenNotValidYet):
-		return "token not valid yet"
-	case errors.Is(err, jwtlib.ErrTokenUnverifiable), strings.Contains(err.Error(), "signing method"):
-		// jwt wraps a refused alg as a signature error; its text tells.
-		return "token signing method not accepted"
-	case errors.Is(err, jwtlib.ErrTokenSignatureInvalid):
-		return "invalid token signature"
-	case errors.Is(err, jwtlib.ErrTokenRequiredClaimMissing):
-		return "token lacks a required claim"
-	case errors.Is(err, jwtlib.ErrTokenInvalidIssuer):
-		return "token issuer not accepted"
-	case errors.Is(err, jwtlib.ErrTokenInvalidAudience):
-		return "token audience not accepted"
-	}
-	return "invalid token"
 }
 
 var _ plugins.Plugin = (*Plugin)(nil)

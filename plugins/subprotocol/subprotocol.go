@@ -19,7 +19,7 @@ import (
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins"
 	"github.com/agent-server/agent-server/plugins/internal/apikey"
-	"github.com/agent-server/agent-server/plugins/internal/jwtshape"
+	"github.com/agent-server/agent-server/plugins/internal/jwttoken"
 )
 
 // Protocol is the real subprotocol a client must also offer; the server
@@ -68,7 +68,7 @@ func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result 
 		return core.Abstained()
 	case reason != "":
 		return core.Denied(reason)
-	case jwtshape.IsJWT(key):
+	case jwttoken.IsJWT(key):
 		return core.Abstained()
 	}
 	return p.keys.Check(key)

@@ -1,17 +1,22 @@
-// Package jwtshape tells, without verifying anything, whether a token is a
+// Package jwttoken is what the token plugins share about JSON Web Tokens.
+//
+// Inspect tells, without verifying anything, whether a token is a
 // JSON Web Token and which issuer, algorithm and key it names. The token
 // plugins that share the Authorization header use it to abstain on tokens
 // that are not theirs: bearer and subprotocol on any JWT, jwt and oidc on a
 // token that is not a JWT or comes from an issuer they do not serve.
 //
-// Nothing it returns may be trusted: it only routes a token to the plugin
-// that will verify it.
-package jwtshape
+// Nothing Inspect returns may be trusted: it only routes a token to the
+// plugin that will verify it. DenyReason names why a verification failed.
+package jwttoken
 
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"strings"
+
+	jwtlib "github.com/golang-jwt/jwt/v5"
 )
 
 // maxLen bounds what is inspected; a longer token is not a JWT here.
@@ -93,4 +98,27 @@ func isB64(seg string) bool {
 		}
 	}
 	return true
+}
+
+// DenyReason names what golang-jwt found wrong with a token, without
+// echoing the token.
+func DenyReason(err error) string {
+	switch {
+	case errors.Is(err, jwtlib.ErrTokenExpired):
+		return "token expired"
+	case errors.Is(err, jwtlib.ErrTokenNotValidYet):
+		return "token not valid yet"
+	case errors.Is(err, jwtlib.ErrTokenUnverifiable), strings.Contains(err.Error(), "signing method"):
+		// jwt wraps a refused alg as a signature error; its text tells.
+		return "token signing method not accepted"
+	case errors.Is(err, jwtlib.ErrTokenSignatureInvalid):
+		return "invalid token signature"
+	case errors.Is(err, jwtlib.ErrTokenRequiredClaimMissing):
+		return "token lacks a required claim"
+	case errors.Is(err, jwtlib.ErrTokenInvalidIssuer):
+		return "token issuer not accepted"
+	case errors.Is(err, jwtlib.ErrTokenInvalidAudience):
+		return "token audience not accepted"
+	}
+	return "invalid token"
 }

@@ -1,4 +1,4 @@
-package jwtshape
+package jwttoken
 
 import (
 	"encoding/base64"
