@@ -29,6 +29,7 @@ const (
 	goodKey   = "good-key+/=@#"
 	scopedKey = "scoped-key"
 	brokenKey = "broken-key"
+	faultKey  = "fault-key" // cannot be checked, through its own fault
 )
 
 // scopedID is the one conversation scopedKey may open.
@@ -55,6 +56,8 @@ func (sessionKeyAuth) Authenticate(_ context.Context, req *core.Request) core.Re
 		return core.Allowed(&core.Principal{Subject: "scoped", Scopes: []string{scopedID}})
 	case brokenKey:
 		return core.Failed(errors.New("key service unreachable"))
+	case faultKey:
+		return core.FailedByRequest(errors.New("key names an unknown signing key"))
 	}
 	return core.Denied("unknown key")
 }

@@ -149,6 +149,9 @@ func (a *restAPI) authorize(r *http.Request) (*restCall, error) {
 	switch res.Decision {
 	case core.Allow:
 	case core.Error:
+		if res.RequestFault {
+			chargeFailure(r.Context())
+		}
 		return nil, &apiError{status: http.StatusServiceUnavailable, detail: "Authentication is temporarily unavailable",
 			err: fmt.Errorf("authenticate: %w", res.Err)}
 	default:
