@@ -69,6 +69,8 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		RemoteAddr:   r.RemoteAddr,
 		Subprotocols: subprotocols(r.Header),
 		Origin:       origin,
+
+		ClientCertificates: clientCertificates(r),
 	}
 	res := s.actors.Authenticate(r.Context(), req)
 	if res.Decision == core.Allow && res.Principal.Expired(time.Now()) {

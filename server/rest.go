@@ -144,6 +144,8 @@ func (a *restAPI) authorize(r *http.Request) (*restCall, error) {
 		Header:     r.Header,
 		RemoteAddr: r.RemoteAddr,
 		Origin:     r.Header.Get("Origin"),
+
+		ClientCertificates: clientCertificates(r),
 	}
 	res := a.backend.Authenticate(r.Context(), req)
 	switch res.Decision {

@@ -30,7 +30,24 @@ type Server struct {
 	// no frame) before it returns the memory a burst left behind to the
 	// OS; 0 never does.
 	ReleaseMemoryAfter time.Duration `koanf:"release_memory_after"`
+	TLS                TLS           `koanf:"tls"`
 }
+
+// TLS makes the server serve HTTPS and WSS itself, optionally verifying
+// client certificates. Empty CertFile and KeyFile serve plain HTTP.
+type TLS struct {
+	CertFile     string `koanf:"cert_file" path:"file"`      // PEM certificate chain, leaf first; reloaded when it changes
+	KeyFile      string `koanf:"key_file" path:"file"`       // PEM private key of the leaf
+	ClientCAFile string `koanf:"client_ca_file" path:"file"` // PEM CAs that sign client certificates
+	ClientAuth   string `koanf:"client_auth"`                // none, request or require
+}
+
+// The server.tls.client_auth values.
+const (
+	ClientAuthNone    = "none"    // ask for no client certificate
+	ClientAuthRequest = "request" // verify one when given; a bad one fails the handshake
+	ClientAuthRequire = "require" // demand a valid one
+)
 
 // Auth configures authentication.
 type Auth struct {
@@ -131,6 +148,7 @@ func Default() Config {
 			// Long enough that a busy server never pays for it, short
 			// enough that RSS falls soon after a burst of connections.
 			ReleaseMemoryAfter: 5 * time.Second,
+			TLS:                TLS{ClientAuth: ClientAuthNone},
 		},
 		Auth: Auth{
 			Keys:       []string{},
@@ -169,9 +187,9 @@ func Default() Config {
 			MaxBodyBytes:               1 << 20,
 			// The OpenHands SDK's client (the websockets library's default)
 			// refuses frames over 1 MiB.
-			MaxEventBytes: 1 << 20,
-			MessagesPerSecond:          20,
-			MessageBurst:               40,
+			MaxEventBytes:     1 << 20,
+			MessagesPerSecond: 20,
+			MessageBurst:      40,
 		},
 		Conversations: Conversations{IdleTimeout: 5 * time.Minute},
 		Storage:       Storage{Driver: "bolt", Path: "./data/agent-server.db"},
