@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 }
 
 func build(dir string) error {
-	return testbin.Build(dir, "query", "header", "bearer", "jwt", "subprotocol", "first_message")
+	return testbin.Build(dir, "query", "header", "bearer", "jwt", "subprotocol", "first_message", "oidc", "webhook", "mtls")
 }
 
 // withPluginDir points plugins.dir at the freshly built plugins, inside the
