@@ -48,7 +48,7 @@ func TestCacheKey(t *testing.T) {
 	if c.key("mtls", withCert(alice), certIn) == c.key("mtls", withCert(bob), certIn) {
 		t.Error("two client certificates share a key")
 	}
-	if c.key("mtls", withCert(alice), certIn) != c.key("mtls", withCert(alice), certIn) {
+	if k1, k2 := c.key("mtls", withCert(alice), certIn), c.key("mtls", withCert(alice), certIn); k1 != k2 {
 		t.Error("certificate key is not deterministic")
 	}
 	other := []cacheKey{
