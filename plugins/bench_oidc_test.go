@@ -3,10 +3,8 @@ package plugins_test
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
@@ -100,37 +98,4 @@ func BenchmarkOIDC(b *testing.B) {
 			pairedOver(b, chainAuth{tc.chain()}, ob.local, reqs)
 		})
 	}
-}
-
-// pairedOver is paired with request i for call i.
-func pairedOver(b *testing.B, subject, baseline core.Authenticator, reqs []*core.Request) {
-	b.Helper()
-	ctx := context.Background()
-	ls := make([]time.Duration, len(reqs))
-	lb := make([]time.Duration, len(reqs))
-	b.ResetTimer()
-	for i, req := range reqs {
-		t0 := time.Now()
-		r1 := subject.Authenticate(ctx, req)
-		t1 := time.Now()
-		r2 := baseline.Authenticate(ctx, req)
-		t2 := time.Now()
-		ls[i], lb[i] = t1.Sub(t0), t2.Sub(t1)
-		if r1.Decision != core.Allow || r2.Decision != core.Allow {
-			b.Fatalf("got %s (%v) and %s (%v)", r1.Decision, r1.Err, r2.Decision, r2.Err)
-		}
-	}
-	b.StopTimer()
-	var sum, sumBase time.Duration
-	for i := range ls {
-		sum, sumBase = sum+ls[i], sumBase+lb[i]
-	}
-	slices.Sort(ls)
-	slices.Sort(lb)
-	ps, pb := ls[len(ls)/2], lb[len(lb)/2]
-	b.ReportMetric(float64(ps.Nanoseconds()), "p50-ns")
-	b.ReportMetric(float64(pb.Nanoseconds()), "base-p50-ns")
-	b.ReportMetric(float64(ps)/float64(pb), "p50-ratio")
-	b.ReportMetric(float64(len(ls))/sum.Seconds(), "auths/s")
-	b.ReportMetric(float64(len(lb))/sumBase.Seconds(), "base-auths/s")
 }

@@ -15,10 +15,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/agent-server/agent-server/actors"
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
-	"github.com/agent-server/agent-server/core/memstore"
 	"github.com/agent-server/agent-server/tests/testcert"
 )
 
@@ -60,35 +58,21 @@ func startTLS(t *testing.T, mutate func(dir string, c *config.TLS)) *tlsEdgeT {
 	if err := cfg.Validate(); err != nil && !strings.Contains(err.Error(), "ping_interval") {
 		t.Fatal(err) // pings are off in these tests, which Validate refuses
 	}
-	chain, err := core.NewChain(core.RouteEvents, certAuth{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedBuffer{}
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	st := memstore.New()
-	sys, err := actors.New(actors.Options{Store: st, Chains: testChains{chain}, Logger: log, Limits: cfg.Limits})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(Options{Config: cfg, Actors: sys, Store: st, Logger: log, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := buildEdge(t, cfg, certAuth{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
+	go func() { done <- e.srv.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return &tlsEdgeT{edge: &edge{srv: srv, sys: sys, store: st, logs: logs}, addr: ln.Addr().String(), ca: ca, dir: dir}
+	return &tlsEdgeT{edge: e, addr: ln.Addr().String(), ca: ca, dir: dir}
 }
 
 // dialer trusts the server's CA and presents the first of certs, if any,

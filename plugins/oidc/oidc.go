@@ -239,24 +239,26 @@ func (p *Plugin) build(cfg Config) (*state, time.Duration, error) {
 			return nil, 0, fmt.Errorf("required_claims: claim %q needs at least one accepted value", claim)
 		}
 	}
-	leeway, err := duration("leeway", cfg.Leeway, defaultLeeway)
-	if err != nil {
-		return nil, 0, err
-	}
-	refresh, err := duration("refresh_interval", cfg.RefreshInterval, defaultRefreshInterval)
-	if err != nil {
-		return nil, 0, err
-	}
-	minRefresh, err := duration("min_refresh_interval", cfg.MinRefreshInterval, defaultMinRefreshInterval)
-	if err != nil {
-		return nil, 0, err
-	}
-	timeout, err := duration("http_timeout", cfg.HTTPTimeout, defaultHTTPTimeout)
-	if err != nil {
-		return nil, 0, err
-	}
-	if refresh <= 0 || minRefresh <= 0 || timeout <= 0 {
-		return nil, 0, errors.New("refresh_interval, min_refresh_interval and http_timeout must be positive")
+	var leeway, refresh, minRefresh, timeout time.Duration
+	for _, d := range []struct {
+		key, value string
+		def        time.Duration
+		out        *time.Duration
+		zeroOK     bool
+	}{
+		{"leeway", cfg.Leeway, defaultLeeway, &leeway, true},
+		{"refresh_interval", cfg.RefreshInterval, defaultRefreshInterval, &refresh, false},
+		{"min_refresh_interval", cfg.MinRefreshInterval, defaultMinRefreshInterval, &minRefresh, false},
+		{"http_timeout", cfg.HTTPTimeout, defaultHTTPTimeout, &timeout, false},
+	} {
+		v := d.def
+		if d.value != "" {
+			var err error
+			if v, err = time.ParseDuration(d.value); err != nil || v < 0 || (v == 0 && !d.zeroOK) {
+				return nil, 0, fmt.Errorf("%s %q: want a positive duration like 30s", d.key, d.value)
+			}
+		}
+		*d.out = v
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.Proxy = nil
@@ -403,17 +405,6 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
-}
-
-func duration(key, v string, def time.Duration) (time.Duration, error) {
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("%s %q: want a non-negative duration like 30s", key, v)
-	}
-	return d, nil
 }
 
 var _ plugins.Plugin = (*Plugin)(nil)

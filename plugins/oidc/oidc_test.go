@@ -435,7 +435,7 @@ func TestConfigure(t *testing.T) {
 		{`{"issuer":"https://idp.example","audience":"a","hmac_secret":"0123456789abcdef0123456789abcdef"}`, "lists no HS algorithm"},
 		{`{"issuer":"https://idp.example","audience":"a","algorithms":["XS1"]}`, "unknown algorithm"},
 		{`{"issuer":"https://idp.example","audience":"a","leeway":"soon"}`, "leeway"},
-		{`{"issuer":"https://idp.example","audience":"a","min_refresh_interval":"0s"}`, "must be positive"},
+		{`{"issuer":"https://idp.example","audience":"a","min_refresh_interval":"0s"}`, "min_refresh_interval"},
 		{`{"issuer":"https://idp.example","audience":"a","jwks_url":"http://idp.example/keys"}`, "jwks_url"},
 		{`{"issuer":"https://idp.example","audience":"a","required_claims":{"groups":[]}}`, "required_claims"},
 		{`{"issuer":"https://idp.example","audience":"a","ca_file":"/nonexistent/ca.pem"}`, "ca_file"},
