@@ -79,9 +79,12 @@ const (
 	defaultRefreshInterval    = time.Hour
 	defaultMinRefreshInterval = 30 * time.Second
 	defaultHTTPTimeout        = 5 * time.Second
-	defaultSubjectClaim       = "sub"
-	defaultScopesClaim        = "conversations"
-	minHMACSecret             = 32
+	// initialKeyWait bounds how long Configure waits for the first keys;
+	// the fetch goes on after it.
+	initialKeyWait      = 2 * time.Second
+	defaultSubjectClaim = "sub"
+	defaultScopesClaim  = "conversations"
+	minHMACSecret       = 32
 )
 
 // defaultAlgorithms are accepted when algorithms is not set.
@@ -187,7 +190,15 @@ func (p *Plugin) Configure(ctx context.Context, req plugins.ConfigureRequest) er
 	p.cancel, p.raw = cancel, raw
 	p.state.Store(st)
 	go st.keys.run(rctx, refresh)
-	if err := st.keys.refresh(ctx); err != nil {
+	// Wait a little for the first keys, but answer well within the host's
+	// deadline: a slow provider must not fail the server's boot.
+	wait := initialKeyWait
+	if d, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(d)/2)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, wait)
+	defer wcancel()
+	if err := st.keys.refresh(wctx); err != nil {
 		p.log.Warn("the identity provider's keys are not available yet; its tokens fail closed until they are", "issuer", st.issuer, "error", err)
 	}
 	return nil
