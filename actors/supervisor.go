@@ -144,9 +144,12 @@ func (m *authenticated) reply(log *slog.Logger) {
 	}
 }
 
-// logOutcome logs a deny or an error, without any credential.
+// logOutcome logs the decision and the authenticator that made it, never
+// a credential: an allow and a deny at debug level, an error as a warning.
 func (m *authenticated) logOutcome(log *slog.Logger) {
 	switch m.Result.Decision {
+	case core.Allow:
+		log.Debug("authentication allowed", "route", m.Route, "authenticator", m.Result.Authenticator, "subject", m.Result.Principal.Subject)
 	case core.Deny:
 		log.Debug("authentication denied", "route", m.Route, "authenticator", m.Result.Authenticator, "reason", m.Result.Reason)
 	case core.Error:

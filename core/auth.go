@@ -1,6 +1,7 @@
 package core
 
 import (
+	"crypto/x509"
 	"net/http"
 	"net/url"
 	"strings"
@@ -46,6 +47,11 @@ type Request struct {
 	Subprotocols []string // offered Sec-WebSocket-Protocol values, in order
 	Origin       string
 	FirstMessage []byte // the first frame, for authenticators that read it after the upgrade
+	// ClientCertificates is the client certificate chain the TLS handshake
+	// verified against server.tls.client_ca_file, leaf first; nil without
+	// TLS, without a certificate, or when none was verified. A certificate
+	// that failed verification ended the handshake and never appears here.
+	ClientCertificates []*x509.Certificate
 }
 
 // QueryValue returns the first value of the query parameter name, or "".
@@ -154,6 +160,16 @@ type Result struct {
 	Reason        string     // why, for Deny; never contains a credential
 	Err           error      // set only with Error
 	Authenticator string     // the name of the authenticator that decided
+	// RequestFault marks an Error the request itself caused, such as a
+	// token naming a signing key its issuer does not publish: the edge
+	// still fails closed (503) but counts it toward
+	// auth.failures_per_minute like a refused credential, so a flood of
+	// such requests is throttled too.
+	RequestFault bool
+	// MaxAge bounds how long a cache may reuse this decision: positive is
+	// at most that long (the cache's own TTL still applies), negative is
+	// never, zero is the cache's own TTL.
+	MaxAge time.Duration
 }
 
 // Allowed returns an Allow result for p.
@@ -167,3 +183,7 @@ func Abstained() Result { return Result{Decision: Abstain} }
 
 // Failed returns an Error result wrapping err.
 func Failed(err error) Result { return Result{Decision: Error, Err: err} }
+
+// FailedByRequest returns an Error result wrapping err that the request
+// itself caused (see Result.RequestFault).
+func FailedByRequest(err error) Result { return Result{Decision: Error, Err: err, RequestFault: true} }

@@ -72,6 +72,7 @@ func TestDecisionsAndHelpers(t *testing.T) {
 		{Denied("r"), Result{Decision: Deny, Reason: "r"}},
 		{Abstained(), Result{Decision: Abstain}},
 		{Failed(err), Result{Decision: Error, Err: err}},
+		{FailedByRequest(err), Result{Decision: Error, Err: err, RequestFault: true}},
 	}
 	for _, tc := range tests {
 		if !reflect.DeepEqual(tc.got, tc.want) {

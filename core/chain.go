@@ -119,8 +119,8 @@ func (c *Chain) Authenticate(ctx context.Context, req *Request) Result {
 // Reader is implemented by an Authenticator that reads a request's
 // credential only from the named query parameters and headers (header names
 // match in any case), plus the route, path, remote address, origin,
-// subprotocols and first message. A plugin process is one: it is sent only
-// the inputs it declared. NewChain asks once; the answer must not change.
+// subprotocols, first message and client certificates. A plugin process is
+// one: it is sent only the inputs it declared. NewChain asks once; the answer must not change.
 type Reader interface {
 	Reads() (query, headers []string)
 }
@@ -133,6 +133,7 @@ type Reader interface {
 func (c *Chain) Retain(req *Request) *Request {
 	out := *req
 	out.PathParams = maps.Clone(req.PathParams)
+	out.ClientCertificates = slices.Clone(req.ClientCertificates)
 	if c.readsAll {
 		out.Query, out.Header = cloneValues(req.Query), http.Header(cloneValues(req.Header))
 		return &out

@@ -25,7 +25,8 @@ const (
 // decisionCache remembers plugin decisions so a repeated credential costs no
 // RPC. Entries are keyed by HMAC-SHA256 under a random per-process secret of
 // the plugin's name, the route and the values of the plugin's declared
-// inputs: the credential itself is never stored. Allow and Deny (and
+// inputs: the credential itself is never stored. A plugin may shorten an
+// entry's life, or forbid it, with Result.MaxAge. Allow and Deny (and
 // Abstain) have separate TTLs, an Allow never outlives its principal, and
 // Error is never cached.
 type decisionCache struct {
@@ -112,6 +113,13 @@ func (c *decisionCache) key(plugin string, req *core.Request, in Inputs) cacheKe
 		put("f")
 		put(string(req.FirstMessage))
 	}
+	if in.ClientCertificate {
+		put("c")
+		m.Write(binary.AppendUvarint(scratch[:0], uint64(len(req.ClientCertificates))))
+		for _, c := range req.ClientCertificates {
+			put(string(c.Raw))
+		}
+	}
 	var k cacheKey
 	m.Sum(k[:0])
 	c.macs.Put(m)
@@ -138,9 +146,10 @@ func (c *decisionCache) get(k cacheKey) (core.Result, bool) {
 }
 
 // put stores res under k for its decision's TTL, capped by the principal's
-// expiry. Errors are never stored.
+// expiry and by the plugin's MaxAge. Errors, and results whose MaxAge is
+// negative, are never stored.
 func (c *decisionCache) put(k cacheKey, res core.Result) {
-	if c == nil {
+	if c == nil || res.MaxAge < 0 {
 		return
 	}
 	now := c.now()
@@ -155,6 +164,9 @@ func (c *decisionCache) put(k cacheKey, res core.Result) {
 		ttl = c.denyTTL
 	default:
 		return
+	}
+	if res.MaxAge > 0 {
+		ttl = min(ttl, res.MaxAge)
 	}
 	if ttl <= 0 {
 		return

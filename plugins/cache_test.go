@@ -2,12 +2,14 @@ package plugins
 
 import (
 	"bytes"
+	"crypto/x509"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
+	"github.com/agent-server/agent-server/tests/testcert"
 )
 
 // testCache returns an enabled cache on a fake clock.
@@ -37,6 +39,18 @@ func TestCacheKey(t *testing.T) {
 	if bytes.Contains(k1[:], []byte("secret")) {
 		t.Error("key holds the credential")
 	}
+	ca := testcert.NewCA(t, "ca")
+	certIn := Inputs{ClientCertificate: true}
+	withCert := func(l *testcert.Leaf) *core.Request {
+		return &core.Request{Route: core.RouteEvents, ClientCertificates: []*x509.Certificate{l.Cert, ca.Cert}}
+	}
+	alice, bob := ca.Issue(t, testcert.Spec{CommonName: "alice", Client: true}), ca.Issue(t, testcert.Spec{CommonName: "bob", Client: true})
+	if c.key("mtls", withCert(alice), certIn) == c.key("mtls", withCert(bob), certIn) {
+		t.Error("two client certificates share a key")
+	}
+	if k1, k2 := c.key("mtls", withCert(alice), certIn), c.key("mtls", withCert(alice), certIn); k1 != k2 {
+		t.Error("certificate key is not deterministic")
+	}
 	other := []cacheKey{
 		c.key("bearer", keyReq("secret"), headerIn),
 		c.key("header", keyReq("secret2"), headerIn),
@@ -60,6 +74,7 @@ func TestCacheTTLs(t *testing.T) {
 	allow := core.Allowed(&core.Principal{Subject: "s"})
 	short := core.Allowed(&core.Principal{Subject: "s", Expiry: now.Add(2 * time.Second)})
 	expired := core.Allowed(&core.Principal{Subject: "s", Expiry: now.Add(-time.Second)})
+	maxAge := func(r core.Result, d time.Duration) core.Result { r.MaxAge = d; return r }
 	tests := []struct {
 		name  string
 		res   core.Result
@@ -71,6 +86,10 @@ func TestCacheTTLs(t *testing.T) {
 		{"abstain", core.Abstained(), time.Second},
 		{"error never", core.Failed(errInvalid), 0},
 		{"already expired never", expired, 0},
+		{"allow shortened by the plugin", maxAge(allow, 3*time.Second), 3 * time.Second},
+		{"a plugin cannot lengthen it", maxAge(allow, time.Hour), 10 * time.Second},
+		{"deny shortened by the plugin", maxAge(core.Denied("no"), 500*time.Millisecond), 500 * time.Millisecond},
+		{"no-store from the plugin", maxAge(allow, -1), 0},
 	}
 	for i, tc := range tests {
 		k := cacheKey{byte(i)}

@@ -24,11 +24,18 @@ func (c *grpcClient) info(ctx context.Context) (Info, error) {
 	return infoFromPB(resp), nil
 }
 
-func (c *grpcClient) configure(ctx context.Context, req ConfigureRequest) error {
-	if _, err := c.rpc.Configure(ctx, configureToPB(req)); err != nil {
-		return fmt.Errorf("configure rpc: %w", rpcError(err))
+// configure sends the config. It returns the inputs the plugin declared for
+// that config, or nil when it keeps those of Info.
+func (c *grpcClient) configure(ctx context.Context, req ConfigureRequest) (*Inputs, error) {
+	resp, err := c.rpc.Configure(ctx, configureToPB(req))
+	if err != nil {
+		return nil, fmt.Errorf("configure rpc: %w", rpcError(err))
 	}
-	return nil
+	if resp.GetInputs() == nil {
+		return nil, nil
+	}
+	in := inputsFromPB(resp.GetInputs())
+	return &in, nil
 }
 
 func (c *grpcClient) authenticate(ctx context.Context, req *core.Request, in Inputs) core.Result {

@@ -1,10 +1,12 @@
 package plugins
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agent-server/agent-server/core"
@@ -16,30 +18,39 @@ import (
 
 func infoToPB(i Info) *authpb.InfoResponse {
 	return &authpb.InfoResponse{
-		Name:    i.Name,
-		Version: i.Version,
-		Inputs: &authpb.Inputs{
-			QueryParams:  i.Inputs.QueryParams,
-			Headers:      i.Inputs.Headers,
-			Subprotocol:  i.Inputs.Subprotocol,
-			FirstMessage: i.Inputs.FirstMessage,
-		},
+		Name:      i.Name,
+		Version:   i.Version,
+		Inputs:    inputsToPB(i.Inputs),
 		WantsKeys: i.WantsKeys,
 	}
 }
 
 func infoFromPB(r *authpb.InfoResponse) Info {
-	in := r.GetInputs()
 	return Info{
-		Name:    r.GetName(),
-		Version: r.GetVersion(),
-		Inputs: Inputs{
-			QueryParams:  in.GetQueryParams(),
-			Headers:      canonicalHeaders(in.GetHeaders()),
-			Subprotocol:  in.GetSubprotocol(),
-			FirstMessage: in.GetFirstMessage(),
-		},
+		Name:      r.GetName(),
+		Version:   r.GetVersion(),
+		Inputs:    inputsFromPB(r.GetInputs()),
 		WantsKeys: r.GetWantsKeys(),
+	}
+}
+
+func inputsToPB(in Inputs) *authpb.Inputs {
+	return &authpb.Inputs{
+		QueryParams:       in.QueryParams,
+		Headers:           in.Headers,
+		Subprotocol:       in.Subprotocol,
+		FirstMessage:      in.FirstMessage,
+		ClientCertificate: in.ClientCertificate,
+	}
+}
+
+func inputsFromPB(in *authpb.Inputs) Inputs {
+	return Inputs{
+		QueryParams:       in.GetQueryParams(),
+		Headers:           canonicalHeaders(in.GetHeaders()),
+		Subprotocol:       in.GetSubprotocol(),
+		FirstMessage:      in.GetFirstMessage(),
+		ClientCertificate: in.GetClientCertificate(),
 	}
 }
 
@@ -92,6 +103,11 @@ func requestToPB(req *core.Request, in Inputs) *authpb.AuthenticateRequest {
 	if in.FirstMessage {
 		pb.FirstMessage = req.FirstMessage
 	}
+	if in.ClientCertificate {
+		for _, c := range req.ClientCertificates {
+			pb.ClientCertificates = append(pb.ClientCertificates, c.Raw)
+		}
+	}
 	return pb
 }
 
@@ -115,42 +131,64 @@ func requestFromPB(pb *authpb.AuthenticateRequest) *core.Request {
 		ck := http.CanonicalHeaderKey(k)
 		req.Header[ck] = append(req.Header[ck], v.GetValues()...)
 	}
+	// The host verified the chain; a certificate that does not even parse
+	// ends it, so a plugin never sees a chain with a gap.
+	for _, der := range pb.GetClientCertificates() {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			break
+		}
+		req.ClientCertificates = append(req.ClientCertificates, c)
+	}
 	return req
 }
 
 func resultToPB(r core.Result) *authpb.AuthenticateResponse {
+	pb := &authpb.AuthenticateResponse{}
+	if r.MaxAge != 0 {
+		pb.MaxAge = durationpb.New(r.MaxAge)
+	}
 	switch r.Decision {
 	case core.Abstain:
-		return &authpb.AuthenticateResponse{Decision: authpb.Decision_DECISION_ABSTAIN}
+		pb.Decision = authpb.Decision_DECISION_ABSTAIN
 	case core.Allow:
-		return &authpb.AuthenticateResponse{Decision: authpb.Decision_DECISION_ALLOW, Principal: principalToPB(r.Principal)}
+		pb.Decision, pb.Principal = authpb.Decision_DECISION_ALLOW, principalToPB(r.Principal)
 	case core.Deny:
-		return &authpb.AuthenticateResponse{Decision: authpb.Decision_DECISION_DENY, Reason: r.Reason}
+		pb.Decision, pb.Reason = authpb.Decision_DECISION_DENY, r.Reason
 	case core.Error:
 		msg := "unspecified failure"
 		if r.Err != nil {
 			msg = r.Err.Error()
 		}
-		return &authpb.AuthenticateResponse{Decision: authpb.Decision_DECISION_ERROR, Error: msg}
+		pb.Decision, pb.Error, pb.RequestFault = authpb.Decision_DECISION_ERROR, msg, r.RequestFault
+	default:
+		return &authpb.AuthenticateResponse{Decision: authpb.Decision_DECISION_ERROR, Error: fmt.Sprintf("unknown decision %d", r.Decision)}
 	}
-	return &authpb.AuthenticateResponse{Decision: authpb.Decision_DECISION_ERROR, Error: fmt.Sprintf("unknown decision %d", r.Decision)}
+	return pb
 }
 
 func resultFromPB(pb *authpb.AuthenticateResponse) core.Result {
+	var res core.Result
 	switch pb.GetDecision() {
 	case authpb.Decision_DECISION_ABSTAIN:
-		return core.Abstained()
+		res = core.Abstained()
 	case authpb.Decision_DECISION_ALLOW:
 		if pb.GetPrincipal() == nil {
 			return core.Failed(errors.New("plugin allowed without a principal"))
 		}
-		return core.Allowed(principalFromPB(pb.GetPrincipal()))
+		res = core.Allowed(principalFromPB(pb.GetPrincipal()))
 	case authpb.Decision_DECISION_DENY:
-		return core.Denied(pb.GetReason())
+		res = core.Denied(pb.GetReason())
 	case authpb.Decision_DECISION_ERROR:
-		return core.Failed(fmt.Errorf("plugin reported: %s", pb.GetError()))
+		res = core.Failed(fmt.Errorf("plugin reported: %s", pb.GetError()))
+		res.RequestFault = pb.GetRequestFault()
+	default:
+		return core.Failed(fmt.Errorf("plugin answered unknown decision %d", pb.GetDecision()))
 	}
-	return core.Failed(fmt.Errorf("plugin answered unknown decision %d", pb.GetDecision()))
+	if pb.GetMaxAge() != nil {
+		res.MaxAge = pb.GetMaxAge().AsDuration()
+	}
+	return res
 }
 
 func principalToPB(p *core.Principal) *authpb.Principal {

@@ -4,7 +4,8 @@
 // Every request agent-server serves is authenticated by a core.Chain of
 // authenticators, and each authenticator is a separate binary run through
 // hashicorp/go-plugin over gRPC (never net/rpc), with automatic mTLS, an
-// empty environment and a versioned handshake (ProtocolVersion).
+// empty environment and a versioned handshake (ProtocolVersion; the host
+// still accepts plugins built against protocol 1).
 //
 // # For plugin authors
 //
@@ -14,7 +15,9 @@
 //
 // Info declares the plugin's name, version and the request inputs its
 // credential travels in (query parameters, headers, subprotocols, the first
-// message), and whether it needs the session API keys. The host calls
+// message, the verified client certificate), and whether it needs the
+// session API keys. A plugin whose inputs depend on its config implements
+// InputsConfigurer. The host calls
 // Authenticate only when one of those inputs is present, and sends only
 // those parts of the request. Configure receives the plugin's own config
 // (plugins.instances.<name>.config as JSON; use DecodeConfig) and, if asked
@@ -22,10 +25,16 @@
 // plaintext key. Log with Logger; records reach the server's log with the
 // attribute plugin=<name>. Nothing may be printed to stdout before Serve.
 //
+// Plugins that share an input abstain on credentials that are not theirs:
+// the first plugin that does not abstain decides, and a wrong credential is
+// never retried with the next one.
+//
 // The built-in plugins live in query, header, bearer, jwt, subprotocol (a key
-// in a Sec-WebSocket-Protocol entry, for browsers) and firstmessage (chain
+// in a Sec-WebSocket-Protocol entry, for browsers), firstmessage (chain
 // name first_message: a key in the socket's first frame, for OpenHands
-// clients); jwt is built exactly as a third-party plugin would be.
+// clients), oidc (OpenID Connect ID tokens), webhook (forward
+// authentication) and mtls (client certificates); jwt is built exactly as a
+// third-party plugin would be.
 //
 // # For the server
 //

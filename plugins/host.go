@@ -31,12 +31,12 @@ const (
 // Lifecycle: NewHost (no side effects), Start, then Chain per route, Ready
 // for readiness, Purge or Reload on config reload, and Close on shutdown.
 type Host struct {
-	log             *slog.Logger
-	protocolVersion uint
-	rpcTimeout      time.Duration
-	restart         config.Restart
-	cache           *decisionCache
-	rpcs            atomic.Int64 // Authenticate RPCs sent, for tests and metrics
+	log              *slog.Logger
+	protocolVersions []uint // the versions it accepts, oldest first
+	rpcTimeout       time.Duration
+	restart          config.Restart
+	cache            *decisionCache
+	rpcs             atomic.Int64 // Authenticate RPCs sent, for tests and metrics
 
 	cfg       config.Config
 	mu        sync.Mutex // guards keys, instances, chains, cancel, closed
@@ -61,11 +61,11 @@ func NewHost(cfg config.Config, log *slog.Logger) *Host {
 	r.InitialBackoff = orDefault(r.InitialBackoff, defaultInitialBackoff)
 	r.MaxBackoff = orDefault(r.MaxBackoff, defaultMaxBackoff)
 	return &Host{
-		log:             log,
-		protocolVersion: ProtocolVersion,
-		rpcTimeout:      orDefault(cfg.Auth.RPCTimeout, defaultRPCTimeout),
-		restart:         r,
-		cfg:             cfg,
+		log:              log,
+		protocolVersions: acceptedVersions,
+		rpcTimeout:       orDefault(cfg.Auth.RPCTimeout, defaultRPCTimeout),
+		restart:          r,
+		cfg:              cfg,
 	}
 }
 
@@ -223,7 +223,7 @@ func (h *Host) Start(ctx context.Context) error {
 	for _, i := range insts {
 		h.order = append(h.order, i.name)
 		h.wg.Go(func() { i.supervise(sctx) })
-		h.log.Info("auth plugin ready", "plugin", i.name, "version", i.info.Version, "pid", i.health().PID)
+		h.log.Info("auth plugin ready", "plugin", i.name, "version", i.info.Version, "pid", i.health().PID, "protocol", i.conn.Load().protocol)
 	}
 	h.mu.Unlock()
 	return nil

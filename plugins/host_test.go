@@ -397,7 +397,7 @@ func TestHandshakeVersionMismatchNamesBothVersions(t *testing.T) {
 	if err == nil {
 		t.Fatal("Start: got nil, want a version mismatch")
 	}
-	for _, w := range []string{"99", "Plugin version: 1", "plugin header"} {
+	for _, w := range []string{"99", "Plugin version: 2", "plugin header", "rebuild the plugin"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not mention %q", err, w)
 		}

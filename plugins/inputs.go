@@ -27,13 +27,16 @@ func (in Inputs) present(req *core.Request) bool {
 	if in.Subprotocol && len(req.Subprotocols) > 0 {
 		return true
 	}
+	if in.ClientCertificate && len(req.ClientCertificates) > 0 {
+		return true
+	}
 	return in.FirstMessage && len(req.FirstMessage) > 0
 }
 
 // empty reports whether the plugin declared no input at all. Such a plugin
 // is never skipped.
 func (in Inputs) empty() bool {
-	return len(in.QueryParams) == 0 && len(in.Headers) == 0 && !in.Subprotocol && !in.FirstMessage
+	return len(in.QueryParams) == 0 && len(in.Headers) == 0 && !in.Subprotocol && !in.FirstMessage && !in.ClientCertificate
 }
 
 // headerValues returns the values of header name in h, matching the name in

@@ -26,6 +26,9 @@ func NewLocal(ctx context.Context, name string, p Plugin, req ConfigureRequest) 
 		return nil, fmt.Errorf("plugin %s: bad plugin config: %w", name, err)
 	}
 	in := info.Inputs
+	if ic, ok := p.(InputsConfigurer); ok {
+		in = ic.ConfiguredInputs()
+	}
 	in.Headers = canonicalHeaders(in.Headers)
 	return &Local{name: name, inputs: in, impl: p}, nil
 }

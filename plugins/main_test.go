@@ -17,7 +17,7 @@ import (
 // binDir holds the real plugin binaries, built once for the package.
 var binDir string
 
-// TestMain builds every plugin binary the tests launch: the four shipped
+// TestMain builds every plugin binary the tests launch: the shipped
 // plugins and the fault plugin (also copied as auth-garbage, which prints
 // to stdout before its handshake).
 func TestMain(m *testing.M) {
@@ -51,6 +51,9 @@ func buildPlugins(dir string) error {
 		"github.com/agent-server/agent-server/cmd/auth-jwt",
 		"github.com/agent-server/agent-server/cmd/auth-subprotocol",
 		"github.com/agent-server/agent-server/cmd/auth-first_message",
+		"github.com/agent-server/agent-server/cmd/auth-oidc",
+		"github.com/agent-server/agent-server/cmd/auth-webhook",
+		"github.com/agent-server/agent-server/cmd/auth-mtls",
 		"github.com/agent-server/agent-server/plugins/internal/faultplugin/cmd/auth-fault",
 	)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -16,10 +16,17 @@ import (
 	"github.com/agent-server/agent-server/plugins/authpb"
 )
 
-// ProtocolVersion is the version of the host<->plugin contract. A host and a
-// plugin built against different versions refuse each other at the
-// handshake, and the error names both versions.
-const ProtocolVersion = 1
+// ProtocolVersion is the version of the host<->plugin contract that Serve
+// speaks. Version 2 added the client certificate input, inputs that depend
+// on the config (InputsConfigurer), Result.RequestFault and Result.MaxAge.
+const ProtocolVersion = 2
+
+// acceptedVersions are the protocol versions the host speaks. A plugin
+// built against an older SDK negotiates the newest version both know, so a
+// version 1 plugin keeps working: it cannot declare the client certificate
+// input and never sets the fields version 2 added. A plugin of a version
+// not listed is refused at the handshake with a message to rebuild it.
+var acceptedVersions = []uint{1, ProtocolVersion}
 
 // pluginKey is the name of the one plugin in every go-plugin PluginSet.
 const pluginKey = "authenticator"
@@ -64,6 +71,19 @@ type Inputs struct {
 	Headers      []string // header names, matched in any case
 	Subprotocol  bool     // the offered WebSocket subprotocols
 	FirstMessage bool     // the first WebSocket frame
+	// ClientCertificate is the client certificate chain the server's TLS
+	// handshake verified against server.tls.client_ca_file, leaf first,
+	// in core.Request.ClientCertificates. A certificate that failed
+	// verification never reaches a plugin.
+	ClientCertificate bool
+}
+
+// InputsConfigurer is implemented by a plugin whose inputs depend on its
+// config, such as the headers a webhook forwards. After every successful
+// Configure the host asks for ConfiguredInputs and uses them instead of the
+// inputs Info declared. A reload that changes them needs a restart.
+type InputsConfigurer interface {
+	ConfiguredInputs() Inputs
 }
 
 // ConfigureRequest carries a plugin's configuration.

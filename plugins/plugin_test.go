@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	goplugin "github.com/hashicorp/go-plugin"
 
 	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/tests/testcert"
 )
 
 // recorder is an in-process Plugin that records what it was sent.
@@ -26,8 +28,27 @@ type recorder struct {
 
 func (r *recorder) Info(context.Context) Info {
 	return Info{Name: "rec", Version: "9", WantsKeys: true, Inputs: Inputs{
-		QueryParams: []string{"token"}, Headers: []string{"x-token"}, Subprotocol: true, FirstMessage: true,
+		QueryParams: []string{"token"}, Headers: []string{"x-token"}, Subprotocol: true, FirstMessage: true, ClientCertificate: true,
 	}}
+}
+
+// configuredRecorder declares its inputs after Configure, from its config.
+type configuredRecorder struct {
+	recorder
+	header string
+}
+
+func (r *configuredRecorder) Configure(ctx context.Context, req ConfigureRequest) error {
+	var c struct{ Header string }
+	if err := req.DecodeConfig(&c); err != nil {
+		return err
+	}
+	r.header = c.Header
+	return nil
+}
+
+func (r *configuredRecorder) ConfiguredInputs() Inputs {
+	return Inputs{Headers: []string{r.header}}
 }
 
 func (r *recorder) Configure(_ context.Context, req ConfigureRequest) error {
@@ -81,21 +102,25 @@ func TestGRPCRoundTrip(t *testing.T) {
 		t.Errorf("info = %+v, want %+v", info, want)
 	}
 
-	if err := c.configure(ctx, ConfigureRequest{Config: json.RawMessage(`{"fail":false}`), KeyDigests: []string{"sha256:ab"}}); err != nil {
-		t.Fatal(err)
+	in, err := c.configure(ctx, ConfigureRequest{Config: json.RawMessage(`{"fail":false}`), KeyDigests: []string{"sha256:ab"}})
+	if err != nil || in != nil {
+		t.Fatalf("configure = %v, %v; want no error and no inputs (Info's stand)", in, err)
 	}
 	if got := rec.cfg.Load(); string(got.Config) != `{"fail":false}` || got.KeyDigests[0] != "sha256:ab" {
 		t.Errorf("configure got %+v", got)
 	}
-	if err := c.configure(ctx, ConfigureRequest{Config: json.RawMessage(`{"fail":true}`)}); err == nil || !strings.Contains(err.Error(), "config says fail") {
+	if _, err := c.configure(ctx, ConfigureRequest{Config: json.RawMessage(`{"fail":true}`)}); err == nil || !strings.Contains(err.Error(), "config says fail") {
 		t.Errorf("failing configure: %v", err)
 	}
 
+	ca := testcert.NewCA(t, "ca")
+	leaf := ca.Issue(t, testcert.Spec{CommonName: "client", Client: true})
 	req := &core.Request{
 		Route: core.RouteEvents, Method: "GET", Path: "/p", PathParams: map[string]string{"id": "1"},
 		Query:      map[string][]string{"token": {"t1", "t2"}, "session_api_key": {"secret"}},
 		Header:     http.Header{"X-Token": {"h"}, "Authorization": {"Bearer secret"}, "Cookie": {"c"}},
 		RemoteAddr: "1.2.3.4:5", Subprotocols: []string{"p1"}, Origin: "https://o", FirstMessage: []byte("hi"),
+		ClientCertificates: []*x509.Certificate{leaf.Cert, ca.Cert},
 	}
 	res := c.authenticate(ctx, req, info.Inputs)
 	if res.Decision != core.Allow || !reflect.DeepEqual(res.Principal, rec.result.Principal) {
@@ -107,21 +132,45 @@ func TestGRPCRoundTrip(t *testing.T) {
 		Query:      map[string][]string{"token": {"t1", "t2"}},
 		Header:     http.Header{"X-Token": {"h"}},
 		RemoteAddr: "1.2.3.4:5", Subprotocols: []string{"p1"}, Origin: "https://o", FirstMessage: []byte("hi"),
+		ClientCertificates: []*x509.Certificate{leaf.Cert, ca.Cert},
 	}
 	if !reflect.DeepEqual(got, wantReq) {
 		t.Errorf("plugin saw %+v\nwant only its declared inputs: %+v", got, wantReq)
 	}
 
-	for _, r := range []core.Result{core.Abstained(), core.Denied("nope"), core.Failed(errInvalid)} {
+	withMaxAge := core.Denied("nope")
+	withMaxAge.MaxAge = -1
+	allowFor := core.Allowed(&core.Principal{Subject: "s"})
+	allowFor.MaxAge = 3 * time.Second
+	for _, r := range []core.Result{core.Abstained(), core.Denied("nope"), core.Failed(errInvalid), core.FailedByRequest(errInvalid), withMaxAge, allowFor} {
 		rec.result = r
 		got := c.authenticate(ctx, req, info.Inputs)
-		if got.Decision != r.Decision || got.Reason != r.Reason {
+		if got.Decision != r.Decision || got.Reason != r.Reason || got.RequestFault != r.RequestFault || got.MaxAge != r.MaxAge {
 			t.Errorf("sent %+v, got %+v", r, got)
 		}
+	}
+	// Without the declared input, the certificates are not sent.
+	noCert := info.Inputs
+	noCert.ClientCertificate = false
+	c.authenticate(ctx, req, noCert)
+	if got := rec.got.Load(); got.ClientCertificates != nil {
+		t.Errorf("undeclared certificates were sent: %d", len(got.ClientCertificates))
 	}
 	rec.result = core.Result{Decision: core.Allow} // no principal
 	if got := c.authenticate(ctx, req, info.Inputs); got.Decision != core.Error {
 		t.Errorf("allow without principal: got %s, want error", got.Decision)
+	}
+}
+
+// A plugin whose inputs depend on its config answers them from Configure.
+func TestConfiguredInputsRoundTrip(t *testing.T) {
+	c := grpcPair(t, &configuredRecorder{})
+	in, err := c.configure(context.Background(), ConfigureRequest{Config: json.RawMessage(`{"header":"x-team"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in == nil || !reflect.DeepEqual(in.Headers, []string{"X-Team"}) {
+		t.Errorf("configured inputs = %+v, want the header X-Team", in)
 	}
 }
 
@@ -163,6 +212,10 @@ func TestInputsPresent(t *testing.T) {
 	sp := Inputs{Subprotocol: true, FirstMessage: true}
 	if sp.present(&core.Request{}) || !sp.present(&core.Request{Subprotocols: []string{"p"}}) || !sp.present(&core.Request{FirstMessage: []byte("m")}) {
 		t.Error("subprotocol / first message presence wrong")
+	}
+	cert := Inputs{ClientCertificate: true}
+	if cert.empty() || cert.present(&core.Request{}) || !cert.present(&core.Request{ClientCertificates: []*x509.Certificate{{}}}) {
+		t.Error("client certificate presence wrong")
 	}
 }
 

@@ -27,13 +27,18 @@ func (s *grpcServer) Info(ctx context.Context, _ *authpb.InfoRequest) (resp *aut
 	return infoToPB(s.impl.Info(ctx)), nil
 }
 
-// Configure hands the config to the plugin; its error becomes InvalidArgument.
+// Configure hands the config to the plugin; its error becomes
+// InvalidArgument. A plugin whose inputs depend on the config answers them.
 func (s *grpcServer) Configure(ctx context.Context, req *authpb.ConfigureRequest) (resp *authpb.ConfigureResponse, err error) {
 	defer s.recoverInto("Configure", &err)
 	if err := s.impl.Configure(ctx, configureFromPB(req)); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	return &authpb.ConfigureResponse{}, nil
+	resp = &authpb.ConfigureResponse{}
+	if ic, ok := s.impl.(InputsConfigurer); ok {
+		resp.Inputs = inputsToPB(ic.ConfiguredInputs())
+	}
+	return resp, nil
 }
 
 // Authenticate decides one request.

@@ -62,10 +62,11 @@ type spec struct {
 
 // conn is one running plugin process. A restart replaces it whole.
 type conn struct {
-	client  *goplugin.Client
-	rpc     *grpcClient
-	pid     int
-	started time.Time
+	client   *goplugin.Client
+	rpc      *grpcClient
+	pid      int
+	started  time.Time
+	protocol int // the negotiated plugin protocol version
 }
 
 // instance is one configured plugin: the core.Authenticator the chains hold,
@@ -205,9 +206,13 @@ func (i *instance) launch(ctx context.Context, configure bool) (*conn, Info, err
 	h := i.host
 	cmd := exec.Command(s.path)
 	bindToParent(cmd)
+	versioned := make(map[int]goplugin.PluginSet, len(h.protocolVersions))
+	for _, v := range h.protocolVersions {
+		versioned[int(v)] = goplugin.PluginSet{pluginKey: &grpcPlugin{}}
+	}
 	client := goplugin.NewClient(&goplugin.ClientConfig{
-		HandshakeConfig:  handshake(h.protocolVersion),
-		Plugins:          goplugin.PluginSet{pluginKey: &grpcPlugin{}},
+		HandshakeConfig:  handshake(0), // the version comes from VersionedPlugins
+		VersionedPlugins: versioned,
 		Cmd:              cmd,
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		AutoMTLS:         true,
@@ -223,7 +228,7 @@ func (i *instance) launch(ctx context.Context, configure bool) (*conn, Info, err
 	}
 	proto, err := client.Client()
 	if err != nil {
-		return fail(handshakeError(s.path, h.protocolVersion, err))
+		return fail(handshakeError(s.path, h.protocolVersions, err))
 	}
 	raw, err := proto.Dispense(pluginKey)
 	if err != nil {
@@ -239,19 +244,23 @@ func (i *instance) launch(ctx context.Context, configure bool) (*conn, Info, err
 	if err != nil {
 		return fail(err)
 	}
-	if i.info.Name != "" && !sameDeclaration(i.info, info) {
-		return fail(errors.New("the restarted binary declares different inputs than at boot; restart the server"))
-	}
 	if configure {
 		req := ConfigureRequest{Config: s.config}
 		if info.WantsKeys {
 			req.KeyDigests, req.RuntimeKeyDigests = h.digests()
 		}
-		if err := rpc.configure(sctx, req); err != nil {
+		in, err := rpc.configure(sctx, req)
+		if err != nil {
 			return fail(fmt.Errorf("bad plugin config: %w", err))
 		}
+		if in != nil {
+			info.Inputs = *in
+		}
 	}
-	c := &conn{client: client, rpc: rpc, started: time.Now()}
+	if i.info.Name != "" && !sameDeclaration(i.info, info) {
+		return fail(errors.New("the restarted binary declares different inputs than at boot; restart the server"))
+	}
+	c := &conn{client: client, rpc: rpc, started: time.Now(), protocol: client.NegotiatedVersion()}
 	if cmd.Process != nil {
 		c.pid = cmd.Process.Pid
 	}
@@ -259,24 +268,37 @@ func (i *instance) launch(ctx context.Context, configure bool) (*conn, Info, err
 }
 
 // handshakeError explains the two handshake failures operators meet.
-func handshakeError(path string, hostVersion uint, err error) error {
+func handshakeError(path string, hostVersions []uint, err error) error {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "Unrecognized remote plugin message"):
 		first, _, _ := strings.Cut(msg, "\n")
 		return fmt.Errorf("start %s: handshake failed: the plugin wrote something other than the go-plugin handshake to stdout (a plugin must not print to stdout before plugins.Serve): %s", path, first)
 	case strings.Contains(msg, "incompatible API version"):
-		return fmt.Errorf("start %s: handshake failed: host speaks auth plugin protocol version %d: %w", path, hostVersion, err)
+		return fmt.Errorf("start %s: handshake failed: host speaks auth plugin protocol versions %s; rebuild the plugin against this agent-server's plugins SDK: %w", path, versionList(hostVersions), err)
 	}
 	return fmt.Errorf("start %s: %w", path, err)
 }
 
+// versionList formats versions as "1, 2".
+func versionList(vs []uint) string {
+	s := make([]string, len(vs))
+	for k, v := range vs {
+		s[k] = fmt.Sprint(v)
+	}
+	return strings.Join(s, ", ")
+}
+
 func sameDeclaration(a, b Info) bool {
-	return a.WantsKeys == b.WantsKeys &&
-		slices.Equal(a.Inputs.QueryParams, b.Inputs.QueryParams) &&
-		slices.Equal(a.Inputs.Headers, b.Inputs.Headers) &&
-		a.Inputs.Subprotocol == b.Inputs.Subprotocol &&
-		a.Inputs.FirstMessage == b.Inputs.FirstMessage
+	return a.WantsKeys == b.WantsKeys && sameInputs(a.Inputs, b.Inputs)
+}
+
+func sameInputs(a, b Inputs) bool {
+	return slices.Equal(a.QueryParams, b.QueryParams) &&
+		slices.Equal(a.Headers, b.Headers) &&
+		a.Subprotocol == b.Subprotocol &&
+		a.FirstMessage == b.FirstMessage &&
+		a.ClientCertificate == b.ClientCertificate
 }
 
 // supervise watches the process until ctx ends. When it has exited, requests
@@ -378,8 +400,12 @@ func (i *instance) reconfigure(ctx context.Context, s spec) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
-	if err := c.rpc.configure(sctx, req); err != nil {
+	in, err := c.rpc.configure(sctx, req)
+	if err != nil {
 		return fmt.Errorf("plugin %s: bad plugin config: %w", i.name, err)
+	}
+	if in != nil && !sameInputs(*in, i.info.Inputs) {
+		return fmt.Errorf("plugin %s: the new config changes the inputs it reads; restart the server to apply it", i.name)
 	}
 	return nil
 }

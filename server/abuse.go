@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"math"
 	"net"
 	"net/http"
@@ -131,7 +132,8 @@ func refuseTooMany(w http.ResponseWriter, wait time.Duration, detail string) {
 
 // limitFailures guards an authenticated handler (REST): 429 while the
 // client's address is over auth.failures_per_minute, and each 401 it
-// answers counts as a failure.
+// answers counts as a failure, as does an authentication error the request
+// itself caused (chargeFailure).
 func (s *Server) limitFailures(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		addr := remoteIP(r.RemoteAddr)
@@ -140,9 +142,22 @@ func (s *Server) limitFailures(next http.Handler) http.Handler {
 			return
 		}
 		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
-		if rec.code() == http.StatusUnauthorized {
+		var charged bool
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), chargeKey{}, &charged)))
+		if rec.code() == http.StatusUnauthorized || charged {
 			s.abuse.fail(addr, time.Now())
 		}
 	})
+}
+
+// chargeKey carries, under limitFailures, the flag chargeFailure sets.
+type chargeKey struct{}
+
+// chargeFailure counts the request toward auth.failures_per_minute although
+// it is not answered 401: its authentication failed to decide because of
+// the request itself (core.Result.RequestFault).
+func chargeFailure(ctx context.Context) {
+	if charged, ok := ctx.Value(chargeKey{}).(*bool); ok {
+		*charged = true
+	}
 }

@@ -1,8 +1,11 @@
 package server
 
 import (
+	"net/http"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/agent-server/agent-server/core/config"
 )
@@ -65,5 +68,60 @@ func TestPendingCap(t *testing.T) {
 	l.release("b")
 	if len(l.pending) != 0 {
 		t.Errorf("pending = %v after every release, want empty", l.pending)
+	}
+}
+
+// An authentication error the request itself caused (an unknown signing
+// key) is answered 503 but counts toward auth.failures_per_minute, on the
+// socket route and on REST; an error the server caused does not count.
+func TestRequestFaultCountsAsFailure(t *testing.T) {
+	for _, route := range []string{"events", "rest"} {
+		t.Run(route, func(t *testing.T) {
+			e := newEdge(t, func(c *config.Config) { c.Auth.FailuresPerMinute = 2 })
+			id := e.conversation(t)
+			try := func(key string) int {
+				t.Helper()
+				h := http.Header{"X-Session-API-Key": {key}}
+				if route == "events" {
+					c, resp, err := websocket.DefaultDialer.Dial(e.eventsURL(id, ""), h)
+					if err == nil {
+						c.Close()
+						return http.StatusSwitchingProtocols
+					}
+					if resp == nil {
+						t.Fatalf("dial: %v", err)
+					}
+					return resp.StatusCode
+				}
+				req, _ := http.NewRequest("GET", e.ts.URL+"/api/conversations/"+id, nil)
+				req.Header = h
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			ok := http.StatusSwitchingProtocols
+			if route == "rest" {
+				ok = http.StatusOK
+			}
+			for range 3 {
+				if got := try(brokenKey); got != http.StatusServiceUnavailable {
+					t.Fatalf("server-side error: %d, want 503", got)
+				}
+			}
+			if got := try(goodKey); got != ok {
+				t.Fatalf("after server-side errors: %d, want %d (they must not count)", got, ok)
+			}
+			for range 2 {
+				if got := try(faultKey); got != http.StatusServiceUnavailable {
+					t.Fatalf("request fault: %d, want 503", got)
+				}
+			}
+			if got := try(goodKey); got != http.StatusTooManyRequests {
+				t.Errorf("after 2 request faults with failures_per_minute 2: %d, want 429", got)
+			}
+		})
 	}
 }

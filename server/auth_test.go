@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,10 +13,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/agent-server/agent-server/actors"
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
-	"github.com/agent-server/agent-server/core/memstore"
 	"github.com/agent-server/agent-server/plugins"
 	"github.com/agent-server/agent-server/plugins/bearer"
 	"github.com/agent-server/agent-server/plugins/firstmessage"
@@ -61,30 +58,16 @@ func newPluginEdge(t *testing.T, mutate func(*config.Config), keys ...string) *p
 		pe.locals = append(pe.locals, l)
 		auths = append(auths, skipCounter{l, pe.calls})
 	}
-	chain, err := core.NewChain(core.RouteEvents, auths...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedBuffer{}
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	st := memstore.New()
-	sys, err := actors.New(actors.Options{Store: st, Chains: testChains{chain}, Logger: log, Limits: cfg.Limits})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(Options{Config: cfg, Actors: sys, Store: st, Logger: log, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pe.edge = &edge{srv: srv, sys: sys, store: st, ts: httptest.NewServer(srv.Handler()), logs: logs}
+	pe.edge = buildEdge(t, cfg, auths...)
+	pe.ts = httptest.NewServer(pe.srv.Handler())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
+		if err := pe.srv.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 		pe.ts.Close()
-		if strings.Contains(logs.String(), pluginKey) {
+		if strings.Contains(pe.logs.String(), pluginKey) {
 			t.Errorf("the key reached the log")
 		}
 	})

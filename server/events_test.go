@@ -29,6 +29,7 @@ const (
 	goodKey   = "good-key+/=@#"
 	scopedKey = "scoped-key"
 	brokenKey = "broken-key"
+	faultKey  = "fault-key" // cannot be checked, through its own fault
 )
 
 // scopedID is the one conversation scopedKey may open.
@@ -55,6 +56,8 @@ func (sessionKeyAuth) Authenticate(_ context.Context, req *core.Request) core.Re
 		return core.Allowed(&core.Principal{Subject: "scoped", Scopes: []string{scopedID}})
 	case brokenKey:
 		return core.Failed(errors.New("key service unreachable"))
+	case faultKey:
+		return core.FailedByRequest(errors.New("key names an unknown signing key"))
 	}
 	return core.Denied("unknown key")
 }
@@ -100,7 +103,28 @@ func newEdge(t testing.TB, mutate func(*config.Config), setup ...func(*Server)) 
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	chain, err := core.NewChain(core.RouteEvents, sessionKeyAuth{})
+	e := buildEdge(t, cfg, sessionKeyAuth{})
+	for _, f := range setup {
+		f(e.srv)
+	}
+	e.ts = httptest.NewServer(e.srv.Handler())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		e.ts.Close()
+	})
+	return e
+}
+
+// buildEdge builds a server for cfg whose every route runs a chain of
+// auths, logging to e.logs at debug level; it does not serve yet (e.ts is
+// nil).
+func buildEdge(t testing.TB, cfg config.Config, auths ...core.Authenticator) *edge {
+	t.Helper()
+	chain, err := core.NewChain(core.RouteEvents, auths...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,19 +139,7 @@ func newEdge(t testing.TB, mutate func(*config.Config), setup ...func(*Server)) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range setup {
-		f(srv)
-	}
-	e := &edge{srv: srv, sys: sys, store: st, ts: httptest.NewServer(srv.Handler()), logs: logs}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		e.ts.Close()
-	})
-	return e
+	return &edge{srv: srv, sys: sys, store: st, logs: logs}
 }
 
 func (e *edge) conversation(t testing.TB) string {

@@ -29,7 +29,8 @@ const authRetryAfter = "1"
 // refuse the request does so before the upgrade, with a status and a JSON
 // detail: 400 for a malformed ID or query, 403 for a foreign Origin, 401 when
 // authentication fails (or, under auth.reject_with: close, a 101 then a 4001
-// close), 503 when it cannot decide, 403 when the principal's scopes exclude
+// close), 503 when it cannot decide (counted as a failure when the request
+// caused it, core.Result.RequestFault), 403 when the principal's scopes exclude
 // the conversation. The conversation's existence and the subscriber cap are
 // the actors' to check, after the upgrade (4004, 1013).
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
@@ -71,6 +72,9 @@ func (s *Server) socketAuth(w http.ResponseWriter, r *http.Request, req *core.Re
 		res = core.Denied("credential expired")
 	}
 	if res.Decision == core.Error {
+		if res.RequestFault { // e.g. a token naming an unknown signing key
+			s.abuse.fail(remoteIP(r.RemoteAddr), time.Now())
+		}
 		w.Header().Set("Retry-After", authRetryAfter)
 		refuse(w, http.StatusServiceUnavailable, "Authentication is temporarily unavailable")
 		return res, false
@@ -116,6 +120,8 @@ func (s *Server) socketRequest(w http.ResponseWriter, r *http.Request, route cor
 		RemoteAddr:   r.RemoteAddr,
 		Subprotocols: subprotocols(r.Header),
 		Origin:       origin,
+
+		ClientCertificates: clientCertificates(r),
 	}, id, replay, true
 }
 

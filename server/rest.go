@@ -147,11 +147,16 @@ func (a *restAPI) authorize(r *http.Request) (*restCall, error) {
 		Header:     r.Header,
 		RemoteAddr: r.RemoteAddr,
 		Origin:     r.Header.Get("Origin"),
+
+		ClientCertificates: clientCertificates(r),
 	}
 	res := a.backend.Authenticate(r.Context(), req)
 	switch res.Decision {
 	case core.Allow:
 	case core.Error:
+		if res.RequestFault {
+			chargeFailure(r.Context())
+		}
 		return nil, &apiError{status: http.StatusServiceUnavailable, detail: "Authentication is temporarily unavailable",
 			err: fmt.Errorf("authenticate: %w", res.Err)}
 	default:

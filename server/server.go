@@ -62,6 +62,7 @@ type Server struct {
 	proxies       trusted     // server.trusted_proxies
 	// runtimeUpgrader reads the larger frames of agent runtimes (runtime.go).
 	runtimeUpgrader *gws.Upgrader
+	tls           *tlsEdge    // nil: plain HTTP (server.tls unset)
 
 	mu      sync.Mutex
 	servers []*http.Server
@@ -110,6 +111,13 @@ func New(opts Options) (*Server, error) {
 			s.access = log
 		}
 	}
+	if cfg.Server.TLS.CertFile != "" {
+		t, err := newTLSEdge(cfg.Server.TLS, log)
+		if err != nil {
+			return nil, err
+		}
+		s.tls = t
+	}
 	s.touch()
 	s.proxies = newTrusted(cfg.Server.TrustedProxies)
 	s.upgrader, s.protoUpgrader = s.newUpgraders()
@@ -121,10 +129,13 @@ func New(opts Options) (*Server, error) {
 // Handler returns the server's HTTP handler, access log included.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve serves HTTP on ln until ctx ends, then shuts down gracefully within
-// server.shutdown_timeout, or until Shutdown is called. It returns nil after
-// a graceful shutdown.
+// Serve serves HTTP on ln (HTTPS when server.tls is set) until ctx ends,
+// then shuts down gracefully within server.shutdown_timeout, or until
+// Shutdown is called. It returns nil after a graceful shutdown.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.tls != nil {
+		ln = s.tls.listen(ln)
+	}
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: readHeaderTimeout,

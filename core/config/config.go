@@ -35,7 +35,24 @@ type Server struct {
 	// the server believes: a request from one of them is attributed to the
 	// client the header names, for the abuse limits and the logs.
 	TrustedProxies []string `koanf:"trusted_proxies"`
+	TLS                TLS           `koanf:"tls"`
 }
+
+// TLS makes the server serve HTTPS and WSS itself, optionally verifying
+// client certificates. Empty CertFile and KeyFile serve plain HTTP.
+type TLS struct {
+	CertFile     string `koanf:"cert_file" path:"file"`      // PEM certificate chain, leaf first; reloaded when it changes
+	KeyFile      string `koanf:"key_file" path:"file"`       // PEM private key of the leaf
+	ClientCAFile string `koanf:"client_ca_file" path:"file"` // PEM CAs that sign client certificates
+	ClientAuth   string `koanf:"client_auth"`                // none, request or require
+}
+
+// The server.tls.client_auth values.
+const (
+	ClientAuthNone    = "none"    // ask for no client certificate
+	ClientAuthRequest = "request" // verify one when given; a bad one fails the handshake
+	ClientAuthRequire = "require" // demand a valid one
+)
 
 // Auth configures authentication.
 type Auth struct {
@@ -219,6 +236,7 @@ func Default() Config {
 			// enough that RSS falls soon after a burst of connections.
 			ReleaseMemoryAfter: 5 * time.Second,
 			TrustedProxies:     []string{},
+			TLS:                TLS{ClientAuth: ClientAuthNone},
 		},
 		Auth: Auth{
 			Keys:       []string{},

@@ -142,6 +142,12 @@ func TestLoadRejects(t *testing.T) {
 		{"bad origin", "server:\n  allowed_origins: [example.com]\n", nil, "server.allowed_origins[0]"},
 		{"bad driver", "storage:\n  driver: mysql\n", nil, "storage.driver"},
 		{"bad log level", "log:\n  level: loud\n", nil, "log.level"},
+		{"tls cert without key", "server:\n  tls:\n    cert_file: a.crt\n", nil, "server.tls.key_file"},
+		{"tls key without cert", "server:\n  tls:\n    key_file: a.key\n", nil, "server.tls.cert_file"},
+		{"bad client_auth", "server:\n  tls:\n    client_auth: maybe\n", nil, "server.tls.client_auth"},
+		{"client_auth without tls", "server:\n  tls:\n    client_auth: require\n    client_ca_file: ca.pem\n", nil, "server.tls.client_auth"},
+		{"client_auth without CAs", "server:\n  tls:\n    cert_file: a.crt\n    key_file: a.key\n    client_auth: request\n", nil, "server.tls.client_ca_file"},
+		{"client CAs unused", "server:\n  tls:\n    cert_file: a.crt\n    key_file: a.key\n    client_ca_file: ca.pem\n", nil, "server.tls.client_ca_file"},
 		{"wrong type", "limits:\n  max_frame_bytes: [1]\n", nil, "limits.max_frame_bytes"},
 	}
 	for _, tt := range tests {
@@ -253,9 +259,10 @@ func TestRelativePathsResolveAgainstTheFile(t *testing.T) {
 		})
 	}
 	// Every path key is resolved; a new one is added here on purpose.
-	if got, want := PathKeys(), []string{"plugins.dir", "plugins.instances.*.path", "storage.path",
+	want := []string{"server.tls.cert_file", "server.tls.key_file", "server.tls.client_ca_file", "plugins.dir", "plugins.instances.*.path", "storage.path",
 		"cluster.etcd.ca_file", "cluster.etcd.cert_file", "cluster.etcd.key_file",
-		"cluster.tls.cert_file", "cluster.tls.key_file", "cluster.tls.ca_file"}; !reflect.DeepEqual(got, want) {
+		"cluster.tls.cert_file", "cluster.tls.key_file", "cluster.tls.ca_file"}
+	if got := PathKeys(); !reflect.DeepEqual(got, want) {
 		t.Errorf("PathKeys() = %v, want %v", got, want)
 	}
 }

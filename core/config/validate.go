@@ -32,6 +32,7 @@ func (c *Config) Validate() error {
 	if c.Server.ReleaseMemoryAfter < 0 {
 		bad("server.release_memory_after", "must be 0 (never) or a positive duration, got %s", c.Server.ReleaseMemoryAfter)
 	}
+	c.Server.TLS.validate(bad)
 	positive("auth.rpc_timeout", c.Auth.RPCTimeout)
 	positive("limits.idle_timeout", c.Limits.IdleTimeout)
 	positive("limits.ping_interval", c.Limits.PingInterval)
@@ -304,4 +305,31 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// validate checks server.tls: cert and key together, and client
+// certificates only over TLS and with the CAs that sign them.
+func (t TLS) validate(bad func(key, format string, args ...any)) {
+	on := t.CertFile != "" || t.KeyFile != ""
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		bad("server.tls.key_file", "must be set with server.tls.cert_file")
+	case t.KeyFile != "" && t.CertFile == "":
+		bad("server.tls.cert_file", "must be set with server.tls.key_file")
+	}
+	switch t.ClientAuth {
+	case ClientAuthNone:
+		if t.ClientCAFile != "" {
+			bad("server.tls.client_ca_file", "is set but server.tls.client_auth is none: set it to request or require")
+		}
+	case ClientAuthRequest, ClientAuthRequire:
+		if !on {
+			bad("server.tls.client_auth", "%s needs server.tls.cert_file and server.tls.key_file", t.ClientAuth)
+		}
+		if t.ClientCAFile == "" {
+			bad("server.tls.client_ca_file", "must name the CAs that sign client certificates when server.tls.client_auth is %s", t.ClientAuth)
+		}
+	default:
+		bad("server.tls.client_auth", "want none, request or require, got %q", t.ClientAuth)
+	}
 }

@@ -1,5 +1,9 @@
 // Package bearer is the built-in authenticator that reads the session API
 // key from an "Authorization: Bearer <key>" header.
+//
+// It abstains on a bearer token that is a well-formed JWT: such a token is
+// for the jwt or oidc plugin, which may share the header in one chain, in
+// any order.
 package bearer
 
 import (
@@ -9,6 +13,7 @@ import (
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins"
 	"github.com/agent-server/agent-server/plugins/internal/apikey"
+	"github.com/agent-server/agent-server/plugins/internal/jwttoken"
 )
 
 // Header is the header the plugin reads.
@@ -37,10 +42,11 @@ func (p *Plugin) Configure(_ context.Context, req plugins.ConfigureRequest) erro
 	return p.keys.Configure(req)
 }
 
-// Authenticate abstains without a bearer token and otherwise matches it.
+// Authenticate abstains without a bearer token or with a JWT, and
+// otherwise matches the token as a session API key.
 func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result {
 	tok := Token(plugins.HeaderValue(req, Header))
-	if tok == "" {
+	if tok == "" || jwttoken.IsJWT(tok) {
 		return core.Abstained()
 	}
 	return p.keys.Check(tok)

@@ -43,6 +43,9 @@ func TestAuthenticate(t *testing.T) {
 		{"Bearerk", core.Abstain},
 		{"Token k", core.Abstain},
 		{"", core.Abstain},
+		// A JWT is for jwt or oidc, which share the header.
+		{"Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln", core.Abstain},
+		{"Bearer a.b.c", core.Deny}, // dotted, but not a JWT
 	}
 	for _, tc := range tests {
 		req := &core.Request{Header: http.Header{"Authorization": {tc.value}}}

@@ -6,8 +6,12 @@
 // the principal's subject, exp its expiry, and an optional "conversations"
 // claim (a list of conversation IDs) its scopes. An optional "roles" claim
 // becomes the principal's roles: a token with "roles": ["runtime"] may act
-// as an agent runtime. A bearer token that is not
-// shaped like a JWT abstains, so a chain can put jwt before bearer.
+// as an agent runtime.
+//
+// It abstains on what is not its own, so that bearer, oidc and jwt share
+// the Authorization header in one chain, in any order: a token that is not
+// a JWT (an API key), one signed with a public-key algorithm (an identity
+// provider's, for oidc), and, when issuer is set, one from another issuer.
 //
 // Config (plugins.instances.jwt.config):
 //
@@ -21,7 +25,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +33,7 @@ import (
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins"
 	"github.com/agent-server/agent-server/plugins/bearer"
+	"github.com/agent-server/agent-server/plugins/internal/jwttoken"
 )
 
 // Version is this plugin's version.
@@ -61,6 +65,7 @@ type Plugin struct {
 
 type configured struct {
 	secret []byte
+	issuer string
 	parser *jwtlib.Parser
 }
 
@@ -104,25 +109,29 @@ func (p *Plugin) Configure(_ context.Context, req plugins.ConfigureRequest) erro
 	if cfg.Audience != "" {
 		opts = append(opts, jwtlib.WithAudience(cfg.Audience))
 	}
-	p.parser.Store(&configured{secret: []byte(cfg.Secret), parser: jwtlib.NewParser(opts...)})
+	p.parser.Store(&configured{secret: []byte(cfg.Secret), issuer: cfg.Issuer, parser: jwtlib.NewParser(opts...)})
 	return nil
 }
 
-// Authenticate abstains without a JWT-shaped bearer token, denies a token
-// that fails any check, and allows a valid one.
+// Authenticate abstains on a token that is not its own (see the package
+// doc), denies one that fails any check, and allows a valid one.
 func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result {
 	tok := bearer.Token(plugins.HeaderValue(req, bearer.Header))
-	if tok == "" || strings.Count(tok, ".") != 2 {
+	shape, ok := jwttoken.Inspect(tok)
+	if !ok || shape.Asymmetric() {
 		return core.Abstained()
 	}
 	c := p.parser.Load()
 	if c == nil {
 		return core.Failed(errors.New("plugin is not configured"))
 	}
+	if c.issuer != "" && shape.Issuer != c.issuer {
+		return core.Abstained()
+	}
 	var claims Claims
 	_, err := c.parser.ParseWithClaims(tok, &claims, func(*jwtlib.Token) (any, error) { return c.secret, nil })
 	if err != nil {
-		return core.Denied(denyReason(err))
+		return core.Denied(jwttoken.DenyReason(err))
 	}
 	if claims.Subject == "" {
 		return core.Denied("token has no sub")
@@ -135,28 +144,6 @@ func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result 
 		pr.Claims = map[string]string{"iss": claims.Issuer}
 	}
 	return core.Allowed(pr)
-}
-
-// denyReason names what was wrong without echoing the token.
-func denyReason(err error) string {
-	switch {
-	case errors.Is(err, jwtlib.ErrTokenExpired):
-		return "token expired"
-	case errors.Is(err, jwtlib.ErrTokenNotValidYet):
-		return "token not valid yet"
-	case errors.Is(err, jwtlib.ErrTokenUnverifiable), strings.Contains(err.Error(), "signing method"):
-		// jwt wraps a refused alg as a signature error; its text tells.
-		return "token signing method not accepted"
-	case errors.Is(err, jwtlib.ErrTokenSignatureInvalid):
-		return "invalid token signature"
-	case errors.Is(err, jwtlib.ErrTokenRequiredClaimMissing):
-		return "token lacks a required claim"
-	case errors.Is(err, jwtlib.ErrTokenInvalidIssuer):
-		return "token issuer not accepted"
-	case errors.Is(err, jwtlib.ErrTokenInvalidAudience):
-		return "token audience not accepted"
-	}
-	return "invalid token"
 }
 
 var _ plugins.Plugin = (*Plugin)(nil)

@@ -2,6 +2,10 @@ package jwt
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -15,6 +19,11 @@ import (
 )
 
 const secret = "0123456789abcdef0123456789abcdef"
+
+var (
+	rsaKey, _ = rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _  = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+)
 
 var now = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
@@ -72,7 +81,11 @@ func TestAuthenticate(t *testing.T) {
 		{"wrong secret", "Bearer " + sign(t, jwtlib.SigningMethodHS256, []byte(strings.Repeat("x", 32)), valid), core.Deny, "invalid token signature"},
 		{"HS512", "Bearer " + sign(t, jwtlib.SigningMethodHS512, []byte(secret), valid), core.Deny, "token signing method not accepted"},
 		{"alg none", "Bearer " + sign(t, jwtlib.SigningMethodNone, jwtlib.UnsafeAllowNoneSignatureType, valid), core.Deny, "token signing method not accepted"},
-		{"garbage", "Bearer a.b.c", core.Deny, "invalid token"},
+		{"bad signature encoding", "Bearer " + hs(valid)[:strings.LastIndex(hs(valid), ".")] + ".bad_sig", core.Deny, "invalid token signature"},
+		// Not its own: an API key, a dotted key, an identity provider's token.
+		{"dotted key", "Bearer a.b.c", core.Abstain, ""},
+		{"RS256 (an IdP token)", "Bearer " + sign(t, jwtlib.SigningMethodRS256, rsaKey, valid), core.Abstain, ""},
+		{"ES256 (an IdP token)", "Bearer " + sign(t, jwtlib.SigningMethodES256, ecKey, valid), core.Abstain, ""},
 	}
 	for _, tc := range tests {
 		req := &core.Request{Header: http.Header{}}
@@ -107,13 +120,18 @@ func TestPrincipal(t *testing.T) {
 	if !pr.HasRole(core.RoleRuntime) {
 		t.Errorf("roles = %v, want the roles claim", pr.Roles)
 	}
-	for _, bad := range []jwtlib.MapClaims{
-		{"sub": "a", "exp": exp.Unix(), "iss": "other", "aud": "agent-server"},
-		{"sub": "a", "exp": exp.Unix(), "iss": "me", "aud": "other"},
+	for _, tc := range []struct {
+		claims jwtlib.MapClaims
+		want   core.Decision
+	}{
+		{jwtlib.MapClaims{"sub": "a", "exp": exp.Unix(), "iss": "me", "aud": "other"}, core.Deny},
+		// Another issuer's token is not its own: another plugin may serve it.
+		{jwtlib.MapClaims{"sub": "a", "exp": exp.Unix(), "iss": "other", "aud": "agent-server"}, core.Abstain},
+		{jwtlib.MapClaims{"sub": "a", "exp": exp.Unix(), "aud": "agent-server"}, core.Abstain},
 	} {
-		tok := sign(t, jwtlib.SigningMethodHS256, []byte(secret), bad)
-		if res := p.Authenticate(context.Background(), &core.Request{Header: http.Header{"Authorization": {"Bearer " + tok}}}); res.Decision != core.Deny {
-			t.Errorf("%v: got %s, want deny", bad, res.Decision)
+		tok := sign(t, jwtlib.SigningMethodHS256, []byte(secret), tc.claims)
+		if res := p.Authenticate(context.Background(), &core.Request{Header: http.Header{"Authorization": {"Bearer " + tok}}}); res.Decision != tc.want {
+			t.Errorf("%v: got %s, want %s", tc.claims, res.Decision, tc.want)
 		}
 	}
 }
@@ -138,7 +156,8 @@ func TestConfigure(t *testing.T) {
 			t.Errorf("%s: error echoes the secret", tc.cfg)
 		}
 	}
-	if res := New().Authenticate(context.Background(), &core.Request{Header: http.Header{"Authorization": {"Bearer a.b.c"}}}); res.Decision != core.Error {
+	tok := sign(t, jwtlib.SigningMethodHS256, []byte(secret), jwtlib.MapClaims{"sub": "a"})
+	if res := New().Authenticate(context.Background(), &core.Request{Header: http.Header{"Authorization": {"Bearer " + tok}}}); res.Decision != core.Error {
 		t.Errorf("unconfigured: got %s, want error", res.Decision)
 	}
 }

@@ -6,7 +6,9 @@
 //	Sec-WebSocket-Protocol: agent-server.v1, base64url.bearer.agent-server.<base64url(key)>
 //
 // The token entry counts only next to the real protocol, Protocol, which is
-// the only one the server ever echoes.
+// the only one the server ever echoes. An entry whose token is a
+// well-formed JWT is abstained on: the oidc plugin reads IdP tokens from the
+// same entry, after this plugin in the default events chain.
 package subprotocol
 
 import (
@@ -17,6 +19,7 @@ import (
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins"
 	"github.com/agent-server/agent-server/plugins/internal/apikey"
+	"github.com/agent-server/agent-server/plugins/internal/jwttoken"
 )
 
 // Protocol is the real subprotocol a client must also offer; the server
@@ -55,9 +58,9 @@ func (p *Plugin) Configure(_ context.Context, req plugins.ConfigureRequest) erro
 	return p.keys.Configure(req)
 }
 
-// Authenticate abstains when no token entry is offered. It denies two token
-// entries, a malformed one, and a token offered without Protocol; otherwise
-// it matches the key.
+// Authenticate abstains when no token entry is offered or its token is a
+// JWT. It denies two token entries, a malformed one, and a token offered
+// without Protocol; otherwise it matches the key.
 func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result {
 	key, found, reason := Token(req.Subprotocols)
 	switch {
@@ -65,6 +68,8 @@ func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result 
 		return core.Abstained()
 	case reason != "":
 		return core.Denied(reason)
+	case jwttoken.IsJWT(key):
+		return core.Abstained()
 	}
 	return p.keys.Check(key)
 }

@@ -46,6 +46,7 @@ func TestAuthenticate(t *testing.T) {
 		{"control bytes in key", []string{Protocol, Entry("a\nb")}, core.Deny},
 		{"line break in the encoding", []string{Protocol, Entry(key)[:len(TokenPrefix)+2] + "\r\n" + Entry(key)[len(TokenPrefix)+2:]}, core.Deny},
 		{"protocol only", []string{Protocol}, core.Abstain},
+		{"a JWT is for oidc", []string{Protocol, Entry("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln")}, core.Abstain},
 		{"nothing", nil, core.Abstain},
 		{"other protocols", []string{"chat", "v2"}, core.Abstain},
 	}

@@ -6,6 +6,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -47,7 +48,7 @@ func TestMain(m *testing.M) {
 }
 
 func build(dir string) error {
-	return testbin.Build(dir, "query", "header", "bearer", "jwt", "subprotocol", "first_message")
+	return testbin.Build(dir, "query", "header", "bearer", "jwt", "subprotocol", "first_message", "oidc", "webhook", "mtls")
 }
 
 // withPluginDir points plugins.dir at the freshly built plugins, inside the
@@ -67,8 +68,10 @@ func withPluginDir(cfg string) string {
 type server struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	addr   string // host:port it listens on
-	config string // the config file it was started with
+	addr   string       // host:port it listens on
+	tls    *tls.Config  // the clients' TLS config when it serves TLS (server.tls), else nil
+	httpc  *http.Client // trusts tls; nil for plain HTTP
+	config string       // the config file it was started with
 	logMu  sync.Mutex
 	log    bytes.Buffer // everything it wrote to stderr
 	exited chan struct{}
@@ -123,6 +126,17 @@ func launchIn(t *testing.T, cwd, path string, env []string) *server {
 func launchAt(t *testing.T, cwd, path string, env []string, addr string) *server {
 	t.Helper()
 	return spawn(t, &server{t: t, exited: make(chan struct{}), config: path, listenOn: addr}, cwd, env)
+}
+
+// launchWith is launchIn for a server that serves TLS when clientTLS, the
+// clients' TLS config, is not nil.
+func launchWith(t *testing.T, cwd, path string, env []string, clientTLS *tls.Config) *server {
+	t.Helper()
+	s := &server{t: t, exited: make(chan struct{}), config: path, tls: clientTLS}
+	if clientTLS != nil {
+		s.httpc = &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS}}
+	}
+	return spawn(t, s, cwd, env)
 }
 
 // spawn starts s's process and waits for it to listen, and unless
@@ -182,7 +196,7 @@ func (s *server) waitReady(t *testing.T, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		resp, err := http.Get(s.url("/ready"))
+		resp, err := s.client().Get(s.url("/ready"))
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -233,9 +247,28 @@ func (s *server) Log() string {
 	return s.log.String()
 }
 
-func (s *server) url(path string) string { return "http://" + s.addr + path }
+func (s *server) url(path string) string {
+	if s.tls != nil {
+		return "https://" + s.addr + path
+	}
+	return "http://" + s.addr + path
+}
 
-func (s *server) wsURL(path string) string { return "ws://" + s.addr + path }
+func (s *server) wsURL(path string) string {
+	if s.tls != nil {
+		return "wss://" + s.addr + path
+	}
+	return "ws://" + s.addr + path
+}
+
+// client is the HTTP client for the server: the default one, or one that
+// trusts its TLS certificate.
+func (s *server) client() *http.Client {
+	if s.httpc == nil {
+		return http.DefaultClient
+	}
+	return s.httpc
+}
 
 func (s *server) kill() {
 	select {
@@ -285,7 +318,7 @@ func (s *server) request(t *testing.T, method, path string, body any, headers ..
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +345,7 @@ func (s *server) createConversation(t *testing.T, key string) string {
 // the handshake response.
 func (s *server) dial(t *testing.T, path string, header http.Header) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: s.tls}
 	c, resp, err := d.Dial(s.wsURL(path), header)
 	if c != nil {
 		t.Cleanup(func() { c.Close() })

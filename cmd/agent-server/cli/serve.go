@@ -96,7 +96,7 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Server.Addr, err)
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "version", Version)
+	log.Info("listening", "addr", ln.Addr().String(), "version", Version, "tls", cfg.Server.TLS.CertFile != "")
 
 	if host != nil {
 		r := &reloader{
