@@ -62,7 +62,7 @@ type Server struct {
 	proxies       trusted     // server.trusted_proxies
 	// runtimeUpgrader reads the larger frames of agent runtimes (runtime.go).
 	runtimeUpgrader *gws.Upgrader
-	tls           *tlsEdge    // nil: plain HTTP (server.tls unset)
+	tls             *tlsEdge // nil: plain HTTP (server.tls unset)
 
 	mu      sync.Mutex
 	servers []*http.Server

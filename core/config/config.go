@@ -35,7 +35,7 @@ type Server struct {
 	// the server believes: a request from one of them is attributed to the
 	// client the header names, for the abuse limits and the logs.
 	TrustedProxies []string `koanf:"trusted_proxies"`
-	TLS                TLS           `koanf:"tls"`
+	TLS            TLS      `koanf:"tls"`
 }
 
 // TLS makes the server serve HTTPS and WSS itself, optionally verifying

@@ -66,16 +66,16 @@ func withPluginDir(cfg string) string {
 
 // server is one running agent-server process.
 type server struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	addr   string       // host:port it listens on
-	tls    *tls.Config  // the clients' TLS config when it serves TLS (server.tls), else nil
-	httpc  *http.Client // trusts tls; nil for plain HTTP
-	config string       // the config file it was started with
-	logMu  sync.Mutex
-	log    bytes.Buffer // everything it wrote to stderr
-	exited chan struct{}
-	err    error
+	t        *testing.T
+	cmd      *exec.Cmd
+	addr     string       // host:port it listens on
+	tls      *tls.Config  // the clients' TLS config when it serves TLS (server.tls), else nil
+	httpc    *http.Client // trusts tls; nil for plain HTTP
+	config   string       // the config file it was started with
+	logMu    sync.Mutex
+	log      bytes.Buffer // everything it wrote to stderr
+	exited   chan struct{}
+	err      error
 	noWait   bool   // spawn returns once it listens, ready or not
 	listenOn string // the --addr it was started with; "" for an ephemeral port
 }
