@@ -11,42 +11,9 @@ import (
 	"github.com/agent-server/agent-server/core"
 )
 
-// codeUnknownEventID is the ServerErrorEvent code for an after_id that is
-// not in the conversation's log.
-const codeUnknownEventID = "unknown_event_id"
-
-// replayPage is how many events a replay reads from the store at a time.
-const replayPage = 256
-
-// replayRetry is how soon a paced replay resumes once its socket's queue is
-// half full.
-const replayRetry = 5 * time.Millisecond
-
 // errStoppedUnconfirmed answers an append whose actor stopped before the
 // writer confirmed it: the event may or may not be in the log.
 var errStoppedUnconfirmed = errors.New("the conversation stopped before the event was confirmed stored")
-
-// subscriber is one attached connection.
-//
-// A subscriber is live when next is 0: it gets each event as it becomes
-// durable. Otherwise it is replaying: next is the Seq it receives next,
-// read from the store a page at a time off the mailbox (buf holds the page
-// being sent, ahead the page after it, read while buf is sent, so that a
-// store's round trip overlaps the sending; reading says a read from
-// readFrom is under way), and live fan-out skips it until the replay
-// reaches the durable end of the log. While resolving, its replay's start
-// is being looked up (after_id, since) and it gets nothing yet.
-type subscriber struct {
-	pid       *actor.PID
-	transport Transport
-	next      uint64
-	buf       []*core.Event
-	ahead     []*core.Event
-	reading   bool
-	readFrom  uint64
-	resolving bool
-	floor     uint64 // with resolving: durable+1 when it attached
-}
 
 // pendingAppend is an event handed to the writer and not yet durable, and
 // whom to answer when it is.
@@ -80,19 +47,17 @@ type conversation struct {
 	durable  uint64 // the last Seq the writer confirmed
 	gen      uint64 // append generation: moves on when a write fails (see stored)
 	pending  []pendingAppend
-	subs     []subscriber
-	index    map[string]int // PID.Id -> position in subs
-	gone     bool           // deleted, missing from the store, or failed
-	goneErr  error          // why, for appends
-	received uint64         // messages the registry routed here
-	resume   *time.Timer    // pending resumeReplay, nil if none
-	idleAt   *time.Timer    // pending checkIdle, nil without passivation
+	fan      *fanout     // the sockets attached here (fanout.go)
+	gone     bool        // deleted, missing from the store, or failed
+	goneErr  error       // why, for appends
+	received uint64      // messages the registry routed here
+	idleAt   *time.Timer // pending checkIdle, nil without passivation
 	active   time.Time      // when the last message other than checkIdle came
 	ctl      control        // state persistence and the agent runtime (state.go, runtime.go)
 }
 
 func newConversation(s *System, id string) *conversation {
-	return &conversation{sys: s, id: id, index: make(map[string]int)}
+	return &conversation{sys: s, id: id, fan: newFanout(id, s.store, s.log)}
 }
 
 // Receive handles the conversation's messages. Until the load finishes,
@@ -132,7 +97,7 @@ func (c *conversation) handle(ctx actor.Context, msg any, sender *actor.PID) {
 	case *attachConnection:
 		c.attach(ctx, m)
 	case *detachConnection:
-		c.remove(m.Conn)
+		c.fan.remove(m.Conn)
 		c.runtimeDetached(ctx, m.Conn)
 	case *appendEvent:
 		before := c.lastSeq
@@ -141,16 +106,15 @@ func (c *conversation) handle(ctx actor.Context, msg any, sender *actor.PID) {
 	case *eventsStored:
 		c.stored(ctx, m)
 	case *replayResolved:
-		c.resolved(ctx, m)
+		c.fan.resolved(ctx, m, c.durable)
 	case *replayRead:
-		c.readDone(ctx, m)
+		c.fan.readDone(ctx, m, c.durable)
 	case *deleteConversation:
-		c.closeAll(ctx, core.DisconnectNotFound)
+		c.fan.closeAll(ctx, core.DisconnectNotFound)
 		c.gone, c.goneErr = true, fmt.Errorf("conversation %s: %w", c.id, core.ErrNotFound)
 		reply(ctx, sender, &conversationDeleted{})
 	case *resumeReplay:
-		c.resume = nil
-		c.pumpAll(ctx)
+		c.fan.resumed(ctx, c.durable)
 	case *crashConversation:
 		panic("conversation actor: crash requested by a test")
 	default:
@@ -229,7 +193,7 @@ func (c *conversation) idle(ctx actor.Context) {
 		return
 	}
 	c.armIdle(ctx, timeout)
-	if c.gone || len(c.subs) > 0 || len(c.pending) > 0 || c.resume != nil || c.ctl.busy() {
+	if c.gone || c.fan.len() > 0 || len(c.pending) > 0 || c.fan.waiting() || c.ctl.busy() {
 		return
 	}
 	ctx.Send(ctx.Parent(), &conversationIdle{ConversationID: c.id, PID: ctx.Self(), Received: c.received})
@@ -241,11 +205,9 @@ func (c *conversation) idle(ctx actor.Context) {
 // set's spare capacity, which would pin closed connections for as long as
 // the conversation lives.)
 func (c *conversation) stopping(ctx actor.Context) {
-	c.closeAll(ctx, core.DisconnectInternalError)
+	c.fan.closeAll(ctx, core.DisconnectInternalError)
 	c.stopControl(ctx)
-	if c.resume != nil {
-		c.resume.Stop()
-	}
+	c.fan.stop()
 	if c.idleAt != nil {
 		c.idleAt.Stop()
 	}
@@ -265,12 +227,8 @@ func (c *conversation) stopping(ctx actor.Context) {
 	c.stash = nil
 }
 
-// attach subscribes m.Conn and sends it the full_state frame. A connection
-// that asked for no history is live at once; otherwise its replay starts
-// (after a lookup off the mailbox for after_id and since). Live delivery to
-// a replaying subscriber starts only when its replay reaches the durable end
-// of the log, in the Receive that sends it the last replayed event, so
-// nothing is lost or sent twice however many events land meanwhile.
+// attach subscribes m.Conn and sends it the full_state frame (a runtime,
+// its state frame), then starts the replay it asked for (fanout.go).
 func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 	reject := func(d core.Disconnect) {
 		m.Transport.Close(d)
@@ -287,7 +245,7 @@ func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 		reject(d)
 		return
 	}
-	if len(c.subs) >= c.sys.limits.SubscribersPerConversation {
+	if c.fan.len() >= c.sys.limits.SubscribersPerConversation {
 		reject(core.DisconnectTooMany)
 		return
 	}
@@ -304,203 +262,11 @@ func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 	if !m.Transport.Send(state) {
 		return // the transport is closing; its connection will stop itself
 	}
-	sub := subscriber{pid: m.Conn, transport: m.Transport}
-	switch m.Replay.Mode {
-	case ReplayNone:
-	case ReplayAll:
-		sub.next = 1
-	default:
-		sub.resolving, sub.floor = true, c.durable+1
-		self, root, store, id, r := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.id, m.Replay
-		go func() {
-			first, err := replayStart(store, id, r)
-			root.Send(self, &replayResolved{Conn: m.Conn, First: first, Err: err})
-		}()
-	}
-	if sub.next > c.durable {
-		sub.next = 0 // an empty log: nothing to replay
-	}
-	c.index[m.Conn.Id] = len(c.subs)
-	c.subs = append(c.subs, sub)
+	c.fan.subscribe(ctx, m, c.durable)
 	if m.Runtime {
 		c.runtimeAttached(ctx, m)
 	}
 	ctx.Send(m.Conn, &connectionAttached{Conversation: ctx.Self()})
-	if sub.next != 0 {
-		c.pumpAll(ctx)
-	}
-}
-
-// resolved starts the replay whose first Seq was looked up. Events that
-// became durable during the lookup are replayed too (from floor), since
-// live fan-out skipped the subscriber meanwhile.
-func (c *conversation) resolved(ctx actor.Context, m *replayResolved) {
-	i, ok := c.index[m.Conn.Id]
-	if !ok || !c.subs[i].resolving {
-		return
-	}
-	sub := &c.subs[i]
-	sub.resolving = false
-	first := m.First
-	var unknown *unknownEventError
-	switch {
-	case errors.As(m.Err, &unknown):
-		if frame, ferr := serverError(codeUnknownEventID, unknown.Error()); ferr == nil && !sub.transport.Send(frame) {
-			c.removeAt(i)
-			return
-		}
-		first = sub.floor
-	case m.Err != nil:
-		c.sys.log.Error("attach: find replay start", "conversation", c.id, "err", m.Err)
-		sub.transport.Close(core.DisconnectInternalError)
-		c.removeAt(i)
-		return
-	}
-	sub.next = min(first, sub.floor)
-	if sub.next > c.durable {
-		sub.next = 0
-		return
-	}
-	c.pumpAll(ctx)
-}
-
-// unknownEventError is an after_id that is not in the log.
-type unknownEventError struct{ id string }
-
-func (e *unknownEventError) Error() string {
-	return fmt.Sprintf("event %q is not in this conversation; nothing was replayed", truncate(e.id, 64))
-}
-
-// replayStart returns the Seq of the first event r asks for. It reads the
-// store's indexes and runs off the mailbox.
-func replayStart(store core.Store, id string, r Replay) (uint64, error) {
-	bg := context.Background()
-	switch r.Mode {
-	case ReplaySince:
-		first, err := store.FirstSeqAtOrAfter(bg, id, r.Since)
-		if err != nil {
-			return 0, fmt.Errorf("find events since %s: %w", r.Since.Format(core.TimestampLayout), err)
-		}
-		return first, nil
-	case ReplayAfterID:
-		ev, err := store.EventByID(bg, id, r.AfterID)
-		if errors.Is(err, core.ErrNotFound) {
-			return 0, &unknownEventError{id: r.AfterID}
-		}
-		if err != nil {
-			return 0, fmt.Errorf("find event %s: %w", r.AfterID, err)
-		}
-		return ev.Seq + 1, nil
-	}
-	return 0, fmt.Errorf("unknown replay mode %d", r.Mode)
-}
-
-// pumpAll moves every replaying subscriber along, and schedules another
-// round if one had to wait for its socket to drain.
-func (c *conversation) pumpAll(ctx actor.Context) {
-	waiting := false
-	for i := 0; i < len(c.subs); {
-		if c.subs[i].next == 0 {
-			i++
-			continue
-		}
-		done, ok := c.pump(ctx, &c.subs[i])
-		switch {
-		case !ok:
-			c.removeAt(i)
-			continue
-		case !done:
-			waiting = true
-		}
-		i++
-	}
-	if waiting && c.resume == nil {
-		self, root := ctx.Self(), ctx.ActorSystem().Root
-		c.resume = time.AfterFunc(replayRetry, func() { root.Send(self, &resumeReplay{}) })
-	}
-}
-
-// pump sends sub the replayed events it has in buf while its transport has
-// room: up to half its queue bound, so live traffic and replay never trip
-// the slow-consumer limit together. It keeps one page read ahead (the
-// answer, replayRead, pumps again). It reports done false only when the
-// socket must drain first, and ok false when the transport refused a
-// frame.
-func (c *conversation) pump(ctx actor.Context, sub *subscriber) (done, ok bool) {
-	bl, paced := sub.transport.(Backlogger)
-	for {
-		if len(sub.buf) == 0 && len(sub.ahead) > 0 {
-			sub.buf, sub.ahead = sub.ahead, nil
-		}
-		c.readAhead(ctx, sub)
-		if len(sub.buf) == 0 {
-			if sub.next > c.durable { // nothing can be in flight: reads start at or below durable
-				sub.next, sub.buf = 0, nil // caught up: live from here
-			}
-			return true, true
-		}
-		ev := sub.buf[0]
-		if paced {
-			if queued, limit := bl.Backlog(); queued > 0 && queued+len(ev.Raw) > limit/2 {
-				return false, true
-			}
-		}
-		if !sub.transport.Send(ev.Raw) {
-			return false, false
-		}
-		sub.buf[0] = nil
-		sub.buf = sub.buf[1:]
-		sub.next = ev.Seq + 1
-	}
-}
-
-// readAhead starts the read of the page after what sub holds, unless one
-// is under way, one is held already, or the durable log has no more.
-func (c *conversation) readAhead(ctx actor.Context, sub *subscriber) {
-	if sub.reading || len(sub.ahead) > 0 {
-		return
-	}
-	from := sub.next
-	if n := len(sub.buf); n > 0 {
-		from = sub.buf[n-1].Seq + 1
-	}
-	if from > c.durable {
-		return
-	}
-	sub.reading, sub.readFrom = true, from
-	self, root, store, id, conn := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.id, sub.pid
-	go func() {
-		evs, err := store.Events(context.Background(), id, from-1, replayPage)
-		root.Send(self, &replayRead{Conn: conn, Next: from, Events: evs, Err: err})
-	}()
-}
-
-// readDone hands a read page to its subscriber: to send now if it has
-// nothing left, else as the page ahead. Events past the durable end are
-// dropped: they reach the subscriber by fan-out or by the next read.
-func (c *conversation) readDone(ctx actor.Context, m *replayRead) {
-	i, ok := c.index[m.Conn.Id]
-	if !ok || !c.subs[i].reading || c.subs[i].readFrom != m.Next {
-		return
-	}
-	sub := &c.subs[i]
-	sub.reading = false
-	if m.Err != nil || len(m.Events) == 0 || m.Events[0].Seq != m.Next {
-		c.sys.log.Error("replay: read events", "conversation", c.id, "after", m.Next-1, "got", len(m.Events), "err", m.Err)
-		sub.transport.Close(core.DisconnectInternalError)
-		c.removeAt(i)
-		return
-	}
-	evs := m.Events
-	for len(evs) > 0 && evs[len(evs)-1].Seq > c.durable {
-		evs = evs[:len(evs)-1]
-	}
-	if len(sub.buf) == 0 {
-		sub.buf = evs
-	} else {
-		sub.ahead = evs
-	}
-	c.pumpAll(ctx)
 }
 
 // append assigns the envelope, seals the event once and hands it to the
@@ -579,7 +345,7 @@ func (c *conversation) stored(ctx actor.Context, m *eventsStored) {
 	for n < len(c.pending) && c.pending[n].event.Seq <= m.Through {
 		p := c.pending[n]
 		c.durable, ts = p.event.Seq, p.event.Timestamp
-		c.fanOut(p.event)
+		c.fan.deliver(p.event)
 		reply(ctx, p.reply, &eventAppended{Event: p.event})
 		c.pending[n] = pendingAppend{}
 		n++
@@ -604,53 +370,9 @@ func (c *conversation) failPending(ctx actor.Context, err error) {
 // with d, and asks the registry to forget it, so that the next use spawns
 // an actor that loads the conversation afresh.
 func (c *conversation) end(ctx actor.Context, d core.Disconnect, err error) {
-	c.closeAll(ctx, d)
+	c.fan.closeAll(ctx, d)
 	c.gone, c.goneErr = true, fmt.Errorf("conversation %s: %w", c.id, err)
 	ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
-}
-
-// fanOut hands a durable event's bytes to every live subscriber. One whose
-// transport refuses the frame is dropped: its transport is closing and its
-// actor will stop.
-func (c *conversation) fanOut(ev *core.Event) {
-	for i := 0; i < len(c.subs); {
-		s := &c.subs[i]
-		if s.next != 0 || s.resolving || s.transport.Send(ev.Raw) {
-			i++ // a replaying subscriber will read this event from the log
-			continue
-		}
-		c.removeAt(i)
-	}
-}
-
-// closeAll closes every subscriber's socket with d. The transport is closed
-// directly, so the reason is set before the connection actor stops for any
-// other cause, and the connection actor is told to stop.
-func (c *conversation) closeAll(ctx actor.Context, d core.Disconnect) {
-	for _, s := range c.subs {
-		s.transport.Close(d)
-		ctx.Send(s.pid, &closeConnection{Reason: d})
-	}
-	c.subs = nil
-	clear(c.index)
-}
-
-func (c *conversation) remove(pid *actor.PID) {
-	if i, ok := c.index[pid.Id]; ok {
-		c.removeAt(i)
-	}
-}
-
-// removeAt drops subs[i] by moving the last subscriber into its place.
-func (c *conversation) removeAt(i int) {
-	delete(c.index, c.subs[i].pid.Id)
-	last := len(c.subs) - 1
-	if i != last {
-		c.subs[i] = c.subs[last]
-		c.index[c.subs[i].pid.Id] = i
-	}
-	c.subs[last] = subscriber{}
-	c.subs = c.subs[:last]
 }
 
 // reply answers to, if the message had a sender.

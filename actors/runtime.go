@@ -188,8 +188,7 @@ func (c *conversation) flushRuntime() {
 	if rt.pid == nil || len(rt.outbox) == 0 {
 		return
 	}
-	i, ok := c.index[rt.pid.Id]
-	if !ok || c.subs[i].next != 0 || c.subs[i].resolving {
+	if !c.fan.live(rt.pid) {
 		return
 	}
 	n := 0

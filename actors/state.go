@@ -206,11 +206,7 @@ func (c *conversation) broadcastState() {
 // sendClients hands a frame that is not in the log to every live client
 // (not the runtime, nor a client still replaying).
 func (c *conversation) sendClients(frame []byte) {
-	for i := range c.subs {
-		if s := &c.subs[i]; s.next == 0 && !s.resolving && !c.isRuntime(s.pid) {
-			s.transport.Send(frame)
-		}
-	}
+	c.fan.sendLive(frame, c.isRuntime)
 }
 
 // appended follows a client's append: a user message returns a finished or

@@ -1,0 +1,353 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/agent-server/agent-server/core"
+)
+
+// codeUnknownEventID is the ServerErrorEvent code for an after_id that is
+// not in the conversation's log.
+const codeUnknownEventID = "unknown_event_id"
+
+// replayPage is how many events a replay reads from the store at a time.
+const replayPage = 256
+
+// replayRetry is how soon a paced replay resumes once its socket's queue is
+// half full.
+const replayRetry = 5 * time.Millisecond
+
+// fanout is the local sockets that follow one conversation's log: which
+// connections are attached, where each one's replay stands, and handing
+// each durable event's bytes to every live one. The conversation actor
+// holds one for its sockets; in cluster mode a node's relay holds one for
+// that node's sockets (relay.go). The actor holding it passes durable, the
+// last Seq it knows to be in the store, and routes the replay messages
+// (replayResolved, replayRead, resumeReplay) to it.
+//
+// Live delivery to a replaying subscriber starts only when its replay
+// reaches the durable end of the log, in the Receive that sends it the last
+// replayed event, so nothing is lost or sent twice however many events land
+// meanwhile. Replays read the store off the mailbox, a page at a time, with
+// the next page read while the current one is sent.
+type fanout struct {
+	id     string // the conversation
+	store  core.Store
+	log    *slog.Logger
+	subs   []subscriber
+	index  map[string]int // PID.Id -> position in subs
+	resume *time.Timer    // pending resumeReplay, nil if none
+}
+
+func newFanout(id string, store core.Store, log *slog.Logger) *fanout {
+	return &fanout{id: id, store: store, log: log, index: make(map[string]int)}
+}
+
+// subscriber is one attached connection.
+//
+// A subscriber is live when next is 0: it gets each event as it becomes
+// durable. Otherwise it is replaying: next is the Seq it receives next,
+// read from the store a page at a time off the mailbox (buf holds the page
+// being sent, ahead the page after it, read while buf is sent, so that a
+// store's round trip overlaps the sending; reading says a read from
+// readFrom is under way), and live fan-out skips it until the replay
+// reaches the durable end of the log. While resolving, its replay's start
+// is being looked up (after_id, since) and it gets nothing yet.
+type subscriber struct {
+	pid       *actor.PID
+	transport Transport
+	next      uint64
+	buf       []*core.Event
+	ahead     []*core.Event
+	reading   bool
+	readFrom  uint64
+	resolving bool
+	floor     uint64 // with resolving: durable+1 when it attached
+}
+
+// len is how many connections are attached.
+func (f *fanout) len() int { return len(f.subs) }
+
+// live reports whether pid is attached and receiving live events (its
+// replay, if any, is done).
+func (f *fanout) live(pid *actor.PID) bool {
+	i, ok := f.index[pid.Id]
+	return ok && f.subs[i].next == 0 && !f.subs[i].resolving
+}
+
+// subscribe adds m.Conn, which got its first frame already, and starts the
+// replay it asked for. A connection that asked for no history is live at
+// once; otherwise its replay starts (after a lookup off the mailbox for
+// after_id and since).
+func (f *fanout) subscribe(ctx actor.Context, m *attachConnection, durable uint64) {
+	sub := subscriber{pid: m.Conn, transport: m.Transport}
+	switch m.Replay.Mode {
+	case ReplayNone:
+	case ReplayAll:
+		sub.next = 1
+	default:
+		sub.resolving, sub.floor = true, durable+1
+		self, root, store, id, r := ctx.Self(), ctx.ActorSystem().Root, f.store, f.id, m.Replay
+		go func() {
+			first, err := replayStart(store, id, r)
+			root.Send(self, &replayResolved{Conn: m.Conn, First: first, Err: err})
+		}()
+	}
+	if sub.next > durable {
+		sub.next = 0 // an empty log: nothing to replay
+	}
+	f.index[m.Conn.Id] = len(f.subs)
+	f.subs = append(f.subs, sub)
+	if sub.next != 0 {
+		f.pumpAll(ctx, durable)
+	}
+}
+
+// resolved starts the replay whose first Seq was looked up. Events that
+// became durable during the lookup are replayed too (from floor), since
+// live fan-out skipped the subscriber meanwhile.
+func (f *fanout) resolved(ctx actor.Context, m *replayResolved, durable uint64) {
+	i, ok := f.index[m.Conn.Id]
+	if !ok || !f.subs[i].resolving {
+		return
+	}
+	sub := &f.subs[i]
+	sub.resolving = false
+	first := m.First
+	var unknown *unknownEventError
+	switch {
+	case errors.As(m.Err, &unknown):
+		if frame, ferr := serverError(codeUnknownEventID, unknown.Error()); ferr == nil && !sub.transport.Send(frame) {
+			f.removeAt(i)
+			return
+		}
+		first = sub.floor
+	case m.Err != nil:
+		f.log.Error("attach: find replay start", "conversation", f.id, "err", m.Err)
+		sub.transport.Close(core.DisconnectInternalError)
+		f.removeAt(i)
+		return
+	}
+	sub.next = min(first, sub.floor)
+	if sub.next > durable {
+		sub.next = 0
+		return
+	}
+	f.pumpAll(ctx, durable)
+}
+
+// unknownEventError is an after_id that is not in the log.
+type unknownEventError struct{ id string }
+
+func (e *unknownEventError) Error() string {
+	return fmt.Sprintf("event %q is not in this conversation; nothing was replayed", truncate(e.id, 64))
+}
+
+// replayStart returns the Seq of the first event r asks for. It reads the
+// store's indexes and runs off the mailbox.
+func replayStart(store core.Store, id string, r Replay) (uint64, error) {
+	bg := context.Background()
+	switch r.Mode {
+	case ReplaySince:
+		first, err := store.FirstSeqAtOrAfter(bg, id, r.Since)
+		if err != nil {
+			return 0, fmt.Errorf("find events since %s: %w", r.Since.Format(core.TimestampLayout), err)
+		}
+		return first, nil
+	case ReplayAfterID:
+		ev, err := store.EventByID(bg, id, r.AfterID)
+		if errors.Is(err, core.ErrNotFound) {
+			return 0, &unknownEventError{id: r.AfterID}
+		}
+		if err != nil {
+			return 0, fmt.Errorf("find event %s: %w", r.AfterID, err)
+		}
+		return ev.Seq + 1, nil
+	}
+	return 0, fmt.Errorf("unknown replay mode %d", r.Mode)
+}
+
+// resumed handles resumeReplay, the pacing timer's message.
+func (f *fanout) resumed(ctx actor.Context, durable uint64) {
+	f.resume = nil
+	f.pumpAll(ctx, durable)
+}
+
+// pumpAll moves every replaying subscriber along, and schedules another
+// round if one had to wait for its socket to drain.
+func (f *fanout) pumpAll(ctx actor.Context, durable uint64) {
+	waiting := false
+	for i := 0; i < len(f.subs); {
+		if f.subs[i].next == 0 {
+			i++
+			continue
+		}
+		done, ok := f.pump(ctx, &f.subs[i], durable)
+		switch {
+		case !ok:
+			f.removeAt(i)
+			continue
+		case !done:
+			waiting = true
+		}
+		i++
+	}
+	if waiting && f.resume == nil {
+		self, root := ctx.Self(), ctx.ActorSystem().Root
+		f.resume = time.AfterFunc(replayRetry, func() { root.Send(self, &resumeReplay{}) })
+	}
+}
+
+// pump sends sub the replayed events it has in buf while its transport has
+// room: up to half its queue bound, so live traffic and replay never trip
+// the slow-consumer limit together. It keeps one page read ahead (the
+// answer, replayRead, pumps again). It reports done false only when the
+// socket must drain first, and ok false when the transport refused a
+// frame.
+func (f *fanout) pump(ctx actor.Context, sub *subscriber, durable uint64) (done, ok bool) {
+	bl, paced := sub.transport.(Backlogger)
+	for {
+		if len(sub.buf) == 0 && len(sub.ahead) > 0 {
+			sub.buf, sub.ahead = sub.ahead, nil
+		}
+		f.readAhead(ctx, sub, durable)
+		if len(sub.buf) == 0 {
+			if sub.next > durable { // nothing can be in flight: reads start at or below durable
+				sub.next, sub.buf = 0, nil // caught up: live from here
+			}
+			return true, true
+		}
+		ev := sub.buf[0]
+		if paced {
+			if queued, limit := bl.Backlog(); queued > 0 && queued+len(ev.Raw) > limit/2 {
+				return false, true
+			}
+		}
+		if !sub.transport.Send(ev.Raw) {
+			return false, false
+		}
+		sub.buf[0] = nil
+		sub.buf = sub.buf[1:]
+		sub.next = ev.Seq + 1
+	}
+}
+
+// readAhead starts the read of the page after what sub holds, unless one
+// is under way, one is held already, or the durable log has no more.
+func (f *fanout) readAhead(ctx actor.Context, sub *subscriber, durable uint64) {
+	if sub.reading || len(sub.ahead) > 0 {
+		return
+	}
+	from := sub.next
+	if n := len(sub.buf); n > 0 {
+		from = sub.buf[n-1].Seq + 1
+	}
+	if from > durable {
+		return
+	}
+	sub.reading, sub.readFrom = true, from
+	self, root, store, id, conn := ctx.Self(), ctx.ActorSystem().Root, f.store, f.id, sub.pid
+	go func() {
+		evs, err := store.Events(context.Background(), id, from-1, replayPage)
+		root.Send(self, &replayRead{Conn: conn, Next: from, Events: evs, Err: err})
+	}()
+}
+
+// readDone hands a read page to its subscriber: to send now if it has
+// nothing left, else as the page ahead. Events past the durable end are
+// dropped: they reach the subscriber by fan-out or by the next read.
+func (f *fanout) readDone(ctx actor.Context, m *replayRead, durable uint64) {
+	i, ok := f.index[m.Conn.Id]
+	if !ok || !f.subs[i].reading || f.subs[i].readFrom != m.Next {
+		return
+	}
+	sub := &f.subs[i]
+	sub.reading = false
+	if m.Err != nil || len(m.Events) == 0 || m.Events[0].Seq != m.Next {
+		f.log.Error("replay: read events", "conversation", f.id, "after", m.Next-1, "got", len(m.Events), "err", m.Err)
+		sub.transport.Close(core.DisconnectInternalError)
+		f.removeAt(i)
+		return
+	}
+	evs := m.Events
+	for len(evs) > 0 && evs[len(evs)-1].Seq > durable {
+		evs = evs[:len(evs)-1]
+	}
+	if len(sub.buf) == 0 {
+		sub.buf = evs
+	} else {
+		sub.ahead = evs
+	}
+	f.pumpAll(ctx, durable)
+}
+
+// deliver hands a durable event's bytes to every live subscriber. One whose
+// transport refuses the frame is dropped: its transport is closing and its
+// actor will stop. A replaying subscriber will read the event from the log.
+func (f *fanout) deliver(ev *core.Event) {
+	for i := 0; i < len(f.subs); {
+		s := &f.subs[i]
+		if s.next != 0 || s.resolving || s.transport.Send(ev.Raw) {
+			i++
+			continue
+		}
+		f.removeAt(i)
+	}
+}
+
+// sendLive hands a frame that is not in the log (a full_state, a streaming
+// delta) to every live subscriber but those skip names.
+func (f *fanout) sendLive(frame []byte, skip func(*actor.PID) bool) {
+	for i := range f.subs {
+		if s := &f.subs[i]; s.next == 0 && !s.resolving && (skip == nil || !skip(s.pid)) {
+			s.transport.Send(frame)
+		}
+	}
+}
+
+// closeAll closes every subscriber's socket with d. The transport is closed
+// directly, so the reason is set before the connection actor stops for any
+// other cause, and the connection actor is told to stop.
+func (f *fanout) closeAll(ctx actor.Context, d core.Disconnect) {
+	for _, s := range f.subs {
+		s.transport.Close(d)
+		ctx.Send(s.pid, &closeConnection{Reason: d})
+	}
+	f.subs = nil
+	clear(f.index)
+}
+
+// remove drops pid, if attached.
+func (f *fanout) remove(pid *actor.PID) {
+	if i, ok := f.index[pid.Id]; ok {
+		f.removeAt(i)
+	}
+}
+
+// removeAt drops subs[i] by moving the last subscriber into its place.
+func (f *fanout) removeAt(i int) {
+	delete(f.index, f.subs[i].pid.Id)
+	last := len(f.subs) - 1
+	if i != last {
+		f.subs[i] = f.subs[last]
+		f.index[f.subs[i].pid.Id] = i
+	}
+	f.subs[last] = subscriber{}
+	f.subs = f.subs[:last]
+}
+
+// stop cancels the pacing timer.
+func (f *fanout) stop() {
+	if f.resume != nil {
+		f.resume.Stop()
+	}
+}
+
+// waiting reports whether a paced replay waits for a socket to drain.
+func (f *fanout) waiting() bool { return f.resume != nil }
