@@ -52,8 +52,8 @@ type conversation struct {
 	goneErr  error       // why, for appends
 	received uint64      // messages the registry routed here
 	idleAt   *time.Timer // pending checkIdle, nil without passivation
-	active   time.Time      // when the last message other than checkIdle came
-	ctl      control        // state persistence and the agent runtime (state.go, runtime.go)
+	active   time.Time   // when the last message other than checkIdle came
+	ctl      control     // state persistence and the agent runtime (state.go, runtime.go)
 }
 
 func newConversation(s *System, id string) *conversation {
