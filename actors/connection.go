@@ -237,6 +237,9 @@ func (c *connection) attached(ctx actor.Context) {
 		case errors.As(m.Err, &tooLarge):
 			c.sendError(core.CodeEventTooLarge, tooLarge.Error())
 			return
+		case errors.Is(m.Err, core.ErrKeyReused):
+			c.sendError(core.CodeKeyReused, "idempotency_key was used with another message in this conversation; nothing was stored")
+			return
 		case errors.Is(m.Err, core.ErrUnavailable):
 			c.sendError(core.CodeUnavailable, "the message was not stored: the store is unavailable; send it again later")
 			c.sys.log.Warn("append user message: store unavailable", "conversation", c.convID, "err", m.Err)
@@ -299,7 +302,8 @@ func (c *connection) handleFrame(ctx actor.Context, data []byte) {
 	var fe *core.FrameError
 	switch {
 	case err == nil:
-		ctx.Request(c.conversation, &appendEvent{ConversationID: c.convID, Source: core.SourceUser, Kind: core.KindMessage, Body: core.MessageBody(msg), Run: true})
+		ctx.Request(c.conversation, &appendEvent{ConversationID: c.convID, Source: core.SourceUser, Kind: core.KindMessage, Body: core.MessageBody(msg), Run: true,
+			Key: msg.IdempotencyKey, CheckKey: msg.IdempotencyKey != ""})
 	case errors.Is(err, core.ErrAuthFrame):
 	case errors.As(err, &fe):
 		c.sendError(fe.Code, fe.Detail)

@@ -47,13 +47,15 @@ type conversation struct {
 	durable  uint64 // the last Seq the writer confirmed
 	gen      uint64 // append generation: moves on when a write fails (see stored)
 	pending  []pendingAppend
-	fan      *fanout     // the sockets attached here (fanout.go)
-	gone     bool        // deleted, missing from the store, or failed
-	goneErr  error       // why, for appends
-	received uint64      // messages the registry routed here
-	idleAt   *time.Timer // pending checkIdle, nil without passivation
-	active   time.Time   // when the last message other than checkIdle came
-	ctl      control     // state persistence and the agent runtime (state.go, runtime.go)
+	fan      *fanout              // the sockets attached here (fanout.go)
+	gone     bool                 // deleted, missing from the store, or failed
+	goneErr  error                // why, for appends
+	received uint64               // messages the registry routed here
+	idleAt   *time.Timer          // pending checkIdle, nil without passivation
+	keys     map[string]*keyState // idempotency keys (idempotency.go)
+	wire     map[string]bool      // senders of requests that came over the wire (wire.go)
+	active   time.Time            // when the last message other than checkIdle came
+	ctl      control              // state persistence and the agent runtime (state.go, runtime.go)
 }
 
 func newConversation(s *System, id string) *conversation {
@@ -105,6 +107,8 @@ func (c *conversation) handle(ctx actor.Context, msg any, sender *actor.PID) {
 		c.appended(ctx, m, before)
 	case *eventsStored:
 		c.stored(ctx, m)
+	case *keyResolved:
+		c.keyLookedUp(ctx, m)
 	case *replayResolved:
 		c.fan.resolved(ctx, m, c.durable)
 	case *replayRead:
@@ -112,7 +116,7 @@ func (c *conversation) handle(ctx actor.Context, msg any, sender *actor.PID) {
 	case *deleteConversation:
 		c.fan.closeAll(ctx, core.DisconnectNotFound)
 		c.gone, c.goneErr = true, fmt.Errorf("conversation %s: %w", c.id, core.ErrNotFound)
-		reply(ctx, sender, &conversationDeleted{})
+		c.reply(ctx, sender, &conversationDeleted{})
 	case *resumeReplay:
 		c.fan.resumed(ctx, c.durable)
 	case *crashConversation:
@@ -212,7 +216,7 @@ func (c *conversation) stopping(ctx actor.Context) {
 		c.idleAt.Stop()
 	}
 	for _, p := range c.pending {
-		reply(ctx, p.reply, &commandFailed{Err: errStoppedUnconfirmed})
+		c.reply(ctx, p.reply, &commandFailed{Err: errStoppedUnconfirmed})
 	}
 	c.pending = nil
 	for _, s := range c.stash {
@@ -221,7 +225,7 @@ func (c *conversation) stopping(ctx actor.Context) {
 			m.Transport.Close(core.DisconnectInternalError)
 			ctx.Send(m.Conn, &closeConnection{Reason: core.DisconnectInternalError})
 		case *appendEvent, *deleteConversation:
-			reply(ctx, s.sender, &commandFailed{Err: errStoppedUnconfirmed})
+			c.reply(ctx, s.sender, &commandFailed{Err: errStoppedUnconfirmed})
 		}
 	}
 	c.stash = nil
@@ -272,17 +276,22 @@ func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 // append assigns the envelope, seals the event once and hands it to the
 // writer. The answer and the fan-out wait for the writer's eventsStored.
 func (c *conversation) append(ctx actor.Context, m *appendEvent, sender *actor.PID) {
-	ev, err := c.enqueue(ctx, m.Source, m.Kind, m.Body)
+	if m.Key != "" && c.appendKeyed(ctx, m, sender) {
+		return
+	}
+	ev, err := c.enqueue(ctx, m.Source, m.Kind, m.Body, m.Key)
 	if err != nil {
-		reply(ctx, sender, &commandFailed{Err: err})
+		c.reply(ctx, sender, &commandFailed{Err: err})
 		return
 	}
 	c.pending = append(c.pending, pendingAppend{event: ev, reply: sender})
+	c.keyAppended(ev)
 }
 
-// enqueue assigns an event's envelope, seals it and hands it to the writer;
-// the caller records it in pending.
-func (c *conversation) enqueue(ctx actor.Context, source core.Source, kind string, body []byte) (*core.Event, error) {
+// enqueue assigns an event's envelope, seals it and hands it to the writer,
+// with the idempotency key it was posted with ("" for none); the caller
+// records it in pending.
+func (c *conversation) enqueue(ctx actor.Context, source core.Source, kind string, body []byte, key string) (*core.Event, error) {
 	if c.gone {
 		return nil, c.goneErr
 	}
@@ -290,7 +299,7 @@ func (c *conversation) enqueue(ctx actor.Context, source core.Source, kind strin
 	if ts.Before(c.lastTS) {
 		ts = c.lastTS
 	}
-	ev := &core.Event{ID: core.NewEventID(), Seq: c.lastSeq + 1, Timestamp: ts, Source: source, Kind: kind, Body: body}
+	ev := &core.Event{ID: core.NewEventID(), Seq: c.lastSeq + 1, Timestamp: ts, Source: source, Kind: kind, Body: body, IdempotencyKey: key}
 	if err := ev.Seal(); err != nil {
 		return nil, fmt.Errorf("seal %s: %w", kind, err)
 	}
@@ -327,6 +336,7 @@ func (c *conversation) stored(ctx actor.Context, m *eventsStored) {
 		c.failPending(ctx, m.Err)
 		c.lastSeq = c.durable
 		c.gen++
+		c.keysFailed(ctx, m.Err)
 		switch {
 		case errors.Is(m.Err, core.ErrNotFound):
 			c.sys.log.Warn("append events: the conversation is gone", "conversation", c.id, "err", m.Err)
@@ -346,7 +356,8 @@ func (c *conversation) stored(ctx actor.Context, m *eventsStored) {
 		p := c.pending[n]
 		c.durable, ts = p.event.Seq, p.event.Timestamp
 		c.fan.deliver(p.event)
-		reply(ctx, p.reply, &eventAppended{Event: p.event})
+		c.reply(ctx, p.reply, &eventAppended{Event: p.event})
+		c.keyDurable(ctx, p.event)
 		c.pending[n] = pendingAppend{}
 		n++
 	}
@@ -361,7 +372,7 @@ func (c *conversation) stored(ctx actor.Context, m *eventsStored) {
 // failPending answers every pending append with err.
 func (c *conversation) failPending(ctx actor.Context, err error) {
 	for _, p := range c.pending {
-		reply(ctx, p.reply, &commandFailed{Err: fmt.Errorf("append: %w", err)})
+		c.reply(ctx, p.reply, &commandFailed{Err: fmt.Errorf("append: %w", err)})
 	}
 	c.pending = nil
 }
@@ -373,6 +384,12 @@ func (c *conversation) end(ctx actor.Context, d core.Disconnect, err error) {
 	c.fan.closeAll(ctx, d)
 	c.gone, c.goneErr = true, fmt.Errorf("conversation %s: %w", c.id, err)
 	ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
+}
+
+// reply answers a request this actor handled. A request that came over
+// the wire (cluster mode) is answered in the wire's terms (wire.go).
+func (c *conversation) reply(ctx actor.Context, to *actor.PID, msg any) {
+	reply(ctx, to, c.toWire(to, msg))
 }
 
 // reply answers to, if the message had a sender.

@@ -125,11 +125,18 @@ type appendEvent struct {
 	Kind           string
 	Body           json.RawMessage
 	Run            bool // a client's socket message: run the agent after it (runtime.go)
+	// Key is the post's idempotency key, "" for none (idempotency.go);
+	// CheckKey says the post may be a retry, so the key may be stored.
+	Key      string
+	CheckKey bool
 }
 
-// eventAppended answers appendEvent with the sealed event.
+// eventAppended answers appendEvent with the sealed event. Duplicate says
+// the post's idempotency key found an earlier post's event: nothing was
+// appended.
 type eventAppended struct {
-	Event *core.Event
+	Event     *core.Event
+	Duplicate bool
 }
 
 // deleteConversation asks the registry to delete a conversation and close its

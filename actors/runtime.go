@@ -90,7 +90,7 @@ func (c *conversation) handleControl(ctx actor.Context, msg any, sender *actor.P
 	case *runtimeReplyOver:
 		if a, ok := c.ctl.rt.asks[m.ID]; ok {
 			delete(c.ctl.rt.asks, m.ID)
-			reply(ctx, a.sender, &commandFailed{Err: &core.RuntimeTimeoutError{Command: a.command, Waited: a.timeout}})
+			c.reply(ctx, a.sender, &commandFailed{Err: &core.RuntimeTimeoutError{Command: a.command, Waited: a.timeout}})
 		}
 	}
 }
@@ -140,7 +140,7 @@ func (c *conversation) runtimeDetached(ctx actor.Context, pid *actor.PID) {
 	rt.pid, rt.transport, rt.outbox = nil, nil, nil
 	for id, a := range rt.asks {
 		a.timer.Stop()
-		reply(ctx, a.sender, &commandFailed{Err: core.ErrRuntimeLost})
+		c.reply(ctx, a.sender, &commandFailed{Err: core.ErrRuntimeLost})
 		delete(rt.asks, id)
 	}
 	if c.gone {
@@ -210,7 +210,7 @@ func (c *conversation) flushRuntime() {
 // a wait it fails at once.
 func (c *conversation) park(ctx actor.Context, msg any, sender *actor.PID, wait time.Duration) {
 	if wait <= 0 {
-		reply(ctx, sender, &commandFailed{Err: &core.NoRuntimeError{ConversationID: c.id}})
+		c.reply(ctx, sender, &commandFailed{Err: &core.NoRuntimeError{ConversationID: c.id}})
 		return
 	}
 	c.ctl.rt.tokens++
@@ -225,7 +225,7 @@ func (c *conversation) waitOver(ctx actor.Context, token uint64) {
 	for i, w := range c.ctl.rt.waiting {
 		if w.token == token {
 			c.ctl.rt.waiting = append(c.ctl.rt.waiting[:i], c.ctl.rt.waiting[i+1:]...)
-			reply(ctx, w.sender, &commandFailed{Err: &core.NoRuntimeError{ConversationID: c.id, Waited: w.wait}})
+			c.reply(ctx, w.sender, &commandFailed{Err: &core.NoRuntimeError{ConversationID: c.id, Waited: w.wait}})
 			return
 		}
 	}
@@ -237,12 +237,12 @@ func (c *conversation) waitOver(ctx actor.Context, token uint64) {
 func (c *conversation) run(ctx actor.Context, m *runConversation, sender *actor.PID) {
 	switch {
 	case c.gone:
-		reply(ctx, sender, &commandFailed{Err: c.goneErr})
+		c.reply(ctx, sender, &commandFailed{Err: c.goneErr})
 	case c.conv.Status() == core.StatusRunning:
 		if m.AllowRunning {
-			reply(ctx, sender, &commandDone{})
+			c.reply(ctx, sender, &commandDone{})
 		} else {
-			reply(ctx, sender, &commandFailed{Err: core.ErrAlreadyRunning})
+			c.reply(ctx, sender, &commandFailed{Err: core.ErrAlreadyRunning})
 		}
 	case c.ctl.rt.pid == nil:
 		if sender != nil {
@@ -260,7 +260,7 @@ func (c *conversation) run(ctx actor.Context, m *runConversation, sender *actor.
 // every client gets a full_state, as upstream's server does.
 func (c *conversation) pause(ctx actor.Context, m *pauseConversation, sender *actor.PID) {
 	if c.gone {
-		reply(ctx, sender, &commandFailed{Err: c.goneErr})
+		c.reply(ctx, sender, &commandFailed{Err: c.goneErr})
 		return
 	}
 	kind, command := core.KindPause, core.CommandPause
@@ -283,7 +283,7 @@ func (c *conversation) pause(ctx actor.Context, m *pauseConversation, sender *ac
 func (c *conversation) rejectPending(ctx actor.Context, m *rejectPending, sender *actor.PID) {
 	switch {
 	case c.gone:
-		reply(ctx, sender, &commandFailed{Err: c.goneErr})
+		c.reply(ctx, sender, &commandFailed{Err: c.goneErr})
 	case c.ctl.rt.pid == nil:
 		c.park(ctx, m, sender, m.Wait)
 	default:
@@ -300,7 +300,7 @@ func (c *conversation) rejectPending(ctx actor.Context, m *rejectPending, sender
 func (c *conversation) ask(ctx actor.Context, m *askRuntime, sender *actor.PID) {
 	switch {
 	case c.gone:
-		reply(ctx, sender, &commandFailed{Err: c.goneErr})
+		c.reply(ctx, sender, &commandFailed{Err: c.goneErr})
 		return
 	case c.ctl.rt.pid == nil:
 		c.park(ctx, m, sender, m.Wait)
@@ -331,7 +331,7 @@ func (c *conversation) replied(ctx actor.Context, m *runtimeReplied) {
 	}
 	delete(c.ctl.rt.asks, m.ID)
 	a.timer.Stop()
-	reply(ctx, a.sender, &runtimeAnswered{Reply: m.Reply})
+	c.reply(ctx, a.sender, &runtimeAnswered{Reply: m.Reply})
 }
 
 // publish stores and fans out a runtime's event. A state update is applied
@@ -339,7 +339,7 @@ func (c *conversation) replied(ctx actor.Context, m *runtimeReplied) {
 // being stored, as upstream emits no event for an unchanged field. A
 // StreamingDeltaEvent is fanned out and never stored.
 func (c *conversation) publish(ctx actor.Context, m *publishEvent, sender *actor.PID) {
-	fail := func(err error) { reply(ctx, sender, &publishFailed{Ref: m.Ref, Err: err}) }
+	fail := func(err error) { c.reply(ctx, sender, &publishFailed{Ref: m.Ref, Err: err}) }
 	if c.gone {
 		fail(c.goneErr)
 		return
@@ -363,11 +363,11 @@ func (c *conversation) publish(ctx actor.Context, m *publishEvent, sender *actor
 			return
 		}
 		if !changed && p.StateKey != core.StateKeyGoal {
-			reply(ctx, sender, &eventPublished{Ref: m.Ref})
+			c.reply(ctx, sender, &eventPublished{Ref: m.Ref})
 			return
 		}
 	}
-	ev, err := c.enqueue(ctx, p.Source, p.Kind, p.Body)
+	ev, err := c.enqueue(ctx, p.Source, p.Kind, p.Body, "")
 	if err != nil {
 		fail(err)
 		return
@@ -399,14 +399,14 @@ func (c *conversation) stopControl(ctx actor.Context) {
 	failed := &commandFailed{Err: errStoppedUnconfirmed}
 	for _, w := range c.ctl.rt.waiting {
 		w.timer.Stop()
-		reply(ctx, w.sender, failed)
+		c.reply(ctx, w.sender, failed)
 	}
 	for _, a := range c.ctl.rt.asks {
 		a.timer.Stop()
-		reply(ctx, a.sender, failed)
+		c.reply(ctx, a.sender, failed)
 	}
 	for _, a := range c.ctl.after {
-		reply(ctx, a.reply, failed)
+		c.reply(ctx, a.reply, failed)
 	}
 	c.ctl = control{}
 }

@@ -78,7 +78,7 @@ func (c *conversation) change(ctx actor.Context, next *core.Conversation, keys [
 // appendOwn appends an event the actor makes itself (a state update, an
 // error report), answered to nobody.
 func (c *conversation) appendOwn(ctx actor.Context, source core.Source, kind string, body []byte) *core.Event {
-	ev, err := c.enqueue(ctx, source, kind, body)
+	ev, err := c.enqueue(ctx, source, kind, body, "")
 	if err != nil {
 		if !c.gone {
 			c.sys.log.Error("append the conversation's own event", "conversation", c.id, "kind", kind, "err", err)
@@ -121,7 +121,7 @@ func (c *conversation) stateSaved(ctx actor.Context, m *stateStored) {
 		keep := c.ctl.after[:0]
 		for _, a := range c.ctl.after {
 			if a.version <= m.Version && a.version > c.ctl.saved {
-				reply(ctx, a.reply, &commandFailed{Err: fmt.Errorf("write conversation state: %w", m.Err)})
+				c.reply(ctx, a.reply, &commandFailed{Err: fmt.Errorf("write conversation state: %w", m.Err)})
 				continue
 			}
 			keep = append(keep, a)
@@ -147,7 +147,7 @@ func (c *conversation) writeFailed(ctx actor.Context, err error) {
 	keep := c.ctl.after[:0]
 	for _, a := range c.ctl.after {
 		if a.seq > c.durable {
-			reply(ctx, a.reply, &commandFailed{Err: fmt.Errorf("append: %w", err)})
+			c.reply(ctx, a.reply, &commandFailed{Err: fmt.Errorf("append: %w", err)})
 			continue
 		}
 		keep = append(keep, a)
@@ -178,7 +178,7 @@ func (c *conversation) progress(ctx actor.Context) {
 			c.sendClients(a.frame)
 		}
 		if a.reply != nil {
-			reply(ctx, a.reply, a.msg)
+			c.reply(ctx, a.reply, a.msg)
 		}
 		if a.broadcast {
 			c.broadcastState()
@@ -261,12 +261,12 @@ func messageText(body []byte) string {
 // durable. The runtime gets the new state.
 func (c *conversation) changeSettings(ctx actor.Context, m *changeSettings, sender *actor.PID) {
 	if c.gone {
-		reply(ctx, sender, &commandFailed{Err: c.goneErr})
+		c.reply(ctx, sender, &commandFailed{Err: c.goneErr})
 		return
 	}
 	next, keys, err := core.ApplySettings(c.conv, m.Settings)
 	if err != nil {
-		reply(ctx, sender, &commandFailed{Err: err})
+		c.reply(ctx, sender, &commandFailed{Err: err})
 		return
 	}
 	c.change(ctx, next, keys, &afterState{reply: sender, msg: &commandDone{}})

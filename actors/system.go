@@ -221,7 +221,10 @@ func (s *System) CreateConversation(ctx context.Context, c *core.Conversation) (
 
 // PostEvent appends an event to the conversation through its actor, which
 // broadcasts it to every socket, and returns the sealed event. An unknown
-// conversation is an error wrapping core.ErrNotFound.
+// conversation is an error wrapping core.ErrNotFound. With an idempotency
+// key in ctx (WithIdempotencyKey), a retry of an earlier post appends
+// nothing and returns that post's event; the key with another body fails
+// with core.ErrKeyReused.
 func (s *System) PostEvent(ctx context.Context, conversationID string, source core.Source, kind string, body json.RawMessage) (*core.Event, error) {
 	if !source.Valid() {
 		return nil, fmt.Errorf("post event to %s: unknown source %q", conversationID, source)
@@ -229,7 +232,8 @@ func (s *System) PostEvent(ctx context.Context, conversationID string, source co
 	if kind == "" {
 		return nil, fmt.Errorf("post event to %s: empty kind", conversationID)
 	}
-	res, err := s.request(ctx, s.registry, &appendEvent{ConversationID: conversationID, Source: source, Kind: kind, Body: body})
+	key := idempotencyKey(ctx)
+	res, err := s.request(ctx, s.registry, &appendEvent{ConversationID: conversationID, Source: source, Kind: kind, Body: body, Key: key, CheckKey: key != ""})
 	if err != nil {
 		return nil, fmt.Errorf("post event to %s: %w", conversationID, err)
 	}

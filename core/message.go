@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Error codes carried by ServerErrorEvent frames and REST error details.
@@ -15,6 +16,7 @@ const (
 	CodeRateLimited    = "rate_limited" // a frame past limits.messages_per_second, dropped
 	CodeEventTooLarge  = "event_too_large"
 	CodeUnavailable    = "store_unavailable" // the store could not be reached; nothing was stored
+	CodeKeyReused      = "idempotency_key_reused"
 )
 
 // ErrEventTooLarge is an append refused because the sealed event would
@@ -49,6 +51,9 @@ type UserMessage struct {
 	Role    string
 	Content []ContentPart
 	Run     bool // REST only: whether the agent should run after it
+	// IdempotencyKey is a socket frame's idempotency_key: a frame sent
+	// again with it (after a reconnect) is not appended twice.
+	IdempotencyKey string
 }
 
 // ErrAuthFrame is returned by ParseClientFrame for {"type":"auth",...}
@@ -72,6 +77,7 @@ func ParseClientFrame(data []byte) (*UserMessage, error) {
 		Role    *string         `json:"role"`
 		Content json.RawMessage `json:"content"`
 		Run     bool            `json:"run"`
+		Key     string          `json:"idempotency_key"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, &FrameError{Code: CodeInvalidJSON, Detail: "frame is not a JSON object"}
@@ -89,7 +95,10 @@ func ParseClientFrame(data []byte) (*UserMessage, error) {
 	if err != nil {
 		return nil, &FrameError{Code: CodeInvalidMessage, Detail: err.Error()}
 	}
-	return &UserMessage{Role: "user", Content: parts, Run: raw.Run}, nil
+	if len(raw.Key) > MaxIdempotencyKey || strings.HasPrefix(raw.Key, "~") {
+		return nil, &FrameError{Code: CodeInvalidMessage, Detail: fmt.Sprintf(`"idempotency_key" must be at most %d bytes, not starting with ~`, MaxIdempotencyKey)}
+	}
+	return &UserMessage{Role: "user", Content: parts, Run: raw.Run, IdempotencyKey: raw.Key}, nil
 }
 
 func parseContent(raw json.RawMessage) ([]ContentPart, error) {

@@ -26,6 +26,9 @@ var (
 	// ErrSeqConflict is an append whose first Seq does not continue the
 	// log: the appender's idea of where the log ends is stale.
 	ErrSeqConflict = errors.New("event seq does not continue the log")
+	// ErrKeyReused is a post whose idempotency key an earlier post of the
+	// conversation used with another body: REST answers 422.
+	ErrKeyReused = errors.New("the idempotency key was used with another request")
 )
 
 // Store keeps conversations and their event logs. The in-memory store is in

@@ -258,6 +258,8 @@ func backendError(err error, notFoundDetail string) *apiError {
 		return &apiError{status: http.StatusNotFound, detail: notFoundDetail, err: err}
 	case errors.As(err, &tooLarge):
 		return &apiError{status: http.StatusRequestEntityTooLarge, detail: "Event too large: " + tooLarge.Error(), err: err}
+	case errors.Is(err, core.ErrKeyReused):
+		return &apiError{status: http.StatusUnprocessableEntity, detail: "Idempotency-Key was used with another request in this conversation", err: err}
 	case errors.Is(err, core.ErrUnavailable):
 		return &apiError{status: http.StatusServiceUnavailable, detail: "Store unavailable; nothing was stored: retry later", err: err}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.Is(err, actors.ErrShutdown):

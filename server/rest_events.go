@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/agent-server/agent-server/actors"
 	"github.com/agent-server/agent-server/core"
 )
 
@@ -151,6 +152,10 @@ func (a *restAPI) getEvent(w http.ResponseWriter, r *http.Request, c *restCall) 
 // agent runs after the message, as upstream's server does; a running
 // conversation is no error.
 func (a *restAPI) postEvent(w http.ResponseWriter, r *http.Request, c *restCall) error {
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return err
+	}
 	var raw json.RawMessage
 	if err := a.readJSON(w, r, &raw); err != nil {
 		return err
@@ -191,7 +196,11 @@ func (a *restAPI) postEvent(w http.ResponseWriter, r *http.Request, c *restCall)
 		writeJSON(w, http.StatusOK, success)
 		return nil
 	}
-	if _, err := a.backend.PostEvent(r.Context(), c.convID, core.SourceUser, core.KindMessage, core.MessageBody(msg)); err != nil {
+	ctx := r.Context()
+	if key != "" {
+		ctx = actors.WithIdempotencyKey(ctx, key)
+	}
+	if _, err := a.backend.PostEvent(ctx, c.convID, core.SourceUser, core.KindMessage, core.MessageBody(msg)); err != nil {
 		return backendError(fmt.Errorf("post %s to %s: %w", core.KindMessage, c.convID, err), "Conversation not found")
 	}
 	if msg.Run {
@@ -203,4 +212,23 @@ func (a *restAPI) postEvent(w http.ResponseWriter, r *http.Request, c *restCall)
 	}
 	writeJSON(w, http.StatusOK, success)
 	return nil
+}
+
+// idempotencyKey reads the Idempotency-Key header: at most
+// core.MaxIdempotencyKey bytes of visible ASCII, not starting with "~"
+// (which the server keeps for the keys it makes itself).
+func idempotencyKey(r *http.Request) (string, error) {
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" {
+		return "", nil
+	}
+	if len(key) > core.MaxIdempotencyKey || key[0] == '~' {
+		return "", badRequest(fmt.Sprintf("Idempotency-Key must be 1 to %d visible ASCII characters, not starting with ~", core.MaxIdempotencyKey))
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x21 || key[i] > 0x7e {
+			return "", badRequest(fmt.Sprintf("Idempotency-Key must be 1 to %d visible ASCII characters, not starting with ~", core.MaxIdempotencyKey))
+		}
+	}
+	return key, nil
 }

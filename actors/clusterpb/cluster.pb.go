@@ -405,8 +405,8 @@ func (x *Closing) GetReason() string {
 	return ""
 }
 
-// Append asks the owner to append one event. Answered by AppendResult
-// once the event is durable, or refused.
+// Append asks the owner to append one event. Answered by Result (with
+// event set) once the event is durable, or refused.
 type Append struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Source string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
@@ -417,7 +417,9 @@ type Append struct {
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// retry is set on every attempt after the first: only then can a key
 	// made for this request be stored already.
-	Retry         bool `protobuf:"varint,5,opt,name=retry,proto3" json:"retry,omitempty"`
+	Retry bool `protobuf:"varint,5,opt,name=retry,proto3" json:"retry,omitempty"`
+	// run: a client's socket message, which also runs the agent.
+	Run           bool `protobuf:"varint,6,opt,name=run,proto3" json:"run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,33 +489,45 @@ func (x *Append) GetRetry() bool {
 	return false
 }
 
-// AppendResult answers Append. error_code is empty on success.
-type AppendResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	EventId       string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
-	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	ErrorCode     string                 `protobuf:"bytes,3,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
-	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
-	EventSize     int64                  `protobuf:"varint,5,opt,name=event_size,json=eventSize,proto3" json:"event_size,omitempty"` // with error_code "too_large": the sealed size
-	MaxSize       int64                  `protobuf:"varint,6,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
+func (x *Append) GetRun() bool {
+	if x != nil {
+		return x.Run
+	}
+	return false
+}
+
+// Command is a control-plane command for the owner (the REST control
+// endpoints, a runtime's publish and replies). Answered by Result.
+type Command struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Command:
+	//
+	//	*Command_Run
+	//	*Command_Pause
+	//	*Command_Settings
+	//	*Command_Reject
+	//	*Command_Ask
+	//	*Command_Publish
+	//	*Command_Reply
+	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *AppendResult) Reset() {
-	*x = AppendResult{}
+func (x *Command) Reset() {
+	*x = Command{}
 	mi := &file_actors_clusterpb_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *AppendResult) String() string {
+func (x *Command) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*AppendResult) ProtoMessage() {}
+func (*Command) ProtoMessage() {}
 
-func (x *AppendResult) ProtoReflect() protoreflect.Message {
+func (x *Command) ProtoReflect() protoreflect.Message {
 	mi := &file_actors_clusterpb_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -525,55 +539,962 @@ func (x *AppendResult) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use AppendResult.ProtoReflect.Descriptor instead.
-func (*AppendResult) Descriptor() ([]byte, []int) {
+// Deprecated: Use Command.ProtoReflect.Descriptor instead.
+func (*Command) Descriptor() ([]byte, []int) {
 	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{8}
 }
 
-func (x *AppendResult) GetEventId() string {
+func (x *Command) GetCommand() isCommand_Command {
 	if x != nil {
-		return x.EventId
+		return x.Command
+	}
+	return nil
+}
+
+func (x *Command) GetRun() *Run {
+	if x != nil {
+		if x, ok := x.Command.(*Command_Run); ok {
+			return x.Run
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetPause() *Pause {
+	if x != nil {
+		if x, ok := x.Command.(*Command_Pause); ok {
+			return x.Pause
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSettings() []byte {
+	if x != nil {
+		if x, ok := x.Command.(*Command_Settings); ok {
+			return x.Settings
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetReject() *RejectPending {
+	if x != nil {
+		if x, ok := x.Command.(*Command_Reject); ok {
+			return x.Reject
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAsk() *Ask {
+	if x != nil {
+		if x, ok := x.Command.(*Command_Ask); ok {
+			return x.Ask
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetPublish() *Publish {
+	if x != nil {
+		if x, ok := x.Command.(*Command_Publish); ok {
+			return x.Publish
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetReply() *RuntimeReply {
+	if x != nil {
+		if x, ok := x.Command.(*Command_Reply); ok {
+			return x.Reply
+		}
+	}
+	return nil
+}
+
+type isCommand_Command interface {
+	isCommand_Command()
+}
+
+type Command_Run struct {
+	Run *Run `protobuf:"bytes,1,opt,name=run,proto3,oneof"`
+}
+
+type Command_Pause struct {
+	Pause *Pause `protobuf:"bytes,2,opt,name=pause,proto3,oneof"`
+}
+
+type Command_Settings struct {
+	// settings is core.Settings as JSON: it may hold secrets, which the
+	// remote's mutual TLS protects in transit.
+	Settings []byte `protobuf:"bytes,3,opt,name=settings,proto3,oneof"`
+}
+
+type Command_Reject struct {
+	Reject *RejectPending `protobuf:"bytes,4,opt,name=reject,proto3,oneof"`
+}
+
+type Command_Ask struct {
+	Ask *Ask `protobuf:"bytes,5,opt,name=ask,proto3,oneof"`
+}
+
+type Command_Publish struct {
+	Publish *Publish `protobuf:"bytes,6,opt,name=publish,proto3,oneof"`
+}
+
+type Command_Reply struct {
+	Reply *RuntimeReply `protobuf:"bytes,7,opt,name=reply,proto3,oneof"`
+}
+
+func (*Command_Run) isCommand_Command() {}
+
+func (*Command_Pause) isCommand_Command() {}
+
+func (*Command_Settings) isCommand_Command() {}
+
+func (*Command_Reject) isCommand_Command() {}
+
+func (*Command_Ask) isCommand_Command() {}
+
+func (*Command_Publish) isCommand_Command() {}
+
+func (*Command_Reply) isCommand_Command() {}
+
+// Run starts the agent (runConversation).
+type Run struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WaitMs        int64                  `protobuf:"varint,1,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	AllowRunning  bool                   `protobuf:"varint,2,opt,name=allow_running,json=allowRunning,proto3" json:"allow_running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Run) Reset() {
+	*x = Run{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Run) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Run) ProtoMessage() {}
+
+func (x *Run) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Run.ProtoReflect.Descriptor instead.
+func (*Run) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Run) GetWaitMs() int64 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
+func (x *Run) GetAllowRunning() bool {
+	if x != nil {
+		return x.AllowRunning
+	}
+	return false
+}
+
+// Pause pauses or interrupts a run (pauseConversation).
+type Pause struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Interrupt     bool                   `protobuf:"varint,1,opt,name=interrupt,proto3" json:"interrupt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Pause) Reset() {
+	*x = Pause{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Pause) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Pause) ProtoMessage() {}
+
+func (x *Pause) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Pause.ProtoReflect.Descriptor instead.
+func (*Pause) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Pause) GetInterrupt() bool {
+	if x != nil {
+		return x.Interrupt
+	}
+	return false
+}
+
+// RejectPending forwards a rejection of the pending actions (rejectPending).
+type RejectPending struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	WaitMs        int64                  `protobuf:"varint,2,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectPending) Reset() {
+	*x = RejectPending{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectPending) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectPending) ProtoMessage() {}
+
+func (x *RejectPending) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectPending.ProtoReflect.Descriptor instead.
+func (*RejectPending) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RejectPending) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
 
-func (x *AppendResult) GetSeq() uint64 {
+func (x *RejectPending) GetWaitMs() int64 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
+// Ask forwards a command the runtime answers (askRuntime).
+type Ask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Command       string                 `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
+	Params        []byte                 `protobuf:"bytes,2,opt,name=params,proto3" json:"params,omitempty"`
+	WaitMs        int64                  `protobuf:"varint,3,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	TimeoutMs     int64                  `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ask) Reset() {
+	*x = Ask{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ask) ProtoMessage() {}
+
+func (x *Ask) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ask.ProtoReflect.Descriptor instead.
+func (*Ask) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Ask) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+func (x *Ask) GetParams() []byte {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
+
+func (x *Ask) GetWaitMs() int64 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
+func (x *Ask) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+// Publish stores and fans out an event a runtime published (publishEvent).
+type Publish struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ref           string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Body          []byte                 `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	StateKey      string                 `protobuf:"bytes,5,opt,name=state_key,json=stateKey,proto3" json:"state_key,omitempty"`
+	StateValue    []byte                 `protobuf:"bytes,6,opt,name=state_value,json=stateValue,proto3" json:"state_value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Publish) Reset() {
+	*x = Publish{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Publish) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Publish) ProtoMessage() {}
+
+func (x *Publish) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Publish.ProtoReflect.Descriptor instead.
+func (*Publish) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Publish) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *Publish) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Publish) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Publish) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *Publish) GetStateKey() string {
+	if x != nil {
+		return x.StateKey
+	}
+	return ""
+}
+
+func (x *Publish) GetStateValue() []byte {
+	if x != nil {
+		return x.StateValue
+	}
+	return nil
+}
+
+// RuntimeReply is the runtime's reply to the command id (runtimeReplied),
+// from its connection through its node's relay.
+type RuntimeReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conn          *Ref                   `protobuf:"bytes,1,opt,name=conn,proto3" json:"conn,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Status        int32                  `protobuf:"varint,3,opt,name=status,proto3" json:"status,omitempty"`
+	Body          []byte                 `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuntimeReply) Reset() {
+	*x = RuntimeReply{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuntimeReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuntimeReply) ProtoMessage() {}
+
+func (x *RuntimeReply) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuntimeReply.ProtoReflect.Descriptor instead.
+func (*RuntimeReply) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RuntimeReply) GetConn() *Ref {
+	if x != nil {
+		return x.Conn
+	}
+	return nil
+}
+
+func (x *RuntimeReply) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RuntimeReply) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *RuntimeReply) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+// Result answers Append, Command and Delete. error is set when it failed.
+type Result struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Error *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	// event: the stored event, for an Append or a Publish.
+	Event *StoredEvent `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	// reply: the runtime's answer, for an Ask.
+	ReplyStatus int32  `protobuf:"varint,3,opt,name=reply_status,json=replyStatus,proto3" json:"reply_status,omitempty"`
+	ReplyBody   []byte `protobuf:"bytes,4,opt,name=reply_body,json=replyBody,proto3" json:"reply_body,omitempty"`
+	HasReply    bool   `protobuf:"varint,5,opt,name=has_reply,json=hasReply,proto3" json:"has_reply,omitempty"`
+	// ref: a Publish's ref, echoed.
+	Ref           string `protobuf:"bytes,6,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Result) Reset() {
+	*x = Result{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Result) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Result) ProtoMessage() {}
+
+func (x *Result) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Result.ProtoReflect.Descriptor instead.
+func (*Result) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Result) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *Result) GetEvent() *StoredEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *Result) GetReplyStatus() int32 {
+	if x != nil {
+		return x.ReplyStatus
+	}
+	return 0
+}
+
+func (x *Result) GetReplyBody() []byte {
+	if x != nil {
+		return x.ReplyBody
+	}
+	return nil
+}
+
+func (x *Result) GetHasReply() bool {
+	if x != nil {
+		return x.HasReply
+	}
+	return false
+}
+
+func (x *Result) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+// StoredEvent is what a poster learns of its event.
+type StoredEvent struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Id                 string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Seq                uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	TimestampUnixMicro int64                  `protobuf:"varint,3,opt,name=timestamp_unix_micro,json=timestampUnixMicro,proto3" json:"timestamp_unix_micro,omitempty"`
+	Source             string                 `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	Kind               string                 `protobuf:"bytes,5,opt,name=kind,proto3" json:"kind,omitempty"`
+	Raw                []byte                 `protobuf:"bytes,6,opt,name=raw,proto3" json:"raw,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *StoredEvent) Reset() {
+	*x = StoredEvent{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredEvent) ProtoMessage() {}
+
+func (x *StoredEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredEvent.ProtoReflect.Descriptor instead.
+func (*StoredEvent) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *StoredEvent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StoredEvent) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
 	}
 	return 0
 }
 
-func (x *AppendResult) GetErrorCode() string {
+func (x *StoredEvent) GetTimestampUnixMicro() int64 {
 	if x != nil {
-		return x.ErrorCode
-	}
-	return ""
-}
-
-func (x *AppendResult) GetError() string {
-	if x != nil {
-		return x.Error
-	}
-	return ""
-}
-
-func (x *AppendResult) GetEventSize() int64 {
-	if x != nil {
-		return x.EventSize
+		return x.TimestampUnixMicro
 	}
 	return 0
 }
 
-func (x *AppendResult) GetMaxSize() int64 {
+func (x *StoredEvent) GetSource() string {
 	if x != nil {
-		return x.MaxSize
+		return x.Source
+	}
+	return ""
+}
+
+func (x *StoredEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *StoredEvent) GetRaw() []byte {
+	if x != nil {
+		return x.Raw
+	}
+	return nil
+}
+
+// Error carries a failure across nodes as its class, so that the edge
+// answers it as it would a local one.
+type Error struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// code is the class: not_found, unavailable, too_large, fenced,
+	// already_running, no_runtime, runtime_lost, runtime_timeout,
+	// validation, key_reused, shutdown, internal.
+	Code          string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Size          int64  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`                         // too_large: the sealed size
+	Max           int64  `protobuf:"varint,4,opt,name=max,proto3" json:"max,omitempty"`                           // too_large: the limit
+	WaitedMs      int64  `protobuf:"varint,5,opt,name=waited_ms,json=waitedMs,proto3" json:"waited_ms,omitempty"` // no_runtime, runtime_timeout
+	Field         string `protobuf:"bytes,6,opt,name=field,proto3" json:"field,omitempty"`                        // validation
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Error) Reset() {
+	*x = Error{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Error) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Error) ProtoMessage() {}
+
+func (x *Error) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Error.ProtoReflect.Descriptor instead.
+func (*Error) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Error) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *Error) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Error) GetSize() int64 {
+	if x != nil {
+		return x.Size
 	}
 	return 0
+}
+
+func (x *Error) GetMax() int64 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *Error) GetWaitedMs() int64 {
+	if x != nil {
+		return x.WaitedMs
+	}
+	return 0
+}
+
+func (x *Error) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+// AttachRuntime registers an agent runtime's socket, held by a relay on
+// another node (or this one), as the owner's runtime subscriber: the owner
+// sends it frames through RuntimeFrame, as if it were local.
+type AttachRuntime struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Relay          *Ref                   `protobuf:"bytes,1,opt,name=relay,proto3" json:"relay,omitempty"`
+	Conn           *Ref                   `protobuf:"bytes,2,opt,name=conn,proto3" json:"conn,omitempty"`
+	ReplayMode     int32                  `protobuf:"varint,3,opt,name=replay_mode,json=replayMode,proto3" json:"replay_mode,omitempty"`
+	AfterId        string                 `protobuf:"bytes,4,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
+	SinceUnixMicro int64                  `protobuf:"varint,5,opt,name=since_unix_micro,json=sinceUnixMicro,proto3" json:"since_unix_micro,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AttachRuntime) Reset() {
+	*x = AttachRuntime{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachRuntime) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachRuntime) ProtoMessage() {}
+
+func (x *AttachRuntime) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachRuntime.ProtoReflect.Descriptor instead.
+func (*AttachRuntime) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AttachRuntime) GetRelay() *Ref {
+	if x != nil {
+		return x.Relay
+	}
+	return nil
+}
+
+func (x *AttachRuntime) GetConn() *Ref {
+	if x != nil {
+		return x.Conn
+	}
+	return nil
+}
+
+func (x *AttachRuntime) GetReplayMode() int32 {
+	if x != nil {
+		return x.ReplayMode
+	}
+	return 0
+}
+
+func (x *AttachRuntime) GetAfterId() string {
+	if x != nil {
+		return x.AfterId
+	}
+	return ""
+}
+
+func (x *AttachRuntime) GetSinceUnixMicro() int64 {
+	if x != nil {
+		return x.SinceUnixMicro
+	}
+	return 0
+}
+
+// DetachRuntime tells the owner the runtime's socket is gone.
+type DetachRuntime struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conn          *Ref                   `protobuf:"bytes,1,opt,name=conn,proto3" json:"conn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DetachRuntime) Reset() {
+	*x = DetachRuntime{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetachRuntime) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetachRuntime) ProtoMessage() {}
+
+func (x *DetachRuntime) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetachRuntime.ProtoReflect.Descriptor instead.
+func (*DetachRuntime) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DetachRuntime) GetConn() *Ref {
+	if x != nil {
+		return x.Conn
+	}
+	return nil
+}
+
+// RuntimeFrame is a frame for the runtime's socket, from the owner to the
+// relay that holds it. With close_code set, the socket closes instead.
+type RuntimeFrame struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conn          *Ref                   `protobuf:"bytes,1,opt,name=conn,proto3" json:"conn,omitempty"`
+	Frame         []byte                 `protobuf:"bytes,2,opt,name=frame,proto3" json:"frame,omitempty"`
+	CloseCode     uint32                 `protobuf:"varint,3,opt,name=close_code,json=closeCode,proto3" json:"close_code,omitempty"`
+	CloseReason   string                 `protobuf:"bytes,4,opt,name=close_reason,json=closeReason,proto3" json:"close_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuntimeFrame) Reset() {
+	*x = RuntimeFrame{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuntimeFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuntimeFrame) ProtoMessage() {}
+
+func (x *RuntimeFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuntimeFrame.ProtoReflect.Descriptor instead.
+func (*RuntimeFrame) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RuntimeFrame) GetConn() *Ref {
+	if x != nil {
+		return x.Conn
+	}
+	return nil
+}
+
+func (x *RuntimeFrame) GetFrame() []byte {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+func (x *RuntimeFrame) GetCloseCode() uint32 {
+	if x != nil {
+		return x.CloseCode
+	}
+	return 0
+}
+
+func (x *RuntimeFrame) GetCloseReason() string {
+	if x != nil {
+		return x.CloseReason
+	}
+	return ""
 }
 
 // Delete asks the owner to delete the conversation and close its sockets
-// with 4004. Answered by Deleted.
+// with 4004. Answered by Result.
 type Delete struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -582,7 +1503,7 @@ type Delete struct {
 
 func (x *Delete) Reset() {
 	*x = Delete{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[9]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +1515,7 @@ func (x *Delete) String() string {
 func (*Delete) ProtoMessage() {}
 
 func (x *Delete) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[9]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,60 +1528,7 @@ func (x *Delete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delete.ProtoReflect.Descriptor instead.
 func (*Delete) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{9}
-}
-
-// Deleted answers Delete. error_code is empty on success.
-type Deleted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ErrorCode     string                 `protobuf:"bytes,1,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
-	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Deleted) Reset() {
-	*x = Deleted{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[10]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Deleted) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Deleted) ProtoMessage() {}
-
-func (x *Deleted) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[10]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Deleted.ProtoReflect.Descriptor instead.
-func (*Deleted) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{10}
-}
-
-func (x *Deleted) GetErrorCode() string {
-	if x != nil {
-		return x.ErrorCode
-	}
-	return ""
-}
-
-func (x *Deleted) GetError() string {
-	if x != nil {
-		return x.Error
-	}
-	return ""
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{21}
 }
 
 // IsMember asks a peer whether its view of the cluster holds a member:
@@ -675,7 +1543,7 @@ type IsMember struct {
 
 func (x *IsMember) Reset() {
 	*x = IsMember{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[11]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +1555,7 @@ func (x *IsMember) String() string {
 func (*IsMember) ProtoMessage() {}
 
 func (x *IsMember) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[11]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +1568,7 @@ func (x *IsMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsMember.ProtoReflect.Descriptor instead.
 func (*IsMember) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{11}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *IsMember) GetMemberId() string {
@@ -720,7 +1588,7 @@ type IsMemberResult struct {
 
 func (x *IsMemberResult) Reset() {
 	*x = IsMemberResult{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[12]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +1600,7 @@ func (x *IsMemberResult) String() string {
 func (*IsMemberResult) ProtoMessage() {}
 
 func (x *IsMemberResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[12]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +1613,7 @@ func (x *IsMemberResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsMemberResult.ProtoReflect.Descriptor instead.
 func (*IsMemberResult) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{12}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *IsMemberResult) GetMember() bool {
@@ -781,27 +1649,88 @@ const file_actors_clusterpb_cluster_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\fR\x05state\"5\n" +
 	"\aClosing\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x87\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x99\x01\n" +
 	"\x06Append\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04body\x18\x03 \x01(\fR\x04body\x12'\n" +
 	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12\x14\n" +
-	"\x05retry\x18\x05 \x01(\bR\x05retry\"\xaa\x01\n" +
-	"\fAppendResult\x12\x19\n" +
-	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1d\n" +
+	"\x05retry\x18\x05 \x01(\bR\x05retry\x12\x10\n" +
+	"\x03run\x18\x06 \x01(\bR\x03run\"\x87\x03\n" +
+	"\aCommand\x12/\n" +
+	"\x03run\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RunH\x00R\x03run\x125\n" +
+	"\x05pause\x18\x02 \x01(\v2\x1d.agentserver.cluster.v1.PauseH\x00R\x05pause\x12\x1c\n" +
+	"\bsettings\x18\x03 \x01(\fH\x00R\bsettings\x12?\n" +
+	"\x06reject\x18\x04 \x01(\v2%.agentserver.cluster.v1.RejectPendingH\x00R\x06reject\x12/\n" +
+	"\x03ask\x18\x05 \x01(\v2\x1b.agentserver.cluster.v1.AskH\x00R\x03ask\x12;\n" +
+	"\apublish\x18\x06 \x01(\v2\x1f.agentserver.cluster.v1.PublishH\x00R\apublish\x12<\n" +
+	"\x05reply\x18\a \x01(\v2$.agentserver.cluster.v1.RuntimeReplyH\x00R\x05replyB\t\n" +
+	"\acommand\"C\n" +
+	"\x03Run\x12\x17\n" +
+	"\await_ms\x18\x01 \x01(\x03R\x06waitMs\x12#\n" +
+	"\rallow_running\x18\x02 \x01(\bR\fallowRunning\"%\n" +
+	"\x05Pause\x12\x1c\n" +
+	"\tinterrupt\x18\x01 \x01(\bR\tinterrupt\"@\n" +
+	"\rRejectPending\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x17\n" +
+	"\await_ms\x18\x02 \x01(\x03R\x06waitMs\"o\n" +
+	"\x03Ask\x12\x18\n" +
+	"\acommand\x18\x01 \x01(\tR\acommand\x12\x16\n" +
+	"\x06params\x18\x02 \x01(\fR\x06params\x12\x17\n" +
+	"\await_ms\x18\x03 \x01(\x03R\x06waitMs\x12\x1d\n" +
 	"\n" +
-	"error_code\x18\x03 \x01(\tR\terrorCode\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1d\n" +
+	"timeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\"\x99\x01\n" +
+	"\aPublish\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04body\x18\x04 \x01(\fR\x04body\x12\x1b\n" +
+	"\tstate_key\x18\x05 \x01(\tR\bstateKey\x12\x1f\n" +
+	"\vstate_value\x18\x06 \x01(\fR\n" +
+	"stateValue\"{\n" +
+	"\fRuntimeReply\x12/\n" +
+	"\x04conn\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x04conn\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\x05R\x06status\x12\x12\n" +
+	"\x04body\x18\x04 \x01(\fR\x04body\"\xe9\x01\n" +
+	"\x06Result\x123\n" +
+	"\x05error\x18\x01 \x01(\v2\x1d.agentserver.cluster.v1.ErrorR\x05error\x129\n" +
+	"\x05event\x18\x02 \x01(\v2#.agentserver.cluster.v1.StoredEventR\x05event\x12!\n" +
+	"\freply_status\x18\x03 \x01(\x05R\vreplyStatus\x12\x1d\n" +
 	"\n" +
-	"event_size\x18\x05 \x01(\x03R\teventSize\x12\x19\n" +
-	"\bmax_size\x18\x06 \x01(\x03R\amaxSize\"\b\n" +
-	"\x06Delete\">\n" +
-	"\aDeleted\x12\x1d\n" +
+	"reply_body\x18\x04 \x01(\fR\treplyBody\x12\x1b\n" +
+	"\thas_reply\x18\x05 \x01(\bR\bhasReply\x12\x10\n" +
+	"\x03ref\x18\x06 \x01(\tR\x03ref\"\x9f\x01\n" +
+	"\vStoredEvent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x120\n" +
+	"\x14timestamp_unix_micro\x18\x03 \x01(\x03R\x12timestampUnixMicro\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12\x12\n" +
+	"\x04kind\x18\x05 \x01(\tR\x04kind\x12\x10\n" +
+	"\x03raw\x18\x06 \x01(\fR\x03raw\"\x8e\x01\n" +
+	"\x05Error\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x10\n" +
+	"\x03max\x18\x04 \x01(\x03R\x03max\x12\x1b\n" +
+	"\twaited_ms\x18\x05 \x01(\x03R\bwaitedMs\x12\x14\n" +
+	"\x05field\x18\x06 \x01(\tR\x05field\"\xd9\x01\n" +
+	"\rAttachRuntime\x121\n" +
+	"\x05relay\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05relay\x12/\n" +
+	"\x04conn\x18\x02 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x04conn\x12\x1f\n" +
+	"\vreplay_mode\x18\x03 \x01(\x05R\n" +
+	"replayMode\x12\x19\n" +
+	"\bafter_id\x18\x04 \x01(\tR\aafterId\x12(\n" +
+	"\x10since_unix_micro\x18\x05 \x01(\x03R\x0esinceUnixMicro\"@\n" +
+	"\rDetachRuntime\x12/\n" +
+	"\x04conn\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x04conn\"\x97\x01\n" +
+	"\fRuntimeFrame\x12/\n" +
+	"\x04conn\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x04conn\x12\x14\n" +
+	"\x05frame\x18\x02 \x01(\fR\x05frame\x12\x1d\n" +
 	"\n" +
-	"error_code\x18\x01 \x01(\tR\terrorCode\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"'\n" +
+	"close_code\x18\x03 \x01(\rR\tcloseCode\x12!\n" +
+	"\fclose_reason\x18\x04 \x01(\tR\vcloseReason\"\b\n" +
+	"\x06Delete\"'\n" +
 	"\bIsMember\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\"(\n" +
 	"\x0eIsMemberResult\x12\x16\n" +
@@ -819,7 +1748,7 @@ func file_actors_clusterpb_cluster_proto_rawDescGZIP() []byte {
 	return file_actors_clusterpb_cluster_proto_rawDescData
 }
 
-var file_actors_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_actors_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_actors_clusterpb_cluster_proto_goTypes = []any{
 	(*Ref)(nil),            // 0: agentserver.cluster.v1.Ref
 	(*Subscribe)(nil),      // 1: agentserver.cluster.v1.Subscribe
@@ -829,21 +1758,45 @@ var file_actors_clusterpb_cluster_proto_goTypes = []any{
 	(*Events)(nil),         // 5: agentserver.cluster.v1.Events
 	(*Closing)(nil),        // 6: agentserver.cluster.v1.Closing
 	(*Append)(nil),         // 7: agentserver.cluster.v1.Append
-	(*AppendResult)(nil),   // 8: agentserver.cluster.v1.AppendResult
-	(*Delete)(nil),         // 9: agentserver.cluster.v1.Delete
-	(*Deleted)(nil),        // 10: agentserver.cluster.v1.Deleted
-	(*IsMember)(nil),       // 11: agentserver.cluster.v1.IsMember
-	(*IsMemberResult)(nil), // 12: agentserver.cluster.v1.IsMemberResult
+	(*Command)(nil),        // 8: agentserver.cluster.v1.Command
+	(*Run)(nil),            // 9: agentserver.cluster.v1.Run
+	(*Pause)(nil),          // 10: agentserver.cluster.v1.Pause
+	(*RejectPending)(nil),  // 11: agentserver.cluster.v1.RejectPending
+	(*Ask)(nil),            // 12: agentserver.cluster.v1.Ask
+	(*Publish)(nil),        // 13: agentserver.cluster.v1.Publish
+	(*RuntimeReply)(nil),   // 14: agentserver.cluster.v1.RuntimeReply
+	(*Result)(nil),         // 15: agentserver.cluster.v1.Result
+	(*StoredEvent)(nil),    // 16: agentserver.cluster.v1.StoredEvent
+	(*Error)(nil),          // 17: agentserver.cluster.v1.Error
+	(*AttachRuntime)(nil),  // 18: agentserver.cluster.v1.AttachRuntime
+	(*DetachRuntime)(nil),  // 19: agentserver.cluster.v1.DetachRuntime
+	(*RuntimeFrame)(nil),   // 20: agentserver.cluster.v1.RuntimeFrame
+	(*Delete)(nil),         // 21: agentserver.cluster.v1.Delete
+	(*IsMember)(nil),       // 22: agentserver.cluster.v1.IsMember
+	(*IsMemberResult)(nil), // 23: agentserver.cluster.v1.IsMemberResult
 }
 var file_actors_clusterpb_cluster_proto_depIdxs = []int32{
-	0, // 0: agentserver.cluster.v1.Subscribe.relay:type_name -> agentserver.cluster.v1.Ref
-	0, // 1: agentserver.cluster.v1.Unsubscribe.relay:type_name -> agentserver.cluster.v1.Ref
-	4, // 2: agentserver.cluster.v1.Events.events:type_name -> agentserver.cluster.v1.Event
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	0,  // 0: agentserver.cluster.v1.Subscribe.relay:type_name -> agentserver.cluster.v1.Ref
+	0,  // 1: agentserver.cluster.v1.Unsubscribe.relay:type_name -> agentserver.cluster.v1.Ref
+	4,  // 2: agentserver.cluster.v1.Events.events:type_name -> agentserver.cluster.v1.Event
+	9,  // 3: agentserver.cluster.v1.Command.run:type_name -> agentserver.cluster.v1.Run
+	10, // 4: agentserver.cluster.v1.Command.pause:type_name -> agentserver.cluster.v1.Pause
+	11, // 5: agentserver.cluster.v1.Command.reject:type_name -> agentserver.cluster.v1.RejectPending
+	12, // 6: agentserver.cluster.v1.Command.ask:type_name -> agentserver.cluster.v1.Ask
+	13, // 7: agentserver.cluster.v1.Command.publish:type_name -> agentserver.cluster.v1.Publish
+	14, // 8: agentserver.cluster.v1.Command.reply:type_name -> agentserver.cluster.v1.RuntimeReply
+	0,  // 9: agentserver.cluster.v1.RuntimeReply.conn:type_name -> agentserver.cluster.v1.Ref
+	17, // 10: agentserver.cluster.v1.Result.error:type_name -> agentserver.cluster.v1.Error
+	16, // 11: agentserver.cluster.v1.Result.event:type_name -> agentserver.cluster.v1.StoredEvent
+	0,  // 12: agentserver.cluster.v1.AttachRuntime.relay:type_name -> agentserver.cluster.v1.Ref
+	0,  // 13: agentserver.cluster.v1.AttachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
+	0,  // 14: agentserver.cluster.v1.DetachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
+	0,  // 15: agentserver.cluster.v1.RuntimeFrame.conn:type_name -> agentserver.cluster.v1.Ref
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_actors_clusterpb_cluster_proto_init() }
@@ -851,13 +1804,22 @@ func file_actors_clusterpb_cluster_proto_init() {
 	if File_actors_clusterpb_cluster_proto != nil {
 		return
 	}
+	file_actors_clusterpb_cluster_proto_msgTypes[8].OneofWrappers = []any{
+		(*Command_Run)(nil),
+		(*Command_Pause)(nil),
+		(*Command_Settings)(nil),
+		(*Command_Reject)(nil),
+		(*Command_Ask)(nil),
+		(*Command_Publish)(nil),
+		(*Command_Reply)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_clusterpb_cluster_proto_rawDesc), len(file_actors_clusterpb_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
