@@ -37,7 +37,9 @@ type stashed struct {
 // answer with messages.
 type conversation struct {
 	sys      *System
+	at       activation // where it runs: under the registry, or a cluster activation
 	id       string
+	epoch    uint64 // the ownership epoch its appends carry (fencing.go); 0 on a single node
 	loaded   bool
 	stash    []stashed
 	conv     *core.Conversation // metadata, kept current as events land
@@ -58,8 +60,83 @@ type conversation struct {
 	ctl      control              // state persistence and the agent runtime (state.go, runtime.go)
 }
 
-func newConversation(s *System, id string) *conversation {
-	return &conversation{sys: s, id: id, fan: newFanout(id, s.store, s.log)}
+func newConversation(s *System, id string, at activation) *conversation {
+	return &conversation{sys: s, id: id, at: at, fan: newFanout(id, s.store, s.log)}
+}
+
+// activation is where a conversation actor runs, and what that changes:
+// under the local registry on a single node (local, below), or as the
+// cluster's activation on the node that owns the conversation (cluster
+// mode: placement.go starts it, fencing.go loads it, relay.go reaches the
+// sockets of other nodes). The actor's own work, the log and the state,
+// is the same either way.
+type activation interface {
+	// start is the actor's Started: it learns its identity if it has to.
+	start(ctx actor.Context, c *conversation)
+	// load reads what the actor starts from; it runs off the mailbox.
+	load(store core.Store, id string) *conversationLoaded
+	// release asks to be stopped, for good or because it is idle.
+	release(ctx actor.Context, c *conversation, idle bool)
+	// durable hands the appends that just became durable, in Seq order, to
+	// the sockets other nodes hold.
+	durable(ctx actor.Context, c *conversation, done []pendingAppend)
+	// handle takes a message only this kind of activation knows, and
+	// reports whether it did.
+	handle(ctx actor.Context, c *conversation, msg any, sender *actor.PID) bool
+	// busy reports whether other nodes follow the conversation.
+	busy() bool
+	// stopping tells the other nodes the activation is going away; code
+	// is the close code for their sockets, 0 to attach again elsewhere.
+	stopping(ctx actor.Context, c *conversation, code uint16)
+}
+
+// local is the single-node activation: the registry spawned it, and every
+// socket of the conversation is on this node.
+type local struct{}
+
+func (local) start(actor.Context, *conversation) {}
+
+// load reads the metadata and where the log ends: not the history, which
+// replays read page by page when asked.
+func (local) load(store core.Store, id string) *conversationLoaded {
+	bg := context.Background()
+	m := &conversationLoaded{}
+	m.Conv, m.Err = store.Conversation(bg, id)
+	if m.Err == nil {
+		m.LastSeq, m.Err = store.LastSeq(bg, id)
+	}
+	if m.Err == nil {
+		m.LastTS, m.Err = lastTimestamp(store, id, m.LastSeq)
+	}
+	return m
+}
+
+// release asks the registry: an idle actor is stopped only if nothing was
+// routed to it meanwhile (received); an ended one is forgotten.
+func (local) release(ctx actor.Context, c *conversation, idle bool) {
+	if idle {
+		ctx.Send(ctx.Parent(), &conversationIdle{ConversationID: c.id, PID: ctx.Self(), Received: c.received})
+		return
+	}
+	ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
+}
+
+func (local) durable(actor.Context, *conversation, []pendingAppend)     {}
+func (local) handle(actor.Context, *conversation, any, *actor.PID) bool { return false }
+func (local) busy() bool                                                { return false }
+func (local) stopping(actor.Context, *conversation, uint16)             {}
+
+// lastTimestamp reads the timestamp of the log's last event, the floor of
+// the next one's.
+func lastTimestamp(store core.Store, id string, lastSeq uint64) (time.Time, error) {
+	if lastSeq == 0 {
+		return time.Time{}, nil
+	}
+	evs, err := store.Events(context.Background(), id, lastSeq-1, 1)
+	if err != nil || len(evs) == 0 {
+		return time.Time{}, err
+	}
+	return evs[0].Timestamp, nil
 }
 
 // Receive handles the conversation's messages. Until the load finishes,
@@ -70,6 +147,7 @@ func (c *conversation) Receive(ctx actor.Context) {
 	}
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		c.at.start(ctx, c)
 		c.startLoad(ctx)
 	case *conversationLoaded:
 		c.loadDone(ctx, m)
@@ -115,6 +193,7 @@ func (c *conversation) handle(ctx actor.Context, msg any, sender *actor.PID) {
 		c.fan.readDone(ctx, m, c.durable)
 	case *deleteConversation:
 		c.fan.closeAll(ctx, core.DisconnectNotFound)
+		c.at.stopping(ctx, c, core.CloseConversationNotFnd)
 		c.gone, c.goneErr = true, fmt.Errorf("conversation %s: %w", c.id, core.ErrNotFound)
 		c.reply(ctx, sender, &conversationDeleted{})
 	case *resumeReplay:
@@ -122,30 +201,18 @@ func (c *conversation) handle(ctx actor.Context, msg any, sender *actor.PID) {
 	case *crashConversation:
 		panic("conversation actor: crash requested by a test")
 	default:
-		c.handleControl(ctx, msg, sender)
+		if !c.at.handle(ctx, c, msg, sender) {
+			c.handleControl(ctx, msg, sender)
+		}
 	}
 	c.progress(ctx)
 }
 
-// startLoad reads the metadata and where the log ends, off the mailbox:
-// not the history, which replays read page by page when asked.
+// startLoad reads what the actor starts from, off the mailbox (see
+// activation.load).
 func (c *conversation) startLoad(ctx actor.Context) {
-	self, root, store, id := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.id
-	go func() {
-		bg := context.Background()
-		m := &conversationLoaded{}
-		m.Conv, m.Err = store.Conversation(bg, id)
-		if m.Err == nil {
-			m.LastSeq, m.Err = store.LastSeq(bg, id)
-		}
-		if m.Err == nil && m.LastSeq > 0 {
-			var evs []*core.Event
-			if evs, m.Err = store.Events(bg, id, m.LastSeq-1, 1); m.Err == nil && len(evs) == 1 {
-				m.LastTS = evs[0].Timestamp
-			}
-		}
-		root.Send(self, m)
-	}()
+	self, root, store, id, at := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.id, c.at
+	go func() { root.Send(self, at.load(store, id)) }()
 }
 
 // loadDone takes the loaded state and handles what was stashed meanwhile.
@@ -160,9 +227,9 @@ func (c *conversation) loadDone(ctx actor.Context, m *conversationLoaded) {
 			// the next use spawns an actor that tries the load again.
 			c.sys.log.Error("conversation actor could not load", "conversation", c.id, "err", m.Err)
 		}
-		ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
+		c.at.release(ctx, c, false)
 	} else {
-		c.conv, c.lastSeq, c.durable, c.lastTS = m.Conv, m.LastSeq, m.LastSeq, m.LastTS
+		c.conv, c.lastSeq, c.durable, c.lastTS, c.epoch = m.Conv, m.LastSeq, m.LastSeq, m.LastTS, m.Epoch
 		c.state = nil
 		c.armIdle(ctx, c.sys.conversations.IdleTimeout)
 		c.recoverRun(ctx)
@@ -197,10 +264,10 @@ func (c *conversation) idle(ctx actor.Context) {
 		return
 	}
 	c.armIdle(ctx, timeout)
-	if c.gone || c.fan.len() > 0 || len(c.pending) > 0 || c.fan.waiting() || c.ctl.busy() {
+	if c.gone || c.fan.len() > 0 || len(c.pending) > 0 || c.fan.waiting() || c.ctl.busy() || c.at.busy() {
 		return
 	}
-	ctx.Send(ctx.Parent(), &conversationIdle{ConversationID: c.id, PID: ctx.Self(), Received: c.received})
+	c.at.release(ctx, c, true)
 }
 
 // stopping answers what can no longer be answered and closes the sockets
@@ -210,6 +277,7 @@ func (c *conversation) idle(ctx actor.Context) {
 // the conversation lives.)
 func (c *conversation) stopping(ctx actor.Context) {
 	c.fan.closeAll(ctx, core.DisconnectInternalError)
+	c.at.stopping(ctx, c, 0)
 	c.stopControl(ctx)
 	c.fan.stop()
 	if c.idleAt != nil {
@@ -306,7 +374,7 @@ func (c *conversation) enqueue(ctx actor.Context, source core.Source, kind strin
 	if max := c.sys.limits.MaxEventBytes; max > 0 && len(ev.Raw) > max {
 		return nil, &core.EventTooLargeError{Kind: kind, Size: len(ev.Raw), Max: max}
 	}
-	if !c.sys.writer.enqueue(writeRequest{actor: ctx.Self(), conversationID: c.id, event: ev, gen: c.gen}) {
+	if !c.sys.writer.enqueue(writeRequest{actor: ctx.Self(), conversationID: c.id, event: ev, gen: c.gen, epoch: c.epoch}) {
 		return nil, ErrShutdown
 	}
 	c.lastSeq, c.lastTS = ev.Seq, ts
@@ -358,10 +426,11 @@ func (c *conversation) stored(ctx actor.Context, m *eventsStored) {
 		c.fan.deliver(p.event)
 		c.reply(ctx, p.reply, &eventAppended{Event: p.event})
 		c.keyDurable(ctx, p.event)
-		c.pending[n] = pendingAppend{}
 		n++
 	}
 	if n > 0 {
+		c.at.durable(ctx, c, c.pending[:n])
+		clear(c.pending[:n])
 		c.pending = c.pending[n:]
 		conv := c.conv.Clone()
 		conv.UpdatedAt = ts
@@ -382,8 +451,9 @@ func (c *conversation) failPending(ctx actor.Context, err error) {
 // an actor that loads the conversation afresh.
 func (c *conversation) end(ctx actor.Context, d core.Disconnect, err error) {
 	c.fan.closeAll(ctx, d)
+	c.at.stopping(ctx, c, d.Code)
 	c.gone, c.goneErr = true, fmt.Errorf("conversation %s: %w", c.id, err)
-	ctx.Send(ctx.Parent(), &conversationEnded{ConversationID: c.id, PID: ctx.Self()})
+	c.at.release(ctx, c, false)
 }
 
 // reply answers a request this actor handled. A request that came over
@@ -400,9 +470,19 @@ func reply(ctx actor.Context, to *actor.PID, msg any) {
 }
 
 // stateFrame renders the ConversationStateUpdateEvent "full_state" that
-// every connection receives first. The body is rendered once per change of
-// the metadata; each frame still gets its own id and timestamp.
+// every connection receives first; each frame gets its own id and
+// timestamp.
 func (c *conversation) stateFrame() ([]byte, error) {
+	body, err := c.stateBody()
+	if err != nil {
+		return nil, err
+	}
+	return frame(core.KindStateUpdate, body)
+}
+
+// stateBody is the full_state body, rendered once per change of the
+// metadata.
+func (c *conversation) stateBody() ([]byte, error) {
 	if c.state == nil {
 		body, err := core.StateBody(core.StateKeyFullState, c.conv.FullState())
 		if err != nil {
@@ -410,7 +490,7 @@ func (c *conversation) stateFrame() ([]byte, error) {
 		}
 		c.state = body
 	}
-	return frame(core.KindStateUpdate, c.state)
+	return c.state, nil
 }
 
 // serverError renders a ServerErrorEvent for one client. It is not appended

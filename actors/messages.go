@@ -243,6 +243,7 @@ type conversationLoaded struct {
 	Conv    *core.Conversation
 	LastSeq uint64
 	LastTS  time.Time
+	Epoch   uint64 // the ownership epoch taken (cluster mode), 0 on a single node
 	Err     error
 }
 

@@ -275,36 +275,38 @@ func (p *placement) answerIsMember(ctx actor.Context) {
 // Members returns the members this node sees.
 func (p *placement) Members() []Member { return *p.members.Load() }
 
-// call sends msg to conversationID's activation, wherever it lives,
+// call sends a request to conversationID's activation, wherever it lives,
 // activating it if needed, and returns its answer. protoactor's own
 // cluster.Request retries with nanosecond backoff and never after a
 // timeout; this retries dead letters and timeouts with real backoff until
-// ctx ends. Callers make msg safe to repeat (appends carry a key).
-func (p *placement) call(ctx context.Context, conversationID string, msg proto.Message, retried func()) (any, error) {
+// ctx ends. msg renders the request for each attempt (retry is false for
+// the first only), so that an append can say it may be a retry; callers
+// make requests safe to repeat (appends carry a key).
+func (p *placement) call(ctx context.Context, conversationID string, msg func(retry bool) proto.Message) (any, error) {
 	if !p.hasJoined() {
 		return nil, fmt.Errorf("%w: %w", core.ErrUnavailable, ErrNotJoined)
 	}
 	wait := 20 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 && retried != nil {
-			retried()
-		}
 		pid := p.cluster.Get(conversationID, conversationKind) // activates if needed
 		if pid != nil {
 			d := callAttempt
 			if dl, ok := ctx.Deadline(); ok {
 				d = min(d, time.Until(dl))
 			}
-			res, err := p.cluster.ActorSystem.Root.RequestFuture(pid, msg, d).Result()
+			res, err := p.cluster.ActorSystem.Root.RequestFuture(pid, msg(attempt > 0), d).Result()
 			switch {
 			case err == nil && res != nil:
+				if r, ok := res.(*clusterpb.Result); ok && r.Error != nil && r.Error.Code == errFenced {
+					break // that activation lost the conversation: ask the one that has it
+				}
 				return res, nil
 			case err == nil, errors.Is(err, actor.ErrTimeout), errors.Is(err, actor.ErrDeadLetter),
 				errors.Is(err, remote.ErrTimeout), errors.Is(err, remote.ErrDeadLetter):
-				p.cluster.PidCache.Remove(conversationID, conversationKind)
 			default:
 				return nil, fmt.Errorf("cluster call to conversation %s: %w", conversationID, err)
 			}
+			p.cluster.PidCache.Remove(conversationID, conversationKind)
 		}
 		select {
 		case <-ctx.Done():
@@ -314,6 +316,9 @@ func (p *placement) call(ctx context.Context, conversationID string, msg proto.M
 		wait = min(2*wait, time.Second)
 	}
 }
+
+// same is msg for every attempt.
+func same(msg proto.Message) func(bool) proto.Message { return func(bool) proto.Message { return msg } }
 
 // shutdown leaves the cluster gracefully: the activations here stop (their
 // relays attach again elsewhere) and the provider deregisters.
@@ -492,5 +497,102 @@ func etcdProvider(cfg config.Cluster) (cluster.ClusterProvider, error) {
 // conversationProps is the conversation kind's props: the same actor as in
 // single-node mode, activated by the cluster on the node that owns it.
 func (s *System) conversationProps() *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return newConversation(s, "") })
+	return actor.PropsFromProducer(func() actor.Actor {
+		return newConversation(s, "", &clusterActivation{p: s.placement})
+	})
+}
+
+// clusterActivation is a conversation actor activated by the cluster on
+// the node that owns the conversation (see activation). It learns its
+// conversation from its cluster identity, loads under a new epoch
+// (fencing.go), serves the relays of every node (relay.go), and stops
+// itself when idle or done: the cluster activates it again on next use.
+type clusterActivation struct {
+	p       *placement
+	rs      relayState
+	counted bool
+}
+
+// start takes the conversation ID from the cluster identity.
+func (a *clusterActivation) start(ctx actor.Context, c *conversation) {
+	c.id = cluster.GetClusterIdentity(ctx).Identity
+	c.fan.id = c.id
+	if a.p != nil && !a.counted {
+		a.counted = true
+		a.p.owned.Add(1)
+	}
+}
+
+// release stops the activation: passivated when idle, or done.
+func (a *clusterActivation) release(ctx actor.Context, c *conversation, idle bool) {
+	if a.p != nil && a.counted {
+		a.counted = false
+		a.p.owned.Add(-1)
+	}
+	ctx.Poison(ctx.Self())
+}
+
+// handle takes what only a cluster activation gets: requests from other
+// nodes (wire.go), relay subscriptions and runtime registrations
+// (relay.go), and deletes, which the owner carries out.
+func (a *clusterActivation) handle(ctx actor.Context, c *conversation, msg any, sender *actor.PID) bool {
+	switch m := msg.(type) {
+	case *cluster.ClusterInit:
+	case *clusterpb.Subscribe:
+		a.subscribeRelay(ctx, c, m, sender)
+	case *clusterpb.Unsubscribe:
+		if r := pidOf(m.Relay); r != nil && a.rs.relays[wireKey(r)] != nil {
+			delete(a.rs.relays, wireKey(r))
+			ctx.Unwatch(r)
+		}
+	case *actor.Terminated:
+		delete(a.rs.relays, wireKey(m.Who)) // a relay's node went away
+	case *clusterpb.AttachRuntime:
+		a.attachRuntime(ctx, c, m, sender)
+	case *clusterpb.DetachRuntime:
+		a.detachRuntime(ctx, c, m.Conn)
+	case *clusterpb.Command:
+		if r, ok := m.Command.(*clusterpb.Command_Reply); ok {
+			if proxy, ok := a.rs.runtimes[wireKey(pidOf(r.Reply.Conn))]; ok {
+				c.handle(ctx, &runtimeReplied{Conn: proxy, ID: r.Reply.Id, Reply: core.Reply{Status: int(r.Reply.Status), Body: r.Reply.Body}}, nil)
+			}
+			return true
+		}
+		return c.fromWire(ctx, msg, sender)
+	case *clusterpb.Delete:
+		a.delete(ctx, c, sender)
+	case *ownerDeleted:
+		a.deleted(ctx, c, m)
+	default:
+		return c.fromWire(ctx, msg, sender)
+	}
+	return true
+}
+
+// ownerDeleted reports the store's delete to the owner that asked for it.
+type ownerDeleted struct {
+	Reply *actor.PID
+	Err   error
+}
+
+// delete removes the conversation from the store off the mailbox; deleted
+// then closes every node's sockets with 4004.
+func (a *clusterActivation) delete(ctx actor.Context, c *conversation, sender *actor.PID) {
+	self, root, store, id := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.id
+	go func() {
+		err := store.DeleteConversation(context.Background(), id)
+		root.Send(self, &ownerDeleted{Reply: sender, Err: err})
+	}()
+}
+
+func (a *clusterActivation) deleted(ctx actor.Context, c *conversation, m *ownerDeleted) {
+	if m.Err != nil {
+		reply(ctx, m.Reply, &clusterpb.Result{Error: encodeError(m.Err)})
+		return
+	}
+	c.fan.closeAll(ctx, core.DisconnectNotFound)
+	a.stopping(ctx, c, core.CloseConversationNotFnd)
+	c.gone, c.goneErr = true, fmt.Errorf("conversation %s: %w", c.id, core.ErrNotFound)
+	reply(ctx, m.Reply, &clusterpb.Result{})
+	a.release(ctx, c, false)
 }

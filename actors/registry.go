@@ -35,6 +35,9 @@ func newRegistry(s *System) *registry {
 
 // Receive handles the registry's messages.
 func (r *registry) Receive(ctx actor.Context) {
+	if r.sys.placement != nil && r.toOwner(ctx) {
+		return
+	}
 	switch m := ctx.Message().(type) {
 	case *deleteConversation:
 		r.startDelete(ctx, m)
@@ -80,6 +83,21 @@ func (r *registry) Receive(ctx actor.Context) {
 	}
 }
 
+// toOwner, in cluster mode, forwards what the conversation's owner must
+// handle (posts, commands, deletes) to it, wherever it runs; attaches and
+// detaches stay on this node, with its relay. It reports whether it took
+// the message.
+func (r *registry) toOwner(ctx actor.Context) bool {
+	switch m := ctx.Message().(type) {
+	case *attachConnection, *detachConnection:
+		return false
+	case addressed:
+		r.sys.forward(ctx, m, ctx.Sender())
+		return true
+	}
+	return false
+}
+
 // forget drops a running actor's reverse index entry. When none is left
 // the map is replaced, since a Go map keeps its largest size: after a burst
 // of actors that all passivated, their slots would stay allocated.
@@ -98,7 +116,11 @@ func (r *registry) route(ctx actor.Context, m addressed, sender *actor.PID) {
 	id := m.conversationID()
 	ch := r.convs[id]
 	if ch == nil {
-		pid := ctx.SpawnPrefix(actor.PropsFromProducer(func() actor.Actor { return newConversation(r.sys, id) }), "conversation-"+id)
+		props := actor.PropsFromProducer(func() actor.Actor { return newConversation(r.sys, id, local{}) })
+		if r.sys.placement != nil { // cluster mode: this node's relay; the conversation runs on its owner
+			props = actor.PropsFromProducer(func() actor.Actor { return newRelay(r.sys, id) })
+		}
+		pid := ctx.SpawnPrefix(props, "conversation-"+id)
 		ch = &child{pid: pid}
 		r.convs[id] = ch
 		r.byPID[pid.Id] = id

@@ -32,6 +32,9 @@ type Options struct {
 	// Conversations sets the conversation actors' idle_timeout, after which
 	// an idle actor is passivated; 0 never passivates.
 	Conversations config.Conversations
+	// Cluster, when enabled, runs this node as a cluster member
+	// (placement.go): the store must fence (core.Fencer, postgres).
+	Cluster config.Cluster
 }
 
 // Timeouts for calls into the actors when the caller's context has no
@@ -64,8 +67,12 @@ type System struct {
 	conversations config.Conversations
 	// writer group-commits the conversation actors' appends to store.
 	writer *writer
+	// placement is cluster mode's handle on the cluster; nil on a single
+	// node.
+	placement *placement
 
 	closing  atomic.Bool
+	reason   atomic.Pointer[core.Disconnect] // how Shutdown closes sockets; nil: 1001
 	shutdown sync.Once
 	stopped  chan struct{}
 	stopErr  error
@@ -106,6 +113,22 @@ func New(opts Options) (*System, error) {
 		conversations: opts.Conversations,
 	}
 	s.writer = newWriter(opts.Store, s.root, log)
+	if opts.Cluster.Enabled {
+		if _, ok := opts.Store.(core.Fencer); !ok {
+			_ = s.writer.close(context.Background())
+			sys.Shutdown()
+			return nil, errors.New("actors: cluster mode needs a store that fences (storage.driver: postgres)")
+		}
+		// Before any actor that other nodes address is spawned: PIDs take
+		// the remote's address at spawn.
+		p, err := startPlacement(sys, opts.Cluster, s.conversationProps(), log.With("component", "cluster"))
+		if err != nil {
+			_ = s.writer.close(context.Background())
+			sys.Shutdown()
+			return nil, err
+		}
+		s.placement = p
+	}
 	var err error
 	// Both top-level actors restart in place after a panic, at most 10 times
 	// in 10 s; a restart stops their children first (see the package doc).
@@ -272,16 +295,26 @@ func (s *System) Shutdown(ctx context.Context) error {
 		s.closing.Store(true)
 		go func() {
 			defer close(s.stopped)
-			_, err := s.root.RequestFuture(s.supervisor, &closeConnections{Reason: core.DisconnectShutdown}, requestTimeout).Result()
+			reason := core.DisconnectShutdown
+			if d := s.reason.Load(); d != nil {
+				reason = *d
+			}
+			_, err := s.root.RequestFuture(s.supervisor, &closeConnections{Reason: reason}, requestTimeout).Result()
 			if err != nil {
 				s.stopErr = fmt.Errorf("close connections: %w", err)
 			}
 			_ = s.root.StopFuture(s.supervisor).Wait()
 			_ = s.root.StopFuture(s.registry).Wait()
 			// Whatever the conversation actors handed the writer is
-			// committed before Shutdown returns.
+			// committed before Shutdown returns, and, in cluster mode,
+			// before the activations here stop: their appends in flight
+			// are answered as stored, and their relays on other nodes
+			// attach to the new owners.
 			if err := s.writer.close(context.Background()); err != nil && s.stopErr == nil {
 				s.stopErr = fmt.Errorf("flush event writer: %w", err)
+			}
+			if s.placement != nil {
+				s.placement.shutdown()
 			}
 			s.sys.Shutdown()
 		}()
@@ -348,4 +381,43 @@ func (c *Conn) Closed() {
 	if c.pid != nil {
 		c.root.Send(c.pid, &peerClosed{})
 	}
+}
+
+// CloseWith sets how Shutdown closes the sockets (1001 by default): a node
+// leaving the cluster to restart closes them with 1012.
+func (s *System) CloseWith(d core.Disconnect) { s.reason.Store(&d) }
+
+// ClusterReady reports nil once this node has joined the cluster (and
+// always on a single node), else why not: /ready waits for it.
+func (s *System) ClusterReady(ctx context.Context) error {
+	if s.placement == nil {
+		return nil
+	}
+	return s.placement.Ready(ctx)
+}
+
+// Topology is what this node sees of the cluster.
+type Topology struct {
+	Self    string   `json:"self"`    // this node's remote address
+	Members []Member `json:"members"` // the members it sees, itself included
+	Owned   int64    `json:"owned"`   // conversations activated on this node
+}
+
+// Topology returns what this node sees of the cluster; ok is false on a
+// single node.
+func (s *System) Topology() (t Topology, ok bool) {
+	if s.placement == nil {
+		return Topology{}, false
+	}
+	return Topology{Self: s.placement.self, Members: s.placement.Members(), Owned: s.placement.owned.Load()}, true
+}
+
+// Left is closed when this node must leave the cluster and restart as a new
+// member (the others dropped it: see placement.probe); nil on a single
+// node.
+func (s *System) Left() <-chan struct{} {
+	if s.placement == nil {
+		return nil
+	}
+	return s.placement.left
 }

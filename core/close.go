@@ -10,6 +10,7 @@ const (
 	CloseGoingAway          = 1001 // server shutdown
 	CloseMessageTooBig      = 1009 // frame over limits.max_frame_bytes
 	CloseInternalError      = 1011 // the connection's actor crashed
+	CloseServiceRestart     = 1012 // the node restarts (cluster mode: it left the cluster); reconnect
 	CloseTryAgainLater      = 1013 // over limits.subscribers_per_conversation, or the store is unreachable
 	CloseAuthFailed         = 4001 // authentication failed, revoked or expired
 	CloseForbidden          = 4003 // the principal may not open this conversation
@@ -30,6 +31,7 @@ func (d Disconnect) Error() string { return fmt.Sprintf("disconnect %d: %s", d.C
 // The disconnects the server uses.
 var (
 	DisconnectShutdown      = Disconnect{CloseGoingAway, "Server shutting down"}
+	DisconnectRestart       = Disconnect{CloseServiceRestart, "Server restarting; reconnect"}
 	DisconnectAuthFailed    = Disconnect{CloseAuthFailed, "Authentication failed"}
 	DisconnectRevoked       = Disconnect{CloseAuthFailed, "Credential revoked"}
 	DisconnectExpired       = Disconnect{CloseAuthFailed, "Credential expired"}

@@ -34,6 +34,9 @@ type restBackend interface {
 	DeleteConversation(ctx context.Context, id string) error
 	// The control endpoints' commands (rest_control.go).
 	controlBackend
+	// Topology is what this node sees of the cluster; ok is false on a
+	// single node.
+	Topology() (t actors.Topology, ok bool)
 }
 
 // Path wildcards of the REST routes, also handed to authenticators as
@@ -100,6 +103,7 @@ func newRESTHandler(b restBackend, st core.Store, maxBody int64, log *slog.Logge
 	a.handle("GET /api/conversations/{conversation_id}/events/{event_id}", a.getEvent)
 	a.handle("POST /api/conversations/{conversation_id}/events", a.postEvent)
 	a.mountControl()
+	a.handle("GET /api/cluster", a.clusterTopology)
 	a.handle("/api/", a.unknownRoute)
 	return a
 }
@@ -351,3 +355,19 @@ var success = struct {
 }{true}
 
 var _ http.Handler = (*restAPI)(nil)
+
+// clusterTopology is GET /api/cluster: this node, the members it sees and
+// how many conversations it owns. The topology is not public: it needs an
+// unscoped credential (a key, or a token not limited to some
+// conversations), and is never on /server_info.
+func (a *restAPI) clusterTopology(w http.ResponseWriter, r *http.Request, c *restCall) error {
+	if len(c.principal.Scopes) > 0 {
+		return &apiError{status: http.StatusForbidden, detail: "Forbidden: the cluster's topology needs a credential not limited to some conversations"}
+	}
+	t, ok := a.backend.Topology()
+	if !ok {
+		return notFound("Not in cluster mode")
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}

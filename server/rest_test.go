@@ -115,6 +115,8 @@ func (f *fakeBackend) PostEvent(ctx context.Context, id string, source core.Sour
 	return e, f.store.AppendEvents(ctx, id, []*core.Event{e})
 }
 
+func (f *fakeBackend) Topology() (actors.Topology, bool) { return actors.Topology{}, false }
+
 func (f *fakeBackend) DeleteConversation(ctx context.Context, id string) error {
 	return f.store.DeleteConversation(ctx, id)
 }

@@ -136,10 +136,12 @@ func (x *Subscribe) GetAfterSeq() uint64 {
 // Subscribed answers Subscribe: where the log is durable now, and the
 // conversation's state rendered as a full_state body.
 type Subscribed struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Durable       uint64                 `protobuf:"varint,1,opt,name=durable,proto3" json:"durable,omitempty"`
-	State         []byte                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Durable uint64                 `protobuf:"varint,1,opt,name=durable,proto3" json:"durable,omitempty"`
+	State   []byte                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Epoch   uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// owner is the activation that answered, which the relay watches.
+	Owner         *Ref `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -193,6 +195,13 @@ func (x *Subscribed) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *Subscribed) GetOwner() *Ref {
+	if x != nil {
+		return x.Owner
+	}
+	return nil
 }
 
 // Unsubscribe tells the owner a relay has no sockets left.
@@ -1633,12 +1642,13 @@ const file_actors_clusterpb_cluster_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"[\n" +
 	"\tSubscribe\x121\n" +
 	"\x05relay\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05relay\x12\x1b\n" +
-	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"R\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"\x85\x01\n" +
 	"\n" +
 	"Subscribed\x12\x18\n" +
 	"\adurable\x18\x01 \x01(\x04R\adurable\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\fR\x05state\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"@\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x121\n" +
+	"\x05owner\x18\x04 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05owner\"@\n" +
 	"\vUnsubscribe\x121\n" +
 	"\x05relay\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05relay\"+\n" +
 	"\x05Event\x12\x10\n" +
@@ -1777,26 +1787,27 @@ var file_actors_clusterpb_cluster_proto_goTypes = []any{
 }
 var file_actors_clusterpb_cluster_proto_depIdxs = []int32{
 	0,  // 0: agentserver.cluster.v1.Subscribe.relay:type_name -> agentserver.cluster.v1.Ref
-	0,  // 1: agentserver.cluster.v1.Unsubscribe.relay:type_name -> agentserver.cluster.v1.Ref
-	4,  // 2: agentserver.cluster.v1.Events.events:type_name -> agentserver.cluster.v1.Event
-	9,  // 3: agentserver.cluster.v1.Command.run:type_name -> agentserver.cluster.v1.Run
-	10, // 4: agentserver.cluster.v1.Command.pause:type_name -> agentserver.cluster.v1.Pause
-	11, // 5: agentserver.cluster.v1.Command.reject:type_name -> agentserver.cluster.v1.RejectPending
-	12, // 6: agentserver.cluster.v1.Command.ask:type_name -> agentserver.cluster.v1.Ask
-	13, // 7: agentserver.cluster.v1.Command.publish:type_name -> agentserver.cluster.v1.Publish
-	14, // 8: agentserver.cluster.v1.Command.reply:type_name -> agentserver.cluster.v1.RuntimeReply
-	0,  // 9: agentserver.cluster.v1.RuntimeReply.conn:type_name -> agentserver.cluster.v1.Ref
-	17, // 10: agentserver.cluster.v1.Result.error:type_name -> agentserver.cluster.v1.Error
-	16, // 11: agentserver.cluster.v1.Result.event:type_name -> agentserver.cluster.v1.StoredEvent
-	0,  // 12: agentserver.cluster.v1.AttachRuntime.relay:type_name -> agentserver.cluster.v1.Ref
-	0,  // 13: agentserver.cluster.v1.AttachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
-	0,  // 14: agentserver.cluster.v1.DetachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
-	0,  // 15: agentserver.cluster.v1.RuntimeFrame.conn:type_name -> agentserver.cluster.v1.Ref
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	0,  // 1: agentserver.cluster.v1.Subscribed.owner:type_name -> agentserver.cluster.v1.Ref
+	0,  // 2: agentserver.cluster.v1.Unsubscribe.relay:type_name -> agentserver.cluster.v1.Ref
+	4,  // 3: agentserver.cluster.v1.Events.events:type_name -> agentserver.cluster.v1.Event
+	9,  // 4: agentserver.cluster.v1.Command.run:type_name -> agentserver.cluster.v1.Run
+	10, // 5: agentserver.cluster.v1.Command.pause:type_name -> agentserver.cluster.v1.Pause
+	11, // 6: agentserver.cluster.v1.Command.reject:type_name -> agentserver.cluster.v1.RejectPending
+	12, // 7: agentserver.cluster.v1.Command.ask:type_name -> agentserver.cluster.v1.Ask
+	13, // 8: agentserver.cluster.v1.Command.publish:type_name -> agentserver.cluster.v1.Publish
+	14, // 9: agentserver.cluster.v1.Command.reply:type_name -> agentserver.cluster.v1.RuntimeReply
+	0,  // 10: agentserver.cluster.v1.RuntimeReply.conn:type_name -> agentserver.cluster.v1.Ref
+	17, // 11: agentserver.cluster.v1.Result.error:type_name -> agentserver.cluster.v1.Error
+	16, // 12: agentserver.cluster.v1.Result.event:type_name -> agentserver.cluster.v1.StoredEvent
+	0,  // 13: agentserver.cluster.v1.AttachRuntime.relay:type_name -> agentserver.cluster.v1.Ref
+	0,  // 14: agentserver.cluster.v1.AttachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
+	0,  // 15: agentserver.cluster.v1.DetachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
+	0,  // 16: agentserver.cluster.v1.RuntimeFrame.conn:type_name -> agentserver.cluster.v1.Ref
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_actors_clusterpb_cluster_proto_init() }

@@ -20,6 +20,9 @@ const (
 	exitOK    = 0
 	exitError = 1
 	exitUsage = 2
+	// exitRestart (EX_TEMPFAIL) asks a supervisor to start the server
+	// again: the node left the cluster and must rejoin as a new member.
+	exitRestart = 75
 )
 
 const usage = `usage: agent-server <command> [flags]
@@ -66,6 +69,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitUsage
+		}
+		if errors.Is(err, errLeft) {
+			fmt.Fprintln(stderr, "agent-server:", err)
+			return exitRestart
 		}
 		fmt.Fprintln(stderr, "agent-server:", err)
 		return exitError

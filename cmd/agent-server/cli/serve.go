@@ -76,9 +76,16 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	if r, ok := store.(readier); ok {
 		ready = append(ready, server.ReadyCheck{Component: "store", Check: r.Ready})
 	}
-	sys, err := actors.New(actors.Options{Store: store, Chains: chains, Logger: log.With("component", "actors"), Limits: cfg.Limits, Conversations: cfg.Conversations})
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
+	sys, err := actors.New(actors.Options{Store: store, Chains: chains, Logger: log.With("component", "actors"), Limits: cfg.Limits,
+		Conversations: cfg.Conversations, Cluster: cfg.Cluster})
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
+	}
+	if cfg.Cluster.Enabled {
+		ready = append(ready, server.ReadyCheck{Component: "cluster", Check: sys.ClusterReady})
 	}
 	srv, err := server.New(server.Options{
 		Config:    cfg,
@@ -124,12 +131,19 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	go srv.ReleaseMemory(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ctx, ln) }()
+	var leaving error
 	select {
 	case err := <-errc:
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return fmt.Errorf("serve: %w", err)
 		}
 	case <-ctx.Done():
+	case <-sys.Left():
+		// The other members dropped this node, and protoactor never lets a
+		// dropped member back in: restart as a new one. Clients reconnect
+		// on 1012, to another node through the balancer.
+		sys.CloseWith(core.DisconnectRestart)
+		leaving = errLeft
 	}
 	log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
@@ -145,8 +159,13 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	log.Info("stopped")
-	return nil
+	return leaving
 }
+
+// errLeft is serve's error when this node left the cluster to restart as a
+// new member; the process exits with exitRestart so that its supervisor
+// starts it again.
+var errLeft = errors.New("this node left the cluster (the other members dropped it); exiting so that it restarts as a new member")
 
 // openStore returns the event store storage.driver names. run closes it
 // after the actors stop; a crash loses nothing either, since every commit is

@@ -1,0 +1,612 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agent-server/agent-server/actors/clusterpb"
+	"github.com/agent-server/agent-server/core"
+)
+
+// This file owns remote delivery in cluster mode.
+//
+// Sockets stay on the node that accepted them. On each node, one relay per
+// conversation holds that node's sockets (a fanout, the same code the
+// conversation actor uses on a single node) and subscribes to the
+// conversation's owner, wherever placement activated it. The owner sends
+// each durable event once to every relay, as its sealed bytes (Events),
+// never once per socket and never re-encoded; the relay hands them to its
+// sockets through their outbound queues. A relay tracks the last Seq it
+// delivered and drops what it has seen; when it sees a gap, or its owner
+// goes away (the remote watch reports it terminated, or the owner says it
+// is closing, e.g. fenced), it reads what it missed from the store by Seq
+// and subscribes again, to whichever activation owns the conversation now,
+// the way centrifuge recovers by offset and epoch. No client sees an error.
+//
+// Posts and commands from this node (a socket's messages, REST) go to the
+// owner as calls (placement.call), each post carrying an idempotency key
+// (the client's, or one made here) so that a retry through a new owner
+// never appends twice. An agent runtime's socket is the exception to the
+// fan-out: its relay registers it with the owner, which sends it its
+// frames (RuntimeFrame) as to a local runtime.
+
+// relayIdle is how long a relay with no socket stays subscribed.
+const relayIdle = 30 * time.Second
+
+// relay is one node's stand-in for a conversation in cluster mode.
+type relay struct {
+	sys      *System
+	id       string
+	fan      *fanout
+	owner    *actor.PID // the activation it is subscribed to; nil while subscribing
+	asking   bool       // a Subscribe call is under way
+	durable  uint64     // the last Seq delivered to the fanout
+	state    []byte     // the conversation as a full_state body, from the owner
+	ready    bool       // subscribed at least once: state is known
+	waiting  []*attachConnection
+	buffer   []*clusterpb.Event // events past a gap, waiting for its read
+	filling  bool               // a gap's read from the store is under way
+	fillTo   uint64             // the Seq the log is known to be durable through
+	runtimes map[string]Transport
+	gone     *core.Disconnect // the conversation was deleted: refuse everything
+	idleAt   *time.Timer
+	active   time.Time
+	received uint64 // messages the registry routed here
+}
+
+func newRelay(s *System, id string) *relay {
+	return &relay{sys: s, id: id, fan: newFanout(id, s.store, s.log), runtimes: make(map[string]Transport)}
+}
+
+// relaySubscribed reports a Subscribe call's outcome to its relay.
+type relaySubscribed struct {
+	Res *clusterpb.Subscribed
+	Err error
+}
+
+// relayRetry tells a relay, from its own timer, to try again what failed:
+// subscribing, or reading a gap.
+type relayRetry struct{}
+
+// gapRead reports the read of a gap in a relay's log, from the store.
+type gapRead struct {
+	From   uint64
+	Events []*core.Event
+	Err    error
+}
+
+// runtimeAttachedRemote reports an AttachRuntime call's outcome.
+type runtimeAttachedRemote struct {
+	Attach *attachConnection
+	Err    error
+}
+
+// Receive handles the relay's messages.
+func (r *relay) Receive(ctx actor.Context) {
+	if _, ok := ctx.Message().(*checkIdle); !ok {
+		r.active = time.Now()
+	}
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		r.subscribe(ctx)
+		r.armIdle(ctx)
+	case *routed:
+		r.received++
+		r.handle(ctx, m.Msg, m.Sender)
+	case *relaySubscribed:
+		r.subscribed(ctx, m)
+	case *clusterpb.Events:
+		r.events(ctx, m)
+	case *relayRetry:
+		r.subscribe(ctx)
+		r.fill(ctx, r.fillTo)
+	case *clusterpb.Closing:
+		r.closing(ctx, m)
+	case *clusterpb.RuntimeFrame:
+		r.runtimeFrame(ctx, m)
+	case *actor.Terminated:
+		if r.owner != nil && m.Who.Equal(r.owner) {
+			r.sys.log.Info("cluster: the owner of a conversation went away; attaching again", "conversation", r.id, "owner", m.Who.Address)
+			r.ownerLost(ctx)
+		}
+	case *gapRead:
+		r.gapFilled(ctx, m)
+	case *runtimeAttachedRemote:
+		r.runtimeAttached(ctx, m)
+	case *replayResolved:
+		r.fan.resolved(ctx, m, r.durable)
+	case *replayRead:
+		r.fan.readDone(ctx, m, r.durable)
+	case *resumeReplay:
+		r.fan.resumed(ctx, r.durable)
+	case *checkIdle:
+		r.idle(ctx)
+	case *actor.Stopping:
+		r.stopping(ctx)
+	default:
+		r.handle(ctx, ctx.Message(), ctx.Sender())
+	}
+}
+
+// handle takes a conversation-addressed message from this node.
+func (r *relay) handle(ctx actor.Context, msg any, sender *actor.PID) {
+	switch m := msg.(type) {
+	case *attachConnection:
+		r.attach(ctx, m)
+	case *detachConnection:
+		r.fan.remove(m.Conn)
+		if _, ok := r.runtimes[m.Conn.Id]; ok {
+			delete(r.runtimes, m.Conn.Id)
+			r.toOwner(ctx, &clusterpb.DetachRuntime{Conn: refOf(m.Conn)})
+		}
+	case *runtimeReplied:
+		r.toOwner(ctx, &clusterpb.Command{Command: &clusterpb.Command_Reply{Reply: &clusterpb.RuntimeReply{
+			Conn: refOf(m.Conn), Id: m.ID, Status: int32(m.Reply.Status), Body: m.Reply.Body}}})
+	case addressed:
+		r.sys.forward(ctx, m, sender)
+	}
+}
+
+// attach subscribes a socket of this node: a client joins the fanout once
+// the relay knows the conversation's state; a runtime is registered with
+// the owner.
+func (r *relay) attach(ctx actor.Context, m *attachConnection) {
+	switch {
+	case r.gone != nil:
+		m.Transport.Close(*r.gone)
+		ctx.Send(m.Conn, &closeConnection{Reason: *r.gone})
+	case m.Runtime:
+		r.runtimes[m.Conn.Id] = m.Transport
+		self, root, p, id := ctx.Self(), ctx.ActorSystem().Root, r.sys.placement, r.id
+		at := &clusterpb.AttachRuntime{Relay: refOf(self), Conn: refOf(m.Conn), ReplayMode: int32(m.Replay.Mode), AfterId: m.Replay.AfterID}
+		if !m.Replay.Since.IsZero() {
+			at.SinceUnixMicro = m.Replay.Since.UnixMicro()
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), attachTimeout)
+			defer cancel()
+			res, err := p.call(ctx, id, same(at))
+			if err == nil {
+				if r, ok := res.(*clusterpb.Result); ok && r.Error != nil {
+					err = decodeError(r.Error)
+				}
+			}
+			root.Send(self, &runtimeAttachedRemote{Attach: m, Err: err})
+		}()
+	case !r.ready:
+		r.waiting = append(r.waiting, m)
+	case r.fan.len() >= r.sys.limits.SubscribersPerConversation:
+		m.Transport.Close(core.DisconnectTooMany)
+		ctx.Send(m.Conn, &closeConnection{Reason: core.DisconnectTooMany})
+	default:
+		f, err := frame(core.KindStateUpdate, r.state)
+		if err != nil || !m.Transport.Send(f) {
+			return
+		}
+		r.fan.subscribe(ctx, m, r.durable)
+		ctx.Send(m.Conn, &connectionAttached{Conversation: ctx.Self()})
+	}
+}
+
+// subscribe asks the conversation's owner, wherever it is, to send this
+// relay its durable events after the last one delivered.
+func (r *relay) subscribe(ctx actor.Context) {
+	if r.asking || r.owner != nil || r.gone != nil {
+		return
+	}
+	r.asking = true
+	self, root, p, id, after := ctx.Self(), ctx.ActorSystem().Root, r.sys.placement, r.id, r.durable
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), attachTimeout)
+		defer cancel()
+		m := &relaySubscribed{}
+		res, err := p.call(ctx, id, same(&clusterpb.Subscribe{Relay: refOf(self), AfterSeq: after}))
+		switch v := res.(type) {
+		case *clusterpb.Subscribed:
+			m.Res = v
+		case *clusterpb.Result:
+			m.Err = decodeError(v.Error)
+		default:
+			m.Err = err
+			if err == nil {
+				m.Err = fmt.Errorf("subscribe: unexpected answer %T", res)
+			}
+		}
+		root.Send(self, m)
+	}()
+}
+
+// subscribed takes the owner's answer: the state, where its log is durable
+// (anything this relay has not delivered up to there is read from the
+// store), and whom to watch. Waiting sockets attach now.
+func (r *relay) subscribed(ctx actor.Context, m *relaySubscribed) {
+	r.asking = false
+	switch {
+	case errors.Is(m.Err, core.ErrNotFound):
+		r.deleted(ctx, core.DisconnectNotFound)
+		return
+	case m.Err != nil:
+		r.sys.log.Warn("cluster: subscribe to a conversation's owner failed; retrying", "conversation", r.id, "err", m.Err)
+		r.retryLater(ctx)
+		return
+	}
+	r.owner = pidOf(m.Res.Owner)
+	if r.owner != nil {
+		ctx.Watch(r.owner)
+	}
+	r.state, r.ready = m.Res.State, true
+	r.fill(ctx, m.Res.Durable)
+	waiting := r.waiting
+	r.waiting = nil
+	for _, a := range waiting {
+		r.attach(ctx, a)
+	}
+}
+
+// retryLater sends the relay relayRetry after a short wait.
+func (r *relay) retryLater(ctx actor.Context) {
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	time.AfterFunc(200*time.Millisecond, func() { root.Send(self, &relayRetry{}) })
+}
+
+// events takes durable events from the owner: in order, the ones already
+// delivered dropped; a gap is read from the store first, the events past it
+// waiting meanwhile.
+func (r *relay) events(ctx actor.Context, m *clusterpb.Events) {
+	if len(m.State) > 0 {
+		r.state = m.State
+	}
+	for _, e := range m.Events {
+		switch {
+		case e.Seq <= r.durable:
+		case e.Seq == r.durable+1 && !r.filling:
+			r.deliver(&core.Event{Seq: e.Seq, Raw: e.Raw})
+		default:
+			r.buffer = append(r.buffer, e)
+		}
+	}
+	if len(r.buffer) > 0 && !r.filling {
+		r.fill(ctx, r.buffer[0].Seq-1)
+	}
+}
+
+// deliver hands one event to the fanout, in order.
+func (r *relay) deliver(ev *core.Event) {
+	r.durable = ev.Seq
+	r.fan.deliver(ev)
+}
+
+// fill reads the log after what was delivered, through through, from the
+// store (the gap repair), off the mailbox.
+func (r *relay) fill(ctx actor.Context, through uint64) {
+	r.fillTo = max(r.fillTo, through)
+	if r.filling || r.fillTo <= r.durable {
+		return
+	}
+	through = r.fillTo
+	r.filling = true
+	self, root, store, id, from := ctx.Self(), ctx.ActorSystem().Root, r.sys.store, r.id, r.durable+1
+	go func() {
+		evs, err := store.Events(context.Background(), id, from-1, int(through-from+1))
+		root.Send(self, &gapRead{From: from, Events: evs, Err: err})
+	}()
+}
+
+// gapFilled delivers what the store held of the gap, then what waited past
+// it; a gap still open (the store lagging) is read again.
+func (r *relay) gapFilled(ctx actor.Context, m *gapRead) {
+	r.filling = false
+	if m.Err != nil {
+		r.sys.log.Warn("cluster: read a gap of a conversation's log; retrying", "conversation", r.id, "err", m.Err)
+		r.retryLater(ctx)
+		return
+	}
+	for _, ev := range m.Events {
+		if ev.Seq == r.durable+1 {
+			r.deliver(ev)
+		}
+	}
+	buf := r.buffer
+	r.buffer = nil
+	r.events(ctx, &clusterpb.Events{Events: buf})
+	r.fill(ctx, r.fillTo) // the store may lag what the owner said is durable: read again
+	r.fan.pumpAll(ctx, r.durable)
+}
+
+// closing takes the owner's notice that its activation is going away: a
+// deleted conversation closes the sockets; otherwise the relay attaches
+// again to whichever activation owns the conversation now.
+func (r *relay) closing(ctx actor.Context, m *clusterpb.Closing) {
+	if m.Code == core.CloseConversationNotFnd {
+		r.deleted(ctx, core.DisconnectNotFound)
+		return
+	}
+	r.ownerLost(ctx)
+}
+
+// ownerLost subscribes again, and closes the runtime sockets with 1012:
+// they reconnect (with after_id) to register with the new owner.
+func (r *relay) ownerLost(ctx actor.Context) {
+	if r.owner != nil {
+		ctx.Unwatch(r.owner)
+		r.owner = nil
+	}
+	for id, t := range r.runtimes {
+		t.Close(disconnectOwnerMoved)
+		delete(r.runtimes, id)
+	}
+	r.subscribe(ctx)
+}
+
+// disconnectOwnerMoved closes a runtime's socket when its conversation's
+// owner changes: the runtime reconnects and resumes with after_id.
+var disconnectOwnerMoved = core.Disconnect{Code: 1012, Reason: "Conversation moved to another node; reconnect"}
+
+// deleted closes every socket with d and refuses new ones.
+func (r *relay) deleted(ctx actor.Context, d core.Disconnect) {
+	r.gone = &d
+	r.fan.closeAll(ctx, d)
+	for _, a := range r.waiting {
+		a.Transport.Close(d)
+		ctx.Send(a.Conn, &closeConnection{Reason: d})
+	}
+	r.waiting = nil
+	for id, t := range r.runtimes {
+		t.Close(d)
+		delete(r.runtimes, id)
+	}
+}
+
+// runtimeAttached completes a runtime socket's registration with the owner.
+func (r *relay) runtimeAttached(ctx actor.Context, m *runtimeAttachedRemote) {
+	t, ok := r.runtimes[m.Attach.Conn.Id]
+	if !ok {
+		return // it detached meanwhile
+	}
+	if m.Err != nil {
+		d := core.DisconnectUnavailable
+		if errors.Is(m.Err, core.ErrNotFound) {
+			d = core.DisconnectNotFound
+		}
+		delete(r.runtimes, m.Attach.Conn.Id)
+		t.Close(d)
+		ctx.Send(m.Attach.Conn, &closeConnection{Reason: d})
+		return
+	}
+	ctx.Send(m.Attach.Conn, &connectionAttached{Conversation: ctx.Self()})
+}
+
+// runtimeFrame hands the owner's frame to this node's runtime socket.
+func (r *relay) runtimeFrame(ctx actor.Context, m *clusterpb.RuntimeFrame) {
+	conn := pidOf(m.Conn)
+	t, ok := r.runtimes[conn.Id]
+	if !ok {
+		return
+	}
+	if m.CloseCode != 0 {
+		d := core.Disconnect{Code: uint16(m.CloseCode), Reason: m.CloseReason}
+		t.Close(d)
+		ctx.Send(conn, &closeConnection{Reason: d})
+		delete(r.runtimes, conn.Id)
+		return
+	}
+	t.Send(m.Frame)
+}
+
+// toOwner sends the owner a message that needs no answer.
+func (r *relay) toOwner(ctx actor.Context, msg any) {
+	if r.owner != nil {
+		ctx.Send(r.owner, msg)
+	}
+}
+
+func (r *relay) armIdle(ctx actor.Context) {
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	r.idleAt = time.AfterFunc(relayIdle, func() { root.Send(self, &checkIdle{}) })
+}
+
+// idle offers the registry to stop a relay that has had no socket for
+// relayIdle.
+func (r *relay) idle(ctx actor.Context) {
+	if quiet := time.Since(r.active); quiet < relayIdle || r.fan.len() > 0 || len(r.runtimes) > 0 || len(r.waiting) > 0 {
+		r.armIdle(ctx)
+		return
+	}
+	r.armIdle(ctx)
+	ctx.Send(ctx.Parent(), &conversationIdle{ConversationID: r.id, PID: ctx.Self(), Received: r.received})
+}
+
+func (r *relay) stopping(ctx actor.Context) {
+	if r.idleAt != nil {
+		r.idleAt.Stop()
+	}
+	r.fan.stop()
+	r.toOwner(ctx, &clusterpb.Unsubscribe{Relay: refOf(ctx.Self())})
+	r.fan.closeAll(ctx, core.DisconnectInternalError)
+	for _, t := range r.runtimes {
+		t.Close(core.DisconnectInternalError)
+	}
+}
+
+// forward sends a conversation-addressed request from this node to the
+// conversation's owner, off the mailbox, and hands the answer to sender. A
+// post carries an idempotency key, made here when the client gave none, so
+// that a retry (after a timeout, or through a new owner) never appends
+// twice.
+func (s *System) forward(ctx actor.Context, m addressed, sender *actor.PID) {
+	if a, ok := m.(*appendEvent); ok && a.Key == "" {
+		cp := *a
+		cp.Key = "~" + uuid.NewString()
+		m = &cp
+	}
+	root, p := ctx.ActorSystem().Root, s.placement
+	answer := func(msg any) {
+		if sender != nil {
+			root.Send(sender, msg)
+		}
+	}
+	go func() {
+		timeout := requestTimeout
+		switch c := m.(type) {
+		case *runConversation:
+			timeout += c.Wait
+		case *rejectPending:
+			timeout += c.Wait
+		case *askRuntime:
+			timeout += c.Wait + c.Timeout
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		var convErr error
+		res, err := p.call(cctx, m.conversationID(), func(retry bool) proto.Message {
+			msg, err := toOwner(m, retry)
+			convErr = err
+			return msg
+		})
+		switch r, ok := res.(*clusterpb.Result); {
+		case convErr != nil:
+			answer(&commandFailed{Err: convErr})
+		case err == nil && ok:
+			answer(answerOf(m, r))
+		default:
+			if err == nil {
+				err = fmt.Errorf("unexpected answer %T", res)
+			}
+			if pe, ok := m.(*publishEvent); ok {
+				answer(&publishFailed{Ref: pe.Ref, Err: err})
+				return
+			}
+			answer(&commandFailed{Err: err})
+		}
+	}()
+}
+
+// The owner's side: the cluster activation of a conversation keeps the
+// relays subscribed to it and sends each of them every durable event once.
+
+// relayState is the relays an owner serves, and the remote runtime.
+type relayState struct {
+	relays   map[string]*actor.PID // by wireKey
+	version  uint64                // the state version the relays last got
+	runtimes map[string]*actor.PID // a remote runtime socket (wireKey) -> its local proxy
+}
+
+// subscribeRelay adds a relay and answers it where the log is durable and
+// what the state is: anything after its AfterSeq reaches it as events, or
+// from the store.
+func (a *clusterActivation) subscribeRelay(ctx actor.Context, c *conversation, m *clusterpb.Subscribe, sender *actor.PID) {
+	relay := pidOf(m.Relay)
+	if a.rs.relays == nil {
+		a.rs.relays = make(map[string]*actor.PID)
+	}
+	if _, ok := a.rs.relays[wireKey(relay)]; !ok {
+		a.rs.relays[wireKey(relay)] = relay
+		ctx.Watch(relay)
+	}
+	state, err := c.stateBody()
+	if err != nil {
+		reply(ctx, sender, &clusterpb.Result{Error: encodeError(err)})
+		return
+	}
+	reply(ctx, sender, &clusterpb.Subscribed{Durable: c.durable, State: state, Epoch: c.epoch, Owner: refOf(ctx.Self())})
+}
+
+// durable sends every relay the events that just became durable, in one
+// message each, with the state when it changed since the last.
+func (a *clusterActivation) durable(ctx actor.Context, c *conversation, done []pendingAppend) {
+	if len(a.rs.relays) == 0 {
+		return
+	}
+	m := &clusterpb.Events{Events: make([]*clusterpb.Event, len(done))}
+	for i, p := range done {
+		m.Events[i] = &clusterpb.Event{Seq: p.event.Seq, Raw: p.event.Raw}
+	}
+	if c.ctl.version != a.rs.version {
+		if state, err := c.stateBody(); err == nil {
+			m.State, a.rs.version = state, c.ctl.version
+		}
+	}
+	for _, r := range a.rs.relays {
+		ctx.Send(r, m)
+	}
+}
+
+// stopping tells every relay: closed for good (4004), or attach again to
+// whichever activation owns the conversation next.
+func (a *clusterActivation) stopping(ctx actor.Context, c *conversation, code uint16) {
+	m := &clusterpb.Closing{}
+	if code == core.CloseConversationNotFnd {
+		m.Code, m.Reason = uint32(code), "Conversation not found"
+	}
+	for _, r := range a.rs.relays {
+		ctx.Send(r, m)
+	}
+	a.rs.relays = nil
+}
+
+func (a *clusterActivation) busy() bool { return len(a.rs.relays) > 0 }
+
+// attachRuntime registers a runtime socket another node holds as this
+// conversation's runtime subscriber, through a local proxy that stands for
+// the socket's connection: the conversation sends it frames and closes as
+// to a local one, and the proxy passes them to the relay (RuntimeFrame).
+func (a *clusterActivation) attachRuntime(ctx actor.Context, c *conversation, m *clusterpb.AttachRuntime, sender *actor.PID) {
+	conn, relay := pidOf(m.Conn), pidOf(m.Relay)
+	proxy, err := ctx.SpawnNamed(actor.PropsFromFunc(func(pctx actor.Context) {
+		if cl, ok := pctx.Message().(*closeConnection); ok {
+			pctx.Send(relay, &clusterpb.RuntimeFrame{Conn: m.Conn, CloseCode: uint32(cl.Reason.Code), CloseReason: cl.Reason.Reason})
+			pctx.Stop(pctx.Self())
+		}
+	}), "runtime-"+conn.Id)
+	if err != nil {
+		reply(ctx, sender, &clusterpb.Result{Error: encodeError(fmt.Errorf("register the runtime: %w", err))})
+		return
+	}
+	if a.rs.runtimes == nil {
+		a.rs.runtimes = make(map[string]*actor.PID)
+	}
+	a.rs.runtimes[wireKey(conn)] = proxy
+	replay := Replay{Mode: ReplayMode(m.ReplayMode), AfterID: m.AfterId}
+	if m.SinceUnixMicro != 0 {
+		replay.Since = time.UnixMicro(m.SinceUnixMicro).UTC()
+	}
+	t := &remoteTransport{root: ctx.ActorSystem().Root, relay: relay, conn: m.Conn}
+	c.attach(ctx, &attachConnection{ConversationID: c.id, Conn: proxy, Transport: t, Replay: replay, Runtime: true})
+	reply(ctx, sender, &clusterpb.Result{})
+}
+
+// detachRuntime takes the relay's notice that the runtime's socket is gone.
+func (a *clusterActivation) detachRuntime(ctx actor.Context, c *conversation, conn *clusterpb.Ref) {
+	proxy, ok := a.rs.runtimes[wireKey(pidOf(conn))]
+	if !ok {
+		return
+	}
+	delete(a.rs.runtimes, wireKey(pidOf(conn)))
+	c.handle(ctx, &detachConnection{ConversationID: c.id, Conn: proxy}, nil)
+	ctx.Stop(proxy)
+}
+
+// remoteTransport is a runtime socket on another node, as the conversation
+// sees it: frames travel to the socket's relay.
+type remoteTransport struct {
+	root  *actor.RootContext
+	relay *actor.PID
+	conn  *clusterpb.Ref
+}
+
+// Send hands a frame to the relay; the relay's socket queue bounds it.
+func (t *remoteTransport) Send(frame []byte) bool {
+	t.root.Send(t.relay, &clusterpb.RuntimeFrame{Conn: t.conn, Frame: frame})
+	return true
+}
+
+// Close asks the relay to close the socket with d.
+func (t *remoteTransport) Close(d core.Disconnect) {
+	t.root.Send(t.relay, &clusterpb.RuntimeFrame{Conn: t.conn, CloseCode: uint32(d.Code), CloseReason: d.Reason})
+}

@@ -1,0 +1,54 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Three nodes: a conversation created on one, a socket on another, posts
+// through the third: the socket gets every event once, in the log's order.
+func TestCrossNodeDelivery(t *testing.T) {
+	c := newCluster(t, 3, "")
+	id := c.nodes[0].createConversation()
+	r := &reader{t: t, id: id}
+	conn, err := dial(c.nodes[1], id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.follow(conn)
+	for i := range 20 {
+		if !post(func() *node { return c.nodes[2] }, id, fmt.Sprint("m", i), fmt.Sprint("k", i), 10*time.Second) {
+			t.Fatalf("post %d not acknowledged", i)
+		}
+	}
+	waitFor(t, "20 events on the socket", 30*time.Second, func() bool { return len(r.events()) >= 20 })
+	sameAsLog(t, "the socket", r.events(), logOf(t, c.nodes[0], id))
+
+	// Each node sees all three; exactly one owns the conversation.
+	owned := 0
+	for _, n := range c.nodes {
+		code, body := n.request("GET", "/api/cluster", nil)
+		var topo struct {
+			Members []struct{ Address string }
+			Owned   int
+		}
+		if code != http.StatusOK || json.Unmarshal(body, &topo) != nil || len(topo.Members) != 3 {
+			t.Fatalf("/api/cluster on %s: %d %s", n.name, code, body)
+		}
+		owned += topo.Owned
+	}
+	if owned != 1 {
+		t.Errorf("%d activations of the one conversation, want 1", owned)
+	}
+	// The topology is not public.
+	if code, _ := c.nodes[0].request("GET", "/server_info", nil); code != http.StatusOK {
+		t.Fatal("server_info")
+	}
+	if _, body := c.nodes[0].request("GET", "/server_info", nil); strings.Contains(string(body), "members") {
+		t.Errorf("/server_info shows the topology: %s", body)
+	}
+}
