@@ -62,6 +62,7 @@ func newFanout(id string, store core.Store, log *slog.Logger) *fanout {
 type subscriber struct {
 	pid       *actor.PID
 	transport Transport
+	seen      uint64 // the last Seq it has: nothing at or below it is sent again
 	next      uint64
 	buf       []*core.Event
 	ahead     []*core.Event
@@ -89,6 +90,7 @@ func (f *fanout) subscribe(ctx actor.Context, m *attachConnection, durable uint6
 	sub := subscriber{pid: m.Conn, transport: m.Transport}
 	switch m.Replay.Mode {
 	case ReplayNone:
+		sub.seen = durable
 	case ReplayAll:
 		sub.next = 1
 	default:
@@ -134,7 +136,10 @@ func (f *fanout) resolved(ctx actor.Context, m *replayResolved, durable uint64) 
 		f.removeAt(i)
 		return
 	}
-	sub.next = min(first, sub.floor)
+	// The client has everything before first. Events that became durable
+	// during the lookup (from floor) are at or after first on one node; a
+	// relay's durable end can trail the log, so first may lie past it.
+	sub.next, sub.seen = first, first-1
 	if sub.next > durable {
 		sub.next = 0
 		return
@@ -229,8 +234,11 @@ func (f *fanout) pump(ctx actor.Context, sub *subscriber, durable uint64) (done,
 				return false, true
 			}
 		}
-		if !sub.transport.Send(ev.Raw) {
-			return false, false
+		if ev.Seq > sub.seen {
+			if !sub.transport.Send(ev.Raw) {
+				return false, false
+			}
+			sub.seen = ev.Seq
 		}
 		sub.buf[0] = nil
 		sub.buf = sub.buf[1:]
@@ -287,17 +295,22 @@ func (f *fanout) readDone(ctx actor.Context, m *replayRead, durable uint64) {
 	f.pumpAll(ctx, durable)
 }
 
-// deliver hands a durable event's bytes to every live subscriber. One whose
-// transport refuses the frame is dropped: its transport is closing and its
-// actor will stop. A replaying subscriber will read the event from the log.
+// deliver hands a durable event's bytes to every live subscriber that has
+// not seen it. One whose transport refuses the frame is dropped: its
+// transport is closing and its actor will stop. A replaying subscriber will
+// read the event from the log.
 func (f *fanout) deliver(ev *core.Event) {
 	for i := 0; i < len(f.subs); {
 		s := &f.subs[i]
-		if s.next != 0 || s.resolving || s.transport.Send(ev.Raw) {
-			i++
+		switch {
+		case s.next != 0 || s.resolving || ev.Seq <= s.seen:
+		case s.transport.Send(ev.Raw):
+			s.seen = ev.Seq
+		default:
+			f.removeAt(i)
 			continue
 		}
-		f.removeAt(i)
+		i++
 	}
 }
 

@@ -240,6 +240,11 @@ func (r *relay) subscribed(ctx actor.Context, m *relaySubscribed) {
 	if r.owner != nil {
 		ctx.Watch(r.owner)
 	}
+	if !r.ready {
+		// The first subscription: no socket here follows the log yet, so
+		// it starts where the owner's log is durable.
+		r.durable = max(r.durable, m.Res.Durable)
+	}
 	r.state, r.ready = m.Res.State, true
 	r.fill(ctx, m.Res.Durable)
 	waiting := r.waiting

@@ -385,6 +385,14 @@ func sameAsLog(t *testing.T, what string, got, log []event) {
 	for i := range min(len(got), len(log)) {
 		if got[i].ID != log[i].ID {
 			t.Errorf("%s: event %d is %s (%q), the log's is %s (%q)", what, i, got[i].ID, got[i].text(), log[i].ID, log[i].text())
+			var g, l []string
+			for _, e := range got {
+				g = append(g, e.text())
+			}
+			for _, e := range log {
+				l = append(l, e.text())
+			}
+			t.Logf("got: %v\nlog: %v", g, l)
 			return
 		}
 	}
