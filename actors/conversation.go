@@ -142,7 +142,9 @@ func lastTimestamp(store core.Store, id string, lastSeq uint64) (time.Time, erro
 // Receive handles the conversation's messages. Until the load finishes,
 // routed messages are stashed and then handled in order.
 func (c *conversation) Receive(ctx actor.Context) {
-	if _, ok := ctx.Message().(*checkIdle); !ok {
+	switch ctx.Message().(type) {
+	case *checkIdle, *checkEpoch, *epochChecked: // its own timers are not activity
+	default:
 		c.active = time.Now()
 	}
 	switch m := ctx.Message().(type) {

@@ -320,13 +320,27 @@ func (p *placement) call(ctx context.Context, conversationID string, msg func(re
 // same is msg for every attempt.
 func same(msg proto.Message) func(bool) proto.Message { return func(bool) proto.Message { return msg } }
 
+// shutdownBound bounds a graceful leave: protoactor's takes 2 s by a fixed
+// sleep, more while it redials a peer that went away.
+const shutdownBound = 6 * time.Second
+
 // shutdown leaves the cluster gracefully: the activations here stop (their
-// relays attach again elsewhere) and the provider deregisters.
+// relays attach again elsewhere) and the provider deregisters. It gives up
+// waiting after shutdownBound: the process is leaving anyway.
 func (p *placement) shutdown() {
 	if p.stop != nil {
 		p.stop()
 	}
-	p.cluster.Shutdown(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.cluster.Shutdown(true)
+	}()
+	select {
+	case <-done:
+	case <-time.After(shutdownBound):
+		p.log.Warn("cluster: leaving took longer than its bound; stopping anyway", "bound", shutdownBound)
+	}
 	if p.echo != nil {
 		_ = p.echo.Close()
 	}
@@ -373,7 +387,12 @@ func remoteConfig(cfg config.Cluster) (*remote.Config, error) {
 	if cfg.Advertise != "" {
 		opts = append(opts, remote.WithAdvertisedHost(cfg.Advertise))
 	}
-	return remote.Configure(host, port, opts...), nil
+	rc := remote.Configure(host, port, opts...)
+	// A peer that went away is given up after one failed dial (protoactor
+	// sleeps 2 s after each, 5 times by default): its members are dropped
+	// by the provider anyway, and a graceful shutdown waits for these.
+	rc.MaxRetryCount = 1
+	return rc, nil
 }
 
 // nodeTLS loads cluster.tls: every node presents its certificate and
@@ -508,9 +527,10 @@ func (s *System) conversationProps() *actor.Props {
 // (fencing.go), serves the relays of every node (relay.go), and stops
 // itself when idle or done: the cluster activates it again on next use.
 type clusterActivation struct {
-	p       *placement
-	rs      relayState
-	counted bool
+	p          *placement
+	rs         relayState
+	counted    bool
+	epochTimer *time.Timer // the next checkEpoch (fencing.go)
 }
 
 // start takes the conversation ID from the cluster identity.
@@ -521,10 +541,14 @@ func (a *clusterActivation) start(ctx actor.Context, c *conversation) {
 		a.counted = true
 		a.p.owned.Add(1)
 	}
+	a.armEpochCheck(ctx)
 }
 
 // release stops the activation: passivated when idle, or done.
 func (a *clusterActivation) release(ctx actor.Context, c *conversation, idle bool) {
+	if a.epochTimer != nil {
+		a.epochTimer.Stop()
+	}
 	if a.p != nil && a.counted {
 		a.counted = false
 		a.p.owned.Add(-1)
@@ -563,6 +587,10 @@ func (a *clusterActivation) handle(ctx actor.Context, c *conversation, msg any, 
 		a.delete(ctx, c, sender)
 	case *ownerDeleted:
 		a.deleted(ctx, c, m)
+	case *checkEpoch:
+		a.checkEpochNow(ctx, c)
+	case *epochChecked:
+		a.epochRead(ctx, c, m)
 	default:
 		return c.fromWire(ctx, msg, sender)
 	}

@@ -314,9 +314,10 @@ func (s *System) Shutdown(ctx context.Context) error {
 				s.stopErr = fmt.Errorf("flush event writer: %w", err)
 			}
 			if s.placement != nil {
-				s.placement.shutdown()
+				s.placement.shutdown() // shuts the actor system down too
+			} else {
+				s.sys.Shutdown()
 			}
-			s.sys.Shutdown()
 		}()
 	})
 	select {

@@ -95,6 +95,9 @@ type Fencer interface {
 	// returns the epoch and the log's last Seq at that moment, or
 	// ErrNotFound.
 	Acquire(ctx context.Context, conversationID string) (epoch, lastSeq uint64, err error)
+	// Epoch returns the conversation's current ownership epoch, or
+	// ErrNotFound: an activation whose epoch is older has been fenced.
+	Epoch(ctx context.Context, conversationID string) (uint64, error)
 }
 
 // Append is one conversation's share of a Store.AppendBatch.

@@ -27,6 +27,7 @@ WHERE id = $1`
 	// sqlAcquire takes a new ownership epoch: appends of older epochs match
 	// nothing from now on (sqlAdvance checks it).
 	sqlAcquire = `UPDATE conversations SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch, last_seq`
+	sqlEpoch   = `SELECT epoch FROM conversations WHERE id = $1`
 )
 
 // CreateConversation stores c unless its ID exists.
@@ -180,6 +181,26 @@ func (s *Store) Acquire(ctx context.Context, id string) (epoch, lastSeq uint64, 
 		return 0, 0, fmt.Errorf("acquire conversation %s: %w", id, classify(err))
 	}
 	return uint64(e), uint64(last), nil
+}
+
+// Epoch returns the conversation's current ownership epoch.
+func (s *Store) Epoch(ctx context.Context, id string) (uint64, error) {
+	if err := s.check(); err != nil {
+		return 0, fmt.Errorf("epoch of conversation %s: %w", id, err)
+	}
+	u, ok := parseUUID(id)
+	if !ok {
+		return 0, fmt.Errorf("epoch of conversation %s: %w", id, core.ErrNotFound)
+	}
+	var e int64
+	err := s.pool.QueryRow(ctx, sqlEpoch, u).Scan(&e)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("epoch of conversation %s: %w", id, core.ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("epoch of conversation %s: %w", id, classify(err))
+	}
+	return uint64(e), nil
 }
 
 var _ core.Fencer = (*Store)(nil)

@@ -170,6 +170,9 @@ func TestAcquireFences(t *testing.T) {
 	if err != nil || e2 != 2 || last != 1 {
 		t.Fatalf("second Acquire = %d, %d, %v; want 2, 1", e2, last, err)
 	}
+	if e, err := s.Epoch(ctx, id); err != nil || e != 2 {
+		t.Fatalf("Epoch = %d, %v; want 2", e, err)
+	}
 	stale := s.AppendBatch(ctx, []core.Append{
 		{ConversationID: id, Epoch: e1, Events: []*core.Event{storetest.Sealed(t, 2, t0, `{}`)}},
 		{ConversationID: id, Epoch: e2, Events: []*core.Event{storetest.Sealed(t, 2, t0, `{}`)}},
