@@ -217,9 +217,10 @@ func (p *placement) leave(why string) {
 // dropped back in: a node that was paused or cut off for longer than the
 // heartbeat still sees the others, but they no longer see it, and its
 // activations would compete with theirs (fencing keeps the log right, not
-// the service). So when a peer says no twice in a row, or this node has
-// been missing from its own view for heartbeat_expiration (etcd losing its
-// lease), it leaves: the caller closes its sockets with 1012 and exits, and
+// the service). So when a peer says no twice in a row, when this process
+// did not run for longer than heartbeat_expiration (SIGSTOP, a frozen VM),
+// or when this node has been missing from its own view for
+// heartbeat_expiration (etcd losing its lease), it leaves: the caller closes its sockets with 1012 and exits, and
 // its supervisor starts a new member.
 func (p *placement) probe(sys *actor.ActorSystem) (stop func()) {
 	every := max(p.cfg.HeartbeatExpiration/4, 250*time.Millisecond)
@@ -229,10 +230,19 @@ func (p *placement) probe(sys *actor.ActorSystem) (stop func()) {
 		defer tick.Stop()
 		noes := map[string]int{}
 		for {
+			waiting := time.Now()
 			select {
 			case <-done:
 				return
 			case <-tick.C:
+			}
+			// Waiting longer than a tick is time this process did not run.
+			// Past the heartbeat, the others have dropped it, and it has
+			// dropped them: its view is a cluster of one, and its
+			// connections to them are refused, so no probe could tell.
+			if gap := time.Since(waiting); gap > p.cfg.HeartbeatExpiration && p.hasJoined() {
+				p.leave(fmt.Sprintf("this process did not run for %s (paused, frozen or starved), longer than cluster.heartbeat_expiration (%s): the other members have dropped it", gap.Round(time.Millisecond), p.cfg.HeartbeatExpiration))
+				return
 			}
 			if !p.hasJoined() {
 				continue

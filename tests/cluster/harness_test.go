@@ -151,7 +151,10 @@ func (n *node) start() {
 	n.t.Cleanup(func() {
 		p.Kill()
 		if n.t.Failed() {
-			n.t.Logf("--- %s's log:\n%s", n.name, lastLines(p.Log(), 80))
+			n.t.Logf("--- %s's log, without access lines:\n%s", n.name, lastLines(withoutAccess(p.Log()), 80))
+			if dir := os.Getenv("CLUSTER_LOGS"); dir != "" { // the whole logs, for a closer look
+				_ = os.WriteFile(filepath.Join(dir, n.t.Name()+"-"+n.name+".log"), []byte(p.Log()), 0o644)
+			}
 		}
 	})
 }
@@ -161,6 +164,17 @@ func (n *node) waitReady() {
 	if err := n.WaitReady(60 * time.Second); err != nil {
 		n.t.Fatal(err)
 	}
+}
+
+// withoutAccess drops the access log's lines.
+func withoutAccess(s string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if !strings.Contains(l, "component=access") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 func lastLines(s string, k int) string {
