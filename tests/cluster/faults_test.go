@@ -201,8 +201,13 @@ func owned(c *cluster) map[*node]int {
 // within 10 s (heartbeat_expiration 3s), its clients reconnect elsewhere
 // with after_id and get exactly what they missed, and the survivors'
 // sockets stay open and get every event in order.
-func TestKillOwnerNode(t *testing.T) {
-	c := newCluster(t, 3, "")
+func TestKillOwnerNode(t *testing.T) { killOwner(t, newCluster(t, 3, "")) }
+
+// The same kill with the etcd provider, against a real etcd server: the
+// dead node's lease expires and the survivors take its conversations.
+func TestEtcdKillOwnerNode(t *testing.T) { killOwner(t, newEtcdCluster(t, 3)) }
+
+func killOwner(t *testing.T, c *cluster) {
 	w := newWorkload(t, c, 18, 2)
 	w.write(4)
 	waitFor(t, "posts before the kill", 60*time.Second, func() bool { return w.posted.Load() >= 100 })

@@ -65,6 +65,7 @@ type cluster struct {
 	t     *testing.T
 	dsn   string
 	extra string // YAML added to every node's config
+	etcd  string // the etcd endpoint, for the etcd provider; else static
 	nodes []*node
 }
 
@@ -84,7 +85,18 @@ func freePort(t *testing.T) int {
 // ready (joined).
 func newCluster(t *testing.T, n int, extra string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dsn: pgtest.DSN(t), extra: extra}
+	return startCluster(t, &cluster{t: t, dsn: pgtest.DSN(t), extra: extra}, n)
+}
+
+// newEtcdCluster starts n nodes with the etcd provider against a real etcd
+// server of its own.
+func newEtcdCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	return startCluster(t, &cluster{t: t, dsn: pgtest.DSN(t), etcd: startEtcd(t)}, n)
+}
+
+func startCluster(t *testing.T, c *cluster, n int) *cluster {
+	t.Helper()
 	ports := make([]int, n)
 	peers := make([]string, n)
 	for i := range ports {
@@ -107,6 +119,10 @@ func newCluster(t *testing.T, n int, extra string) *cluster {
 func (c *cluster) newNode(name string, membershipPort int, peers []string) *node {
 	c.t.Helper()
 	dir := c.t.TempDir()
+	membership := fmt.Sprintf("provider: static\n  static:\n    port: %d\n    peers: [%s]", membershipPort, strings.Join(peers, ", "))
+	if c.etcd != "" {
+		membership = fmt.Sprintf("provider: etcd\n  etcd:\n    endpoints: [%s]", c.etcd)
+	}
 	cfg := fmt.Sprintf(`auth:
   keys: ['%s']
   chains:
@@ -123,16 +139,13 @@ cluster:
   enabled: true
   name: test
   bind: 127.0.0.1:0
-  provider: static
-  static:
-    port: %d
-    peers: [%s]
+  %s
   heartbeat_expiration: 3s
 conversations:
   runtime_wait: 1s
 limits:
   messages_per_second: 0
-%s`, key, filepath.Join(binDir, "plugins"), c.dsn, membershipPort, strings.Join(peers, ", "), c.extra)
+%s`, key, filepath.Join(binDir, "plugins"), c.dsn, membership, c.extra)
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		c.t.Fatal(err)
