@@ -1,4 +1,5 @@
-// Package pgtest starts throwaway PostgreSQL servers for tests: initdb and
+// Package pgtest starts throwaway PostgreSQL servers for tests (and for the
+// local cluster of `go tool task cluster`): initdb and
 // postgres into a temporary directory, listening on a free loopback port,
 // removed afterwards. With AGENT_TEST_POSTGRES_DSN set, tests use that
 // database instead of starting one.
@@ -57,8 +58,8 @@ type Server struct {
 // when t ends. Tests that stop, kill or restart the database use it.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s, err := start()
-	if errors.Is(err, errMissing) {
+	s, err := New()
+	if errors.Is(err, ErrMissing) {
 		skipOrFail(t)
 	}
 	if err != nil {
@@ -68,7 +69,8 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
-var errMissing = errors.New(missing)
+// ErrMissing says PostgreSQL is not installed, and which package to install.
+var ErrMissing = errors.New(missing)
 
 func skipOrFail(t testing.TB) {
 	t.Helper()
@@ -78,7 +80,10 @@ func skipOrFail(t testing.TB) {
 	t.Skip(missing)
 }
 
-func start() (*Server, error) {
+// New initializes and starts a throwaway server outside a test (`go tool
+// task cluster` runs one); Remove stops and deletes it. Without the
+// binaries it returns ErrMissing.
+func New() (*Server, error) {
 	bin, err := findBin()
 	if err != nil {
 		return nil, err
@@ -265,8 +270,8 @@ func DSN(t testing.TB) string {
 	t.Helper()
 	base := os.Getenv(EnvDSN)
 	if base == "" {
-		shared.once.Do(func() { shared.srv, shared.err = start() })
-		if errors.Is(shared.err, errMissing) {
+		shared.once.Do(func() { shared.srv, shared.err = New() })
+		if errors.Is(shared.err, ErrMissing) {
 			skipOrFail(t)
 		}
 		if shared.err != nil {
@@ -336,7 +341,7 @@ func findBin() (string, error) {
 			}
 		}
 	}
-	return "", errMissing
+	return "", ErrMissing
 }
 
 func version(binDir string) int {
