@@ -215,13 +215,14 @@ func (p *placement) leave(why string) {
 // probe asks, every quarter of heartbeat_expiration, each peer this node
 // sees whether it sees this node. protoactor never lets a member that was
 // dropped back in: a node that was paused or cut off for longer than the
-// heartbeat still sees the others, but they no longer see it, and its
+// heartbeat comes back to peers that no longer count it, and its
 // activations would compete with theirs (fencing keeps the log right, not
-// the service). So when a peer says no twice in a row, when this process
-// did not run for longer than heartbeat_expiration (SIGSTOP, a frozen VM),
-// or when this node has been missing from its own view for
-// heartbeat_expiration (etcd losing its lease), it leaves: the caller closes its sockets with 1012 and exits, and
-// its supervisor starts a new member.
+// the service). So it leaves when a peer says no twice in a row, when this
+// process did not run for longer than heartbeat_expiration (SIGSTOP, a
+// frozen VM), or when this node has been missing from its own view for
+// heartbeat_expiration (etcd losing its lease). Leaving means the caller
+// closes its sockets with 1012 and exits, and its supervisor starts a new
+// member.
 func (p *placement) probe(sys *actor.ActorSystem) (stop func()) {
 	every := max(p.cfg.HeartbeatExpiration/4, 250*time.Millisecond)
 	done := make(chan struct{})
