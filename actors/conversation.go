@@ -305,6 +305,7 @@ func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 		return // the transport is closing; its connection will stop itself
 	}
 	sub := subscriber{pid: m.Conn, transport: m.Transport}
+	c.sys.metrics.replayStarted(m.Replay.Mode)
 	switch m.Replay.Mode {
 	case ReplayNone:
 	case ReplayAll:
@@ -448,6 +449,7 @@ func (c *conversation) pump(ctx actor.Context, sub *subscriber) (done, ok bool) 
 		if !sub.transport.Send(ev.Raw) {
 			return false, false
 		}
+		c.sys.metrics.replayed()
 		sub.buf[0] = nil
 		sub.buf = sub.buf[1:]
 		sub.next = ev.Seq + 1
@@ -613,6 +615,7 @@ func (c *conversation) end(ctx actor.Context, d core.Disconnect, err error) {
 // transport refuses the frame is dropped: its transport is closing and its
 // actor will stop.
 func (c *conversation) fanOut(ev *core.Event) {
+	defer c.sys.metrics.fannedOut(time.Now())
 	for i := 0; i < len(c.subs); {
 		s := &c.subs[i]
 		if s.next != 0 || s.resolving || s.transport.Send(ev.Raw) {

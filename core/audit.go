@@ -137,3 +137,38 @@ func AuditSubject(p *Principal) string {
 type AuditSink interface {
 	Audit(rec *AuditRecord)
 }
+
+// NewAuditRecord returns the record of event for a chain's result on req:
+// route, remote address, the conversation when the request names a valid
+// one, the deciding plugin, decision, reason class and reason, the subject
+// of an allow, and whether the cache answered. The caller sets RequestID,
+// and overrides the decision when it refuses an allowed principal.
+func NewAuditRecord(event string, req *Request, res Result) AuditRecord {
+	decision, class := Classify(res)
+	rec := AuditRecord{
+		Time:        time.Now().UTC(),
+		Event:       event,
+		Route:       req.Route,
+		RemoteAddr:  req.RemoteAddr,
+		Plugin:      res.Authenticator,
+		Decision:    decision,
+		ReasonClass: class,
+		Reason:      res.Reason,
+		Cached:      res.Cached,
+	}
+	if id, err := NormalizeID(req.PathParams["conversation_id"]); err == nil {
+		rec.Conversation = id
+	}
+	if rec.Plugin == "" {
+		rec.Plugin = PluginNone
+	}
+	switch res.Decision {
+	case Allow:
+		rec.Subject = AuditSubject(res.Principal)
+	case Error:
+		if res.Err != nil {
+			rec.Reason = res.Err.Error()
+		}
+	}
+	return rec
+}
