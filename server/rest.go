@@ -62,6 +62,9 @@ type restAPI struct {
 	log     *slog.Logger
 	now     func() time.Time
 	mux     *http.ServeMux
+	// record counts and audits each authentication decision; nil records
+	// nothing (the handler tests).
+	record func(r *http.Request, rec core.AuditRecord)
 }
 
 // restCall is what authorize learned about one request.
@@ -78,7 +81,7 @@ type restFunc func(w http.ResponseWriter, r *http.Request, c *restCall) error
 // newRESTHandler returns the /api handler. Requests keep their full path:
 // mount it at "/api/" without stripping the prefix. maxBody bounds request
 // bodies (413 above it); log receives failures, never a credential.
-func newRESTHandler(b restBackend, st core.Store, maxBody int64, log *slog.Logger) http.Handler {
+func newRESTHandler(b restBackend, st core.Store, maxBody int64, log *slog.Logger) *restAPI {
 	if maxBody <= 0 {
 		maxBody = defaultMaxBody
 	}
@@ -109,6 +112,7 @@ func (a *restAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.Serv
 
 func (a *restAPI) handle(pattern string, fn restFunc) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		infoOf(r.Context()).pattern = pattern
 		call, err := a.authorize(r)
 		if err == nil {
 			err = fn(w, r, call)
@@ -151,6 +155,15 @@ func (a *restAPI) authorize(r *http.Request) (*restCall, error) {
 		ClientCertificates: clientCertificates(r),
 	}
 	res := a.backend.Authenticate(r.Context(), req)
+	rec := core.NewAuditRecord(core.AuditRequest, req, res)
+	deny := func(class, reason string) {
+		rec.Decision, rec.ReasonClass, rec.Reason = core.DecisionDeny, class, reason
+	}
+	defer func() {
+		if a.record != nil {
+			a.record(r, rec)
+		}
+	}()
 	switch res.Decision {
 	case core.Allow:
 	case core.Error:
@@ -160,21 +173,24 @@ func (a *restAPI) authorize(r *http.Request) (*restCall, error) {
 		return nil, &apiError{status: http.StatusServiceUnavailable, detail: "Authentication is temporarily unavailable",
 			err: fmt.Errorf("authenticate: %w", res.Err)}
 	default:
-		a.log.Debug("rest request denied", "route", r.Pattern, "authenticator", res.Authenticator, "reason", res.Reason)
+		a.log.DebugContext(r.Context(), "rest request denied", "route", r.Pattern, "authenticator", res.Authenticator, "reason", res.Reason)
 		return nil, errUnauthorized
 	}
 	p := res.Principal
 	if p == nil {
+		rec.Decision, rec.ReasonClass = core.DecisionError, core.ClassPluginError
 		return nil, &apiError{status: http.StatusServiceUnavailable, detail: "Authentication is temporarily unavailable",
 			err: fmt.Errorf("authenticator %q allowed without a principal", res.Authenticator)}
 	}
 	if p.Expired(a.now()) {
+		deny(core.ClassExpired, core.ReasonExpired)
 		return nil, errUnauthorized
 	}
 	if badID {
 		return nil, badRequest("conversation id is not a UUID")
 	}
 	if call.convID != "" && !p.CanAccess(call.convID) {
+		deny(core.ClassForbiddenScope, "the credential may not open this conversation")
 		return nil, &apiError{status: http.StatusForbidden, detail: "Forbidden"}
 	}
 	call.principal = p
@@ -279,7 +295,7 @@ func (a *restAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 		ae = backendError(err, "Not found")
 	}
 	if ae.status >= 500 {
-		a.log.Error("rest request failed", "method", r.Method, "route", r.Pattern, "status", ae.status, "err", err)
+		a.log.ErrorContext(r.Context(), "rest request failed", "method", r.Method, "route", r.Pattern, "status", ae.status, "err", err)
 	}
 	if ae.status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", restRetryAfter)

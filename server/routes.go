@@ -20,6 +20,6 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /{$}", page)
 	mux.Handle("GET "+console.Prefix, page)
 	s.abuse = newAddrLimits(s.cfg.Auth)
-	mux.Handle("/api/", s.limitFailures(newREST(s)))
-	return s.realClient(s.logAccess(mux))
+	mux.Handle("/api/", s.traceREST(s.tracing, s.limitFailures(newREST(s))))
+	return s.realClient(s.observe(mux))
 }
