@@ -126,7 +126,7 @@ func Serve(p Plugin) {
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			return grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(extractTraceContext))...)
 		},
-		Logger:          newPluginHCLogger(),
+		Logger: newPluginHCLogger(),
 	})
 }
 

@@ -36,17 +36,17 @@ type routeMetrics struct {
 
 // Why a socket handshake was refused before the upgrade (the reason label).
 const (
-	refusedBadID          = "bad_id"           // 400: the conversation ID is not a UUID
-	refusedNotWebSocket   = "not_websocket"    // 400: not an upgrade request
-	refusedOrigin         = "origin"           // 403: a foreign Origin
-	refusedBadQuery       = "bad_query"        // 400: a malformed replay query
-	refusedRateLimited    = "rate_limited"     // 429
-	refusedUnauthorized   = "unauthenticated"  // 401 (or 101 then 4001 under reject_with: close)
-	refusedAuthError      = "auth_unavailable" // 503: the chain could not decide
-	refusedForbidden      = "forbidden"        // 403: scopes or role
-	refusedUpgradeFailed  = "upgrade_failed"   // gws refused the handshake itself (400)
-	refusedShuttingDown   = "shutting_down"    // the server is shutting down
-	rateLimitFailures     = "failures"                 // auth.failures_per_minute
+	refusedBadID          = "bad_id"                  // 400: the conversation ID is not a UUID
+	refusedNotWebSocket   = "not_websocket"           // 400: not an upgrade request
+	refusedOrigin         = "origin"                  // 403: a foreign Origin
+	refusedBadQuery       = "bad_query"               // 400: a malformed replay query
+	refusedRateLimited    = "rate_limited"            // 429
+	refusedUnauthorized   = "unauthenticated"         // 401 (or 101 then 4001 under reject_with: close)
+	refusedAuthError      = "auth_unavailable"        // 503: the chain could not decide
+	refusedForbidden      = "forbidden"               // 403: scopes or role
+	refusedUpgradeFailed  = "upgrade_failed"          // gws refused the handshake itself (400)
+	refusedShuttingDown   = "shutting_down"           // the server is shutting down
+	rateLimitFailures     = "failures"                // auth.failures_per_minute
 	rateLimitUnauthSocket = "unauthenticated_sockets" // auth.unauthenticated_per_address
 )
 

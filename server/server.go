@@ -84,7 +84,7 @@ type Server struct {
 	metrics *serverMetrics // nil measures nothing
 	tracer  trace.Tracer   // nil traces nothing
 	tracing trace.TracerProvider
-	ops     *operations    // the operations view's figures (operations.go)
+	ops     *operations // the operations view's figures (operations.go)
 
 	mu      sync.Mutex
 	servers []*http.Server

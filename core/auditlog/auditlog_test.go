@@ -19,7 +19,9 @@ func TestWriterLines(t *testing.T) {
 	w := NewWriter(&buf)
 	var wg sync.WaitGroup
 	for i := range 50 {
-		wg.Go(func() { w.Audit(&core.AuditRecord{Event: core.AuditRequest, Plugin: "header", Reason: strings.Repeat("x", i)}) })
+		wg.Go(func() {
+			w.Audit(&core.AuditRecord{Event: core.AuditRequest, Plugin: "header", Reason: strings.Repeat("x", i)})
+		})
 	}
 	wg.Wait()
 	lines := 0
