@@ -179,7 +179,7 @@ func command(spec Spec, dir string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		return []string{bin, "serve", "--config", cfg, "--addr", "127.0.0.1:0"}, nil
+		return []string{bin, "serve", "--config", cfg, "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, nil
 	case Baseline:
 		if len(spec.BaselineCmd) == 0 {
 			return nil, errors.New("target: baseline needs BaselineCmd")

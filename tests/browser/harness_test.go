@@ -67,7 +67,7 @@ var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
 func startServer(t *testing.T, path, addr string, logMu *sync.Mutex, log *bytes.Buffer) *server {
 	t.Helper()
 	s := &server{exited: make(chan struct{}), logMu: logMu, log: log}
-	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", addr)
+	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", addr, "--admin-addr", "127.0.0.1:0")
 	s.cmd.Dir = filepath.Dir(path)
 	s.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Dir(path)}
 	stderr, err := s.cmd.StderrPipe()

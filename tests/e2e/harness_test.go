@@ -147,7 +147,7 @@ func spawn(t *testing.T, s *server, cwd string, env []string) *server {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", addr)
+	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", addr, "--admin-addr", "127.0.0.1:0")
 	s.cmd.Dir = cwd
 	s.cmd.Env = env
 	stderr, err := s.cmd.StderrPipe()

@@ -28,11 +28,12 @@ type Process struct {
 }
 
 // Start runs `<dir>/agent-server serve --config config --addr 127.0.0.1:0`
+// (and its admin listener on a free port too)
 // in cwd with exactly env, and returns once it listens (not once it is
 // ready: see WaitReady). name labels it in errors.
 func Start(dir, name, config, cwd string, env []string) (*Process, error) {
 	p := &Process{Name: name, exited: make(chan struct{})}
-	p.cmd = exec.Command(dir+"/agent-server", "serve", "--config", config, "--addr", "127.0.0.1:0")
+	p.cmd = exec.Command(dir+"/agent-server", "serve", "--config", config, "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
 	p.cmd.Dir, p.cmd.Env = cwd, env
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
