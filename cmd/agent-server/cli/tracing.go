@@ -54,4 +54,3 @@ func serviceName(getenv func(string) string) string {
 	}
 	return "agent-server"
 }
-
