@@ -110,10 +110,16 @@ func newRESTHandler(b restBackend, st core.Store, maxBody int64, log *slog.Logge
 // ServeHTTP dispatches to the route.
 func (a *restAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
-func (a *restAPI) handle(pattern string, fn restFunc) {
+func (a *restAPI) handle(pattern string, fn restFunc) { a.handleScoped(pattern, fn, false) }
+
+// handleUnscoped is handle for a route only an unscoped principal (one not
+// limited to some conversations) may call: any other gets 403.
+func (a *restAPI) handleUnscoped(pattern string, fn restFunc) { a.handleScoped(pattern, fn, true) }
+
+func (a *restAPI) handleScoped(pattern string, fn restFunc, unscoped bool) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		infoOf(r.Context()).pattern = pattern
-		call, err := a.authorize(r)
+		call, err := a.authorize(r, unscoped)
 		if err == nil {
 			err = fn(w, r, call)
 		}
@@ -124,8 +130,9 @@ func (a *restAPI) handle(pattern string, fn restFunc) {
 }
 
 // authorize authenticates r with the backend and checks the principal's
-// scopes against the path's conversation.
-func (a *restAPI) authorize(r *http.Request) (*restCall, error) {
+// scopes against the path's conversation, or, with unscoped, that it has
+// none.
+func (a *restAPI) authorize(r *http.Request, unscoped bool) (*restCall, error) {
 	call := &restCall{query: core.ParseQuery(r.URL.RawQuery)}
 	params := make(map[string]string, 2)
 	var badID bool
@@ -192,6 +199,10 @@ func (a *restAPI) authorize(r *http.Request) (*restCall, error) {
 	if call.convID != "" && !p.CanAccess(call.convID) {
 		deny(core.ClassForbiddenScope, "the credential may not open this conversation")
 		return nil, &apiError{status: http.StatusForbidden, detail: "Forbidden"}
+	}
+	if unscoped && len(p.Scopes) > 0 {
+		deny(core.ClassForbiddenScope, "the route needs a credential not limited to some conversations")
+		return nil, &apiError{status: http.StatusForbidden, detail: "Forbidden: this needs a credential not limited to some conversations"}
 	}
 	call.principal = p
 	return call, nil

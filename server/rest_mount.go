@@ -11,7 +11,7 @@ import (
 func newREST(s *Server) http.Handler {
 	h := newRESTHandler(s.actors, s.store, s.cfg.Limits.MaxBodyBytes, s.log)
 	h.record = s.recordAuth
-	h.handle("GET /api/operations", s.ops.serve)
+	h.handleUnscoped("GET /api/operations", s.ops.serve)
 	return h
 }
 

@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 
 // buildBinaries builds the server and the plugins the default chains use.
 func buildBinaries() error {
-	return testbin.Build(binDir, "query", "header", "bearer", "subprotocol", "first_message")
+	return testbin.Build(binDir, "query", "header", "bearer", "subprotocol", "first_message", "jwt")
 }
 
 // server is one running agent-server process.
