@@ -252,8 +252,15 @@ type opsSeriesJSON struct {
 }
 
 // serve answers GET /api/operations (mounted for unscoped principals only).
+// Before the sampler has run (a handler served without Serve), it samples
+// once itself.
 func (o *operations) serve(w http.ResponseWriter, r *http.Request, _ *restCall) error {
-	o.run(context.WithoutCancel(r.Context())) // normally started by Serve
+	o.mu.Lock()
+	empty := len(o.samples) == 0
+	o.mu.Unlock()
+	if empty {
+		o.sample(r.Context())
+	}
 	writeJSON(w, http.StatusOK, o.view())
 	return nil
 }

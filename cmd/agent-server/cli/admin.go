@@ -73,12 +73,15 @@ func (a *adminListener) shutdown(ctx context.Context) {
 	}
 }
 
-// Close closes the listener if shutdown has not (an early return).
+// Close closes the listener if shutdown has not (an early return, maybe
+// before serve).
 func (a *adminListener) Close() error {
-	if a.srv != nil {
-		return a.srv.Close()
+	if a.srv == nil {
+		return nil
 	}
-	return nil
+	err := a.srv.Close()
+	_ = a.ln.Close() // not the server's yet when serve never ran
+	return err
 }
 
 // gatherer is reg as the operations view reads it; nil when metrics are off.
