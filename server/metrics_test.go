@@ -3,8 +3,11 @@ package server
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // A close code a client chose outside the known set is "other": label
@@ -55,5 +58,21 @@ func TestHistogramQuantile(t *testing.T) {
 	inf := histogram{bounds: []float64{.001}, counts: []float64{0}, total: 5}
 	if got := inf.quantile(histogram{}, .5); got == nil || *got != .001 {
 		t.Errorf("all above the last bound: %v, want the last bound", got)
+	}
+}
+
+// A method a client chose outside the known set is "other"; upgraded
+// sockets are not counted as HTTP requests.
+func TestHTTPRequestLabels(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := newServerMetrics(reg, &Server{})
+	m.request("GET /api/conversations/count", "GET", 200, time.Millisecond)
+	m.request("unmatched", "PROPFIND", 404, time.Millisecond)
+	m.request("unmatched", "BREW", 404, time.Millisecond)
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("unmatched", "other", "404")); got != 2 {
+		t.Errorf("other methods counted %v, want 2", got)
+	}
+	if n := testutil.CollectAndCount(m.requests); n != 2 {
+		t.Errorf("%d request series, want 2 (the client's methods folded into other)", n)
 	}
 }

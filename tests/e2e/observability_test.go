@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -517,4 +518,71 @@ func TestNoSecretInLabelsOrAuditRecords(t *testing.T) {
 func hexSHA(s string) string {
 	d := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(d[:])
+}
+
+// The admin listener's address in use stops start-up with an error naming
+// admin.addr; an empty one turns the listener off.
+func TestAdminListenerBind(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(withPluginDir(keyCfg()+"storage:\n  driver: memory\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", "127.0.0.1:0", "--admin-addr", busy.Addr().String())
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+	done := make(chan struct{})
+	var out []byte
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("the server kept running with its admin address in use:\n%s", out)
+	}
+	if err == nil || !strings.Contains(string(out), "admin.addr: listen on "+busy.Addr().String()) {
+		t.Errorf("exit %v, output:\n%s\nwant a failure naming admin.addr", err, out)
+	}
+
+	// --admin-addr "" turns it off: the server listens, the admin does not.
+	off := &server{t: t, exited: make(chan struct{}), config: path}
+	off.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", "127.0.0.1:0", "--admin-addr", "")
+	off.cmd.Env = cmd.Env
+	stderr, err := off.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := off.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(off.kill)
+	up := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			off.logMu.Lock()
+			off.log.WriteString(sc.Text() + "\n")
+			off.logMu.Unlock()
+			if listening.MatchString(sc.Text()) {
+				close(up)
+			}
+		}
+		off.err = off.cmd.Wait()
+		close(off.exited)
+	}()
+	select {
+	case <-up: // the admin listener, when on, is logged right after, before any shutdown
+	case <-off.exited:
+	case <-time.After(30 * time.Second):
+	}
+	_ = off.cmd.Process.Signal(syscall.SIGTERM)
+	<-off.exited
+	if log := off.Log(); !listening.MatchString(log) || strings.Contains(log, "admin listening") {
+		t.Errorf("with admin.addr empty the server must listen and the admin must not:\n%s", log)
+	}
 }
