@@ -63,6 +63,22 @@ func TestSystemMetrics(t *testing.T) {
 	if err != nil || running != 2 {
 		t.Errorf("conversations series = %d (%v), want running and passivated", running, err)
 	}
+	// The latency histograms are native histograms too, for a Prometheus
+	// that scrapes them (protobuf), besides their classic buckets.
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	native := false
+	for _, mf := range mfs {
+		if mf.GetName() == "agent_server_store_commit_duration_seconds" {
+			h := mf.GetMetric()[0].GetHistogram()
+			native = h.Schema != nil && len(h.GetPositiveSpan()) > 0 && len(h.GetBucket()) > 0
+		}
+	}
+	if !native {
+		t.Error("agent_server_store_commit_duration_seconds has no native buckets beside its classic ones")
+	}
 	if r, p, err := sys.ConversationCounts(context.Background()); err != nil || r != 1 || p != 0 {
 		t.Errorf("ConversationCounts = %d running, %d passivated, %v; want 1, 0", r, p, err)
 	}
