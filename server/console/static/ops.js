@@ -5,7 +5,6 @@
 // conversations gets 403: fleet figures are not one conversation's.
 "use strict";
 
-const KEY_STORE = "agent-server.session_api_key";
 const POLL_MS = 2000;
 const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#2f6fde", "#c2410c", "#15803d", "#9333ea", "#b91c1c", "#0e7490", "#a16207", "#4b5563"];
@@ -21,17 +20,8 @@ function showOps(on) {
   $("who").textContent = on ? "key set for this tab" : "";
 }
 
-async function fetchView() {
-  const resp = await fetch("/api/operations", { headers: { "X-Session-API-Key": key } });
-  const text = await resp.text();
-  let data = null;
-  try { data = text ? JSON.parse(text) : null; } catch (_) { data = { detail: text }; }
-  if (!resp.ok) {
-    const err = new Error((data && data.detail) || resp.statusText);
-    err.status = resp.status;
-    throw err;
-  }
-  return data;
+function fetchView() {
+  return apiCall(key, "GET", "/api/operations");
 }
 
 async function login() {
