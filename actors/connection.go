@@ -41,6 +41,10 @@ type Attach struct {
 	// Runtime makes the socket its conversation's agent runtime
 	// (runtime_conn.go). The principal must carry core.RoleRuntime.
 	Runtime bool
+	// Audit is who the socket is (route, remote address, conversation,
+	// request ID), for the audit records of its first message, expiry and
+	// revocation.
+	Audit core.AuditRecord
 }
 
 // defaultFirstMessageTimeout is Attach.AuthTimeout when unset.
@@ -58,7 +62,7 @@ func (s *System) ConnectSocket(t Transport, a Attach) *Conn {
 	reply := make(chan any, 1)
 	s.root.Send(s.supervisor, &spawnConnection{
 		Reply: reply, Transport: t, Principal: a.Principal, ConversationID: a.ConversationID, Replay: a.Replay,
-		Request: a.Request, FirstMessage: a.FirstMessage, AuthTimeout: a.AuthTimeout, Done: a.Done, Runtime: a.Runtime,
+		Request: a.Request, FirstMessage: a.FirstMessage, AuthTimeout: a.AuthTimeout, Done: a.Done, Runtime: a.Runtime, Audit: a.Audit,
 	})
 	res, err := await(context.Background(), reply, requestTimeout)
 	switch m := res.(type) {
@@ -98,7 +102,8 @@ type connection struct {
 	reason       core.Disconnect // zero until a close is decided
 	behavior     actor.Behavior
 	bucket       tokenBucket
-	runtime      bool // an agent runtime's socket (runtime_conn.go)
+	runtime      bool             // an agent runtime's socket (runtime_conn.go)
+	audit        core.AuditRecord // who the socket is, for the audit log (audit.go)
 
 	// The authenticating state's.
 	request     *core.Request // the handshake; the first frame is added to it
@@ -111,7 +116,7 @@ type connection struct {
 
 func newConnection(s *System, m *spawnConnection) *connection {
 	c := &connection{sys: s, transport: m.Transport, principal: m.Principal, convID: m.ConversationID, replay: m.Replay,
-		behavior: actor.NewBehavior(), bucket: newTokenBucket(s.limits.MessagesPerSecond, s.limits.MessageBurst), runtime: m.Runtime}
+		behavior: actor.NewBehavior(), bucket: newTokenBucket(s.limits.MessagesPerSecond, s.limits.MessageBurst), runtime: m.Runtime, audit: m.Audit}
 	if c.runtime {
 		c.bucket = newTokenBucket(0, 0) // a runtime's events are not a client's chat
 	}
@@ -157,8 +162,10 @@ func (c *connection) authenticating(ctx actor.Context) {
 		}
 		ctx.Send(ctx.Parent(), &authenticate{Request: &req, Deadline: deadline, Conn: ctx.Self()})
 	case *authenticated:
+		c.sys.auditFirstMessage(c.audit, m.Request, m.Result, c.convID)
 		c.authenticated(ctx, m.Result)
 	case *firstMessageTimedOut:
+		c.sys.auditFirstMessageTimeout(c.audit)
 		c.close(ctx, core.DisconnectAuthFailed)
 	default:
 		c.common(ctx)
@@ -260,6 +267,7 @@ func (c *connection) common(ctx actor.Context) {
 	case *peerClosed:
 		c.close(ctx, disconnectPeerClosed)
 	case *credentialExpired:
+		c.sys.auditExpiry(c.audit, c.principal)
 		c.close(ctx, core.DisconnectExpired)
 	case *actor.Stopping:
 		c.stopping(ctx)

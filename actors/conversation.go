@@ -61,7 +61,7 @@ type conversation struct {
 }
 
 func newConversation(s *System, id string, at activation) *conversation {
-	return &conversation{sys: s, id: id, at: at, fan: newFanout(id, s.store, s.log)}
+	return &conversation{sys: s, id: id, at: at, fan: newFanout(id, s.store, s.log, s.metrics)}
 }
 
 // activation is where a conversation actor runs, and what that changes:
@@ -412,6 +412,9 @@ func (c *conversation) stored(ctx actor.Context, m *eventsStored) {
 			c.sys.log.Warn("append events: the conversation is gone", "conversation", c.id, "err", m.Err)
 			c.end(ctx, core.DisconnectNotFound, m.Err)
 		case errors.Is(m.Err, core.ErrSeqConflict), errors.Is(m.Err, core.ErrFenced):
+			if errors.Is(m.Err, core.ErrFenced) {
+				c.sys.metrics.fenced()
+			}
 			c.sys.log.Error("append events: the log moved under this actor; replacing it", "conversation", c.id, "err", m.Err)
 			c.end(ctx, core.DisconnectInternalError, m.Err)
 		default:

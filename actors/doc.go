@@ -192,4 +192,16 @@
 // (runtimeWaitOver ends the wait), and commands it must answer wait for its
 // reply (runtimeReplyOver ends that). When the runtime detaches during a
 // run, the conversation records a ConversationErrorEvent and status error.
+//
+// # Metrics and the audit log
+//
+// metrics.go holds the system's collectors, created from Options.Metrics
+// (nil measures nothing): decisions and chain latency, conversations,
+// appends, fan-out, replays and the writer's group commits, and the cluster
+// collectors placement registers with watchPlacement. audit.go is where
+// every authentication decision is counted and written to Options.Audit,
+// once: the edge's through RecordAuth, and the first messages, revocations
+// and expiries the actors decide themselves. The authenticate message
+// carries the caller's span, so that the plugin calls' spans are its
+// children.
 package actors

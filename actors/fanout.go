@@ -43,10 +43,11 @@ type fanout struct {
 	subs   []subscriber
 	index  map[string]int // PID.Id -> position in subs
 	resume *time.Timer    // pending resumeReplay, nil if none
+	m      *metrics       // nil measures nothing
 }
 
-func newFanout(id string, store core.Store, log *slog.Logger) *fanout {
-	return &fanout{id: id, store: store, log: log, index: make(map[string]int)}
+func newFanout(id string, store core.Store, log *slog.Logger, m *metrics) *fanout {
+	return &fanout{id: id, store: store, log: log, index: make(map[string]int), m: m}
 }
 
 // subscriber is one attached connection.
@@ -88,6 +89,7 @@ func (f *fanout) live(pid *actor.PID) bool {
 // after_id and since).
 func (f *fanout) subscribe(ctx actor.Context, m *attachConnection, durable uint64) {
 	sub := subscriber{pid: m.Conn, transport: m.Transport}
+	f.m.replayStarted(m.Replay.Mode)
 	switch m.Replay.Mode {
 	case ReplayNone:
 		sub.seen = durable
@@ -238,6 +240,7 @@ func (f *fanout) pump(ctx actor.Context, sub *subscriber, durable uint64) (done,
 			if !sub.transport.Send(ev.Raw) {
 				return false, false
 			}
+			f.m.replayed()
 			sub.seen = ev.Seq
 		}
 		sub.buf[0] = nil
@@ -300,6 +303,7 @@ func (f *fanout) readDone(ctx actor.Context, m *replayRead, durable uint64) {
 // transport is closing and its actor will stop. A replaying subscriber will
 // read the event from the log.
 func (f *fanout) deliver(ev *core.Event) {
+	defer f.m.fannedOut(time.Now())
 	for i := 0; i < len(f.subs); {
 		s := &f.subs[i]
 		switch {

@@ -100,6 +100,7 @@ func (a *clusterActivation) epochRead(ctx actor.Context, c *conversation, m *epo
 	switch {
 	case m.Err == nil && m.Epoch > c.epoch:
 		c.sys.log.Info("cluster: a newer activation owns the conversation; stopping this one", "conversation", c.id, "epoch", c.epoch, "current", m.Epoch)
+		c.sys.metrics.fenced()
 		c.end(ctx, core.DisconnectInternalError, fmt.Errorf("epoch %d, the conversation is at %d: %w", c.epoch, m.Epoch, core.ErrFenced))
 	case errors.Is(m.Err, core.ErrNotFound):
 		c.end(ctx, core.DisconnectNotFound, m.Err)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agent-server/agent-server/core"
 )
@@ -21,6 +22,9 @@ type authenticate struct {
 	Deadline time.Time
 	Reply    chan<- core.Result
 	Conn     *actor.PID // set instead of Reply by a connection authenticating by its first message
+	// Trace is the caller's span, which the plugin calls' spans are
+	// children of; zero when not traced.
+	Trace trace.SpanContext
 }
 
 // authenticated reports a finished chain run to the supervisor, from the
@@ -31,6 +35,7 @@ type authenticated struct {
 	Reply   chan<- core.Result
 	Conn    *actor.PID    // the asking connection, which gets this message
 	Request *core.Request // what was authenticated, kept for revalidation
+	Trace   trace.SpanContext
 }
 
 // spawnConnection asks the supervisor for a connection actor. The answer,
@@ -46,8 +51,9 @@ type spawnConnection struct {
 	Request        *core.Request // the credential, re-run by Revalidate; nil skips it
 	FirstMessage   bool          // authenticate by the first frame within AuthTimeout
 	AuthTimeout    time.Duration
-	Runtime        bool          // an agent runtime's socket (runtime.go)
-	Done           func(ok bool) // called once when a FirstMessage connection is decided
+	Runtime        bool             // an agent runtime's socket (runtime.go)
+	Done           func(ok bool)    // called once when a FirstMessage connection is decided
+	Audit          core.AuditRecord // who the socket is, for its later audit records
 }
 
 // connectionSpawned answers spawnConnection with the new actor's PID.

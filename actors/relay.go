@@ -61,7 +61,7 @@ type relay struct {
 }
 
 func newRelay(s *System, id string) *relay {
-	return &relay{sys: s, id: id, fan: newFanout(id, s.store, s.log), runtimes: make(map[string]Transport)}
+	return &relay{sys: s, id: id, fan: newFanout(id, s.store, s.log, s.metrics), runtimes: make(map[string]Transport)}
 }
 
 // relaySubscribed reports a Subscribe call's outcome to its relay.
@@ -267,15 +267,18 @@ func (r *relay) events(ctx actor.Context, m *clusterpb.Events) {
 	if len(m.State) > 0 {
 		r.state = m.State
 	}
+	delivered := 0
 	for _, e := range m.Events {
 		switch {
 		case e.Seq <= r.durable:
 		case e.Seq == r.durable+1 && !r.filling:
 			r.deliver(&core.Event{Seq: e.Seq, Raw: e.Raw})
+			delivered++
 		default:
 			r.buffer = append(r.buffer, e)
 		}
 	}
+	r.sys.metrics.remoteDelivered(delivered)
 	if len(r.buffer) > 0 && !r.filling {
 		r.fill(ctx, r.buffer[0].Seq-1)
 	}
@@ -312,10 +315,15 @@ func (r *relay) gapFilled(ctx actor.Context, m *gapRead) {
 		r.retryLater(ctx)
 		return
 	}
+	repaired := false
 	for _, ev := range m.Events {
 		if ev.Seq == r.durable+1 {
 			r.deliver(ev)
+			repaired = true
 		}
+	}
+	if repaired {
+		r.sys.metrics.gapRepaired()
 	}
 	buf := r.buffer
 	r.buffer = nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agent-server/agent-server/core"
 )
@@ -28,7 +29,8 @@ type supervisor struct {
 type connChild struct {
 	pid     *actor.PID
 	convID  string
-	request *core.Request // nil: not revalidated (no credential, or still authenticating)
+	request *core.Request    // nil: not revalidated (no credential, or still authenticating)
+	audit   core.AuditRecord // who the socket is, for a revocation's audit record
 }
 
 func newSupervisor(s *System) *supervisor {
@@ -52,7 +54,7 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 		// Connections are never restarted, so one instance is enough.
 		conn := newConnection(sv.sys, m)
 		pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return conn }))
-		ch := &connChild{pid: pid, convID: m.ConversationID}
+		ch := &connChild{pid: pid, convID: m.ConversationID, audit: m.Audit}
 		if !m.FirstMessage {
 			ch.request = m.Request
 		}
@@ -89,9 +91,11 @@ func (sv *supervisor) authenticate(ctx actor.Context, m *authenticate) {
 			Result: core.Failed(fmt.Errorf("no authenticator chain for route %q", m.Request.Route))})
 		return
 	}
-	self, root, log := ctx.Self(), ctx.ActorSystem().Root, sv.sys.log
+	self, root, log, metrics := ctx.Self(), ctx.ActorSystem().Root, sv.sys.log, sv.sys.metrics
 	go func() {
-		a := &authenticated{Route: m.Request.Route, Reply: m.Reply, Conn: m.Conn, Request: m.Request, Result: runChain(chain, m)}
+		start := time.Now()
+		a := &authenticated{Route: m.Request.Route, Reply: m.Reply, Conn: m.Conn, Request: m.Request, Result: runChain(chain, m), Trace: m.Trace}
+		metrics.chainRan(m.Request.Route, start)
 		if a.Conn != nil {
 			root.Send(self, a)
 			return
@@ -107,7 +111,7 @@ func runChain(chain *core.Chain, m *authenticate) (res core.Result) {
 			res = core.Failed(fmt.Errorf("authenticator chain %q panicked: %v", m.Request.Route, r))
 		}
 	}()
-	ctx, cancel := context.WithDeadline(context.Background(), m.Deadline)
+	ctx, cancel := context.WithDeadline(trace.ContextWithSpanContext(context.Background(), m.Trace), m.Deadline)
 	defer cancel()
 	res = chain.Authenticate(ctx, m.Request)
 	if res.Decision == core.Allow && res.Principal == nil {
@@ -146,14 +150,16 @@ func (m *authenticated) reply(log *slog.Logger) {
 
 // logOutcome logs the decision and the authenticator that made it, never
 // a credential: an allow and a deny at debug level, an error as a warning.
+// The lines carry the request's trace ID when it is traced.
 func (m *authenticated) logOutcome(log *slog.Logger) {
+	ctx := trace.ContextWithSpanContext(context.Background(), m.Trace)
 	switch m.Result.Decision {
 	case core.Allow:
-		log.Debug("authentication allowed", "route", m.Route, "authenticator", m.Result.Authenticator, "subject", m.Result.Principal.Subject)
+		log.DebugContext(ctx, "authentication allowed", "route", m.Route, "authenticator", m.Result.Authenticator, "subject", m.Result.Principal.Subject)
 	case core.Deny:
-		log.Debug("authentication denied", "route", m.Route, "authenticator", m.Result.Authenticator, "reason", m.Result.Reason)
+		log.DebugContext(ctx, "authentication denied", "route", m.Route, "authenticator", m.Result.Authenticator, "reason", m.Result.Reason)
 	case core.Error:
-		log.Warn("authentication failed to decide", "route", m.Route, "authenticator", m.Result.Authenticator, "err", m.Result.Err)
+		log.WarnContext(ctx, "authentication failed to decide", "route", m.Route, "authenticator", m.Result.Authenticator, "err", m.Result.Err)
 	}
 }
 
@@ -172,7 +178,7 @@ func (sv *supervisor) revalidate(ctx actor.Context, m *revalidateConnections) {
 			todo = append(todo, *ch)
 		}
 	}
-	root, chains, log := ctx.ActorSystem().Root, sv.sys.chains, sv.sys.log
+	root, chains, log, sys := ctx.ActorSystem().Root, sv.sys.chains, sv.sys.log, sv.sys
 	go func() {
 		var (
 			mu     sync.Mutex
@@ -185,9 +191,11 @@ func (sv *supervisor) revalidate(ctx actor.Context, m *revalidateConnections) {
 			wg.Add(1)
 			go func() {
 				defer func() { <-slots; wg.Done() }()
-				if stillAllowed(chains, ch, log) {
+				res, ok := stillAllowed(chains, ch, log)
+				if ok {
 					return
 				}
+				sys.auditRevoked(ch.audit, res)
 				root.Send(ch.pid, &closeConnection{Reason: core.DisconnectRevoked})
 				mu.Lock()
 				closed++
@@ -199,22 +207,23 @@ func (sv *supervisor) revalidate(ctx actor.Context, m *revalidateConnections) {
 	}()
 }
 
-// stillAllowed runs ch's credential through its route's current chain.
-func stillAllowed(chains Chains, ch connChild, log *slog.Logger) bool {
+// stillAllowed runs ch's credential through its route's current chain, and
+// returns the result and whether the socket may stay.
+func stillAllowed(chains Chains, ch connChild, log *slog.Logger) (core.Result, bool) {
 	chain := chains.Chain(ch.request.Route)
 	if chain == nil {
-		return true // no chain is a configuration error, not a revocation
+		return core.Result{}, true // no chain is a configuration error, not a revocation
 	}
 	res := runChain(chain, &authenticate{Request: ch.request, Deadline: time.Now().Add(authTimeout)})
 	switch res.Decision {
 	case core.Allow:
-		return !res.Principal.Expired(time.Now()) && res.Principal.CanAccess(ch.convID) &&
+		return res, !res.Principal.Expired(time.Now()) && res.Principal.CanAccess(ch.convID) &&
 			(ch.request.Route != core.RouteRuntime || res.Principal.HasRole(core.RoleRuntime))
 	case core.Error:
 		log.Warn("revalidation could not decide; the socket stays", "route", ch.request.Route, "authenticator", res.Authenticator, "err", res.Err)
-		return true
+		return res, true
 	}
-	return false
+	return res, false
 }
 
 // Revalidate re-runs every open socket's original credential through the

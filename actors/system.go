@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
@@ -35,6 +37,14 @@ type Options struct {
 	// Cluster, when enabled, runs this node as a cluster member
 	// (placement.go): the store must fence (core.Fencer, postgres).
 	Cluster config.Cluster
+	// Metrics registers the system's collectors (metrics.go); nil measures
+	// nothing.
+	Metrics prometheus.Registerer
+	// StoreDriver labels the store's metrics (storage.driver).
+	StoreDriver string
+	// Audit receives one record per authentication decision, revocation
+	// and expiry (audit.go); nil writes none.
+	Audit core.AuditSink
 }
 
 // Timeouts for calls into the actors when the caller's context has no
@@ -66,7 +76,9 @@ type System struct {
 	// conversations configures the conversation actors (passivation).
 	conversations config.Conversations
 	// writer group-commits the conversation actors' appends to store.
-	writer *writer
+	writer  *writer
+	metrics *metrics       // nil measures nothing
+	audit   core.AuditSink // nil writes no audit log
 	// placement is cluster mode's handle on the cluster; nil on a single
 	// node.
 	placement *placement
@@ -111,8 +123,10 @@ func New(opts Options) (*System, error) {
 		stopped: make(chan struct{}),
 
 		conversations: opts.Conversations,
+		audit:         opts.Audit,
 	}
-	s.writer = newWriter(opts.Store, s.root, log)
+	s.metrics = newMetrics(opts.Metrics, s, opts.StoreDriver)
+	s.writer = newWriter(opts.Store, s.root, log, s.metrics)
 	if opts.Cluster.Enabled {
 		if _, ok := opts.Store.(core.Fencer); !ok {
 			_ = s.writer.close(context.Background())
@@ -128,6 +142,7 @@ func New(opts Options) (*System, error) {
 			return nil, err
 		}
 		s.placement = p
+		s.metrics.watchPlacement(p)
 	}
 	var err error
 	// Both top-level actors restart in place after a panic, at most 10 times
@@ -189,7 +204,7 @@ func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Resul
 		deadline = d
 	}
 	reply := make(chan core.Result, 1)
-	s.root.Send(s.supervisor, &authenticate{Request: req, Deadline: deadline, Reply: reply})
+	s.root.Send(s.supervisor, &authenticate{Request: req, Deadline: deadline, Reply: reply, Trace: trace.SpanContextFromContext(ctx)})
 	res, err := await(ctx, reply, time.Until(deadline))
 	if err != nil {
 		return core.Failed(fmt.Errorf("authenticate %s: %w", req.Route, err))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -21,9 +22,10 @@ const maxWriteBatch = 8192
 // how far its log is now durable. While a commit runs, the next batch
 // gathers, so under load a batch holds whatever arrived during one fsync.
 type writer struct {
-	store core.Store
-	root  *actor.RootContext
-	log   *slog.Logger
+	store   core.Store
+	root    *actor.RootContext
+	log     *slog.Logger
+	metrics *metrics // nil measures nothing
 
 	mu     sync.Mutex
 	queue  []writeRequest
@@ -41,8 +43,8 @@ type writeRequest struct {
 	epoch          uint64 // the activation's ownership epoch
 }
 
-func newWriter(store core.Store, root *actor.RootContext, log *slog.Logger) *writer {
-	w := &writer{store: store, root: root, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newWriter(store core.Store, root *actor.RootContext, log *slog.Logger, m *metrics) *writer {
+	w := &writer{store: store, root: root, log: log, metrics: m, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go w.run()
 	return w
 }
@@ -129,8 +131,16 @@ func (w *writer) commit(batch []writeRequest) {
 		appends = append(appends, core.Append{ConversationID: r.conversationID, Events: []*core.Event{r.event}, Epoch: r.epoch})
 		elems = append(elems, element{actor: r.actor, last: r.event.Seq, gen: r.gen})
 	}
+	start := time.Now()
 	errs := w.store.AppendBatch(context.Background(), appends)
+	stored, failed := 0, 0
 	for i, e := range elems {
+		if errs[i] == nil {
+			stored += len(appends[i].Events)
+		} else {
+			failed += len(appends[i].Events)
+		}
 		w.root.Send(e.actor, &eventsStored{Through: e.last, Gen: e.gen, Err: errs[i]})
 	}
+	w.metrics.committed(start, len(batch), stored, failed)
 }

@@ -170,6 +170,9 @@ type Result struct {
 	// at most that long (the cache's own TTL still applies), negative is
 	// never, zero is the cache's own TTL.
 	MaxAge time.Duration
+	// Cached is set by a host that answered from its decision cache,
+	// without asking the authenticator; the audit log records it.
+	Cached bool
 }
 
 // Allowed returns an Allow result for p.

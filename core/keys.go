@@ -87,11 +87,14 @@ func (ks *KeySet) Match(candidate string) bool {
 	return found == 1
 }
 
+// keyFingerprintPrefix starts every KeyFingerprint.
+const keyFingerprintPrefix = "key:"
+
 // KeyFingerprint names a key in logs and principals without revealing it:
 // the first 12 hex digits of its SHA-256.
 func KeyFingerprint(key string) string {
 	d := sha256.Sum256([]byte(key))
-	return "key:" + hex.EncodeToString(d[:6])
+	return keyFingerprintPrefix + hex.EncodeToString(d[:6])
 }
 
 // KeysFromEnv reads API keys the way the OpenHands agent-server does:

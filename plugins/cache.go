@@ -142,7 +142,9 @@ func (c *decisionCache) get(k cacheKey) (core.Result, bool) {
 	if !ok {
 		return core.Result{}, false
 	}
-	return cloneResult(e.res), true
+	res := cloneResult(e.res)
+	res.Cached = true
+	return res, true
 }
 
 // put stores res under k for its decision's TTL, capped by the principal's

@@ -14,6 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
 )
@@ -37,6 +41,8 @@ type Host struct {
 	restart          config.Restart
 	cache            *decisionCache
 	rpcs             atomic.Int64 // Authenticate RPCs sent, for tests and metrics
+	metrics          *hostMetrics // nil measures nothing
+	tracer           trace.Tracer // one span per plugin call
 
 	cfg       config.Config
 	mu        sync.Mutex // guards keys, instances, chains, cancel, closed
@@ -50,23 +56,55 @@ type Host struct {
 	closed    bool
 }
 
+// HostOption instruments a Host.
+type HostOption func(*hostOptions)
+
+type hostOptions struct {
+	metrics prometheus.Registerer
+	tracing trace.TracerProvider
+}
+
+// WithMetrics registers the host's collectors (plugin RPC latency and
+// errors, plugin up, restarts and version, cache hits and misses) with reg.
+// Without it, or with a nil reg, nothing is measured.
+func WithMetrics(reg prometheus.Registerer) HostOption {
+	return func(o *hostOptions) { o.metrics = reg }
+}
+
+// WithTracerProvider makes the host trace every plugin call with tp, and
+// send the trace context to the plugin process in the call's gRPC metadata
+// (with the global propagator). Without it nothing is traced.
+func WithTracerProvider(tp trace.TracerProvider) HostOption {
+	return func(o *hostOptions) { o.tracing = tp }
+}
+
 // NewHost returns a host for cfg that logs to log. It starts nothing; call
 // Start. Session API keys are taken from cfg.Auth.Keys: merge the keys from
 // core.KeysFromEnv into it first.
-func NewHost(cfg config.Config, log *slog.Logger) *Host {
+func NewHost(cfg config.Config, log *slog.Logger, opts ...HostOption) *Host {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	var o hostOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.tracing == nil {
+		o.tracing = noop.NewTracerProvider()
 	}
 	r := cfg.Plugins.Restart
 	r.InitialBackoff = orDefault(r.InitialBackoff, defaultInitialBackoff)
 	r.MaxBackoff = orDefault(r.MaxBackoff, defaultMaxBackoff)
-	return &Host{
+	h := &Host{
 		log:              log,
 		protocolVersions: acceptedVersions,
 		rpcTimeout:       orDefault(cfg.Auth.RPCTimeout, defaultRPCTimeout),
 		restart:          r,
 		cfg:              cfg,
+		tracer:           o.tracing.Tracer(tracerName),
 	}
+	h.metrics = newHostMetrics(o.metrics, h)
+	return h
 }
 
 // chainNames lists, per route, the plugin names its chain runs.
@@ -251,14 +289,20 @@ func (h *Host) Authenticator(name string) (core.Authenticator, error) {
 	return i, nil
 }
 
-// Health reports every plugin's state, in the order the plugins were loaded.
-func (h *Host) Health() []Health {
+// instancesInOrder returns the running instances in the order they loaded.
+func (h *Host) instancesInOrder() []*instance {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	insts := make([]*instance, 0, len(h.order))
 	for _, n := range h.order {
 		insts = append(insts, h.instances[n])
 	}
-	h.mu.Unlock()
+	return insts
+}
+
+// Health reports every plugin's state, in the order the plugins were loaded.
+func (h *Host) Health() []Health {
+	insts := h.instancesInOrder()
 	out := make([]Health, len(insts))
 	for k, i := range insts {
 		out[k] = i.health()

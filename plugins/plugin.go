@@ -123,8 +123,10 @@ func Serve(p Plugin) {
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig: handshake(ProtocolVersion),
 		Plugins:         goplugin.PluginSet{pluginKey: &grpcPlugin{impl: p}},
-		GRPCServer:      goplugin.DefaultGRPCServer,
-		Logger:          newPluginHCLogger(),
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(extractTraceContext))...)
+		},
+		Logger: newPluginHCLogger(),
 	})
 }
 
@@ -156,7 +158,7 @@ func (g *grpcPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
 	if g.impl == nil {
 		return errors.New("no plugin implementation to serve")
 	}
-	authpb.RegisterAuthenticatorServer(s, &grpcServer{impl: g.impl, log: Logger()})
+	authpb.RegisterAuthenticatorServer(s, &grpcServer{impl: g.impl, log: Logger(), tracing: &sdkTracing{}})
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -17,8 +18,9 @@ import (
 // request does not take the process down.
 type grpcServer struct {
 	authpb.UnimplementedAuthenticatorServer
-	impl Plugin
-	log  *slog.Logger
+	impl    Plugin
+	log     *slog.Logger
+	tracing *sdkTracing // the tracing config entry's exporter; nil in tests
 }
 
 // Info serves the plugin's Info.
@@ -31,7 +33,18 @@ func (s *grpcServer) Info(ctx context.Context, _ *authpb.InfoRequest) (resp *aut
 // InvalidArgument. A plugin whose inputs depend on the config answers them.
 func (s *grpcServer) Configure(ctx context.Context, req *authpb.ConfigureRequest) (resp *authpb.ConfigureResponse, err error) {
 	defer s.recoverInto("Configure", &err)
-	if err := s.impl.Configure(ctx, configureFromPB(req)); err != nil {
+	creq := configureFromPB(req)
+	cfg, tc, err := takeTracing(creq.Config)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	creq.Config = cfg
+	if tc != nil && s.tracing != nil {
+		if err := s.tracing.apply(ctx, tc, s.impl.Info(ctx).Name); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+	}
+	if err := s.impl.Configure(ctx, creq); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	resp = &authpb.ConfigureResponse{}
@@ -41,10 +54,14 @@ func (s *grpcServer) Configure(ctx context.Context, req *authpb.ConfigureRequest
 	return resp, nil
 }
 
-// Authenticate decides one request.
+// Authenticate decides one request, in a SpanAuthenticate span that joins
+// the host's trace.
 func (s *grpcServer) Authenticate(ctx context.Context, req *authpb.AuthenticateRequest) (resp *authpb.AuthenticateResponse, err error) {
 	defer s.recoverInto("Authenticate", &err)
-	return resultToPB(s.impl.Authenticate(ctx, requestFromPB(req))), nil
+	ctx, span := Tracer().Start(ctx, SpanAuthenticate, trace.WithSpanKind(trace.SpanKindServer))
+	res := s.impl.Authenticate(ctx, requestFromPB(req))
+	endPluginSpan(span, res)
+	return resultToPB(res), nil
 }
 
 // recoverInto turns a panic in method into a logged event and an Internal

@@ -14,6 +14,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
 
 	"github.com/agent-server/agent-server/core"
 )
@@ -47,6 +50,7 @@ const (
 type Health struct {
 	Name      string
 	State     State
+	Version   string // the version the plugin declared at boot
 	PID       int    // 0 when not running
 	Restarts  int    // successful restarts since boot
 	LastError string // the latest start or crash error; never holds a secret
@@ -77,8 +81,9 @@ type instance struct {
 	log  *slog.Logger
 	info Info // from the first start; a restart must declare the same
 
-	conn atomic.Pointer[conn] // nil while the process is down
-	kick chan struct{}        // wakes the supervisor after a failed RPC
+	conn    atomic.Pointer[conn] // nil while the process is down
+	kick    chan struct{}        // wakes the supervisor after a failed RPC
+	metrics *instanceMetrics     // nil measures nothing
 
 	mu       sync.Mutex // guards the fields below
 	spec     spec
@@ -96,6 +101,8 @@ func newInstance(h *Host, s spec) *instance {
 		kick:  make(chan struct{}, 1),
 		spec:  s,
 		state: StateStarting,
+
+		metrics: h.metrics.instance(s.name),
 	}
 }
 
@@ -110,27 +117,43 @@ func (i *instance) Reads() (query, headers []string) {
 
 // Authenticate skips the plugin when none of its inputs is present, answers
 // from the decision cache when it can, and otherwise asks the plugin with
-// the auth.rpc_timeout deadline. Any failure is Error, never Allow.
+// the auth.rpc_timeout deadline. Any failure is Error, never Allow. Each
+// call that is not skipped is a span (spanPluginCall), whose context the
+// RPC carries to the plugin process.
 func (i *instance) Authenticate(ctx context.Context, req *core.Request) core.Result {
 	in := i.info.Inputs
 	if !in.empty() && !in.present(req) {
 		return core.Abstained()
 	}
+	ctx, span := i.host.tracer.Start(ctx, spanPluginCall, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String(attrPlugin, i.name), attribute.String(attrRoute, string(req.Route))))
+	res := i.authenticate(ctx, req, in)
+	endPluginSpan(span, res)
+	return res
+}
+
+// authenticate is Authenticate past the input check.
+func (i *instance) authenticate(ctx context.Context, req *core.Request, in Inputs) core.Result {
 	c := i.conn.Load()
 	if c == nil {
+		i.metrics.failed()
 		return core.Failed(fmt.Errorf("plugin %s is %s", i.name, i.currentState()))
 	}
 	cache := i.host.cache
 	var key cacheKey
 	if cache != nil {
 		key = cache.key(i.name, req, in)
-		if res, ok := cache.get(key); ok {
+		res, ok := cache.get(key)
+		i.metrics.cache(ok)
+		if ok {
 			return res
 		}
 	}
 	i.host.rpcs.Add(1)
 	rctx, cancel := context.WithTimeout(ctx, i.host.rpcTimeout)
+	start := time.Now()
 	res := c.rpc.authenticate(rctx, req, in)
+	i.metrics.rpc(start, res.Decision == core.Error)
 	cancel()
 	switch res.Decision {
 	case core.Error:
@@ -139,7 +162,7 @@ func (i *instance) Authenticate(ctx context.Context, req *core.Request) core.Res
 	case core.Allow:
 		res.Principal.Authenticator = i.name
 		if res.Principal.Expired(time.Now()) {
-			res = core.Denied("credential expired")
+			res = core.Denied(core.ReasonExpired)
 		}
 	}
 	cache.put(key, res)
@@ -176,7 +199,7 @@ func (i *instance) health() Health {
 	}
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	h.State, h.Restarts, h.LastError = i.state, i.restarts, i.lastErr
+	h.State, h.Restarts, h.LastError, h.Version = i.state, i.restarts, i.lastErr, i.info.Version
 	return h
 }
 
@@ -217,6 +240,7 @@ func (i *instance) launch(ctx context.Context, configure bool) (*conn, Info, err
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		SkipHostEnv:      true,
+		GRPCDialOptions:  []grpc.DialOption{grpc.WithChainUnaryInterceptor(injectTraceContext)},
 		StartTimeout:     startTimeout,
 		Logger:           newSlogHCLogger(i.log, hclog.Debug),
 		SyncStdout:       &lineLogger{log: i.log, level: slog.LevelInfo, msg: "plugin stdout"},

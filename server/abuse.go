@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
 )
 
@@ -138,6 +139,7 @@ func (s *Server) limitFailures(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		addr := remoteIP(r.RemoteAddr)
 		if wait, blocked := s.abuse.blocked(addr, time.Now()); blocked {
+			s.rateLimited(r, core.RouteREST, "", rateLimitFailures)
 			refuseTooMany(w, wait, "Too many failed authentication attempts")
 			return
 		}

@@ -2,13 +2,19 @@ package server
 
 import (
 	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // redacted replaces a secret's value in the access log.
@@ -26,26 +32,76 @@ var secretParams = map[string]bool{
 	"secret":          true,
 }
 
-// logAccess writes one line per request and per WebSocket handshake:
-// method, path, query with secret values replaced by ***, status, duration
-// and remote address. Headers are never logged, so Authorization and
-// X-Session-API-Key cannot leak through it.
-func (s *Server) logAccess(next http.Handler) http.Handler {
+// requestInfo is what the edge learns about one request while serving it,
+// for the access log, the metrics and the audit log. observe puts it in the
+// request's context; handlers fill in what only they know.
+type requestInfo struct {
+	id      string            // the request ID: X-Request-Id, access log, audit log
+	pattern string            // the route pattern that served it, when an inner mux chose it
+	span    trace.SpanContext // the request's span, when traced
+}
+
+type requestInfoKey struct{}
+
+// infoOf returns r's requestInfo; a request that did not pass observe (a
+// test calling a handler directly) gets a fresh one.
+func infoOf(ctx context.Context) *requestInfo {
+	if info, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
+		return info
+	}
+	return &requestInfo{}
+}
+
+// newRequestID returns 16 hex digits, random enough to tell requests apart.
+func newRequestID() string {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+	return hex.EncodeToString(b[:])
+}
+
+// observe gives each request an ID, returned in X-Request-Id (a socket's
+// 101 is written by gws and carries none), counts it by route pattern,
+// method and status (upgraded sockets excepted), and writes one access-log
+// line per request and per WebSocket handshake: request ID, method, path,
+// query with secret values replaced by ***, status, duration and remote
+// address. Headers are never logged, so Authorization and
+// X-Session-API-Key cannot leak through it. The line carries the request's
+// trace ID when it was traced.
+func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.touch()
-		if s.access == nil {
-			next.ServeHTTP(w, r)
-			return
-		}
+		info := &requestInfo{id: newRequestID()}
+		w.Header().Set("X-Request-Id", info.id)
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		s.access.LogAttrs(r.Context(), slog.LevelInfo, "http request",
+		took := time.Since(start)
+		code := rec.code()
+		if code != http.StatusSwitchingProtocols {
+			pattern := info.pattern
+			if pattern == "" {
+				pattern = r.Pattern
+			}
+			if pattern == "" {
+				pattern = "unmatched"
+			}
+			s.metrics.request(pattern, r.Method, code, took)
+		}
+		if s.access == nil {
+			return
+		}
+		ctx := r.Context()
+		if info.span.IsValid() {
+			ctx = trace.ContextWithSpanContext(ctx, info.span)
+		}
+		s.access.LogAttrs(ctx, slog.LevelInfo, "http request",
+			slog.String("request_id", info.id),
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.EscapedPath()),
 			slog.String("query", redactQuery(r.URL.RawQuery)),
-			slog.Int("status", rec.code()),
-			slog.Duration("duration", time.Since(start)),
+			slog.Int("status", code),
+			slog.Duration("duration", took),
 			slog.String("remote", r.RemoteAddr),
 		)
 	})

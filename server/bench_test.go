@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
@@ -141,16 +142,28 @@ func (r *fanoutRig) publish(b *testing.B, n int) time.Duration {
 }
 
 // BenchmarkOutboundSend measures queuing one frame on a socket's outbound
-// queue, the conversation actor's whole per-subscriber cost.
+// queue, the conversation actor's whole per-subscriber cost, without
+// metrics and with them (the queue-depth histogram observed per frame).
 func BenchmarkOutboundSend(b *testing.B) {
-	o := newOutbound(discardConn{}, 1<<30, 0)
-	o.flushing = true // keep the flush goroutine out of the measurement
-	payload := []byte(fmt.Sprintf(`{"id":"x","kind":"MessageEvent","text":%q}`, strings.Repeat("x", 200)))
-	b.ReportAllocs()
-	for i := range b.N {
-		if i%1024 == 0 {
-			o.cur.reset()
+	for _, measured := range []bool{false, true} {
+		name := "metrics-off"
+		if measured {
+			name = "metrics-on"
 		}
-		o.send(payload)
+		b.Run(name, func(b *testing.B) {
+			o := newOutbound(discardConn{}, 1<<30, 0)
+			if measured {
+				o.depth = newServerMetrics(prometheus.NewRegistry(), &Server{}).route(core.RouteEvents).queue
+			}
+			o.flushing = true // keep the flush goroutine out of the measurement
+			payload := []byte(fmt.Sprintf(`{"id":"x","kind":"MessageEvent","text":%q}`, strings.Repeat("x", 200)))
+			b.ReportAllocs()
+			for i := range b.N {
+				if i%1024 == 0 {
+					o.cur.reset()
+				}
+				o.send(payload)
+			}
+		})
 	}
 }

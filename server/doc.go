@@ -35,4 +35,15 @@
 //
 // The access log (accesslog.go) writes one line per request and handshake
 // and never a secret: secret query values become ***, headers are not logged.
+// Every request gets an ID (X-Request-Id), which its access line and its
+// audit record carry.
+//
+// Observability: metrics.go holds the edge's collectors (HTTP requests,
+// refused upgrades, 429s, open sockets, closes, frames, bytes, slow
+// consumers, queue depth); audit.go records each decision the edge acts on
+// (through actors.System.RecordAuth); trace.go spans each handshake and,
+// with otelhttp, each REST request; admin.go is the admin listener's
+// handler (metrics, health, profiles from pprof.go); operations.go samples
+// the figures of GET /api/operations, which the console's operations page
+// draws.
 package server

@@ -34,6 +34,8 @@ const authRetryAfter = "1"
 // the conversation. The conversation's existence and the subscriber cap are
 // the actors' to check, after the upgrade (4004, 1013).
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
+	r, span := s.startHandshake(r, core.RouteEvents)
+	defer endHandshake(span, w)
 	req, id, replay, ok := s.socketRequest(w, r, core.RouteEvents)
 	if !ok {
 		return
@@ -48,6 +50,8 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 			s.upgradeUnauthenticated(w, r, req, id, replay)
 			return
 		}
+		s.recordAuth(r, core.NewAuditRecord(core.AuditHandshake, req, res))
+		s.metrics.refused(core.RouteEvents, refusedUnauthorized)
 		s.abuse.fail(addr, time.Now())
 		if s.cfg.Auth.RejectWith == config.RejectWithClose {
 			s.upgrade(w, r, attachment{reject: &core.DisconnectAuthFailed})
@@ -57,21 +61,34 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !res.Principal.CanAccess(id) {
-		refuse(w, http.StatusForbidden, "Forbidden: this credential may not open that conversation")
+		s.refuseForbidden(w, r, req, res, core.ClassForbiddenScope, "Forbidden: this credential may not open that conversation")
 		return
 	}
-	s.upgrade(w, r, attachment{principal: res.Principal, convID: id, replay: replay, request: s.actors.Retain(req)})
+	s.recordAuth(r, core.NewAuditRecord(core.AuditHandshake, req, res))
+	s.upgrade(w, r, attachment{principal: res.Principal, convID: id, replay: replay, request: s.actors.Retain(req), audit: socketAudit(r, req)})
+}
+
+// refuseForbidden answers 403 to an allowed principal that may not open
+// what it asked for (class says why), and records the refusal.
+func (s *Server) refuseForbidden(w http.ResponseWriter, r *http.Request, req *core.Request, res core.Result, class, detail string) {
+	rec := core.NewAuditRecord(core.AuditHandshake, req, res)
+	rec.Decision, rec.ReasonClass = core.DecisionDeny, class
+	s.recordAuth(r, rec)
+	s.metrics.refused(req.Route, refusedForbidden)
+	refuse(w, http.StatusForbidden, detail)
 }
 
 // socketAuth runs req's chain. An expired principal is a deny; a chain
-// that cannot decide is answered 503 here, and ok is false. Otherwise res
-// is an Allow or a Deny for the caller to act on.
+// that cannot decide is answered 503 here (and recorded), and ok is false.
+// Otherwise res is an Allow or a Deny for the caller to act on and record.
 func (s *Server) socketAuth(w http.ResponseWriter, r *http.Request, req *core.Request) (res core.Result, ok bool) {
 	res = s.actors.Authenticate(r.Context(), req)
 	if res.Decision == core.Allow && res.Principal.Expired(time.Now()) {
-		res = core.Denied("credential expired")
+		res = core.Result{Decision: core.Deny, Reason: core.ReasonExpired, Authenticator: res.Authenticator, Cached: res.Cached}
 	}
 	if res.Decision == core.Error {
+		s.recordAuth(r, core.NewAuditRecord(core.AuditHandshake, req, res))
+		s.metrics.refused(req.Route, refusedAuthError)
 		if res.RequestFault { // e.g. a token naming an unknown signing key
 			s.abuse.fail(remoteIP(r.RemoteAddr), time.Now())
 		}
@@ -89,24 +106,29 @@ func (s *Server) socketAuth(w http.ResponseWriter, r *http.Request, req *core.Re
 func (s *Server) socketRequest(w http.ResponseWriter, r *http.Request, route core.Route) (req *core.Request, id string, replay actors.Replay, ok bool) {
 	id, err := core.NormalizeID(r.PathValue(paramConversationID))
 	if err != nil {
+		s.metrics.refused(route, refusedBadID)
 		refuse(w, http.StatusBadRequest, "conversation id is not a UUID")
 		return nil, "", replay, false
 	}
 	if !isUpgrade(r) {
+		s.metrics.refused(route, refusedNotWebSocket)
 		refuse(w, http.StatusBadRequest, "expected a WebSocket upgrade request")
 		return nil, "", replay, false
 	}
 	origin := r.Header.Get("Origin")
 	if !s.originAllowed(origin, r.Host) {
+		s.metrics.refused(route, refusedOrigin)
 		refuse(w, http.StatusForbidden, "Origin not allowed")
 		return nil, "", replay, false
 	}
 	query := core.ParseQuery(r.URL.RawQuery)
 	if replay, err = parseReplay(query); err != nil {
+		s.metrics.refused(route, refusedBadQuery)
 		refuse(w, http.StatusBadRequest, err.Error())
 		return nil, "", replay, false
 	}
 	if wait, blocked := s.abuse.blocked(remoteIP(r.RemoteAddr), time.Now()); blocked {
+		s.rateLimited(r, route, id, rateLimitFailures)
 		refuseTooMany(w, wait, "Too many failed authentication attempts")
 		return nil, "", replay, false
 	}
@@ -142,6 +164,7 @@ func (s *Server) firstMessageAllowed(res core.Result) bool {
 func (s *Server) upgradeUnauthenticated(w http.ResponseWriter, r *http.Request, req *core.Request, id string, replay actors.Replay) {
 	addr := remoteIP(r.RemoteAddr)
 	if !s.abuse.reserve(addr) {
+		s.rateLimited(r, req.Route, id, rateLimitUnauthSocket)
 		refuseTooMany(w, time.Second, "Too many unauthenticated connections from this address")
 		return
 	}
@@ -154,7 +177,7 @@ func (s *Server) upgradeUnauthenticated(w http.ResponseWriter, r *http.Request, 
 			}
 		})
 	}
-	s.upgrade(w, r, attachment{convID: id, replay: replay, request: s.actors.Retain(req), firstMessage: true, done: done})
+	s.upgrade(w, r, attachment{convID: id, replay: replay, request: s.actors.Retain(req), firstMessage: true, done: done, audit: socketAudit(r, req)})
 }
 
 // connect hands an opened socket to the actors.
@@ -168,6 +191,7 @@ func (s *Server) connect(sock *socket) *actors.Conn {
 		AuthTimeout:    s.cfg.Auth.FirstMessageTimeout,
 		Done:           sock.done,
 		Runtime:        sock.runtime,
+		Audit:          sock.audit,
 	})
 }
 
@@ -184,7 +208,8 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 	}
 	ws, err := up.Upgrade(w, r)
 	if err != nil { // gws has answered 400 and closed the connection
-		s.log.Debug("websocket upgrade failed", "err", err)
+		s.metrics.refused(a.route(), refusedUpgradeFailed)
+		s.log.DebugContext(r.Context(), "websocket upgrade failed", "err", err)
 		if a.done != nil {
 			a.done(false)
 		}
@@ -192,8 +217,12 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 	}
 	sock := s.newSocket(ws, a)
 	ws.Session().(*session).sock = sock
+	added := s.sockets.add(sock)
+	if added {
+		sock.opened()
+	}
 	switch {
-	case !s.sockets.add(sock):
+	case !added:
 		sock.reject = &core.DisconnectShutdown
 		if a.done != nil {
 			a.done(false)

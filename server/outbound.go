@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/agent-server/agent-server/core"
 )
 
@@ -47,14 +49,19 @@ type outbound struct {
 	perFrame     bool        // write one frame per syscall; only for the comparison benchmark
 	closeSent    func()      // called once the close frame is written
 	failed       func(error) // called once on a write error
+	// depth sees the bytes already pending at each frame queued, and wrote
+	// each batch written (frames, bytes); both nil when not measured.
+	depth prometheus.Observer
+	wrote func(frames, n int)
 
 	mu       sync.Mutex
 	cur      *batch // frames waiting for the next flush
 	spare    *batch // a recycled batch
 	inflight int    // bytes being written now
 	flushing bool
-	closing  bool // a close frame is queued: no more frames
-	dead     bool // the connection failed or was closed
+	closing  bool   // a close frame is queued: no more frames
+	dead     bool   // the connection failed or was closed
+	sent     uint16 // the code of the close frame queued, 0 if none
 }
 
 // batch is a run of frames written together.
@@ -176,6 +183,9 @@ func (o *outbound) send(payload []byte) bool {
 		return false
 	}
 	pending := o.cur.bytes + o.inflight
+	if o.depth != nil {
+		o.depth.Observe(float64(pending))
+	}
 	if pending > 0 && pending+len(payload)+10 > o.limit {
 		o.cur.reset()
 		o.queueClose(core.DisconnectSlowConsumer)
@@ -217,7 +227,15 @@ func (o *outbound) queueClose(d core.Disconnect) {
 	o.cur.add(opClose, append(payload, reason...))
 	o.cur.close = true
 	o.closing = true
+	o.sent = d.Code
 	o.kick()
+}
+
+// sentCode returns the code of the close frame queued, 0 if none.
+func (o *outbound) sentCode() uint16 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.sent
 }
 
 // backlog returns the queued and in-flight bytes, and the bound.
@@ -268,6 +286,9 @@ func (o *outbound) flush() {
 		o.mu.Unlock()
 
 		err := o.write(b)
+		if err == nil && o.wrote != nil {
+			o.wrote(b.frames, b.bytes)
+		}
 
 		o.mu.Lock()
 		o.inflight = 0

@@ -2,68 +2,38 @@ package server
 
 import (
 	"fmt"
-	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"time"
 )
 
-// PprofEnv names the environment variable that turns on the profiling
-// listener: AGENT_PPROF_ADDR=127.0.0.1:6060 serves CPU, heap,
-// allocation and goroutine profiles on that address, for benchmarking only.
-// It is off unless set, accepts only a loopback address, and uses its own
-// handlers on its own listener (not net/http/pprof, whose import would
-// register them on http.DefaultServeMux). The name is outside the
-// AGENT_SERVER_ prefix, which the config loader reads as config keys.
+// The profiles the admin listener serves under /debug/pprof/ when
+// admin.pprof is on: CPU, heap, allocations, goroutines and the rest of
+// runtime/pprof's, with handlers of its own (not net/http/pprof, whose
+// import would register them on http.DefaultServeMux).
 //
-//	curl -o cpu.prof 'http://127.0.0.1:6060/debug/pprof/profile?seconds=10'
-//	curl -o heap.prof http://127.0.0.1:6060/debug/pprof/heap
-//	go tool pprof bin/agent-server cpu.prof
-const PprofEnv = "AGENT_PPROF_ADDR"
+//	curl -o cpu.prof 'http://127.0.0.1:8001/debug/pprof/profile?seconds=10'
+//	go tool pprof http://127.0.0.1:8001/debug/pprof/heap
 
 // maxProfileSeconds bounds a CPU profile request.
 const maxProfileSeconds = 300
 
-func init() {
-	addr := os.Getenv(PprofEnv)
-	if addr == "" {
-		return
-	}
-	if err := servePprof(addr); err != nil {
-		fmt.Fprintf(os.Stderr, "agent-server: %s: %v\n", PprofEnv, err)
-		os.Exit(2)
-	}
-}
-
-// servePprof listens on addr, which must be a loopback address, and serves
-// the profiles there in the background.
-func servePprof(addr string) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return err
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("%q: only a loopback IP address is accepted", addr)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "agent-server: profiling on http://%s/debug/pprof/ (%s)\n", ln.Addr(), PprofEnv)
-	servePprofOn(ln)
-	return nil
-}
-
-// servePprofOn serves the profiles on ln in the background, until ln closes.
-func servePprofOn(ln net.Listener) {
-	mux := http.NewServeMux()
+// handlePprof adds the profile routes to mux.
+func handlePprof(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/{$}", profileIndex)
 	mux.HandleFunc("GET /debug/pprof/profile", cpuProfile)
 	mux.HandleFunc("GET /debug/pprof/{name}", namedProfile)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
+}
+
+// profileIndex lists the profiles.
+func profileIndex(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "profile?seconds=N  CPU profile (default 10 s)")
+	for _, p := range pprof.Profiles() {
+		fmt.Fprintf(w, "%-18s %d\n", p.Name(), p.Count())
+	}
 }
 
 // cpuProfile records a CPU profile for ?seconds= (default 10).

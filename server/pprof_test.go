@@ -2,40 +2,56 @@ package server
 
 import (
 	"io"
-	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-func TestServePprofLoopbackOnly(t *testing.T) {
-	for _, addr := range []string{"0.0.0.0:0", ":0", "example.com:0", "10.0.0.1:0"} {
-		if err := servePprof(addr); err == nil {
-			t.Errorf("servePprof(%q) = nil, want a refusal", addr)
-		}
+// The admin handler serves health always, metrics when given a handler,
+// and the profiles only with pprof on.
+func TestAdminHandler(t *testing.T) {
+	s := newEdge(t, nil).srv
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "agent_server_test_total", Help: "t"}))
+	tests := []struct {
+		name    string
+		metrics bool
+		pprof   bool
+		path    string
+		code    int
+		body    string
+	}{
+		{"alive", false, false, "/alive", 200, `"ok"`},
+		{"health", false, false, "/health", 200, `"ok"`},
+		{"ready", false, false, "/ready", 200, `"ready"`},
+		{"metrics", true, false, "/metrics", 200, "agent_server_test_total 0"},
+		{"no metrics", false, false, "/metrics", 404, ""},
+		{"pprof off", true, false, "/debug/pprof/heap", 404, ""},
+		{"heap", true, true, "/debug/pprof/heap?debug=1", 200, "# Stack = "},
+		{"index", true, true, "/debug/pprof/", 200, "goroutine"},
+		{"unknown profile", true, true, "/debug/pprof/nope", 404, ""},
 	}
-}
-
-func TestServePprofHeap(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Serve on the test's own listener: closing it and letting servePprof
-	// bind the same port again would race with any other listener.
-	t.Cleanup(func() { ln.Close() })
-	servePprofOn(ln)
-	addr := ln.Addr().String()
-	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?debug=1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || !strings.Contains(string(b), "# Stack = ") {
-		t.Errorf("heap profile: %d %.200s", resp.StatusCode, b)
-	}
-	if resp, err := http.Get("http://" + addr + "/debug/pprof/nope"); err != nil || resp.StatusCode != 404 {
-		t.Errorf("unknown profile: %v %v", resp, err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var mh http.Handler
+			if tt.metrics {
+				mh = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+			}
+			srv := httptest.NewServer(s.AdminHandler(mh, tt.pprof))
+			defer srv.Close()
+			resp, err := http.Get(srv.URL + tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.code || !strings.Contains(string(b), tt.body) {
+				t.Errorf("GET %s = %d %.200s, want %d with %q", tt.path, resp.StatusCode, b, tt.code, tt.body)
+			}
+		})
 	}
 }

@@ -65,6 +65,9 @@ type restAPI struct {
 	log     *slog.Logger
 	now     func() time.Time
 	mux     *http.ServeMux
+	// record counts and audits each authentication decision; nil records
+	// nothing (the handler tests).
+	record func(r *http.Request, rec core.AuditRecord)
 }
 
 // restCall is what authorize learned about one request.
@@ -81,7 +84,7 @@ type restFunc func(w http.ResponseWriter, r *http.Request, c *restCall) error
 // newRESTHandler returns the /api handler. Requests keep their full path:
 // mount it at "/api/" without stripping the prefix. maxBody bounds request
 // bodies (413 above it); log receives failures, never a credential.
-func newRESTHandler(b restBackend, st core.Store, maxBody int64, log *slog.Logger) http.Handler {
+func newRESTHandler(b restBackend, st core.Store, maxBody int64, log *slog.Logger) *restAPI {
 	if maxBody <= 0 {
 		maxBody = defaultMaxBody
 	}
@@ -111,9 +114,16 @@ func newRESTHandler(b restBackend, st core.Store, maxBody int64, log *slog.Logge
 // ServeHTTP dispatches to the route.
 func (a *restAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
-func (a *restAPI) handle(pattern string, fn restFunc) {
+func (a *restAPI) handle(pattern string, fn restFunc) { a.handleScoped(pattern, fn, false) }
+
+// handleUnscoped is handle for a route only an unscoped principal (one not
+// limited to some conversations) may call: any other gets 403.
+func (a *restAPI) handleUnscoped(pattern string, fn restFunc) { a.handleScoped(pattern, fn, true) }
+
+func (a *restAPI) handleScoped(pattern string, fn restFunc, unscoped bool) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		call, err := a.authorize(r)
+		infoOf(r.Context()).pattern = pattern
+		call, err := a.authorize(r, unscoped)
 		if err == nil {
 			err = fn(w, r, call)
 		}
@@ -124,8 +134,9 @@ func (a *restAPI) handle(pattern string, fn restFunc) {
 }
 
 // authorize authenticates r with the backend and checks the principal's
-// scopes against the path's conversation.
-func (a *restAPI) authorize(r *http.Request) (*restCall, error) {
+// scopes against the path's conversation, or, with unscoped, that it has
+// none.
+func (a *restAPI) authorize(r *http.Request, unscoped bool) (*restCall, error) {
 	call := &restCall{query: core.ParseQuery(r.URL.RawQuery)}
 	params := make(map[string]string, 2)
 	var badID bool
@@ -155,6 +166,15 @@ func (a *restAPI) authorize(r *http.Request) (*restCall, error) {
 		ClientCertificates: clientCertificates(r),
 	}
 	res := a.backend.Authenticate(r.Context(), req)
+	rec := core.NewAuditRecord(core.AuditRequest, req, res)
+	deny := func(class, reason string) {
+		rec.Decision, rec.ReasonClass, rec.Reason = core.DecisionDeny, class, reason
+	}
+	defer func() {
+		if a.record != nil {
+			a.record(r, rec)
+		}
+	}()
 	switch res.Decision {
 	case core.Allow:
 	case core.Error:
@@ -164,22 +184,29 @@ func (a *restAPI) authorize(r *http.Request) (*restCall, error) {
 		return nil, &apiError{status: http.StatusServiceUnavailable, detail: "Authentication is temporarily unavailable",
 			err: fmt.Errorf("authenticate: %w", res.Err)}
 	default:
-		a.log.Debug("rest request denied", "route", r.Pattern, "authenticator", res.Authenticator, "reason", res.Reason)
+		a.log.DebugContext(r.Context(), "rest request denied", "route", r.Pattern, "authenticator", res.Authenticator, "reason", res.Reason)
 		return nil, errUnauthorized
 	}
 	p := res.Principal
 	if p == nil {
+		rec.Decision, rec.ReasonClass = core.DecisionError, core.ClassPluginError
 		return nil, &apiError{status: http.StatusServiceUnavailable, detail: "Authentication is temporarily unavailable",
 			err: fmt.Errorf("authenticator %q allowed without a principal", res.Authenticator)}
 	}
 	if p.Expired(a.now()) {
+		deny(core.ClassExpired, core.ReasonExpired)
 		return nil, errUnauthorized
 	}
 	if badID {
 		return nil, badRequest("conversation id is not a UUID")
 	}
 	if call.convID != "" && !p.CanAccess(call.convID) {
+		deny(core.ClassForbiddenScope, "the credential may not open this conversation")
 		return nil, &apiError{status: http.StatusForbidden, detail: "Forbidden"}
+	}
+	if unscoped && len(p.Scopes) > 0 {
+		deny(core.ClassForbiddenScope, "the route needs a credential not limited to some conversations")
+		return nil, &apiError{status: http.StatusForbidden, detail: "Forbidden: this needs a credential not limited to some conversations"}
 	}
 	call.principal = p
 	return call, nil
@@ -285,7 +312,7 @@ func (a *restAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 		ae = backendError(err, "Not found")
 	}
 	if ae.status >= 500 {
-		a.log.Error("rest request failed", "method", r.Method, "route", r.Pattern, "status", ae.status, "err", err)
+		a.log.ErrorContext(r.Context(), "rest request failed", "method", r.Method, "route", r.Pattern, "status", ae.status, "err", err)
 	}
 	if ae.status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", restRetryAfter)

@@ -18,8 +18,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /server_info", s.serveInfo)
 	page := console.Handler()
 	mux.Handle("GET /{$}", page)
+	mux.Handle("GET "+console.OperationsPath, page)
 	mux.Handle("GET "+console.Prefix, page)
 	s.abuse = newAddrLimits(s.cfg.Auth)
-	mux.Handle("/api/", s.limitFailures(newREST(s)))
-	return s.realClient(s.logAccess(mux))
+	mux.Handle("/api/", s.traceREST(s.tracing, s.limitFailures(newREST(s))))
+	return s.realClient(s.observe(mux))
 }

@@ -28,6 +28,8 @@ func runtimeFrameBytes(l config.Limits) int {
 // first-message authentication here: a runtime sends its credential in the
 // handshake.
 func (s *Server) serveRuntime(w http.ResponseWriter, r *http.Request) {
+	r, span := s.startHandshake(r, core.RouteRuntime)
+	defer endHandshake(span, w)
 	req, id, replay, ok := s.socketRequest(w, r, core.RouteRuntime)
 	if !ok {
 		return
@@ -37,17 +39,20 @@ func (s *Server) serveRuntime(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if res.Decision != core.Allow {
+		s.recordAuth(r, core.NewAuditRecord(core.AuditHandshake, req, res))
+		s.metrics.refused(core.RouteRuntime, refusedUnauthorized)
 		s.abuse.fail(remoteIP(r.RemoteAddr), time.Now())
 		refuse(w, http.StatusUnauthorized, "Authentication failed")
 		return
 	}
 	if !res.Principal.HasRole(core.RoleRuntime) {
-		refuse(w, http.StatusForbidden, "Forbidden: this credential is not an agent runtime's (see auth.runtime_keys)")
+		s.refuseForbidden(w, r, req, res, core.ClassForbiddenRole, "Forbidden: this credential is not an agent runtime's (see auth.runtime_keys)")
 		return
 	}
 	if !res.Principal.CanAccess(id) {
-		refuse(w, http.StatusForbidden, "Forbidden: this credential may not open that conversation")
+		s.refuseForbidden(w, r, req, res, core.ClassForbiddenScope, "Forbidden: this credential may not open that conversation")
 		return
 	}
-	s.upgrade(w, r, attachment{principal: res.Principal, convID: id, replay: replay, request: s.actors.Retain(req), runtime: true})
+	s.recordAuth(r, core.NewAuditRecord(core.AuditHandshake, req, res))
+	s.upgrade(w, r, attachment{principal: res.Principal, convID: id, replay: replay, request: s.actors.Retain(req), runtime: true, audit: socketAudit(r, req)})
 }

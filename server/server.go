@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agent-server/agent-server/actors"
 	"github.com/agent-server/agent-server/core"
@@ -27,6 +29,21 @@ type Options struct {
 	Logger    *slog.Logger
 	AccessLog *slog.Logger // where access lines go; nil uses Logger
 	Version   string
+
+	// Metrics registers the edge's collectors (metrics.go); nil measures
+	// nothing. Gatherer is the registry the operations view reads the
+	// server's own figures from; nil shows what needs no metrics.
+	Metrics  prometheus.Registerer
+	Gatherer prometheus.Gatherer
+	// Tracing traces each WebSocket handshake and REST request; nil
+	// traces nothing. The propagator is the global one.
+	Tracing trace.TracerProvider
+	// Plugins reports the auth plugins' health for the operations view;
+	// nil when authentication is disabled.
+	Plugins func() []PluginStatus
+	// Nodes reports the cluster's members for the operations view; nil
+	// outside cluster mode.
+	Nodes func() []NodeStatus
 }
 
 // Defaults for limits left at zero.
@@ -63,6 +80,11 @@ type Server struct {
 	// runtimeUpgrader reads the larger frames of agent runtimes (runtime.go).
 	runtimeUpgrader *gws.Upgrader
 	tls             *tlsEdge // nil: plain HTTP (server.tls unset)
+
+	metrics *serverMetrics // nil measures nothing
+	tracer  trace.Tracer   // nil traces nothing
+	tracing trace.TracerProvider
+	ops     *operations // the operations view's figures (operations.go)
 
 	mu      sync.Mutex
 	servers []*http.Server
@@ -119,6 +141,11 @@ func New(opts Options) (*Server, error) {
 		s.tls = t
 	}
 	s.touch()
+	s.metrics = newServerMetrics(opts.Metrics, s)
+	if opts.Tracing != nil {
+		s.tracing, s.tracer = opts.Tracing, opts.Tracing.Tracer(tracerName)
+	}
+	s.ops = newOperations(s, opts)
 	s.proxies = newTrusted(cfg.Server.TrustedProxies)
 	s.upgrader, s.protoUpgrader = s.newUpgraders()
 	s.runtimeUpgrader = s.newUpgrader(runtimeFrameBytes(cfg.Limits))
@@ -150,6 +177,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.servers = append(s.servers, srv)
 	s.mu.Unlock()
 
+	s.ops.run(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

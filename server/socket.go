@@ -2,9 +2,11 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -64,16 +66,46 @@ type socket struct {
 	attachment              // set before the read loop starts
 	actor      *actors.Conn // set and read only by the read loop
 
+	metrics *routeMetrics // its route's; nil measures nothing
+	since   time.Time     // when it was upgraded
+	state   atomic.Int32  // stateAuthenticating, stateOpen, ...: its agent_server_sockets_open series
+
 	finished sync.Once
 }
 
 func (s *Server) newSocket(ws *gws.Conn, a attachment) *socket {
-	sock := &socket{srv: s, ws: ws, conn: ws.NetConn(), attachment: a}
+	sock := &socket{srv: s, ws: ws, conn: ws.NetConn(), attachment: a, metrics: s.metrics.route(a.route()), since: time.Now()}
 	sock.out = newOutbound(sock.conn, s.cfg.Limits.SendQueueBytes, s.cfg.Limits.WriteTimeout)
 	sock.out.perFrame = s.perFrameWrites
 	sock.out.closeSent = sock.closeSent
 	sock.out.failed = sock.writeFailed
+	if sock.metrics != nil {
+		sock.out.depth, sock.out.wrote = sock.metrics.queue, sock.metrics.wrote
+	}
+	if a.firstMessage {
+		done := a.done
+		sock.done = func(ok bool) {
+			if ok && sock.state.CompareAndSwap(stateAuthenticating, stateOpen) {
+				sock.metrics.left(stateAuthenticating)
+				sock.metrics.opened(stateOpen)
+			}
+			if done != nil {
+				done(ok)
+			}
+		}
+	}
 	return sock
+}
+
+// opened counts the socket as open, or authenticating when it waits for
+// its first message.
+func (sock *socket) opened() {
+	state := stateOpen
+	if sock.firstMessage {
+		state = stateAuthenticating
+	}
+	sock.state.Store(state)
+	sock.metrics.opened(state)
 }
 
 // Send queues a frame; see actors.Transport.
@@ -137,8 +169,9 @@ func (sock *socket) stopPinger() {
 	}
 }
 
-// finish runs once when the read loop ends, whatever ended it.
-func (sock *socket) finish() {
+// finish runs once when the read loop ends, whatever ended it (err is
+// gws's: a *gws.CloseError when the client sent a close frame).
+func (sock *socket) finish(err error) {
 	sock.finished.Do(func() {
 		sock.stopPinger()
 		sock.out.kill()
@@ -147,7 +180,24 @@ func (sock *socket) finish() {
 			sock.actor.Closed()
 		}
 		sock.srv.sockets.remove(sock)
+		if state := sock.state.Swap(stateClosed); state != stateNone {
+			sock.metrics.left(state)
+			sock.metrics.closed(closeCode(sock.out.sentCode(), err), time.Since(sock.since))
+		}
 	})
+}
+
+// closeCode is the code a socket closed with: the one the server sent,
+// else the client's, else 1006 (no close frame at all).
+func closeCode(sent uint16, err error) uint16 {
+	if sent != 0 {
+		return sent
+	}
+	var ce *gws.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return 1006
 }
 
 // attachment is what a socket connects to once open.
@@ -157,10 +207,19 @@ type attachment struct {
 	replay    actors.Replay
 	reject    *core.Disconnect // auth.reject_with: close — close at open instead of connecting
 
-	request      *core.Request // the handshake, kept for revalidation and first_message
-	firstMessage bool          // authenticate by the first frame (see handshake.go)
-	done         func(ok bool) // called once a first_message socket is decided
-	runtime      bool          // an agent runtime's socket (runtime.go)
+	request      *core.Request    // the handshake, kept for revalidation and first_message
+	firstMessage bool             // authenticate by the first frame (see handshake.go)
+	done         func(ok bool)    // called once a first_message socket is decided
+	runtime      bool             // an agent runtime's socket (runtime.go)
+	audit        core.AuditRecord // who it is, for its audit records (audit.go)
+}
+
+// route is the socket's route.
+func (a attachment) route() core.Route {
+	if a.runtime {
+		return core.RouteRuntime
+	}
+	return core.RouteEvents
 }
 
 // handler is the gws event handler shared by every socket; each callback
@@ -192,6 +251,7 @@ func (handler) OnMessage(ws *gws.Conn, msg *gws.Message) {
 	if sock.actor == nil || sock.out.isClosing() {
 		return
 	}
+	sock.metrics.received(len(msg.Bytes()))
 	sock.actor.Deliver(bytes.Clone(msg.Bytes()))
 }
 
@@ -207,7 +267,7 @@ func (handler) OnPing(ws *gws.Conn, payload []byte) {
 func (handler) OnPong(ws *gws.Conn, _ []byte) { socketOf(ws).keepalive() }
 
 // OnClose tells the connection actor and forgets the socket.
-func (handler) OnClose(ws *gws.Conn, _ error) { socketOf(ws).finish() }
+func (handler) OnClose(ws *gws.Conn, err error) { socketOf(ws).finish(err) }
 
 // socketSet tracks live sockets so shutdown can close and wait for them.
 type socketSet struct {

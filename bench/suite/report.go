@@ -217,15 +217,35 @@ func summarize(values []float64) stats {
 	return stats{n: len(v), med: med, min: v[0], max: v[len(v)-1]}
 }
 
-// pairedRatios are ours/baseline run by run.
-func (rw *row) pairedRatios() []float64 {
-	ours, base := rw.values[target.AgentServer], rw.values[target.Baseline]
+// comparison is a ratio column: target a's figures over b's.
+type comparison struct {
+	a, b  target.Kind
+	title string
+}
+
+// comparisons are the ratio columns the report's targets allow:
+// ours/baseline, and metrics on/off when agent-server ran both ways.
+func (r *Report) comparisons() []comparison {
+	has := func(k target.Kind) bool { return slices.Contains(r.Config.Targets, k) }
+	var out []comparison
+	if has(target.AgentServer) && has(target.Baseline) {
+		out = append(out, comparison{target.AgentServer, target.Baseline, "ours/baseline"})
+	}
+	if has(target.AgentServer) && has(target.AgentServerNoMetrics) {
+		out = append(out, comparison{target.AgentServer, target.AgentServerNoMetrics, "metrics on/off"})
+	}
+	return out
+}
+
+// pairedRatios are a/b run by run.
+func (rw *row) pairedRatios(a, b target.Kind) []float64 {
+	ours, base := rw.values[a], rw.values[b]
 	byRun := map[int]float64{}
-	for i, run := range rw.runs[target.Baseline] {
+	for i, run := range rw.runs[b] {
 		byRun[run] = base[i]
 	}
 	var out []float64
-	for i, run := range rw.runs[target.AgentServer] {
+	for i, run := range rw.runs[a] {
 		if b, ok := byRun[run]; ok && b != 0 {
 			out = append(out, ours[i]/b)
 		}
@@ -266,21 +286,17 @@ func (rw *row) verdict() string {
 
 // Markdown writes the results table.
 func (r *Report) Markdown(w io.Writer) {
-	kinds := r.Config.Targets
-	both := slices.Contains(kinds, target.AgentServer) && slices.Contains(kinds, target.Baseline)
+	kinds, cmps := r.Config.Targets, r.comparisons()
 	fmt.Fprintf(w, "| case | metric |")
 	for _, k := range kinds {
 		fmt.Fprintf(w, " %s |", k)
 	}
-	if both {
-		fmt.Fprint(w, " ours/baseline |")
+	for _, c := range cmps {
+		fmt.Fprintf(w, " %s |", c.title)
 	}
 	fmt.Fprintln(w, " target | |")
 	fmt.Fprint(w, "|---|---|")
-	for range kinds {
-		fmt.Fprint(w, "---:|")
-	}
-	if both {
+	for range len(kinds) + len(cmps) {
 		fmt.Fprint(w, "---:|")
 	}
 	fmt.Fprintln(w, "---|---|")
@@ -294,8 +310,8 @@ func (r *Report) Markdown(w io.Writer) {
 		for _, k := range kinds {
 			fmt.Fprintf(w, " %s |", spread(rw.metric.unit, summarize(rw.values[k])))
 		}
-		if both {
-			fmt.Fprintf(w, " %s |", rw.ratioText())
+		for _, c := range cmps {
+			fmt.Fprintf(w, " %s |", rw.ratioText(c.a, c.b))
 		}
 		g := ""
 		if rw.metric.goal != nil {
@@ -337,15 +353,15 @@ func (m *Measurement) firstErrors() []string {
 	return nil
 }
 
-// ratioText is the ratio of the medians, with the range of the per-run
-// ratios.
-func (rw *row) ratioText() string {
-	o, b := summarize(rw.values[target.AgentServer]), summarize(rw.values[target.Baseline])
+// ratioText is the ratio of a's and b's medians, with the range of the
+// per-run ratios.
+func (rw *row) ratioText(ka, kb target.Kind) string {
+	o, b := summarize(rw.values[ka]), summarize(rw.values[kb])
 	if o.n == 0 || b.n == 0 || b.med == 0 || rw.metric.noRatio || rw.metric.unit == "count" || rw.metric.unit == "%" || rw.metric.unit == "s" {
 		return ""
 	}
 	s := fmt.Sprintf("%.2fx", o.med/b.med)
-	if pr := summarize(rw.pairedRatios()); pr.n > 1 {
+	if pr := summarize(rw.pairedRatios(ka, kb)); pr.n > 1 {
 		s += fmt.Sprintf(" (%.2f-%.2f)", pr.min, pr.max)
 	}
 	return s
@@ -385,8 +401,10 @@ func (r *Report) Text(w io.Writer) {
 		for _, k := range r.Config.Targets {
 			fmt.Fprintf(w, "  %s %-30s", k, spread(rw.metric.unit, summarize(rw.values[k])))
 		}
-		if t := rw.ratioText(); t != "" {
-			fmt.Fprintf(w, "  ratio %s", t)
+		for _, c := range r.comparisons() {
+			if t := rw.ratioText(c.a, c.b); t != "" {
+				fmt.Fprintf(w, "  %s %s", c.title, t)
+			}
 		}
 		if v := rw.verdict(); v != "" {
 			fmt.Fprintf(w, "  [%s: %s]", rw.metric.goal, strings.Trim(v, "*"))

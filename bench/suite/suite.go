@@ -92,8 +92,11 @@ type Config struct {
 	PluginDir   string   // its plugins
 	BaselineCmd []string // serves the baseline (agent-bench baseline)
 	ServerCPUs  string   // taskset -c list for the servers; empty for none
-	ServerEnv   []string // extra KEY=VALUE environment for the servers (GOGC, AGENT_PPROF_ADDR, ...)
+	ServerEnv   []string // extra KEY=VALUE environment for the servers (GOGC, ...)
 	Storage     string   // agent-server's storage.driver; empty keeps its default
+	// Pprof serves agent-server's profiles on its admin listener
+	// (admin.pprof); Progress names the address of each server started.
+	Pprof bool
 
 	// External, when set, is the one server to use instead of starting
 	// any; Targets must then be its kind alone.
@@ -182,6 +185,7 @@ func measure(ctx context.Context, cfg Config, c string, k target.Kind, run int) 
 			CPUs:          cfg.ServerCPUs,
 			Env:           cfg.ServerEnv,
 			Storage:       cfg.Storage,
+			Pprof:         cfg.Pprof,
 		}
 		if c == CaseConnectJWT {
 			spec.JWTSecret = cfg.JWTSecret
@@ -190,6 +194,9 @@ func measure(ctx context.Context, cfg Config, c string, k target.Kind, run int) 
 		if proc, err = target.Start(ctx, spec); err != nil {
 			m.Err = err.Error()
 			return m
+		}
+		if cfg.Pprof && cfg.Progress != nil && proc.AdminAddr() != "" {
+			fmt.Fprintf(cfg.Progress, "%s %s: profiles at http://%s/debug/pprof/ (go tool pprof http://%s/debug/pprof/profile)\n", c, k, proc.AdminAddr(), proc.AdminAddr())
 		}
 		defer func() {
 			m.ServerErrorLines = proc.ErrorLines()

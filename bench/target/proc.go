@@ -130,7 +130,7 @@ func parseStat(b []byte) (time.Duration, int, error) {
 // NewConversation returns a conversation to connect to: created over REST
 // on agent-server, a fresh UUID on the baseline, which needs none.
 func (p *Process) NewConversation(ctx context.Context) (string, error) {
-	if p.Kind == Baseline {
+	if !p.Kind.isAgentServer() {
 		return uuid.NewString(), nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.Addr+"/api/conversations",

@@ -37,16 +37,22 @@ type Kind string
 const (
 	AgentServer Kind = "agent-server"
 	Baseline    Kind = "baseline"
+	// AgentServerNoMetrics is agent-server with metrics.enabled: false, to
+	// measure what the metrics cost against AgentServer in the same run.
+	AgentServerNoMetrics Kind = "agent-server-nometrics"
 )
 
 // ParseKind checks a Kind name.
 func ParseKind(s string) (Kind, error) {
 	switch k := Kind(s); k {
-	case AgentServer, Baseline:
+	case AgentServer, Baseline, AgentServerNoMetrics:
 		return k, nil
 	}
-	return "", fmt.Errorf("target %q: want agent-server or baseline", s)
+	return "", fmt.Errorf("target %q: want agent-server, agent-server-nometrics or baseline", s)
 }
+
+// isAgentServer reports whether k runs agent-server.
+func (k Kind) isAgentServer() bool { return k == AgentServer || k == AgentServerNoMetrics }
 
 // Bounds on starting and stopping.
 const (
@@ -66,6 +72,7 @@ type Spec struct {
 	JWTSecret     string // when set, the events chain is [query, header, jwt, bearer]
 	SubscriberCap int    // limits.subscribers_per_conversation (0 keeps the default)
 	Storage       string // storage.driver (empty keeps the default)
+	Pprof         bool   // admin.pprof: serve profiles on the admin listener (Process.Admin)
 
 	// baseline
 	BaselineCmd []string // the command that serves the baseline, before its flags
@@ -92,10 +99,23 @@ type Process struct {
 	mu     sync.Mutex
 	tail   []byte // the last logTail bytes of stderr
 	errors int    // stderr lines at level ERROR
+	admin  string // agent-server's admin listener, once logged
 }
 
-// listening matches the line both servers log once they listen.
-var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
+// AdminAddr returns agent-server's admin listener address (metrics,
+// health, and profiles with Spec.Pprof), or "" for the baseline.
+func (p *Process) AdminAddr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.admin
+}
+
+// listening matches the line both servers log once they listen, and
+// adminListening agent-server's admin listener's.
+var (
+	listening      = regexp.MustCompile(`msg=listening addr=(\S+)`)
+	adminListening = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
+)
 
 // Start runs the server of spec on an ephemeral loopback port and returns
 // once it is ready (agent-server: /ready answers 200).
@@ -151,7 +171,7 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 		p.Stop()
 		return nil, ctx.Err()
 	}
-	if spec.Kind == AgentServer {
+	if spec.Kind.isAgentServer() {
 		if err := p.waitReady(ctx); err != nil {
 			p.Stop()
 			return nil, err
@@ -162,8 +182,8 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 
 // command returns the argv that serves spec on 127.0.0.1:0.
 func command(spec Spec, dir string) ([]string, error) {
-	switch spec.Kind {
-	case AgentServer:
+	switch {
+	case spec.Kind.isAgentServer():
 		if spec.ServerBin == "" || spec.PluginDir == "" {
 			return nil, errors.New("target: agent-server needs ServerBin and PluginDir")
 		}
@@ -179,8 +199,8 @@ func command(spec Spec, dir string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		return []string{bin, "serve", "--config", cfg, "--addr", "127.0.0.1:0"}, nil
-	case Baseline:
+		return []string{bin, "serve", "--config", cfg, "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, nil
+	case spec.Kind == Baseline:
 		if len(spec.BaselineCmd) == 0 {
 			return nil, errors.New("target: baseline needs BaselineCmd")
 		}
@@ -198,9 +218,11 @@ func command(spec Spec, dir string) ([]string, error) {
 // instead of authentication); no inbound message rate limit (the fan-out
 // publisher sends as fast as the server accepts); the subscriber cap the
 // fan-out needs; for the uncached JWT scenario, the jwt plugin in the
-// events chain; and the storage driver when one is asked for. The decision
-// cache, the plugins, the access log and every other limit keep their
-// defaults. The store's files, if any, go in the scratch directory.
+// events chain; the storage driver when one is asked for; metrics off for
+// AgentServerNoMetrics; and admin.pprof when asked. The decision cache, the
+// plugins, the access log, the audit log, the metrics and every other limit
+// keep their defaults. The store's files, if any, go in the scratch
+// directory; the admin listener takes a free port.
 func agentServerConfig(spec Spec, pluginDir string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "auth:\n  keys: [%q]\n  failures_per_minute: 0\n", spec.Key)
@@ -217,6 +239,12 @@ func agentServerConfig(spec Spec, pluginDir string) string {
 	}
 	if spec.Storage != "" {
 		fmt.Fprintf(&b, "storage:\n  driver: %q\n", spec.Storage)
+	}
+	if spec.Kind == AgentServerNoMetrics {
+		b.WriteString("metrics:\n  enabled: false\n")
+	}
+	if spec.Pprof {
+		b.WriteString("admin:\n  pprof: true\n")
 	}
 	return b.String()
 }
@@ -241,6 +269,11 @@ func (p *Process) readLog(r io.Reader, addrc chan<- string, see func(string)) {
 			p.errors++
 		}
 		p.mu.Unlock()
+		if m := adminListening.FindStringSubmatch(line); m != nil {
+			p.mu.Lock()
+			p.admin = m[1]
+			p.mu.Unlock()
+		}
 		if m := listening.FindStringSubmatch(line); m != nil {
 			select {
 			case addrc <- m[1]:

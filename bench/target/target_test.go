@@ -55,4 +55,10 @@ func TestAgentServerConfig(t *testing.T) {
 	if cfg := agentServerConfig(Spec{Key: "k", Storage: "memory"}, "/p"); !strings.Contains(cfg, "storage:\n  driver: \"memory\"") {
 		t.Errorf("storage driver missing:\n%s", cfg)
 	}
+	if cfg := agentServerConfig(Spec{Key: "k"}, "/p"); strings.Contains(cfg, "metrics") || strings.Contains(cfg, "admin") {
+		t.Errorf("agent-server keeps its metrics and admin defaults:\n%s", cfg)
+	}
+	if cfg := agentServerConfig(Spec{Kind: AgentServerNoMetrics, Key: "k", Pprof: true}, "/p"); !strings.Contains(cfg, "metrics:\n  enabled: false") || !strings.Contains(cfg, "admin:\n  pprof: true") {
+		t.Errorf("metrics off or pprof missing:\n%s", cfg)
+	}
 }

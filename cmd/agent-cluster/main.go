@@ -45,6 +45,7 @@ func run() error {
 	config := flag.String("config", "config.yaml", "the base configuration every node reads")
 	nodes := flag.Int("nodes", 3, "how many nodes")
 	port := flag.Int("port", 8001, "the first node's HTTP port; node i listens on port+i")
+	admin := flag.Int("admin-port", 9001, "the first node's admin port (/metrics, /ready); node i uses admin-port+i")
 	membership := flag.Int("membership-port", 7421, "the first node's static membership port; node i uses membership-port+i")
 	logs := flag.String("logs", "bin/cluster", "where each node's log goes")
 	flag.Parse()
@@ -81,10 +82,12 @@ func run() error {
 	ns := make([]*node, *nodes)
 	for i := range ns {
 		ns[i] = &node{
-			name: fmt.Sprintf("node%d", i+1),
-			addr: fmt.Sprintf("127.0.0.1:%d", *port+i),
-			bin:  *bin,
-			args: []string{"serve", "--config", *config, "--addr", fmt.Sprintf("127.0.0.1:%d", *port+i)},
+			name:  fmt.Sprintf("node%d", i+1),
+			addr:  fmt.Sprintf("127.0.0.1:%d", *port+i),
+			admin: fmt.Sprintf("127.0.0.1:%d", *admin+i),
+			bin:   *bin,
+			args: []string{"serve", "--config", *config, "--addr", fmt.Sprintf("127.0.0.1:%d", *port+i),
+				"--admin-addr", fmt.Sprintf("127.0.0.1:%d", *admin+i)},
 			env: append(os.Environ(),
 				"SESSION_API_KEY="+key,
 				"AGENT_SERVER_STORAGE__DRIVER=postgres",
@@ -110,7 +113,7 @@ func run() error {
 	}
 	fmt.Printf("\nA %d-node cluster is up; PostgreSQL is %s\n\n", *nodes, pg.DSN("postgres"))
 	for _, n := range ns {
-		fmt.Printf("  %s  http://%s  log %s\n", n.name, n.addr, n.logPath)
+		fmt.Printf("  %s  http://%s  metrics http://%s/metrics  log %s\n", n.name, n.addr, n.admin, n.logPath)
 	}
 	fmt.Printf(`
 Any node serves any conversation. Open a node's console in a browser (the
@@ -134,8 +137,8 @@ Ctrl-C stops everything.
 
 // node is one agent-server process, restarted when it asks to be.
 type node struct {
-	name, addr, bin, logPath string
-	args, env                []string
+	name, addr, admin, bin, logPath string
+	args, env                       []string
 }
 
 // supervise runs the node until ctx ends, then stops it with SIGTERM.

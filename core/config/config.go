@@ -19,6 +19,10 @@ type Config struct {
 	Storage       Storage       `koanf:"storage"`
 	Cluster       Cluster       `koanf:"cluster"`
 	Log           Log           `koanf:"log"`
+	Admin         Admin         `koanf:"admin"`
+	Metrics       Metrics       `koanf:"metrics"`
+	Audit         Audit         `koanf:"audit"`
+	Tracing       Tracing       `koanf:"tracing"`
 }
 
 // Server configures the HTTP and WebSocket listener.
@@ -224,6 +228,44 @@ type Log struct {
 	Format string `koanf:"format"`
 }
 
+// Admin configures the admin listener: /metrics, the health endpoints and,
+// when asked, the profiles, on a port of their own so that none of them
+// sits on the public one.
+type Admin struct {
+	// Addr is the admin listener's host:port; "" turns it off. Port 0
+	// picks a free one (the log says which).
+	Addr string `koanf:"addr"`
+	// Pprof serves the Go runtime's profiles under /debug/pprof/.
+	Pprof bool `koanf:"pprof"`
+}
+
+// Metrics configures the Prometheus metrics served on the admin listener.
+type Metrics struct {
+	Enabled bool `koanf:"enabled"`
+}
+
+// Audit configures the audit log of authentication decisions.
+type Audit struct {
+	// Sink is where the audit lines go: "stderr", "file:PATH" (a relative
+	// PATH in a config file resolves against the file's directory; the
+	// file is reopened on SIGHUP) or "off".
+	Sink string `koanf:"sink"`
+}
+
+// The audit.sink values other than file:PATH.
+const (
+	AuditStderr = "stderr"
+	AuditOff    = "off"
+	// AuditFilePrefix starts audit.sink's file form, file:PATH.
+	AuditFilePrefix = "file:"
+)
+
+// Tracing configures OpenTelemetry traces, exported over OTLP as the
+// standard OTEL_* environment variables say.
+type Tracing struct {
+	Enabled bool `koanf:"enabled"`
+}
+
 // Default returns the documented defaults, the same as the root config.yaml.
 func Default() Config {
 	return Config{
@@ -297,6 +339,9 @@ func Default() Config {
 			HeartbeatExpiration: 10 * time.Second,
 			TLS:                 ClusterTLS{ServerName: "agent-server.cluster"},
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Log:     Log{Level: "info", Format: "text"},
+		Admin:   Admin{Addr: "127.0.0.1:8001"},
+		Metrics: Metrics{Enabled: true},
+		Audit:   Audit{Sink: AuditStderr},
 	}
 }

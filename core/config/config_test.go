@@ -148,6 +148,10 @@ func TestLoadRejects(t *testing.T) {
 		{"client_auth without tls", "server:\n  tls:\n    client_auth: require\n    client_ca_file: ca.pem\n", nil, "server.tls.client_auth"},
 		{"client_auth without CAs", "server:\n  tls:\n    cert_file: a.crt\n    key_file: a.key\n    client_auth: request\n", nil, "server.tls.client_ca_file"},
 		{"client CAs unused", "server:\n  tls:\n    cert_file: a.crt\n    key_file: a.key\n    client_ca_file: ca.pem\n", nil, "server.tls.client_ca_file"},
+		{"bad admin addr", "admin:\n  addr: nowhere\n", nil, "admin.addr"},
+		{"pprof without admin", "admin:\n  addr: ''\n  pprof: true\n", nil, "admin.pprof"},
+		{"bad audit sink", "audit:\n  sink: syslog\n", nil, "audit.sink"},
+		{"audit file without path", "audit:\n  sink: 'file:'\n", nil, "audit.sink"},
 		{"wrong type", "limits:\n  max_frame_bytes: [1]\n", nil, "limits.max_frame_bytes"},
 	}
 	for _, tt := range tests {
@@ -220,7 +224,7 @@ func TestRelativePathsResolveAgainstTheFile(t *testing.T) {
 	}
 	file := filepath.Join(dir, "config.yaml")
 	body := "plugins:\n  dir: ./plugins\n  instances:\n    team:\n      path: ../lib/auth-team\n      config:\n        keyfile: ./team.keys\n" +
-		"storage:\n  path: data/agent-server.db\n"
+		"storage:\n  path: data/agent-server.db\naudit:\n  sink: file:log/audit.log\n"
 	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -238,6 +242,9 @@ func TestRelativePathsResolveAgainstTheFile(t *testing.T) {
 		{"plugins.dir from the file", nil, nil, func(c Config) any { return c.Plugins.Dir }, filepath.Join(abs, "plugins")},
 		{"an instance's path from the file", nil, nil, func(c Config) any { return c.Plugins.Instances["team"].Path }, filepath.Join(filepath.Dir(abs), "lib", "auth-team")},
 		{"storage.path from the file", nil, nil, func(c Config) any { return c.Storage.Path }, filepath.Join(abs, "data", "agent-server.db")},
+		{"audit.sink's file: path from the file", nil, nil, func(c Config) any { return c.Audit.Sink }, "file:" + filepath.Join(abs, "log", "audit.log")},
+		{"audit.sink from the environment stays relative", []string{"AGENT_SERVER_AUDIT__SINK=file:rel/audit.log"}, nil, func(c Config) any { return c.Audit.Sink }, "file:rel/audit.log"},
+		{"an absolute audit.sink stays", []string{"AGENT_SERVER_AUDIT__SINK=file:/var/log/a.log"}, nil, func(c Config) any { return c.Audit.Sink }, "file:/var/log/a.log"},
 		{"a plugin's own config is opaque", nil, nil, func(c Config) any { return c.Plugins.Instances["team"].Config["keyfile"] }, "./team.keys"},
 		{"environment stays relative", []string{"AGENT_SERVER_STORAGE__PATH=rel/x.db"}, nil, func(c Config) any { return c.Storage.Path }, "rel/x.db"},
 		{"a flag stays relative", nil, map[string]string{"plugins.dir": "bin/p"}, func(c Config) any { return c.Plugins.Dir }, "bin/p"},

@@ -102,6 +102,14 @@ func resolvePaths(fk *koanf.Koanf, file string) error {
 	if err != nil {
 		return fmt.Errorf("resolve paths of %s: %w", file, err)
 	}
+	// audit.sink holds a path only in its file: form.
+	if sink, ok := fk.Get("audit.sink").(string); ok {
+		if p, isFile := strings.CutPrefix(sink, AuditFilePrefix); isFile && p != "" && !filepath.IsAbs(p) {
+			if err := fk.Set("audit.sink", AuditFilePrefix+filepath.Join(dir, p)); err != nil {
+				return fmt.Errorf("resolve audit.sink: %w", err)
+			}
+		}
+	}
 	patterns := PathKeys()
 	for _, key := range fk.Keys() {
 		if !matchesAny(key, patterns) {

@@ -154,6 +154,22 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateCluster(bad)
+	if c.Admin.Addr != "" {
+		if _, _, err := splitHostPort(c.Admin.Addr); err != nil {
+			bad("admin.addr", "want host:port, or empty to turn the admin listener off, got %q", c.Admin.Addr)
+		}
+	} else if c.Admin.Pprof {
+		bad("admin.pprof", "needs the admin listener: set admin.addr")
+	}
+	switch sink := c.Audit.Sink; {
+	case sink == AuditStderr, sink == AuditOff:
+	case strings.HasPrefix(sink, AuditFilePrefix):
+		if strings.TrimPrefix(sink, AuditFilePrefix) == "" {
+			bad("audit.sink", "file: needs a path, as file:/var/log/agent-server/audit.log")
+		}
+	default:
+		bad("audit.sink", "want stderr, off or file:PATH, got %q", sink)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

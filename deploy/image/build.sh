@@ -102,7 +102,7 @@ for archive in "$dist"/agent-server_*_linux_*.tar.gz; do
 	"$crane" append --oci-empty-base -f "$work/$arch/system.tar" -f "$work/$arch/data.tar" -t "$ref-$arch" >/dev/null
 	"$crane" mutate "$ref-$arch" --set-platform "linux/$arch" \
 		--entrypoint /usr/bin/agent-server,serve,--config,/etc/agent-server/config.yaml \
-		--user "$uid:$uid" --workdir /var/lib/agent-server --exposed-ports 8000/tcp \
+		--user "$uid:$uid" --workdir /var/lib/agent-server --exposed-ports 8000/tcp,8001/tcp \
 		--env PATH=/usr/bin \
 		-l org.opencontainers.image.title=agent-server \
 		-l "org.opencontainers.image.version=$version" \

@@ -1,6 +1,7 @@
-// Package console is the web console that agent-server serves at /: one
-// plain HTML page, a stylesheet and a script, embedded with go:embed, with
-// no build step. The operator enters the session API key once; the page
+// Package console is the web console that agent-server serves at /: two
+// plain HTML pages (the conversations at /, the operations view at
+// OperationsPath), a stylesheet and their scripts, embedded with go:embed,
+// with no build step. The operator enters the session API key once; the page
 // keeps it in sessionStorage and sends it only in the X-Session-API-Key
 // header (REST) and in the subprotocol entry (WebSocket), never in a URL.
 //
@@ -25,7 +26,12 @@ const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 
 // Prefix is where the console's assets are served.
 const Prefix = "/console/"
 
-// Handler serves the page at / and its assets under Prefix.
+// OperationsPath is the operations page: plugins, sockets, conversations
+// and the store at a glance, drawn from GET /api/operations.
+const OperationsPath = "/operations"
+
+// Handler serves the pages at / and OperationsPath and their assets under
+// Prefix.
 func Handler() http.Handler {
 	sub, err := fs.Sub(static, "static")
 	if err != nil { // the embedded tree is fixed at build time
@@ -38,8 +44,12 @@ func Handler() http.Handler {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cache-Control", "no-store")
-		if r.URL.Path == "/" {
+		switch r.URL.Path {
+		case "/":
 			http.ServeFileFS(w, r, sub, "index.html")
+			return
+		case OperationsPath:
+			http.ServeFileFS(w, r, sub, "ops.html")
 			return
 		}
 		files.ServeHTTP(w, r)

@@ -91,24 +91,7 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatalf("console page CSP = %q", csp)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute) // the whole Chromium flow, on a shared machine
-	defer cancel()
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(exe),
-		chromedp.Flag("headless", true),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1200, 800),
-	)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
+	bctx := newBrowser(t, exe, 4*time.Minute, 1200, 800) // the whole Chromium flow, on a shared machine
 
 	var netMu sync.Mutex
 	var urls []string

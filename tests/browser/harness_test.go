@@ -6,6 +6,7 @@ package browser
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/agent-server/agent-server/tests/testbin"
 )
@@ -47,7 +50,7 @@ func TestMain(m *testing.M) {
 
 // buildBinaries builds the server and the plugins the default chains use.
 func buildBinaries() error {
-	return testbin.Build(binDir, "query", "header", "bearer", "subprotocol", "first_message")
+	return testbin.Build(binDir, "query", "header", "bearer", "subprotocol", "first_message", "jwt")
 }
 
 // server is one running agent-server process.
@@ -67,7 +70,7 @@ var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
 func startServer(t *testing.T, path, addr string, logMu *sync.Mutex, log *bytes.Buffer) *server {
 	t.Helper()
 	s := &server{exited: make(chan struct{}), logMu: logMu, log: log}
-	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", addr)
+	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", addr, "--admin-addr", "127.0.0.1:0")
 	s.cmd.Dir = filepath.Dir(path)
 	s.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Dir(path)}
 	stderr, err := s.cmd.StderrPipe()
@@ -136,4 +139,29 @@ func (s *server) kill() {
 	}
 	_ = s.cmd.Process.Signal(syscall.SIGKILL)
 	<-s.exited
+}
+
+// newBrowser starts headless Chromium (exe) with a window of w x h and
+// returns its tab's context, which ends after d or with the test.
+func newBrowser(t *testing.T, exe string, d time.Duration, w, h int) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(exe),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(w, h),
+	)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(cancelBrowser)
+	return bctx
 }

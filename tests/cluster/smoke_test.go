@@ -44,6 +44,7 @@ func TestCrossNodeDelivery(t *testing.T) {
 	if owned != 1 {
 		t.Errorf("%d activations of the one conversation, want 1", owned)
 	}
+	checkClusterMetrics(t, c, 3, 1, 20)
 	// The topology is not public.
 	if code, _ := c.nodes[0].request("GET", "/server_info", nil); code != http.StatusOK {
 		t.Fatal("server_info")

@@ -80,7 +80,26 @@ type server struct {
 	listenOn string // the --addr it was started with; "" for an ephemeral port
 }
 
-var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
+var (
+	listening      = regexp.MustCompile(`msg=listening addr=(\S+)`)
+	adminListening = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
+)
+
+// adminAddr returns the admin listener's address (the harness starts it on
+// a free port), waiting up to 10 s for its log line.
+func (s *server) adminAddr(t *testing.T) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m := adminListening.FindStringSubmatch(s.Log()); m != nil {
+			return m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no admin listener in the log:\n%s", s.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
 
 // startServer writes cfg (YAML) to a file and runs `agent-server serve` on
 // an ephemeral port, with env added to a minimal environment. It waits until
@@ -147,7 +166,7 @@ func spawn(t *testing.T, s *server, cwd string, env []string) *server {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", addr)
+	s.cmd = exec.Command(filepath.Join(binDir, "agent-server"), "serve", "--config", path, "--addr", addr, "--admin-addr", "127.0.0.1:0")
 	s.cmd.Dir = cwd
 	s.cmd.Env = env
 	stderr, err := s.cmd.StderrPipe()

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +51,25 @@ func TestRevalidateOnReload(t *testing.T) {
 						t.Fatalf("closed %d %q, want 4001 Credential revoked", code, text)
 					}
 				}
+				// Both revocations are audited, with the socket's handshake
+				// request ID; so was the first message that opened one.
+				revoked := waitAudit(t, s, "revalidation", 2)
+				if len(revoked) != 2 {
+					t.Fatalf("%d revalidation audit records, want 2:\n%s", len(revoked), s.Log())
+				}
+				plugins := map[any]bool{}
+				for _, r := range revoked {
+					plugins[r["plugin"]] = true
+					if r["decision"] != "deny" || r["reason_class"] != "revoked" || r["conversation"] != id || r["request_id"] == "" {
+						t.Errorf("revalidation record %v", r)
+					}
+				}
+				if !plugins["header"] || !plugins["first_message"] {
+					t.Errorf("revoked sockets' deciding plugins = %v, want header and first_message", plugins)
+				}
+				if first := waitAudit(t, s, "first_message", 1); len(first) != 1 || first[0]["decision"] != "allow" || first[0]["subject"] != "api_key" {
+					t.Errorf("first_message records = %v, want one allow of an api_key", first)
+				}
 			} else {
 				open = append(open, byOld, byFirst)
 			}
@@ -96,5 +117,29 @@ plugins:
 	}
 	if late := time.Since(exp); late < 0 {
 		t.Errorf("closed %s before exp", -late)
+	}
+	recs := waitAudit(t, s, "expiry", 1)
+	if len(recs) != 1 || recs[0]["plugin"] != "jwt" || recs[0]["subject"] != "alice" || recs[0]["reason_class"] != "expired" || recs[0]["conversation"] != id {
+		t.Errorf("expiry audit records = %v, want one for alice's socket, by jwt", recs)
+	}
+}
+
+// waitAudit returns the audit records of event the server wrote to stderr
+// (audit.sink's default), once there are at least n or after 10 s.
+func waitAudit(t *testing.T, s *server, event string, n int) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var out []map[string]any
+		for _, line := range strings.Split(s.Log(), "\n") {
+			var rec map[string]any
+			if strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), &rec) == nil && rec["event"] == event {
+				out = append(out, rec)
+			}
+		}
+		if len(out) >= n || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -239,8 +239,8 @@ func checkDeb(t *testing.T, dist, version string) {
 	}
 	argv := strings.Fields(unit["ExecStart"])
 	cmd := exec.Command(argv[0], argv[1:]...)
-	// Only loopback, on a free port: the packaged 127.0.0.1:8000 may be in use.
-	cmd.Dir, cmd.Env, cmd.SysProcAttr = "/", append(env, "AGENT_SERVER_SERVER__ADDR=127.0.0.1:0"), as
+	// Only loopback, on free ports: the packaged 127.0.0.1:8000 and 8001 may be in use.
+	cmd.Dir, cmd.Env, cmd.SysProcAttr = "/", append(env, "AGENT_SERVER_SERVER__ADDR=127.0.0.1:0", "AGENT_SERVER_ADMIN__ADDR=127.0.0.1:0"), as
 	s := start(t, cmd)
 	s.converse(t, key)
 	s.stop(t)

@@ -220,6 +220,15 @@ func checkOneNode(t *testing.T, objs map[string]object) config.Config {
 	if want := "0.0.0.0:" + str(port, "containerPort"); cfg.Server.Addr != want {
 		t.Errorf("server.addr = %q, want %q", cfg.Server.Addr, want)
 	}
+	// The admin listener (/metrics) listens on the port the pod declares
+	// and its scrape annotations name.
+	adminPort := str(named(c, "admin", "ports"), "containerPort")
+	if want := "0.0.0.0:" + adminPort; cfg.Admin.Addr != want || image.Admin.Addr != "0.0.0.0:8001" {
+		t.Errorf("admin.addr = %q (image %q), want %q: Prometheus scrapes from outside the container", cfg.Admin.Addr, image.Admin.Addr, want)
+	}
+	if got := str(pod, "metadata", "annotations", "prometheus.io/port"); got != adminPort {
+		t.Errorf("prometheus.io/port = %q, want the admin port %s", got, adminPort)
+	}
 	for probe, path := range map[string]string{"livenessProbe": "/alive", "readinessProbe": "/ready"} {
 		if got := str(c, probe, "httpGet", "path"); got != path {
 			t.Errorf("%s path = %q, want %q", probe, got, path)

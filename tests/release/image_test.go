@@ -148,7 +148,7 @@ func runImage(t *testing.T, rootfs string, img imageConfig, uid, gid int, versio
 	ep := img.Config.Entrypoint
 	cmd := &exec.Cmd{
 		Path: ep[0],
-		Args: slices.Concat(ep, img.Config.Cmd, []string{"--addr", "127.0.0.1:0"}),
+		Args: slices.Concat(ep, img.Config.Cmd, []string{"--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}),
 		Env:  slices.Concat(img.Config.Env, env),
 		Dir:  img.Config.WorkingDir,
 		SysProcAttr: &syscall.SysProcAttr{

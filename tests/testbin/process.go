@@ -16,10 +16,14 @@ import (
 // listening is the log line a server writes once its listener is up.
 var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
+// adminListening is the log line of the admin listener (/metrics).
+var adminListening = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
+
 // Process is one running agent-server, started by Start.
 type Process struct {
 	Name   string
 	Addr   string // host:port it listens on
+	admin  string // host:port of its admin listener, once logged
 	cmd    *exec.Cmd
 	mu     sync.Mutex
 	log    bytes.Buffer // everything it wrote to stderr
@@ -28,11 +32,12 @@ type Process struct {
 }
 
 // Start runs `<dir>/agent-server serve --config config --addr 127.0.0.1:0`
+// (and its admin listener on a free port too)
 // in cwd with exactly env, and returns once it listens (not once it is
 // ready: see WaitReady). name labels it in errors.
 func Start(dir, name, config, cwd string, env []string) (*Process, error) {
 	p := &Process{Name: name, exited: make(chan struct{})}
-	p.cmd = exec.Command(dir+"/agent-server", "serve", "--config", config, "--addr", "127.0.0.1:0")
+	p.cmd = exec.Command(dir+"/agent-server", "serve", "--config", config, "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
 	p.cmd.Dir, p.cmd.Env = cwd, env
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -50,6 +55,9 @@ func Start(dir, name, config, cwd string, env []string) (*Process, error) {
 			line := sc.Text()
 			p.mu.Lock()
 			p.log.WriteString(line + "\n")
+			if m := adminListening.FindStringSubmatch(line); m != nil {
+				p.admin = m[1]
+			}
 			p.mu.Unlock()
 			if m := listening.FindStringSubmatch(line); m != nil {
 				select {
@@ -130,6 +138,17 @@ func (p *Process) Stop(d time.Duration) error {
 	case <-time.After(d):
 		return fmt.Errorf("%s still running %s after SIGTERM", p.Name, d)
 	}
+}
+
+// AdminURL returns the http URL of path on the process's admin listener
+// (/metrics), or "" when it has none.
+func (p *Process) AdminURL(path string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.admin == "" {
+		return ""
+	}
+	return "http://" + p.admin + path
 }
 
 // URL returns the http URL of path on the process.

@@ -23,6 +23,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -72,7 +73,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("agent-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		targetName = fs.String("target", "both", "server to measure: agent-server, baseline or both")
+		targetName = fs.String("target", "both", "servers to measure, comma-separated: agent-server, agent-server-nometrics (metrics.enabled: false), baseline; both means agent-server,baseline")
 		addr       = fs.String("addr", "", "measure the server already listening at host:port instead of starting one (one -target only)")
 		pid        = fs.Int("pid", 0, "with -addr: the server's pid, to read its RSS and CPU")
 		key        = fs.String("key", "", "session API key (default: a random one for the servers started here; required with -addr)")
@@ -97,11 +98,12 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		pluginDir  = fs.String("plugin-dir", "bin/plugins", "agent-server's plugin directory")
 		serverCPUs = fs.String("server-cpus", defaultServerCPUs(), "taskset -c CPU list for the servers started here; empty for none")
 		storage    = fs.String("storage", "", "agent-server's storage.driver (bolt or memory); empty keeps its default")
+		pprofOn    = fs.Bool("server-pprof", false, "serve agent-server's profiles on its admin listener (admin.pprof); the progress lines give the address")
 		cpuprofile = fs.String("cpuprofile", "", "write the generator's CPU profile to this file")
 		quiet      = fs.Bool("q", false, "no progress lines on stderr")
 		serverEnv  envList
 	)
-	fs.Var(&serverEnv, "server-env", "KEY=VALUE added to the started servers' environment; repeatable (e.g. AGENT_PPROF_ADDR=127.0.0.1:6060)")
+	fs.Var(&serverEnv, "server-env", "KEY=VALUE added to the started servers' environment; repeatable (e.g. GOGC=200)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: agent-bench [flags]\n       agent-bench baseline [-addr HOST:PORT] [-key KEY] [-jwt-secret S]\n\n")
 		fs.PrintDefaults()
@@ -131,7 +133,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	cfg := suite.Config{
 		Runs: *runs, Params: p, Key: *key, JWTSecret: *jwtSecret,
 		ServerBin: *serverBin, PluginDir: *pluginDir, ServerCPUs: *serverCPUs, ServerEnv: serverEnv,
-		Storage: *storage,
+		Storage: *storage, Pprof: *pprofOn,
 	}
 	if !*quiet {
 		cfg.Progress = stderr
@@ -139,15 +141,15 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	if cfg.Cases, err = parseCases(*scenario); err != nil {
 		return err
 	}
-	switch *targetName {
-	case "both":
-		cfg.Targets = []target.Kind{target.AgentServer, target.Baseline}
-	default:
-		k, err := target.ParseKind(*targetName)
+	if *targetName == "both" {
+		*targetName = string(target.AgentServer) + "," + string(target.Baseline)
+	}
+	for _, name := range strings.Split(*targetName, ",") {
+		k, err := target.ParseKind(strings.TrimSpace(name))
 		if err != nil {
 			return usageErr("%v", err)
 		}
-		cfg.Targets = []target.Kind{k}
+		cfg.Targets = append(cfg.Targets, k)
 	}
 	if cfg.JWTSecret == "" {
 		cfg.JWTSecret = random(24)
@@ -290,7 +292,11 @@ func Describe(cfg suite.Config, rep *suite.Report) string {
 	if cfg.Storage != "" {
 		storage = "storage.driver " + cfg.Storage
 	}
-	fmt.Fprintf(&b, "agent-server: default config with %s, except a bench key, failures_per_minute 0, messages_per_second 0 and the subscriber cap the fan-out needs.", storage)
+	fmt.Fprintf(&b, "agent-server: default config with %s (metrics, audit log to stderr and access log on), except a bench key, failures_per_minute 0, messages_per_second 0 and the subscriber cap the fan-out needs", storage)
+	if slices.Contains(cfg.Targets, target.AgentServerNoMetrics) {
+		b.WriteString("; agent-server-nometrics: the same with metrics.enabled false")
+	}
+	b.WriteString(".")
 	return b.String()
 }
 

@@ -28,7 +28,7 @@ const (
 const usage = `usage: agent-server <command> [flags]
 
 commands:
-  serve            run the server (flags: --config FILE, --addr HOST:PORT)
+  serve            run the server (flags: --config FILE, --addr HOST:PORT, --admin-addr HOST:PORT)
   config check     validate a config and print it with secrets masked (--config FILE)
   plugins list     show what the configured chains would load (--config FILE)
   plugins verify   check every plugin's sha256 pin; non-zero exit on a mismatch
@@ -82,8 +82,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 // configFlags are the flags every config-reading command takes.
 type configFlags struct {
-	file string
-	addr string
+	file      string
+	addr      string
+	adminAddr *string // nil when --admin-addr is not given
 }
 
 func parseFlags(name string, args []string, withAddr bool) (configFlags, error) {
@@ -92,6 +93,10 @@ func parseFlags(name string, args []string, withAddr bool) (configFlags, error) 
 	fs.StringVar(&f.file, "config", "", "config file (default ./config.yaml if it exists)")
 	if withAddr {
 		fs.StringVar(&f.addr, "addr", "", "listen address host:port (overrides server.addr)")
+		fs.Func("admin-addr", "admin listener host:port for /metrics, health and profiles; empty turns it off (overrides admin.addr)", func(v string) error {
+			f.adminAddr = &v
+			return nil
+		})
 	}
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -116,9 +121,12 @@ func (f configFlags) path() string {
 
 // load reads the configuration the flags name.
 func (f configFlags) load() (config.Config, error) {
-	src := config.Source{File: f.path()}
+	src := config.Source{File: f.path(), Overrides: map[string]string{}}
 	if f.addr != "" {
-		src.Overrides = map[string]string{"server.addr": f.addr}
+		src.Overrides["server.addr"] = f.addr
+	}
+	if f.adminAddr != nil {
+		src.Overrides["admin.addr"] = *f.adminAddr
 	}
 	return config.Load(src)
 }

@@ -1,20 +1,45 @@
 package cli
 
 import (
+	"context"
 	"io"
 	"log/slog"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agent-server/agent-server/core/config"
 )
 
 // newLogger builds the server's structured logger from log.level and
-// log.format.
+// log.format. A line logged with the context of a traced request carries
+// its trace_id and span_id.
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(traceHandler{slog.NewJSONHandler(w, opts)})
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(traceHandler{slog.NewTextHandler(w, opts)})
+}
+
+// traceHandler adds the trace and span IDs of the record's context.
+type traceHandler struct{ slog.Handler }
+
+// Handle adds trace_id and span_id when ctx holds a valid span.
+func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+// WithAttrs keeps the trace handler around the new handler.
+func (h traceHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return traceHandler{h.Handler.WithAttrs(attrs)}
+}
+
+// WithGroup keeps the trace handler around the new handler.
+func (h traceHandler) WithGroup(name string) slog.Handler {
+	return traceHandler{h.Handler.WithGroup(name)}
 }

@@ -39,7 +39,8 @@ type reloader struct {
 	load       func() (config.Config, error) // reads file, environment and flags again
 	keys       func(config.Config) ([]string, error)
 	apply      applier
-	revalidate revalidator // nil when nothing can be revalidated
+	revalidate revalidator    // nil when nothing can be revalidated
+	metrics    *reloadMetrics // nil counts nothing
 
 	mu      sync.Mutex // serialises reloads; guards current
 	current config.Config
@@ -121,16 +122,19 @@ func (r *reloader) reload(ctx context.Context) {
 	defer r.mu.Unlock()
 	cfg, err := r.load()
 	if err != nil {
+		r.metrics.reloaded(reloadRejected)
 		r.log.Error("config reload rejected; keeping the running config", "error", err)
 		return
 	}
 	keys, err := r.keys(cfg)
 	if err != nil {
+		r.metrics.reloaded(reloadRejected)
 		r.log.Error("config reload rejected; keeping the running config", "error", err)
 		return
 	}
 	cfg.Auth.Keys = keys
 	if reflect.DeepEqual(cfg, r.current) {
+		r.metrics.reloaded(reloadUnchanged)
 		r.log.Info("config unchanged")
 		return
 	}
@@ -138,9 +142,11 @@ func (r *reloader) reload(ctx context.Context) {
 		r.log.Warn("config keys changed that apply only after a restart", "keys", fixed)
 	}
 	if err := r.apply.Reload(ctx, cfg); err != nil {
+		r.metrics.reloaded(reloadRejected)
 		r.log.Error("config reload rejected; keeping the running config", "error", err)
 		return
 	}
+	r.metrics.reloaded(reloadApplied)
 	r.current = cfg
 	r.log.Info("config reloaded", "keys", len(keys))
 	if cfg.Auth.RevalidateOnReload && r.revalidate != nil {
@@ -163,6 +169,10 @@ func restartOnly(a, b config.Config) []string {
 	diff("conversations", a.Conversations, b.Conversations)
 	diff("storage", a.Storage, b.Storage)
 	diff("log", a.Log, b.Log)
+	diff("admin", a.Admin, b.Admin)
+	diff("metrics", a.Metrics, b.Metrics)
+	diff("audit", a.Audit, b.Audit)
+	diff("tracing", a.Tracing, b.Tracing)
 	diff("auth.chains", a.Auth.Chains, b.Auth.Chains)
 	diff("auth.cache", a.Auth.Cache, b.Auth.Cache)
 	diff("plugins.dir", a.Plugins.Dir, b.Plugins.Dir)

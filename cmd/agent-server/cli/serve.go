@@ -11,8 +11,11 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/agent-server/agent-server/actors"
 	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/auditlog"
 	"github.com/agent-server/agent-server/core/boltstore"
 	"github.com/agent-server/agent-server/core/config"
 	"github.com/agent-server/agent-server/core/memstore"
@@ -48,22 +51,43 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	generated := len(cfg.Auth.Keys) == 0 && len(keys) == 1 && !cfg.Auth.Disabled
 	cfg.Auth.Keys = keys
 
+	reg := newRegistry(cfg.Metrics.Enabled)
+	var metrics prometheus.Registerer // nil, not a typed nil, when metrics are off
+	if reg != nil {
+		metrics = reg
+	}
+	tracing, stopTracing, err := startTracing(ctx, cfg.Tracing.Enabled, os.Getenv)
+	if err != nil {
+		return err
+	}
+	defer flushTracing(stopTracing, log)
+	audit, auditFile, err := auditlog.Open(cfg.Audit.Sink, stderr)
+	if err != nil {
+		return err
+	}
+	if auditFile != nil {
+		defer auditFile.Close()
+		go reopenOnHangup(ctx, auditFile, log.With("component", "audit"))
+	}
+
 	var chains actors.Chains
 	var ready []server.ReadyCheck
 	var host *plugins.Host
+	var pluginStatus func() []server.PluginStatus
 	if cfg.Auth.Disabled {
 		log.Warn("authentication is DISABLED (auth.disabled: true): every request is allowed")
 		if chains, err = disabledChains(); err != nil {
 			return err
 		}
 	} else {
-		host = plugins.NewHost(cfg, log.With("component", "plugins"))
+		host = plugins.NewHost(cfg, log.With("component", "plugins"), plugins.WithMetrics(metrics), plugins.WithTracerProvider(tracing))
 		defer host.Close() // on early returns; Close is idempotent
 		if err := host.Start(ctx); err != nil {
 			return fmt.Errorf("start auth plugins: %w", err)
 		}
 		chains = hostChains{host}
 		ready = append(ready, server.ReadyCheck{Component: "plugins", Check: func(context.Context) error { return host.Ready() }})
+		pluginStatus = func() []server.PluginStatus { return pluginStatuses(host.Health()) }
 	}
 
 	store, err := openStore(cfg.Storage, log.With("component", "storage"))
@@ -80,12 +104,21 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 		log.Warn(w)
 	}
 	sys, err := actors.New(actors.Options{Store: store, Chains: chains, Logger: log.With("component", "actors"), Limits: cfg.Limits,
-		Conversations: cfg.Conversations, Cluster: cfg.Cluster})
+		Conversations: cfg.Conversations, Cluster: cfg.Cluster, Metrics: metrics, StoreDriver: cfg.Storage.Driver, Audit: audit})
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
+	var nodes func() []server.NodeStatus
 	if cfg.Cluster.Enabled {
 		ready = append(ready, server.ReadyCheck{Component: "cluster", Check: sys.ClusterReady})
+		nodes = func() []server.NodeStatus {
+			t, _ := sys.Topology()
+			out := make([]server.NodeStatus, 0, len(t.Members))
+			for _, m := range t.Members {
+				out = append(out, server.NodeStatus{ID: m.ID, Address: m.Address, Self: m.Address == t.Self})
+			}
+			return out
+		}
 	}
 	srv, err := server.New(server.Options{
 		Config:    cfg,
@@ -95,15 +128,26 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 		Logger:    log.With("component", "server"),
 		AccessLog: log.With("component", "access"),
 		Version:   Version,
+		Metrics:   metrics,
+		Gatherer:  gatherer(reg),
+		Tracing:   tracing,
+		Plugins:   pluginStatus,
+		Nodes:     nodes,
 	})
 	if err != nil {
 		return fmt.Errorf("build server: %w", err)
 	}
+	admin, err := listenAdmin(cfg.Admin, srv, reg, log)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
 	ln, err := net.Listen("tcp", cfg.Server.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Server.Addr, err)
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "version", Version, "tls", cfg.Server.TLS.CertFile != "")
+	admin.serve(log)
 
 	if host != nil {
 		r := &reloader{
@@ -111,6 +155,7 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 			load:    f.load,
 			apply:   host,
 			current: cfg,
+			metrics: newReloadMetrics(metrics),
 			keys: func(c config.Config) ([]string, error) {
 				ks, err := sessionKeys(c, os.Getenv, io.Discard)
 				if err == nil && generated && len(c.Auth.Keys) == 0 {
@@ -149,6 +194,7 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
 	defer cancel()
 	err = srv.Shutdown(sctx)
+	admin.shutdown(sctx)
 	if serr := sys.Shutdown(sctx); err == nil {
 		err = serr
 	}

@@ -3,7 +3,6 @@
 // header (REST) and in a subprotocol entry (WebSocket), never in a URL.
 "use strict";
 
-const KEY_STORE = "agent-server.session_api_key";
 const PROTOCOL = "agent-server.v1";
 const TOKEN_PREFIX = "base64url.bearer.agent-server.";
 const FATAL_CLOSES = new Set([4001, 4003, 4004]); // do not reconnect
@@ -21,19 +20,8 @@ function b64url(s) {
   return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
-async function api(method, path, body) {
-  const headers = { "X-Session-API-Key": key };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await resp.text();
-  let data = null;
-  try { data = text ? JSON.parse(text) : null; } catch (_) { data = { detail: text }; }
-  if (!resp.ok) {
-    const err = new Error((data && data.detail) || resp.statusText);
-    err.status = resp.status;
-    throw err;
-  }
-  return data;
+function api(method, path, body) {
+  return apiCall(key, method, path, body);
 }
 
 function showApp(on) {

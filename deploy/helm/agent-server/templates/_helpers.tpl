@@ -52,6 +52,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "agent-server.config" -}}
 {{- $layout := dict
   "server" (dict "addr" (printf "0.0.0.0:%v" .Values.service.targetPort))
+  "admin" (dict "addr" (printf "0.0.0.0:%v" .Values.adminPort))
   "plugins" (dict "dir" "/usr/lib/agent-server/plugins")
   "storage" (dict "path" "/var/lib/agent-server/agent-server.db")
   "log" (dict "format" "json") }}
