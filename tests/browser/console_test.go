@@ -17,6 +17,8 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"github.com/agent-server/agent-server/tests/testbin"
 )
 
 // consoleKey is the session API key the test logs in with. It has
@@ -38,14 +40,7 @@ func chromiumPath() string {
 // skipped, except under CI=true, where it fails.
 func chromium(t *testing.T) string {
 	t.Helper()
-	if p := chromiumPath(); p != "" {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is not installed; .ci/run installs it")
-	}
-	t.Skip("chromium is not installed (apt-get install chromium); CI runs this test")
-	return ""
+	return testbin.Program(t, "chromium", "chromium", "chromium-browser")
 }
 
 // artifactPath is where the screenshot is kept: $BROWSER_ARTIFACTS, or the

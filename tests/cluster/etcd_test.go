@@ -1,15 +1,14 @@
 package cluster
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/agent-server/agent-server/tests/testbin"
 )
 
 // startEtcd runs a single-member etcd server of its own on loopback, in a
@@ -18,14 +17,7 @@ import (
 // the Debian package, except under CI=true, where it fails.
 func startEtcd(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("etcd")
-	if err != nil {
-		missing := "etcd is not installed (apt-get install etcd-server)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(missing)
-		}
-		t.Skip(missing)
-	}
+	bin := testbin.Program(t, "etcd-server", "etcd")
 	client := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	peer := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	dir := t.TempDir()
@@ -37,7 +29,7 @@ func startEtcd(t *testing.T) string {
 		"--initial-cluster", "test="+peer,
 		"--log-level", "warn",
 	)
-	var log lockedBuffer
+	var log testbin.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	cmd.Env = []string{"HOME=" + dir}
 	if err := cmd.Start(); err != nil {
@@ -70,22 +62,4 @@ func startEtcd(t *testing.T) string {
 			t.Fatalf("etcd not healthy after 30s:\n%s", lastLines(log.String(), 40))
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer a process can write while a test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -23,21 +23,8 @@ import (
 	"time"
 
 	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/tests/testbin"
 )
-
-// needProgram returns the path of a program from the Debian package pkg.
-// Without it the test is skipped, except under CI=true, where it fails.
-func needProgram(t *testing.T, name, pkg string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed; .ci/run installs Debian's %s package", name, pkg)
-	}
-	t.Skipf("%s is not installed (apt-get install %s); CI runs this test", name, pkg)
-	return ""
-}
 
 // repoFile is a path in the repository, from this package's directory.
 func repoFile(parts ...string) string {
@@ -66,7 +53,7 @@ var metricNames = regexp.MustCompile(`agent_server_[a-z0-9_]+`)
 // promtool checks the server's own /metrics output and the alert rules;
 // every metric the dashboard and the rules name is exported.
 func TestPromtoolChecksMetricsAndRules(t *testing.T) {
-	promtool := needProgram(t, "promtool", "prometheus")
+	promtool := testbin.Program(t, "prometheus", "promtool")
 	s := startServer(t, keyCfg()+"  failures_per_minute: 2\nstorage:\n  driver: memory\n")
 	id := s.createConversation(t, key)
 	c, _, err := s.dial(t, "/sockets/events/"+id, authH())
@@ -140,7 +127,7 @@ func freeAddr(t *testing.T) string {
 // and waits until it is ready. It stops with the test.
 func startPrometheus(t *testing.T, target string) *prometheus {
 	t.Helper()
-	bin := needProgram(t, "prometheus", "prometheus")
+	bin := testbin.Program(t, "prometheus", "prometheus")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "prometheus.yml")
 	body := fmt.Sprintf("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: agent-server\n    static_configs:\n      - targets: ['%s']\n", target)
@@ -273,7 +260,7 @@ func pluginPID(t *testing.T, s *server, plugin string) int {
 // moved. Then a pinned plugin's binary is replaced and its process killed:
 // it cannot come back, and its up gauge reads 0 for as long as that lasts.
 func TestPrometheusScrapesTheServer(t *testing.T) {
-	needProgram(t, "prometheus", "prometheus")
+	testbin.Program(t, "prometheus", "prometheus")
 	dir := t.TempDir()
 	plugins := filepath.Join(dir, "plugins")
 	if err := os.MkdirAll(plugins, 0o755); err != nil {

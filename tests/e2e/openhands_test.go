@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/agent-server/agent-server/tests/testbin"
 )
 
 // These tests drive agent-server the way the OpenHands SDK's
@@ -212,7 +214,7 @@ func startEcho(t *testing.T, s *server, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "agent-echo"), append([]string{"-server", "http://" + s.addr}, args...)...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "AGENT_RUNTIME_KEY=" + ohRuntimeKey}
-	var log syncBuffer
+	var log testbin.Buffer
 	cmd.Stderr = &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -228,24 +230,6 @@ func startEcho(t *testing.T, s *server, args ...string) *exec.Cmd {
 		}
 	})
 	return cmd
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's writes and the test's reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // fixture reads testdata/openhands/name.

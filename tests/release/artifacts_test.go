@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agent-server/agent-server/tests/testbin"
 )
 
 // key is the session API key the installed servers are started with.
@@ -38,8 +40,8 @@ func TestInstalledArtifacts(t *testing.T) {
 	}
 	goreleaser := tool(t, "goreleaser")
 	crane := tool(t, "crane")
-	program(t, "dpkg", "dpkg")
-	program(t, "tar", "tar")
+	testbin.Program(t, "dpkg", "dpkg")
+	testbin.Program(t, "tar", "tar")
 
 	dist, version := snapshot(t, goreleaser)
 	t.Run("checksums", func(t *testing.T) { checkChecksums(t, dist, version) })
@@ -217,7 +219,7 @@ func checkDeb(t *testing.T, dist, version string) {
 	// systemd accepts the unit, now that its binary exists.
 	const unitPath = "/usr/lib/systemd/system/agent-server.service"
 	t.Run("systemd-analyze verify", func(t *testing.T) {
-		analyze := program(t, "systemd-analyze", "systemd")
+		analyze := testbin.Program(t, "systemd", "systemd-analyze")
 		if out := run(t, "/", nil, analyze, "verify", unitPath); strings.Contains(out, "agent-server") {
 			t.Errorf("systemd-analyze verify %s:\n%s", unitPath, out)
 		}

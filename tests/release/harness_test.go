@@ -59,16 +59,6 @@ func tool(t *testing.T, name string) string {
 	return p
 }
 
-// program returns the path of a program from a Debian package.
-func program(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		missing(t, fmt.Sprintf("%s is not installed (apt-get install %s)", name, pkg))
-	}
-	return p
-}
-
 // run runs a command in dir and returns its combined output; a failure
 // fails the test with that output.
 func run(t *testing.T, dir string, env []string, name string, args ...string) string {
