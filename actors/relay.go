@@ -39,6 +39,25 @@ import (
 // relayIdle is how long a relay with no socket stays subscribed.
 const relayIdle = 30 * time.Second
 
+// A relay's subscription is a lease it renews. An owner forgets a relay
+// when protoactor reports the relay's node terminated, which a dropped
+// connection between two live nodes also does; nothing tells the relay.
+// So a relay with sockets subscribes again every half heartbeat_expiration
+// (renewals are idempotent at the owner): it is registered again, learns
+// where the log is durable, and reads what it missed from the store.
+func (r *relay) renewEvery() time.Duration {
+	if r.sys.placement == nil {
+		return 5 * time.Second
+	}
+	return max(r.sys.placement.cfg.HeartbeatExpiration/2, time.Second)
+}
+
+// renewSubscription tells a relay, from its timer, to renew its lease.
+type renewSubscription struct{}
+
+// IgnoreDeadLetterLogging: the timer may fire after the relay stopped.
+func (*renewSubscription) IgnoreDeadLetterLogging() {}
+
 // relay is one node's stand-in for a conversation in cluster mode.
 type relay struct {
 	sys      *System
@@ -56,6 +75,8 @@ type relay struct {
 	runtimes map[string]Transport
 	gone     *core.Disconnect // the conversation was deleted: refuse everything
 	idleAt   *time.Timer
+	renewAt  *time.Timer
+	renewing bool // the Subscribe under way renews a lease
 	active   time.Time
 	received uint64 // messages the registry routed here
 }
@@ -89,13 +110,18 @@ type runtimeAttachedRemote struct {
 
 // Receive handles the relay's messages.
 func (r *relay) Receive(ctx actor.Context) {
-	if _, ok := ctx.Message().(*checkIdle); !ok {
+	switch ctx.Message().(type) {
+	case *checkIdle, *renewSubscription: // its own timers are not activity
+	default:
 		r.active = time.Now()
 	}
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		r.subscribe(ctx)
 		r.armIdle(ctx)
+		r.armRenew(ctx)
+	case *renewSubscription:
+		r.renew(ctx)
 	case *routed:
 		r.received++
 		r.handle(ctx, m.Msg, m.Sender)
@@ -200,6 +226,27 @@ func (r *relay) subscribe(ctx actor.Context) {
 	if r.asking || r.owner != nil || r.gone != nil {
 		return
 	}
+	r.ask(ctx)
+}
+
+// armRenew schedules the next renewal of the relay's lease.
+func (r *relay) armRenew(ctx actor.Context) {
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	r.renewAt = time.AfterFunc(r.renewEvery(), func() { root.Send(self, &renewSubscription{}) })
+}
+
+// renew subscribes again to the owner it has, while it has sockets.
+func (r *relay) renew(ctx actor.Context) {
+	r.armRenew(ctx)
+	if r.asking || r.owner == nil || r.gone != nil || (r.fan.len() == 0 && len(r.runtimes) == 0) {
+		return
+	}
+	r.renewing = true
+	r.ask(ctx)
+}
+
+// ask sends the Subscribe call, off the mailbox.
+func (r *relay) ask(ctx actor.Context) {
 	r.asking = true
 	self, root, p, id, after := ctx.Self(), ctx.ActorSystem().Root, r.sys.placement, r.id, r.durable
 	go func() {
@@ -227,18 +274,26 @@ func (r *relay) subscribe(ctx actor.Context) {
 // store), and whom to watch. Waiting sockets attach now.
 func (r *relay) subscribed(ctx actor.Context, m *relaySubscribed) {
 	r.asking = false
+	renewal := r.renewing
+	r.renewing = false
 	switch {
 	case errors.Is(m.Err, core.ErrNotFound):
 		r.deleted(ctx, core.DisconnectNotFound)
 		return
+	case m.Err != nil && renewal && r.owner != nil:
+		return // the owner it has stays; the next renewal, or its loss, tells
 	case m.Err != nil:
 		r.sys.log.Warn("cluster: subscribe to a conversation's owner failed; retrying", "conversation", r.id, "err", m.Err)
 		r.retryLater(ctx)
 		return
 	}
-	r.owner = pidOf(m.Res.Owner)
-	if r.owner != nil {
-		ctx.Watch(r.owner)
+	if owner := pidOf(m.Res.Owner); r.owner == nil || owner == nil || !owner.Equal(r.owner) {
+		if r.owner != nil {
+			ctx.Unwatch(r.owner) // a renewal found another owner
+		}
+		if r.owner = owner; owner != nil {
+			ctx.Watch(owner)
+		}
 	}
 	if !r.ready {
 		// The first subscription: no socket here follows the log yet, so
@@ -438,6 +493,9 @@ func (r *relay) idle(ctx actor.Context) {
 func (r *relay) stopping(ctx actor.Context) {
 	if r.idleAt != nil {
 		r.idleAt.Stop()
+	}
+	if r.renewAt != nil {
+		r.renewAt.Stop()
 	}
 	r.fan.stop()
 	r.toOwner(ctx, &clusterpb.Unsubscribe{Relay: refOf(ctx.Self())})

@@ -67,7 +67,9 @@ type cluster struct {
 	extra string   // YAML added to every node's config
 	etcd  string   // the etcd endpoint, for the etcd provider; else static
 	env   []string // environment added to every node's
-	nodes []*node
+	// nodeEnv adds environment to one node's, by name.
+	nodeEnv map[string][]string
+	nodes   []*node
 }
 
 // freePort returns a loopback port nobody listens on now.
@@ -151,7 +153,8 @@ limits:
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		c.t.Fatal(err)
 	}
-	return &node{t: c.t, name: name, dir: dir, config: path, env: append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}, c.env...)}
+	env := append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}, c.env...)
+	return &node{t: c.t, name: name, dir: dir, config: path, env: append(env, c.nodeEnv[name]...)}
 }
 
 // start runs the node's process.
