@@ -307,7 +307,7 @@ func (p *placement) call(ctx context.Context, conversationID string, msg func(re
 			res, err := p.cluster.ActorSystem.Root.RequestFuture(pid, msg(attempt > 0), d).Result()
 			switch {
 			case err == nil && res != nil:
-				if r, ok := res.(*clusterpb.Result); ok && r.Error != nil && r.Error.Code == errFenced {
+				if fenced(res) {
 					break // that activation lost the conversation: ask the one that has it
 				}
 				return res, nil
@@ -325,6 +325,13 @@ func (p *placement) call(ctx context.Context, conversationID string, msg func(re
 		}
 		wait = min(2*wait, time.Second)
 	}
+}
+
+// fenced reports whether an activation answered that it lost its
+// conversation (fencing.go).
+func fenced(res any) bool {
+	r, ok := res.(*clusterpb.Result)
+	return ok && r.Error != nil && r.Error.Code == errFenced
 }
 
 // same is msg for every attempt.
