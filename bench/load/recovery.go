@@ -1,0 +1,733 @@
+package load
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mathrand "math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// RecoveryParams configures the recovery scenario.
+type RecoveryParams struct {
+	// Credentials are the sockets'; REST posts and reads send Key in
+	// X-Session-API-Key, so the auth must be a key, not a JWT.
+	Credentials
+	Conversations  int           // conversation k is owned by node k%nodes (default 6)
+	ReadersPerNode int           // sockets on each conversation through each node (default 5)
+	Writers        int           // REST writers (default 4)
+	Rate           float64       // posts per second, all writers together (default 200)
+	Victim         int           // the node killed
+	Warmup         time.Duration // load before the kill (default 2s)
+	After          time.Duration // load after the recovery, before the check (default 1s)
+	Timeout        time.Duration // longest wait for the recovery, and for one post's acknowledgement (default 60s)
+}
+
+// RecoveryResult is what one recovery trial measured.
+type RecoveryResult struct {
+	Nodes         int `json:"nodes"`
+	Victim        int `json:"victim"`
+	VictimOwned   int `json:"victim_owned"` // conversations the killed node owned
+	Conversations int `json:"conversations"`
+	Readers       int `json:"readers"` // sockets, on every node
+	Resumed       int `json:"resumed"` // sockets that were on the killed node and resumed on a survivor with after_id
+	// Recovery is, over the conversations the killed node owned, the
+	// longest time from the kill until a post sent through a survivor
+	// after the kill was acknowledged AND every socket of the
+	// conversation had received it: those resumed from the killed node
+	// and those that stayed on the survivors.
+	Recovery        time.Duration   `json:"recovery"`
+	PerConversation []time.Duration `json:"per_conversation"` // each of those conversations' recovery
+	Acknowledged    time.Duration   `json:"acknowledged"`     // kill to the last of those posts acknowledged
+	Reattached      time.Duration   `json:"reattached"`       // kill to the last resumed socket's full_state
+	Posts           int             `json:"posts"`            // posts acknowledged, over every conversation
+	Lost            int             `json:"lost"`             // acknowledged posts missing from the log
+	Duplicated      int             `json:"duplicated"`       // posts in the log more than once
+	Mismatched      int             `json:"mismatched"`       // sockets whose events are not exactly the log: a gap, a duplicate, another order
+	Errors          int             `json:"errors"`
+	FirstErrors     []string        `json:"first_errors,omitempty"`
+}
+
+// Bounds of the recovery scenario's clients.
+const (
+	postAttempt = 30 * time.Second      // one REST call
+	retryWait   = 50 * time.Millisecond // between attempts of a post or a dial
+	catchUp     = 30 * time.Second      // sockets reaching the end of the log, at the check
+	pollEvery   = 5 * time.Millisecond  // polling for the recovery; timestamps are taken where things happen
+	logPage     = 100                   // events per events/search page
+)
+
+// Recovery runs one trial of the recovery scenario on a running cluster.
+// It makes Conversations conversations, owned round-robin by the nodes,
+// opens ReadersPerNode sockets on each through every node, and starts
+// Writers REST writers posting at Rate through random live nodes, each
+// post with an idempotency key and retried (same key, another node) until
+// it is acknowledged. After Warmup it SIGKILLs node Victim. Right after
+// the kill, a probe post to each conversation the victim owned goes
+// through the survivors, and the victim's sockets reconnect to the
+// survivors with after_id (the last event each received). The trial
+// measures when every probe is acknowledged and in every socket of its
+// conversation, then goes on for After, stops the writers and checks
+// every conversation's log: each acknowledged post in it exactly once,
+// and each socket's events exactly the log, in order.
+func Recovery(ctx context.Context, n Nodes, p RecoveryParams) (*RecoveryResult, error) {
+	nodes := len(n.Servers)
+	switch {
+	case nodes < 2:
+		return nil, errors.New("recovery: at least two nodes")
+	case p.Victim < 0 || p.Victim >= nodes:
+		return nil, fmt.Errorf("recovery: victim %d of %d nodes", p.Victim, nodes)
+	case p.Auth == AuthJWT:
+		return nil, errors.New("recovery: REST posts need a key, not a JWT")
+	}
+	p = p.WithDefaults()
+	if err := p.Credentials.check(); err != nil {
+		return nil, fmt.Errorf("recovery: %w", err)
+	}
+	rt := &trial{n: n, p: p, live: make([]bool, nodes), http: newRESTClient(p.Writers + p.Conversations)}
+	defer rt.http.CloseIdleConnections()
+	for i := range rt.live {
+		rt.live[i] = true
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	rt.nonce = hex.EncodeToString(b[:])
+	r := &RecoveryResult{Nodes: nodes, Victim: p.Victim, Conversations: p.Conversations}
+
+	// Conversations owned round-robin, so the victim owns its share.
+	for k := range p.Conversations {
+		owner := k % nodes
+		id, _, err := OwnedConversation(ctx, n, p.Credentials, (k+1)%nodes, func(o int) bool { return o == owner })
+		if err != nil {
+			return nil, fmt.Errorf("recovery: conversation %d: %w", k, err)
+		}
+		rt.convs = append(rt.convs, id)
+		rt.owner = append(rt.owner, owner)
+		if owner == p.Victim {
+			r.VictimOwned++
+		}
+	}
+	for k := range rt.convs {
+		for node := range nodes {
+			for range p.ReadersPerNode {
+				f := &follower{trial: rt, conv: k, node: node}
+				if err := f.open(ctx, nil); err != nil {
+					rt.stopFollowers()
+					return nil, fmt.Errorf("recovery: open a socket on node %d: %w", node, err)
+				}
+				rt.followers = append(rt.followers, f)
+			}
+		}
+	}
+	r.Readers = len(rt.followers)
+	defer rt.stopFollowers()
+	for _, f := range rt.followers {
+		rt.wg.Add(1)
+		go f.follow(ctx)
+	}
+
+	stop := make(chan struct{})
+	var writers sync.WaitGroup
+	for w := range p.Writers {
+		writers.Add(1)
+		go func() { defer writers.Done(); rt.write(ctx, w, stop) }()
+	}
+	stopWriters := sync.OnceFunc(func() { close(stop); writers.Wait() })
+	defer stopWriters()
+	if !sleep(ctx, p.Warmup) {
+		return nil, ctx.Err()
+	}
+	if rt.acked.Load() == 0 {
+		n, first := rt.errs.snapshot()
+		return nil, fmt.Errorf("recovery: no post acknowledged in the warm-up (%d errors, first: %v)", n, first)
+	}
+
+	// The kill, the probes and the resumes.
+	var victimOwned []int
+	for k, o := range rt.owner {
+		if o == p.Victim {
+			victimOwned = append(victimOwned, k)
+		}
+	}
+	probeAck := make([]time.Time, len(rt.convs))
+	probeText := make([]string, len(rt.convs))
+	for _, k := range victimOwned {
+		probeText[k] = fmt.Sprintf("rec-%s-probe-%d", rt.nonce, k)
+	}
+	for _, f := range rt.followers {
+		f.setProbe(probeText[f.conv])
+	}
+	rt.setLive(p.Victim, false)
+	killed := time.Now()
+	rt.killedAt.Store(&killed)
+	if err := n.Kill(p.Victim); err != nil {
+		return nil, fmt.Errorf("recovery: kill node %d: %w", p.Victim, err)
+	}
+	var probes sync.WaitGroup
+	for _, k := range victimOwned {
+		probes.Add(1)
+		go func() {
+			defer probes.Done()
+			at, err := rt.post(ctx, k, probeText[k])
+			if err != nil {
+				rt.errs.add(fmt.Errorf("probe of conversation %d: %w", k, err))
+				return
+			}
+			probeAck[k] = at
+		}()
+	}
+	probes.Wait()
+
+	deadline := killed.Add(p.Timeout)
+	recovered := func() bool {
+		for _, f := range rt.followers {
+			if probeText[f.conv] != "" && f.probeTime().IsZero() {
+				return false
+			}
+		}
+		return true
+	}
+	for !recovered() && time.Now().Before(deadline) && sleep(ctx, pollEvery) {
+	}
+	if !recovered() {
+		rt.errs.add(fmt.Errorf("not recovered within %s of the kill", p.Timeout))
+	}
+	for _, k := range victimOwned {
+		if probeAck[k].IsZero() {
+			continue
+		}
+		at := probeAck[k]
+		r.Acknowledged = max(r.Acknowledged, at.Sub(killed))
+		for _, f := range rt.followers {
+			if f.conv == k {
+				at = latest(at, f.probeTime())
+			}
+		}
+		d := at.Sub(killed)
+		r.PerConversation = append(r.PerConversation, d)
+		r.Recovery = max(r.Recovery, d)
+	}
+	for _, f := range rt.followers {
+		if t := f.reattachedAt(); !t.IsZero() {
+			r.Resumed++
+			r.Reattached = max(r.Reattached, t.Sub(killed))
+		}
+	}
+
+	sleep(ctx, p.After)
+	stopWriters()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rt.check(ctx, r)
+	r.Posts = int(rt.acked.Load())
+	r.Errors, r.FirstErrors = rt.errs.snapshot()
+	return r, ctx.Err()
+}
+
+// WithDefaults returns p with its zero fields set to their defaults.
+func (p RecoveryParams) WithDefaults() RecoveryParams {
+	if p.Conversations < 1 {
+		p.Conversations = 6
+	}
+	if p.ReadersPerNode < 1 {
+		p.ReadersPerNode = 5
+	}
+	if p.Writers < 1 {
+		p.Writers = 4
+	}
+	if p.Rate <= 0 {
+		p.Rate = 200
+	}
+	if p.Warmup <= 0 {
+		p.Warmup = 2 * time.Second
+	}
+	if p.After <= 0 {
+		p.After = time.Second
+	}
+	if p.Timeout <= 0 {
+		p.Timeout = 60 * time.Second
+	}
+	return p
+}
+
+// latest is the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// trial is one recovery trial's shared state.
+type trial struct {
+	n         Nodes
+	p         RecoveryParams
+	nonce     string // makes the trial's post texts and keys unique
+	http      *http.Client
+	convs     []string
+	owner     []int
+	followers []*follower
+	wg        sync.WaitGroup // the followers' goroutines
+	killedAt  atomic.Pointer[time.Time]
+	errs      errorLog
+
+	mu    sync.Mutex
+	live  []bool
+	next  int            // round-robin over live nodes
+	texts map[string]int // acknowledged post text -> conversation index
+	acked atomic.Int64   // len(texts)
+}
+
+func newRESTClient(conns int) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = max(conns, 2)
+	return &http.Client{Transport: tr, Timeout: postAttempt}
+}
+
+func (rt *trial) setLive(node int, up bool) {
+	rt.mu.Lock()
+	rt.live[node] = up
+	rt.mu.Unlock()
+}
+
+// pick returns a live node other than avoid (-1 for any), round-robin.
+func (rt *trial) pick(avoid int) (int, error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for range rt.live {
+		i := rt.next % len(rt.live)
+		rt.next++
+		if rt.live[i] && i != avoid {
+			return i, nil
+		}
+	}
+	for i, up := range rt.live {
+		if up {
+			return i, nil
+		}
+	}
+	return -1, errNoSurvivor
+}
+
+// write posts to random conversations at Rate/Writers per second until
+// stop, each post retried until acknowledged. Missed slots are skipped,
+// not made up for.
+func (rt *trial) write(ctx context.Context, w int, stop <-chan struct{}) {
+	every := time.Duration(float64(rt.p.Writers) * float64(time.Second) / rt.p.Rate)
+	next := time.Now()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		default:
+		}
+		k := mathrand.IntN(len(rt.convs))
+		text := fmt.Sprintf("rec-%s-w%d-%d", rt.nonce, w, i)
+		if _, err := rt.post(ctx, k, text); err != nil {
+			rt.errs.add(fmt.Errorf("writer %d: %w", w, err))
+			return
+		}
+		next = next.Add(every)
+		if now := time.Now(); next.Before(now) {
+			next = now
+		}
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+	}
+}
+
+// post posts text to conversation k with text as its idempotency key,
+// through live nodes in turn, until one acknowledges it or Timeout passes,
+// and records it as acknowledged. It returns when the acknowledgement
+// arrived.
+func (rt *trial) post(ctx context.Context, k int, text string) (time.Time, error) {
+	body := []byte(`{"role":"user","content":"` + text + `"}`)
+	deadline := time.Now().Add(rt.p.Timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		node, err := rt.pick(-1)
+		if err != nil {
+			return time.Time{}, err
+		}
+		code, answer, err := rt.call(ctx, node, http.MethodPost, "/api/conversations/"+rt.convs[k]+"/events", body, text)
+		if code == http.StatusOK {
+			at := time.Now()
+			rt.mu.Lock()
+			if rt.texts == nil {
+				rt.texts = map[string]int{}
+			}
+			if _, ok := rt.texts[text]; !ok {
+				rt.texts[text] = k
+				rt.acked.Add(1)
+			}
+			rt.mu.Unlock()
+			return at, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("HTTP %d %s", code, firstBytes(answer, 200))
+		}
+		last = fmt.Errorf("through node %d: %w", node, err)
+		if !sleep(ctx, retryWait) {
+			return time.Time{}, ctx.Err()
+		}
+	}
+	return time.Time{}, fmt.Errorf("post %s not acknowledged within %s; last: %w", text, rt.p.Timeout, last)
+}
+
+// call makes one REST call on node with the key (and an idempotency key
+// when idem is not empty) and returns the status and body; 0 on a
+// transport error.
+func (rt *trial) call(ctx context.Context, node int, method, path string, body []byte, idem string) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+rt.n.Servers[node].Addr+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("X-Session-API-Key", rt.p.Key)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if idem != "" {
+		req.Header.Set("Idempotency-Key", idem)
+	}
+	resp, err := rt.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	return resp.StatusCode, b, err
+}
+
+func firstBytes(b []byte, n int) string {
+	if len(b) > n {
+		b = b[:n]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// logEvent is the part of an event the check reads, in a frame or in
+// events/search.
+type logEvent struct {
+	ID   string `json:"id"`
+	Kind string `json:"kind"`
+	Key  string `json:"key"`
+	LLM  *struct {
+		Content []struct {
+			Text string `json:"text"`
+		} `json:"content"`
+	} `json:"llm_message"`
+}
+
+func (e *logEvent) text() string {
+	if e.LLM == nil || len(e.LLM.Content) == 0 {
+		return ""
+	}
+	return e.LLM.Content[0].Text
+}
+
+// logOf pages through conversation k's log with events/search on a live
+// node.
+func (rt *trial) logOf(ctx context.Context, k int) ([]logEvent, error) {
+	node, err := rt.pick(-1)
+	if err != nil {
+		return nil, err
+	}
+	var out []logEvent
+	page := ""
+	for {
+		q := url.Values{"limit": {fmt.Sprint(logPage)}}
+		if page != "" {
+			q.Set("page_id", page)
+		}
+		code, body, err := rt.call(ctx, node, http.MethodGet, "/api/conversations/"+rt.convs[k]+"/events/search?"+q.Encode(), nil, "")
+		if err != nil || code != http.StatusOK {
+			return nil, fmt.Errorf("events/search on node %d: %d %s %v", node, code, firstBytes(body, 200), err)
+		}
+		var pg struct {
+			Items      []logEvent `json:"items"`
+			NextPageID *string    `json:"next_page_id"`
+		}
+		if err := json.Unmarshal(body, &pg); err != nil {
+			return nil, fmt.Errorf("events/search on node %d: %w", node, err)
+		}
+		out = append(out, pg.Items...)
+		if pg.NextPageID == nil || *pg.NextPageID == "" {
+			return out, nil
+		}
+		page = *pg.NextPageID
+	}
+}
+
+// check reads every conversation's log and counts what is lost,
+// duplicated, or seen otherwise by a socket.
+func (rt *trial) check(ctx context.Context, r *RecoveryResult) {
+	rt.mu.Lock()
+	texts := make(map[string]int, len(rt.texts))
+	for t, k := range rt.texts {
+		texts[t] = k
+	}
+	rt.mu.Unlock()
+	for k := range rt.convs {
+		log, err := rt.logOf(ctx, k)
+		if err != nil {
+			rt.errs.add(fmt.Errorf("read the log of conversation %d: %w", k, err))
+			continue
+		}
+		count := map[string]int{}
+		ids := make([]string, len(log))
+		for i, e := range log {
+			ids[i] = e.ID
+			if t := e.text(); t != "" {
+				count[t]++
+			}
+		}
+		for t, n := range count {
+			if n > 1 {
+				r.Duplicated++
+				rt.errs.add(fmt.Errorf("conversation %d: %q is in the log %d times", k, t, n))
+			}
+		}
+		for t, tk := range texts {
+			if tk == k && count[t] == 0 {
+				r.Lost++
+				rt.errs.add(fmt.Errorf("conversation %d: acknowledged post %q is not in the log", k, t))
+			}
+		}
+		until := time.Now().Add(catchUp)
+		for _, f := range rt.followers {
+			if f.conv != k {
+				continue
+			}
+			for len(f.received()) < len(ids) && time.Now().Before(until) && sleep(ctx, 10*time.Millisecond) {
+			}
+			if bad := f.unreadable(); bad > 0 {
+				rt.errs.add(fmt.Errorf("conversation %d: a socket got %d unreadable frames", k, bad))
+			}
+			if got := f.received(); !slices.Equal(got, ids) {
+				r.Mismatched++
+				rt.errs.add(fmt.Errorf("conversation %d: a socket (node %d, resumed %v) has %d events, the log %d; first difference at %d",
+					k, f.node, !f.reattachedAt().IsZero(), len(got), len(ids), firstDiff(got, ids)))
+			}
+		}
+	}
+}
+
+func firstDiff(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+func (rt *trial) stopFollowers() {
+	for _, f := range rt.followers {
+		f.stop()
+	}
+	rt.wg.Wait()
+}
+
+// follower is one socket that records the log events it receives, in
+// order, and reconnects with after_id when its node dies.
+type follower struct {
+	trial *trial
+	conv  int
+
+	mu       sync.Mutex
+	node     int // the node its socket is on now
+	c        *conn
+	ids      []string
+	probe    string
+	probeAt  time.Time
+	resumed  time.Time // when its resumed socket got full_state
+	stopping bool
+	bad      int
+}
+
+// open dials the follower's conversation on its node with the replay
+// request in replay (nil for none).
+func (f *follower) open(ctx context.Context, replay url.Values) error {
+	f.mu.Lock()
+	node := f.node
+	f.mu.Unlock()
+	cl, err := newClient(f.trial.n.Servers[node].Addr, f.trial.p.Credentials)
+	if err != nil {
+		return err
+	}
+	cred, err := cl.credential(0)
+	if err != nil {
+		return err
+	}
+	c, err := cl.dialWith(ctx, f.trial.convs[f.conv], cred, replay, f.receive)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopping {
+		go c.close()
+		return errStopped
+	}
+	f.c = c
+	return nil
+}
+
+// errStopped is a socket opened after its follower was stopped.
+var errStopped = errors.New("stopped")
+
+// receive records one frame; it runs on the socket's read loop.
+func (f *follower) receive(b []byte) {
+	var e logEvent
+	if err := json.Unmarshal(b, &e); err != nil {
+		f.mu.Lock()
+		f.bad++
+		f.mu.Unlock()
+		return
+	}
+	if e.Kind == "ServerErrorEvent" || (e.Kind == "ConversationStateUpdateEvent" && e.Key == "full_state") {
+		return
+	}
+	f.mu.Lock()
+	f.ids = append(f.ids, e.ID)
+	if f.probe != "" && f.probeAt.IsZero() && e.text() == f.probe {
+		f.probeAt = time.Now()
+	}
+	f.mu.Unlock()
+}
+
+// follow waits for the socket to close and, once its node has been
+// killed, resumes on a survivor with after_id; a socket that closes on a
+// node that is up is an error (it resumes too, so the check still runs).
+func (f *follower) follow(ctx context.Context) {
+	defer f.trial.wg.Done()
+	for {
+		f.mu.Lock()
+		c := f.c
+		f.mu.Unlock()
+		select {
+		case <-c.closed:
+		case <-ctx.Done():
+			return
+		}
+		f.mu.Lock()
+		stopping, node := f.stopping, f.node
+		last := ""
+		if len(f.ids) > 0 {
+			last = f.ids[len(f.ids)-1]
+		}
+		f.mu.Unlock()
+		if stopping {
+			return
+		}
+		killed := f.trial.killedAt.Load()
+		if killed == nil || node != f.trial.p.Victim {
+			f.trial.errs.add(fmt.Errorf("a socket on node %d closed: %v", node, c.closeErr))
+		}
+		if !f.resume(ctx, last) {
+			return
+		}
+	}
+}
+
+// resume reconnects to another live node, after the last event received
+// (every event when none was), until it succeeds or Timeout passes.
+func (f *follower) resume(ctx context.Context, afterID string) bool {
+	deadline := time.Now().Add(f.trial.p.Timeout)
+	f.mu.Lock()
+	from := f.node
+	f.mu.Unlock()
+	var last error
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		node, err := f.trial.pick(from)
+		if err != nil {
+			last = err
+			break
+		}
+		f.mu.Lock()
+		f.node = node
+		f.mu.Unlock()
+		replay := url.Values{"after_id": {afterID}}
+		if afterID == "" {
+			replay = url.Values{"resend_all": {"true"}}
+		}
+		err = f.open(ctx, replay)
+		switch {
+		case errors.Is(err, errStopped):
+			return false
+		case err == nil:
+			f.mu.Lock()
+			f.resumed = time.Now()
+			f.mu.Unlock()
+			return true
+		}
+		last = err
+		sleep(ctx, retryWait)
+	}
+	f.trial.errs.add(fmt.Errorf("a socket of conversation %d could not resume: %v", f.conv, last))
+	return false
+}
+
+func (f *follower) setProbe(text string) {
+	f.mu.Lock()
+	f.probe = text
+	f.mu.Unlock()
+}
+
+func (f *follower) probeTime() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.probeAt
+}
+
+func (f *follower) reattachedAt() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.resumed
+}
+
+func (f *follower) unreadable() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.bad
+}
+
+func (f *follower) received() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.ids)
+}
+
+// stop closes the follower's socket for good.
+func (f *follower) stop() {
+	f.mu.Lock()
+	f.stopping = true
+	c := f.c
+	f.mu.Unlock()
+	if c != nil {
+		c.close()
+	}
+}

@@ -1,0 +1,395 @@
+package suite
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/agent-server/agent-server/bench/load"
+	"github.com/agent-server/agent-server/bench/target"
+)
+
+// The cluster cases: agent-server in cluster mode (Nodes nodes on
+// loopback, static provider, one PostgreSQL) against a single node on
+// PostgreSQL, measured one after the other in the same run; and the
+// recovery trials, which only a cluster has.
+const (
+	// CaseClusterFanout: Subs subscribers spread evenly over the nodes,
+	// the publisher (a socket) on node 0, the conversation owned by the
+	// last node; Msgs messages back to back.
+	CaseClusterFanout = "cluster-fanout"
+	// CaseClusterFanoutPaced: the same at PacedRate.
+	CaseClusterFanoutPaced = "cluster-fanout-paced"
+	// CaseClusterConnect: connects through node 0 to conversations
+	// another node owns.
+	CaseClusterConnect = "cluster-connect"
+	// CaseRecovery: SIGKILL the node owning conversations under load; a
+	// fresh cluster per trial.
+	CaseRecovery = "recovery"
+)
+
+// ClusterCases lists every cluster case in order.
+var ClusterCases = []string{CaseClusterFanout, CaseClusterFanoutPaced, CaseClusterConnect, CaseRecovery}
+
+// The two sides of a cluster comparison.
+const (
+	SideCluster = "cluster"
+	SideSingle  = "single" // one node, storage.driver postgres, same PostgreSQL
+)
+
+// ClusterConfig is one cluster benchmark.
+type ClusterConfig struct {
+	Cases  []string
+	Nodes  int // at least 2
+	Runs   int // runs of the fan-out and connect cases
+	Trials int // recovery trials
+
+	// Params' Auth, fan-out (Subs, Msgs, Size, PacedRate, PacedMsgs,
+	// FanoutC) and connect (ConnectN, ConnectC) fields apply.
+	Params Params
+	// Recovery's load; Credentials and Victim are set per trial.
+	Recovery            load.RecoveryParams
+	HeartbeatExpiration time.Duration // cluster.heartbeat_expiration (3s when zero)
+
+	Key         string // session API key
+	ServerBin   string
+	PluginDir   string
+	ServerCPUs  string   // taskset -c list for every node and the single node; empty for none
+	ServerEnv   []string // extra environment for every server
+	PostgresDSN string   // a postgres:// URL; each measurement gets a fresh schema there
+
+	Progress io.Writer // one line per measurement; nil for none
+}
+
+// ClusterMeasurement is one cluster case on one side in one run (or one
+// recovery trial).
+type ClusterMeasurement struct {
+	Case   string        `json:"case"`
+	Side   string        `json:"side"`
+	Run    int           `json:"run"` // the trial, for recovery
+	Result any           `json:"result,omitempty"`
+	Err    string        `json:"error,omitempty"`
+	Took   time.Duration `json:"took"`
+
+	ServerErrorLines int      `json:"server_error_lines"`      // stderr lines at level ERROR, every node
+	ServerErrors     []string `json:"server_errors,omitempty"` // the first of them
+	// StoreGaps counts, after a recovery trial, the conversations whose
+	// row count in PostgreSQL is not their max(seq).
+	StoreGaps int      `json:"store_gaps"`
+	metrics   []metric // derived from Result
+}
+
+// ClusterReport is a finished (or interrupted) cluster benchmark.
+type ClusterReport struct {
+	Config       ClusterConfig        `json:"-"`
+	Started      time.Time            `json:"started"`
+	Finished     time.Time            `json:"finished"`
+	Measurements []ClusterMeasurement `json:"measurements"`
+}
+
+// RunCluster runs the cluster benchmark: every comparison case, cluster
+// and single node in turn (which goes first alternates by run), for Runs
+// runs, then Trials recovery trials. A case that fails is recorded with
+// its error and the run goes on.
+func RunCluster(ctx context.Context, cfg ClusterConfig) (*ClusterReport, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	cfg.Recovery = cfg.Recovery.WithDefaults()
+	rep := &ClusterReport{Config: cfg, Started: time.Now()}
+	record := func(m ClusterMeasurement) {
+		rep.Measurements = append(rep.Measurements, m)
+		if cfg.Progress != nil {
+			fmt.Fprintln(cfg.Progress, m.line())
+		}
+	}
+	for run := 1; run <= cfg.Runs; run++ {
+		for _, c := range cfg.Cases {
+			if c == CaseRecovery {
+				continue
+			}
+			sides := []string{SideCluster, SideSingle}
+			if run%2 == 0 {
+				slices.Reverse(sides)
+			}
+			for _, side := range sides {
+				if err := ctx.Err(); err != nil {
+					return rep, err
+				}
+				record(measureCluster(ctx, cfg, c, side, run))
+			}
+		}
+	}
+	if slices.Contains(cfg.Cases, CaseRecovery) {
+		for trial := 1; trial <= cfg.Trials; trial++ {
+			if err := ctx.Err(); err != nil {
+				return rep, err
+			}
+			record(measureRecovery(ctx, cfg, trial))
+		}
+	}
+	rep.Finished = time.Now()
+	return rep, ctx.Err()
+}
+
+func (cfg *ClusterConfig) check() error {
+	switch {
+	case cfg.Nodes < 2:
+		return errors.New("a cluster of at least 2 nodes")
+	case cfg.Runs < 1 && slices.ContainsFunc(cfg.Cases, func(c string) bool { return c != CaseRecovery }):
+		return errors.New("runs must be at least 1")
+	case cfg.Trials < 1 && slices.Contains(cfg.Cases, CaseRecovery):
+		return errors.New("trials must be at least 1")
+	case len(cfg.Cases) == 0:
+		return errors.New("at least one case")
+	case cfg.Key == "":
+		return errors.New("a key is required")
+	case cfg.Params.Auth == load.AuthJWT:
+		return errors.New("the cluster cases authenticate with the key, not a JWT")
+	}
+	for _, c := range cfg.Cases {
+		if !slices.Contains(ClusterCases, c) {
+			return fmt.Errorf("unknown cluster case %q; cases: %s", c, strings.Join(ClusterCases, ", "))
+		}
+	}
+	u, err := url.Parse(cfg.PostgresDSN)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return errors.New("the PostgreSQL DSN must be a postgres:// URL")
+	}
+	return nil
+}
+
+// spec is the server every side runs; its ERROR lines go to errs.
+func (cfg *ClusterConfig) spec(errs *errorLines) target.Spec {
+	return target.Spec{
+		Kind: target.AgentServer, Key: cfg.Key,
+		ServerBin: cfg.ServerBin, PluginDir: cfg.PluginDir,
+		SubscriberCap: max(cfg.Params.Subs, 50) + 8,
+		CPUs:          cfg.ServerCPUs,
+		Env:           cfg.ServerEnv,
+		Log:           errs.see,
+	}
+}
+
+// errorLines keeps the first lines the servers log at level ERROR. It is
+// safe for concurrent use.
+type errorLines struct {
+	mu    sync.Mutex
+	first []string
+}
+
+func (e *errorLines) see(line string) {
+	if !strings.Contains(line, "level=ERROR") {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.first) < maxErrorLines {
+		e.first = append(e.first, line)
+	}
+}
+
+func (e *errorLines) lines() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.first)
+}
+
+// maxErrorLines is how many server ERROR lines a measurement keeps.
+const maxErrorLines = 5
+
+func (cfg *ClusterConfig) credentials() load.Credentials {
+	return load.Credentials{Auth: cfg.Params.Auth, Key: cfg.Key}
+}
+
+// measureCluster starts a fresh cluster or single node on a fresh schema,
+// runs one comparison case against it and stops it.
+func measureCluster(ctx context.Context, cfg ClusterConfig, c, side string, run int) (m ClusterMeasurement) {
+	m = ClusterMeasurement{Case: c, Side: side, Run: run}
+	start := time.Now()
+	errs := &errorLines{}
+	defer func() { m.Took, m.ServerErrors = time.Since(start), errs.lines() }()
+	fail := func(err error) {
+		if m.Err == "" {
+			m.Err = err.Error()
+		}
+	}
+	dsn, drop, err := newSchema(ctx, cfg.PostgresDSN)
+	if err != nil {
+		fail(err)
+		return m
+	}
+	defer drop()
+
+	p, creds := cfg.Params, cfg.credentials()
+	var srv load.Server
+	var addrs []string
+	if side == SideCluster {
+		cl, err := target.StartCluster(ctx, target.ClusterSpec{Spec: cfg.spec(errs), Nodes: cfg.Nodes, DSN: dsn, HeartbeatExpiration: cfg.HeartbeatExpiration})
+		if err != nil {
+			fail(err)
+			return m
+		}
+		defer func() {
+			m.ServerErrorLines = cl.ErrorLines()
+			if err := cl.Stop(); err != nil {
+				fail(err)
+			}
+		}()
+		n := cl.Load()
+		srv = n.Servers[0]
+		last := cfg.Nodes - 1
+		if c == CaseClusterConnect {
+			srv.NewConversation = load.OwnedBy(n, creds, 0, func(o int) bool { return o != 0 })
+		} else {
+			srv.NewConversation = load.OwnedBy(n, creds, 0, func(o int) bool { return o == last })
+			for _, s := range n.Servers {
+				addrs = append(addrs, s.Addr)
+			}
+		}
+	} else {
+		proc, err := target.Start(ctx, target.OnPostgres(cfg.spec(errs), dsn))
+		if err != nil {
+			fail(err)
+			return m
+		}
+		defer func() {
+			m.ServerErrorLines = proc.ErrorLines()
+			if err := proc.Stop(); err != nil {
+				fail(err)
+			}
+		}()
+		srv = proc.Server()
+	}
+
+	var res any
+	switch c {
+	case CaseClusterFanout:
+		res, err = load.Fanout(ctx, srv, load.FanoutParams{Credentials: creds, Subscribers: p.Subs, Messages: p.Msgs, Size: p.Size, Concurrency: p.FanoutC, Addrs: addrs})
+	case CaseClusterFanoutPaced:
+		res, err = load.Fanout(ctx, srv, load.FanoutParams{Credentials: creds, Subscribers: p.Subs, Messages: p.PacedMsgs, Size: p.Size, Rate: p.PacedRate, Concurrency: p.FanoutC, Addrs: addrs})
+	case CaseClusterConnect:
+		res, err = load.Connect(ctx, srv, load.ConnectParams{Credentials: creds, N: p.ConnectN, Concurrency: p.ConnectC})
+	}
+	if err != nil {
+		fail(err)
+	}
+	if err == nil || !isNil(res) {
+		m.Result = res
+	}
+	return m
+}
+
+// measureRecovery runs one recovery trial on a fresh cluster and schema,
+// killing node (trial-1) mod Nodes, then checks the store.
+func measureRecovery(ctx context.Context, cfg ClusterConfig, trial int) (m ClusterMeasurement) {
+	m = ClusterMeasurement{Case: CaseRecovery, Side: SideCluster, Run: trial}
+	start := time.Now()
+	errs := &errorLines{}
+	defer func() { m.Took, m.ServerErrors = time.Since(start), errs.lines() }()
+	fail := func(err error) {
+		if m.Err == "" {
+			m.Err = err.Error()
+		}
+	}
+	dsn, drop, err := newSchema(ctx, cfg.PostgresDSN)
+	if err != nil {
+		fail(err)
+		return m
+	}
+	defer drop()
+	cl, err := target.StartCluster(ctx, target.ClusterSpec{Spec: cfg.spec(errs), Nodes: cfg.Nodes, DSN: dsn, HeartbeatExpiration: cfg.HeartbeatExpiration})
+	if err != nil {
+		fail(err)
+		return m
+	}
+	defer func() {
+		m.ServerErrorLines = cl.ErrorLines()
+		if err := cl.Stop(); err != nil {
+			fail(err)
+		}
+	}()
+	p := cfg.Recovery
+	p.Credentials, p.Victim = cfg.credentials(), (trial-1)%cfg.Nodes
+	r, err := load.Recovery(ctx, cl.Load(), p)
+	if err != nil {
+		fail(err)
+	}
+	if r != nil {
+		m.Result = r
+		if m.StoreGaps, err = storeGaps(ctx, dsn); err != nil {
+			fail(err)
+		}
+	}
+	return m
+}
+
+// newSchema makes a fresh, empty schema in the database at base and
+// returns a DSN whose search_path is it (everything the server creates
+// lands there), and a func that drops it.
+func newSchema(ctx context.Context, base string) (string, func(), error) {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema := "bench_" + hex.EncodeToString(b[:])
+	if err := execSQL(ctx, base, "CREATE SCHEMA "+schema); err != nil {
+		return "", nil, fmt.Errorf("create a schema for the measurement: %w", err)
+	}
+	u, _ := url.Parse(base) // checked by ClusterConfig.check
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	drop := func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = execSQL(dctx, base, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+	}
+	return u.String(), drop, nil
+}
+
+func execSQL(ctx context.Context, dsn, sql string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+// storeGaps counts the conversations whose events rows are not exactly
+// seq 1..max(seq): a gap, since (conversation, seq) is the primary key.
+func storeGaps(ctx context.Context, dsn string) (int, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, fmt.Errorf("check the store: %w", err)
+	}
+	defer conn.Close(context.Background())
+	var gaps int
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM (SELECT conversation_id FROM events GROUP BY conversation_id HAVING count(*) <> max(seq)) g`).Scan(&gaps)
+	if err != nil {
+		return 0, fmt.Errorf("check the store: %w", err)
+	}
+	return gaps, nil
+}
+
+// PostgresVersion reads the server_version of the PostgreSQL at dsn.
+func PostgresVersion(ctx context.Context, dsn string) (string, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.Background())
+	var v string
+	err = conn.QueryRow(ctx, "SHOW server_version").Scan(&v)
+	return v, err
+}
