@@ -51,12 +51,17 @@ type RecoveryResult struct {
 	PerConversation []time.Duration `json:"per_conversation"` // each of those conversations' recovery
 	Acknowledged    time.Duration   `json:"acknowledged"`     // kill to the last of those posts acknowledged
 	Reattached      time.Duration   `json:"reattached"`       // kill to the last resumed socket's full_state
-	Posts           int             `json:"posts"`            // posts acknowledged, over every conversation
-	Lost            int             `json:"lost"`             // acknowledged posts missing from the log
-	Duplicated      int             `json:"duplicated"`       // posts in the log more than once
-	Mismatched      int             `json:"mismatched"`       // sockets whose events are not exactly the log: a gap, a duplicate, another order
-	Errors          int             `json:"errors"`
-	FirstErrors     []string        `json:"first_errors,omitempty"`
+	// SlowestPost is the longest any acknowledged post took, from its
+	// first attempt to its acknowledgement, retries included: a post in
+	// flight to the killed node when it died.
+	SlowestPost time.Duration `json:"slowest_post"`
+	Posts       int           `json:"posts"`      // posts acknowledged, over every conversation
+	Retried     int           `json:"retried"`    // of which acknowledged only after another attempt
+	Lost        int           `json:"lost"`       // acknowledged posts missing from the log
+	Duplicated  int           `json:"duplicated"` // posts in the log more than once
+	Mismatched  int           `json:"mismatched"` // sockets whose events are not exactly the log: a gap, a duplicate, another order
+	Errors      int           `json:"errors"`
+	FirstErrors []string      `json:"first_errors,omitempty"`
 }
 
 // Bounds of the recovery scenario's clients.
@@ -232,6 +237,9 @@ func Recovery(ctx context.Context, n Nodes, p RecoveryParams) (*RecoveryResult, 
 	}
 	rt.check(ctx, r)
 	r.Posts = int(rt.acked.Load())
+	rt.mu.Lock()
+	r.SlowestPost, r.Retried = rt.slowest, rt.retried
+	rt.mu.Unlock()
 	r.Errors, r.FirstErrors = rt.errs.snapshot()
 	return r, ctx.Err()
 }
@@ -288,6 +296,9 @@ type trial struct {
 	next  int            // round-robin over live nodes
 	texts map[string]int // acknowledged post text -> conversation index
 	acked atomic.Int64   // len(texts)
+	// slowest and retried are SlowestPost and Retried.
+	slowest time.Duration
+	retried int
 }
 
 func newRESTClient(conns int) *http.Client {
@@ -361,9 +372,10 @@ func (rt *trial) write(ctx context.Context, w int, stop <-chan struct{}) {
 // arrived.
 func (rt *trial) post(ctx context.Context, k int, text string) (time.Time, error) {
 	body := []byte(`{"role":"user","content":"` + text + `"}`)
-	deadline := time.Now().Add(rt.p.Timeout)
+	start := time.Now()
+	deadline := start.Add(rt.p.Timeout)
 	var last error
-	for time.Now().Before(deadline) {
+	for attempt := 0; time.Now().Before(deadline); attempt++ {
 		node, err := rt.pick(-1)
 		if err != nil {
 			return time.Time{}, err
@@ -378,6 +390,10 @@ func (rt *trial) post(ctx context.Context, k int, text string) (time.Time, error
 			if _, ok := rt.texts[text]; !ok {
 				rt.texts[text] = k
 				rt.acked.Add(1)
+			}
+			rt.slowest = max(rt.slowest, at.Sub(start))
+			if attempt > 0 {
+				rt.retried++
 			}
 			rt.mu.Unlock()
 			return at, nil

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -67,6 +69,9 @@ type ClusterConfig struct {
 	ServerCPUs  string   // taskset -c list for every node and the single node; empty for none
 	ServerEnv   []string // extra environment for every server
 	PostgresDSN string   // a postgres:// URL; each measurement gets a fresh schema there
+	// LogDir, when set, receives every server's log, a file per node and
+	// measurement (<case>-<side>-<run>-node<i>.log).
+	LogDir string
 
 	Progress io.Writer // one line per measurement; nil for none
 }
@@ -181,6 +186,36 @@ func (cfg *ClusterConfig) spec(errs *errorLines) target.Spec {
 	}
 }
 
+// nodeLogs writes each node's log lines to a file of its own in dir; nil
+// when dir is empty. close closes the files.
+func nodeLogs(dir, prefix string) (see func(i int, line string), close func()) {
+	if dir == "" {
+		return nil, func() {}
+	}
+	var mu sync.Mutex
+	files := map[int]*os.File{}
+	see = func(i int, line string) {
+		mu.Lock()
+		defer mu.Unlock()
+		f := files[i]
+		if f == nil {
+			var err error
+			if f, err = os.Create(filepath.Join(dir, fmt.Sprintf("%s-node%d.log", prefix, i))); err != nil {
+				return
+			}
+			files[i] = f
+		}
+		fmt.Fprintln(f, line)
+	}
+	return see, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, f := range files {
+			f.Close()
+		}
+	}
+}
+
 // errorLines keeps the first lines the servers log at level ERROR. It is
 // safe for concurrent use.
 type errorLines struct {
@@ -234,8 +269,10 @@ func measureCluster(ctx context.Context, cfg ClusterConfig, c, side string, run 
 	p, creds := cfg.Params, cfg.credentials()
 	var srv load.Server
 	var addrs []string
+	see, closeLogs := nodeLogs(cfg.LogDir, fmt.Sprintf("%s-%s-%d", c, side, run))
+	defer closeLogs()
 	if side == SideCluster {
-		cl, err := target.StartCluster(ctx, target.ClusterSpec{Spec: cfg.spec(errs), Nodes: cfg.Nodes, DSN: dsn, HeartbeatExpiration: cfg.HeartbeatExpiration})
+		cl, err := target.StartCluster(ctx, target.ClusterSpec{Spec: cfg.spec(errs), Nodes: cfg.Nodes, DSN: dsn, HeartbeatExpiration: cfg.HeartbeatExpiration, NodeLog: see})
 		if err != nil {
 			fail(err)
 			return m
@@ -258,7 +295,11 @@ func measureCluster(ctx context.Context, cfg ClusterConfig, c, side string, run 
 			}
 		}
 	} else {
-		proc, err := target.Start(ctx, target.OnPostgres(cfg.spec(errs), dsn))
+		spec := target.OnPostgres(cfg.spec(errs), dsn)
+		if see != nil {
+			spec.Log = func(line string) { errs.see(line); see(0, line) }
+		}
+		proc, err := target.Start(ctx, spec)
 		if err != nil {
 			fail(err)
 			return m
@@ -308,7 +349,9 @@ func measureRecovery(ctx context.Context, cfg ClusterConfig, trial int) (m Clust
 		return m
 	}
 	defer drop()
-	cl, err := target.StartCluster(ctx, target.ClusterSpec{Spec: cfg.spec(errs), Nodes: cfg.Nodes, DSN: dsn, HeartbeatExpiration: cfg.HeartbeatExpiration})
+	see, closeLogs := nodeLogs(cfg.LogDir, fmt.Sprintf("%s-%d", CaseRecovery, trial))
+	defer closeLogs()
+	cl, err := target.StartCluster(ctx, target.ClusterSpec{Spec: cfg.spec(errs), Nodes: cfg.Nodes, DSN: dsn, HeartbeatExpiration: cfg.HeartbeatExpiration, NodeLog: see})
 	if err != nil {
 		fail(err)
 		return m

@@ -46,14 +46,16 @@ func (m *ClusterMeasurement) derive() []metric {
 		}
 		out = append(out, metric{name: "server ERROR log lines", unit: "count", value: float64(m.ServerErrorLines), better: -1})
 	case *load.RecoveryResult:
-		s := func(d time.Duration) float64 { return d.Seconds() }
+		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 		out = append(out,
-			metric{name: "time to recovery", unit: "s", value: s(r.Recovery), better: -1},
-			metric{name: "post through a survivor acknowledged", unit: "s", value: s(r.Acknowledged), better: -1},
-			metric{name: "last resumed socket reattached", unit: "s", value: s(r.Reattached), better: -1},
+			metric{name: "time to recovery", unit: "ms", value: ms(r.Recovery), better: -1},
+			metric{name: "post through a survivor acknowledged", unit: "ms", value: ms(r.Acknowledged), better: -1},
+			metric{name: "last resumed socket reattached", unit: "ms", value: ms(r.Reattached), better: -1},
+			metric{name: "slowest post, first attempt to acknowledgement", unit: "ms", value: ms(r.SlowestPost), better: -1},
 			metric{name: "conversations the killed node owned", unit: "count", value: float64(r.VictimOwned)},
 			metric{name: "sockets resumed with after_id", unit: "count", value: float64(r.Resumed)},
 			metric{name: "posts acknowledged", unit: "count", value: float64(r.Posts)},
+			metric{name: "posts acknowledged after a retry", unit: "count", value: float64(r.Retried)},
 			metric{name: "acknowledged posts lost", unit: "count", value: float64(r.Lost), better: -1, goal: &goal{le: true, bound: 0}},
 			metric{name: "posts duplicated in the log", unit: "count", value: float64(r.Duplicated), better: -1, goal: &goal{le: true, bound: 0}},
 			metric{name: "sockets not matching the log", unit: "count", value: float64(r.Mismatched), better: -1, goal: &goal{le: true, bound: 0}},
@@ -281,9 +283,9 @@ func (r *ClusterReport) caseLabel(c string) string {
 	p := cfg.Params
 	switch c {
 	case CaseClusterFanout:
-		return fmt.Sprintf("cluster-fanout: %d subscribers (over %d nodes), %d msgs of %d B back to back", p.Subs, cfg.Nodes, p.Msgs, p.Size)
+		return fmt.Sprintf("cluster-fanout: %d subscribers (evenly over %d nodes), %d msgs of %d B back to back from a socket on a node that does not own the conversation", p.Subs, cfg.Nodes, p.Msgs, p.Size)
 	case CaseClusterFanoutPaced:
-		return fmt.Sprintf("cluster-fanout-paced: %d subscribers (over %d nodes), %d msgs of %d B at %g/s", p.Subs, cfg.Nodes, p.PacedMsgs, p.Size, p.PacedRate)
+		return fmt.Sprintf("cluster-fanout-paced: the same, %d msgs at %g/s", p.PacedMsgs, p.PacedRate)
 	case CaseClusterConnect:
 		return fmt.Sprintf("cluster-connect: %d conns, %d at once, through a node that does not own the conversation", p.ConnectN, p.ConnectC)
 	case CaseRecovery:

@@ -28,6 +28,8 @@ type ClusterSpec struct {
 	Nodes               int
 	DSN                 string        // the database every node uses
 	HeartbeatExpiration time.Duration // cluster.heartbeat_expiration (3s when zero, as in tests/cluster)
+	// NodeLog, when set, sees every stderr line of node i (after Spec.Log).
+	NodeLog func(i int, line string)
 }
 
 // joinTimeout bounds how long every node takes to see every other.
@@ -89,6 +91,14 @@ func StartCluster(ctx context.Context, spec ClusterSpec) (*Cluster, error) {
 			"AGENT_SERVER_CLUSTER__STATIC__PEERS="+strings.Join(peers, ","),
 			"AGENT_SERVER_CLUSTER__HEARTBEAT_EXPIRATION="+hb.String(),
 		)
+		if see, nodeLog := ns.Log, spec.NodeLog; nodeLog != nil {
+			ns.Log = func(line string) {
+				if see != nil {
+					see(line)
+				}
+				nodeLog(i, line)
+			}
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

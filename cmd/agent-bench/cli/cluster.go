@@ -30,7 +30,7 @@ func benchCluster(args []string, stdout, stderr io.Writer) error {
 	var (
 		scenario   = fs.String("scenario", "all", "comma-separated cases, or all: "+strings.Join(suite.ClusterCases, ", "))
 		nodes      = fs.Int("nodes", 3, "cluster nodes")
-		runs       = fs.Int("runs", 3, "runs of the fan-out and connect cases, cluster and single node each")
+		runs       = fs.Int("runs", 5, "runs of the fan-out and connect cases, cluster and single node each")
 		trials     = fs.Int("trials", 7, "recovery trials, a fresh cluster each")
 		heartbeat  = fs.Duration("heartbeat", 3*time.Second, "cluster.heartbeat_expiration")
 		key        = fs.String("key", "", "session API key (default: a random one)")
@@ -47,6 +47,7 @@ func benchCluster(args []string, stdout, stderr io.Writer) error {
 		recWriters = fs.Int("recovery-writers", rd.Writers, "recovery: REST writers")
 		recRate    = fs.Float64("recovery-rate", rd.Rate, "recovery: posts per second, all writers together")
 		recWarmup  = fs.Duration("recovery-warmup", rd.Warmup, "recovery: load before the kill")
+		logDir     = fs.String("logs", "", "write every server's log to this directory, a file per node and measurement")
 		pgDSN      = fs.String("pg-dsn", "", "postgres:// URL of a database to use (a schema per measurement); default: a throwaway PostgreSQL started here")
 		serverBin  = fs.String("server-bin", "bin/agent-server", "agent-server binary")
 		pluginDir  = fs.String("plugin-dir", "bin/plugins", "agent-server's plugin directory")
@@ -83,7 +84,7 @@ func benchCluster(args []string, stdout, stderr io.Writer) error {
 		Nodes: *nodes, Runs: *runs, Trials: *trials, Params: p, HeartbeatExpiration: *heartbeat,
 		Recovery: load.RecoveryParams{Conversations: *recConvs, ReadersPerNode: *recReaders, Writers: *recWriters, Rate: *recRate, Warmup: *recWarmup},
 		Key:      *key, ServerBin: *serverBin, PluginDir: *pluginDir, ServerCPUs: *serverCPUs, ServerEnv: serverEnv,
-		PostgresDSN: *pgDSN,
+		PostgresDSN: *pgDSN, LogDir: *logDir,
 	}
 	if cfg.Key == "" {
 		cfg.Key = random(16)
@@ -122,7 +123,9 @@ func benchCluster(args []string, stdout, stderr io.Writer) error {
 	if lim := raiseFileLimit(); lim < uint64(p.Subs)+1024 {
 		fmt.Fprintf(stderr, "agent-bench: warning: open-file limit %d is low for %d connections\n", lim, p.Subs)
 	}
+	loadBefore := loadAverage()
 	rep, err := suite.RunCluster(ctx, cfg)
+	pgNote += "; load average " + loadBefore + " at the start, " + loadAverage() + " at the end (the machine is shared)"
 	if rep != nil && *jsonOut != "" {
 		if jerr := writeJSONTo(*jsonOut, rep.JSON); jerr != nil && err == nil {
 			err = jerr
@@ -175,6 +178,15 @@ func parseClusterCases(s string) ([]string, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// loadAverage is the machine's 1-minute load average, "?" when unknown.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 // describeCluster is the cluster report's header: when, how, on what.
