@@ -500,7 +500,8 @@ func etcdProvider(cfg config.Cluster) (cluster.ClusterProvider, error) {
 		DialTimeout: 5 * time.Second,
 		Username:    cfg.Etcd.Username,
 		Password:    cfg.Etcd.Password,
-		DialOptions: []grpc.DialOption{grpc.WithBlock()}, //nolint:staticcheck // a dial that fails fast, not a hang
+		//lint:ignore SA1019 a dial that fails fast, not a hang (protoactor's etcd provider dials this way)
+		DialOptions: []grpc.DialOption{grpc.WithBlock()},
 	}
 	if cfg.Etcd.CAFile != "" || cfg.Etcd.CertFile != "" {
 		t := &tls.Config{MinVersion: tls.VersionTLS12}

@@ -76,7 +76,7 @@ const (
 // Recovery runs one trial of the recovery scenario on a running cluster.
 // It makes Conversations conversations, owned round-robin by the nodes,
 // opens ReadersPerNode sockets on each through every node, and starts
-// Writers REST writers posting at Rate through random live nodes, each
+// Writers REST writers posting at Rate through the live nodes in turn, each
 // post with an idempotency key and retried (same key, another node) until
 // it is acknowledged. After Warmup it SIGKILLs node Victim. Right after
 // the kill, a probe post to each conversation the victim owned goes
@@ -110,37 +110,10 @@ func Recovery(ctx context.Context, n Nodes, p RecoveryParams) (*RecoveryResult, 
 	rt.nonce = hex.EncodeToString(b[:])
 	r := &RecoveryResult{Nodes: nodes, Victim: p.Victim, Conversations: p.Conversations}
 
-	// Conversations owned round-robin, so the victim owns its share.
-	for k := range p.Conversations {
-		owner := k % nodes
-		id, _, err := OwnedConversation(ctx, n, p.Credentials, (k+1)%nodes, func(o int) bool { return o == owner })
-		if err != nil {
-			return nil, fmt.Errorf("recovery: conversation %d: %w", k, err)
-		}
-		rt.convs = append(rt.convs, id)
-		rt.owner = append(rt.owner, owner)
-		if owner == p.Victim {
-			r.VictimOwned++
-		}
+	if err := rt.setUp(ctx, r); err != nil {
+		return nil, fmt.Errorf("recovery: %w", err)
 	}
-	for k := range rt.convs {
-		for node := range nodes {
-			for range p.ReadersPerNode {
-				f := &follower{trial: rt, conv: k, node: node}
-				if err := f.open(ctx, nil); err != nil {
-					rt.stopFollowers()
-					return nil, fmt.Errorf("recovery: open a socket on node %d: %w", node, err)
-				}
-				rt.followers = append(rt.followers, f)
-			}
-		}
-	}
-	r.Readers = len(rt.followers)
 	defer rt.stopFollowers()
-	for _, f := range rt.followers {
-		rt.wg.Add(1)
-		go f.follow(ctx)
-	}
 
 	stop := make(chan struct{})
 	var writers sync.WaitGroup
@@ -157,30 +130,84 @@ func Recovery(ctx context.Context, n Nodes, p RecoveryParams) (*RecoveryResult, 
 		n, first := rt.errs.snapshot()
 		return nil, fmt.Errorf("recovery: no post acknowledged in the warm-up (%d errors, first: %v)", n, first)
 	}
+	if err := rt.kill(ctx, r); err != nil {
+		return nil, fmt.Errorf("recovery: %w", err)
+	}
+	sleep(ctx, p.After)
+	stopWriters()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rt.check(ctx, r)
+	r.Posts = int(rt.acked.Load())
+	rt.mu.Lock()
+	r.SlowestPost, r.Retried = rt.slowest, rt.retried
+	rt.mu.Unlock()
+	r.Errors, r.FirstErrors = rt.errs.snapshot()
+	return r, ctx.Err()
+}
 
-	// The kill, the probes and the resumes.
-	var victimOwned []int
-	for k, o := range rt.owner {
-		if o == p.Victim {
-			victimOwned = append(victimOwned, k)
+// setUp makes the conversations, owned round-robin by the nodes so that
+// the victim owns its share, and opens the sockets, which start following.
+func (rt *trial) setUp(ctx context.Context, r *RecoveryResult) error {
+	nodes := len(rt.n.Servers)
+	for k := range rt.p.Conversations {
+		owner := k % nodes
+		id, _, err := OwnedConversation(ctx, rt.n, rt.p.Credentials, (k+1)%nodes, func(o int) bool { return o == owner })
+		if err != nil {
+			return fmt.Errorf("conversation %d: %w", k, err)
+		}
+		rt.convs = append(rt.convs, id)
+		rt.owner = append(rt.owner, owner)
+		if owner == rt.p.Victim {
+			r.VictimOwned++
 		}
 	}
-	probeAck := make([]time.Time, len(rt.convs))
+	for k := range rt.convs {
+		for node := range nodes {
+			for range rt.p.ReadersPerNode {
+				f := &follower{trial: rt, conv: k, node: node}
+				if err := f.open(ctx, nil); err != nil {
+					rt.stopFollowers()
+					return fmt.Errorf("open a socket on node %d: %w", node, err)
+				}
+				rt.followers = append(rt.followers, f)
+			}
+		}
+	}
+	r.Readers = len(rt.followers)
+	for _, f := range rt.followers {
+		rt.wg.Add(1)
+		go f.follow(ctx)
+	}
+	return nil
+}
+
+// kill SIGKILLs the victim, posts a probe through the survivors to each
+// conversation it owned, and waits until every probe is acknowledged and
+// in every socket of its conversation (the victim's sockets resume on
+// their own, in follow); it records the recovery in r.
+func (rt *trial) kill(ctx context.Context, r *RecoveryResult) error {
+	var owned []int
 	probeText := make([]string, len(rt.convs))
-	for _, k := range victimOwned {
-		probeText[k] = fmt.Sprintf("rec-%s-probe-%d", rt.nonce, k)
+	for k, o := range rt.owner {
+		if o == rt.p.Victim {
+			owned = append(owned, k)
+			probeText[k] = fmt.Sprintf("rec-%s-probe-%d", rt.nonce, k)
+		}
 	}
 	for _, f := range rt.followers {
 		f.setProbe(probeText[f.conv])
 	}
-	rt.setLive(p.Victim, false)
+	rt.setLive(rt.p.Victim, false)
 	killed := time.Now()
 	rt.killedAt.Store(&killed)
-	if err := n.Kill(p.Victim); err != nil {
-		return nil, fmt.Errorf("recovery: kill node %d: %w", p.Victim, err)
+	if err := rt.n.Kill(rt.p.Victim); err != nil {
+		return fmt.Errorf("kill node %d: %w", rt.p.Victim, err)
 	}
+	probeAck := make([]time.Time, len(rt.convs))
 	var probes sync.WaitGroup
-	for _, k := range victimOwned {
+	for _, k := range owned {
 		probes.Add(1)
 		go func() {
 			defer probes.Done()
@@ -194,7 +221,6 @@ func Recovery(ctx context.Context, n Nodes, p RecoveryParams) (*RecoveryResult, 
 	}
 	probes.Wait()
 
-	deadline := killed.Add(p.Timeout)
 	recovered := func() bool {
 		for _, f := range rt.followers {
 			if probeText[f.conv] != "" && f.probeTime().IsZero() {
@@ -203,12 +229,13 @@ func Recovery(ctx context.Context, n Nodes, p RecoveryParams) (*RecoveryResult, 
 		}
 		return true
 	}
+	deadline := killed.Add(rt.p.Timeout)
 	for !recovered() && time.Now().Before(deadline) && sleep(ctx, pollEvery) {
 	}
 	if !recovered() {
-		rt.errs.add(fmt.Errorf("not recovered within %s of the kill", p.Timeout))
+		rt.errs.add(fmt.Errorf("not recovered within %s of the kill", rt.p.Timeout))
 	}
-	for _, k := range victimOwned {
+	for _, k := range owned {
 		if probeAck[k].IsZero() {
 			continue
 		}
@@ -229,19 +256,7 @@ func Recovery(ctx context.Context, n Nodes, p RecoveryParams) (*RecoveryResult, 
 			r.Reattached = max(r.Reattached, t.Sub(killed))
 		}
 	}
-
-	sleep(ctx, p.After)
-	stopWriters()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	rt.check(ctx, r)
-	r.Posts = int(rt.acked.Load())
-	rt.mu.Lock()
-	r.SlowestPost, r.Retried = rt.slowest, rt.retried
-	rt.mu.Unlock()
-	r.Errors, r.FirstErrors = rt.errs.snapshot()
-	return r, ctx.Err()
+	return nil
 }
 
 // WithDefaults returns p with its zero fields set to their defaults.

@@ -247,134 +247,144 @@ func (cfg *ClusterConfig) credentials() load.Credentials {
 	return load.Credentials{Auth: cfg.Params.Auth, Key: cfg.Key}
 }
 
-// measureCluster starts a fresh cluster or single node on a fresh schema,
-// runs one comparison case against it and stops it.
-func measureCluster(ctx context.Context, cfg ClusterConfig, c, side string, run int) (m ClusterMeasurement) {
-	m = ClusterMeasurement{Case: c, Side: side, Run: run}
+// env is what one measurement runs in: a fresh schema, and where its
+// servers' log lines go.
+type env struct {
+	cfg  *ClusterConfig
+	m    *ClusterMeasurement
+	dsn  string
+	errs *errorLines
+	see  func(node int, line string) // nil without ClusterConfig.LogDir
+	// stopErr is what stopping the servers went wrong with, recorded
+	// after the body's own error.
+	stopErr error
+}
+
+// measureIn runs body in a fresh env and records its time, its servers'
+// first ERROR lines and its first error in m.
+func measureIn(ctx context.Context, cfg ClusterConfig, m ClusterMeasurement, body func(ctx context.Context, e *env) error) ClusterMeasurement {
 	start := time.Now()
-	errs := &errorLines{}
-	defer func() { m.Took, m.ServerErrors = time.Since(start), errs.lines() }()
-	fail := func(err error) {
-		if m.Err == "" {
-			m.Err = err.Error()
-		}
-	}
+	e := &env{cfg: &cfg, m: &m, errs: &errorLines{}}
+	defer func() { m.Took, m.ServerErrors = time.Since(start), e.errs.lines() }()
 	dsn, drop, err := newSchema(ctx, cfg.PostgresDSN)
 	if err != nil {
-		fail(err)
+		e.fail(err)
 		return m
 	}
 	defer drop()
-
-	p, creds := cfg.Params, cfg.credentials()
-	var srv load.Server
-	var addrs []string
-	see, closeLogs := nodeLogs(cfg.LogDir, fmt.Sprintf("%s-%s-%d", c, side, run))
+	e.dsn = dsn
+	var closeLogs func()
+	e.see, closeLogs = nodeLogs(cfg.LogDir, fmt.Sprintf("%s-%s-%d", m.Case, m.Side, m.Run))
 	defer closeLogs()
-	if side == SideCluster {
-		cl, err := target.StartCluster(ctx, target.ClusterSpec{Spec: cfg.spec(errs), Nodes: cfg.Nodes, DSN: dsn, HeartbeatExpiration: cfg.HeartbeatExpiration, NodeLog: see})
-		if err != nil {
-			fail(err)
-			return m
-		}
-		defer func() {
-			m.ServerErrorLines = cl.ErrorLines()
-			if err := cl.Stop(); err != nil {
-				fail(err)
-			}
-		}()
-		n := cl.Load()
-		srv = n.Servers[0]
-		last := cfg.Nodes - 1
-		if c == CaseClusterConnect {
-			srv.NewConversation = load.OwnedBy(n, creds, 0, func(o int) bool { return o != 0 })
-		} else {
-			srv.NewConversation = load.OwnedBy(n, creds, 0, func(o int) bool { return o == last })
-			for _, s := range n.Servers {
-				addrs = append(addrs, s.Addr)
-			}
-		}
-	} else {
-		spec := target.OnPostgres(cfg.spec(errs), dsn)
-		if see != nil {
-			spec.Log = func(line string) { errs.see(line); see(0, line) }
-		}
-		proc, err := target.Start(ctx, spec)
-		if err != nil {
-			fail(err)
-			return m
-		}
-		defer func() {
-			m.ServerErrorLines = proc.ErrorLines()
-			if err := proc.Stop(); err != nil {
-				fail(err)
-			}
-		}()
-		srv = proc.Server()
-	}
-
-	var res any
-	switch c {
-	case CaseClusterFanout:
-		res, err = load.Fanout(ctx, srv, load.FanoutParams{Credentials: creds, Subscribers: p.Subs, Messages: p.Msgs, Size: p.Size, Concurrency: p.FanoutC, Addrs: addrs})
-	case CaseClusterFanoutPaced:
-		res, err = load.Fanout(ctx, srv, load.FanoutParams{Credentials: creds, Subscribers: p.Subs, Messages: p.PacedMsgs, Size: p.Size, Rate: p.PacedRate, Concurrency: p.FanoutC, Addrs: addrs})
-	case CaseClusterConnect:
-		res, err = load.Connect(ctx, srv, load.ConnectParams{Credentials: creds, N: p.ConnectN, Concurrency: p.ConnectC})
-	}
-	if err != nil {
-		fail(err)
-	}
-	if err == nil || !isNil(res) {
-		m.Result = res
-	}
+	e.fail(body(ctx, e))
+	e.fail(e.stopErr)
 	return m
+}
+
+// fail records err as the measurement's error unless it has one.
+func (e *env) fail(err error) {
+	if err != nil && e.m.Err == "" {
+		e.m.Err = err.Error()
+	}
+}
+
+// cluster starts a cluster on the env's schema; stop stops it and records
+// its ERROR line count.
+func (e *env) cluster(ctx context.Context) (cl *target.Cluster, stop func(), err error) {
+	cl, err = target.StartCluster(ctx, target.ClusterSpec{Spec: e.cfg.spec(e.errs), Nodes: e.cfg.Nodes, DSN: e.dsn, HeartbeatExpiration: e.cfg.HeartbeatExpiration, NodeLog: e.see})
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl, func() {
+		e.m.ServerErrorLines = cl.ErrorLines()
+		e.stopErr = errors.Join(e.stopErr, cl.Stop())
+	}, nil
+}
+
+// single starts one node, not in cluster mode, on the env's schema.
+func (e *env) single(ctx context.Context) (proc *target.Process, stop func(), err error) {
+	spec := target.OnPostgres(e.cfg.spec(e.errs), e.dsn)
+	if e.see != nil {
+		spec.Log = func(line string) { e.errs.see(line); e.see(0, line) }
+	}
+	if proc, err = target.Start(ctx, spec); err != nil {
+		return nil, nil, err
+	}
+	return proc, func() {
+		e.m.ServerErrorLines = proc.ErrorLines()
+		e.stopErr = errors.Join(e.stopErr, proc.Stop())
+	}, nil
+}
+
+// measureCluster starts a fresh cluster or single node on a fresh schema,
+// runs one comparison case against it and stops it.
+func measureCluster(ctx context.Context, cfg ClusterConfig, c, side string, run int) ClusterMeasurement {
+	return measureIn(ctx, cfg, ClusterMeasurement{Case: c, Side: side, Run: run}, func(ctx context.Context, e *env) error {
+		p, creds := cfg.Params, cfg.credentials()
+		var srv load.Server
+		var addrs []string
+		if side == SideCluster {
+			cl, stop, err := e.cluster(ctx)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			n := cl.Load()
+			srv = n.Servers[0]
+			last := cfg.Nodes - 1
+			if c == CaseClusterConnect {
+				srv.NewConversation = load.OwnedBy(n, creds, 0, func(o int) bool { return o != 0 })
+			} else {
+				srv.NewConversation = load.OwnedBy(n, creds, 0, func(o int) bool { return o == last })
+				for _, s := range n.Servers {
+					addrs = append(addrs, s.Addr)
+				}
+			}
+		} else {
+			proc, stop, err := e.single(ctx)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			srv = proc.Server()
+		}
+		var res any
+		var err error
+		switch c {
+		case CaseClusterFanout:
+			res, err = load.Fanout(ctx, srv, load.FanoutParams{Credentials: creds, Subscribers: p.Subs, Messages: p.Msgs, Size: p.Size, Concurrency: p.FanoutC, Addrs: addrs})
+		case CaseClusterFanoutPaced:
+			res, err = load.Fanout(ctx, srv, load.FanoutParams{Credentials: creds, Subscribers: p.Subs, Messages: p.PacedMsgs, Size: p.Size, Rate: p.PacedRate, Concurrency: p.FanoutC, Addrs: addrs})
+		case CaseClusterConnect:
+			res, err = load.Connect(ctx, srv, load.ConnectParams{Credentials: creds, N: p.ConnectN, Concurrency: p.ConnectC})
+		}
+		if err == nil || !isNil(res) {
+			e.m.Result = res
+		}
+		return err
+	})
 }
 
 // measureRecovery runs one recovery trial on a fresh cluster and schema,
 // killing node (trial-1) mod Nodes, then checks the store.
-func measureRecovery(ctx context.Context, cfg ClusterConfig, trial int) (m ClusterMeasurement) {
-	m = ClusterMeasurement{Case: CaseRecovery, Side: SideCluster, Run: trial}
-	start := time.Now()
-	errs := &errorLines{}
-	defer func() { m.Took, m.ServerErrors = time.Since(start), errs.lines() }()
-	fail := func(err error) {
-		if m.Err == "" {
-			m.Err = err.Error()
+func measureRecovery(ctx context.Context, cfg ClusterConfig, trial int) ClusterMeasurement {
+	return measureIn(ctx, cfg, ClusterMeasurement{Case: CaseRecovery, Side: SideCluster, Run: trial}, func(ctx context.Context, e *env) error {
+		cl, stop, err := e.cluster(ctx)
+		if err != nil {
+			return err
 		}
-	}
-	dsn, drop, err := newSchema(ctx, cfg.PostgresDSN)
-	if err != nil {
-		fail(err)
-		return m
-	}
-	defer drop()
-	see, closeLogs := nodeLogs(cfg.LogDir, fmt.Sprintf("%s-%d", CaseRecovery, trial))
-	defer closeLogs()
-	cl, err := target.StartCluster(ctx, target.ClusterSpec{Spec: cfg.spec(errs), Nodes: cfg.Nodes, DSN: dsn, HeartbeatExpiration: cfg.HeartbeatExpiration, NodeLog: see})
-	if err != nil {
-		fail(err)
-		return m
-	}
-	defer func() {
-		m.ServerErrorLines = cl.ErrorLines()
-		if err := cl.Stop(); err != nil {
-			fail(err)
+		defer stop()
+		p := cfg.Recovery
+		p.Credentials, p.Victim = cfg.credentials(), (trial-1)%cfg.Nodes
+		r, err := load.Recovery(ctx, cl.Load(), p)
+		if r == nil {
+			return err
 		}
-	}()
-	p := cfg.Recovery
-	p.Credentials, p.Victim = cfg.credentials(), (trial-1)%cfg.Nodes
-	r, err := load.Recovery(ctx, cl.Load(), p)
-	if err != nil {
-		fail(err)
-	}
-	if r != nil {
-		m.Result = r
-		if m.StoreGaps, err = storeGaps(ctx, dsn); err != nil {
-			fail(err)
-		}
-	}
-	return m
+		e.m.Result = r
+		var gerr error
+		e.m.StoreGaps, gerr = storeGaps(ctx, e.dsn)
+		return errors.Join(err, gerr)
+	})
 }
 
 // newSchema makes a fresh, empty schema in the database at base and

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agent-server/agent-server/bench/load"
+	"github.com/agent-server/agent-server/bench/target"
 )
 
 // The cluster targets of the cluster issue, on cluster/single.
@@ -69,19 +70,10 @@ func (m *ClusterMeasurement) derive() []metric {
 
 // line is the progress line of m.
 func (m *ClusterMeasurement) line() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "run %d %-20s %-7s %6.1fs", m.Run, m.Case, m.Side, m.Took.Seconds())
-	for _, x := range m.derive() {
-		fmt.Fprintf(&b, "  %s=%s", x.name, format(x.unit, x.value))
-	}
-	if m.Err != "" {
-		fmt.Fprintf(&b, "  ERROR: %s", firstLine(m.Err))
-	} else if first := m.firstErrors(); len(first) > 0 {
-		fmt.Fprintf(&b, "  first error: %s", firstLine(first[0]))
-	}
-	return b.String()
+	return progressLine(fmt.Sprintf("run %d %-20s %-7s %6.1fs", m.Run, m.Case, m.Side, m.Took.Seconds()), m.derive(), m.Err, m.firstErrors())
 }
 
+// firstErrors are the first error texts a scenario kept.
 func (m *ClusterMeasurement) firstErrors() []string {
 	if r, ok := m.Result.(*load.RecoveryResult); ok {
 		return r.FirstErrors
@@ -89,79 +81,49 @@ func (m *ClusterMeasurement) firstErrors() []string {
 	return (&Measurement{Result: m.Result}).firstErrors()
 }
 
-// sideRow is one metric of one case over every run, by side.
-type sideRow struct {
-	caseName string
-	metric   metric
-	values   map[string][]float64
-	runs     map[string][]int
-}
+// The sides as rows key them.
+const (
+	kindCluster = target.Kind(SideCluster)
+	kindSingle  = target.Kind(SideSingle)
+)
 
 // rows aggregates the measurements, in case order then metric order.
-func (r *ClusterReport) rows() []*sideRow {
-	var out []*sideRow
-	index := map[string]*sideRow{}
-	for _, c := range ClusterCases {
-		for i := range r.Measurements {
-			m := &r.Measurements[i]
-			if m.Case != c {
-				continue
-			}
-			for _, x := range m.derive() {
-				key := c + "\x00" + x.name
-				rw := index[key]
-				if rw == nil {
-					rw = &sideRow{caseName: c, metric: x, values: map[string][]float64{}, runs: map[string][]int{}}
-					index[key] = rw
-					out = append(out, rw)
-				}
-				rw.values[m.Side] = append(rw.values[m.Side], x.value)
-				rw.runs[m.Side] = append(rw.runs[m.Side], m.Run)
-			}
-		}
-	}
-	return out
+func (r *ClusterReport) rows() []*row {
+	return aggregate(ClusterCases, len(r.Measurements), func(i int) (string, target.Kind, int, []metric) {
+		m := &r.Measurements[i]
+		return m.Case, target.Kind(m.Side), m.Run, m.derive()
+	})
 }
 
-// ratio is cluster/single of the medians, with the range of the run by
-// run ratios; empty when it means nothing.
-func (rw *sideRow) ratio() string {
-	c, s := summarize(rw.values[SideCluster]), summarize(rw.values[SideSingle])
+// clusterRatio is cluster/single of the medians, with the range of the
+// run by run ratios; empty when it means nothing.
+func clusterRatio(rw *row) string {
+	c, s := summarize(rw.values[kindCluster]), summarize(rw.values[kindSingle])
 	u := rw.metric.unit
 	if c.n == 0 || s.n == 0 || s.med == 0 || u == "count" || u == "%" || u == "s" {
 		return ""
 	}
 	out := fmt.Sprintf("%.2fx", c.med/s.med)
-	single := map[int]float64{}
-	for i, run := range rw.runs[SideSingle] {
-		single[run] = rw.values[SideSingle][i]
-	}
-	var paired []float64
-	for i, run := range rw.runs[SideCluster] {
-		if b, ok := single[run]; ok && b != 0 {
-			paired = append(paired, rw.values[SideCluster][i]/b)
-		}
-	}
-	if pr := summarize(paired); pr.n > 1 {
+	if pr := summarize(rw.pairedRatios(kindCluster, kindSingle)); pr.n > 1 {
 		out += fmt.Sprintf(" (%.2f-%.2f)", pr.min, pr.max)
 	}
 	return out
 }
 
-// verdict says whether the row's goal is met: a ratio of the medians, or
-// every cluster run within the bound.
-func (rw *sideRow) verdict() string {
+// clusterVerdict says whether the row's goal is met: a ratio of the
+// medians, or every cluster run within the bound.
+func clusterVerdict(rw *row) string {
 	g := rw.metric.goal
 	if g == nil {
 		return ""
 	}
-	c := summarize(rw.values[SideCluster])
+	c := summarize(rw.values[kindCluster])
 	if c.n == 0 {
 		return "n/a"
 	}
 	v := c.max
 	if g.ratio {
-		s := summarize(rw.values[SideSingle])
+		s := summarize(rw.values[kindSingle])
 		if s.n == 0 || s.med == 0 {
 			return "n/a"
 		}
@@ -175,7 +137,7 @@ func (rw *sideRow) verdict() string {
 
 // Markdown writes the comparison table, then the recovery table.
 func (r *ClusterReport) Markdown(w io.Writer) {
-	var cmp, rec []*sideRow
+	var cmp, rec []*row
 	for _, rw := range r.rows() {
 		if rw.caseName == CaseRecovery {
 			rec = append(rec, rw)
@@ -193,8 +155,8 @@ func (r *ClusterReport) Markdown(w io.Writer) {
 				name, last = r.caseLabel(rw.caseName), rw.caseName
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", name, rw.metric.name,
-				spread(rw.metric.unit, summarize(rw.values[SideCluster])), spread(rw.metric.unit, summarize(rw.values[SideSingle])),
-				rw.ratio(), goalText(rw.metric.goal), rw.verdict())
+				spread(rw.metric.unit, summarize(rw.values[kindCluster])), spread(rw.metric.unit, summarize(rw.values[kindSingle])),
+				clusterRatio(rw), goalText(rw.metric.goal), clusterVerdict(rw))
 		}
 	}
 	if len(rec) > 0 {
@@ -205,7 +167,7 @@ func (r *ClusterReport) Markdown(w io.Writer) {
 		fmt.Fprintln(w, "| metric | median | worst | trials | target | |")
 		fmt.Fprintln(w, "|---|---:|---:|---|---|---|")
 		for _, rw := range rec {
-			v := rw.values[SideCluster]
+			v := rw.values[kindCluster]
 			st := summarize(v)
 			worst := st.max
 			if rw.metric.better > 0 {
@@ -216,7 +178,7 @@ func (r *ClusterReport) Markdown(w io.Writer) {
 				each = append(each, bare(rw.metric.unit, x))
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", rw.metric.name, format(rw.metric.unit, st.med), format(rw.metric.unit, worst),
-				strings.Join(each, ", "), goalText(rw.metric.goal), rw.verdict())
+				strings.Join(each, ", "), goalText(rw.metric.goal), clusterVerdict(rw))
 		}
 	}
 	r.notes(w, true)
@@ -238,15 +200,15 @@ func (r *ClusterReport) Text(w io.Writer) {
 			last = rw.caseName
 		}
 		fmt.Fprintf(w, "  %-44s", rw.metric.name)
-		for _, side := range []string{SideCluster, SideSingle} {
+		for _, side := range []target.Kind{kindCluster, kindSingle} {
 			if len(rw.values[side]) > 0 {
 				fmt.Fprintf(w, "  %s %-30s", side, spread(rw.metric.unit, summarize(rw.values[side])))
 			}
 		}
-		if t := rw.ratio(); t != "" {
+		if t := clusterRatio(rw); t != "" {
 			fmt.Fprintf(w, "  ratio %s", t)
 		}
-		if v := rw.verdict(); v != "" {
+		if v := clusterVerdict(rw); v != "" {
 			fmt.Fprintf(w, "  [%s: %s]", rw.metric.goal, strings.Trim(v, "*"))
 		}
 		fmt.Fprintln(w)
@@ -257,16 +219,7 @@ func (r *ClusterReport) Text(w io.Writer) {
 // notes lists failed measurements and the first errors of the others.
 func (r *ClusterReport) notes(w io.Writer, short bool) {
 	for _, m := range r.Measurements {
-		msg := m.Err
-		if msg != "" && short {
-			msg = firstLine(msg)
-		}
-		switch first := m.firstErrors(); {
-		case msg != "":
-			fmt.Fprintf(w, "\nrun %d, %s, %s failed: %s\n", m.Run, m.Case, m.Side, msg)
-		case len(first) > 0:
-			fmt.Fprintf(w, "\nrun %d, %s, %s: first errors: %s\n", m.Run, m.Case, m.Side, strings.Join(first, "; "))
-		}
+		note(w, m.Run, m.Case, m.Side, m.Err, m.firstErrors(), short)
 	}
 }
 

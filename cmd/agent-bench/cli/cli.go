@@ -106,7 +106,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	)
 	fs.Var(&serverEnv, "server-env", "KEY=VALUE added to the started servers' environment; repeatable (e.g. AGENT_PPROF_ADDR=127.0.0.1:6060)")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: agent-bench [flags]\n       agent-bench baseline [-addr HOST:PORT] [-key KEY] [-jwt-secret S]\n\n")
+		fmt.Fprint(stderr, "usage: agent-bench [flags]\n       agent-bench baseline [-addr HOST:PORT] [-key KEY] [-jwt-secret S]\n       agent-bench cluster [flags] (see agent-bench cluster -h)\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

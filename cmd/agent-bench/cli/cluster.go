@@ -123,9 +123,9 @@ func benchCluster(args []string, stdout, stderr io.Writer) error {
 	if lim := raiseFileLimit(); lim < uint64(p.Subs)+1024 {
 		fmt.Fprintf(stderr, "agent-bench: warning: open-file limit %d is low for %d connections\n", lim, p.Subs)
 	}
-	loadBefore := loadAverage()
+	loads := [2]string{loadAverage()}
 	rep, err := suite.RunCluster(ctx, cfg)
-	pgNote += "; load average " + loadBefore + " at the start, " + loadAverage() + " at the end (the machine is shared)"
+	loads[1] = loadAverage()
 	if rep != nil && *jsonOut != "" {
 		if jerr := writeJSONTo(*jsonOut, rep.JSON); jerr != nil && err == nil {
 			err = jerr
@@ -134,7 +134,7 @@ func benchCluster(args []string, stdout, stderr io.Writer) error {
 	if rep != nil {
 		switch *out {
 		case "markdown":
-			fmt.Fprintf(stdout, "%s\n\n", describeCluster(cfg, rep, pgNote))
+			fmt.Fprintf(stdout, "%s\n\n", describeCluster(cfg, rep, pgNote, loads))
 			rep.Markdown(stdout)
 		case "json":
 			if jerr := rep.JSON(stdout); jerr != nil && err == nil {
@@ -190,11 +190,11 @@ func loadAverage() string {
 }
 
 // describeCluster is the cluster report's header: when, how, on what.
-func describeCluster(cfg suite.ClusterConfig, rep *suite.ClusterReport, pg string) string {
+func describeCluster(cfg suite.ClusterConfig, rep *suite.ClusterReport, pg string, loads [2]string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Measured %s, %d run(s) of each comparison and %d recovery trial(s), %s in total. Each cell: median [min-max] over the runs.\n",
 		rep.Started.UTC().Format("2006-01-02 15:04 MST"), cfg.Runs, cfg.Trials, rep.Finished.Sub(rep.Started).Round(time.Second))
-	fmt.Fprintf(&b, "Machine: %s.\n", machine())
+	fmt.Fprintf(&b, "Machine: %s; 1-minute load average %s at the start, %s at the end.\n", machine(), loads[0], loads[1])
 	pin := "no server is pinned: the nodes (or the single node), PostgreSQL and the generator share every CPU"
 	if cfg.ServerCPUs != "" {
 		pin = "servers pinned to CPU " + cfg.ServerCPUs
