@@ -491,6 +491,14 @@ func (p *placement) staticProvider(cfg config.Cluster) (cluster.ClusterProvider,
 	return automanaged.NewWithTesting(refresh, cfg.Static.Port, e, cfg.Static.Peers...), nil
 }
 
+// blockingDial makes the etcd client's first dial wait (up to DialTimeout)
+// and fail, instead of returning a client that retries in the background
+// while protoactor waits on it for good. etcd's clientv3 still dials with
+// grpc.DialContext, which honours it.
+//
+//lint:ignore SA1019 clientv3 dials with DialContext, where WithBlock is supported
+var blockingDial = grpc.WithBlock()
+
 // etcdProvider is protoactor's etcd provider. The client dials with a
 // deadline first: protoactor's StartMember waits for good on an etcd it
 // cannot reach.
@@ -500,8 +508,7 @@ func etcdProvider(cfg config.Cluster) (cluster.ClusterProvider, error) {
 		DialTimeout: 5 * time.Second,
 		Username:    cfg.Etcd.Username,
 		Password:    cfg.Etcd.Password,
-		//lint:ignore SA1019 a dial that fails fast, not a hang (protoactor's etcd provider dials this way)
-		DialOptions: []grpc.DialOption{grpc.WithBlock()},
+		DialOptions: []grpc.DialOption{blockingDial},
 	}
 	if cfg.Etcd.CAFile != "" || cfg.Etcd.CertFile != "" {
 		t := &tls.Config{MinVersion: tls.VersionTLS12}

@@ -96,15 +96,26 @@ func (r *ClusterReport) rows() []*row {
 }
 
 // clusterRatio is cluster/single of the medians, with the range of the
-// run by run ratios; empty when it means nothing.
+// run by run ratios; empty when it means nothing. (Once main's
+// row.ratioText(a, b) is here, this is rw.ratioText(kindCluster, kindSingle).)
 func clusterRatio(rw *row) string {
 	c, s := summarize(rw.values[kindCluster]), summarize(rw.values[kindSingle])
 	u := rw.metric.unit
-	if c.n == 0 || s.n == 0 || s.med == 0 || u == "count" || u == "%" || u == "s" {
+	if c.n == 0 || s.n == 0 || s.med == 0 || rw.metric.noRatio || u == "count" || u == "%" || u == "s" {
 		return ""
 	}
 	out := fmt.Sprintf("%.2fx", c.med/s.med)
-	if pr := summarize(rw.pairedRatios(kindCluster, kindSingle)); pr.n > 1 {
+	single := map[int]float64{}
+	for i, run := range rw.runs[kindSingle] {
+		single[run] = rw.values[kindSingle][i]
+	}
+	var paired []float64
+	for i, run := range rw.runs[kindCluster] {
+		if b, ok := single[run]; ok && b != 0 {
+			paired = append(paired, rw.values[kindCluster][i]/b)
+		}
+	}
+	if pr := summarize(paired); pr.n > 1 {
 		out += fmt.Sprintf(" (%.2f-%.2f)", pr.min, pr.max)
 	}
 	return out

@@ -233,17 +233,17 @@ func summarize(values []float64) stats {
 	return stats{n: len(v), med: med, min: v[0], max: v[len(v)-1]}
 }
 
-// pairedRatios are ours/base run by run.
-func (rw *row) pairedRatios(ours, base target.Kind) []float64 {
-	o, b := rw.values[ours], rw.values[base]
+// pairedRatios are ours/baseline run by run.
+func (rw *row) pairedRatios() []float64 {
+	ours, base := rw.values[target.AgentServer], rw.values[target.Baseline]
 	byRun := map[int]float64{}
-	for i, run := range rw.runs[base] {
-		byRun[run] = b[i]
+	for i, run := range rw.runs[target.Baseline] {
+		byRun[run] = base[i]
 	}
 	var out []float64
-	for i, run := range rw.runs[ours] {
-		if v, ok := byRun[run]; ok && v != 0 {
-			out = append(out, o[i]/v)
+	for i, run := range rw.runs[target.AgentServer] {
+		if b, ok := byRun[run]; ok && b != 0 {
+			out = append(out, ours[i]/b)
 		}
 	}
 	return out
@@ -366,7 +366,7 @@ func (rw *row) ratioText() string {
 		return ""
 	}
 	s := fmt.Sprintf("%.2fx", o.med/b.med)
-	if pr := summarize(rw.pairedRatios(target.AgentServer, target.Baseline)); pr.n > 1 {
+	if pr := summarize(rw.pairedRatios()); pr.n > 1 {
 		s += fmt.Sprintf(" (%.2f-%.2f)", pr.min, pr.max)
 	}
 	return s
