@@ -265,20 +265,25 @@ type env struct {
 func measureIn(ctx context.Context, cfg ClusterConfig, m ClusterMeasurement, body func(ctx context.Context, e *env) error) ClusterMeasurement {
 	start := time.Now()
 	e := &env{cfg: &cfg, m: &m, errs: &errorLines{}}
-	defer func() { m.Took, m.ServerErrors = time.Since(start), e.errs.lines() }()
-	dsn, drop, err := newSchema(ctx, cfg.PostgresDSN)
+	e.fail(e.run(ctx, body))
+	e.fail(e.stopErr)
+	m.Took, m.ServerErrors = time.Since(start), e.errs.lines()
+	return m
+}
+
+// run runs body on a fresh schema, with the servers' logs where the config
+// wants them.
+func (e *env) run(ctx context.Context, body func(ctx context.Context, e *env) error) error {
+	dsn, drop, err := newSchema(ctx, e.cfg.PostgresDSN)
 	if err != nil {
-		e.fail(err)
-		return m
+		return err
 	}
 	defer drop()
 	e.dsn = dsn
 	var closeLogs func()
-	e.see, closeLogs = nodeLogs(cfg.LogDir, fmt.Sprintf("%s-%s-%d", m.Case, m.Side, m.Run))
+	e.see, closeLogs = nodeLogs(e.cfg.LogDir, fmt.Sprintf("%s-%s-%d", e.m.Case, e.m.Side, e.m.Run))
 	defer closeLogs()
-	e.fail(body(ctx, e))
-	e.fail(e.stopErr)
-	return m
+	return body(ctx, e)
 }
 
 // fail records err as the measurement's error unless it has one.

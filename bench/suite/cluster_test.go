@@ -2,6 +2,7 @@ package suite
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,6 +127,9 @@ func TestClusterSmoke(t *testing.T) {
 			if m.Err != "" {
 				t.Fatalf("failed: %s\nserver errors: %v", m.Err, m.ServerErrors)
 			}
+			if m.Took <= 0 {
+				t.Errorf("took %s", m.Took)
+			}
 			switch r := m.Result.(type) {
 			case *load.RecoveryResult:
 				if r.Lost != 0 || r.Duplicated != 0 || r.Mismatched != 0 || r.Errors != 0 || m.StoreGaps != 0 {
@@ -151,5 +155,37 @@ func TestClusterSmoke(t *testing.T) {
 		if !strings.Contains(md.String(), c+":") {
 			t.Errorf("markdown has no %s:\n%s", c, md.String())
 		}
+	}
+}
+
+// Only ERROR lines are kept, the first maxErrorLines of them.
+func TestErrorLines(t *testing.T) {
+	var e errorLines
+	e.see("time=1 level=INFO msg=x")
+	for i := range maxErrorLines + 2 {
+		e.see(fmt.Sprintf("time=%d level=ERROR msg=y", i))
+	}
+	got := e.lines()
+	if len(got) != maxErrorLines || got[0] != "time=0 level=ERROR msg=y" {
+		t.Errorf("kept %q, want the first %d ERROR lines", got, maxErrorLines)
+	}
+}
+
+// Each node's lines go to a file of its own; no directory, no files.
+func TestNodeLogs(t *testing.T) {
+	dir := t.TempDir()
+	see, closeLogs := nodeLogs(dir, "case-cluster-1")
+	see(0, "zero")
+	see(1, "one")
+	see(0, "zero again")
+	closeLogs()
+	for file, want := range map[string]string{"case-cluster-1-node0.log": "zero\nzero again\n", "case-cluster-1-node1.log": "one\n"} {
+		if b, err := os.ReadFile(filepath.Join(dir, file)); err != nil || string(b) != want {
+			t.Errorf("%s = %q, %v; want %q", file, b, err, want)
+		}
+	}
+	if see, closeLogs := nodeLogs("", "x"); see != nil {
+		closeLogs()
+		t.Error("nodeLogs without a directory returned a sink")
 	}
 }
