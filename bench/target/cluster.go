@@ -46,7 +46,6 @@ func OnPostgres(spec Spec, dsn string) Spec {
 // Cluster is a running set of agent-server nodes.
 type Cluster struct {
 	Nodes []*Process
-	key   string
 }
 
 // StartCluster starts the nodes of spec at once and returns when each is
@@ -77,7 +76,7 @@ func StartCluster(ctx context.Context, spec ClusterSpec) (*Cluster, error) {
 	_, _ = rand.Read(b[:])
 	name := "bench-" + hex.EncodeToString(b[:])
 
-	c := &Cluster{Nodes: make([]*Process, spec.Nodes), key: spec.Key}
+	c := &Cluster{Nodes: make([]*Process, spec.Nodes)}
 	errs := make([]error, spec.Nodes)
 	var wg sync.WaitGroup
 	for i := range spec.Nodes {
