@@ -294,6 +294,13 @@ func (p *placement) Members() []Member { return *p.members.Load() }
 // the first only), so that an append can say it may be a retry; callers
 // make requests safe to repeat (appends carry a key).
 func (p *placement) call(ctx context.Context, conversationID string, msg func(retry bool) proto.Message) (any, error) {
+	return p.callEach(ctx, conversationID, callAttempt, msg)
+}
+
+// callEach is call with each attempt bounded by each: a request the
+// owner answers only after a wait of its own (a run waiting for a runtime,
+// a question to the runtime) must not be sent again while it waits.
+func (p *placement) callEach(ctx context.Context, conversationID string, each time.Duration, msg func(retry bool) proto.Message) (any, error) {
 	if !p.hasJoined() {
 		return nil, fmt.Errorf("%w: %w", core.ErrUnavailable, ErrNotJoined)
 	}
@@ -301,14 +308,14 @@ func (p *placement) call(ctx context.Context, conversationID string, msg func(re
 	for attempt := 0; ; attempt++ {
 		pid := p.cluster.Get(conversationID, conversationKind) // activates if needed
 		if pid != nil {
-			d := callAttempt
+			d := each
 			if dl, ok := ctx.Deadline(); ok {
 				d = min(d, time.Until(dl))
 			}
 			res, err := p.cluster.ActorSystem.Root.RequestFuture(pid, msg(attempt > 0), d).Result()
 			switch {
 			case err == nil && res != nil:
-				if r, ok := res.(*clusterpb.Result); ok && r.Error != nil && r.Error.Code == errFenced {
+				if fenced(res) {
 					break // that activation lost the conversation: ask the one that has it
 				}
 				return res, nil
@@ -326,6 +333,13 @@ func (p *placement) call(ctx context.Context, conversationID string, msg func(re
 		}
 		wait = min(2*wait, time.Second)
 	}
+}
+
+// fenced reports whether an activation answered that it lost its
+// conversation (fencing.go).
+func fenced(res any) bool {
+	r, ok := res.(*clusterpb.Result)
+	return ok && r.Error != nil && r.Error.Code == errFenced
 }
 
 // same is msg for every attempt.

@@ -175,7 +175,7 @@ func (r *relay) handle(ctx actor.Context, msg any, sender *actor.PID) {
 		r.toOwner(ctx, &clusterpb.Command{Command: &clusterpb.Command_Reply{Reply: &clusterpb.RuntimeReply{
 			Conn: refOf(m.Conn), Id: m.ID, Status: int32(m.Reply.Status), Body: m.Reply.Body}}})
 	case addressed:
-		r.sys.forward(ctx, m, sender)
+		r.sys.forwardVia(ctx, r.owner, m, sender)
 	}
 }
 
@@ -511,6 +511,18 @@ func (r *relay) stopping(ctx actor.Context) {
 // that a retry (after a timeout, or through a new owner) never appends
 // twice.
 func (s *System) forward(ctx actor.Context, m addressed, sender *actor.PID) {
+	s.forwardVia(ctx, nil, m, sender)
+}
+
+// forwardVia is forward with, when owner is not nil, the first attempt
+// sent from the mailbox straight to owner, the activation a relay is
+// subscribed to: a relay's sockets' posts and events then reach the owner
+// in the order they were sent (protoactor's remote keeps the order of one
+// sender's messages to one node), as they do on a single node. Only when
+// that attempt fails (the owner went away, moved or was fenced) does the
+// request go through placement, retried, and may then overtake what was
+// sent after it.
+func (s *System) forwardVia(ctx actor.Context, owner *actor.PID, m addressed, sender *actor.PID) {
 	if a, ok := m.(*appendEvent); ok && a.Key == "" {
 		cp := *a
 		cp.Key = "~" + uuid.NewString()
@@ -522,24 +534,39 @@ func (s *System) forward(ctx actor.Context, m addressed, sender *actor.PID) {
 			root.Send(sender, msg)
 		}
 	}
-	go func() {
-		timeout := requestTimeout
-		switch c := m.(type) {
-		case *runConversation:
-			timeout += c.Wait
-		case *rejectPending:
-			timeout += c.Wait
-		case *askRuntime:
-			timeout += c.Wait + c.Timeout
+	// The owner answers some requests only after a wait of their own: each
+	// attempt allows for it, so that a slow answer is not asked again.
+	var wait time.Duration
+	switch c := m.(type) {
+	case *runConversation:
+		wait = c.Wait
+	case *rejectPending:
+		wait = c.Wait
+	case *askRuntime:
+		wait = c.Wait + c.Timeout
+	}
+	timeout, attempt := requestTimeout+wait, callAttempt+wait
+	var first *actor.Future
+	if owner != nil {
+		if msg, err := toOwner(m, false); err == nil {
+			first = ctx.RequestFuture(owner, msg, attempt)
 		}
+	}
+	go func() {
 		cctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		var convErr error
-		res, err := p.call(cctx, m.conversationID(), func(retry bool) proto.Message {
-			msg, err := toOwner(m, retry)
-			convErr = err
-			return msg
-		})
+		var res any
+		var err, convErr error
+		if first != nil {
+			res, err = first.Result()
+		}
+		if first == nil || err != nil || res == nil || fenced(res) {
+			res, err = p.callEach(cctx, m.conversationID(), attempt, func(retry bool) proto.Message {
+				msg, err := toOwner(m, retry || first != nil)
+				convErr = err
+				return msg
+			})
+		}
 		switch r, ok := res.(*clusterpb.Result); {
 		case convErr != nil:
 			answer(&commandFailed{Err: convErr})

@@ -80,17 +80,25 @@ func (cl *client) credentials(n int) ([]string, error) {
 	return out, nil
 }
 
-// request builds the URL and headers carrying cred.
-func (cl *client) request(conv, cred string) (string, http.Header) {
+// request builds the URL and headers carrying cred, with the query
+// parameters of extra (a replay request, e.g. after_id) when not nil.
+func (cl *client) request(conv, cred string, extra url.Values) (string, http.Header) {
 	u := "ws://" + cl.addr + "/sockets/events/" + conv
 	h := http.Header{}
+	q := url.Values{}
+	for k, v := range extra {
+		q[k] = v
+	}
 	switch cl.creds.Auth {
 	case AuthQuery:
-		u += "?session_api_key=" + url.QueryEscape(cred)
+		q.Set("session_api_key", cred)
 	case AuthHeader:
 		h.Set("X-Session-API-Key", cred)
 	default: // bearer, jwt
 		h.Set("Authorization", "Bearer "+cred)
+	}
+	if len(q) > 0 {
+		u += "?" + q.Encode()
 	}
 	return u, h
 }
@@ -127,7 +135,12 @@ type conn struct {
 // dial opens a socket to conversation conv with cred and waits for its
 // full_state frame. A refused handshake is a *HandshakeError.
 func (cl *client) dial(ctx context.Context, conv, cred string, onMessage func([]byte)) (*conn, error) {
-	u, h := cl.request(conv, cred)
+	return cl.dialWith(ctx, conv, cred, nil, onMessage)
+}
+
+// dialWith is dial with extra query parameters (a replay request).
+func (cl *client) dialWith(ctx context.Context, conv, cred string, extra url.Values, onMessage func([]byte)) (*conn, error) {
+	u, h := cl.request(conv, cred, extra)
 	c := &conn{onMessage: onMessage, ready: make(chan struct{}), closed: make(chan struct{})}
 	ws, resp, err := gws.NewClient(c, &gws.ClientOption{
 		Addr:               u,

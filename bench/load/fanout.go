@@ -16,6 +16,10 @@ type FanoutParams struct {
 	Rate        float64       // messages per second; 0 publishes back to back
 	Concurrency int           // subscribers connecting at once
 	Timeout     time.Duration // longest wait for every delivery after the last send (default 30s)
+	// Addrs spreads the subscribers over several servers (the nodes of a
+	// cluster): subscriber i joins through Addrs[i%len(Addrs)], so the
+	// publisher, subscriber 0, through Addrs[0]. Empty: srv.Addr alone.
+	Addrs []string
 }
 
 // FanoutResult is what the fan-out scenario measured.
@@ -26,6 +30,7 @@ type FanoutResult struct {
 	Delivered   int           `json:"delivered"`  // distinct (subscriber, message) pairs received
 	Lost        int           `json:"lost"`       // Expected - Delivered
 	Duplicates  int           `json:"duplicates"` // a message a subscriber had already received
+	Reordered   int           `json:"reordered"`  // deliveries of a message sent before one the subscriber already had
 	Errors      int           `json:"errors"`     // subscribers that closed early, unreadable frames
 	FirstErrors []string      `json:"first_errors,omitempty"`
 	SendTime    time.Duration `json:"send_time"` // first send to last send
@@ -43,6 +48,8 @@ type subscriber struct {
 	seen  []uint64 // bitset of received sequence numbers
 	got   int
 	dups  int
+	late  int    // new messages with a lower sequence number than the highest seen
+	high  uint64 // highest sequence number seen, plus one
 	bad   int
 	lat   []int64
 	last  int64         // clock() of the latest new delivery
@@ -72,6 +79,10 @@ func (s *subscriber) receive(b []byte) {
 		return
 	}
 	s.seen[w] |= bit
+	if seq+1 < s.high {
+		s.late++
+	}
+	s.high = max(s.high, seq+1)
 	s.got++
 	s.last = now
 	s.lat = append(s.lat, now-sent)
@@ -97,16 +108,24 @@ func Fanout(ctx context.Context, srv Server, p FanoutParams) (*FanoutResult, err
 	if p.Timeout <= 0 {
 		p.Timeout = 30 * time.Second
 	}
-	cl, err := newClient(srv.Addr, p.Credentials)
-	if err != nil {
-		return nil, fmt.Errorf("fanout: %w", err)
+	addrs := p.Addrs
+	if len(addrs) == 0 {
+		addrs = []string{srv.Addr}
 	}
-	cl.readBuf = bulkBufSize
+	cls := make([]*client, len(addrs))
+	for i, addr := range addrs {
+		cl, err := newClient(addr, p.Credentials)
+		if err != nil {
+			return nil, fmt.Errorf("fanout: %w", err)
+		}
+		cl.readBuf = bulkBufSize
+		cls[i] = cl
+	}
 	convs, err := newConversations(ctx, srv, 1)
 	if err != nil {
 		return nil, fmt.Errorf("fanout: %w", err)
 	}
-	creds, err := cl.credentials(p.Subscribers)
+	creds, err := cls[0].credentials(p.Subscribers)
 	if err != nil {
 		return nil, fmt.Errorf("fanout: %w", err)
 	}
@@ -116,7 +135,7 @@ func Fanout(ctx context.Context, srv Server, p FanoutParams) (*FanoutResult, err
 	var joinErrs errorLog
 	parallel(ctx, p.Subscribers, p.Concurrency, func(i int) {
 		s := newSubscriber(p.Messages)
-		c, err := cl.dial(ctx, convs[0], creds[i], s.receive)
+		c, err := cls[i%len(cls)].dial(ctx, convs[0], creds[i], s.receive)
 		if err != nil {
 			joinErrs.add(err)
 			return
@@ -186,6 +205,7 @@ wait:
 		}
 		r.Delivered += s.got
 		r.Duplicates += s.dups
+		r.Reordered += s.late
 		last = max(last, s.last)
 		all = append(all, s.lat...)
 	}

@@ -151,14 +151,20 @@ func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 // line is the progress line of m.
 func (m *Measurement) line() string {
+	return progressLine(fmt.Sprintf("run %d %-12s %-12s %6.1fs", m.Run, m.Case, m.Target, m.Took.Seconds()), m.derive(), m.Err, m.firstErrors())
+}
+
+// progressLine is head, then every metric, then the error or the first
+// error the scenario kept.
+func progressLine(head string, ms []metric, err string, first []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "run %d %-12s %-12s %6.1fs", m.Run, m.Case, m.Target, m.Took.Seconds())
-	for _, x := range m.derive() {
+	b.WriteString(head)
+	for _, x := range ms {
 		fmt.Fprintf(&b, "  %s=%s", x.name, format(x.unit, x.value))
 	}
-	if m.Err != "" {
-		fmt.Fprintf(&b, "  ERROR: %s", firstLine(m.Err))
-	} else if first := m.firstErrors(); len(first) > 0 {
+	if err != "" {
+		fmt.Fprintf(&b, "  ERROR: %s", firstLine(err))
+	} else if len(first) > 0 {
 		fmt.Fprintf(&b, "  first error: %s", firstLine(first[0]))
 	}
 	return b.String()
@@ -174,15 +180,25 @@ type row struct {
 
 // rows aggregates the measurements, in case order then metric order.
 func (r *Report) rows() []*row {
+	return aggregate(Cases, len(r.Measurements), func(i int) (string, target.Kind, int, []metric) {
+		m := &r.Measurements[i]
+		return m.Case, m.Target, m.Run, m.derive()
+	})
+}
+
+// aggregate gathers n measurements' metrics into rows, in the order of
+// cases, then of the metrics; at returns measurement i's case, who was
+// measured, its run and its metrics.
+func aggregate(cases []string, n int, at func(i int) (c string, who target.Kind, run int, ms []metric)) []*row {
 	var out []*row
 	index := map[string]*row{}
-	for _, c := range Cases {
-		for i := range r.Measurements {
-			m := &r.Measurements[i]
-			if m.Case != c {
+	for _, c := range cases {
+		for i := range n {
+			mc, who, run, ms := at(i)
+			if mc != c {
 				continue
 			}
-			for _, x := range m.derive() {
+			for _, x := range ms {
 				key := c + "\x00" + x.name
 				rw := index[key]
 				if rw == nil {
@@ -190,8 +206,8 @@ func (r *Report) rows() []*row {
 					index[key] = rw
 					out = append(out, rw)
 				}
-				rw.values[m.Target] = append(rw.values[m.Target], x.value)
-				rw.runs[m.Target] = append(rw.runs[m.Target], m.Run)
+				rw.values[who] = append(rw.values[who], x.value)
+				rw.runs[who] = append(rw.runs[who], run)
 			}
 		}
 	}
@@ -325,16 +341,21 @@ func (r *Report) Markdown(w io.Writer) {
 // notes lists failed measurements and the first errors of the others.
 func (r *Report) notes(w io.Writer, short bool) {
 	for _, m := range r.Measurements {
-		msg := m.Err
-		if msg != "" && short {
-			msg = firstLine(msg)
-		}
-		switch first := m.firstErrors(); {
-		case msg != "":
-			fmt.Fprintf(w, "\nrun %d, %s, %s failed: %s\n", m.Run, m.Case, m.Target, msg)
-		case len(first) > 0:
-			fmt.Fprintf(w, "\nrun %d, %s, %s: first errors: %s\n", m.Run, m.Case, m.Target, strings.Join(first, "; "))
-		}
+		note(w, m.Run, m.Case, string(m.Target), m.Err, m.firstErrors(), short)
+	}
+}
+
+// note is one measurement's note: its error (its first line when short),
+// else the first errors its scenario kept; nothing when it has neither.
+func note(w io.Writer, run int, c, who, err string, first []string, short bool) {
+	if err != "" && short {
+		err = firstLine(err)
+	}
+	switch {
+	case err != "":
+		fmt.Fprintf(w, "\nrun %d, %s, %s failed: %s\n", run, c, who, err)
+	case len(first) > 0:
+		fmt.Fprintf(w, "\nrun %d, %s, %s: first errors: %s\n", run, c, who, strings.Join(first, "; "))
 	}
 }
 

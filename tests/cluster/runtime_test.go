@@ -19,7 +19,8 @@ const runtimeKey = "cluster-runtime-key"
 // that does not own its conversation serves it as on a single node: the
 // run command crosses to it from the owner, its answer is stored by the
 // owner and reaches a client socket on a third node, and ask_agent's reply
-// comes back across nodes to the REST caller.
+// comes back across nodes to the REST caller, each after longer than one
+// attempt of a cluster call.
 func TestRuntimeThroughNonOwner(t *testing.T) {
 	c := startCluster(t, &cluster{t: t, dsn: pgtest.DSN(t), env: []string{"AGENT_SERVER_AUTH__RUNTIME_KEYS=" + runtimeKey}}, 3)
 	id := c.nodes[0].createConversation()
@@ -46,7 +47,9 @@ func TestRuntimeThroughNonOwner(t *testing.T) {
 	runtimeNode, clientNode := others[0], others[1]
 
 	var log testbin.Buffer
-	echo := exec.Command(filepath.Join(binDir, "agent-echo"), "-server", "http://"+runtimeNode.Addr, "-conversation", id)
+	// Each answer takes longer than one attempt of a cluster call (3 s):
+	// a request the owner answers after a wait must not be sent again.
+	echo := exec.Command(filepath.Join(binDir, "agent-echo"), "-server", "http://"+runtimeNode.Addr, "-conversation", id, "-delay", "3500ms")
 	echo.Env = []string{"AGENT_RUNTIME_KEY=" + runtimeKey, "PATH=" + os.Getenv("PATH")}
 	echo.Stderr = &log
 	if err := echo.Start(); err != nil {

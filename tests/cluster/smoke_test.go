@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // Three nodes: a conversation created on one, a socket on another, posts
@@ -51,5 +53,49 @@ func TestCrossNodeDelivery(t *testing.T) {
 	}
 	if _, body := c.nodes[0].request("GET", "/server_info", nil); strings.Contains(string(body), "members") {
 		t.Errorf("/server_info shows the topology: %s", body)
+	}
+}
+
+// A socket's messages land in the log in the order it sent them, also
+// through a node that does not own the conversation: the relay sends each
+// to the owner from its mailbox, in order, and only a retry (after a
+// failure) may lose that order.
+func TestSocketPostsKeepTheirOrder(t *testing.T) {
+	c := newCluster(t, 3, "")
+	id := c.nodes[0].createConversation()
+	before := owned(c)
+	conn, err := dial(c.nodes[0], id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	var via *node
+	for _, n := range c.nodes {
+		if owned(c)[n] == before[n] { // not the owner
+			via = n
+		}
+	}
+	if via == nil {
+		t.Fatal("no node that does not own the conversation")
+	}
+	conn, err = dial(via, id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &reader{t: t, id: id}
+	r.follow(conn)
+	const n = 200
+	for i := range n {
+		if err := conn.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"role":"user","content":"m%d"}`, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every message on the socket", 30*time.Second, func() bool { return len(r.events()) >= n })
+	log := logOf(t, c.nodes[0], id)
+	sameAsLog(t, "the socket", r.events(), log)
+	for i, e := range log {
+		if want := fmt.Sprint("m", i); e.text() != want {
+			t.Fatalf("event %d of the log is %q, want %q: posts from one socket were appended out of order", i, e.text(), want)
+		}
 	}
 }

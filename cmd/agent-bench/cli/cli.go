@@ -3,6 +3,7 @@
 //
 //	agent-bench [flags]            run the benchmark (package suite)
 //	agent-bench baseline [flags]   serve the reference server (package baseline)
+//	agent-bench cluster [flags]    run the cluster benchmark (suite.RunCluster)
 //
 // Without -addr, agent-bench starts every server itself, each in its own
 // process: bin/agent-server with bin/plugins, and the baseline by running
@@ -45,6 +46,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	var err error
 	if len(args) > 0 && args[0] == "baseline" {
 		err = serveBaseline(args[1:], stderr)
+	} else if len(args) > 0 && args[0] == "cluster" {
+		err = benchCluster(args[1:], stdout, stderr)
 	} else {
 		err = bench(args, stdout, stderr)
 	}
@@ -105,7 +108,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	)
 	fs.Var(&serverEnv, "server-env", "KEY=VALUE added to the started servers' environment; repeatable (e.g. GOGC=200)")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: agent-bench [flags]\n       agent-bench baseline [-addr HOST:PORT] [-key KEY] [-jwt-secret S]\n\n")
+		fmt.Fprint(stderr, "usage: agent-bench [flags]\n       agent-bench baseline [-addr HOST:PORT] [-key KEY] [-jwt-secret S]\n       agent-bench cluster [flags] (see agent-bench cluster -h)\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

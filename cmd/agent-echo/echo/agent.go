@@ -38,7 +38,10 @@ func (s *session) command(ctx context.Context, f *frame) {
 			Question string `json:"question"`
 		}
 		_ = json.Unmarshal(f.Params, &p)
-		s.reply(f.ID, 200, map[string]string{"response": "echo: " + p.Question})
+		go func() { // an answer takes -delay, as a run's do
+			time.Sleep(s.cfg.Delay)
+			s.reply(f.ID, 200, map[string]string{"response": "echo: " + p.Question})
+		}()
 	case "condense":
 		// agent-echo keeps no LLM context, so there is nothing to condense.
 		s.reply(f.ID, 200, map[string]bool{"success": true})

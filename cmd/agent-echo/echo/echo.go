@@ -10,7 +10,7 @@
 // not yet answered with an agent MessageEvent "echo: <text>" (after
 // -delay), and reports finished. A pause stops it between two answers, an
 // interrupt at once; both leave the conversation paused. ask_agent is
-// answered with the question echoed. When its socket drops it reconnects
+// answered with the question echoed, after -delay too. When its socket drops it reconnects
 // with after_id, the last event it saw, and misses nothing.
 //
 // Messages are answered in order, so the k-th agent MessageEvent of the
