@@ -193,6 +193,36 @@
 // reply (runtimeReplyOver ends that). When the runtime detaches during a
 // run, the conversation records a ConversationErrorEvent and status error.
 //
+// # Cluster mode
+//
+// With Options.Cluster enabled (and a store that fences: postgres), the
+// conversation actor becomes a protoactor cluster kind and four files say
+// how it is reached; the actor itself does what it does on a single node,
+// through its activation (local, or clusterActivation).
+//   - placement.go: protoactor's cluster with the disthash lookup, the
+//     membership providers (static, etcd, kubernetes), the hardened remote
+//     (mTLS, keepalive, one redial), call (a request to a conversation's
+//     activation, wherever it is, retried with backoff inside the caller's
+//     deadline), knowing when this node joined, and leaving (closing its
+//     sockets with 1012, System.Left) when the others dropped it.
+//   - relay.go: remote delivery. On each node one relay per conversation
+//     holds that node's sockets in a fanout and subscribes to the owner,
+//     which sends each durable event once per relay as sealed bytes. A
+//     relay delivers in Seq order, drops what it has seen, reads gaps from
+//     the store, re-subscribes when its owner goes away or closes, and
+//     renews its subscription every half heartbeat (an owner forgets a
+//     relay whose node protoactor reported terminated). Posts and commands
+//     from this node go to the owner (System.forward), posts with an
+//     idempotency key so that a retry never appends twice.
+//   - fencing.go: each activation takes a new epoch from the store, every
+//     append carries it, and an activation whose epoch is stale (found at
+//     an append, or by its periodic check) stops; its relays re-subscribe.
+//   - wire.go and clusterpb: the protobuf messages between nodes and their
+//     conversions; errors cross as codes.
+//
+// The registry sends attachConnection and detachConnection to the relay of
+// the conversation and everything else to the owner.
+//
 // # Metrics and the audit log
 //
 // metrics.go holds the system's collectors, created from Options.Metrics
