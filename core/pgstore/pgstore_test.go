@@ -74,8 +74,8 @@ func TestConcurrentStartsMigrateOnce(t *testing.T) {
 		}
 	}
 	v, err := pgstore.Migrate(context.Background(), dsn, nil)
-	if err != nil || v != 2 {
-		t.Errorf("Migrate on a migrated database = %d, %v; want version 2, nil", v, err)
+	if err != nil || v != 3 {
+		t.Errorf("Migrate on a migrated database = %d, %v; want version 3, nil", v, err)
 	}
 }
 
