@@ -151,6 +151,21 @@ func BenchmarkSearch(b *testing.B) {
 	storetest.BenchSearch(b, s)
 }
 
+// BenchmarkFork: go test -run '^$' -bench Fork ./core/pgstore/
+func BenchmarkFork(b *testing.B) {
+	s, err := pgstore.Open(pgtest.DSN(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for deadline := time.Now().Add(time.Minute); s.Ready(context.Background()) != nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatal(s.Ready(context.Background()))
+		}
+	}
+	storetest.BenchFork(b, s, 20_000)
+}
+
 // Acquire fences: once a new epoch is taken, appends carrying an older one
 // are refused and leave no trace, whatever their Seq.
 func TestAcquireFences(t *testing.T) {

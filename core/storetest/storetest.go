@@ -598,3 +598,37 @@ func testFork(t *testing.T, s core.Store) {
 		t.Errorf("EventByID in a deleted fork = %v, want ErrNotFound", err)
 	}
 }
+
+// BenchFork measures ForkConversation copying a whole log of n events of
+// about 1 KiB (what a long agent conversation holds), reporting events
+// copied per second: what bounds conversations.max_fork_events, since a
+// fork is one write. Each store's test file runs it against a fresh
+// instance.
+func BenchFork(b *testing.B, s core.Store, n int) {
+	ctx := context.Background()
+	id := NewConversation(b, s)
+	t0 := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	text := strings.Repeat("x", 1000)
+	for i := 0; i < n; i += 1000 {
+		evs := make([]*core.Event, 0, 1000)
+		for j := i + 1; j <= min(n, i+1000); j++ {
+			e := &core.Event{ID: core.NewEventID(), Seq: uint64(j), Timestamp: t0.Add(time.Duration(j) * time.Millisecond), Source: core.SourceAgent,
+				Kind: core.KindMessage, ParentID: core.NewEventID(), Body: []byte(`{"text":"` + text + `"}`)}
+			if err := e.Seal(); err != nil {
+				b.Fatal(err)
+			}
+			evs = append(evs, e)
+		}
+		if err := s.AppendEvents(ctx, id, evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		f := &core.Conversation{ID: core.NewID(), ExecutionStatus: core.StatusIdle, CreatedAt: t0, UpdatedAt: t0}
+		if err := s.ForkConversation(ctx, f, core.ForkSource{ConversationID: id, Through: uint64(n)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
