@@ -222,9 +222,9 @@ func TestResolveHead(t *testing.T) {
 func TestBranch(t *testing.T) {
 	l := newLog(t)
 	l.add("a", msg, "-").add("b", msg, "a").add("u", state, "b").add("c", msg, "b").
-		add("d", msg, "a").add("e", msg, "d"). // after navigate to a
+		add("d", msg, "a").add("e", msg, "d").               // after navigate to a
 		add("f", msg, core.RootParentID).add("g", msg, "f"). // after navigate to null
-		add("h", msg, "-").add("i", msg, "-"). // without stamps: each the previous one's child
+		add("h", msg, "-").add("i", msg, "-").               // without stamps: each the previous one's child
 		add("x", msg, "nowhere")
 	for _, tt := range []struct {
 		leaf string
