@@ -117,17 +117,22 @@ func effectiveParent(ev *Event) (id string, seq uint64) {
 	return "", 0
 }
 
-// treeReadPage is how many events ResolveHead and Branch read at a time,
-// walking back from the end of the log.
-const treeReadPage = 256
+// How many events ResolveHead and Branch read at a time, walking back
+// from the end of the log: a few first (the last event usually decides),
+// then more and more.
+const (
+	treeFirstPage = 4
+	treeMaxPage   = 256
+)
 
 // backwards calls fn with the events of seq in (stop, from], newest first,
 // until fn returns false.
 func backwards(ctx context.Context, st Store, id string, stop, from uint64, fn func(*Event) bool) error {
-	for hi := from; hi > stop; {
+	size := uint64(treeFirstPage)
+	for hi := from; hi > stop; size = min(2*size, treeMaxPage) {
 		lo := stop
-		if hi-stop > treeReadPage {
-			lo = hi - treeReadPage
+		if hi-stop > size {
+			lo = hi - size
 		}
 		evs, err := st.Events(ctx, id, lo, int(hi-lo))
 		if err != nil {
