@@ -96,7 +96,7 @@ func (e *Event) Seal() error {
 		return errors.New("event body must be a JSON object")
 	}
 	var buf bytes.Buffer
-	buf.Grow(len(body) + 128)
+	buf.Grow(len(body) + 128 + len(e.ParentID))
 	buf.WriteString(`{"id":`)
 	writeJSONString(&buf, e.ID)
 	buf.WriteString(`,"timestamp":"`)
