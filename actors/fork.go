@@ -50,7 +50,7 @@ func (s *System) ForkConversation(ctx context.Context, sourceID string, req core
 			return nil, fail(err)
 		}
 		if from.Seqs, err = core.Branch(ctx, s.store, sourceID, leaf, limit); errors.Is(err, core.ErrBranchTooLong) {
-			return nil, &core.ForkTooLargeError{Events: limit + 1, Max: limit}
+			return nil, &core.ForkTooLargeError{Max: limit}
 		} else if err != nil {
 			return nil, fail(err)
 		}

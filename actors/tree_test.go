@@ -243,6 +243,7 @@ func TestForkConversation(t *testing.T) {
 	for i := range 3 {
 		post(t, sys, src, fmt.Sprint("more ", i))
 	}
+	last := post(t, sys, src, "the sixth on its branch")
 	for _, tt := range []struct {
 		name  string
 		src   string
@@ -252,7 +253,10 @@ func TestForkConversation(t *testing.T) {
 		{"an unknown source", core.NewID(), core.ForkRequest{}, func(err error) bool { return errors.Is(err, core.ErrNotFound) }},
 		{"an unknown event", src, core.ForkRequest{FromEventID: "nope"}, func(err error) bool { return errors.As(err, &unknown) && unknown.Field == "from_event_id" }},
 		{"a taken id", src, core.ForkRequest{ID: whole.ID, FromEventID: a.ID}, func(err error) bool { return errors.Is(err, core.ErrConversationExists) }},
-		{"too many events", src, core.ForkRequest{}, func(err error) bool { return errors.As(err, &tooLarge) && tooLarge.Events == 6 && tooLarge.Max == 5 }},
+		{"too many events", src, core.ForkRequest{}, func(err error) bool { return errors.As(err, &tooLarge) && tooLarge.Events == 7 && tooLarge.Max == 5 }},
+		{"too long a branch", src, core.ForkRequest{FromEventID: last.ID}, func(err error) bool {
+			return errors.As(err, &tooLarge) && tooLarge.Error() == "the fork would copy more than 5 events; at most 5 may be copied (conversations.max_fork_events)"
+		}},
 	} {
 		if _, err := sys.ForkConversation(ctx, tt.src, tt.req); !tt.check(err) {
 			t.Errorf("%s: err = %v", tt.name, err)

@@ -94,11 +94,15 @@ func (e *UnknownEventError) Error() string {
 // ForkTooLargeError is a fork that would copy more events than
 // conversations.max_fork_events allows.
 type ForkTooLargeError struct {
-	Events int // how many it would copy (at least; a branch is counted up to Max+1)
+	Events int // how many it would copy; 0 when only "more than Max" is known (a branch)
 	Max    int
 }
 
 // Error says how many events and the limit, naming its key.
 func (e *ForkTooLargeError) Error() string {
-	return fmt.Sprintf("the fork would copy %d events; at most %d may be copied (conversations.max_fork_events)", e.Events, e.Max)
+	n := fmt.Sprint(e.Events)
+	if e.Events <= e.Max {
+		n = fmt.Sprintf("more than %d", e.Max)
+	}
+	return fmt.Sprintf("the fork would copy %s events; at most %d may be copied (conversations.max_fork_events)", n, e.Max)
 }
