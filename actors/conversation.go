@@ -42,8 +42,9 @@ type conversation struct {
 	epoch    uint64 // the ownership epoch its appends carry (fencing.go); 0 on a single node
 	loaded   bool
 	stash    []stashed
-	conv     *core.Conversation // metadata, kept current as events land
+	conv     *core.Conversation // metadata, kept current as events land (conv.Head: the durable HEAD)
 	state    []byte             // conv rendered as a full_state body; nil after conv changes
+	head     core.Head          // the event tree's HEAD after the last Seq assigned (tree.go)
 	lastSeq  uint64             // the last Seq assigned
 	lastTS   time.Time
 	durable  uint64 // the last Seq the writer confirmed
@@ -107,6 +108,9 @@ func (local) load(store core.Store, id string) *conversationLoaded {
 	}
 	if m.Err == nil {
 		m.LastTS, m.Err = lastTimestamp(store, id, m.LastSeq)
+	}
+	if m.Err == nil {
+		m.Conv, m.Err = withHead(store, m.Conv, m.LastSeq)
 	}
 	return m
 }
@@ -232,7 +236,7 @@ func (c *conversation) loadDone(ctx actor.Context, m *conversationLoaded) {
 		c.at.release(ctx, c, false)
 	} else {
 		c.conv, c.lastSeq, c.durable, c.lastTS, c.epoch = m.Conv, m.LastSeq, m.LastSeq, m.LastTS, m.Epoch
-		c.state = nil
+		c.state, c.head = nil, m.Conv.Head
 		c.armIdle(ctx, c.sys.conversations.IdleTimeout)
 		c.recoverRun(ctx)
 	}
@@ -349,7 +353,7 @@ func (c *conversation) append(ctx actor.Context, m *appendEvent, sender *actor.P
 	if m.Key != "" && c.appendKeyed(ctx, m, sender) {
 		return
 	}
-	ev, err := c.enqueue(ctx, m.Source, m.Kind, m.Body, m.Key)
+	ev, err := c.enqueue(ctx, m.Source, m.Kind, "", m.Body, m.Key)
 	if err != nil {
 		c.reply(ctx, sender, &commandFailed{Err: err})
 		return
@@ -360,8 +364,9 @@ func (c *conversation) append(ctx actor.Context, m *appendEvent, sender *actor.P
 
 // enqueue assigns an event's envelope, seals it and hands it to the writer,
 // with the idempotency key it was posted with ("" for none); the caller
-// records it in pending.
-func (c *conversation) enqueue(ctx actor.Context, source core.Source, kind string, body []byte, key string) (*core.Event, error) {
+// records it in pending. Its parent_id is parent, or else the HEAD's
+// (tree.go); it becomes the HEAD if it is a tree node.
+func (c *conversation) enqueue(ctx actor.Context, source core.Source, kind, parent string, body []byte, key string) (*core.Event, error) {
 	if c.gone {
 		return nil, c.goneErr
 	}
@@ -369,7 +374,10 @@ func (c *conversation) enqueue(ctx actor.Context, source core.Source, kind strin
 	if ts.Before(c.lastTS) {
 		ts = c.lastTS
 	}
-	ev := &core.Event{ID: core.NewEventID(), Seq: c.lastSeq + 1, Timestamp: ts, Source: source, Kind: kind, Body: body, IdempotencyKey: key}
+	if parent == "" {
+		parent = c.head.ParentFor(c.lastSeq)
+	}
+	ev := &core.Event{ID: core.NewEventID(), Seq: c.lastSeq + 1, Timestamp: ts, Source: source, Kind: kind, ParentID: parent, Body: body, IdempotencyKey: key}
 	if err := ev.Seal(); err != nil {
 		return nil, fmt.Errorf("seal %s: %w", kind, err)
 	}
@@ -380,6 +388,7 @@ func (c *conversation) enqueue(ctx actor.Context, source core.Source, kind strin
 		return nil, ErrShutdown
 	}
 	c.lastSeq, c.lastTS = ev.Seq, ts
+	c.head = c.head.After(ev.ID, ev.Seq, kind)
 	return ev, nil
 }
 
@@ -405,6 +414,7 @@ func (c *conversation) stored(ctx actor.Context, m *eventsStored) {
 	if m.Err != nil {
 		c.failPending(ctx, m.Err)
 		c.lastSeq = c.durable
+		c.headFailed()
 		c.gen++
 		c.keysFailed(ctx, m.Err)
 		switch {
@@ -435,10 +445,15 @@ func (c *conversation) stored(ctx actor.Context, m *eventsStored) {
 	}
 	if n > 0 {
 		c.at.durable(ctx, c, c.pending[:n])
-		clear(c.pending[:n])
-		c.pending = c.pending[n:]
 		conv := c.conv.Clone()
 		conv.UpdatedAt = ts
+		for _, p := range c.pending[:n] {
+			if p.event.Seq > conv.Head.Seq { // else a navigate after it moved the HEAD
+				conv.Head = conv.Head.After(p.event.ID, p.event.Seq, p.event.Kind)
+			}
+		}
+		clear(c.pending[:n])
+		c.pending = c.pending[n:]
 		c.conv, c.state = conv, nil
 	}
 }

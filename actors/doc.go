@@ -160,7 +160,9 @@
 // a goroutine (the registry's delete); reads (load, replay start, replay
 // pages) run in goroutines. Each reports back with a message, so a slow
 // disk delays only the conversation whose data it is, never a mailbox.
-// System.CreateConversation writes from the caller's goroutine. Shutdown
+// System.CreateConversation and System.ForkConversation (fork.go) write
+// from the caller's goroutine: a fork is one store call, which never goes
+// through the source's actor. Shutdown
 // stops the actors, then waits for the writer to commit what it was handed.
 // A conversation's state is written by its actor off the mailbox too (one
 // UpdateConversation at a time, reported by stateStored).
@@ -172,7 +174,9 @@
 // reach it through System methods (control.go) that send one
 // conversation-addressed message each through the registry:
 // runConversation, pauseConversation, changeSettings, rejectPending,
-// askRuntime and publishEvent (messages_control.go). A change of state
+// askRuntime, publishEvent and navigateConversation (messages_control.go).
+// The actor stamps each event's parent_id and keeps the event tree's HEAD,
+// which navigateConversation moves (tree.go). A change of state
 // replaces the actor's copy of the conversation, appends one
 // ConversationStateUpdateEvent per changed key through the writer, and
 // writes the conversation to the store from a goroutine; the command is

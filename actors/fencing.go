@@ -41,6 +41,9 @@ func (a *clusterActivation) load(store core.Store, id string) *conversationLoade
 	if m.Err == nil {
 		m.LastTS, m.Err = lastTimestamp(store, id, m.LastSeq)
 	}
+	if m.Err == nil {
+		m.Conv, m.Err = withHead(store, m.Conv, m.LastSeq)
+	}
 	if m.Err != nil {
 		m.Err = fmt.Errorf("take ownership: %w", m.Err)
 	}

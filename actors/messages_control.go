@@ -66,6 +66,15 @@ type askRuntime struct {
 	Timeout        time.Duration
 }
 
+// navigateConversation asks a conversation actor to move its event tree's
+// HEAD to EventID, an event of its log ("": no HEAD, the next event starts
+// a new root). The answer, commandDone or commandFailed, comes once the
+// state is durable.
+type navigateConversation struct {
+	ConversationID string
+	EventID        string
+}
+
 // runtimeAnswered answers askRuntime with the runtime's reply.
 type runtimeAnswered struct {
 	Reply core.Reply
@@ -129,6 +138,9 @@ func (m *changeSettings) conversationID() string    { return m.ConversationID }
 func (m *rejectPending) conversationID() string     { return m.ConversationID }
 func (m *askRuntime) conversationID() string        { return m.ConversationID }
 func (m *publishEvent) conversationID() string      { return m.ConversationID }
+func (m *navigateConversation) conversationID() string {
+	return m.ConversationID
+}
 
 // LogValue names the command; settings may hold secrets.
 func (m *changeSettings) LogValue() slog.Value {

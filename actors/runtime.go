@@ -81,6 +81,8 @@ func (c *conversation) handleControl(ctx actor.Context, msg any, sender *actor.P
 		c.ask(ctx, m, sender)
 	case *publishEvent:
 		c.publish(ctx, m, sender)
+	case *navigateConversation:
+		c.navigate(ctx, m, sender)
 	case *runtimeReplied:
 		c.replied(ctx, m)
 	case *stateStored:
@@ -367,7 +369,7 @@ func (c *conversation) publish(ctx actor.Context, m *publishEvent, sender *actor
 			return
 		}
 	}
-	ev, err := c.enqueue(ctx, p.Source, p.Kind, p.Body, "")
+	ev, err := c.enqueue(ctx, p.Source, p.Kind, p.ParentID, p.Body, "")
 	if err != nil {
 		fail(err)
 		return

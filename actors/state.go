@@ -78,7 +78,7 @@ func (c *conversation) change(ctx actor.Context, next *core.Conversation, keys [
 // appendOwn appends an event the actor makes itself (a state update, an
 // error report), answered to nobody.
 func (c *conversation) appendOwn(ctx actor.Context, source core.Source, kind string, body []byte) *core.Event {
-	ev, err := c.enqueue(ctx, source, kind, body, "")
+	ev, err := c.enqueue(ctx, source, kind, "", body, "")
 	if err != nil {
 		if !c.gone {
 			c.sys.log.Error("append the conversation's own event", "conversation", c.id, "kind", kind, "err", err)

@@ -44,7 +44,9 @@ func toOwner(m addressed, retry bool) (proto.Message, error) {
 	case *publishEvent:
 		p := m.Event
 		return &clusterpb.Command{Command: &clusterpb.Command_Publish{Publish: &clusterpb.Publish{
-			Ref: m.Ref, Source: string(p.Source), Kind: p.Kind, Body: p.Body, StateKey: p.StateKey, StateValue: p.StateValue}}}, nil
+			Ref: m.Ref, Source: string(p.Source), Kind: p.Kind, ParentId: p.ParentID, Body: p.Body, StateKey: p.StateKey, StateValue: p.StateValue}}}, nil
+	case *navigateConversation:
+		return &clusterpb.Command{Command: &clusterpb.Command_Navigate{Navigate: &clusterpb.Navigate{EventId: m.EventID}}}, nil
 	}
 	return nil, fmt.Errorf("%T cannot be sent to another node", m)
 }
@@ -77,7 +79,9 @@ func fromRemote(id string, msg any) (any, bool) {
 		case *clusterpb.Command_Publish:
 			p := c.Publish
 			return &publishEvent{ConversationID: id, Ref: p.Ref, Event: &core.Published{
-				Source: core.Source(p.Source), Kind: p.Kind, Body: p.Body, StateKey: p.StateKey, StateValue: p.StateValue}}, true
+				Source: core.Source(p.Source), Kind: p.Kind, ParentID: p.ParentId, Body: p.Body, StateKey: p.StateKey, StateValue: p.StateValue}}, true
+		case *clusterpb.Command_Navigate:
+			return &navigateConversation{ConversationID: id, EventID: c.Navigate.EventId}, true
 		case *clusterpb.Command_Reply:
 			r := c.Reply
 			return &runtimeReplied{Conn: pidOf(r.Conn), ID: r.Id, Reply: core.Reply{Status: int(r.Status), Body: r.Body}}, true

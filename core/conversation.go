@@ -57,6 +57,14 @@ type Conversation struct {
 	BlockedMessages      map[string]string       `json:"blocked_messages,omitempty"`
 	ParentConversationID string                  `json:"parent_conversation_id,omitempty"`
 	NoAutotitle          bool                    `json:"no_autotitle,omitempty"` // the create request's autotitle: false
+	// ForkedFromConversationID and ForkedFromEventID say what a fork
+	// (fork.go) was copied from: the source and, when only a branch was
+	// copied, the event it ended at.
+	ForkedFromConversationID string `json:"forked_from_conversation_id,omitempty"`
+	ForkedFromEventID        string `json:"forked_from_event_id,omitempty"`
+	// Head is the event tree's HEAD when the state was last written
+	// (tree.go): ResolveHead brings it up to date with the log.
+	Head Head `json:"head,omitzero"`
 	// Launch is what else the create request carried (plugins,
 	// tool_module_qualnames, agent_definitions, ...), kept for the
 	// conversation's runtime and never shown to clients.

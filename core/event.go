@@ -61,16 +61,20 @@ var envelopeKeys = []string{"id", "timestamp", "source", "kind"}
 // Body holds the kind-specific fields as a JSON object; the envelope fields
 // live in the struct. Raw is the complete wire form, made once by Seal and
 // then shared by every subscriber and every replay. Everything after Seal
-// uses Raw, so an event read back from a store may come without Body:
-// BodyFromRaw rebuilds it.
+// uses Raw, so an event read back from a store may come without Body or
+// ParentID: BodyFromRaw and ParentOf read them from Raw.
 type Event struct {
 	ID        string
 	Seq       uint64 // position in the conversation's log, from 1
 	Timestamp time.Time
 	Source    Source
 	Kind      string
-	Body      json.RawMessage
-	Raw       []byte
+	// ParentID is the event's parent in the conversation's event tree
+	// (tree.go); "" leaves parent_id out, as upstream's exclude_none does
+	// for a null one.
+	ParentID string
+	Body     json.RawMessage
+	Raw      []byte
 	// IdempotencyKey is the key the post carried, if any ("" otherwise):
 	// stored with the event, never on the wire. A retry with the same key
 	// finds the event instead of appending another (see EventByKey).
@@ -81,7 +85,8 @@ type Event struct {
 const MaxIdempotencyKey = 255
 
 // Seal renders Raw from the envelope and Body. Body must be a JSON object
-// (or empty) and must not carry envelope keys.
+// (or empty) and must not carry envelope keys (nor parent_id, which Seal
+// writes from ParentID, before kind).
 func (e *Event) Seal() error {
 	body := bytes.TrimSpace(e.Body)
 	if len(body) == 0 {
@@ -91,13 +96,17 @@ func (e *Event) Seal() error {
 		return errors.New("event body must be a JSON object")
 	}
 	var buf bytes.Buffer
-	buf.Grow(len(body) + 128)
+	buf.Grow(len(body) + 128 + len(e.ParentID))
 	buf.WriteString(`{"id":`)
 	writeJSONString(&buf, e.ID)
 	buf.WriteString(`,"timestamp":"`)
 	buf.WriteString(e.Timestamp.UTC().Format(TimestampLayout))
 	buf.WriteString(`","source":`)
 	writeJSONString(&buf, string(e.Source))
+	if e.ParentID != "" {
+		buf.WriteString(`,"parent_id":`)
+		writeJSONString(&buf, e.ParentID)
+	}
 	buf.WriteString(`,"kind":`)
 	writeJSONString(&buf, e.Kind)
 	rest := bytes.TrimSpace(body[1:])
@@ -111,7 +120,7 @@ func (e *Event) Seal() error {
 
 // BodyOffset returns where the body's members start in a sealed event's
 // Raw: just after the "kind" member, which Seal writes last in the
-// envelope. The event's Body is "{" followed by Raw from there, which is
+// envelope (after parent_id). The event's Body is "{" followed by Raw from there, which is
 // how a store rebuilds Body without keeping a second copy.
 func BodyOffset(raw []byte) int {
 	i := bytes.Index(raw, []byte(`,"kind":"`))

@@ -3,8 +3,10 @@ package core
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -101,5 +103,22 @@ func TestBodyFromRaw(t *testing.T) {
 		if err := again.Seal(); err != nil || !bytes.Equal(again.Raw, e.Raw) {
 			t.Errorf("body %s: BodyFromRaw gave %s, which seals to %s, not %s (%v)", body, again.Body, again.Raw, e.Raw, err)
 		}
+	}
+}
+
+// BenchmarkSeal seals a 200-byte message without and with a parent_id,
+// what the conversation actor does once per event.
+func BenchmarkSeal(b *testing.B) {
+	body := MessageBody(&UserMessage{Role: "user", Content: []ContentPart{{Type: "text", Text: strings.Repeat("m", 200)}}})
+	ts := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	for _, parent := range []string{"", NewEventID()} {
+		b.Run(fmt.Sprintf("parent=%t", parent != ""), func(b *testing.B) {
+			for b.Loop() {
+				e := &Event{ID: "019a2b3c-0000-7000-8000-000000000000", Timestamp: ts, Source: SourceUser, Kind: KindMessage, ParentID: parent, Body: body}
+				if err := e.Seal(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -129,7 +129,10 @@ func eventErr(code, format string, args ...any) *EventError {
 type Published struct {
 	Source Source
 	Kind   string
-	Body   json.RawMessage // the fields other than id, timestamp, source and kind
+	// ParentID is the parent_id the runtime gave the event, "" for none:
+	// the conversation then stamps its HEAD (tree.go).
+	ParentID string
+	Body     json.RawMessage // the fields other than id, timestamp, source, kind and parent_id
 	// StateKey and StateValue are set for a ConversationStateUpdateEvent.
 	StateKey   string
 	StateValue json.RawMessage
@@ -191,6 +194,12 @@ func ParsePublished(raw []byte) (*Published, error) {
 		}
 		if err := checkType(kind, name, t, v); err != nil {
 			return nil, err
+		}
+		if name == "parent_id" {
+			if err := json.Unmarshal(v, &p.ParentID); err != nil || p.ParentID == "" {
+				return nil, eventErr(CodeInvalidEvent, "%s: parent_id must name an event", kind)
+			}
+			continue // the envelope's: Seal writes it
 		}
 		body[name] = v
 	}

@@ -155,10 +155,13 @@ func (c *Conversation) Info(includeSkills bool) *ConversationInfo {
 }
 
 // RuntimeInfo is what an agent runtime receives about its conversation:
-// the Info fields with secrets in plain text, plus Launch.
+// the Info fields with secrets in plain text, plus Launch and
+// head_is_empty (with leaf_event_id, where the agent's context starts:
+// see tree.go).
 type RuntimeInfo struct {
 	*ConversationInfo
-	Launch json.RawMessage `json:"launch"`
+	HeadIsEmpty bool            `json:"head_is_empty"`
+	Launch      json.RawMessage `json:"launch"`
 }
 
 // RuntimeState renders c for its agent runtime, secrets in plain text.
@@ -168,7 +171,7 @@ func (c *Conversation) RuntimeState() RuntimeInfo {
 	if len(launch) == 0 {
 		launch = emptyObject
 	}
-	return RuntimeInfo{ConversationInfo: c.info(secretsPlain, true), Launch: launch}
+	return RuntimeInfo{ConversationInfo: c.info(secretsPlain, true), HeadIsEmpty: c.Head.Empty, Launch: launch}
 }
 
 func (c *Conversation) info(mode secretMode, includeSkills bool) *ConversationInfo {
@@ -204,6 +207,15 @@ func (c *Conversation) info(mode secretMode, includeSkills bool) *ConversationIn
 	if c.ParentConversationID != "" {
 		in.ParentConversationID = &c.ParentConversationID
 	}
+	if c.ForkedFromConversationID != "" {
+		in.ForkedFromConversationID = &c.ForkedFromConversationID
+	}
+	if c.ForkedFromEventID != "" {
+		in.ForkedFromEventID = &c.ForkedFromEventID
+	}
+	if c.Head.LeafEventID != "" {
+		in.LeafEventID = &c.Head.LeafEventID
+	}
 	if v := c.agentStateValue("acp_supports_runtime_model_switch", nil); string(v) == "true" {
 		in.SupportsRuntimeModelSwitch = true
 	}
@@ -230,6 +242,7 @@ type fullState struct {
 	InvokedSkills            []string          `json:"invoked_skills"`
 	BlockedActions           map[string]string `json:"blocked_actions"`
 	BlockedMessages          map[string]string `json:"blocked_messages"`
+	LeafEventID              *string           `json:"leaf_event_id,omitempty"`
 	HeadIsEmpty              bool              `json:"head_is_empty"`
 	Stats                    json.RawMessage   `json:"stats"`
 	SecretRegistry           json.RawMessage   `json:"secret_registry"`
@@ -247,7 +260,8 @@ func (c *Conversation) FullState() any {
 		MaxIterations: in.MaxIterations, StuckDetection: in.StuckDetection, ExecutionStatus: in.ExecutionStatus,
 		ConfirmationPolicy: in.ConfirmationPolicy, SecurityAnalyzer: in.SecurityAnalyzer,
 		ActivatedKnowledgeSkills: in.ActivatedKnowledgeSkills, ActivatedPathRules: []string{}, InvokedSkills: in.InvokedSkills,
-		BlockedActions: in.BlockedActions, BlockedMessages: in.BlockedMessages, Stats: in.Stats,
+		BlockedActions: in.BlockedActions, BlockedMessages: in.BlockedMessages, LeafEventID: in.LeafEventID,
+		HeadIsEmpty: c.Head.Empty, Stats: in.Stats,
 		SecretRegistry: in.SecretRegistry, Tags: in.Tags, AgentState: in.AgentState, HookConfig: in.HookConfig,
 	}
 }

@@ -195,3 +195,34 @@ func TestAutoTitle(t *testing.T) {
 		}
 	}
 }
+
+// The fork's origin and the event tree's HEAD show where upstream shows
+// them: forked_from_* and leaf_event_id on REST, leaf_event_id and
+// head_is_empty in full_state, both for the runtime.
+func TestTreeFieldsRendered(t *testing.T) {
+	c := &Conversation{ID: "6f0c2f1e-8a8b-4c1e-9a53-0b7f1f9d2a11", ForkedFromConversationID: "src", ForkedFromEventID: "e1",
+		Head: Head{LeafEventID: "e2", Seq: 4}}
+	b, _ := json.Marshal(c.Info(false))
+	for _, want := range []string{`"leaf_event_id":"e2"`, `"forked_from_conversation_id":"src"`, `"forked_from_event_id":"e1"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("Info lacks %s: %s", want, b)
+		}
+	}
+	b, _ = json.Marshal(c.FullState())
+	if !strings.Contains(string(b), `"leaf_event_id":"e2","head_is_empty":false`) {
+		t.Errorf("full_state = %s, want leaf_event_id and head_is_empty", b)
+	}
+	b, _ = json.Marshal(c.RuntimeState())
+	if !strings.Contains(string(b), `"leaf_event_id":"e2"`) || !strings.Contains(string(b), `"head_is_empty":false`) {
+		t.Errorf("runtime state = %s, want leaf_event_id and head_is_empty", b)
+	}
+	c.Head = Head{Empty: true, Seq: 5}
+	b, _ = json.Marshal(c.FullState())
+	if strings.Contains(string(b), `"leaf_event_id"`) || !strings.Contains(string(b), `"head_is_empty":true`) {
+		t.Errorf("full_state after navigate to null = %s, want no leaf_event_id and head_is_empty true", b)
+	}
+	b, _ = json.Marshal(c.Info(false))
+	if !strings.Contains(string(b), `"leaf_event_id":null`) || strings.Contains(string(b), "head_is_empty") {
+		t.Errorf("Info after navigate to null = %s, want leaf_event_id null and no head_is_empty", b)
+	}
+}

@@ -29,6 +29,9 @@ var (
 	// ErrKeyReused is a post whose idempotency key an earlier post of the
 	// conversation used with another body: REST answers 422.
 	ErrKeyReused = errors.New("the idempotency key was used with another request")
+	// ErrConversationExists is a fork whose ID names a stored
+	// conversation.
+	ErrConversationExists = errors.New("a conversation with this ID exists")
 )
 
 // Store keeps conversations and their event logs. The in-memory store is in
@@ -38,6 +41,10 @@ var (
 // so AppendEvents never races with itself for the same conversation. Reads
 // may come from anywhere at any time. Implementations must be safe for
 // concurrent use and must not keep references to caller-owned slices.
+//
+// An event ID is unique within its conversation's log. Several
+// conversations may hold the same ID: a fork copies its source's events
+// with their IDs.
 type Store interface {
 	// CreateConversation stores c unless its ID exists. It reports whether it
 	// created it, and returns the stored conversation either way.
@@ -84,6 +91,33 @@ type Store interface {
 	// EventByKey returns the newest event of the conversation that was
 	// appended with this idempotency key, or ErrNotFound.
 	EventByKey(ctx context.Context, conversationID, key string) (*Event, error)
+	// ForkConversation stores fork, a new conversation, with copies of the
+	// events from names, all in one write: either all of it is stored or
+	// nothing is. The copies keep their ID, Timestamp, Source, Kind and
+	// Raw, are numbered from Seq 1 in their order, and lose their
+	// idempotency keys (a retry of a post to the source is no post to the
+	// fork); fork's UpdatedAt becomes the last copy's Timestamp, as if
+	// appended. It fails with ErrConversationExists when fork.ID is taken,
+	// and with ErrNotFound when the source does not exist or lacks an
+	// event named.
+	ForkConversation(ctx context.Context, fork *Conversation, from ForkSource) error
+}
+
+// ForkSource names the events a fork copies: with Seqs nil, those of the
+// conversation with Seq <= Through (none when Through is 0); else exactly
+// Seqs, which ascend.
+type ForkSource struct {
+	ConversationID string
+	Through        uint64
+	Seqs           []uint64
+}
+
+// Len is how many events the fork copies.
+func (f ForkSource) Len() int {
+	if f.Seqs != nil {
+		return len(f.Seqs)
+	}
+	return int(f.Through)
 }
 
 // Fencer is a store that can fence a conversation's log: cluster mode

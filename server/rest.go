@@ -324,24 +324,34 @@ func (a *restAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // readJSON reads the request body, at most a.maxBody bytes, into v.
 func (a *restAPI) readJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	if r.ContentLength > a.maxBody {
-		return &http.MaxBytesError{Limit: a.maxBody}
-	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+	data, err := a.readBody(w, r)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return err
-		}
-		return badRequest("could not read the request body")
+		return err
 	}
-	if len(bytes.TrimSpace(data)) == 0 {
+	if len(data) == 0 {
 		return badRequest("request body is required")
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return decodeError(err)
 	}
 	return nil
+}
+
+// readBody reads the request body, at most a.maxBody bytes, without the
+// whitespace around it: empty when there is none.
+func (a *restAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.ContentLength > a.maxBody {
+		return nil, &http.MaxBytesError{Limit: a.maxBody}
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, err
+		}
+		return nil, badRequest("could not read the request body")
+	}
+	return bytes.TrimSpace(data), nil
 }
 
 // decodeError turns a JSON decoding error into a 400 that names the field.

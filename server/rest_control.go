@@ -25,6 +25,7 @@ import (
 //	      /switch_profile, /switch_acp_model, /goal,
 //	      /goal/stop, /goal/resume
 //	GET   /agent_final_response                        read from the log
+//	POST  /fork, /navigate                             the event tree (rest_fork.go)
 //
 // Upstream answers 422 for a body that fails validation; these answer 400,
 // as the rest of this API does. Where upstream's status for an unknown
@@ -45,6 +46,11 @@ type controlBackend interface {
 	AskRuntime(ctx context.Context, id, command string, params json.RawMessage) (core.Reply, error)
 	// PublishEvent stores an event a runtime published.
 	PublishEvent(ctx context.Context, id string, p *core.Published) (*core.Event, error)
+	// Navigate moves the event tree's HEAD; see actors.System.Navigate.
+	Navigate(ctx context.Context, id, eventID string) error
+	// ForkConversation forks a conversation; see
+	// actors.System.ForkConversation.
+	ForkConversation(ctx context.Context, sourceID string, req core.ForkRequest) (*core.Conversation, error)
 }
 
 // defaultRejectReason is upstream's respond_to_confirmation reason.
@@ -63,6 +69,8 @@ func (a *restAPI) mountControl() {
 	a.handle("PATCH "+conv, a.patchConversation)
 	a.handle("POST "+conv+"/events/respond_to_confirmation", a.respondToConfirmation)
 	a.handle("GET "+conv+"/agent_final_response", a.agentFinalResponse)
+	a.handle("POST "+conv+"/fork", a.fork)
+	a.handle("POST "+conv+"/navigate", a.navigate)
 	for path, f := range map[string]forwarded{
 		"/ask_agent":        {core.CommandAskAgent, []string{"question"}},
 		"/condense":         {core.CommandCondense, nil},

@@ -518,6 +518,7 @@ type Command struct {
 	//	*Command_Ask
 	//	*Command_Publish
 	//	*Command_Reply
+	//	*Command_Navigate
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -623,6 +624,15 @@ func (x *Command) GetReply() *RuntimeReply {
 	return nil
 }
 
+func (x *Command) GetNavigate() *Navigate {
+	if x != nil {
+		if x, ok := x.Command.(*Command_Navigate); ok {
+			return x.Navigate
+		}
+	}
+	return nil
+}
+
 type isCommand_Command interface {
 	isCommand_Command()
 }
@@ -657,6 +667,10 @@ type Command_Reply struct {
 	Reply *RuntimeReply `protobuf:"bytes,7,opt,name=reply,proto3,oneof"`
 }
 
+type Command_Navigate struct {
+	Navigate *Navigate `protobuf:"bytes,8,opt,name=navigate,proto3,oneof"`
+}
+
 func (*Command_Run) isCommand_Command() {}
 
 func (*Command_Pause) isCommand_Command() {}
@@ -671,6 +685,54 @@ func (*Command_Publish) isCommand_Command() {}
 
 func (*Command_Reply) isCommand_Command() {}
 
+func (*Command_Navigate) isCommand_Command() {}
+
+// Navigate moves the event tree's HEAD (navigateConversation): to the
+// event event_id, or, when it is empty, to none.
+type Navigate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EventId       string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Navigate) Reset() {
+	*x = Navigate{}
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Navigate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Navigate) ProtoMessage() {}
+
+func (x *Navigate) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Navigate.ProtoReflect.Descriptor instead.
+func (*Navigate) Descriptor() ([]byte, []int) {
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Navigate) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
 // Run starts the agent (runConversation).
 type Run struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -682,7 +744,7 @@ type Run struct {
 
 func (x *Run) Reset() {
 	*x = Run{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[9]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +756,7 @@ func (x *Run) String() string {
 func (*Run) ProtoMessage() {}
 
 func (x *Run) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[9]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +769,7 @@ func (x *Run) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Run.ProtoReflect.Descriptor instead.
 func (*Run) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{9}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Run) GetWaitMs() int64 {
@@ -734,7 +796,7 @@ type Pause struct {
 
 func (x *Pause) Reset() {
 	*x = Pause{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[10]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +808,7 @@ func (x *Pause) String() string {
 func (*Pause) ProtoMessage() {}
 
 func (x *Pause) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[10]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +821,7 @@ func (x *Pause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pause.ProtoReflect.Descriptor instead.
 func (*Pause) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{10}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Pause) GetInterrupt() bool {
@@ -780,7 +842,7 @@ type RejectPending struct {
 
 func (x *RejectPending) Reset() {
 	*x = RejectPending{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[11]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +854,7 @@ func (x *RejectPending) String() string {
 func (*RejectPending) ProtoMessage() {}
 
 func (x *RejectPending) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[11]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +867,7 @@ func (x *RejectPending) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectPending.ProtoReflect.Descriptor instead.
 func (*RejectPending) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{11}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RejectPending) GetReason() string {
@@ -835,7 +897,7 @@ type Ask struct {
 
 func (x *Ask) Reset() {
 	*x = Ask{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[12]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +909,7 @@ func (x *Ask) String() string {
 func (*Ask) ProtoMessage() {}
 
 func (x *Ask) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[12]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +922,7 @@ func (x *Ask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ask.ProtoReflect.Descriptor instead.
 func (*Ask) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{12}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Ask) GetCommand() string {
@@ -893,20 +955,23 @@ func (x *Ask) GetTimeoutMs() int64 {
 
 // Publish stores and fans out an event a runtime published (publishEvent).
 type Publish struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ref           string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
-	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
-	Body          []byte                 `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
-	StateKey      string                 `protobuf:"bytes,5,opt,name=state_key,json=stateKey,proto3" json:"state_key,omitempty"`
-	StateValue    []byte                 `protobuf:"bytes,6,opt,name=state_value,json=stateValue,proto3" json:"state_value,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Ref        string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Source     string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	Kind       string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Body       []byte                 `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	StateKey   string                 `protobuf:"bytes,5,opt,name=state_key,json=stateKey,proto3" json:"state_key,omitempty"`
+	StateValue []byte                 `protobuf:"bytes,6,opt,name=state_value,json=stateValue,proto3" json:"state_value,omitempty"`
+	// parent_id is the event's parent_id as the runtime gave it, empty for
+	// none (the owner stamps its HEAD).
+	ParentId      string `protobuf:"bytes,7,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Publish) Reset() {
 	*x = Publish{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[13]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +983,7 @@ func (x *Publish) String() string {
 func (*Publish) ProtoMessage() {}
 
 func (x *Publish) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[13]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +996,7 @@ func (x *Publish) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Publish.ProtoReflect.Descriptor instead.
 func (*Publish) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{13}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Publish) GetRef() string {
@@ -976,6 +1041,13 @@ func (x *Publish) GetStateValue() []byte {
 	return nil
 }
 
+func (x *Publish) GetParentId() string {
+	if x != nil {
+		return x.ParentId
+	}
+	return ""
+}
+
 // RuntimeReply is the runtime's reply to the command id (runtimeReplied),
 // from its connection through its node's relay.
 type RuntimeReply struct {
@@ -990,7 +1062,7 @@ type RuntimeReply struct {
 
 func (x *RuntimeReply) Reset() {
 	*x = RuntimeReply{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[14]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1074,7 @@ func (x *RuntimeReply) String() string {
 func (*RuntimeReply) ProtoMessage() {}
 
 func (x *RuntimeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[14]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1087,7 @@ func (x *RuntimeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeReply.ProtoReflect.Descriptor instead.
 func (*RuntimeReply) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{14}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RuntimeReply) GetConn() *Ref {
@@ -1064,7 +1136,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[15]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1148,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[15]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1161,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{15}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Result) GetError() *Error {
@@ -1149,7 +1221,7 @@ type StoredEvent struct {
 
 func (x *StoredEvent) Reset() {
 	*x = StoredEvent{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[16]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1233,7 @@ func (x *StoredEvent) String() string {
 func (*StoredEvent) ProtoMessage() {}
 
 func (x *StoredEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[16]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1246,7 @@ func (x *StoredEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredEvent.ProtoReflect.Descriptor instead.
 func (*StoredEvent) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{16}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StoredEvent) GetId() string {
@@ -1238,7 +1310,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[17]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1322,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[17]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1335,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{17}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Error) GetCode() string {
@@ -1324,7 +1396,7 @@ type AttachRuntime struct {
 
 func (x *AttachRuntime) Reset() {
 	*x = AttachRuntime{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[18]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1408,7 @@ func (x *AttachRuntime) String() string {
 func (*AttachRuntime) ProtoMessage() {}
 
 func (x *AttachRuntime) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[18]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1421,7 @@ func (x *AttachRuntime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachRuntime.ProtoReflect.Descriptor instead.
 func (*AttachRuntime) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{18}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AttachRuntime) GetRelay() *Ref {
@@ -1397,7 +1469,7 @@ type DetachRuntime struct {
 
 func (x *DetachRuntime) Reset() {
 	*x = DetachRuntime{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[19]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1481,7 @@ func (x *DetachRuntime) String() string {
 func (*DetachRuntime) ProtoMessage() {}
 
 func (x *DetachRuntime) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[19]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1494,7 @@ func (x *DetachRuntime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachRuntime.ProtoReflect.Descriptor instead.
 func (*DetachRuntime) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{19}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DetachRuntime) GetConn() *Ref {
@@ -1446,7 +1518,7 @@ type RuntimeFrame struct {
 
 func (x *RuntimeFrame) Reset() {
 	*x = RuntimeFrame{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[20]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1530,7 @@ func (x *RuntimeFrame) String() string {
 func (*RuntimeFrame) ProtoMessage() {}
 
 func (x *RuntimeFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[20]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1543,7 @@ func (x *RuntimeFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeFrame.ProtoReflect.Descriptor instead.
 func (*RuntimeFrame) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{20}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RuntimeFrame) GetConn() *Ref {
@@ -1512,7 +1584,7 @@ type Delete struct {
 
 func (x *Delete) Reset() {
 	*x = Delete{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[21]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1596,7 @@ func (x *Delete) String() string {
 func (*Delete) ProtoMessage() {}
 
 func (x *Delete) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[21]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1609,7 @@ func (x *Delete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delete.ProtoReflect.Descriptor instead.
 func (*Delete) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{21}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{22}
 }
 
 // IsMember asks a peer whether its view of the cluster holds a member:
@@ -1552,7 +1624,7 @@ type IsMember struct {
 
 func (x *IsMember) Reset() {
 	*x = IsMember{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[22]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1636,7 @@ func (x *IsMember) String() string {
 func (*IsMember) ProtoMessage() {}
 
 func (x *IsMember) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[22]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1649,7 @@ func (x *IsMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsMember.ProtoReflect.Descriptor instead.
 func (*IsMember) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{22}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *IsMember) GetMemberId() string {
@@ -1597,7 +1669,7 @@ type IsMemberResult struct {
 
 func (x *IsMemberResult) Reset() {
 	*x = IsMemberResult{}
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[23]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +1681,7 @@ func (x *IsMemberResult) String() string {
 func (*IsMemberResult) ProtoMessage() {}
 
 func (x *IsMemberResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_clusterpb_cluster_proto_msgTypes[23]
+	mi := &file_actors_clusterpb_cluster_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +1694,7 @@ func (x *IsMemberResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsMemberResult.ProtoReflect.Descriptor instead.
 func (*IsMemberResult) Descriptor() ([]byte, []int) {
-	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{23}
+	return file_actors_clusterpb_cluster_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *IsMemberResult) GetMember() bool {
@@ -1666,7 +1738,7 @@ const file_actors_clusterpb_cluster_proto_rawDesc = "" +
 	"\x04body\x18\x03 \x01(\fR\x04body\x12'\n" +
 	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12\x14\n" +
 	"\x05retry\x18\x05 \x01(\bR\x05retry\x12\x10\n" +
-	"\x03run\x18\x06 \x01(\bR\x03run\"\x87\x03\n" +
+	"\x03run\x18\x06 \x01(\bR\x03run\"\xc7\x03\n" +
 	"\aCommand\x12/\n" +
 	"\x03run\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RunH\x00R\x03run\x125\n" +
 	"\x05pause\x18\x02 \x01(\v2\x1d.agentserver.cluster.v1.PauseH\x00R\x05pause\x12\x1c\n" +
@@ -1674,8 +1746,11 @@ const file_actors_clusterpb_cluster_proto_rawDesc = "" +
 	"\x06reject\x18\x04 \x01(\v2%.agentserver.cluster.v1.RejectPendingH\x00R\x06reject\x12/\n" +
 	"\x03ask\x18\x05 \x01(\v2\x1b.agentserver.cluster.v1.AskH\x00R\x03ask\x12;\n" +
 	"\apublish\x18\x06 \x01(\v2\x1f.agentserver.cluster.v1.PublishH\x00R\apublish\x12<\n" +
-	"\x05reply\x18\a \x01(\v2$.agentserver.cluster.v1.RuntimeReplyH\x00R\x05replyB\t\n" +
-	"\acommand\"C\n" +
+	"\x05reply\x18\a \x01(\v2$.agentserver.cluster.v1.RuntimeReplyH\x00R\x05reply\x12>\n" +
+	"\bnavigate\x18\b \x01(\v2 .agentserver.cluster.v1.NavigateH\x00R\bnavigateB\t\n" +
+	"\acommand\"%\n" +
+	"\bNavigate\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\"C\n" +
 	"\x03Run\x12\x17\n" +
 	"\await_ms\x18\x01 \x01(\x03R\x06waitMs\x12#\n" +
 	"\rallow_running\x18\x02 \x01(\bR\fallowRunning\"%\n" +
@@ -1689,7 +1764,7 @@ const file_actors_clusterpb_cluster_proto_rawDesc = "" +
 	"\x06params\x18\x02 \x01(\fR\x06params\x12\x17\n" +
 	"\await_ms\x18\x03 \x01(\x03R\x06waitMs\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\"\x99\x01\n" +
+	"timeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\"\xb6\x01\n" +
 	"\aPublish\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x12\n" +
@@ -1697,7 +1772,8 @@ const file_actors_clusterpb_cluster_proto_rawDesc = "" +
 	"\x04body\x18\x04 \x01(\fR\x04body\x12\x1b\n" +
 	"\tstate_key\x18\x05 \x01(\tR\bstateKey\x12\x1f\n" +
 	"\vstate_value\x18\x06 \x01(\fR\n" +
-	"stateValue\"{\n" +
+	"stateValue\x12\x1b\n" +
+	"\tparent_id\x18\a \x01(\tR\bparentId\"{\n" +
 	"\fRuntimeReply\x12/\n" +
 	"\x04conn\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x04conn\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x16\n" +
@@ -1758,7 +1834,7 @@ func file_actors_clusterpb_cluster_proto_rawDescGZIP() []byte {
 	return file_actors_clusterpb_cluster_proto_rawDescData
 }
 
-var file_actors_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_actors_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_actors_clusterpb_cluster_proto_goTypes = []any{
 	(*Ref)(nil),            // 0: agentserver.cluster.v1.Ref
 	(*Subscribe)(nil),      // 1: agentserver.cluster.v1.Subscribe
@@ -1769,45 +1845,47 @@ var file_actors_clusterpb_cluster_proto_goTypes = []any{
 	(*Closing)(nil),        // 6: agentserver.cluster.v1.Closing
 	(*Append)(nil),         // 7: agentserver.cluster.v1.Append
 	(*Command)(nil),        // 8: agentserver.cluster.v1.Command
-	(*Run)(nil),            // 9: agentserver.cluster.v1.Run
-	(*Pause)(nil),          // 10: agentserver.cluster.v1.Pause
-	(*RejectPending)(nil),  // 11: agentserver.cluster.v1.RejectPending
-	(*Ask)(nil),            // 12: agentserver.cluster.v1.Ask
-	(*Publish)(nil),        // 13: agentserver.cluster.v1.Publish
-	(*RuntimeReply)(nil),   // 14: agentserver.cluster.v1.RuntimeReply
-	(*Result)(nil),         // 15: agentserver.cluster.v1.Result
-	(*StoredEvent)(nil),    // 16: agentserver.cluster.v1.StoredEvent
-	(*Error)(nil),          // 17: agentserver.cluster.v1.Error
-	(*AttachRuntime)(nil),  // 18: agentserver.cluster.v1.AttachRuntime
-	(*DetachRuntime)(nil),  // 19: agentserver.cluster.v1.DetachRuntime
-	(*RuntimeFrame)(nil),   // 20: agentserver.cluster.v1.RuntimeFrame
-	(*Delete)(nil),         // 21: agentserver.cluster.v1.Delete
-	(*IsMember)(nil),       // 22: agentserver.cluster.v1.IsMember
-	(*IsMemberResult)(nil), // 23: agentserver.cluster.v1.IsMemberResult
+	(*Navigate)(nil),       // 9: agentserver.cluster.v1.Navigate
+	(*Run)(nil),            // 10: agentserver.cluster.v1.Run
+	(*Pause)(nil),          // 11: agentserver.cluster.v1.Pause
+	(*RejectPending)(nil),  // 12: agentserver.cluster.v1.RejectPending
+	(*Ask)(nil),            // 13: agentserver.cluster.v1.Ask
+	(*Publish)(nil),        // 14: agentserver.cluster.v1.Publish
+	(*RuntimeReply)(nil),   // 15: agentserver.cluster.v1.RuntimeReply
+	(*Result)(nil),         // 16: agentserver.cluster.v1.Result
+	(*StoredEvent)(nil),    // 17: agentserver.cluster.v1.StoredEvent
+	(*Error)(nil),          // 18: agentserver.cluster.v1.Error
+	(*AttachRuntime)(nil),  // 19: agentserver.cluster.v1.AttachRuntime
+	(*DetachRuntime)(nil),  // 20: agentserver.cluster.v1.DetachRuntime
+	(*RuntimeFrame)(nil),   // 21: agentserver.cluster.v1.RuntimeFrame
+	(*Delete)(nil),         // 22: agentserver.cluster.v1.Delete
+	(*IsMember)(nil),       // 23: agentserver.cluster.v1.IsMember
+	(*IsMemberResult)(nil), // 24: agentserver.cluster.v1.IsMemberResult
 }
 var file_actors_clusterpb_cluster_proto_depIdxs = []int32{
 	0,  // 0: agentserver.cluster.v1.Subscribe.relay:type_name -> agentserver.cluster.v1.Ref
 	0,  // 1: agentserver.cluster.v1.Subscribed.owner:type_name -> agentserver.cluster.v1.Ref
 	0,  // 2: agentserver.cluster.v1.Unsubscribe.relay:type_name -> agentserver.cluster.v1.Ref
 	4,  // 3: agentserver.cluster.v1.Events.events:type_name -> agentserver.cluster.v1.Event
-	9,  // 4: agentserver.cluster.v1.Command.run:type_name -> agentserver.cluster.v1.Run
-	10, // 5: agentserver.cluster.v1.Command.pause:type_name -> agentserver.cluster.v1.Pause
-	11, // 6: agentserver.cluster.v1.Command.reject:type_name -> agentserver.cluster.v1.RejectPending
-	12, // 7: agentserver.cluster.v1.Command.ask:type_name -> agentserver.cluster.v1.Ask
-	13, // 8: agentserver.cluster.v1.Command.publish:type_name -> agentserver.cluster.v1.Publish
-	14, // 9: agentserver.cluster.v1.Command.reply:type_name -> agentserver.cluster.v1.RuntimeReply
-	0,  // 10: agentserver.cluster.v1.RuntimeReply.conn:type_name -> agentserver.cluster.v1.Ref
-	17, // 11: agentserver.cluster.v1.Result.error:type_name -> agentserver.cluster.v1.Error
-	16, // 12: agentserver.cluster.v1.Result.event:type_name -> agentserver.cluster.v1.StoredEvent
-	0,  // 13: agentserver.cluster.v1.AttachRuntime.relay:type_name -> agentserver.cluster.v1.Ref
-	0,  // 14: agentserver.cluster.v1.AttachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
-	0,  // 15: agentserver.cluster.v1.DetachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
-	0,  // 16: agentserver.cluster.v1.RuntimeFrame.conn:type_name -> agentserver.cluster.v1.Ref
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	10, // 4: agentserver.cluster.v1.Command.run:type_name -> agentserver.cluster.v1.Run
+	11, // 5: agentserver.cluster.v1.Command.pause:type_name -> agentserver.cluster.v1.Pause
+	12, // 6: agentserver.cluster.v1.Command.reject:type_name -> agentserver.cluster.v1.RejectPending
+	13, // 7: agentserver.cluster.v1.Command.ask:type_name -> agentserver.cluster.v1.Ask
+	14, // 8: agentserver.cluster.v1.Command.publish:type_name -> agentserver.cluster.v1.Publish
+	15, // 9: agentserver.cluster.v1.Command.reply:type_name -> agentserver.cluster.v1.RuntimeReply
+	9,  // 10: agentserver.cluster.v1.Command.navigate:type_name -> agentserver.cluster.v1.Navigate
+	0,  // 11: agentserver.cluster.v1.RuntimeReply.conn:type_name -> agentserver.cluster.v1.Ref
+	18, // 12: agentserver.cluster.v1.Result.error:type_name -> agentserver.cluster.v1.Error
+	17, // 13: agentserver.cluster.v1.Result.event:type_name -> agentserver.cluster.v1.StoredEvent
+	0,  // 14: agentserver.cluster.v1.AttachRuntime.relay:type_name -> agentserver.cluster.v1.Ref
+	0,  // 15: agentserver.cluster.v1.AttachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
+	0,  // 16: agentserver.cluster.v1.DetachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
+	0,  // 17: agentserver.cluster.v1.RuntimeFrame.conn:type_name -> agentserver.cluster.v1.Ref
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_actors_clusterpb_cluster_proto_init() }
@@ -1823,6 +1901,7 @@ func file_actors_clusterpb_cluster_proto_init() {
 		(*Command_Ask)(nil),
 		(*Command_Publish)(nil),
 		(*Command_Reply)(nil),
+		(*Command_Navigate)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1830,7 +1909,7 @@ func file_actors_clusterpb_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_clusterpb_cluster_proto_rawDesc), len(file_actors_clusterpb_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

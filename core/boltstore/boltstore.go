@@ -9,9 +9,11 @@
 //	    'e' seq(8, big endian)       an event (see encodeEvent)
 //	    'K' idempotency key          seq(8) of the newest event posted with it
 //	ids/<event id>                   seq(8) + conversation id: the event-ID index
+//	ids/<event id> 0 <conversation>  the same, for an ID another conversation
+//	                                 holds already (a fork's copy: see idRef)
 //
 // Range scans by Seq are cursor walks over a conversation's 'e' keys.
-// EventByID is one lookup in ids. FirstSeqAtOrAfter is a binary search over
+// EventByID is one lookup in ids (two for a fork's copies). FirstSeqAtOrAfter is a binary search over
 // the 'e' keys by each event's stored timestamp: timestamps never decrease
 // along a log, so the Seq order is also a time index, and a lookup reads
 // O(log² n) pages without a second index to write. A conversation's
@@ -26,6 +28,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -34,6 +37,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -235,7 +239,7 @@ func (s *Store) DeleteConversation(_ context.Context, id string) error {
 			if err != nil {
 				return err
 			}
-			return ids.Delete(eventID)
+			return deleteID(ids, eventID, id)
 		})
 		if err != nil {
 			return err
@@ -319,10 +323,10 @@ func appendTo(convs, logs, ids *bolt.Bucket, a core.Append) error {
 		if ev.Seq != next+uint64(i) {
 			return refuse("event seq %d, the log continues at %d: %w", ev.Seq, next+uint64(i), core.ErrSeqConflict)
 		}
-		if len(ev.Raw) == 0 || ev.ID == "" || len(ev.ID) > 255 {
+		if len(ev.Raw) == 0 || ev.ID == "" || len(ev.ID) > 255 || strings.IndexByte(ev.ID, 0) >= 0 {
 			return refuse("event %q is not sealed", ev.ID)
 		}
-		if ids.Get([]byte(ev.ID)) != nil || slices.ContainsFunc(a.Events[:i], func(e *core.Event) bool { return e.ID == ev.ID }) {
+		if _, ok := idSeq(ids, []byte(ev.ID), id); ok || slices.ContainsFunc(a.Events[:i], func(e *core.Event) bool { return e.ID == ev.ID }) {
 			return refuse("event %s: %w", ev.ID, core.ErrDuplicateEventID)
 		}
 		if len(ev.IdempotencyKey) > core.MaxIdempotencyKey {
@@ -336,9 +340,7 @@ func appendTo(convs, logs, ids *bolt.Bucket, a core.Append) error {
 		if err := log.Put(seq, encodeEvent(ev)); err != nil {
 			return err
 		}
-		ref := make([]byte, 0, 8+len(id))
-		ref = append(append(ref, seq[1:]...), id...)
-		if err := ids.Put([]byte(ev.ID), ref); err != nil {
+		if err := putID(ids, []byte(ev.ID), id, ev.Seq); err != nil {
 			return err
 		}
 		if ev.IdempotencyKey != "" {
@@ -396,11 +398,10 @@ func (s *Store) EventByID(_ context.Context, id, eventID string) (*core.Event, e
 		if err != nil {
 			return err
 		}
-		ref := tx.Bucket(bucketIDs).Get([]byte(eventID))
-		if len(ref) < 8 || string(ref[8:]) != id {
+		seq, ok := idSeq(tx.Bucket(bucketIDs), []byte(eventID), id)
+		if !ok {
 			return core.ErrNotFound
 		}
-		seq := binary.BigEndian.Uint64(ref[:8])
 		v := log.Get(seqKey(seq))
 		if v == nil {
 			return fmt.Errorf("index names seq %d, which is missing", seq)
@@ -563,11 +564,10 @@ func window(tx *bolt.Tx, id string, f core.EventFilter, pageID string, desc bool
 		}
 	}
 	if pageID != "" {
-		ref := tx.Bucket(bucketIDs).Get([]byte(pageID))
-		if len(ref) < 8 || string(ref[8:]) != id {
+		var ok bool
+		if cursor, ok = idSeq(tx.Bucket(bucketIDs), []byte(pageID), id); !ok {
 			return nil, 0, 0, core.ErrUnknownPageID
 		}
-		cursor = binary.BigEndian.Uint64(ref[:8])
 	}
 	from, to = core.SeqWindow(lastSeq(log), since, before, cursor, desc)
 	return log, from, to, nil
@@ -665,6 +665,58 @@ func lastEvent(log *bolt.Bucket) (k, v []byte) {
 
 // keyKey is the log bucket's key of an idempotency key's index entry.
 func keyKey(key string) []byte { return append([]byte{prefixKey}, key...) }
+
+// The event-ID index maps an event ID to its Seq and conversation. Event
+// IDs are unique within a conversation, and almost always across them:
+// only a fork copies its source's IDs. So the first conversation to hold
+// an ID has it as its key alone, and each other one under the ID, a 0
+// byte (which appendTo refuses in an event ID) and its own ID. An append, a lookup and a delete touch
+// the plain key, and the second only when the first names another
+// conversation.
+
+// idKey returns the key under which conversation conv's event eventID is
+// (or would be) indexed.
+func idKey(ids *bolt.Bucket, eventID []byte, conv string) []byte {
+	if ref := ids.Get(eventID); ref == nil || (len(ref) >= 8 && string(ref[8:]) == conv) {
+		return eventID
+	}
+	return sharedIDKey(eventID, conv)
+}
+
+func sharedIDKey(eventID []byte, conv string) []byte {
+	k := make([]byte, 0, len(eventID)+1+len(conv))
+	return append(append(append(k, eventID...), 0), conv...)
+}
+
+// idSeq looks up conversation conv's event eventID. The shared keys sort
+// right after the plain one, so it is one seek.
+func idSeq(ids *bolt.Bucket, eventID []byte, conv string) (uint64, bool) {
+	c := ids.Cursor()
+	for k, ref := c.Seek(eventID); bytes.HasPrefix(k, eventID); k, ref = c.Next() {
+		if len(k) > len(eventID) && k[len(eventID)] != 0 {
+			break // another ID that starts with this one
+		}
+		if len(ref) >= 8 && string(ref[8:]) == conv {
+			return binary.BigEndian.Uint64(ref[:8]), true
+		}
+	}
+	return 0, false
+}
+
+// deleteID drops conversation conv's event eventID from the index.
+func deleteID(ids *bolt.Bucket, eventID []byte, conv string) error {
+	if ref := ids.Get(eventID); len(ref) >= 8 && string(ref[8:]) == conv {
+		return ids.Delete(eventID)
+	}
+	return ids.Delete(sharedIDKey(eventID, conv))
+}
+
+// putID indexes conversation conv's event eventID at seq.
+func putID(ids *bolt.Bucket, eventID []byte, conv string, seq uint64) error {
+	ref := make([]byte, 8, 8+len(conv))
+	binary.BigEndian.PutUint64(ref, seq)
+	return ids.Put(idKey(ids, eventID, conv), append(ref, conv...))
+}
 
 func seqKey(seq uint64) []byte {
 	k := make([]byte, 9)
@@ -781,6 +833,63 @@ func decodeConversation(v []byte) (*core.Conversation, error) {
 		return nil, fmt.Errorf("decode conversation: %w", err)
 	}
 	return c, nil
+}
+
+// ForkConversation stores fork with copies of the events from names, in
+// one transaction. Each copy is the stored event with its new Seq and
+// without its idempotency key.
+func (s *Store) ForkConversation(_ context.Context, fork *core.Conversation, from core.ForkSource) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		convs, logs, ids := tx.Bucket(bucketConversations), tx.Bucket(bucketLogs), tx.Bucket(bucketIDs)
+		if convs.Get([]byte(fork.ID)) != nil {
+			return core.ErrConversationExists
+		}
+		src, err := logOf(tx, from.ConversationID)
+		if err != nil {
+			return err
+		}
+		v, err := json.Marshal(fork)
+		if err != nil {
+			return fmt.Errorf("encode: %w", err)
+		}
+		if err := convs.Put([]byte(fork.ID), v); err != nil {
+			return err
+		}
+		log, err := logs.CreateBucket([]byte(fork.ID))
+		if err != nil {
+			return err
+		}
+		log.FillPercent = 0.95
+		seqs := from.Seqs
+		if seqs == nil {
+			seqs = make([]uint64, from.Through)
+			for i := range seqs {
+				seqs[i] = uint64(i + 1)
+			}
+		}
+		for i, seq := range seqs {
+			stored := src.Get(seqKey(seq))
+			if stored == nil || (i > 0 && seq <= seqs[i-1]) {
+				return fmt.Errorf("event seq %d: %w", seq, core.ErrNotFound)
+			}
+			ev, err := decodeEvent(seq, stored)
+			if err != nil {
+				return err
+			}
+			ev.Seq, ev.IdempotencyKey = uint64(i+1), ""
+			if err := log.Put(seqKey(ev.Seq), encodeEvent(ev)); err != nil {
+				return err
+			}
+			if err := putID(ids, []byte(ev.ID), fork.ID, ev.Seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("fork %s from %s: %w", fork.ID, from.ConversationID, err)
+	}
+	return nil
 }
 
 var _ core.Store = (*Store)(nil)

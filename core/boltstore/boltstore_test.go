@@ -71,3 +71,14 @@ func BenchmarkSearch(b *testing.B) {
 	defer s.Close()
 	storetest.BenchSearch(b, s)
 }
+
+// BenchmarkFork: go test -run '^$' -bench Fork ./core/boltstore/ (durable
+// commits, as the server runs).
+func BenchmarkFork(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "bench.db"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchFork(b, s, 20_000)
+}

@@ -145,6 +145,9 @@ type Conversations struct {
 	// RuntimeReplyTimeout bounds how long a command the runtime answers
 	// (ask_agent, condense, ...) waits for that answer.
 	RuntimeReplyTimeout time.Duration `koanf:"runtime_reply_timeout"`
+	// MaxForkEvents bounds how many events a fork copies (a fork is one
+	// write to the store); 0 is no limit.
+	MaxForkEvents int `koanf:"max_fork_events"`
 }
 
 // Storage selects the event store.
@@ -328,6 +331,9 @@ func Default() Config {
 			// Below the 30 s the OpenHands SDK gives its POST /run.
 			RuntimeWait:         10 * time.Second,
 			RuntimeReplyTimeout: time.Minute,
+			// About 0.7 s of one write at the 70,000 events of 1 KiB a
+			// second BenchmarkFork measures (bolt and postgres alike).
+			MaxForkEvents: 50_000,
 		},
 		Storage: Storage{Driver: DriverBolt, Path: "./data/agent-server.db"},
 		Cluster: Cluster{

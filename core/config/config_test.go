@@ -132,6 +132,7 @@ func TestLoadRejects(t *testing.T) {
 		{"empty runtime chain", "auth:\n  chains:\n    runtime: []\n", nil, "auth.chains.runtime"},
 		{"negative runtime wait", "conversations:\n  runtime_wait: -1s\n", nil, "conversations.runtime_wait"},
 		{"zero reply timeout", "conversations:\n  runtime_reply_timeout: 0s\n", nil, "conversations.runtime_reply_timeout"},
+		{"negative fork limit", "conversations:\n  max_fork_events: -1\n", nil, "conversations.max_fork_events"},
 		{"empty chain", "auth:\n  chains:\n    rest: []\n", nil, "auth.chains.rest"},
 		{"duplicate plugin", "auth:\n  chains:\n    events: [query, query]\n", nil, "auth.chains.events"},
 		{"bad plugin name", "auth:\n  chains:\n    events: ['../x']\n", nil, "auth.chains.events"},

@@ -118,6 +118,9 @@ func (c *Config) Validate() error {
 		bad("conversations.runtime_wait", "must be 0 (refuse at once) or a positive duration, got %s", c.Conversations.RuntimeWait)
 	}
 	positive("conversations.runtime_reply_timeout", c.Conversations.RuntimeReplyTimeout)
+	if c.Conversations.MaxForkEvents < 0 {
+		bad("conversations.max_fork_events", "must be 0 (no limit) or positive, got %d", c.Conversations.MaxForkEvents)
+	}
 	for i, name := range c.Auth.Chains.Runtime {
 		if name == core.FirstMessageAuthenticator {
 			bad(fmt.Sprintf("auth.chains.runtime[%d]", i), "%s reads a client's first frame and cannot authenticate a runtime; use header or bearer", name)

@@ -18,7 +18,6 @@ import (
 type Store struct {
 	mu    sync.RWMutex
 	convs map[string]*entry
-	ids   map[string]struct{} // every stored event ID
 }
 
 type entry struct {
@@ -29,7 +28,7 @@ type entry struct {
 }
 
 // New returns an empty store.
-func New() *Store { return &Store{convs: make(map[string]*entry), ids: make(map[string]struct{})} }
+func New() *Store { return &Store{convs: make(map[string]*entry)} }
 
 // CreateConversation stores c unless its ID exists.
 func (s *Store) CreateConversation(_ context.Context, c *core.Conversation) (*core.Conversation, bool, error) {
@@ -80,12 +79,8 @@ func (s *Store) UpdateConversation(_ context.Context, c *core.Conversation) erro
 func (s *Store) DeleteConversation(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.convs[id]
-	if !ok {
+	if _, ok := s.convs[id]; !ok {
 		return fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
-	}
-	for eventID := range e.byID {
-		delete(s.ids, eventID)
 	}
 	delete(s.convs, id)
 	return nil
@@ -125,14 +120,13 @@ func (s *Store) appendLocked(id string, events []*core.Event, epoch uint64) erro
 		if len(ev.IdempotencyKey) > core.MaxIdempotencyKey {
 			return fmt.Errorf("conversation %s: event %s: idempotency key longer than %d bytes", id, ev.ID, core.MaxIdempotencyKey)
 		}
-		if _, dup := s.ids[ev.ID]; dup || slices.ContainsFunc(events[:i], func(x *core.Event) bool { return x.ID == ev.ID }) {
+		if _, dup := e.byID[ev.ID]; dup || slices.ContainsFunc(events[:i], func(x *core.Event) bool { return x.ID == ev.ID }) {
 			return fmt.Errorf("conversation %s: event %s: %w", id, ev.ID, core.ErrDuplicateEventID)
 		}
 	}
 	for _, ev := range events {
 		e.events = append(e.events, ev)
 		e.byID[ev.ID] = ev
-		s.ids[ev.ID] = struct{}{}
 		if ev.IdempotencyKey != "" {
 			e.byKey[ev.IdempotencyKey] = ev
 		}
@@ -243,6 +237,40 @@ func (s *Store) CountEvents(_ context.Context, id string, f core.EventFilter) (i
 		return 0, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
 	}
 	return core.CountEvents(e.events, f), nil
+}
+
+// ForkConversation stores fork with copies of the events from names.
+func (s *Store) ForkConversation(_ context.Context, fork *core.Conversation, from core.ForkSource) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.convs[fork.ID]; ok {
+		return fmt.Errorf("fork %s: %w", fork.ID, core.ErrConversationExists)
+	}
+	src, ok := s.convs[from.ConversationID]
+	if !ok {
+		return fmt.Errorf("fork %s from %s: %w", fork.ID, from.ConversationID, core.ErrNotFound)
+	}
+	seqs := from.Seqs
+	if seqs == nil {
+		for seq := uint64(1); seq <= from.Through; seq++ {
+			seqs = append(seqs, seq)
+		}
+	}
+	e := &entry{conv: fork.Clone(), byID: make(map[string]*core.Event, len(seqs)), byKey: make(map[string]*core.Event)}
+	for i, seq := range seqs {
+		if seq == 0 || seq > uint64(len(src.events)) || (i > 0 && seq <= seqs[i-1]) {
+			return fmt.Errorf("fork %s from %s: event seq %d: %w", fork.ID, from.ConversationID, seq, core.ErrNotFound)
+		}
+		cp := *src.events[seq-1]
+		cp.Seq, cp.IdempotencyKey = uint64(i+1), ""
+		e.events = append(e.events, &cp)
+		e.byID[cp.ID] = &cp
+	}
+	if n := len(e.events); n > 0 {
+		e.conv.UpdatedAt = e.events[n-1].Timestamp
+	}
+	s.convs[fork.ID] = e
+	return nil
 }
 
 var _ core.Store = (*Store)(nil)

@@ -13,8 +13,9 @@ import (
 )
 
 const (
-	// sqlKnownIDs finds which of a batch's event IDs are stored already.
-	sqlKnownIDs = `SELECT id FROM events WHERE id = ANY($1)`
+	// sqlKnownIDs finds which of a batch's event IDs are stored already,
+	// and in which conversations.
+	sqlKnownIDs = `SELECT id, conversation_id FROM events WHERE id = ANY($1)`
 	// sqlAdvance is an element's condition and its effect on the
 	// conversation's row in one statement: it matches only when the log
 	// ends where the element starts and the element's epoch is current.
@@ -24,7 +25,7 @@ WHERE id = $1 AND last_seq = $4 AND epoch = $5`
 	sqlWhy = `SELECT last_seq, epoch FROM conversations WHERE id = $1`
 	// sqlLanded tells whether an event is stored: the read-back after a
 	// commit whose outcome is unknown.
-	sqlLanded = `SELECT EXISTS (SELECT 1 FROM events WHERE id = $1)`
+	sqlLanded = `SELECT EXISTS (SELECT 1 FROM events WHERE id = $1 AND conversation_id = $2)`
 )
 
 // eventColumnsCopied are the columns COPY fills, in order.
@@ -108,15 +109,21 @@ func (s *Store) appendOnce(ctx context.Context, batch []core.Append) (errs []err
 	}
 }
 
+// eventKey is an event ID in its conversation: event IDs are unique
+// within a conversation only.
+type eventKey struct{ id, conversation [16]byte }
+
 // parseBatch reads every event ID of the batch as a UUID, and refuses the
 // elements that are malformed: an ID that is not a UUID or that appears
-// twice in the batch, or an event that was not sealed.
+// twice in one conversation's events of the batch, or an event that was
+// not sealed.
 func parseBatch(batch []core.Append) (ids [][][16]byte, refused []error) {
 	ids = make([][][16]byte, len(batch))
 	refused = make([]error, len(batch))
-	seen := make(map[[16]byte]bool)
+	seen := make(map[eventKey]bool)
 	for i, a := range batch {
 		ids[i] = make([][16]byte, len(a.Events))
+		conv, _ := parseUUID(a.ConversationID)
 		for j, ev := range a.Events {
 			u, ok := parseUUID(ev.ID)
 			switch {
@@ -126,14 +133,14 @@ func parseBatch(batch []core.Append) (ids [][][16]byte, refused []error) {
 				refused[i] = fmt.Errorf("conversation %s: event %s is not sealed", a.ConversationID, ev.ID)
 			case len(ev.IdempotencyKey) > core.MaxIdempotencyKey:
 				refused[i] = fmt.Errorf("conversation %s: event %s: idempotency key longer than %d bytes", a.ConversationID, ev.ID, core.MaxIdempotencyKey)
-			case seen[u]:
+			case seen[eventKey{u, conv}]:
 				refused[i] = fmt.Errorf("conversation %s: event %s: %w", a.ConversationID, ev.ID, core.ErrDuplicateEventID)
 			}
 			if refused[i] != nil {
 				break
 			}
 			ids[i][j] = u
-			seen[u] = true
+			seen[eventKey{u, conv}] = true
 		}
 		if _, ok := parseUUID(a.ConversationID); !ok && refused[i] == nil {
 			refused[i] = fmt.Errorf("conversation %s: %w", a.ConversationID, core.ErrNotFound)
@@ -158,21 +165,22 @@ func refuseKnownIDs(ctx context.Context, tx pgx.Tx, batch []core.Append, ids [][
 	if err != nil {
 		return err
 	}
-	known := make(map[[16]byte]bool)
+	known := make(map[eventKey]bool)
 	for rows.Next() {
-		var id [16]byte
-		if err := rows.Scan(&id); err != nil {
+		var k eventKey
+		if err := rows.Scan(&k.id, &k.conversation); err != nil {
 			rows.Close()
 			return err
 		}
-		known[id] = true
+		known[k] = true
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
 	for i, a := range batch {
+		conv, _ := parseUUID(a.ConversationID)
 		for j, id := range ids[i] {
-			if errs[i] == nil && known[id] {
+			if errs[i] == nil && known[eventKey{id, conv}] {
 				errs[i] = fmt.Errorf("conversation %s: event %s: %w", a.ConversationID, a.Events[j].ID, core.ErrDuplicateEventID)
 			}
 		}
@@ -252,9 +260,9 @@ func explain(ctx context.Context, tx pgx.Tx, a core.Append, errp *error) error {
 	return nil
 }
 
-// copyRows returns the rows of every element that passed, and the ID of
-// one of their events for a read-back.
-func copyRows(batch []core.Append, ids [][][16]byte, errs []error) (rows [][]any, probe [16]byte) {
+// copyRows returns the rows of every element that passed, and one of
+// their events for a read-back.
+func copyRows(batch []core.Append, ids [][][16]byte, errs []error) (rows [][]any, probe eventKey) {
 	for i, a := range batch {
 		if errs[i] != nil {
 			continue
@@ -266,7 +274,7 @@ func copyRows(batch []core.Append, ids [][][16]byte, errs []error) (rows [][]any
 				key = ev.IdempotencyKey
 			}
 			rows = append(rows, []any{conv, int64(ev.Seq), ids[i][j], ev.Timestamp, string(ev.Source), ev.Kind, ev.Raw, key})
-			probe = ids[i][j]
+			probe = eventKey{ids[i][j], conv}
 		}
 	}
 	return rows, probe
@@ -286,12 +294,12 @@ func commitMayHaveLanded(err error) bool {
 // readBack asks, on a fresh connection, whether the event probe is stored,
 // retrying while the database is unreachable until ctx ends: the answer
 // decides whether a whole batch is acknowledged or failed.
-func (s *Store) readBack(ctx context.Context, probe [16]byte) (bool, error) {
+func (s *Store) readBack(ctx context.Context, probe eventKey) (bool, error) {
 	wait := 50 * time.Millisecond
 	for {
 		var landed bool
 		qctx, cancel := context.WithTimeout(ctx, pingTimeout)
-		err := s.pool.QueryRow(qctx, sqlLanded, probe).Scan(&landed)
+		err := s.pool.QueryRow(qctx, sqlLanded, probe.id, probe.conversation).Scan(&landed)
 		cancel()
 		if err == nil {
 			return landed, nil

@@ -91,21 +91,28 @@ func same(t *testing.T, a, b core.Store, ids []string) {
 }
 
 // Bolt to PostgreSQL and back gives the same conversations and events, IDs,
-// Seq, timestamps and bytes; a rerun skips everything and copies nothing.
+// Seq, timestamps and bytes, a fork's too (whose events share their IDs
+// with its source's); a rerun skips everything and copies nothing.
 func TestCopyBothWays(t *testing.T) {
 	ctx := context.Background()
 	bolt, pg, back := openBolt(t), openPG(t), openBolt(t)
 	ids := fill(t, bolt, 4, 2500) // more than one page per log
+	at := time.Date(2026, 5, 3, 0, 0, 0, 0, time.UTC)
+	fork := &core.Conversation{ID: core.NewID(), ExecutionStatus: core.StatusIdle, CreatedAt: at, UpdatedAt: at, ForkedFromConversationID: ids[1]}
+	if err := bolt.ForkConversation(ctx, fork, core.ForkSource{ConversationID: ids[1], Through: 2500}); err != nil {
+		t.Fatal(err)
+	}
+	ids = append(ids, fork.ID)
 	var seen []storecopy.Stats
 	st, err := storecopy.Copy(ctx, bolt, pg, func(s storecopy.Stats) { seen = append(seen, s) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Conversations != 4 || st.Created != 4 || st.EventsCopied != 3*2500 || st.EventsSkipped != 0 || len(seen) < 4 {
+	if st.Conversations != 5 || st.Created != 5 || st.EventsCopied != 4*2500 || st.EventsSkipped != 0 || len(seen) < 5 {
 		t.Errorf("first copy: %+v after %d progress reports", st, len(seen))
 	}
 	same(t, bolt, pg, ids)
-	if st, err = storecopy.Copy(ctx, pg, back, nil); err != nil || st.EventsCopied != 3*2500 {
+	if st, err = storecopy.Copy(ctx, pg, back, nil); err != nil || st.EventsCopied != 4*2500 {
 		t.Fatalf("copy back: %+v %v", st, err)
 	}
 	same(t, bolt, back, ids)
@@ -116,7 +123,7 @@ func TestCopyBothWays(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, err = storecopy.Copy(ctx, bolt, pg, nil)
-	if err != nil || st.Created != 0 || st.EventsCopied != 1 || st.EventsSkipped != 3*2500 {
+	if err != nil || st.Created != 0 || st.EventsCopied != 1 || st.EventsSkipped != 4*2500 {
 		t.Fatalf("rerun: %+v %v, want 1 copied and the rest skipped", st, err)
 	}
 	same(t, bolt, pg, ids)

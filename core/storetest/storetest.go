@@ -23,6 +23,7 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 	t.Run("refusals", func(t *testing.T) { testRefusals(t, open(t)) })
 	t.Run("search", func(t *testing.T) { testSearch(t, open(t)) })
 	t.Run("idempotency keys", func(t *testing.T) { testKeys(t, open(t)) })
+	t.Run("fork", func(t *testing.T) { testFork(t, open(t)) })
 }
 
 // Sealed returns a sealed user message with the given Seq and timestamp.
@@ -458,4 +459,176 @@ func testKeys(t *testing.T, s core.Store) {
 	if _, err := s.EventByKey(ctx, core.NewID(), "k1"); !errors.Is(err, core.ErrNotFound) {
 		t.Errorf("EventByKey of an unknown conversation = %v, want ErrNotFound", err)
 	}
+}
+
+// A fork is a new conversation holding copies of events of another, with
+// their IDs, renumbered from 1; it is stored whole or not at all, and from
+// then on each conversation's log is its own.
+func testFork(t *testing.T, s core.Store) {
+	ctx := context.Background()
+	src := NewConversation(t, s)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var evs []*core.Event
+	for i := 1; i <= 5; i++ {
+		e := Sealed(t, uint64(i), t0.Add(time.Duration(i)*time.Second), fmt.Sprintf(`{"n":%d}`, i))
+		if i == 2 {
+			e.IdempotencyKey = "k"
+		}
+		evs = append(evs, e)
+	}
+	if err := s.AppendEvents(ctx, src, evs); err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(time.Hour)
+	newFork := func() *core.Conversation {
+		return &core.Conversation{ID: core.NewID(), ExecutionStatus: core.StatusIdle, CreatedAt: now, UpdatedAt: now,
+			ForkedFromConversationID: src, Head: core.Head{LeafEventID: evs[2].ID, Seq: 3}}
+	}
+	// check fails unless conversation id holds exactly the source's events
+	// at seqs, in order, renumbered from 1.
+	check := func(id string, seqs ...uint64) {
+		t.Helper()
+		got, err := s.Events(ctx, id, 0, 0)
+		if err != nil || len(got) != len(seqs) {
+			t.Fatalf("fork %s holds %d events (%v), want %d", id, len(got), err, len(seqs))
+		}
+		for i, e := range got {
+			want := evs[seqs[i]-1]
+			if e.Seq != uint64(i+1) || e.ID != want.ID || string(e.Raw) != string(want.Raw) || !e.Timestamp.Equal(want.Timestamp) ||
+				e.Kind != want.Kind || e.Source != want.Source || e.IdempotencyKey != "" {
+				t.Errorf("fork event %d = %+v, want seq %d copying %+v without its key", i, e, i+1, want)
+			}
+			if byID, err := s.EventByID(ctx, id, want.ID); err != nil || byID.Seq != uint64(i+1) {
+				t.Errorf("EventByID(fork, %s) = %v, %v; want seq %d", want.ID, byID, err, i+1)
+			}
+		}
+		c, err := s.Conversation(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantUpdated := now
+		if len(seqs) > 0 {
+			wantUpdated = evs[seqs[len(seqs)-1]-1].Timestamp
+		}
+		if c.ForkedFromConversationID != src || c.Head.LeafEventID != evs[2].ID || c.Head.Seq != 3 || !c.UpdatedAt.Equal(wantUpdated) {
+			t.Errorf("fork read back = %+v, want forked_from %s, its head, updated_at %s", c, src, wantUpdated)
+		}
+	}
+
+	prefix := newFork()
+	if err := s.ForkConversation(ctx, prefix, core.ForkSource{ConversationID: src, Through: 3}); err != nil {
+		t.Fatal(err)
+	}
+	check(prefix.ID, 1, 2, 3)
+	branch := newFork()
+	if err := s.ForkConversation(ctx, branch, core.ForkSource{ConversationID: src, Seqs: []uint64{1, 3, 5}}); err != nil {
+		t.Fatal(err)
+	}
+	check(branch.ID, 1, 3, 5)
+	empty := newFork()
+	if err := s.ForkConversation(ctx, empty, core.ForkSource{ConversationID: src}); err != nil {
+		t.Fatal(err)
+	}
+	check(empty.ID)
+	if _, err := s.EventByKey(ctx, prefix.ID, "k"); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("EventByKey in the fork = %v, want ErrNotFound: keys are not copied", err)
+	}
+	if got, err := s.FirstSeqAtOrAfter(ctx, branch.ID, evs[2].Timestamp.Add(time.Millisecond)); err != nil || got != 3 {
+		t.Errorf("FirstSeqAtOrAfter in the branch = %d, %v; want 3", got, err)
+	}
+	if page, err := s.SearchEvents(ctx, branch.ID, core.EventQuery{PageID: evs[2].ID, Limit: 10}); err != nil || len(page.Items) != 2 || page.Items[1].ID != evs[4].ID {
+		t.Errorf("search the branch from page_id %s = %v, %v; want its last two events", evs[2].ID, page, err)
+	}
+
+	// Refused forks store nothing.
+	for _, tt := range []struct {
+		name string
+		fork *core.Conversation
+		from core.ForkSource
+		want error
+	}{
+		{"taken id", &core.Conversation{ID: prefix.ID, CreatedAt: now, UpdatedAt: now}, core.ForkSource{ConversationID: src, Through: 5}, core.ErrConversationExists},
+		{"unknown source", newFork(), core.ForkSource{ConversationID: core.NewID(), Through: 1}, core.ErrNotFound},
+		{"past the log", newFork(), core.ForkSource{ConversationID: src, Through: 6}, core.ErrNotFound},
+		{"unknown seq", newFork(), core.ForkSource{ConversationID: src, Seqs: []uint64{1, 2, 9}}, core.ErrNotFound},
+	} {
+		if err := s.ForkConversation(ctx, tt.fork, tt.from); !errors.Is(err, tt.want) {
+			t.Errorf("%s: err = %v, want %v", tt.name, err, tt.want)
+		}
+		if tt.want == core.ErrConversationExists {
+			continue
+		}
+		if _, err := s.Conversation(ctx, tt.fork.ID); !errors.Is(err, core.ErrNotFound) {
+			t.Errorf("%s: the refused fork is stored (%v)", tt.name, err)
+		}
+	}
+	check(prefix.ID, 1, 2, 3)
+
+	// Each log goes on by itself. An ID is unique within a log only: the
+	// prefix may take the source's fourth event's ID, not its own first's.
+	next := Sealed(t, 4, t0.Add(time.Minute), `{}`)
+	next.ID = evs[3].ID
+	if err := s.AppendEvents(ctx, prefix.ID, []*core.Event{next}); err != nil {
+		t.Fatalf("append to the fork an ID only the source holds: %v", err)
+	}
+	twin := Sealed(t, 5, t0.Add(time.Minute), `{}`)
+	twin.ID = evs[0].ID
+	if err := s.AppendEvents(ctx, prefix.ID, []*core.Event{twin}); !errors.Is(err, core.ErrDuplicateEventID) {
+		t.Errorf("append to the fork an ID it holds: %v, want ErrDuplicateEventID", err)
+	}
+	if got, _ := s.LastSeq(ctx, src); got != 5 {
+		t.Errorf("the source's LastSeq = %d, want 5", got)
+	}
+	if e, err := s.EventByID(ctx, src, evs[3].ID); err != nil || e.Seq != 4 || string(e.Raw) != string(evs[3].Raw) {
+		t.Errorf("the source's event 4 = %v, %v", e, err)
+	}
+	// Deleting the source leaves the forks whole, and deleting a fork the
+	// others.
+	if err := s.DeleteConversation(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteConversation(ctx, prefix.ID); err != nil {
+		t.Fatal(err)
+	}
+	check(branch.ID, 1, 3, 5)
+	if err := s.AppendEvents(ctx, branch.ID, []*core.Event{Sealed(t, 4, t0.Add(time.Minute), `{}`)}); err != nil {
+		t.Errorf("append to the fork after its source was deleted: %v", err)
+	}
+	if _, err := s.EventByID(ctx, prefix.ID, evs[0].ID); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("EventByID in a deleted fork = %v, want ErrNotFound", err)
+	}
+}
+
+// BenchFork measures ForkConversation copying a whole log of n events of
+// about 1 KiB (what a long agent conversation holds), reporting events
+// copied per second: what bounds conversations.max_fork_events, since a
+// fork is one write. Each store's test file runs it against a fresh
+// instance.
+func BenchFork(b *testing.B, s core.Store, n int) {
+	ctx := context.Background()
+	id := NewConversation(b, s)
+	t0 := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	text := strings.Repeat("x", 1000)
+	for i := 0; i < n; i += 1000 {
+		evs := make([]*core.Event, 0, 1000)
+		for j := i + 1; j <= min(n, i+1000); j++ {
+			e := &core.Event{ID: core.NewEventID(), Seq: uint64(j), Timestamp: t0.Add(time.Duration(j) * time.Millisecond), Source: core.SourceAgent,
+				Kind: core.KindMessage, ParentID: core.NewEventID(), Body: []byte(`{"text":"` + text + `"}`)}
+			if err := e.Seal(); err != nil {
+				b.Fatal(err)
+			}
+			evs = append(evs, e)
+		}
+		if err := s.AppendEvents(ctx, id, evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		f := &core.Conversation{ID: core.NewID(), ExecutionStatus: core.StatusIdle, CreatedAt: t0, UpdatedAt: t0}
+		if err := s.ForkConversation(ctx, f, core.ForkSource{ConversationID: id, Through: uint64(n)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }

@@ -91,7 +91,7 @@ func TestStorageMigrate(t *testing.T) {
 	dsn := withPassword(pgtest.DSN(t))
 	for range 2 {
 		out, code := runCLI(t, keyCfg()+pgStorage(dsn), nil, "storage", "migrate")
-		if code != 0 || !strings.Contains(out, "postgres schema is at version 2") || strings.Contains(out, pgPassword) {
+		if code != 0 || !strings.Contains(out, "postgres schema is at version 3") || strings.Contains(out, pgPassword) {
 			t.Fatalf("storage migrate: exit %d\n%s", code, out)
 		}
 	}

@@ -1,0 +1,294 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
+	"github.com/agent-server/agent-server/core/memstore"
+)
+
+// parentOf returns the stored parent_id of ev ("" for none).
+func parentOf(t *testing.T, st core.Store, id string, ev *core.Event) string {
+	t.Helper()
+	stored, err := st.EventByID(context.Background(), id, ev.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := core.ParentOf(stored.Raw)
+	return p
+}
+
+// headOf returns the conversation's stored HEAD.
+func headOf(t *testing.T, st core.Store, id string) core.Head {
+	t.Helper()
+	c, err := st.Conversation(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Head
+}
+
+// Every event names the HEAD as its parent; a state update does not move
+// the HEAD; what a client receives is what is stored.
+func TestEventsCarryParentID(t *testing.T) {
+	h := newControlHarness(t, 0, time.Second)
+	id := h.conversation(t)
+	client, _ := h.connect(t, id, Replay{})
+	a := h.post(t, id, "a")
+	b := h.post(t, id, "b")
+	policy := json.RawMessage(`{"kind":"AlwaysConfirm"}`)
+	if err := h.sys.ChangeSettings(context.Background(), id, core.Settings{ConfirmationPolicy: policy}); err != nil {
+		t.Fatal(err)
+	}
+	c := h.post(t, id, "c")
+	update := framesWhere(t, client, 1, "the policy update", isStateUpdate(core.StateKeyConfirmationPolicy))[0]
+	for _, tt := range []struct {
+		name       string
+		got, want  string
+		wantHasKey bool
+	}{
+		{"the first event", parentOf(t, h.store, id, a), "", false},
+		{"the second", parentOf(t, h.store, id, b), a.ID, true},
+		{"the state update", update["parent_id"].(string), b.ID, true},
+		{"the event after the state update", parentOf(t, h.store, id, c), b.ID, true},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("%s: parent_id %q, want %q", tt.name, tt.got, tt.want)
+		}
+	}
+	frames := framesWhere(t, client, 3, "the messages", func(f map[string]any) bool { return f["kind"] == core.KindMessage })
+	if _, ok := frames[0]["parent_id"]; ok || frames[1]["parent_id"] != a.ID || frames[2]["parent_id"] != b.ID {
+		t.Errorf("broadcast parent_ids: %v %v %v", frames[0]["parent_id"], frames[1]["parent_id"], frames[2]["parent_id"])
+	}
+}
+
+// navigate moves the HEAD (durable when it returns, sent to the runtime,
+// not broadcast): the next event starts a branch there, or a new root
+// after navigate to null.
+func TestNavigate(t *testing.T) {
+	h := newControlHarness(t, 0, time.Second)
+	ctx := context.Background()
+	id := h.conversation(t)
+	client, _ := h.connect(t, id, Replay{})
+	rt, _ := h.attachRuntime(t, id)
+	a := h.post(t, id, "a")
+	h.post(t, id, "b")
+	if err := h.sys.Navigate(ctx, id, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := headOf(t, h.store, id); got.LeafEventID != a.ID || got.Empty {
+		t.Errorf("stored HEAD after navigate = %+v, want %s", got, a.ID)
+	}
+	framesWhere(t, rt, 1, "a state frame with the new HEAD", func(f map[string]any) bool {
+		st, _ := f["state"].(map[string]any)
+		return f["type"] == core.FrameTypeState && st["leaf_event_id"] == a.ID && st["head_is_empty"] == false
+	})
+	c := h.post(t, id, "c")
+	if p := parentOf(t, h.store, id, c); p != a.ID {
+		t.Errorf("after navigate to a: parent_id %q, want %s", p, a.ID)
+	}
+	if err := h.sys.Navigate(ctx, id, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := headOf(t, h.store, id); got.LeafEventID != "" || !got.Empty {
+		t.Errorf("stored HEAD after navigate to null = %+v, want empty", got)
+	}
+	d := h.post(t, id, "d")
+	e := h.post(t, id, "e")
+	if p := parentOf(t, h.store, id, d); p != core.RootParentID {
+		t.Errorf("after navigate to null: parent_id %q, want %s", p, core.RootParentID)
+	}
+	if p := parentOf(t, h.store, id, e); p != d.ID {
+		t.Errorf("the event after the new root: parent_id %q, want %s", p, d.ID)
+	}
+	var unknown *core.UnknownEventError
+	if err := h.sys.Navigate(ctx, id, core.NewID()); !errors.As(err, &unknown) || unknown.Field != "event_id" {
+		t.Errorf("navigate to an unknown event: %v, want an UnknownEventError", err)
+	}
+	if err := h.sys.Navigate(ctx, core.NewID(), a.ID); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("navigate an unknown conversation: %v, want ErrNotFound", err)
+	}
+	if err := h.sys.Navigate(ctx, core.NewID(), ""); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("navigate an unknown conversation to null: %v, want ErrNotFound", err)
+	}
+	client.mu.Lock()
+	defer client.mu.Unlock()
+	for _, b := range client.frames {
+		var f map[string]any
+		if json.Unmarshal(b, &f) == nil && f["kind"] != core.KindMessage && f["key"] != core.StateKeyFullState {
+			t.Errorf("a client got %s, want only the messages: navigate is not broadcast", b)
+		}
+	}
+}
+
+// A new actor on the same store (after a restart, or passivation) goes on
+// from the HEAD: the one navigate recorded, or the one the log's tail says.
+func TestHeadSurvivesANewActor(t *testing.T) {
+	st := memstore.New()
+	ctx := context.Background()
+	restart := func(sys *System) *System {
+		shutdown(t, sys)
+		return startSystem(t, st, 0)
+	}
+	sys := startSystem(t, st, 0)
+	id := createConv(t, sys)
+	a := post(t, sys, id, "a")
+	b := post(t, sys, id, "b")
+	sys = restart(sys)
+	c := post(t, sys, id, "c")
+	if p := parentOf(t, st, id, c); p != b.ID {
+		t.Errorf("after a restart: parent_id %q, want the last event %s", p, b.ID)
+	}
+	if err := sys.Navigate(ctx, id, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	sys = restart(sys)
+	d := post(t, sys, id, "d")
+	if p := parentOf(t, st, id, d); p != a.ID {
+		t.Errorf("after navigate and a restart: parent_id %q, want %s", p, a.ID)
+	}
+	if err := sys.Navigate(ctx, id, ""); err != nil {
+		t.Fatal(err)
+	}
+	sys = restart(sys)
+	e := post(t, sys, id, "e")
+	if p := parentOf(t, st, id, e); p != core.RootParentID {
+		t.Errorf("after navigate to null and a restart: parent_id %q, want %s", p, core.RootParentID)
+	}
+}
+
+// An event whose write failed is not the HEAD: the next one's parent is
+// the last stored event.
+func TestHeadAfterAFailedWrite(t *testing.T) {
+	g := &gatedStore{Store: memstore.New(), gate: make(chan struct{})}
+	close(g.gate)
+	sys := startSystem(t, g, 0)
+	id := createConv(t, sys)
+	a := post(t, sys, id, "a")
+	fail := fmt.Errorf("disk full: %w", core.ErrUnavailable)
+	g.fail.Store(&fail)
+	if _, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("lost")); err == nil {
+		t.Fatal("a post whose write failed succeeded")
+	}
+	g.fail.Store(nil)
+	c := post(t, sys, id, "c")
+	if p := parentOf(t, g, id, c); p != a.ID {
+		t.Errorf("after a failed write: parent_id %q, want %s", p, a.ID)
+	}
+}
+
+// A fork copies the source's events under their IDs (the whole log, or a
+// branch), takes its HEAD, and lives on by itself; its failures are typed.
+func TestForkConversation(t *testing.T) {
+	st := memstore.New()
+	sys, err := New(Options{Store: st, Chains: staticChains{}, Conversations: config.Conversations{MaxForkEvents: 5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shutdown(t, sys) })
+	ctx := context.Background()
+	src := createConv(t, sys)
+	a := post(t, sys, src, "a")
+	b := post(t, sys, src, "b")
+	if err := sys.Navigate(ctx, src, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	c := post(t, sys, src, "c") // a branch beside b
+
+	whole, err := sys.ForkConversation(ctx, src, core.ForkRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if whole.ForkedFromConversationID != src || whole.ForkedFromEventID != "" || whole.Head.LeafEventID != c.ID {
+		t.Errorf("whole fork = %+v, want forked from %s with the source's HEAD %s", whole, src, c.ID)
+	}
+	evs, _ := st.Events(ctx, whole.ID, 0, 0)
+	if len(evs) != 3 || evs[0].ID != a.ID || evs[1].ID != b.ID || evs[2].ID != c.ID {
+		t.Errorf("whole fork holds %v, want a, b, c", evs)
+	}
+	d := post(t, sys, whole.ID, "d")
+	if d.Seq != 4 || parentOf(t, st, whole.ID, d) != c.ID {
+		t.Errorf("the fork's own event: seq %d, parent %q; want 4 and %s", d.Seq, parentOf(t, st, whole.ID, d), c.ID)
+	}
+	if last, _ := st.LastSeq(ctx, src); last != 3 {
+		t.Errorf("the source's log ends at %d, want 3: the fork's events are its own", last)
+	}
+
+	title := "B"
+	branch, err := sys.ForkConversation(ctx, src, core.ForkRequest{ID: core.NewID(), FromEventID: b.ID, Title: &title})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _ = st.Events(ctx, branch.ID, 0, 0)
+	if len(evs) != 2 || evs[0].ID != a.ID || evs[1].ID != b.ID || branch.Head.LeafEventID != b.ID || branch.ForkedFromEventID != b.ID ||
+		branch.Title != "B" || branch.Tags["title"] != "B" {
+		t.Errorf("branch fork = %+v holding %v, want a and b, its HEAD b", branch, evs)
+	}
+	e := post(t, sys, branch.ID, "e")
+	if e.Seq != 3 || parentOf(t, st, branch.ID, e) != b.ID {
+		t.Errorf("the branch's own event: seq %d, parent %q; want 3 and %s", e.Seq, parentOf(t, st, branch.ID, e), b.ID)
+	}
+
+	var unknown *core.UnknownEventError
+	var tooLarge *core.ForkTooLargeError
+	for i := range 3 {
+		post(t, sys, src, fmt.Sprint("more ", i))
+	}
+	last := post(t, sys, src, "the sixth on its branch")
+	for _, tt := range []struct {
+		name  string
+		src   string
+		req   core.ForkRequest
+		check func(error) bool
+	}{
+		{"an unknown source", core.NewID(), core.ForkRequest{}, func(err error) bool { return errors.Is(err, core.ErrNotFound) }},
+		{"an unknown event", src, core.ForkRequest{FromEventID: "nope"}, func(err error) bool { return errors.As(err, &unknown) && unknown.Field == "from_event_id" }},
+		{"a taken id", src, core.ForkRequest{ID: whole.ID, FromEventID: a.ID}, func(err error) bool { return errors.Is(err, core.ErrConversationExists) }},
+		{"too many events", src, core.ForkRequest{}, func(err error) bool { return errors.As(err, &tooLarge) && tooLarge.Events == 7 && tooLarge.Max == 5 }},
+		{"too long a branch", src, core.ForkRequest{FromEventID: last.ID}, func(err error) bool {
+			return errors.As(err, &tooLarge) && tooLarge.Error() == "the fork would copy more than 5 events; at most 5 may be copied (conversations.max_fork_events)"
+		}},
+	} {
+		if _, err := sys.ForkConversation(ctx, tt.src, tt.req); !tt.check(err) {
+			t.Errorf("%s: err = %v", tt.name, err)
+		}
+	}
+	all, _ := st.Conversations(ctx)
+	if len(all) != 3 {
+		t.Errorf("%d conversations stored, want the source and two forks", len(all))
+	}
+}
+
+// The wire carries navigate and a runtime's parent_id to the owner.
+func TestWireTreeMessages(t *testing.T) {
+	for _, m := range []addressed{
+		&navigateConversation{ConversationID: "c", EventID: "e"},
+		&navigateConversation{ConversationID: "c"},
+		&publishEvent{ConversationID: "c", Ref: "r", Event: &core.Published{Source: core.SourceAgent, Kind: "PauseEvent", ParentID: "p", Body: []byte(`{}`)}},
+	} {
+		msg, err := toOwner(m, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := proto.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back := msg.ProtoReflect().New().Interface()
+		if err := proto.Unmarshal(b, back); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := fromRemote("c", back); !ok || !reflect.DeepEqual(got, m) {
+			t.Errorf("%T over the wire = %#v, want %#v", m, got, m)
+		}
+	}
+}
