@@ -450,7 +450,7 @@ func TestHangingPluginYieldsError(t *testing.T) {
 	if took := time.Since(start); took > hang/2 {
 		t.Errorf("took %s: waited for the plugin's %s hang instead of the 100ms deadline", took, hang)
 	}
-	if !strings.Contains(res.Err.Error(), "DeadlineExceeded") {
+	if !errors.Is(res.Err, context.DeadlineExceeded) {
 		t.Errorf("err = %v, want a deadline error", res.Err)
 	}
 }
