@@ -117,6 +117,9 @@ func (i *instance) freeLocked() (*process, *conn) {
 		if c == nil || !c.alive() || p.inFlight >= i.spec.maxInFlight {
 			continue
 		}
+		if !i.host.spread { // CANDIDATE switch; fill-first
+			return p, c
+		}
 		if best == nil || p.inFlight < best.inFlight {
 			best, bc = p, c
 		}

@@ -11,7 +11,6 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins/authpb"
@@ -63,6 +62,7 @@ func openStream(rpc authpb.AuthenticatorClient, broken func()) (*streamClient, e
 	}
 	s := &streamClient{stream: st, cancel: cancel, broken: broken, pending: make(map[uint64]*pendingCall)}
 	s.writer = newBatchWriter(func(calls []*authpb.Call) error {
+		DebugSent.Add(1)
 		return st.Send(&authpb.Calls{Calls: calls})
 	}, func(err error) { s.fail(fmt.Errorf("send to plugin: %w", rpcError(err))) })
 	go s.read()
@@ -73,16 +73,18 @@ func openStream(rpc authpb.AuthenticatorClient, broken func()) (*streamClient, e
 // release is called exactly once, when the process is done with the call:
 // on its reply (which may come after ctx ended) or when the stream fails.
 func (s *streamClient) authenticate(ctx context.Context, req *core.Request, in Inputs, release func()) core.Result {
-	call := &authpb.Call{Request: requestToPB(req, in)}
+	call := &authpb.Call{Request: requestToFlat(req, in)}
 	p := &pendingCall{reply: make(chan core.Result, 1), release: release}
 	if dl, ok := ctx.Deadline(); ok {
 		p.deadline = dl
-		call.Timeout = durationpb.New(time.Until(dl))
+		call.TimeoutMicros = max(1, time.Until(dl).Microseconds())
 	}
 	if trace.SpanContextFromContext(ctx).IsValid() {
 		carrier := propagation.MapCarrier{}
 		otel.GetTextMapPropagator().Inject(ctx, carrier)
-		call.TraceContext = carrier
+		for k, v := range carrier {
+			call.TraceContext = append(call.TraceContext, k, v)
+		}
 	}
 	s.mu.Lock()
 	if s.err != nil {
@@ -112,6 +114,7 @@ func (s *streamClient) read() {
 			s.fail(fmt.Errorf("plugin stream ended: %w", rpcError(err)))
 			return
 		}
+		DebugRecv.Add(1)
 		if err := s.deliver(msg.GetReplies()); err != nil {
 			return
 		}
@@ -213,3 +216,5 @@ func (s *streamClient) overdue(now time.Time) time.Duration {
 
 // close fails what is in flight with err and ends the stream.
 func (s *streamClient) close(err error) { s.fail(err) }
+
+var DebugSent, DebugRecv atomic.Int64

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins/authpb"
 )
 
@@ -56,12 +57,12 @@ func (s *grpcServer) Configure(ctx context.Context, req *authpb.ConfigureRequest
 
 // Authenticate decides one request (protocols 1 and 2).
 func (s *grpcServer) Authenticate(ctx context.Context, req *authpb.AuthenticateRequest) (*authpb.AuthenticateResponse, error) {
-	return s.decide(ctx, req), nil
+	return s.decide(ctx, requestFromPB(req)), nil
 }
 
 // decide runs the plugin on one request, in a SpanAuthenticate span that
 // joins the host's trace. A panic becomes a logged DECISION_ERROR.
-func (s *grpcServer) decide(ctx context.Context, req *authpb.AuthenticateRequest) (resp *authpb.AuthenticateResponse) {
+func (s *grpcServer) decide(ctx context.Context, req *core.Request) (resp *authpb.AuthenticateResponse) {
 	defer func() {
 		if v := recover(); v != nil {
 			s.logPanic("Authenticate", v)
@@ -69,7 +70,7 @@ func (s *grpcServer) decide(ctx context.Context, req *authpb.AuthenticateRequest
 		}
 	}()
 	ctx, span := Tracer().Start(ctx, SpanAuthenticate, trace.WithSpanKind(trace.SpanKindServer))
-	res := s.impl.Authenticate(ctx, requestFromPB(req))
+	res := s.impl.Authenticate(ctx, req)
 	endPluginSpan(span, res)
 	return resultToPB(res)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync/atomic"
+	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 
@@ -12,7 +13,7 @@ import (
 )
 
 // Stream serves protocol 3 inside the plugin process: the host's calls
-// arrive in batches on one stream, each runs in a goroutine of its own (as
+// arrive in batches on one stream, each runs on a goroutine of its own (as
 // a unary call would), and each is answered exactly once, batched with the
 // other replies ready at that moment: with the plugin's result, or, when
 // the call's deadline passes first, with an Error (the host has given up
@@ -20,13 +21,14 @@ import (
 // inside each call.
 func (s *grpcServer) Stream(st authpb.Authenticator_StreamServer) error {
 	failed := make(chan error, 1)
-	w := newBatchWriter(func(rs []*authpb.Reply) error {
+	w := newInlineBatchWriter(func(rs []*authpb.Reply) error {
 		return st.Send(&authpb.Replies{Replies: rs})
 	}, func(err error) { failed <- err })
 	defer w.stop()
 	ctx := st.Context()
+	pool := &workers{work: make(chan func())}
 	for {
-		calls, err := st.Recv()
+		msg, err := st.Recv()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
@@ -38,32 +40,106 @@ func (s *grpcServer) Stream(st authpb.Authenticator_StreamServer) error {
 			return err
 		default:
 		}
-		for _, c := range calls.GetCalls() {
-			go s.serveCall(ctx, c, w)
+		b := newCallBatch(ctx, msg.GetCalls(), w)
+		for k := range b.calls {
+			pool.do(func() { s.serveCall(b, k) })
 		}
 	}
 }
 
-// serveCall runs one call and queues its one reply.
-func (s *grpcServer) serveCall(ctx context.Context, c *authpb.Call, w *batchWriter[*authpb.Reply]) {
-	if tc := c.GetTraceContext(); len(tc) > 0 {
-		ctx = pluginPropagator.Extract(ctx, propagation.MapCarrier(tc))
+// callBatch is one batch of calls being served. The calls share one
+// deadline, the latest of theirs, so that a batch costs one timer and not
+// one per call: a call's context may outlive its own deadline by the
+// spread of its batch's (the moments the host queued them), and the host
+// has already answered it at its own.
+type callBatch struct {
+	ctx      context.Context
+	cancel   context.CancelFunc
+	calls    []*authpb.Call
+	answered []atomic.Bool
+	left     atomic.Int32 // calls the plugin still runs
+	w        *batchWriter[*authpb.Reply]
+}
+
+func newCallBatch(ctx context.Context, calls []*authpb.Call, w *batchWriter[*authpb.Reply]) *callBatch {
+	b := &callBatch{calls: calls, answered: make([]atomic.Bool, len(calls)), w: w}
+	b.left.Store(int32(len(calls)))
+	var longest time.Duration
+	for _, c := range calls {
+		longest = max(longest, time.Duration(c.GetTimeoutMicros())*time.Microsecond)
 	}
-	if c.GetTimeout() != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.GetTimeout().AsDuration())
-		defer cancel()
+	if longest > 0 {
+		b.ctx, b.cancel = context.WithTimeout(ctx, longest)
+		context.AfterFunc(b.ctx, b.expire)
+	} else {
+		b.ctx, b.cancel = context.WithCancel(ctx)
 	}
-	var answered atomic.Bool
-	answer := func(resp *authpb.AuthenticateResponse) {
-		if answered.CompareAndSwap(false, true) {
-			w.add(&authpb.Reply{Id: c.GetId(), Response: resp})
+	return b
+}
+
+// serveCall runs call k and answers it.
+func (s *grpcServer) serveCall(b *callBatch, k int) {
+	c := b.calls[k]
+	ctx := b.ctx
+	if tc := c.GetTraceContext(); len(tc) > 1 {
+		carrier := make(propagation.MapCarrier, len(tc)/2)
+		for j := 0; j+1 < len(tc); j += 2 {
+			carrier[tc[j]] = tc[j+1]
+		}
+		ctx = pluginPropagator.Extract(ctx, carrier)
+	}
+	b.answer(k, s.decide(ctx, requestFromFlat(c.GetRequest())))
+	if b.left.Add(-1) == 0 {
+		b.cancel()
+	}
+}
+
+// answer queues call k's reply, unless it was answered already.
+func (b *callBatch) answer(k int, resp *authpb.AuthenticateResponse) {
+	if b.answered[k].CompareAndSwap(false, true) {
+		b.w.add(&authpb.Reply{Id: b.calls[k].GetId(), Response: resp})
+	}
+}
+
+// expire answers every call still running with an Error once the batch's
+// deadline has passed (or the stream ended).
+func (b *callBatch) expire() {
+	for k := range b.calls {
+		b.answer(k, &authpb.AuthenticateResponse{Decision: authpb.Decision_DECISION_ERROR,
+			Error: "the plugin did not answer within the call's deadline: " + context.Cause(b.ctx).Error()})
+	}
+}
+
+// workers runs each call on an idle goroutine of its own, starting one when
+// none is idle, so that calls run concurrently as unary calls do, without
+// paying for a new goroutine's stack to grow on every call. A worker idle
+// for workerIdle ends.
+type workers struct {
+	work chan func()
+}
+
+// workerIdle is how long an idle worker waits for another call.
+const workerIdle = 10 * time.Second
+
+// do runs f on an idle worker, or a new one.
+func (w *workers) do(f func()) {
+	select {
+	case w.work <- f:
+	default:
+		go w.loop(f)
+	}
+}
+
+func (w *workers) loop(f func()) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		f()
+		idle.Reset(workerIdle)
+		select {
+		case f = <-w.work:
+		case <-idle.C:
+			return
 		}
 	}
-	stop := context.AfterFunc(ctx, func() {
-		answer(&authpb.AuthenticateResponse{Decision: authpb.Decision_DECISION_ERROR, Error: "the plugin did not answer within the call's deadline: " + context.Cause(ctx).Error()})
-	})
-	resp := s.decide(ctx, c.GetRequest())
-	stop()
-	answer(resp)
 }

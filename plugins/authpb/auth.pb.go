@@ -789,14 +789,15 @@ func (x *Calls) GetCalls() []*Call {
 type Call struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is unique on the stream, never 0; the reply carries it back.
-	Id      uint64               `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Request *AuthenticateRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
-	// timeout is what is left of the call's deadline when the host sent it;
-	// the plugin answers DECISION_ERROR once it has passed.
-	Timeout *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	// trace_context is the call's W3C trace context (traceparent,
-	// tracestate), empty while the host does not trace.
-	TraceContext  map[string]string `protobuf:"bytes,4,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Id      uint64   `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Request *Request `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	// timeout_micros is what was left of the call's deadline, in
+	// microseconds, when the host sent it (0: none); the plugin answers
+	// DECISION_ERROR once it has passed.
+	TimeoutMicros int64 `protobuf:"varint,3,opt,name=timeout_micros,json=timeoutMicros,proto3" json:"timeout_micros,omitempty"`
+	// trace_context is the call's W3C trace context as alternating names and
+	// values (traceparent, tracestate), empty while the host does not trace.
+	TraceContext  []string `protobuf:"bytes,4,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -838,23 +839,152 @@ func (x *Call) GetId() uint64 {
 	return 0
 }
 
-func (x *Call) GetRequest() *AuthenticateRequest {
+func (x *Call) GetRequest() *Request {
 	if x != nil {
 		return x.Request
 	}
 	return nil
 }
 
-func (x *Call) GetTimeout() *durationpb.Duration {
+func (x *Call) GetTimeoutMicros() int64 {
 	if x != nil {
-		return x.Timeout
+		return x.TimeoutMicros
+	}
+	return 0
+}
+
+func (x *Call) GetTraceContext() []string {
+	if x != nil {
+		return x.TraceContext
 	}
 	return nil
 }
 
-func (x *Call) GetTraceContext() map[string]string {
+// Request is an AuthenticateRequest in the flat form the Stream carries:
+// the same fields, with every map as a list of alternating names and
+// values, one pair per value in order. It holds, like AuthenticateRequest,
+// only the inputs the plugin declared and the routing metadata.
+type Request struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Route      string                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	Method     string                 `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	Path       string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	PathParams []string               `protobuf:"bytes,4,rep,name=path_params,json=pathParams,proto3" json:"path_params,omitempty"`
+	Query      []string               `protobuf:"bytes,5,rep,name=query,proto3" json:"query,omitempty"`
+	// header names are canonical (X-Session-Api-Key).
+	Header             []string `protobuf:"bytes,6,rep,name=header,proto3" json:"header,omitempty"`
+	RemoteAddr         string   `protobuf:"bytes,7,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	Subprotocols       []string `protobuf:"bytes,8,rep,name=subprotocols,proto3" json:"subprotocols,omitempty"`
+	Origin             string   `protobuf:"bytes,9,opt,name=origin,proto3" json:"origin,omitempty"`
+	FirstMessage       []byte   `protobuf:"bytes,10,opt,name=first_message,json=firstMessage,proto3" json:"first_message,omitempty"`
+	ClientCertificates [][]byte `protobuf:"bytes,11,rep,name=client_certificates,json=clientCertificates,proto3" json:"client_certificates,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *Request) Reset() {
+	*x = Request{}
+	mi := &file_plugins_authpb_auth_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Request) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Request) ProtoMessage() {}
+
+func (x *Request) ProtoReflect() protoreflect.Message {
+	mi := &file_plugins_authpb_auth_proto_msgTypes[11]
 	if x != nil {
-		return x.TraceContext
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Request.ProtoReflect.Descriptor instead.
+func (*Request) Descriptor() ([]byte, []int) {
+	return file_plugins_authpb_auth_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Request) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *Request) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Request) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Request) GetPathParams() []string {
+	if x != nil {
+		return x.PathParams
+	}
+	return nil
+}
+
+func (x *Request) GetQuery() []string {
+	if x != nil {
+		return x.Query
+	}
+	return nil
+}
+
+func (x *Request) GetHeader() []string {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *Request) GetRemoteAddr() string {
+	if x != nil {
+		return x.RemoteAddr
+	}
+	return ""
+}
+
+func (x *Request) GetSubprotocols() []string {
+	if x != nil {
+		return x.Subprotocols
+	}
+	return nil
+}
+
+func (x *Request) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *Request) GetFirstMessage() []byte {
+	if x != nil {
+		return x.FirstMessage
+	}
+	return nil
+}
+
+func (x *Request) GetClientCertificates() [][]byte {
+	if x != nil {
+		return x.ClientCertificates
 	}
 	return nil
 }
@@ -869,7 +999,7 @@ type Replies struct {
 
 func (x *Replies) Reset() {
 	*x = Replies{}
-	mi := &file_plugins_authpb_auth_proto_msgTypes[11]
+	mi := &file_plugins_authpb_auth_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +1011,7 @@ func (x *Replies) String() string {
 func (*Replies) ProtoMessage() {}
 
 func (x *Replies) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_authpb_auth_proto_msgTypes[11]
+	mi := &file_plugins_authpb_auth_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +1024,7 @@ func (x *Replies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replies.ProtoReflect.Descriptor instead.
 func (*Replies) Descriptor() ([]byte, []int) {
-	return file_plugins_authpb_auth_proto_rawDescGZIP(), []int{11}
+	return file_plugins_authpb_auth_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Replies) GetReplies() []*Reply {
@@ -915,7 +1045,7 @@ type Reply struct {
 
 func (x *Reply) Reset() {
 	*x = Reply{}
-	mi := &file_plugins_authpb_auth_proto_msgTypes[12]
+	mi := &file_plugins_authpb_auth_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1057,7 @@ func (x *Reply) String() string {
 func (*Reply) ProtoMessage() {}
 
 func (x *Reply) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_authpb_auth_proto_msgTypes[12]
+	mi := &file_plugins_authpb_auth_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1070,7 @@ func (x *Reply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reply.ProtoReflect.Descriptor instead.
 func (*Reply) Descriptor() ([]byte, []int) {
-	return file_plugins_authpb_auth_proto_rawDescGZIP(), []int{12}
+	return file_plugins_authpb_auth_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Reply) GetId() uint64 {
@@ -1027,15 +1157,27 @@ const file_plugins_authpb_auth_proto_rawDesc = "" +
 	"\rrequest_fault\x18\x05 \x01(\bR\frequestFault\x122\n" +
 	"\amax_age\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x06maxAge\"8\n" +
 	"\x05Calls\x12/\n" +
-	"\x05calls\x18\x01 \x03(\v2\x19.agentserver.auth.v1.CallR\x05calls\"\xa2\x02\n" +
+	"\x05calls\x18\x01 \x03(\v2\x19.agentserver.auth.v1.CallR\x05calls\"\x9a\x01\n" +
 	"\x04Call\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x04R\x02id\x12B\n" +
-	"\arequest\x18\x02 \x01(\v2(.agentserver.auth.v1.AuthenticateRequestR\arequest\x123\n" +
-	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12P\n" +
-	"\rtrace_context\x18\x04 \x03(\v2+.agentserver.auth.v1.Call.TraceContextEntryR\ftraceContext\x1a?\n" +
-	"\x11TraceContextEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x126\n" +
+	"\arequest\x18\x02 \x01(\v2\x1c.agentserver.auth.v1.RequestR\arequest\x12%\n" +
+	"\x0etimeout_micros\x18\x03 \x01(\x03R\rtimeoutMicros\x12#\n" +
+	"\rtrace_context\x18\x04 \x03(\tR\ftraceContext\"\xcd\x02\n" +
+	"\aRequest\x12\x14\n" +
+	"\x05route\x18\x01 \x01(\tR\x05route\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x1f\n" +
+	"\vpath_params\x18\x04 \x03(\tR\n" +
+	"pathParams\x12\x14\n" +
+	"\x05query\x18\x05 \x03(\tR\x05query\x12\x16\n" +
+	"\x06header\x18\x06 \x03(\tR\x06header\x12\x1f\n" +
+	"\vremote_addr\x18\a \x01(\tR\n" +
+	"remoteAddr\x12\"\n" +
+	"\fsubprotocols\x18\b \x03(\tR\fsubprotocols\x12\x16\n" +
+	"\x06origin\x18\t \x01(\tR\x06origin\x12#\n" +
+	"\rfirst_message\x18\n" +
+	" \x01(\fR\ffirstMessage\x12/\n" +
+	"\x13client_certificates\x18\v \x03(\fR\x12clientCertificates\"?\n" +
 	"\aReplies\x124\n" +
 	"\areplies\x18\x01 \x03(\v2\x1a.agentserver.auth.v1.ReplyR\areplies\"^\n" +
 	"\x05Reply\x12\x0e\n" +
@@ -1046,12 +1188,13 @@ const file_plugins_authpb_auth_proto_rawDesc = "" +
 	"\x10DECISION_ABSTAIN\x10\x01\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x02\x12\x11\n" +
 	"\rDECISION_DENY\x10\x03\x12\x12\n" +
-	"\x0eDECISION_ERROR\x10\x042\xe5\x02\n" +
+	"\x0eDECISION_ERROR\x10\x042\xb4\x03\n" +
 	"\rAuthenticator\x12K\n" +
 	"\x04Info\x12 .agentserver.auth.v1.InfoRequest\x1a!.agentserver.auth.v1.InfoResponse\x12Z\n" +
 	"\tConfigure\x12%.agentserver.auth.v1.ConfigureRequest\x1a&.agentserver.auth.v1.ConfigureResponse\x12c\n" +
 	"\fAuthenticate\x12(.agentserver.auth.v1.AuthenticateRequest\x1a).agentserver.auth.v1.AuthenticateResponse\x12F\n" +
-	"\x06Stream\x12\x1a.agentserver.auth.v1.Calls\x1a\x1c.agentserver.auth.v1.Replies(\x010\x01B<Z:github.com/agent-server/agent-server/plugins/authpb;authpbb\x06proto3"
+	"\x06Stream\x12\x1a.agentserver.auth.v1.Calls\x1a\x1c.agentserver.auth.v1.Replies(\x010\x01\x12M\n" +
+	"\x11AuthenticateBatch\x12\x1a.agentserver.auth.v1.Calls\x1a\x1c.agentserver.auth.v1.RepliesB<Z:github.com/agent-server/agent-server/plugins/authpb;authpbb\x06proto3"
 
 var (
 	file_plugins_authpb_auth_proto_rawDescOnce sync.Once
@@ -1080,48 +1223,48 @@ var file_plugins_authpb_auth_proto_goTypes = []any{
 	(*AuthenticateResponse)(nil),  // 9: agentserver.auth.v1.AuthenticateResponse
 	(*Calls)(nil),                 // 10: agentserver.auth.v1.Calls
 	(*Call)(nil),                  // 11: agentserver.auth.v1.Call
-	(*Replies)(nil),               // 12: agentserver.auth.v1.Replies
-	(*Reply)(nil),                 // 13: agentserver.auth.v1.Reply
-	nil,                           // 14: agentserver.auth.v1.AuthenticateRequest.PathParamsEntry
-	nil,                           // 15: agentserver.auth.v1.AuthenticateRequest.QueryEntry
-	nil,                           // 16: agentserver.auth.v1.AuthenticateRequest.HeaderEntry
-	nil,                           // 17: agentserver.auth.v1.Principal.ClaimsEntry
-	nil,                           // 18: agentserver.auth.v1.Call.TraceContextEntry
+	(*Request)(nil),               // 12: agentserver.auth.v1.Request
+	(*Replies)(nil),               // 13: agentserver.auth.v1.Replies
+	(*Reply)(nil),                 // 14: agentserver.auth.v1.Reply
+	nil,                           // 15: agentserver.auth.v1.AuthenticateRequest.PathParamsEntry
+	nil,                           // 16: agentserver.auth.v1.AuthenticateRequest.QueryEntry
+	nil,                           // 17: agentserver.auth.v1.AuthenticateRequest.HeaderEntry
+	nil,                           // 18: agentserver.auth.v1.Principal.ClaimsEntry
 	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
 	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
 }
 var file_plugins_authpb_auth_proto_depIdxs = []int32{
 	3,  // 0: agentserver.auth.v1.InfoResponse.inputs:type_name -> agentserver.auth.v1.Inputs
 	3,  // 1: agentserver.auth.v1.ConfigureResponse.inputs:type_name -> agentserver.auth.v1.Inputs
-	14, // 2: agentserver.auth.v1.AuthenticateRequest.path_params:type_name -> agentserver.auth.v1.AuthenticateRequest.PathParamsEntry
-	15, // 3: agentserver.auth.v1.AuthenticateRequest.query:type_name -> agentserver.auth.v1.AuthenticateRequest.QueryEntry
-	16, // 4: agentserver.auth.v1.AuthenticateRequest.header:type_name -> agentserver.auth.v1.AuthenticateRequest.HeaderEntry
-	17, // 5: agentserver.auth.v1.Principal.claims:type_name -> agentserver.auth.v1.Principal.ClaimsEntry
+	15, // 2: agentserver.auth.v1.AuthenticateRequest.path_params:type_name -> agentserver.auth.v1.AuthenticateRequest.PathParamsEntry
+	16, // 3: agentserver.auth.v1.AuthenticateRequest.query:type_name -> agentserver.auth.v1.AuthenticateRequest.QueryEntry
+	17, // 4: agentserver.auth.v1.AuthenticateRequest.header:type_name -> agentserver.auth.v1.AuthenticateRequest.HeaderEntry
+	18, // 5: agentserver.auth.v1.Principal.claims:type_name -> agentserver.auth.v1.Principal.ClaimsEntry
 	19, // 6: agentserver.auth.v1.Principal.expiry:type_name -> google.protobuf.Timestamp
 	0,  // 7: agentserver.auth.v1.AuthenticateResponse.decision:type_name -> agentserver.auth.v1.Decision
 	8,  // 8: agentserver.auth.v1.AuthenticateResponse.principal:type_name -> agentserver.auth.v1.Principal
 	20, // 9: agentserver.auth.v1.AuthenticateResponse.max_age:type_name -> google.protobuf.Duration
 	11, // 10: agentserver.auth.v1.Calls.calls:type_name -> agentserver.auth.v1.Call
-	7,  // 11: agentserver.auth.v1.Call.request:type_name -> agentserver.auth.v1.AuthenticateRequest
-	20, // 12: agentserver.auth.v1.Call.timeout:type_name -> google.protobuf.Duration
-	18, // 13: agentserver.auth.v1.Call.trace_context:type_name -> agentserver.auth.v1.Call.TraceContextEntry
-	13, // 14: agentserver.auth.v1.Replies.replies:type_name -> agentserver.auth.v1.Reply
-	9,  // 15: agentserver.auth.v1.Reply.response:type_name -> agentserver.auth.v1.AuthenticateResponse
-	6,  // 16: agentserver.auth.v1.AuthenticateRequest.QueryEntry.value:type_name -> agentserver.auth.v1.Values
-	6,  // 17: agentserver.auth.v1.AuthenticateRequest.HeaderEntry.value:type_name -> agentserver.auth.v1.Values
-	1,  // 18: agentserver.auth.v1.Authenticator.Info:input_type -> agentserver.auth.v1.InfoRequest
-	4,  // 19: agentserver.auth.v1.Authenticator.Configure:input_type -> agentserver.auth.v1.ConfigureRequest
-	7,  // 20: agentserver.auth.v1.Authenticator.Authenticate:input_type -> agentserver.auth.v1.AuthenticateRequest
-	10, // 21: agentserver.auth.v1.Authenticator.Stream:input_type -> agentserver.auth.v1.Calls
-	2,  // 22: agentserver.auth.v1.Authenticator.Info:output_type -> agentserver.auth.v1.InfoResponse
-	5,  // 23: agentserver.auth.v1.Authenticator.Configure:output_type -> agentserver.auth.v1.ConfigureResponse
-	9,  // 24: agentserver.auth.v1.Authenticator.Authenticate:output_type -> agentserver.auth.v1.AuthenticateResponse
-	12, // 25: agentserver.auth.v1.Authenticator.Stream:output_type -> agentserver.auth.v1.Replies
-	22, // [22:26] is the sub-list for method output_type
-	18, // [18:22] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	12, // 11: agentserver.auth.v1.Call.request:type_name -> agentserver.auth.v1.Request
+	14, // 12: agentserver.auth.v1.Replies.replies:type_name -> agentserver.auth.v1.Reply
+	9,  // 13: agentserver.auth.v1.Reply.response:type_name -> agentserver.auth.v1.AuthenticateResponse
+	6,  // 14: agentserver.auth.v1.AuthenticateRequest.QueryEntry.value:type_name -> agentserver.auth.v1.Values
+	6,  // 15: agentserver.auth.v1.AuthenticateRequest.HeaderEntry.value:type_name -> agentserver.auth.v1.Values
+	1,  // 16: agentserver.auth.v1.Authenticator.Info:input_type -> agentserver.auth.v1.InfoRequest
+	4,  // 17: agentserver.auth.v1.Authenticator.Configure:input_type -> agentserver.auth.v1.ConfigureRequest
+	7,  // 18: agentserver.auth.v1.Authenticator.Authenticate:input_type -> agentserver.auth.v1.AuthenticateRequest
+	10, // 19: agentserver.auth.v1.Authenticator.Stream:input_type -> agentserver.auth.v1.Calls
+	10, // 20: agentserver.auth.v1.Authenticator.AuthenticateBatch:input_type -> agentserver.auth.v1.Calls
+	2,  // 21: agentserver.auth.v1.Authenticator.Info:output_type -> agentserver.auth.v1.InfoResponse
+	5,  // 22: agentserver.auth.v1.Authenticator.Configure:output_type -> agentserver.auth.v1.ConfigureResponse
+	9,  // 23: agentserver.auth.v1.Authenticator.Authenticate:output_type -> agentserver.auth.v1.AuthenticateResponse
+	13, // 24: agentserver.auth.v1.Authenticator.Stream:output_type -> agentserver.auth.v1.Replies
+	13, // 25: agentserver.auth.v1.Authenticator.AuthenticateBatch:output_type -> agentserver.auth.v1.Replies
+	21, // [21:26] is the sub-list for method output_type
+	16, // [16:21] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_plugins_authpb_auth_proto_init() }
