@@ -24,12 +24,11 @@ type batchWriter[T any] struct {
 	done   chan struct{}   // closed by stop
 	exited chan struct{}   // closed when the goroutine has returned
 
-	mu        sync.Mutex
-	queue     []T
-	spare     []T  // the previous batch's slice, reused
-	sending   bool // inline: a caller is sending
-	broken    bool // send failed or stop was called: nothing more is sent
-	noGosched bool // CANDIDATE
+	mu      sync.Mutex
+	queue   []T
+	spare   []T  // the previous batch's slice, reused
+	sending bool // inline: a caller is sending
+	broken  bool // send failed or stop was called: nothing more is sent
 }
 
 // newBatchWriter starts the writer's goroutine. send must copy what it
@@ -82,9 +81,7 @@ func (w *batchWriter[T]) run() {
 			return
 		case <-w.wake:
 		}
-		if !w.noGosched {
-			runtime.Gosched()
-		}
+		runtime.Gosched()
 		w.mu.Lock()
 		for w.flushLocked() {
 		}

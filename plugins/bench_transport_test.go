@@ -33,7 +33,7 @@ type transportSubject struct {
 
 // jwtHost starts a host running only the jwt plugin, cache off, with
 // processes processes, speaking at most protocol version (0: the newest).
-func jwtHost(b *testing.B, processes int, version uint, candidate ...string) *plugins.Host {
+func jwtHost(b *testing.B, processes int, version uint) *plugins.Host {
 	b.Helper()
 	cfg := config.Default()
 	cfg.Auth.Keys = []string{validKey}
@@ -48,9 +48,7 @@ func jwtHost(b *testing.B, processes int, version uint, candidate ...string) *pl
 	if version != 0 {
 		plugins.SetProtocolVersion(h, version)
 	}
-	if len(candidate) > 0 {
-		plugins.SetCandidate(h, candidate[0], len(candidate) > 1)
-	}
+
 	if err := h.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
@@ -180,8 +178,6 @@ func compareTransports(b *testing.B, subjects []transportSubject, conc, chunk in
 			}
 		}
 	}
-	s0, r0 := plugins.DebugSent.Load(), plugins.DebugRecv.Load()
-	defer func() { b.Logf("sent %d recv %d", plugins.DebugSent.Load()-s0, plugins.DebugRecv.Load()-r0) }()
 	b.ResetTimer()
 	for done, round := 0, 0; done < b.N; round++ {
 		n := min(chunk, b.N-done)
@@ -225,8 +221,9 @@ func compareTransports(b *testing.B, subjects []transportSubject, conc, chunk in
 //     (what protocol 1 and 2 plugins get, and every plugin got before);
 //   - stream: protocol 3, every call a message on one multiplexed stream
 //     per process, batched with the calls queued meanwhile;
-//   - stream-2proc: the same over two processes (plugins.processes: 2),
-//     the calls spread to the least busy;
+//   - stream-2proc: the same with two processes (plugins.processes: 2, the
+//     default): the second stands by and takes calls only when the first
+//     has plugins.max_in_flight in flight;
 //   - in-process: the jwt plugin linked into the host (plugins.Local), the
 //     cost a server that verifies JWTs itself pays.
 //
@@ -244,13 +241,7 @@ func BenchmarkTransport(b *testing.B) {
 		hostSubject(b, "unary", jwtHost(b, 1, 2)),
 		hostSubject(b, "stream", jwtHost(b, 1, 0)),
 		hostSubject(b, "stream-2proc", jwtHost(b, 2, 0)),
-		hostSubject(b, "stream-2spread", jwtHost(b, 2, 0, "", "spread")),
-		hostSubject(b, "stream-nocoalesce", jwtHost(b, 1, 0, "nocoalesce")),
-		hostSubject(b, "batch-rpc", jwtHost(b, 1, 0, "batch")),
 		{name: "in-process", auth: local},
-	}
-	if only := os.Getenv("ONLY"); only != "" {
-		subjects = slices.DeleteFunc(subjects, func(s transportSubject) bool { return s.name != only })
 	}
 	for _, conc := range []int{1, 16, 64} {
 		b.Run("callers-"+strconv.Itoa(conc), func(b *testing.B) {

@@ -62,7 +62,6 @@ func openStream(rpc authpb.AuthenticatorClient, broken func()) (*streamClient, e
 	}
 	s := &streamClient{stream: st, cancel: cancel, broken: broken, pending: make(map[uint64]*pendingCall)}
 	s.writer = newBatchWriter(func(calls []*authpb.Call) error {
-		DebugSent.Add(1)
 		return st.Send(&authpb.Calls{Calls: calls})
 	}, func(err error) { s.fail(fmt.Errorf("send to plugin: %w", rpcError(err))) })
 	go s.read()
@@ -114,7 +113,6 @@ func (s *streamClient) read() {
 			s.fail(fmt.Errorf("plugin stream ended: %w", rpcError(err)))
 			return
 		}
-		DebugRecv.Add(1)
 		if err := s.deliver(msg.GetReplies()); err != nil {
 			return
 		}
@@ -216,5 +214,3 @@ func (s *streamClient) overdue(now time.Time) time.Duration {
 
 // close fails what is in flight with err and ends the stream.
 func (s *streamClient) close(err error) { s.fail(err) }
-
-var DebugSent, DebugRecv atomic.Int64

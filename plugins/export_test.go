@@ -10,6 +10,3 @@ func RPCCount(h *Host) int64 { return h.rpcs.Load() }
 
 // CacheLen returns how many decisions h's cache holds.
 func CacheLen(h *Host) int { return h.cache.len() }
-
-// SetCandidate picks a candidate transport (CANDIDATE).
-func SetCandidate(h *Host, transport string, spread bool) { h.transport, h.spread = transport, spread }

@@ -45,8 +45,6 @@ type Host struct {
 	queueSize        int           // auth.queue.size
 	queueMaxWait     time.Duration // auth.queue.max_wait
 	queued           atomic.Int64  // calls waiting for a slot, every plugin's
-	spread           bool          // CANDIDATE
-	transport        string        // CANDIDATE: "", "nocoalesce", "batch"
 	cache            *decisionCache
 	rpcs             atomic.Int64 // Authenticate RPCs sent, for tests and metrics
 	metrics          *hostMetrics // nil measures nothing

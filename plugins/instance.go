@@ -18,9 +18,9 @@ import (
 
 // instance is one configured plugin: the core.Authenticator the chains
 // hold. It runs spec.processes processes of the same binary, each with a
-// supervisor of its own, and hands every call to the least busy live one
-// (admission.go), so that a crash fails only the calls in flight in the
-// dead process.
+// supervisor of its own, and hands every call to the first live one with a
+// free call slot (admission.go), so that a crash fails only the calls in
+// flight in the dead process and the next call goes to a live one.
 type instance struct {
 	name    string
 	host    *Host

@@ -104,7 +104,6 @@ type conn struct {
 	client   *goplugin.Client
 	rpc      *grpcClient   // Info and Configure; Authenticate below protocol 3
 	stream   *streamClient // every Authenticate from protocol 3; nil below
-	batch    *batchClient  // CANDIDATE
 	pid      int
 	started  time.Time
 	protocol int // the negotiated plugin protocol version
@@ -116,9 +115,6 @@ type conn struct {
 func (c *conn) authenticate(ctx context.Context, req *core.Request, in Inputs, release func()) core.Result {
 	if c.stream != nil {
 		return c.stream.authenticate(ctx, req, in, release)
-	}
-	if c.batch != nil {
-		return c.batch.authenticate(ctx, req, in, release)
 	}
 	defer release()
 	return c.rpc.authenticate(ctx, req, in)
@@ -266,14 +262,10 @@ func (p *process) launch(ctx context.Context, configure bool) (*conn, Info, erro
 		if in != nil {
 			info.Inputs = *in
 		}
-		switch {
-		case c.protocol >= streamVersion && h.transport == "batch":
-			c.batch = &batchClient{rpc: rpc.rpc, pending: map[uint64]*pendingCall{}}
-		case c.protocol >= streamVersion:
+		if c.protocol >= streamVersion {
 			if c.stream, err = openStream(rpc.rpc, p.wake); err != nil {
 				return fail(err)
 			}
-			c.stream.writer.noGosched = h.transport == "nocoalesce"
 		}
 	}
 	if first := i.declared(); first != nil && !sameDeclaration(*first, info) {

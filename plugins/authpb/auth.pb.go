@@ -1188,13 +1188,12 @@ const file_plugins_authpb_auth_proto_rawDesc = "" +
 	"\x10DECISION_ABSTAIN\x10\x01\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x02\x12\x11\n" +
 	"\rDECISION_DENY\x10\x03\x12\x12\n" +
-	"\x0eDECISION_ERROR\x10\x042\xb4\x03\n" +
+	"\x0eDECISION_ERROR\x10\x042\xe5\x02\n" +
 	"\rAuthenticator\x12K\n" +
 	"\x04Info\x12 .agentserver.auth.v1.InfoRequest\x1a!.agentserver.auth.v1.InfoResponse\x12Z\n" +
 	"\tConfigure\x12%.agentserver.auth.v1.ConfigureRequest\x1a&.agentserver.auth.v1.ConfigureResponse\x12c\n" +
 	"\fAuthenticate\x12(.agentserver.auth.v1.AuthenticateRequest\x1a).agentserver.auth.v1.AuthenticateResponse\x12F\n" +
-	"\x06Stream\x12\x1a.agentserver.auth.v1.Calls\x1a\x1c.agentserver.auth.v1.Replies(\x010\x01\x12M\n" +
-	"\x11AuthenticateBatch\x12\x1a.agentserver.auth.v1.Calls\x1a\x1c.agentserver.auth.v1.RepliesB<Z:github.com/agent-server/agent-server/plugins/authpb;authpbb\x06proto3"
+	"\x06Stream\x12\x1a.agentserver.auth.v1.Calls\x1a\x1c.agentserver.auth.v1.Replies(\x010\x01B<Z:github.com/agent-server/agent-server/plugins/authpb;authpbb\x06proto3"
 
 var (
 	file_plugins_authpb_auth_proto_rawDescOnce sync.Once
@@ -1254,14 +1253,12 @@ var file_plugins_authpb_auth_proto_depIdxs = []int32{
 	4,  // 17: agentserver.auth.v1.Authenticator.Configure:input_type -> agentserver.auth.v1.ConfigureRequest
 	7,  // 18: agentserver.auth.v1.Authenticator.Authenticate:input_type -> agentserver.auth.v1.AuthenticateRequest
 	10, // 19: agentserver.auth.v1.Authenticator.Stream:input_type -> agentserver.auth.v1.Calls
-	10, // 20: agentserver.auth.v1.Authenticator.AuthenticateBatch:input_type -> agentserver.auth.v1.Calls
-	2,  // 21: agentserver.auth.v1.Authenticator.Info:output_type -> agentserver.auth.v1.InfoResponse
-	5,  // 22: agentserver.auth.v1.Authenticator.Configure:output_type -> agentserver.auth.v1.ConfigureResponse
-	9,  // 23: agentserver.auth.v1.Authenticator.Authenticate:output_type -> agentserver.auth.v1.AuthenticateResponse
-	13, // 24: agentserver.auth.v1.Authenticator.Stream:output_type -> agentserver.auth.v1.Replies
-	13, // 25: agentserver.auth.v1.Authenticator.AuthenticateBatch:output_type -> agentserver.auth.v1.Replies
-	21, // [21:26] is the sub-list for method output_type
-	16, // [16:21] is the sub-list for method input_type
+	2,  // 20: agentserver.auth.v1.Authenticator.Info:output_type -> agentserver.auth.v1.InfoResponse
+	5,  // 21: agentserver.auth.v1.Authenticator.Configure:output_type -> agentserver.auth.v1.ConfigureResponse
+	9,  // 22: agentserver.auth.v1.Authenticator.Authenticate:output_type -> agentserver.auth.v1.AuthenticateResponse
+	13, // 23: agentserver.auth.v1.Authenticator.Stream:output_type -> agentserver.auth.v1.Replies
+	20, // [20:24] is the sub-list for method output_type
+	16, // [16:20] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name

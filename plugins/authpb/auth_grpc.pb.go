@@ -39,11 +39,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Authenticator_Info_FullMethodName              = "/agentserver.auth.v1.Authenticator/Info"
-	Authenticator_Configure_FullMethodName         = "/agentserver.auth.v1.Authenticator/Configure"
-	Authenticator_Authenticate_FullMethodName      = "/agentserver.auth.v1.Authenticator/Authenticate"
-	Authenticator_Stream_FullMethodName            = "/agentserver.auth.v1.Authenticator/Stream"
-	Authenticator_AuthenticateBatch_FullMethodName = "/agentserver.auth.v1.Authenticator/AuthenticateBatch"
+	Authenticator_Info_FullMethodName         = "/agentserver.auth.v1.Authenticator/Info"
+	Authenticator_Configure_FullMethodName    = "/agentserver.auth.v1.Authenticator/Configure"
+	Authenticator_Authenticate_FullMethodName = "/agentserver.auth.v1.Authenticator/Authenticate"
+	Authenticator_Stream_FullMethodName       = "/agentserver.auth.v1.Authenticator/Stream"
 )
 
 // AuthenticatorClient is the client API for Authenticator service.
@@ -63,8 +62,6 @@ type AuthenticatorClient interface {
 	// been answered, is a protocol fault: the host fails every call in flight
 	// closed and restarts the process.
 	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Calls, Replies], error)
-	// CANDIDATE (measured, then removed): one unary call per batch.
-	AuthenticateBatch(ctx context.Context, in *Calls, opts ...grpc.CallOption) (*Replies, error)
 }
 
 type authenticatorClient struct {
@@ -118,16 +115,6 @@ func (c *authenticatorClient) Stream(ctx context.Context, opts ...grpc.CallOptio
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Authenticator_StreamClient = grpc.BidiStreamingClient[Calls, Replies]
 
-func (c *authenticatorClient) AuthenticateBatch(ctx context.Context, in *Calls, opts ...grpc.CallOption) (*Replies, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(Replies)
-	err := c.cc.Invoke(ctx, Authenticator_AuthenticateBatch_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 // AuthenticatorServer is the server API for Authenticator service.
 // All implementations must embed UnimplementedAuthenticatorServer
 // for forward compatibility.
@@ -145,8 +132,6 @@ type AuthenticatorServer interface {
 	// been answered, is a protocol fault: the host fails every call in flight
 	// closed and restarts the process.
 	Stream(grpc.BidiStreamingServer[Calls, Replies]) error
-	// CANDIDATE (measured, then removed): one unary call per batch.
-	AuthenticateBatch(context.Context, *Calls) (*Replies, error)
 	mustEmbedUnimplementedAuthenticatorServer()
 }
 
@@ -168,9 +153,6 @@ func (UnimplementedAuthenticatorServer) Authenticate(context.Context, *Authentic
 }
 func (UnimplementedAuthenticatorServer) Stream(grpc.BidiStreamingServer[Calls, Replies]) error {
 	return status.Error(codes.Unimplemented, "method Stream not implemented")
-}
-func (UnimplementedAuthenticatorServer) AuthenticateBatch(context.Context, *Calls) (*Replies, error) {
-	return nil, status.Error(codes.Unimplemented, "method AuthenticateBatch not implemented")
 }
 func (UnimplementedAuthenticatorServer) mustEmbedUnimplementedAuthenticatorServer() {}
 func (UnimplementedAuthenticatorServer) testEmbeddedByValue()                       {}
@@ -254,24 +236,6 @@ func _Authenticator_Stream_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Authenticator_StreamServer = grpc.BidiStreamingServer[Calls, Replies]
 
-func _Authenticator_AuthenticateBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(Calls)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(AuthenticatorServer).AuthenticateBatch(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Authenticator_AuthenticateBatch_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(AuthenticatorServer).AuthenticateBatch(ctx, req.(*Calls))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 // Authenticator_ServiceDesc is the grpc.ServiceDesc for Authenticator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -290,10 +254,6 @@ var Authenticator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Authenticate",
 			Handler:    _Authenticator_Authenticate_Handler,
-		},
-		{
-			MethodName: "AuthenticateBatch",
-			Handler:    _Authenticator_AuthenticateBatch_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
