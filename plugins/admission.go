@@ -110,14 +110,25 @@ func (i *instance) release(p *process) {
 }
 
 // freeLocked returns the live process of the lowest index with a free
-// slot; nil when every live process is busy.
+// slot, preferring one that has answered every call in time (a process
+// that has not may be hung, and the supervisor restarts it only after
+// hangGrace); nil when every live process is busy.
 func (i *instance) freeLocked() (*process, *conn) {
+	var behind *process
+	var bc *conn
 	for _, p := range i.procs {
-		if c := p.conn.Load(); c != nil && c.alive() && p.inFlight < i.spec.maxInFlight {
+		c := p.conn.Load()
+		if c == nil || !c.alive() || p.inFlight >= i.spec.maxInFlight {
+			continue
+		}
+		if !c.behind() {
 			return p, c
 		}
+		if behind == nil {
+			behind, bc = p, c
+		}
 	}
-	return nil, nil
+	return behind, bc
 }
 
 // dispatchLocked hands free slots to waiters, oldest first.

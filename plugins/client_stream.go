@@ -37,6 +37,7 @@ type streamClient struct {
 	writer *batchWriter[*authpb.Call]
 	broken func() // told once when the stream fails, so the process is checked at once
 	dead   atomic.Bool
+	late   atomic.Int32 // calls whose caller gave up at the deadline, still unanswered
 
 	mu      sync.Mutex
 	pending map[uint64]*pendingCall
@@ -46,9 +47,16 @@ type streamClient struct {
 
 // pendingCall is one call sent and not yet answered.
 type pendingCall struct {
-	reply    chan core.Result // buffered: the one answer
-	release  func()           // gives the caller's slot back, once answered or failed
-	deadline time.Time        // zero without one
+	reply     chan core.Result // buffered: the one answer
+	release   func()           // gives the caller's slot back, once answered or failed
+	deadline  time.Time        // zero without one
+	abandoned bool             // its caller gave up; guarded by streamClient.mu
+}
+
+// done hands p its result and gives its slot back; s.mu must not be held.
+func (s *streamClient) done(p *pendingCall, res core.Result) {
+	p.reply <- res
+	p.release()
 }
 
 // openStream opens the Stream on rpc and starts its reader and writer.
@@ -93,16 +101,35 @@ func (s *streamClient) authenticate(ctx context.Context, req *core.Request, in I
 		return core.Failed(err)
 	}
 	s.lastID++
-	call.Id = s.lastID
-	s.pending[call.Id] = p
+	id := s.lastID
+	call.Id = id
+	s.pending[id] = p
 	s.mu.Unlock()
 	s.writer.add(call)
 	select {
 	case res := <-p.reply:
 		return res
 	case <-ctx.Done():
+		s.mu.Lock()
+		if _, ok := s.pending[id]; ok {
+			p.abandoned = true
+			s.late.Add(1)
+		}
+		s.mu.Unlock()
 		return core.Failed(fmt.Errorf("authenticate: %w", ctx.Err()))
 	}
+}
+
+// takeLocked removes call id from the pending calls.
+func (s *streamClient) takeLocked(id uint64) (*pendingCall, bool) {
+	p, ok := s.pending[id]
+	if ok {
+		delete(s.pending, id)
+		if p.abandoned {
+			s.late.Add(-1)
+		}
+	}
+	return p, ok
 }
 
 // read delivers replies until the stream fails.
@@ -127,7 +154,7 @@ func (s *streamClient) deliver(replies []*authpb.Reply) error {
 	s.mu.Lock()
 	for _, r := range replies {
 		id := r.GetId()
-		p, ok := s.pending[id]
+		p, ok := s.takeLocked(id)
 		if !ok {
 			what := "an ID it was never sent"
 			if id != 0 && id <= s.lastID {
@@ -137,19 +164,16 @@ func (s *streamClient) deliver(replies []*authpb.Reply) error {
 			failed := s.failLocked(err)
 			s.mu.Unlock()
 			for _, p := range calls {
-				p.reply <- core.Failed(err)
-				p.release()
+				s.done(p, core.Failed(err))
 			}
 			s.finish(failed, err)
 			return err
 		}
-		delete(s.pending, id)
 		calls = append(calls, p)
 	}
 	s.mu.Unlock()
 	for k, p := range calls {
-		p.reply <- resultFromPB(replies[k].GetResponse())
-		p.release()
+		s.done(p, resultFromPB(replies[k].GetResponse()))
 	}
 	return nil
 }
@@ -172,9 +196,9 @@ func (s *streamClient) failLocked(err error) []*pendingCall {
 	s.err = err
 	s.dead.Store(true)
 	failed := make([]*pendingCall, 0, len(s.pending))
-	for id, p := range s.pending {
+	for id := range s.pending {
+		p, _ := s.takeLocked(id)
 		failed = append(failed, p)
-		delete(s.pending, id)
 	}
 	return failed
 }
@@ -186,8 +210,7 @@ func (s *streamClient) finish(failed []*pendingCall, err error) {
 		return
 	}
 	for _, p := range failed {
-		p.reply <- core.Failed(err)
-		p.release()
+		s.done(p, core.Failed(err))
 	}
 	s.cancel()
 	go s.writer.stop()
@@ -196,6 +219,10 @@ func (s *streamClient) finish(failed []*pendingCall, err error) {
 
 // alive reports whether the stream still works.
 func (s *streamClient) alive() bool { return !s.dead.Load() }
+
+// behind reports whether a call whose caller gave up at its deadline is
+// still unanswered: the process is slow, or hung.
+func (s *streamClient) behind() bool { return s.late.Load() > 0 }
 
 // overdue returns how long the oldest unanswered call has been past its
 // deadline; 0 when none is. The SDK answers every call by its deadline, so

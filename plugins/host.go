@@ -281,7 +281,10 @@ func (h *Host) Start(ctx context.Context) error {
 	for _, i := range insts {
 		h.order = append(h.order, i.name)
 		i.supervise(sctx, &h.wg)
-		h.log.Info("auth plugin ready", "plugin", i.name, "version", i.info.Version, "processes", len(i.procs), "pids", i.pids(), "protocol", i.protocol())
+		for _, p := range i.procs {
+			c := p.conn.Load()
+			p.log.Info("auth plugin ready", "version", i.info.Version, "pid", c.pid, "protocol", c.protocol)
+		}
 	}
 	h.mu.Unlock()
 	return nil

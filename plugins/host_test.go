@@ -531,7 +531,7 @@ func TestKilledPluginFailsClosedThenRecovers(t *testing.T) {
 	if hl, _ := restarted(); hl.Restarts != 1 {
 		t.Errorf("header health after restart: %+v (old pid %d), want one restart", hl, pid)
 	}
-	if !strings.Contains(logs.String(), "plugin exited") {
+	if !strings.Contains(logs.String(), "plugin process ended") {
 		t.Errorf("crash not logged:\n%s", logs)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -167,20 +166,6 @@ func (p *process) start(ctx context.Context) error {
 	p.conn.Store(c)
 	p.setState(StateReady, nil)
 	return nil
-}
-
-// pids lists the running processes' PIDs, for the log.
-func (i *instance) pids() string {
-	var s string
-	for _, p := range i.procs {
-		if c := p.conn.Load(); c != nil {
-			if s != "" {
-				s += ","
-			}
-			s += strconv.Itoa(c.pid)
-		}
-	}
-	return s
 }
 
 // protocol returns the protocol a serving process negotiated; 0 when none

@@ -124,6 +124,10 @@ func (c *conn) authenticate(ctx context.Context, req *core.Request, in Inputs, r
 // stream has failed, even before the supervisor notices.
 func (c *conn) alive() bool { return c.stream == nil || c.stream.alive() }
 
+// behind reports whether the process has left a call unanswered past its
+// deadline (protocol 3): it gets new calls only when no other process can.
+func (c *conn) behind() bool { return c.stream != nil && c.stream.behind() }
+
 // kill ends the process: at once with SIGKILL when hard (it broke the
 // protocol or hung, so it may not cooperate), and then through go-plugin,
 // which reaps it.
@@ -332,17 +336,17 @@ func (p *process) supervise(ctx context.Context) {
 			continue
 		}
 		p.conn.Store(nil)
+		p.setState(StateRestarting, why)
 		p.inst.processDown()
+		up := time.Since(c.started)
+		p.log.Warn("plugin process ended; its calls in flight failed closed, it is restarted", "pid", c.pid, "uptime", up.Round(time.Millisecond), "reason", why)
 		c.kill(hard, why)
 		p.inst.host.cache.purge()
-		up := time.Since(c.started)
 		p.mu.Lock()
 		if up >= stableUptime {
 			p.failures = 0
 		}
 		p.mu.Unlock()
-		p.setState(StateRestarting, why)
-		p.log.Warn("plugin process ended; its calls in flight failed closed, it is restarted", "pid", c.pid, "uptime", up.Round(time.Millisecond), "reason", why)
 		if !p.restart(ctx) {
 			return
 		}
@@ -379,7 +383,7 @@ func (p *process) restart(ctx context.Context) bool {
 		if r.MaxAttempts <= 0 || n > r.MaxAttempts {
 			err := fmt.Errorf("plugin %s process %d: gave up after %d restart attempts", p.inst.name, p.index, n-1)
 			p.setState(StateFailed, err)
-			p.log.Error("plugin process restart budget exhausted; the plugin's other processes serve, if any", "attempts", n-1)
+			p.log.Error("plugin restart budget exhausted; this process stays down, the plugin's other processes serve (if any)", "attempts", n-1)
 			p.inst.processDown()
 			return false
 		}
