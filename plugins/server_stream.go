@@ -55,6 +55,7 @@ func (s *grpcServer) Stream(st authpb.Authenticator_StreamServer) error {
 type callBatch struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
+	unexpire func() bool // stops expire from running; nil without a deadline
 	calls    []*authpb.Call
 	answered []atomic.Bool
 	left     atomic.Int32 // calls the plugin still runs
@@ -70,7 +71,7 @@ func newCallBatch(ctx context.Context, calls []*authpb.Call, w *batchWriter[*aut
 	}
 	if longest > 0 {
 		b.ctx, b.cancel = context.WithTimeout(ctx, longest)
-		context.AfterFunc(b.ctx, b.expire)
+		b.unexpire = context.AfterFunc(b.ctx, b.expire)
 	} else {
 		b.ctx, b.cancel = context.WithCancel(ctx)
 	}
@@ -89,7 +90,10 @@ func (s *grpcServer) serveCall(b *callBatch, k int) {
 		ctx = pluginPropagator.Extract(ctx, carrier)
 	}
 	b.answer(k, s.decide(ctx, requestFromFlat(c.GetRequest())))
-	if b.left.Add(-1) == 0 {
+	if b.left.Add(-1) == 0 { // every call answered: release the timer, without running expire
+		if b.unexpire != nil {
+			b.unexpire()
+		}
 		b.cancel()
 	}
 }

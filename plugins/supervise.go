@@ -104,6 +104,7 @@ type conn struct {
 	client   *goplugin.Client
 	rpc      *grpcClient   // Info and Configure; Authenticate below protocol 3
 	stream   *streamClient // every Authenticate from protocol 3; nil below
+	proc     *os.Process   // for a hard kill; nil if go-plugin did not start one
 	pid      int
 	started  time.Time
 	protocol int // the negotiated plugin protocol version
@@ -135,10 +136,8 @@ func (c *conn) kill(hard bool, why error) {
 	if c.stream != nil {
 		c.stream.close(why)
 	}
-	if hard && c.pid > 0 {
-		if p, err := os.FindProcess(c.pid); err == nil {
-			_ = p.Kill()
-		}
+	if hard && c.proc != nil {
+		_ = c.proc.Kill() // ErrProcessDone once it has been reaped: never another process
 	}
 	c.client.Kill()
 }
@@ -252,7 +251,7 @@ func (p *process) launch(ctx context.Context, configure bool) (*conn, Info, erro
 	}
 	c := &conn{client: client, rpc: rpc, started: time.Now(), protocol: client.NegotiatedVersion()}
 	if cmd.Process != nil {
-		c.pid = cmd.Process.Pid
+		c.proc, c.pid = cmd.Process, cmd.Process.Pid
 	}
 	if configure {
 		req := ConfigureRequest{Config: s.config}
