@@ -23,13 +23,7 @@ func saturated(t *testing.T, hold time.Duration, queue config.Queue, cache bool)
 	cfg.Plugins.MaxInFlight = 1
 	cfg.Auth.Queue = queue
 	cfg.Auth.Cache.Enabled = cache
-	reg := newRegistry()
-	log, _ := newLogger()
-	h := plugins.NewHost(cfg, log, plugins.WithMetrics(reg))
-	if err := h.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
+	h, reg := startMeasuredHost(t, cfg)
 	return h, chain(t, h, core.RouteREST), reg
 }
 

@@ -31,9 +31,13 @@ func BenchmarkProcessMemory(b *testing.B) {
 	}{
 		{"header", []string{"header"}, nil, func(int) *core.Request { return request("", "X-Session-API-Key", validKey) }},
 		{"jwt", []string{"jwt"}, map[string]config.Plugin{"jwt": {Config: map[string]any{"secret": hsSecret}}},
-			func(k int) *core.Request { return request("", "Authorization", "Bearer "+hs256(b, hsSecret, strconv.Itoa(k))) }},
+			func(k int) *core.Request {
+				return request("", "Authorization", "Bearer "+hs256(b, hsSecret, strconv.Itoa(k)))
+			}},
 		{"oidc", []string{"oidc"}, map[string]config.Plugin{"oidc": {Config: idp.config()}},
-			func(k int) *core.Request { return request("", "Authorization", "Bearer "+idp.token(b, strconv.Itoa(k), nil)) }},
+			func(k int) *core.Request {
+				return request("", "Authorization", "Bearer "+idp.token(b, strconv.Itoa(k), nil))
+			}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			cfg := config.Default()

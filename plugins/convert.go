@@ -97,18 +97,25 @@ func requestToPB(req *core.Request, in Inputs) *authpb.AuthenticateRequest {
 			pb.Header[name] = &authpb.Values{Values: v}
 		}
 	}
+	pb.Subprotocols, pb.FirstMessage, pb.ClientCertificates = declaredParts(req, in)
+	return pb
+}
+
+// declaredParts returns the subprotocols, first message and client
+// certificates (DER) of req that in declares; nil for the others.
+func declaredParts(req *core.Request, in Inputs) (subprotocols []string, first []byte, certs [][]byte) {
 	if in.Subprotocol {
-		pb.Subprotocols = req.Subprotocols
+		subprotocols = req.Subprotocols
 	}
 	if in.FirstMessage {
-		pb.FirstMessage = req.FirstMessage
+		first = req.FirstMessage
 	}
 	if in.ClientCertificate {
 		for _, c := range req.ClientCertificates {
-			pb.ClientCertificates = append(pb.ClientCertificates, c.Raw)
+			certs = append(certs, c.Raw)
 		}
 	}
-	return pb
+	return subprotocols, first, certs
 }
 
 // requestToFlat converts req for a plugin that reads in, as requestToPB
@@ -137,17 +144,7 @@ func requestToFlat(req *core.Request, in Inputs) *authpb.Request {
 			pb.Header = append(pb.Header, name, v)
 		}
 	}
-	if in.Subprotocol {
-		pb.Subprotocols = req.Subprotocols
-	}
-	if in.FirstMessage {
-		pb.FirstMessage = req.FirstMessage
-	}
-	if in.ClientCertificate {
-		for _, c := range req.ClientCertificates {
-			pb.ClientCertificates = append(pb.ClientCertificates, c.Raw)
-		}
-	}
+	pb.Subprotocols, pb.FirstMessage, pb.ClientCertificates = declaredParts(req, in)
 	return pb
 }
 

@@ -1,14 +1,30 @@
 package plugins_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/agent-server/agent-server/core/config"
+	"github.com/agent-server/agent-server/plugins"
 )
 
-func newRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
+// startMeasuredHost starts a host for cfg whose metrics go to a registry
+// of its own, and closes it when the test ends.
+func startMeasuredHost(t *testing.T, cfg config.Config) (*plugins.Host, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	log, _ := newLogger()
+	h := plugins.NewHost(cfg, log, plugins.WithMetrics(reg))
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h, reg
+}
 
 // gauge returns the value of series, written name{label="value",...}, from
 // reg: a gauge's or counter's value, a histogram's sample count. A series

@@ -122,13 +122,7 @@ func TestHealthReportsEachProcess(t *testing.T) {
 	cfg := headerFault(t, 2, 0)
 	cfg.Plugins.Restart.InitialBackoff = 30 * time.Second // keep process 0 down while the test looks
 	cfg.Plugins.Restart.MaxBackoff = 30 * time.Second
-	reg := newRegistry()
-	log, _ := newLogger()
-	h := plugins.NewHost(cfg, log, plugins.WithMetrics(reg))
-	if err := h.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
+	h, reg := startMeasuredHost(t, cfg)
 	if err := syscall.Kill(process(t, h, "fault", 0).PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -160,12 +160,6 @@ type process struct {
 	failures  int // consecutive crashes and failed starts
 }
 
-func (p *process) currentState() State {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.state
-}
-
 func (p *process) setState(s State, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
