@@ -53,8 +53,9 @@ type pendingCall struct {
 	abandoned bool             // its caller gave up; guarded by streamClient.mu
 }
 
-// done hands p its result and gives its slot back; s.mu must not be held.
-func (s *streamClient) done(p *pendingCall, res core.Result) {
+// answer hands the call its result and gives its slot back; the stream's
+// lock must not be held.
+func (p *pendingCall) answer(res core.Result) {
 	p.reply <- res
 	p.release()
 }
@@ -164,7 +165,7 @@ func (s *streamClient) deliver(replies []*authpb.Reply) error {
 			failed := s.failLocked(err)
 			s.mu.Unlock()
 			for _, p := range calls {
-				s.done(p, core.Failed(err))
+				p.answer(core.Failed(err))
 			}
 			s.finish(failed, err)
 			return err
@@ -173,7 +174,7 @@ func (s *streamClient) deliver(replies []*authpb.Reply) error {
 	}
 	s.mu.Unlock()
 	for k, p := range calls {
-		s.done(p, resultFromPB(replies[k].GetResponse()))
+		p.answer(resultFromPB(replies[k].GetResponse()))
 	}
 	return nil
 }
@@ -210,7 +211,7 @@ func (s *streamClient) finish(failed []*pendingCall, err error) {
 		return
 	}
 	for _, p := range failed {
-		s.done(p, core.Failed(err))
+		p.answer(core.Failed(err))
 	}
 	s.cancel()
 	go s.writer.stop()

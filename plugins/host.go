@@ -349,7 +349,7 @@ func (h *Host) Ready() error {
 	var errs []error
 	for _, hl := range h.Health() {
 		if hl.State != StateReady {
-			errs = append(errs, fmt.Errorf("plugin %s is %s (%s)", hl.Name, hl.State, processSummary(hl)))
+			errs = append(errs, fmt.Errorf("plugin %s is %s: %s", hl.Name, hl.State, processSummary(hl)))
 		}
 	}
 	return errors.Join(errs...)
