@@ -84,12 +84,13 @@ const (
 	ClassForbiddenRole  = "forbidden_role"  // a valid credential without the role the route needs (403)
 	ClassPluginError    = "plugin_error"    // the plugin failed, crashed or is down: fail closed (503)
 	ClassTimeout        = "timeout"         // the plugin did not answer within auth.rpc_timeout (503)
+	ClassOverloaded     = "overloaded"      // every plugin call slot was busy past auth.queue (503)
 	ClassRateLimited    = "rate_limited"    // refused with 429 before any plugin ran
 )
 
 // ReasonClasses lists every reason class, for documentation and tests.
 var ReasonClasses = []string{ClassNone, ClassNoCredentials, ClassInvalid, ClassExpired, ClassRevoked,
-	ClassForbiddenScope, ClassForbiddenRole, ClassPluginError, ClassTimeout, ClassRateLimited}
+	ClassForbiddenScope, ClassForbiddenRole, ClassPluginError, ClassTimeout, ClassOverloaded, ClassRateLimited}
 
 // ReasonExpired is the Deny reason for a credential past its expiry.
 const ReasonExpired = "credential expired"
@@ -102,6 +103,9 @@ func Classify(res Result) (decision, class string) {
 	case Allow:
 		return DecisionAllow, ClassNone
 	case Error:
+		if errors.Is(res.Err, ErrOverloaded) {
+			return DecisionError, ClassOverloaded
+		}
 		if errors.Is(res.Err, context.DeadlineExceeded) {
 			return DecisionError, ClassTimeout
 		}

@@ -23,6 +23,7 @@ func TestClassify(t *testing.T) {
 		{"token expired, any case", Result{Decision: Deny, Reason: "Token has EXPIRED", Authenticator: "oidc"}, DecisionDeny, ClassExpired},
 		{"wrong key", Result{Decision: Deny, Reason: "invalid API key", Authenticator: "header"}, DecisionDeny, ClassInvalid},
 		{"timeout", Failed(fmt.Errorf("authenticator %q: %w", "slow", context.DeadlineExceeded)), DecisionError, ClassTimeout},
+		{"overloaded", Failed(fmt.Errorf("authenticator %q: plugin slow: %w: queue full", "slow", ErrOverloaded)), DecisionError, ClassOverloaded},
 		{"crash", Failed(errors.New("plugin x is restarting")), DecisionError, ClassPluginError},
 	}
 	for _, tt := range tests {

@@ -2,6 +2,7 @@ package core
 
 import (
 	"crypto/x509"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -183,6 +184,12 @@ func Denied(reason string) Result { return Result{Decision: Deny, Reason: reason
 
 // Abstained returns an Abstain result.
 func Abstained() Result { return Result{Decision: Abstain} }
+
+// ErrOverloaded is wrapped by the Error of an authentication refused
+// because the authenticators are saturated: every plugin call slot was busy
+// and the bounded queue was full, or no slot came free within its wait.
+// The edge answers it 503 with Retry-After, like any Error.
+var ErrOverloaded = errors.New("authentication is overloaded")
 
 // Failed returns an Error result wrapping err.
 func Failed(err error) Result { return Result{Decision: Error, Err: err} }

@@ -2,6 +2,7 @@ package plugins_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,16 +11,15 @@ import (
 
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
+	"github.com/agent-server/agent-server/plugins"
 )
 
-// v1Marker is what plugins/plugin.go says while the SDK speaks protocol 1.
-const v1Marker = "const ProtocolVersion = 1\n"
-
-// buildV1Plugin builds cmd/auth-header from the newest commit whose SDK
-// spoke protocol 1: a plugin exactly as a third party built it before
-// protocol 2. It skips when the repository's history is not at hand.
-func buildV1Plugin(t *testing.T) string {
+// buildOldPlugin builds cmd/auth-header from the newest commit whose SDK
+// spoke protocol version: a plugin exactly as a third party built it then.
+// It skips when the repository's history is not at hand.
+func buildOldPlugin(t *testing.T, version int) string {
 	t.Helper()
+	marker := fmt.Sprintf("const ProtocolVersion = %d\n", version)
 	root, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
 	if err != nil {
 		t.Skipf("no git repository to take the protocol 1 SDK from: %v", err)
@@ -34,50 +34,79 @@ func buildV1Plugin(t *testing.T) string {
 	}
 	var commit string
 	for _, c := range strings.Fields(string(commits)) {
-		if src, err := git("show", c+":plugins/plugin.go"); err == nil && strings.Contains(string(src), v1Marker) {
+		if src, err := git("show", c+":plugins/plugin.go"); err == nil && strings.Contains(string(src), marker) {
 			commit = c
 			break
 		}
 	}
 	if commit == "" {
-		t.Skip("the history holds no commit with the protocol 1 SDK (a shallow clone?)")
+		t.Skipf("the history holds no commit with the protocol %d SDK (a shallow clone?)", version)
 	}
 	src := t.TempDir()
 	archive := exec.Command("sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", repo, commit, src)
 	if out, err := archive.CombinedOutput(); err != nil {
 		t.Fatalf("extract %s: %v\n%s", commit, err, out)
 	}
-	bin := filepath.Join(t.TempDir(), "auth-header-v1")
+	bin := filepath.Join(t.TempDir(), fmt.Sprintf("auth-header-v%d", version))
 	build := exec.Command("go", "build", "-o", bin, "./cmd/auth-header")
 	build.Dir = src
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the protocol 1 plugin from %s: %v\n%s", commit, err, out)
+		t.Fatalf("build the protocol %d plugin from %s: %v\n%s", version, commit, err, out)
 	}
 	return bin
 }
 
-// A plugin built against the protocol 1 SDK keeps working with this host:
-// the handshake settles on version 1 and it decides as before.
-func TestProtocol1PluginKeepsWorking(t *testing.T) {
-	bin := buildV1Plugin(t)
+// Plugins built against the protocol 1 and 2 SDKs keep working with this
+// host: the handshake settles on their version, the unary Authenticate
+// carries their calls, and they decide as before.
+func TestOlderPluginsKeepWorking(t *testing.T) {
+	for _, version := range []int{1, 2} {
+		t.Run(fmt.Sprintf("protocol %d", version), func(t *testing.T) {
+			bin := buildOldPlugin(t, version)
+			cfg := testConfig(t, false)
+			cfg.Auth.Chains = config.Chains{REST: []string{"old"}}
+			cfg.Plugins.Instances = map[string]config.Plugin{"old": {Path: bin}}
+			h, logs := startHost(t, cfg)
+			checkKeyPlugin(t, chain(t, h, core.RouteREST), "old")
+			if want := fmt.Sprintf("protocol=%d", version); !strings.Contains(logs.String(), want) {
+				t.Errorf("the host did not log the negotiated %s:\n%s", want, logs)
+			}
+		})
+	}
+}
+
+// A host that predates protocol 3 (here, this host held to protocol 2)
+// still reaches a plugin built against this SDK, over the unary call.
+func TestOlderHostReachesThisPlugin(t *testing.T) {
 	cfg := testConfig(t, false)
-	cfg.Auth.Chains = config.Chains{REST: []string{"old"}}
-	cfg.Plugins.Instances = map[string]config.Plugin{"old": {Path: bin}}
-	h, logs := startHost(t, cfg)
-	c := chain(t, h, core.RouteREST)
+	cfg.Auth.Chains = config.Chains{REST: []string{"header"}}
+	log, logs := newLogger()
+	h := plugins.NewHost(cfg, log)
+	plugins.SetProtocolVersion(h, 2)
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	checkKeyPlugin(t, chain(t, h, core.RouteREST), "header")
+	if !strings.Contains(logs.String(), "protocol=2") {
+		t.Errorf("the host did not log protocol 2:\n%s", logs)
+	}
+}
+
+// checkKeyPlugin checks that a session-key plugin called name allows the
+// valid key and denies a wrong one through c.
+func checkKeyPlugin(t *testing.T, c *core.Chain, name string) {
+	t.Helper()
 	rest := func(key string) *core.Request {
 		r := request("", "X-Session-API-Key", key)
 		r.Route = core.RouteREST
 		return r
 	}
-	if res := c.Authenticate(context.Background(), rest(validKey)); res.Decision != core.Allow || res.Authenticator != "old" {
-		t.Errorf("valid key through the protocol 1 plugin: got %s by %q (%v)", res.Decision, res.Authenticator, res.Err)
+	if res := c.Authenticate(context.Background(), rest(validKey)); res.Decision != core.Allow || res.Authenticator != name {
+		t.Errorf("valid key: got %s by %q (%v)", res.Decision, res.Authenticator, res.Err)
 	}
 	if res := c.Authenticate(context.Background(), rest("wrong")); res.Decision != core.Deny {
-		t.Errorf("wrong key through the protocol 1 plugin: got %s, want deny", res.Decision)
-	}
-	if !strings.Contains(logs.String(), "protocol=1") {
-		t.Errorf("the host did not log the negotiated protocol 1:\n%s", logs)
+		t.Errorf("wrong key: got %s, want deny", res.Decision)
 	}
 }

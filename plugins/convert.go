@@ -97,18 +97,103 @@ func requestToPB(req *core.Request, in Inputs) *authpb.AuthenticateRequest {
 			pb.Header[name] = &authpb.Values{Values: v}
 		}
 	}
+	pb.Subprotocols, pb.FirstMessage, pb.ClientCertificates = declaredParts(req, in)
+	return pb
+}
+
+// declaredParts returns the subprotocols, first message and client
+// certificates (DER) of req that in declares; nil for the others.
+func declaredParts(req *core.Request, in Inputs) (subprotocols []string, first []byte, certs [][]byte) {
 	if in.Subprotocol {
-		pb.Subprotocols = req.Subprotocols
+		subprotocols = req.Subprotocols
 	}
 	if in.FirstMessage {
-		pb.FirstMessage = req.FirstMessage
+		first = req.FirstMessage
 	}
 	if in.ClientCertificate {
 		for _, c := range req.ClientCertificates {
-			pb.ClientCertificates = append(pb.ClientCertificates, c.Raw)
+			certs = append(certs, c.Raw)
 		}
 	}
+	return subprotocols, first, certs
+}
+
+// requestToFlat converts req for a plugin that reads in, as requestToPB
+// does, into the flat form of protocol 3's Stream.
+func requestToFlat(req *core.Request, in Inputs) *authpb.Request {
+	pb := &authpb.Request{
+		Route:      string(req.Route),
+		Method:     req.Method,
+		Path:       req.Path,
+		RemoteAddr: req.RemoteAddr,
+		Origin:     req.Origin,
+	}
+	if len(req.PathParams) > 0 {
+		pb.PathParams = make([]string, 0, 2*len(req.PathParams))
+		for k, v := range req.PathParams {
+			pb.PathParams = append(pb.PathParams, k, v)
+		}
+	}
+	for _, name := range in.QueryParams {
+		for _, v := range req.Query[name] {
+			pb.Query = append(pb.Query, name, v)
+		}
+	}
+	for _, name := range in.Headers {
+		for _, v := range headerValues(req.Header, name) {
+			pb.Header = append(pb.Header, name, v)
+		}
+	}
+	pb.Subprotocols, pb.FirstMessage, pb.ClientCertificates = declaredParts(req, in)
 	return pb
+}
+
+// requestFromFlat is requestFromPB for the flat form. A list with an odd
+// number of entries loses its last one.
+func requestFromFlat(pb *authpb.Request) *core.Request {
+	req := &core.Request{
+		Route:        core.Route(pb.GetRoute()),
+		Method:       pb.GetMethod(),
+		Path:         pb.GetPath(),
+		RemoteAddr:   pb.GetRemoteAddr(),
+		Subprotocols: pb.GetSubprotocols(),
+		Origin:       pb.GetOrigin(),
+		FirstMessage: pb.GetFirstMessage(),
+	}
+	if kv := pb.GetPathParams(); len(kv) > 1 {
+		req.PathParams = make(map[string]string, len(kv)/2)
+		for k := 0; k+1 < len(kv); k += 2 {
+			req.PathParams[kv[k]] = kv[k+1]
+		}
+	}
+	kv := pb.GetQuery()
+	req.Query = make(map[string][]string, len(kv)/2)
+	for k := 0; k+1 < len(kv); k += 2 {
+		req.Query[kv[k]] = append(req.Query[kv[k]], kv[k+1])
+	}
+	kv = pb.GetHeader()
+	req.Header = make(http.Header, len(kv)/2)
+	for k := 0; k+1 < len(kv); k += 2 {
+		name := http.CanonicalHeaderKey(kv[k])
+		req.Header[name] = append(req.Header[name], kv[k+1])
+	}
+	req.ClientCertificates = parseChain(pb.GetClientCertificates())
+	return req
+}
+
+// parseChain parses a verified certificate chain, DER, leaf first. The host
+// verified it; a certificate that does not even parse ends it, so a plugin
+// never sees a chain with a gap.
+func parseChain(ders [][]byte) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, der := range ders {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			break
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 func requestFromPB(pb *authpb.AuthenticateRequest) *core.Request {
@@ -131,15 +216,7 @@ func requestFromPB(pb *authpb.AuthenticateRequest) *core.Request {
 		ck := http.CanonicalHeaderKey(k)
 		req.Header[ck] = append(req.Header[ck], v.GetValues()...)
 	}
-	// The host verified the chain; a certificate that does not even parse
-	// ends it, so a plugin never sees a chain with a gap.
-	for _, der := range pb.GetClientCertificates() {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			break
-		}
-		req.ClientCertificates = append(req.ClientCertificates, c)
-	}
+	req.ClientCertificates = parseChain(pb.GetClientCertificates())
 	return req
 }
 

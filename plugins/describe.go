@@ -51,7 +51,7 @@ func describeOne(ctx context.Context, h *Host, cfg config.Config, d *Description
 		return fmt.Errorf("plugin %s: %w", d.Name, err)
 	}
 	i := newInstance(h, spec{name: d.Name, path: path})
-	c, info, err := i.launch(ctx, false)
+	c, info, err := i.procs[0].launch(ctx, false)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,14 @@
 // authenticators, and each authenticator is a separate binary run through
 // hashicorp/go-plugin over gRPC (never net/rpc), with automatic mTLS, an
 // empty environment and a versioned handshake (ProtocolVersion; the host
-// still accepts plugins built against protocol 1).
+// still accepts plugins built against protocols 1 and 2, and a plugin built
+// now still serves a host of protocol 2). From protocol 3 every
+// Authenticate travels on one long-lived bidirectional stream per plugin
+// process, each call with an ID, its deadline and its trace context, the
+// calls queued while a batch is being sent going out together
+// (client_stream.go, server_stream.go); Info and Configure, and every call
+// of an older plugin, stay unary. docs/plugins-transport.md has the
+// measurements that chose it.
 //
 // # For plugin authors
 //
@@ -39,15 +46,23 @@
 // # For the server
 //
 // NewHost has no side effects. Host.Start verifies each binary's optional
-// sha256 pin, launches it, handshakes, and sends Info and Configure; a bad
-// binary or plugin config fails boot with an error naming the plugin.
-// Host.Chain returns the compiled chain of a route. Each plugin becomes a
-// core.Authenticator that skips requests without its inputs (no RPC), answers
-// repeated credentials from a decision cache keyed by an HMAC under a
-// per-process secret, gives each RPC the auth.rpc_timeout deadline, and
-// fails closed (core.Error) while its process is down. A supervisor restarts
-// a crashed plugin with exponential backoff; Host.Ready reports readiness and
-// Host.Health the state of each plugin. Host.Reload re-sends keys and plugin
+// sha256 pin, launches plugins.processes processes of it, handshakes, and
+// sends Info and Configure; a bad binary or plugin config fails boot with
+// an error naming the plugin. Host.Chain returns the compiled chain of a
+// route. Each plugin becomes a core.Authenticator that skips requests
+// without its inputs (no RPC), answers repeated credentials from a decision
+// cache keyed by an HMAC under a per-process secret, and otherwise hands the
+// call to its first live process with a free call slot
+// (plugins.max_in_flight per process), the others standing by warm; when
+// every slot is busy the call waits in a bounded queue (auth.queue) and is
+// refused with core.ErrOverloaded past it (admission.go). Each call has the
+// auth.rpc_timeout deadline, and fails closed (core.Error) when its
+// process dies, hangs or breaks the protocol; while no process is up, every
+// call does. A supervisor per process restarts it with exponential backoff
+// (and kills one that left a call unanswered long past its deadline);
+// Host.Ready reports readiness (a plugin is up while any of its processes
+// is), Host.Status what is degraded, and Host.Health the state of each
+// plugin and process. Host.Reload re-sends keys and plugin
 // configs and empties the cache; Host.Close kills every plugin, and plugins
 // also die with the server when it is killed (Pdeathsig on Linux, and a
 // parent watch inside Serve).

@@ -1,6 +1,12 @@
 package plugins
 
+import "time"
+
 // Hooks for the external tests in package plugins_test.
+
+// SetHangGrace sets how long past its deadline a call may stay unanswered
+// before its process counts as hung.
+func SetHangGrace(h *Host, d time.Duration) { h.hangGrace = d }
 
 // SetProtocolVersion makes h handshake as if it spoke only protocol v.
 func SetProtocolVersion(h *Host, v uint) { h.protocolVersions = []uint{v} }

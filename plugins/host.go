@@ -27,6 +27,8 @@ const (
 	defaultRPCTimeout     = 500 * time.Millisecond
 	defaultInitialBackoff = 100 * time.Millisecond
 	defaultMaxBackoff     = 10 * time.Second
+	defaultQueueMaxWait   = time.Second
+	defaultMaxInFlight    = 64
 )
 
 // Host launches, configures and supervises the authenticator plugins a
@@ -39,6 +41,10 @@ type Host struct {
 	protocolVersions []uint // the versions it accepts, oldest first
 	rpcTimeout       time.Duration
 	restart          config.Restart
+	hangGrace        time.Duration // see defaultHangGrace
+	queueSize        int           // auth.queue.size
+	queueMaxWait     time.Duration // auth.queue.max_wait
+	queued           atomic.Int64  // calls waiting for a slot, every plugin's
 	cache            *decisionCache
 	rpcs             atomic.Int64 // Authenticate RPCs sent, for tests and metrics
 	metrics          *hostMetrics // nil measures nothing
@@ -100,6 +106,9 @@ func NewHost(cfg config.Config, log *slog.Logger, opts ...HostOption) *Host {
 		protocolVersions: acceptedVersions,
 		rpcTimeout:       orDefault(cfg.Auth.RPCTimeout, defaultRPCTimeout),
 		restart:          r,
+		hangGrace:        defaultHangGrace,
+		queueSize:        max(0, cfg.Auth.Queue.Size),
+		queueMaxWait:     orDefault(cfg.Auth.Queue.MaxWait, defaultQueueMaxWait),
 		cfg:              cfg,
 		tracer:           o.tracing.Tracer(tracerName),
 	}
@@ -147,7 +156,18 @@ func specs(cfg config.Config) ([]spec, error) {
 				return nil, fmt.Errorf("plugin %s: encode config: %w", name, err)
 			}
 		}
-		out = append(out, spec{name: name, path: path, pin: inst.SHA256, config: raw})
+		s := spec{name: name, path: path, pin: inst.SHA256, config: raw, processes: cfg.Plugins.Processes, maxInFlight: cfg.Plugins.MaxInFlight}
+		if inst.Processes > 0 {
+			s.processes = inst.Processes
+		}
+		if inst.MaxInFlight > 0 {
+			s.maxInFlight = inst.MaxInFlight
+		}
+		s.processes = max(1, s.processes)
+		if s.maxInFlight <= 0 {
+			s.maxInFlight = defaultMaxInFlight
+		}
+		out = append(out, s)
 	}
 	return out, nil
 }
@@ -260,8 +280,11 @@ func (h *Host) Start(ctx context.Context) error {
 	h.instances, h.chains, h.cancel = byName, chains, cancel
 	for _, i := range insts {
 		h.order = append(h.order, i.name)
-		h.wg.Go(func() { i.supervise(sctx) })
-		h.log.Info("auth plugin ready", "plugin", i.name, "version", i.info.Version, "pid", i.health().PID, "protocol", i.conn.Load().protocol)
+		i.supervise(sctx, &h.wg)
+		for _, p := range i.procs {
+			c := p.conn.Load()
+			p.log.Info("auth plugin ready", "version", i.info.Version, "pid", c.pid, "protocol", c.protocol)
+		}
 	}
 	h.mu.Unlock()
 	return nil
@@ -310,8 +333,9 @@ func (h *Host) Health() []Health {
 	return out
 }
 
-// Ready returns nil when every plugin is serving, and otherwise an error
-// naming each plugin that is not. The server's /ready reports it.
+// Ready returns nil when every plugin is serving (at least one of its
+// processes is), and otherwise an error naming each plugin that is not and
+// the state of its processes. The server's /ready reports it.
 func (h *Host) Ready() error {
 	h.mu.Lock()
 	started, closed := h.instances != nil && h.cancel != nil, h.closed
@@ -325,10 +349,43 @@ func (h *Host) Ready() error {
 	var errs []error
 	for _, hl := range h.Health() {
 		if hl.State != StateReady {
-			errs = append(errs, fmt.Errorf("plugin %s is %s", hl.Name, hl.State))
+			errs = append(errs, fmt.Errorf("plugin %s is %s: %s", hl.Name, hl.State, processSummary(hl)))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Status summarizes what Ready found when it passed: "ok" with every
+// process serving, else the plugins running on fewer processes than
+// configured, e.g. "ok; query: 1 of 2 processes serving (process 0
+// restarting)". The server's /ready shows it.
+func (h *Host) Status() string {
+	var degraded []string
+	for _, hl := range h.Health() {
+		if hl.Up() < len(hl.Processes) {
+			degraded = append(degraded, hl.Name+": "+processSummary(hl))
+		}
+	}
+	if len(degraded) == 0 {
+		return "ok"
+	}
+	return "ok; " + strings.Join(degraded, "; ")
+}
+
+// processSummary says how many of a plugin's processes serve and what the
+// others are doing.
+func processSummary(hl Health) string {
+	var others []string
+	for _, p := range hl.Processes {
+		if p.State != StateReady {
+			others = append(others, fmt.Sprintf("process %d %s", p.Index, p.State))
+		}
+	}
+	s := fmt.Sprintf("%d of %d processes serving", hl.Up(), len(hl.Processes))
+	if len(others) > 0 {
+		s += " (" + strings.Join(others, ", ") + ")"
+	}
+	return s
 }
 
 // Purge empties the decision cache, so that the next request for every
@@ -370,10 +427,15 @@ func (h *Host) Reload(ctx context.Context, cfg config.Config) error {
 		i := h.instances[s.name]
 		i.mu.Lock()
 		same := i.spec.path == s.path && i.spec.pin == s.pin
+		sameSize := i.spec.processes == s.processes && i.spec.maxInFlight == s.maxInFlight
 		i.mu.Unlock()
 		if !same {
 			h.mu.Unlock()
 			return fmt.Errorf("reload: plugin %s: path or sha256 changed; restart the server to apply it", s.name)
+		}
+		if !sameSize {
+			h.mu.Unlock()
+			return fmt.Errorf("reload: plugin %s: processes or max_in_flight changed; restart the server to apply it", s.name)
 		}
 		insts[k] = i
 	}

@@ -18,8 +18,9 @@ import (
 var binDir string
 
 // TestMain builds every plugin binary the tests launch: the shipped
-// plugins and the fault plugin (also copied as auth-garbage, which prints
-// to stdout before its handshake).
+// plugins, the fault plugin (also copied as auth-garbage, which prints to
+// stdout before its handshake) and the rogue plugin, which breaks protocol
+// 3.
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -55,6 +56,7 @@ func buildPlugins(dir string) error {
 		"github.com/agent-server/agent-server/cmd/auth-webhook",
 		"github.com/agent-server/agent-server/cmd/auth-mtls",
 		"github.com/agent-server/agent-server/plugins/internal/faultplugin/cmd/auth-fault",
+		"github.com/agent-server/agent-server/plugins/internal/rogueplugin/cmd/auth-rogue",
 	)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -82,7 +84,9 @@ func runHelperHost(dir string) int {
 	}
 	var pids []string
 	for _, hl := range h.Health() {
-		pids = append(pids, strconv.Itoa(hl.PID))
+		for _, p := range hl.Processes {
+			pids = append(pids, strconv.Itoa(p.PID))
+		}
 	}
 	fmt.Println("pids", strings.Join(pids, " "))
 	select {}

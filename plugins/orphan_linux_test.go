@@ -55,8 +55,8 @@ func TestNoPluginOutlivesAKilledServer(t *testing.T) {
 		pid, _ := strconv.Atoi(f)
 		pids = append(pids, pid)
 	}
-	if len(pids) != 5 { // the default chains use five plugins
-		t.Fatalf("pids %v, want 5", pids)
+	if len(pids) != 10 { // the default chains use five plugins, two processes each
+		t.Fatalf("pids %v, want 10", pids)
 	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -19,14 +19,26 @@ import (
 // ProtocolVersion is the version of the host<->plugin contract that Serve
 // speaks. Version 2 added the client certificate input, inputs that depend
 // on the config (InputsConfigurer), Result.RequestFault and Result.MaxAge.
-const ProtocolVersion = 2
+// Version 3 carries every Authenticate over one multiplexed stream per
+// plugin process (authpb's Stream) instead of one unary call each; the
+// Plugin interface did not change. auth.proto keeps the history.
+const ProtocolVersion = 3
+
+// streamVersion is the first protocol whose Authenticate calls go over the
+// Stream.
+const streamVersion = 3
 
 // acceptedVersions are the protocol versions the host speaks. A plugin
 // built against an older SDK negotiates the newest version both know, so a
-// version 1 plugin keeps working: it cannot declare the client certificate
-// input and never sets the fields version 2 added. A plugin of a version
-// not listed is refused at the handshake with a message to rebuild it.
-var acceptedVersions = []uint{1, ProtocolVersion}
+// version 1 or 2 plugin keeps working over the unary Authenticate (a
+// version 1 plugin cannot declare the client certificate input and never
+// sets the fields version 2 added). A plugin of a version not listed is
+// refused at the handshake with a message to rebuild it.
+var acceptedVersions = []uint{1, 2, ProtocolVersion}
+
+// servedVersions are the versions Serve offers: this one, and version 2 for
+// a host that predates the stream, which then calls the unary Authenticate.
+var servedVersions = []int{2, ProtocolVersion}
 
 // pluginKey is the name of the one plugin in every go-plugin PluginSet.
 const pluginKey = "authenticator"
@@ -120,9 +132,13 @@ func (r ConfigureRequest) DecodeConfig(v any) error {
 // it prints a short explanation and exits.
 func Serve(p Plugin) {
 	go exitWithParent(os.Getppid(), time.Second)
+	versioned := make(map[int]goplugin.PluginSet, len(servedVersions))
+	for _, v := range servedVersions {
+		versioned[v] = goplugin.PluginSet{pluginKey: &grpcPlugin{impl: p}}
+	}
 	goplugin.Serve(&goplugin.ServeConfig{
-		HandshakeConfig: handshake(ProtocolVersion),
-		Plugins:         goplugin.PluginSet{pluginKey: &grpcPlugin{impl: p}},
+		HandshakeConfig:  handshake(ProtocolVersion),
+		VersionedPlugins: versioned,
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			return grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(extractTraceContext))...)
 		},

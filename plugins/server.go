@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins/authpb"
 )
 
@@ -54,25 +55,38 @@ func (s *grpcServer) Configure(ctx context.Context, req *authpb.ConfigureRequest
 	return resp, nil
 }
 
-// Authenticate decides one request, in a SpanAuthenticate span that joins
-// the host's trace.
-func (s *grpcServer) Authenticate(ctx context.Context, req *authpb.AuthenticateRequest) (resp *authpb.AuthenticateResponse, err error) {
-	defer s.recoverInto("Authenticate", &err)
+// Authenticate decides one request (protocols 1 and 2).
+func (s *grpcServer) Authenticate(ctx context.Context, req *authpb.AuthenticateRequest) (*authpb.AuthenticateResponse, error) {
+	return s.decide(ctx, requestFromPB(req)), nil
+}
+
+// decide runs the plugin on one request, in a SpanAuthenticate span that
+// joins the host's trace. A panic becomes a logged DECISION_ERROR.
+func (s *grpcServer) decide(ctx context.Context, req *core.Request) (resp *authpb.AuthenticateResponse) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.logPanic("Authenticate", v)
+			resp = &authpb.AuthenticateResponse{Decision: authpb.Decision_DECISION_ERROR, Error: "plugin panicked in Authenticate"}
+		}
+	}()
 	ctx, span := Tracer().Start(ctx, SpanAuthenticate, trace.WithSpanKind(trace.SpanKindServer))
-	res := s.impl.Authenticate(ctx, requestFromPB(req))
+	res := s.impl.Authenticate(ctx, req)
 	endPluginSpan(span, res)
-	return resultToPB(res), nil
+	return resultToPB(res)
 }
 
 // recoverInto turns a panic in method into a logged event and an Internal
 // gRPC error, which the host maps to an Error decision.
 func (s *grpcServer) recoverInto(method string, err *error) {
-	v := recover()
-	if v == nil {
-		return
+	if v := recover(); v != nil {
+		s.logPanic(method, v)
+		*err = status.Errorf(codes.Internal, "plugin panicked in %s", method)
 	}
+}
+
+// logPanic logs a panic the plugin raised in method, with its stack.
+func (s *grpcServer) logPanic(method string, v any) {
 	s.log.Error("plugin panicked", "method", method, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-	*err = status.Errorf(codes.Internal, "plugin panicked in %s", method)
 }
 
 var _ authpb.AuthenticatorServer = (*grpcServer)(nil)

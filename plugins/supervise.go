@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -14,8 +15,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/agent-server/agent-server/core"
@@ -32,193 +31,169 @@ const (
 	// stableUptime is how long a plugin must run before a crash no longer
 	// counts against the restart budget.
 	stableUptime = time.Minute
+	// defaultHangGrace is how long past its deadline a protocol 3 call may
+	// stay unanswered before its process counts as hung and is restarted:
+	// the SDK answers every call by its deadline.
+	defaultHangGrace = 5 * time.Second
 )
 
-// State is the lifecycle state of one plugin process.
+// State is the lifecycle state of a plugin process, and of a plugin: the
+// best state among its processes.
 type State string
 
-// The states a plugin moves through.
+// The states a plugin process moves through.
 const (
 	StateStarting   State = "starting"   // launched, not yet configured
 	StateReady      State = "ready"      // serving requests
-	StateRestarting State = "restarting" // crashed; requests fail closed until it is back
+	StateRestarting State = "restarting" // crashed; its calls fail closed (or go to another process) until it is back
 	StateFailed     State = "failed"     // gave up after plugins.restart.max_attempts
 	StateStopped    State = "stopped"    // closed by the host
 )
 
-// Health is one plugin's state, for readiness checks and operators.
+// rank orders states from best to worst: a plugin is in the best state of
+// its processes.
+func (s State) rank() int {
+	return slices.Index([]State{StateReady, StateStarting, StateRestarting, StateFailed, StateStopped}, s)
+}
+
+// Health is one plugin's state, for readiness checks and operators. The
+// plugin is ready while at least one of its processes is.
 type Health struct {
 	Name      string
 	State     State
 	Version   string // the version the plugin declared at boot
-	PID       int    // 0 when not running
-	Restarts  int    // successful restarts since boot
+	PID       int    // the first serving process's; 0 when none serves
+	Restarts  int    // successful restarts since boot, every process's
 	LastError string // the latest start or crash error; never holds a secret
+	Processes []ProcessHealth
+}
+
+// Up returns how many of the plugin's processes are serving.
+func (h Health) Up() int {
+	n := 0
+	for _, p := range h.Processes {
+		if p.State == StateReady {
+			n++
+		}
+	}
+	return n
+}
+
+// ProcessHealth is the state of one process of a plugin.
+type ProcessHealth struct {
+	Index     int // 0 to plugins.processes-1; a restart keeps it
+	State     State
+	PID       int // 0 when not running
+	Restarts  int
+	InFlight  int    // calls it has not answered yet
+	LastError string // never holds a secret
 }
 
 // spec is everything needed to (re)start one plugin.
 type spec struct {
-	name   string
-	path   string
-	pin    string // "" when not pinned
-	config []byte // JSON object
+	name        string
+	path        string
+	pin         string // "" when not pinned
+	config      []byte // JSON object
+	processes   int    // how many run
+	maxInFlight int    // calls in flight per process
 }
 
 // conn is one running plugin process. A restart replaces it whole.
 type conn struct {
 	client   *goplugin.Client
-	rpc      *grpcClient
+	rpc      *grpcClient   // Info and Configure; Authenticate below protocol 3
+	stream   *streamClient // every Authenticate from protocol 3; nil below
+	proc     *os.Process   // for a hard kill; nil if go-plugin did not start one
 	pid      int
 	started  time.Time
 	protocol int // the negotiated plugin protocol version
 }
 
-// instance is one configured plugin: the core.Authenticator the chains hold,
-// and the supervisor of its process.
-type instance struct {
-	name string
-	host *Host
-	log  *slog.Logger
-	info Info // from the first start; a restart must declare the same
-
-	conn    atomic.Pointer[conn] // nil while the process is down
-	kick    chan struct{}        // wakes the supervisor after a failed RPC
-	metrics *instanceMetrics     // nil measures nothing
-
-	mu       sync.Mutex // guards the fields below
-	spec     spec
-	state    State
-	restarts int
-	lastErr  string
-	failures int // consecutive crashes and failed starts
+// authenticate sends one call over the stream, or as a unary call to a
+// plugin older than protocol 3. release is called once the process is done
+// with the call.
+func (c *conn) authenticate(ctx context.Context, req *core.Request, in Inputs, release func()) core.Result {
+	if c.stream != nil {
+		return c.stream.authenticate(ctx, req, in, release)
+	}
+	defer release()
+	return c.rpc.authenticate(ctx, req, in)
 }
 
-func newInstance(h *Host, s spec) *instance {
-	return &instance{
-		name:  s.name,
-		host:  h,
-		log:   h.log.With("plugin", s.name),
-		kick:  make(chan struct{}, 1),
-		spec:  s,
-		state: StateStarting,
+// alive reports whether the connection can take calls: false once its
+// stream has failed, even before the supervisor notices.
+func (c *conn) alive() bool { return c.stream == nil || c.stream.alive() }
 
-		metrics: h.metrics.instance(s.name),
+// behind reports whether the process has left a call unanswered past its
+// deadline (protocol 3): it gets new calls only when no other process can.
+func (c *conn) behind() bool { return c.stream != nil && c.stream.behind() }
+
+// kill ends the process: at once with SIGKILL when hard (it broke the
+// protocol or hung, so it may not cooperate), and then through go-plugin,
+// which reaps it.
+func (c *conn) kill(hard bool, why error) {
+	if c.stream != nil {
+		c.stream.close(why)
+	}
+	if hard && c.proc != nil {
+		_ = c.proc.Kill() // ErrProcessDone once it has been reaped: never another process
+	}
+	c.client.Kill()
+}
+
+// process is one of a plugin's processes, with its own supervisor.
+type process struct {
+	inst  *instance
+	index int
+	log   *slog.Logger
+	conn  atomic.Pointer[conn] // nil while the process is down
+	kick  chan struct{}        // wakes the supervisor after a failed call
+
+	inFlight int // calls not yet answered; guarded by inst.mu
+
+	mu        sync.Mutex // guards the fields below
+	state     State
+	restarts  int
+	lastErr   string
+	lastErrAt time.Time
+	failures  int // consecutive crashes and failed starts
+}
+
+func (p *process) setState(s State, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.state = s
+	if err != nil {
+		p.lastErr, p.lastErrAt = err.Error(), time.Now()
 	}
 }
 
-// Name returns the instance name that chains refer to.
-func (i *instance) Name() string { return i.name }
-
-// Reads returns the query parameters and headers the plugin declared: the
-// only ones it is ever sent.
-func (i *instance) Reads() (query, headers []string) {
-	return i.info.Inputs.QueryParams, i.info.Inputs.Headers
-}
-
-// Authenticate skips the plugin when none of its inputs is present, answers
-// from the decision cache when it can, and otherwise asks the plugin with
-// the auth.rpc_timeout deadline. Any failure is Error, never Allow. Each
-// call that is not skipped is a span (spanPluginCall), whose context the
-// RPC carries to the plugin process.
-func (i *instance) Authenticate(ctx context.Context, req *core.Request) core.Result {
-	in := i.info.Inputs
-	if !in.empty() && !in.present(req) {
-		return core.Abstained()
+// health reports the process; inFlight is read by the caller under inst.mu.
+func (p *process) health(inFlight int) ProcessHealth {
+	h := ProcessHealth{Index: p.index, InFlight: inFlight}
+	if c := p.conn.Load(); c != nil {
+		h.PID = c.pid
 	}
-	ctx, span := i.host.tracer.Start(ctx, spanPluginCall, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String(attrPlugin, i.name), attribute.String(attrRoute, string(req.Route))))
-	res := i.authenticate(ctx, req, in)
-	endPluginSpan(span, res)
-	return res
-}
-
-// authenticate is Authenticate past the input check.
-func (i *instance) authenticate(ctx context.Context, req *core.Request, in Inputs) core.Result {
-	c := i.conn.Load()
-	if c == nil {
-		i.metrics.failed()
-		return core.Failed(fmt.Errorf("plugin %s is %s", i.name, i.currentState()))
-	}
-	cache := i.host.cache
-	var key cacheKey
-	if cache != nil {
-		key = cache.key(i.name, req, in)
-		res, ok := cache.get(key)
-		i.metrics.cache(ok)
-		if ok {
-			return res
-		}
-	}
-	i.host.rpcs.Add(1)
-	rctx, cancel := context.WithTimeout(ctx, i.host.rpcTimeout)
-	start := time.Now()
-	res := c.rpc.authenticate(rctx, req, in)
-	i.metrics.rpc(start, res.Decision == core.Error)
-	cancel()
-	switch res.Decision {
-	case core.Error:
-		i.wake()
-		return res
-	case core.Allow:
-		res.Principal.Authenticator = i.name
-		if res.Principal.Expired(time.Now()) {
-			res = core.Denied(core.ReasonExpired)
-		}
-	}
-	cache.put(key, res)
-	return res
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h.State, h.Restarts, h.LastError = p.state, p.restarts, p.lastErr
+	return h
 }
 
 // wake asks the supervisor to check the process now.
-func (i *instance) wake() {
+func (p *process) wake() {
 	select {
-	case i.kick <- struct{}{}:
+	case p.kick <- struct{}{}:
 	default:
 	}
 }
 
-func (i *instance) currentState() State {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return i.state
-}
-
-func (i *instance) setState(s State, err error) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	i.state = s
-	if err != nil {
-		i.lastErr = err.Error()
-	}
-}
-
-func (i *instance) health() Health {
-	h := Health{Name: i.name}
-	if c := i.conn.Load(); c != nil {
-		h.PID = c.pid
-	}
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	h.State, h.Restarts, h.LastError, h.Version = i.state, i.restarts, i.lastErr, i.info.Version
-	return h
-}
-
-// start launches the process for the first time and records its Info.
-func (i *instance) start(ctx context.Context) error {
-	c, info, err := i.launch(ctx, true)
-	if err != nil {
-		i.setState(StateFailed, err)
-		return err
-	}
-	i.info = info
-	i.conn.Store(c)
-	i.setState(StateReady, nil)
-	return nil
-}
-
 // launch verifies the pin, starts the process, handshakes and, when
-// configure is set, sends Configure. It cleans up after itself on failure.
-func (i *instance) launch(ctx context.Context, configure bool) (*conn, Info, error) {
+// configure is set, sends Configure and opens the protocol 3 stream. It
+// cleans up after itself on failure.
+func (p *process) launch(ctx context.Context, configure bool) (*conn, Info, error) {
+	i := p.inst
 	i.mu.Lock()
 	s := i.spec
 	i.mu.Unlock()
@@ -242,9 +217,9 @@ func (i *instance) launch(ctx context.Context, configure bool) (*conn, Info, err
 		SkipHostEnv:      true,
 		GRPCDialOptions:  []grpc.DialOption{grpc.WithChainUnaryInterceptor(injectTraceContext)},
 		StartTimeout:     startTimeout,
-		Logger:           newSlogHCLogger(i.log, hclog.Debug),
-		SyncStdout:       &lineLogger{log: i.log, level: slog.LevelInfo, msg: "plugin stdout"},
-		SyncStderr:       &lineLogger{log: i.log, level: slog.LevelWarn, msg: "plugin stderr"},
+		Logger:           newSlogHCLogger(p.log, hclog.Debug),
+		SyncStdout:       &lineLogger{log: p.log, level: slog.LevelInfo, msg: "plugin stdout"},
+		SyncStderr:       &lineLogger{log: p.log, level: slog.LevelWarn, msg: "plugin stderr"},
 	})
 	fail := func(err error) (*conn, Info, error) {
 		client.Kill()
@@ -268,6 +243,10 @@ func (i *instance) launch(ctx context.Context, configure bool) (*conn, Info, err
 	if err != nil {
 		return fail(err)
 	}
+	c := &conn{client: client, rpc: rpc, started: time.Now(), protocol: client.NegotiatedVersion()}
+	if cmd.Process != nil {
+		c.proc, c.pid = cmd.Process, cmd.Process.Pid
+	}
 	if configure {
 		req := ConfigureRequest{Config: s.config}
 		if info.WantsKeys {
@@ -280,13 +259,14 @@ func (i *instance) launch(ctx context.Context, configure bool) (*conn, Info, err
 		if in != nil {
 			info.Inputs = *in
 		}
+		if c.protocol >= streamVersion {
+			if c.stream, err = openStream(rpc.rpc, p.wake); err != nil {
+				return fail(err)
+			}
+		}
 	}
-	if i.info.Name != "" && !sameDeclaration(i.info, info) {
-		return fail(errors.New("the restarted binary declares different inputs than at boot; restart the server"))
-	}
-	c := &conn{client: client, rpc: rpc, started: time.Now(), protocol: client.NegotiatedVersion()}
-	if cmd.Process != nil {
-		c.pid = cmd.Process.Pid
+	if first := i.declared(); first != nil && !sameDeclaration(*first, info) {
+		return fail(errors.New("this process declares different inputs than the plugin's first process at boot; restart the server"))
 	}
 	return c, info, nil
 }
@@ -325,10 +305,12 @@ func sameInputs(a, b Inputs) bool {
 		a.ClientCertificate == b.ClientCertificate
 }
 
-// supervise watches the process until ctx ends. When it has exited, requests
-// fail closed at once, the cache is emptied and the plugin is restarted with
-// a fresh client, backing off exponentially up to plugins.restart limits.
-func (i *instance) supervise(ctx context.Context) {
+// supervise watches the process until ctx ends. When it has exited, or its
+// stream failed or hung, its calls in flight fail closed (the plugin's
+// other processes take the next ones), the cache is emptied and the
+// process is restarted with a fresh client, backing off exponentially up
+// to plugins.restart limits.
+func (p *process) supervise(ctx context.Context) {
 	t := time.NewTicker(pollEvery)
 	defer t.Stop()
 	for {
@@ -336,43 +318,66 @@ func (i *instance) supervise(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-i.kick:
+		case <-p.kick:
 		}
-		c := i.conn.Load()
-		if c == nil || !c.client.Exited() {
+		c := p.conn.Load()
+		if c == nil {
 			continue
 		}
-		i.conn.Store(nil)
-		c.client.Kill()
-		i.host.cache.purge()
-		up := time.Since(c.started)
-		i.mu.Lock()
-		if up >= stableUptime {
-			i.failures = 0
+		why, hard := p.broken(c)
+		if why == nil {
+			continue
 		}
-		i.mu.Unlock()
-		crash := fmt.Errorf("plugin %s exited after %s", i.name, up.Round(time.Millisecond))
-		i.setState(StateRestarting, crash)
-		i.log.Warn("plugin exited; requests fail closed until it is restarted", "pid", c.pid, "uptime", up.Round(time.Millisecond))
-		if !i.restart(ctx) {
+		p.conn.Store(nil)
+		p.setState(StateRestarting, why)
+		p.inst.processDown()
+		up := time.Since(c.started)
+		p.log.Warn("plugin process ended; its calls in flight failed closed, it is restarted", "pid", c.pid, "uptime", up.Round(time.Millisecond), "reason", why)
+		c.kill(hard, why)
+		p.inst.host.cache.purge()
+		p.mu.Lock()
+		if up >= stableUptime {
+			p.failures = 0
+		}
+		p.mu.Unlock()
+		if !p.restart(ctx) {
 			return
 		}
 	}
 }
 
-// restart relaunches the plugin with exponential backoff. It reports false
+// broken reports why c can no longer serve (nil while it can), and whether
+// the process must be killed hard because it may not cooperate.
+func (p *process) broken(c *conn) (why error, hard bool) {
+	name := p.inst.name
+	switch {
+	case c.client.Exited():
+		return fmt.Errorf("plugin %s process %d exited after %s", name, p.index, time.Since(c.started).Round(time.Millisecond)), false
+	case !c.alive():
+		return fmt.Errorf("plugin %s process %d: its stream failed", name, p.index), true
+	case c.stream != nil:
+		if late := c.stream.overdue(time.Now()); late > p.inst.host.hangGrace {
+			err := fmt.Errorf("plugin %s process %d hung: a call is unanswered %s past its deadline", name, p.index, late.Round(time.Millisecond))
+			return err, true
+		}
+	}
+	return nil, false
+}
+
+// restart relaunches the process with exponential backoff. It reports false
 // when it gave up or ctx ended.
-func (i *instance) restart(ctx context.Context) bool {
-	r := i.host.restart
+func (p *process) restart(ctx context.Context) bool {
+	r := p.inst.host.restart
 	for {
-		i.mu.Lock()
-		i.failures++
-		n := i.failures
-		i.mu.Unlock()
+		p.mu.Lock()
+		p.failures++
+		n := p.failures
+		p.mu.Unlock()
 		if r.MaxAttempts <= 0 || n > r.MaxAttempts {
-			err := fmt.Errorf("plugin %s: gave up after %d restart attempts", i.name, n-1)
-			i.setState(StateFailed, err)
-			i.log.Error("plugin restart budget exhausted; requests fail closed", "attempts", n-1)
+			err := fmt.Errorf("plugin %s process %d: gave up after %d restart attempts", p.inst.name, p.index, n-1)
+			p.setState(StateFailed, err)
+			p.log.Error("plugin restart budget exhausted; this process stays down, the plugin's other processes serve (if any)", "attempts", n-1)
+			p.inst.processDown()
 			return false
 		}
 		wait := backoff(r.InitialBackoff, r.MaxBackoff, n)
@@ -381,20 +386,21 @@ func (i *instance) restart(ctx context.Context) bool {
 			return false
 		case <-time.After(wait):
 		}
-		c, _, err := i.launch(ctx, true)
+		c, _, err := p.launch(ctx, true)
 		if err != nil {
 			if ctx.Err() != nil {
 				return false
 			}
-			i.setState(StateRestarting, err)
-			i.log.Error("plugin restart failed", "attempt", n, "error", err)
+			p.setState(StateRestarting, err)
+			p.log.Error("plugin restart failed", "attempt", n, "error", err)
 			continue
 		}
-		i.conn.Store(c)
-		i.mu.Lock()
-		i.state, i.restarts = StateReady, i.restarts+1
-		i.mu.Unlock()
-		i.log.Info("plugin restarted", "pid", c.pid, "attempt", n)
+		p.mu.Lock()
+		p.state, p.restarts = StateReady, p.restarts+1
+		p.mu.Unlock()
+		p.conn.Store(c)
+		p.inst.processUp()
+		p.log.Info("plugin restarted", "pid", c.pid, "attempt", n)
 		return true
 	}
 }
@@ -409,40 +415,10 @@ func backoff(initial, max time.Duration, n int) time.Duration {
 	return min(d, max)
 }
 
-// reconfigure sends a new config to the running process.
-func (i *instance) reconfigure(ctx context.Context, s spec) error {
-	i.mu.Lock()
-	i.spec = s
-	i.mu.Unlock()
-	c := i.conn.Load()
-	if c == nil {
-		return nil // the next restart picks the new spec up
-	}
-	req := ConfigureRequest{Config: s.config}
-	if i.info.WantsKeys {
-		req.KeyDigests, req.RuntimeKeyDigests = i.host.digests()
-	}
-	sctx, cancel := context.WithTimeout(ctx, setupTimeout)
-	defer cancel()
-	in, err := c.rpc.configure(sctx, req)
-	if err != nil {
-		return fmt.Errorf("plugin %s: bad plugin config: %w", i.name, err)
-	}
-	if in != nil && !sameInputs(*in, i.info.Inputs) {
-		return fmt.Errorf("plugin %s: the new config changes the inputs it reads; restart the server to apply it", i.name)
-	}
-	return nil
-}
-
 // stop kills the process; the supervisor has already been stopped.
-func (i *instance) stop() {
-	if c := i.conn.Swap(nil); c != nil {
-		c.client.Kill()
+func (p *process) stop() {
+	if c := p.conn.Swap(nil); c != nil {
+		c.kill(false, errors.New("the plugin host is closing"))
 	}
-	i.setState(StateStopped, nil)
+	p.setState(StateStopped, nil)
 }
-
-var (
-	_ core.Authenticator = (*instance)(nil)
-	_ core.Reader        = (*instance)(nil)
-)

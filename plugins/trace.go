@@ -24,15 +24,17 @@ import (
 )
 
 // Tracing across the plugin boundary. The host traces each plugin call
-// (spanPluginCall) and sends only the trace context to the plugin process,
-// in the call's gRPC metadata: plugins run with an empty environment, and
-// the host's OTEL_* variables may hold secrets (OTEL_EXPORTER_OTLP_HEADERS).
-// Inside the plugin the SDK takes the context out of the metadata, so the
-// plugin's spans (SpanAuthenticate, and the author's own, started from the
-// ctx Authenticate gets) join the request's trace. A plugin exports its
-// spans only when its config has a "tracing" entry (see tracingConfig).
-// Both halves are gRPC interceptors, the go-plugin glue's business, so that
-// the context can move inside each request when the transport changes.
+// (spanPluginCall) and sends only the trace context to the plugin process:
+// plugins run with an empty environment, and the host's OTEL_* variables
+// may hold secrets (OTEL_EXPORTER_OTLP_HEADERS). On the protocol 3 stream
+// the context travels inside each call (authpb.Call.trace_context, written
+// by client_stream.go, read by server_stream.go), since one stream carries
+// the calls of many requests; to an older plugin it travels in the unary
+// call's gRPC metadata, through the two interceptors below. Inside the
+// plugin the SDK puts it in the ctx Authenticate gets, so the plugin's
+// spans (SpanAuthenticate, and the author's own) join the request's trace.
+// A plugin exports its spans only when its config has a "tracing" entry
+// (see tracingConfig).
 
 // tracerName names the tracer of this package, host and SDK alike.
 const tracerName = "github.com/agent-server/agent-server/plugins"

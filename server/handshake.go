@@ -25,12 +25,17 @@ const paramConversationID = "conversation_id"
 // authenticator chain could not decide.
 const authRetryAfter = "1"
 
+// detailOverloaded is the detail of a 503 when the authenticators were
+// saturated: every plugin call slot busy past auth.queue.
+const detailOverloaded = "Authentication is overloaded; retry shortly"
+
 // serveEvents is GET /sockets/events/{conversation_id}. Everything that can
 // refuse the request does so before the upgrade, with a status and a JSON
 // detail: 400 for a malformed ID or query, 403 for a foreign Origin, 401 when
 // authentication fails (or, under auth.reject_with: close, a 101 then a 4001
-// close), 503 when it cannot decide (counted as a failure when the request
-// caused it, core.Result.RequestFault), 403 when the principal's scopes exclude
+// close), 503 with Retry-After when it cannot decide or the plugins are
+// saturated past auth.queue (counted as a failure when the request caused
+// it, core.Result.RequestFault), 403 when the principal's scopes exclude
 // the conversation. The conversation's existence and the subscriber cap are
 // the actors' to check, after the upgrade (4004, 1013).
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
@@ -88,11 +93,16 @@ func (s *Server) socketAuth(w http.ResponseWriter, r *http.Request, req *core.Re
 	}
 	if res.Decision == core.Error {
 		s.recordAuth(r, core.NewAuditRecord(core.AuditHandshake, req, res))
-		s.metrics.refused(req.Route, refusedAuthError)
 		if res.RequestFault { // e.g. a token naming an unknown signing key
 			s.abuse.fail(remoteIP(r.RemoteAddr), time.Now())
 		}
 		w.Header().Set("Retry-After", authRetryAfter)
+		if errors.Is(res.Err, core.ErrOverloaded) {
+			s.metrics.refused(req.Route, refusedAuthOverloaded)
+			refuse(w, http.StatusServiceUnavailable, detailOverloaded)
+			return res, false
+		}
+		s.metrics.refused(req.Route, refusedAuthError)
 		refuse(w, http.StatusServiceUnavailable, "Authentication is temporarily unavailable")
 		return res, false
 	}

@@ -19,6 +19,10 @@ type ReadyCheck struct {
 	Component string // what /ready names when it is not ready: plugins, store, ...
 	// Check returns nil when the component is ready, else why not.
 	Check func(ctx context.Context) error
+	// Status, when set, is what /ready shows for the component while
+	// Check passes, instead of "ok": a plugin serving on fewer processes
+	// than configured, say.
+	Status func() string
 }
 
 // readyTimeout bounds one /ready answer's checks.
@@ -29,6 +33,10 @@ const readyTimeout = 3 * time.Second
 // component that is not ready and why:
 //
 //	{"status":"not_ready","detail":"store: ...","components":{"store":"...","plugins":"ok"}}
+//
+// A ready component whose ReadyCheck has a Status shows it instead of ok:
+//
+//	{"status":"ready","components":{"plugins":"ok; query: 1 of 2 processes serving (process 0 restarting)"}}
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	if s.closing.Load() {
 		writeStatus(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting_down"})
@@ -45,6 +53,9 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		components[c.Component] = "ok"
+		if c.Status != nil {
+			components[c.Component] = c.Status()
+		}
 	}
 	if len(failed) > 0 {
 		writeStatus(w, http.StatusServiceUnavailable, map[string]any{"status": "not_ready", "detail": strings.Join(failed, "; "), "components": components})

@@ -43,6 +43,7 @@ const (
 	refusedRateLimited    = "rate_limited"            // 429
 	refusedUnauthorized   = "unauthenticated"         // 401 (or 101 then 4001 under reject_with: close)
 	refusedAuthError      = "auth_unavailable"        // 503: the chain could not decide
+	refusedAuthOverloaded = "auth_overloaded"         // 503: every plugin call slot busy past auth.queue
 	refusedForbidden      = "forbidden"               // 403: scopes or role
 	refusedUpgradeFailed  = "upgrade_failed"          // gws refused the handshake itself (400)
 	refusedShuttingDown   = "shutting_down"           // the server is shutting down

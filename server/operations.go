@@ -35,6 +35,10 @@ type PluginStatus struct {
 	PID       int    `json:"pid"`
 	Restarts  int    `json:"restarts"`
 	LastError string `json:"last_error,omitempty"` // never holds a secret
+	// Processes is how many processes the plugin runs (plugins.processes),
+	// ProcessesUp how many of them serve; the plugin is ready while one is.
+	Processes   int `json:"processes"`
+	ProcessesUp int `json:"processes_up"`
 }
 
 // NodeStatus is one cluster member as the operations view shows it.

@@ -181,8 +181,11 @@ func (a *restAPI) authorize(r *http.Request, unscoped bool) (*restCall, error) {
 		if res.RequestFault {
 			chargeFailure(r.Context())
 		}
-		return nil, &apiError{status: http.StatusServiceUnavailable, detail: "Authentication is temporarily unavailable",
-			err: fmt.Errorf("authenticate: %w", res.Err)}
+		detail := "Authentication is temporarily unavailable"
+		if errors.Is(res.Err, core.ErrOverloaded) {
+			detail = detailOverloaded
+		}
+		return nil, &apiError{status: http.StatusServiceUnavailable, detail: detail, err: fmt.Errorf("authenticate: %w", res.Err)}
 	default:
 		a.log.DebugContext(r.Context(), "rest request denied", "route", r.Pattern, "authenticator", res.Authenticator, "reason", res.Reason)
 		return nil, errUnauthorized
@@ -311,7 +314,10 @@ func (a *restAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		ae = backendError(err, "Not found")
 	}
-	if ae.status >= 500 {
+	switch {
+	case errors.Is(err, core.ErrOverloaded): // counted by the auth metrics; a line each would flood the log under overload
+		a.log.DebugContext(r.Context(), "rest request refused: authentication overloaded", "method", r.Method, "route", r.Pattern)
+	case ae.status >= 500:
 		a.log.ErrorContext(r.Context(), "rest request failed", "method", r.Method, "route", r.Pattern, "status", ae.status, "err", err)
 	}
 	if ae.status == http.StatusServiceUnavailable {

@@ -66,6 +66,7 @@ type Auth struct {
 	RPCTimeout time.Duration `koanf:"rpc_timeout"`
 	Cache      Cache         `koanf:"cache"`
 	Chains     Chains        `koanf:"chains"`
+	Queue      Queue         `koanf:"queue"`
 
 	// RuntimeKeys are the keys of agent runtimes, plaintext or
 	// sha256:<hex> like Keys (secret): the built-in key plugins give their
@@ -92,6 +93,16 @@ type Cache struct {
 	MaxEntries int           `koanf:"max_entries"`
 }
 
+// Queue bounds how authentications wait when a plugin is saturated: every
+// process of it has plugins.max_in_flight calls in flight. A call then
+// waits for a free slot, in arrival order, at most MaxWait, and only while
+// fewer than Size calls (across every plugin) are waiting; past either, it
+// fails at once and its request gets 503 with Retry-After.
+type Queue struct {
+	Size    int           `koanf:"size"`
+	MaxWait time.Duration `koanf:"max_wait"`
+}
+
 // Chains lists, per route, the authenticator plugins in the order they run.
 type Chains struct {
 	Events  []string `koanf:"events"`
@@ -101,9 +112,15 @@ type Chains struct {
 
 // Plugins configures where plugin binaries are found and how they run.
 type Plugins struct {
-	Dir       string            `koanf:"dir" path:"file"`
-	Restart   Restart           `koanf:"restart"`
-	Instances map[string]Plugin `koanf:"instances"`
+	Dir     string  `koanf:"dir" path:"file"`
+	Restart Restart `koanf:"restart"`
+	// Processes is how many processes of each plugin run, each supervised
+	// on its own; a crash fails only the calls in flight in the dead one.
+	Processes int `koanf:"processes"`
+	// MaxInFlight is how many calls one plugin process is given at once;
+	// further calls wait in auth.queue.
+	MaxInFlight int               `koanf:"max_in_flight"`
+	Instances   map[string]Plugin `koanf:"instances"`
 }
 
 // Restart bounds how a crashed plugin is restarted.
@@ -119,6 +136,10 @@ type Plugin struct {
 	Path   string         `koanf:"path" path:"file"` // explicit binary path; default <dir>/auth-<name>
 	SHA256 string         `koanf:"sha256"`           // optional pin, verified before every start
 	Config map[string]any `koanf:"config"`           // handed to the plugin by the Configure RPC; may hold secrets
+	// Processes and MaxInFlight override plugins.processes and
+	// plugins.max_in_flight for this plugin; 0 keeps those.
+	Processes   int `koanf:"processes"`
+	MaxInFlight int `koanf:"max_in_flight"`
 }
 
 // Limits bounds what one client can cost.
@@ -299,6 +320,7 @@ func Default() Config {
 				Runtime: []string{"header", "bearer"},
 			},
 			RuntimeKeys:               []string{},
+			Queue:                     Queue{Size: 1024, MaxWait: time.Second},
 			FirstMessageTimeout:       10 * time.Second,
 			FailuresPerMinute:         30,
 			UnauthenticatedPerAddress: 16,
@@ -310,7 +332,9 @@ func Default() Config {
 				InitialBackoff: 100 * time.Millisecond,
 				MaxBackoff:     10 * time.Second,
 			},
-			Instances: map[string]Plugin{},
+			Processes:   2,
+			MaxInFlight: 64,
+			Instances:   map[string]Plugin{},
 		},
 		Limits: Limits{
 			MaxFrameBytes:              64 << 10,

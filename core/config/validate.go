@@ -11,6 +11,12 @@ import (
 	"github.com/agent-server/agent-server/core"
 )
 
+// MaxProcesses bounds plugins.processes and its per-plugin override.
+const MaxProcesses = 16
+
+// maxQueueWait bounds auth.queue.max_wait: a whole chain run has 10 s.
+const maxQueueWait = 10 * time.Second
+
 // pluginName is what a plugin may be called: it becomes a file name.
 var pluginName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 
@@ -90,6 +96,24 @@ func (c *Config) Validate() error {
 		if p.SHA256 != "" && !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(p.SHA256) {
 			bad(key+".sha256", "want 64 lower-case hex digits")
 		}
+		if p.Processes < 0 || p.Processes > MaxProcesses {
+			bad(key+".processes", "want 0 (plugins.processes) to %d, got %d", MaxProcesses, p.Processes)
+		}
+		if p.MaxInFlight < 0 {
+			bad(key+".max_in_flight", "must not be negative (0 is plugins.max_in_flight), got %d", p.MaxInFlight)
+		}
+	}
+	if c.Plugins.Processes < 1 || c.Plugins.Processes > MaxProcesses {
+		bad("plugins.processes", "want 1 to %d, got %d", MaxProcesses, c.Plugins.Processes)
+	}
+	if c.Plugins.MaxInFlight < 1 {
+		bad("plugins.max_in_flight", "must be at least 1, got %d", c.Plugins.MaxInFlight)
+	}
+	if c.Auth.Queue.Size < 0 {
+		bad("auth.queue.size", "must not be negative (0 refuses at once when every slot is busy), got %d", c.Auth.Queue.Size)
+	}
+	if c.Auth.Queue.MaxWait <= 0 || c.Auth.Queue.MaxWait >= maxQueueWait {
+		bad("auth.queue.max_wait", "want a positive duration below %s (the bound of a whole chain run), got %s", maxQueueWait, c.Auth.Queue.MaxWait)
 	}
 	if c.Plugins.Dir == "" {
 		bad("plugins.dir", "must not be empty")

@@ -88,7 +88,8 @@ func TestOperationsViewInChromium(t *testing.T) {
 	cfg := "auth:\n  keys: ['" + consoleKey + "']\n  chains:\n    rest: [header, jwt]\n" +
 		"storage:\n  driver: memory\n" +
 		"plugins:\n  dir: " + plugins + "\n  restart: {max_attempts: 2, initial_backoff: 50ms, max_backoff: 100ms}\n" +
-		"  instances:\n    jwt:\n      config: {secret: '" + jwtSecret + "'}\n"
+		// One jwt process, no standby: killing it is the outage the page shows.
+		"  instances:\n    jwt:\n      processes: 1\n      config: {secret: '" + jwtSecret + "'}\n"
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -324,8 +324,8 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	mustReady(t, c)
 	plugins := children(t, s.cmd.Process.Pid)
-	if len(plugins) != 5 { // the default chains use five plugins
-		t.Fatalf("server has %d child processes, want 5 plugins", len(plugins))
+	if len(plugins) != 10 { // the default chains use five plugins, two processes each
+		t.Fatalf("server has %d child processes, want 10: 5 plugins, 2 processes each", len(plugins))
 	}
 	type closed struct {
 		code int
@@ -351,8 +351,8 @@ func TestGracefulShutdown(t *testing.T) {
 func TestKilledServerLeavesNoPlugins(t *testing.T) {
 	s := startServer(t, keyCfg())
 	plugins := children(t, s.cmd.Process.Pid)
-	if len(plugins) != 5 { // the default chains use five plugins
-		t.Fatalf("server has %d child processes, want 5 plugins", len(plugins))
+	if len(plugins) != 10 { // the default chains use five plugins, two processes each
+		t.Fatalf("server has %d child processes, want 10: 5 plugins, 2 processes each", len(plugins))
 	}
 	s.kill()
 	if alive := gone(plugins, 30*time.Second); len(alive) > 0 {

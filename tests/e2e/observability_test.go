@@ -282,7 +282,8 @@ plugins:
   dir: %s
   restart: {max_attempts: 3, initial_backoff: 50ms, max_backoff: 200ms}
   instances:
-    bearer: {sha256: %s}
+    # One process, no standby: killing it is the outage this test watches.
+    bearer: {sha256: %s, processes: 1}
 limits:
   send_queue_bytes: 65536
   max_frame_bytes: 32768

@@ -96,7 +96,8 @@ func gatherer(reg *prometheus.Registry) prometheus.Gatherer {
 func pluginStatuses(hs []plugins.Health) []server.PluginStatus {
 	out := make([]server.PluginStatus, len(hs))
 	for i, h := range hs {
-		out[i] = server.PluginStatus{Name: h.Name, State: string(h.State), Version: h.Version, PID: h.PID, Restarts: h.Restarts, LastError: h.LastError}
+		out[i] = server.PluginStatus{Name: h.Name, State: string(h.State), Version: h.Version, PID: h.PID, Restarts: h.Restarts, LastError: h.LastError,
+			Processes: len(h.Processes), ProcessesUp: h.Up()}
 	}
 	return out
 }

@@ -86,7 +86,7 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 			return fmt.Errorf("start auth plugins: %w", err)
 		}
 		chains = hostChains{host}
-		ready = append(ready, server.ReadyCheck{Component: "plugins", Check: func(context.Context) error { return host.Ready() }})
+		ready = append(ready, server.ReadyCheck{Component: "plugins", Check: func(context.Context) error { return host.Ready() }, Status: host.Status})
 		pluginStatus = func() []server.PluginStatus { return pluginStatuses(host.Health()) }
 	}
 

@@ -20,8 +20,13 @@ import (
 const InputHeader = "X-Fault"
 
 // Config selects the behaviour: mode is "allow", "sleep" (ignore the
-// deadline for sleep, then allow), "panic" or "exit" (the process dies
-// mid-request).
+// deadline for sleep, then allow), "panic", "exit" (the process dies
+// mid-request) or "header", where each request's X-Fault value picks:
+//
+//	allow:<subject>  allow as <subject>
+//	hold:<subject>   wait for sleep (ignoring the deadline), then allow as <subject>
+//	exit             the process dies at once, with every call in flight
+//	panic            panic
 type Config struct {
 	Mode  string `json:"mode"`
 	Sleep string `json:"sleep"`
@@ -53,6 +58,11 @@ func (p *Plugin) Configure(_ context.Context, req plugins.ConfigureRequest) erro
 	}
 	switch p.cfg.Mode {
 	case "allow", "panic", "exit":
+	case "header":
+		if p.cfg.Sleep == "" {
+			break
+		}
+		fallthrough
 	case "sleep":
 		d, err := time.ParseDuration(p.cfg.Sleep)
 		if err != nil {
@@ -66,7 +76,19 @@ func (p *Plugin) Configure(_ context.Context, req plugins.ConfigureRequest) erro
 }
 
 // Authenticate misbehaves.
-func (p *Plugin) Authenticate(context.Context, *core.Request) core.Result {
+func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result {
+	if p.cfg.Mode == "header" {
+		what, subject, _ := strings.Cut(plugins.HeaderValue(req, InputHeader), ":")
+		switch what {
+		case "hold":
+			time.Sleep(p.sleep)
+		case "exit":
+			os.Exit(3)
+		case "panic":
+			panic("faultplugin: deliberate panic")
+		}
+		return core.Allowed(&core.Principal{Subject: subject})
+	}
 	switch p.cfg.Mode {
 	case "sleep":
 		time.Sleep(p.sleep)

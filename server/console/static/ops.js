@@ -105,7 +105,8 @@ function render(v) {
     tr.dataset.plugin = p.name;
     tr.dataset.state = p.state;
     if (p.failing) tr.className = "failing";
-    tr.append(cell(p.name), cell(p.state, "state state-" + p.state), cell(p.version || "–"), cell(String(p.restarts)),
+    const procs = p.processes > 1 ? " (" + p.processes_up + "/" + p.processes + ")" : "";
+    tr.append(cell(p.name), cell(p.state + procs, "state state-" + p.state), cell(p.version || "–"), cell(String(p.restarts)),
       cell(String(p.decisions.allow)), cell(String(p.decisions.deny)), cell(String(p.decisions.error)),
       cell(String(p.errors_last_minute)), cell(ms(p.p99_seconds)), cell(p.last_error || "", "last-error"));
     body.append(tr);

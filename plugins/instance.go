@@ -1,0 +1,261 @@
+package plugins
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/agent-server/agent-server/core"
+)
+
+// instance is one configured plugin: the core.Authenticator the chains
+// hold. It runs spec.processes processes of the same binary, each with a
+// supervisor of its own, and hands every call to the first live one with a
+// free call slot (admission.go), so that a crash fails only the calls in
+// flight in the dead process and the next call goes to a live one.
+type instance struct {
+	name    string
+	host    *Host
+	log     *slog.Logger
+	procs   []*process
+	metrics *instanceMetrics // nil measures nothing
+
+	info    Info // from the first process's first start; every other must declare the same
+	hasInfo bool // guarded by mu while the processes start
+
+	mu      sync.Mutex // guards spec, every process's inFlight, and waiters
+	spec    spec
+	waiters list.List // of *waiter, oldest first
+}
+
+func newInstance(h *Host, s spec) *instance {
+	i := &instance{
+		name:    s.name,
+		host:    h,
+		log:     h.log.With("plugin", s.name),
+		spec:    s,
+		metrics: h.metrics.instance(s.name),
+	}
+	for k := range max(1, s.processes) {
+		i.procs = append(i.procs, &process{
+			inst:  i,
+			index: k,
+			log:   i.log.With("process", k),
+			kick:  make(chan struct{}, 1),
+			state: StateStarting,
+		})
+	}
+	return i
+}
+
+// Name returns the instance name that chains refer to.
+func (i *instance) Name() string { return i.name }
+
+// Reads returns the query parameters and headers the plugin declared: the
+// only ones it is ever sent.
+func (i *instance) Reads() (query, headers []string) {
+	return i.info.Inputs.QueryParams, i.info.Inputs.Headers
+}
+
+// declared returns what the plugin declared at boot, nil before that.
+func (i *instance) declared() *Info {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if !i.hasInfo {
+		return nil
+	}
+	info := i.info
+	return &info
+}
+
+// Authenticate skips the plugin when none of its inputs is present, answers
+// from the decision cache when it can, and otherwise asks one of its
+// processes with the auth.rpc_timeout deadline, after waiting for a free
+// call slot if every process is busy. Any failure is Error, never Allow.
+// Each call that is not skipped is a span (spanPluginCall), whose context
+// travels with the call to the plugin process.
+func (i *instance) Authenticate(ctx context.Context, req *core.Request) core.Result {
+	in := i.info.Inputs
+	if !in.empty() && !in.present(req) {
+		return core.Abstained()
+	}
+	ctx, span := i.host.tracer.Start(ctx, spanPluginCall, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String(attrPlugin, i.name), attribute.String(attrRoute, string(req.Route))))
+	res := i.authenticate(ctx, req, in)
+	endPluginSpan(span, res)
+	return res
+}
+
+// authenticate is Authenticate past the input check.
+func (i *instance) authenticate(ctx context.Context, req *core.Request, in Inputs) core.Result {
+	if !i.up() {
+		i.metrics.failed()
+		return core.Failed(fmt.Errorf("plugin %s is %s", i.name, i.health().State))
+	}
+	cache := i.host.cache
+	var key cacheKey
+	if cache != nil {
+		key = cache.key(i.name, req, in)
+		res, ok := cache.get(key)
+		i.metrics.cache(ok)
+		if ok {
+			return res
+		}
+	}
+	p, c, err := i.acquire(ctx)
+	if err != nil {
+		i.metrics.failed()
+		return core.Failed(err)
+	}
+	i.host.rpcs.Add(1)
+	rctx, cancel := context.WithTimeout(ctx, i.host.rpcTimeout)
+	start := time.Now()
+	res := c.authenticate(rctx, req, in, func() { i.release(p) })
+	i.metrics.rpc(start, res.Decision == core.Error)
+	cancel()
+	switch res.Decision {
+	case core.Error:
+		p.wake()
+		return res
+	case core.Allow:
+		res.Principal.Authenticator = i.name
+		if res.Principal.Expired(time.Now()) {
+			res = core.Denied(core.ReasonExpired)
+		}
+	}
+	cache.put(key, res)
+	return res
+}
+
+// start launches every process: the first alone, whose Info the plugin
+// keeps, then the others together.
+func (i *instance) start(ctx context.Context) error {
+	if err := i.procs[0].start(ctx); err != nil {
+		return err
+	}
+	errs := make([]error, len(i.procs))
+	var wg sync.WaitGroup
+	for k, p := range i.procs[1:] {
+		wg.Go(func() { errs[k+1] = p.start(ctx) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// start launches the process for the first time; the plugin's first
+// process records the plugin's Info.
+func (p *process) start(ctx context.Context) error {
+	c, info, err := p.launch(ctx, true)
+	if err != nil {
+		p.setState(StateFailed, err)
+		return err
+	}
+	i := p.inst
+	i.mu.Lock()
+	if !i.hasInfo {
+		i.info, i.hasInfo = info, true
+	}
+	i.mu.Unlock()
+	p.conn.Store(c)
+	p.setState(StateReady, nil)
+	return nil
+}
+
+// protocol returns the protocol a serving process negotiated; 0 when none
+// serves.
+func (i *instance) protocol() int {
+	for _, p := range i.procs {
+		if c := p.conn.Load(); c != nil {
+			return c.protocol
+		}
+	}
+	return 0
+}
+
+// health reports the plugin and each of its processes.
+func (i *instance) health() Health {
+	h := Health{Name: i.name, Version: i.info.Version, State: StateStopped}
+	i.mu.Lock()
+	inFlight := make([]int, len(i.procs))
+	for k, p := range i.procs {
+		inFlight[k] = p.inFlight
+	}
+	i.mu.Unlock()
+	var lastAt time.Time
+	for k, p := range i.procs {
+		ph := p.health(inFlight[k])
+		h.Processes = append(h.Processes, ph)
+		h.Restarts += ph.Restarts
+		if ph.State.rank() < h.State.rank() {
+			h.State = ph.State
+		}
+		if ph.State == StateReady && h.PID == 0 {
+			h.PID = ph.PID
+		}
+		p.mu.Lock()
+		if p.lastErrAt.After(lastAt) {
+			lastAt, h.LastError = p.lastErrAt, p.lastErr
+		}
+		p.mu.Unlock()
+	}
+	return h
+}
+
+// reconfigure sends a new config to every running process.
+func (i *instance) reconfigure(ctx context.Context, s spec) error {
+	i.mu.Lock()
+	i.spec = s
+	i.mu.Unlock()
+	var errs []error
+	for _, p := range i.procs {
+		c := p.conn.Load()
+		if c == nil {
+			continue // its next restart picks the new spec up
+		}
+		req := ConfigureRequest{Config: s.config}
+		if i.info.WantsKeys {
+			req.KeyDigests, req.RuntimeKeyDigests = i.host.digests()
+		}
+		sctx, cancel := context.WithTimeout(ctx, setupTimeout)
+		in, err := c.rpc.configure(sctx, req)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("plugin %s: bad plugin config: %w", i.name, err))
+			break
+		}
+		if in != nil && !sameInputs(*in, i.info.Inputs) {
+			errs = append(errs, fmt.Errorf("plugin %s: the new config changes the inputs it reads; restart the server to apply it", i.name))
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// supervise runs every process's supervisor until ctx ends.
+func (i *instance) supervise(ctx context.Context, wg *sync.WaitGroup) {
+	for _, p := range i.procs {
+		wg.Go(func() { p.supervise(ctx) })
+	}
+}
+
+// stop kills every process; the supervisors have already been stopped.
+func (i *instance) stop() {
+	var wg sync.WaitGroup
+	for _, p := range i.procs {
+		wg.Go(p.stop)
+	}
+	wg.Wait()
+	i.processDown()
+}
+
+var (
+	_ core.Authenticator = (*instance)(nil)
+	_ core.Reader        = (*instance)(nil)
+)

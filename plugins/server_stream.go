@@ -1,0 +1,149 @@
+package plugins
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/agent-server/agent-server/plugins/authpb"
+)
+
+// Stream serves protocol 3 inside the plugin process: the host's calls
+// arrive in batches on one stream, each runs on a goroutine of its own (as
+// a unary call would), and each is answered exactly once, batched with the
+// other replies ready at that moment: with the plugin's result, or, when
+// the call's deadline passes first, with an Error (the host has given up
+// by then; the plugin's late result is dropped). The trace context travels
+// inside each call.
+func (s *grpcServer) Stream(st authpb.Authenticator_StreamServer) error {
+	failed := make(chan error, 1)
+	w := newInlineBatchWriter(func(rs []*authpb.Reply) error {
+		return st.Send(&authpb.Replies{Replies: rs})
+	}, func(err error) { failed <- err })
+	defer w.stop()
+	ctx := st.Context()
+	pool := &workers{work: make(chan func())}
+	for {
+		msg, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case err := <-failed:
+			return err
+		default:
+		}
+		b := newCallBatch(ctx, msg.GetCalls(), w)
+		for k := range b.calls {
+			pool.do(func() { s.serveCall(b, k) })
+		}
+	}
+}
+
+// callBatch is one batch of calls being served. The calls share one
+// deadline, the latest of theirs, so that a batch costs one timer and not
+// one per call: a call's context may outlive its own deadline by the
+// spread of its batch's (the moments the host queued them), and the host
+// has already answered it at its own.
+type callBatch struct {
+	ctx      context.Context
+	cancel   context.CancelFunc
+	unexpire func() bool // stops expire from running; nil without a deadline
+	calls    []*authpb.Call
+	answered []atomic.Bool
+	left     atomic.Int32 // calls the plugin still runs
+	w        *batchWriter[*authpb.Reply]
+}
+
+func newCallBatch(ctx context.Context, calls []*authpb.Call, w *batchWriter[*authpb.Reply]) *callBatch {
+	b := &callBatch{calls: calls, answered: make([]atomic.Bool, len(calls)), w: w}
+	b.left.Store(int32(len(calls)))
+	var longest time.Duration
+	for _, c := range calls {
+		longest = max(longest, time.Duration(c.GetTimeoutMicros())*time.Microsecond)
+	}
+	if longest > 0 {
+		b.ctx, b.cancel = context.WithTimeout(ctx, longest)
+		b.unexpire = context.AfterFunc(b.ctx, b.expire)
+	} else {
+		b.ctx, b.cancel = context.WithCancel(ctx)
+	}
+	return b
+}
+
+// serveCall runs call k and answers it.
+func (s *grpcServer) serveCall(b *callBatch, k int) {
+	c := b.calls[k]
+	ctx := b.ctx
+	if tc := c.GetTraceContext(); len(tc) > 1 {
+		carrier := make(propagation.MapCarrier, len(tc)/2)
+		for j := 0; j+1 < len(tc); j += 2 {
+			carrier[tc[j]] = tc[j+1]
+		}
+		ctx = pluginPropagator.Extract(ctx, carrier)
+	}
+	b.answer(k, s.decide(ctx, requestFromFlat(c.GetRequest())))
+	if b.left.Add(-1) == 0 { // every call answered: release the timer, without running expire
+		if b.unexpire != nil {
+			b.unexpire()
+		}
+		b.cancel()
+	}
+}
+
+// answer queues call k's reply, unless it was answered already.
+func (b *callBatch) answer(k int, resp *authpb.AuthenticateResponse) {
+	if b.answered[k].CompareAndSwap(false, true) {
+		b.w.add(&authpb.Reply{Id: b.calls[k].GetId(), Response: resp})
+	}
+}
+
+// expire answers every call still running with an Error once the batch's
+// deadline has passed (or the stream ended).
+func (b *callBatch) expire() {
+	for k := range b.calls {
+		b.answer(k, &authpb.AuthenticateResponse{Decision: authpb.Decision_DECISION_ERROR,
+			Error: "the plugin did not answer within the call's deadline: " + context.Cause(b.ctx).Error()})
+	}
+}
+
+// workers runs each call on an idle goroutine of its own, starting one when
+// none is idle, so that calls run concurrently as unary calls do, without
+// paying for a new goroutine's stack to grow on every call. A worker idle
+// for workerIdle ends.
+type workers struct {
+	work chan func()
+}
+
+// workerIdle is how long an idle worker waits for another call.
+const workerIdle = 10 * time.Second
+
+// do runs f on an idle worker, or a new one.
+func (w *workers) do(f func()) {
+	select {
+	case w.work <- f:
+	default:
+		go w.loop(f)
+	}
+}
+
+func (w *workers) loop(f func()) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		f()
+		idle.Reset(workerIdle)
+		select {
+		case f = <-w.work:
+		case <-idle.C:
+			return
+		}
+	}
+}

@@ -1,0 +1,247 @@
+package plugins_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
+	"github.com/agent-server/agent-server/plugins"
+)
+
+// headerFault runs the fault plugin in its header mode, alone on the rest
+// chain, with processes processes: each request's X-Fault value says what
+// the plugin does with it (see faultplugin.Config). hold is how long a
+// "hold:" request is held.
+func headerFault(t *testing.T, processes int, hold time.Duration) config.Config {
+	t.Helper()
+	cfg := faultConfig(t, "auth-fault", map[string]any{"mode": "header", "sleep": hold.String()})
+	cfg.Plugins.Processes = processes
+	return cfg
+}
+
+// fault is a rest request whose X-Fault value is what.
+func fault(what string) *core.Request {
+	return &core.Request{Route: core.RouteREST, Header: http.Header{"X-Fault": {what}}}
+}
+
+// process returns process k of plugin name.
+func process(t *testing.T, h *plugins.Host, name string, k int) plugins.ProcessHealth {
+	t.Helper()
+	for _, hl := range h.Health() {
+		if hl.Name == name {
+			return hl.Processes[k]
+		}
+	}
+	t.Fatalf("no plugin %s in %+v", name, h.Health())
+	return plugins.ProcessHealth{}
+}
+
+// Calls multiplexed on one stream, batched under load, each get their own
+// answer: 300 concurrent requests, each naming the subject the plugin
+// allows it as, all come back with their own.
+func TestStreamAnswersEveryCallWithItsOwnReply(t *testing.T) {
+	h, logs := startHost(t, headerFault(t, 1, 0))
+	c := chain(t, h, core.RouteREST)
+	if !strings.Contains(logs.String(), "protocol=3") {
+		t.Fatalf("the fault plugin did not negotiate protocol 3:\n%s", logs)
+	}
+	var wg sync.WaitGroup
+	for k := range 300 {
+		wg.Go(func() {
+			want := fmt.Sprintf("user-%d", k)
+			res := c.Authenticate(context.Background(), fault("allow:"+want))
+			if res.Decision != core.Allow || res.Principal.Subject != want {
+				t.Errorf("request %s: got %s %+v (%v)", want, res.Decision, res.Principal, res.Err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// A process that dies mid-stream fails exactly the calls in flight in it,
+// with Error, and no call after: the standby takes the next one at once,
+// while the dead process restarts. The plugin stays ready throughout.
+func TestCrashFailsOnlyTheCallsInFlightAndTheStandbyServes(t *testing.T) {
+	const hold = time.Minute // far beyond any answer this test waits for
+	h, _ := startHost(t, headerFault(t, 2, hold))
+	c := chain(t, h, core.RouteREST)
+	first := process(t, h, "fault", 0).PID
+
+	const held = 5
+	results := make(chan core.Result, held+1)
+	for k := range held {
+		go func() { results <- c.Authenticate(context.Background(), fault(fmt.Sprintf("hold:held-%d", k))) }()
+	}
+	waitFor(t, 30*time.Second, func() bool { return process(t, h, "fault", 0).InFlight == held })
+	if n := process(t, h, "fault", 1).InFlight; n != 0 {
+		t.Fatalf("the standby has %d calls in flight, want 0: process 0 takes calls while it has free slots", n)
+	}
+	start := time.Now()
+	go func() { results <- c.Authenticate(context.Background(), fault("exit")) }()
+	for range held + 1 {
+		if res := <-results; res.Decision != core.Error {
+			t.Errorf("a call in flight in the dead process: got %s, want error", res.Decision)
+		}
+	}
+	if took := time.Since(start); took > hold/2 {
+		t.Errorf("the calls in flight failed after %s: they waited for their hold, not for the crash", took)
+	}
+	// The next call goes to the standby: no error, no wait for a restart.
+	waitFor(t, 30*time.Second, func() bool { return process(t, h, "fault", 0).PID != first })
+	for k := range 20 {
+		if res := c.Authenticate(context.Background(), fault(fmt.Sprintf("allow:after-%d", k))); res.Decision != core.Allow {
+			t.Fatalf("call %d after the crash: got %s (%v), want allow", k, res.Decision, res.Err)
+		}
+		if err := h.Ready(); err != nil {
+			t.Fatalf("not ready with a standby serving: %v", err)
+		}
+	}
+	waitFor(t, 30*time.Second, func() bool {
+		p := process(t, h, "fault", 0)
+		return p.State == plugins.StateReady && p.Restarts == 1
+	})
+	if got := h.Status(); got != "ok" {
+		t.Errorf("Status after the restart = %q, want ok", got)
+	}
+}
+
+// While a process is down, the plugin is ready on its others, and Health,
+// Status and the metrics say which process is not serving.
+func TestHealthReportsEachProcess(t *testing.T) {
+	cfg := headerFault(t, 2, 0)
+	cfg.Plugins.Restart.InitialBackoff = 30 * time.Second // keep process 0 down while the test looks
+	cfg.Plugins.Restart.MaxBackoff = 30 * time.Second
+	h, reg := startMeasuredHost(t, cfg)
+	if err := syscall.Kill(process(t, h, "fault", 0).PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() bool { return process(t, h, "fault", 0).State == plugins.StateRestarting })
+	hl := h.Health()[0]
+	if hl.State != plugins.StateReady || hl.Up() != 1 || hl.PID != hl.Processes[1].PID {
+		t.Errorf("health = %+v, want ready on process 1", hl)
+	}
+	if err := h.Ready(); err != nil {
+		t.Errorf("Ready with one of two processes serving: %v", err)
+	}
+	if got, want := h.Status(), "ok; fault: 1 of 2 processes serving (process 0 restarting)"; got != want {
+		t.Errorf("Status = %q, want %q", got, want)
+	}
+	for series, want := range map[string]float64{
+		`agent_server_plugin_up{plugin="fault"}`:                     1,
+		`agent_server_plugin_process_up{plugin="fault",process="0"}`: 0,
+		`agent_server_plugin_process_up{plugin="fault",process="1"}`: 1,
+	} {
+		if got := gauge(t, reg, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	if res := chain(t, h, core.RouteREST).Authenticate(context.Background(), fault("allow:x")); res.Decision != core.Allow {
+		t.Errorf("with process 0 down: got %s (%v), want allow", res.Decision, res.Err)
+	}
+}
+
+// A hung process (SIGSTOP) fails its call at the deadline; the next call
+// goes to the standby, and after the hang grace the hung process is killed
+// and restarted.
+func TestHungProcessIsPassedOverThenRestarted(t *testing.T) {
+	cfg := headerFault(t, 2, 0)
+	cfg.Auth.RPCTimeout = 200 * time.Millisecond
+	log, logs := newLogger()
+	h := plugins.NewHost(cfg, log)
+	plugins.SetHangGrace(h, 300*time.Millisecond)
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	c := chain(t, h, core.RouteREST)
+	hung := process(t, h, "fault", 0).PID
+	if err := syscall.Kill(hung, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(hung, syscall.SIGCONT) })
+	waitFor(t, 30*time.Second, func() bool { return stopped(hung) })
+	res := c.Authenticate(context.Background(), fault("allow:x"))
+	if res.Decision != core.Error || !errors.Is(res.Err, context.DeadlineExceeded) {
+		t.Fatalf("a call to the stopped process: got %s (%v), want a deadline error", res.Decision, res.Err)
+	}
+	if res := c.Authenticate(context.Background(), fault("allow:y")); res.Decision != core.Allow {
+		t.Fatalf("the next call: got %s (%v), want allow by the standby", res.Decision, res.Err)
+	}
+	waitFor(t, 30*time.Second, func() bool {
+		p := process(t, h, "fault", 0)
+		return p.PID != hung && p.PID != 0 && p.State == plugins.StateReady
+	})
+	if !strings.Contains(logs.String(), "hung") {
+		t.Errorf("the hang was not logged:\n%s", logs)
+	}
+}
+
+// A plugin that breaks protocol 3, answering an ID it was never sent, one
+// twice, or ID 0, gets no call answered: each fails closed, and the
+// process is killed and restarted.
+func TestProtocolFaultFailsClosedAndRestarts(t *testing.T) {
+	for _, mode := range []string{"unknown", "duplicate", "zero"} {
+		t.Run(mode, func(t *testing.T) {
+			h := startRogue(t, mode)
+			c := chain(t, h, core.RouteREST)
+			first := process(t, h, "rogue", 0).PID
+			res := c.Authenticate(context.Background(), rogueRequest())
+			if res.Decision != core.Error || !strings.Contains(res.Err.Error(), "protocol fault") {
+				t.Fatalf("got %s (%v), want a protocol fault error", res.Decision, res.Err)
+			}
+			waitFor(t, 30*time.Second, func() bool {
+				p := process(t, h, "rogue", 0)
+				return p.PID != first && p.Restarts >= 1
+			})
+		})
+	}
+	// The same binary answering correctly is allowed: the faults are what
+	// failed above.
+	h := startRogue(t, "honest")
+	if res := chain(t, h, core.RouteREST).Authenticate(context.Background(), rogueRequest()); res.Decision != core.Allow {
+		t.Fatalf("honest rogue: got %s (%v), want allow", res.Decision, res.Err)
+	}
+}
+
+// stopped reports whether every thread of process pid is stopped.
+func stopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			return false
+		}
+		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) == 0 || f[0] != "T" {
+			return false
+		}
+	}
+	return true
+}
+
+func startRogue(t *testing.T, mode string) *plugins.Host {
+	t.Helper()
+	cfg := testConfig(t, false)
+	cfg.Plugins.Processes = 1
+	cfg.Auth.Chains = config.Chains{REST: []string{"rogue"}}
+	cfg.Plugins.Instances = map[string]config.Plugin{"rogue": {Path: filepath.Join(binDir, "auth-rogue"), Config: map[string]any{"mode": mode}}}
+	h, _ := startHost(t, cfg)
+	return h
+}
+
+func rogueRequest() *core.Request {
+	return &core.Request{Route: core.RouteREST, Header: http.Header{"X-Rogue": {"1"}}}
+}
