@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -100,6 +101,22 @@ func TestBodyFromRaw(t *testing.T) {
 		again := &Event{ID: e.ID, Source: e.Source, Kind: e.Kind, Body: BodyFromRaw(e.Raw)}
 		if err := again.Seal(); err != nil || !bytes.Equal(again.Raw, e.Raw) {
 			t.Errorf("body %s: BodyFromRaw gave %s, which seals to %s, not %s (%v)", body, again.Body, again.Raw, e.Raw, err)
+		}
+	}
+}
+
+// SealTrusted renders exactly what Seal does for a body Seal accepts.
+func TestSealTrusted(t *testing.T) {
+	ts := time.Date(2026, 11, 30, 1, 2, 3, 4000, time.UTC)
+	for _, body := range []string{``, `{}`, ` {"key":"full_state","value":{"a":1}} `, `{"code":"x","detail":"é \"q\""}`} {
+		sealed := &Event{ID: "id-1", Timestamp: ts, Source: SourceEnvironment, Kind: KindStateUpdate, Body: []byte(body)}
+		if err := sealed.Seal(); err != nil {
+			t.Fatalf("Seal(%s): %v", body, err)
+		}
+		trusted := &Event{ID: "id-1", Timestamp: ts, Source: SourceEnvironment, Kind: KindStateUpdate, Body: []byte(body)}
+		trusted.SealTrusted()
+		if !bytes.Equal(trusted.Raw, sealed.Raw) {
+			t.Errorf("body %s: SealTrusted = %s, Seal = %s", body, trusted.Raw, sealed.Raw)
 		}
 	}
 }

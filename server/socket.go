@@ -211,7 +211,7 @@ type attachment struct {
 	firstMessage bool             // authenticate by the first frame (see handshake.go)
 	done         func(ok bool)    // called once a first_message socket is decided
 	runtime      bool             // an agent runtime's socket (runtime.go)
-	audit        core.AuditRecord // who it is, for its audit records (audit.go)
+	audit        *core.AuditRecord // who it is, for its audit records (audit.go), shared with the actors
 }
 
 // route is the socket's route.
