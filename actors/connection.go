@@ -103,7 +103,7 @@ type connection struct {
 	reason       core.Disconnect // zero until a close is decided
 	behavior     actor.Behavior
 	bucket       tokenBucket
-	runtime      bool             // an agent runtime's socket (runtime_conn.go)
+	runtime      bool              // an agent runtime's socket (runtime_conn.go)
 	audit        *core.AuditRecord // who the socket is, for the audit log (audit.go)
 
 	// The authenticating state's.

@@ -49,8 +49,8 @@ type spawnConnection struct {
 	Request        *core.Request // the credential, re-run by Revalidate; nil skips it
 	FirstMessage   bool          // authenticate by the first frame within AuthTimeout
 	AuthTimeout    time.Duration
-	Runtime        bool             // an agent runtime's socket (runtime.go)
-	Done           func(ok bool)    // called once when a FirstMessage connection is decided
+	Runtime        bool              // an agent runtime's socket (runtime.go)
+	Done           func(ok bool)     // called once when a FirstMessage connection is decided
 	Audit          *core.AuditRecord // who the socket is, for its later audit records
 }
 

@@ -36,7 +36,7 @@ type supervisor struct {
 type connChild struct {
 	pid     *actor.PID
 	convID  string
-	request *core.Request    // nil: not revalidated (no credential, or still authenticating)
+	request *core.Request     // nil: not revalidated (no credential, or still authenticating)
 	audit   *core.AuditRecord // who the socket is, for a revocation's audit record
 }
 
