@@ -27,7 +27,9 @@ type supervisor struct {
 	// spawning, which Spawn calls it for at once, on this goroutine. One
 	// Props for all saves building one per socket. Connections are never
 	// restarted (stopCrashed stops them), so the producer runs once per
-	// actor.
+	// actor. Their mailboxes are protoactor's lock-free linked queues: an
+	// idle socket's actor then holds no ring buffer (the default mailbox
+	// allocates one, some 300 bytes, per actor).
 	connProps *actor.Props
 	spawning  *connection
 }
@@ -46,7 +48,7 @@ func newSupervisor(s *System) *supervisor {
 		c := sv.spawning
 		sv.spawning = nil // the actor is not kept here past its spawn
 		return c
-	}, s.dispatched())
+	}, s.dispatched(), actor.WithMailbox(actor.UnboundedLockfree()))
 	return sv
 }
 

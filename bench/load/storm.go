@@ -120,7 +120,7 @@ func (p StormParams) WithDefaults() StormParams {
 	return p
 }
 
-// Storm runs the reconnect-storm scenario.
+// Storm runs the reconnect-storm scenario on one server.
 //
 // N storm clients, each with a JWT of its own, connect to N/PerConversation
 // conversations; a publisher socket per conversation posts Rate events a
@@ -136,6 +136,17 @@ func (p StormParams) WithDefaults() StormParams {
 // its conversation before then. Tail after the last resumption the
 // posting stops; once every socket has every posted event (or Timeout
 // passes) each socket's events are counted: none lost, none twice.
+//
+// In cluster mode the same storm kills a node instead of dropping every
+// socket (issue 14). The pieces here are meant for that: the clients'
+// accounting (stormClient), their resumption with after_id (reconnect),
+// the pacing and the counting do not care which server a socket is on.
+// What a cluster variant adds: clients spread over the nodes (a client
+// per node in turn, as Fanout's Addrs does), a drop that is Nodes.Kill of
+// one node, whose clients then resume on a survivor, and posts made over
+// REST with idempotency keys and retried (recovery.go's post), since a
+// socket's post to a conversation whose owner has just died is not
+// acknowledged and so cannot be counted as posted.
 func Storm(ctx context.Context, srv Server, p StormParams) (*StormResult, error) {
 	p = p.WithDefaults()
 	keys := p.Credentials
