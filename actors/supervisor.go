@@ -107,7 +107,7 @@ func (sv *supervisor) authenticate(ctx actor.Context, m *authenticate) {
 	}
 	self, root, metrics := ctx.Self(), ctx.ActorSystem().Root, sv.sys.metrics
 	go func() {
-		cctx, cancel := context.WithDeadline(trace.ContextWithSpanContext(context.Background(), m.Trace), m.Deadline)
+		cctx, cancel := context.WithDeadline(withSpan(m.Trace), m.Deadline)
 		defer cancel()
 		start := time.Now()
 		res := runChain(cctx, chain, m.Request)
@@ -142,6 +142,16 @@ func (sv *supervisor) answer(ctx actor.Context, m *authenticated) {
 		ch.request = m.Request
 	}
 	ctx.Send(m.Conn, m)
+}
+
+// withSpan is a background context carrying sc, the caller's span, for
+// the plugin calls' spans to be its children; just the background when
+// the caller is not traced.
+func withSpan(sc trace.SpanContext) context.Context {
+	if !sc.IsValid() {
+		return context.Background()
+	}
+	return trace.ContextWithSpanContext(context.Background(), sc)
 }
 
 // logOutcome logs a decision and the authenticator that made it, never a

@@ -229,7 +229,7 @@ func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Resul
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	cctx, cancel := context.WithDeadline(trace.ContextWithSpanContext(context.Background(), sc), deadline)
+	cctx, cancel := context.WithDeadline(withSpan(sc), deadline)
 	reply := make(chan core.Result, 1)
 	go func() {
 		defer cancel()
