@@ -30,9 +30,9 @@ func (s *System) RecordAuth(rec *core.AuditRecord) {
 // auditFirstMessage records the decision on a socket's first frame, as
 // connection.authenticated acts on it: an error, a deny (or an expired
 // principal), a principal limited to other conversations, or an allow.
-func (s *System) auditFirstMessage(base core.AuditRecord, req *core.Request, res core.Result, convID string) {
+func (s *System) auditFirstMessage(base *core.AuditRecord, req *core.Request, res core.Result, convID string) {
 	rec := core.NewAuditRecord(core.AuditFirstMessage, req, res)
-	rec.RequestID = base.RequestID
+	rec.RequestID = baseRecord(base).RequestID
 	switch {
 	case res.Decision == core.Allow && res.Principal != nil && res.Principal.Expired(time.Now()):
 		rec.Decision, rec.ReasonClass, rec.Reason, rec.Subject = core.DecisionDeny, core.ClassExpired, core.ReasonExpired, ""
@@ -44,17 +44,17 @@ func (s *System) auditFirstMessage(base core.AuditRecord, req *core.Request, res
 
 // auditFirstMessageTimeout records a socket closed because its first
 // message did not come in time.
-func (s *System) auditFirstMessageTimeout(base core.AuditRecord) {
+func (s *System) auditFirstMessageTimeout(base *core.AuditRecord) {
 	s.metrics.firstMessageTimedOut()
-	rec := base
+	rec := baseRecord(base)
 	rec.Event, rec.Decision, rec.ReasonClass = core.AuditFirstMessage, core.DecisionDeny, core.ClassNoCredentials
 	rec.Reason = "no first message within auth.first_message_timeout"
 	s.RecordAuth(&rec)
 }
 
 // auditExpiry records a socket closed because its principal expired.
-func (s *System) auditExpiry(base core.AuditRecord, p *core.Principal) {
-	rec := base
+func (s *System) auditExpiry(base *core.AuditRecord, p *core.Principal) {
+	rec := baseRecord(base)
 	rec.Event, rec.Decision, rec.ReasonClass, rec.Reason = core.AuditExpiry, core.DecisionDeny, core.ClassExpired, core.ReasonExpired
 	if p != nil {
 		rec.Plugin, rec.Subject = p.Authenticator, core.AuditSubject(p)
@@ -64,14 +64,22 @@ func (s *System) auditExpiry(base core.AuditRecord, p *core.Principal) {
 
 // auditRevoked records a socket closed by revalidation, with the result
 // that refused its credential.
-func (s *System) auditRevoked(base core.AuditRecord, res core.Result) {
-	rec := base
+func (s *System) auditRevoked(base *core.AuditRecord, res core.Result) {
+	rec := baseRecord(base)
 	rec.Event, rec.Decision, rec.ReasonClass = core.AuditRevalidation, core.DecisionDeny, core.ClassRevoked
 	rec.Plugin, rec.Reason = res.Authenticator, res.Reason
 	if res.Decision == core.Allow {
 		rec.Reason = "the credential no longer opens this socket (expired, scopes or role)"
 	}
 	s.RecordAuth(&rec)
+}
+
+// baseRecord is a copy of a socket's base record, a zero one for nil.
+func baseRecord(base *core.AuditRecord) core.AuditRecord {
+	if base == nil {
+		return core.AuditRecord{}
+	}
+	return *base
 }
 
 // ConversationCounts returns how many conversation actors run and how many

@@ -43,8 +43,9 @@ type Attach struct {
 	Runtime bool
 	// Audit is who the socket is (route, remote address, conversation,
 	// request ID), for the audit records of its first message, expiry and
-	// revocation.
-	Audit core.AuditRecord
+	// revocation; shared by the connection and the supervisor, never
+	// changed. Nil writes those records without it.
+	Audit *core.AuditRecord
 }
 
 // defaultFirstMessageTimeout is Attach.AuthTimeout when unset.
@@ -102,8 +103,8 @@ type connection struct {
 	reason       core.Disconnect // zero until a close is decided
 	behavior     actor.Behavior
 	bucket       tokenBucket
-	runtime      bool             // an agent runtime's socket (runtime_conn.go)
-	audit        core.AuditRecord // who the socket is, for the audit log (audit.go)
+	runtime      bool              // an agent runtime's socket (runtime_conn.go)
+	audit        *core.AuditRecord // who the socket is, for the audit log (audit.go)
 
 	// The authenticating state's.
 	request     *core.Request // the handshake; the first frame is added to it

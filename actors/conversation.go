@@ -497,7 +497,7 @@ func (c *conversation) stateFrame() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return frame(core.KindStateUpdate, body)
+	return localFrame(core.KindStateUpdate, body), nil
 }
 
 // stateBody is the full_state body, rendered once per change of the
@@ -516,7 +516,7 @@ func (c *conversation) stateBody() ([]byte, error) {
 // serverError renders a ServerErrorEvent for one client. It is not appended
 // to the log.
 func serverError(code, detail string) ([]byte, error) {
-	return frame(core.KindServerError, core.ErrorBody(code, detail))
+	return localFrame(core.KindServerError, core.ErrorBody(code, detail)), nil
 }
 
 // frame seals a one-client event from the environment.
@@ -526,6 +526,15 @@ func frame(kind string, body []byte) ([]byte, error) {
 		return nil, fmt.Errorf("seal %s: %w", kind, err)
 	}
 	return ev.Raw, nil
+}
+
+// localFrame is frame for a body rendered on this node (core.StateBody,
+// core.ErrorBody), which is not checked again: every socket's full_state
+// is made here.
+func localFrame(kind string, body []byte) []byte {
+	ev := &core.Event{ID: core.NewID(), Timestamp: time.Now().UTC(), Source: core.SourceEnvironment, Kind: kind, Body: body}
+	ev.SealTrusted()
+	return ev.Raw
 }
 
 func truncate(s string, n int) string {

@@ -52,18 +52,25 @@ func newFanout(id string, store core.Store, log *slog.Logger, m *metrics) *fanou
 
 // subscriber is one attached connection.
 //
-// A subscriber is live when next is 0: it gets each event as it becomes
-// durable. Otherwise it is replaying: next is the Seq it receives next,
-// read from the store a page at a time off the mailbox (buf holds the page
-// being sent, ahead the page after it, read while buf is sent, so that a
-// store's round trip overlaps the sending; reading says a read from
-// readFrom is under way), and live fan-out skips it until the replay
-// reaches the durable end of the log. While resolving, its replay's start
-// is being looked up (after_id, since) and it gets nothing yet.
+// A subscriber is live when replay is nil: it gets each event as it
+// becomes durable. Otherwise it is replaying, and live fan-out skips it
+// until its replay reaches the durable end of the log. The struct is kept
+// small, the replay's state behind a pointer, since delivering an event
+// walks every subscriber of the conversation.
 type subscriber struct {
 	pid       *actor.PID
 	transport Transport
-	seen      uint64 // the last Seq it has: nothing at or below it is sent again
+	seen      uint64       // the last Seq it has: nothing at or below it is sent again
+	replay    *replayState // nil once live
+}
+
+// replayState is a replaying subscriber's. next is the Seq it receives
+// next, read from the store a page at a time off the mailbox (buf holds
+// the page being sent, ahead the page after it, read while buf is sent, so
+// that a store's round trip overlaps the sending; reading says a read from
+// readFrom is under way). While resolving, the replay's start is being
+// looked up (after_id, since) and the subscriber gets nothing yet.
+type replayState struct {
 	next      uint64
 	buf       []*core.Event
 	ahead     []*core.Event
@@ -80,7 +87,7 @@ func (f *fanout) len() int { return len(f.subs) }
 // replay, if any, is done).
 func (f *fanout) live(pid *actor.PID) bool {
 	i, ok := f.index[pid.Id]
-	return ok && f.subs[i].next == 0 && !f.subs[i].resolving
+	return ok && f.subs[i].replay == nil
 }
 
 // subscribe adds m.Conn, which got its first frame already, and starts the
@@ -94,21 +101,20 @@ func (f *fanout) subscribe(ctx actor.Context, m *attachConnection, durable uint6
 	case ReplayNone:
 		sub.seen = durable
 	case ReplayAll:
-		sub.next = 1
+		if durable > 0 { // else an empty log: nothing to replay
+			sub.replay = &replayState{next: 1}
+		}
 	default:
-		sub.resolving, sub.floor = true, durable+1
+		sub.replay = &replayState{resolving: true, floor: durable + 1}
 		self, root, store, id, r := ctx.Self(), ctx.ActorSystem().Root, f.store, f.id, m.Replay
 		go func() {
 			first, err := replayStart(store, id, r)
 			root.Send(self, &replayResolved{Conn: m.Conn, First: first, Err: err})
 		}()
 	}
-	if sub.next > durable {
-		sub.next = 0 // an empty log: nothing to replay
-	}
 	f.index[m.Conn.Id] = len(f.subs)
 	f.subs = append(f.subs, sub)
-	if sub.next != 0 {
+	if sub.replay != nil && !sub.replay.resolving {
 		f.pumpAll(ctx, durable)
 	}
 }
@@ -118,11 +124,12 @@ func (f *fanout) subscribe(ctx actor.Context, m *attachConnection, durable uint6
 // live fan-out skipped the subscriber meanwhile.
 func (f *fanout) resolved(ctx actor.Context, m *replayResolved, durable uint64) {
 	i, ok := f.index[m.Conn.Id]
-	if !ok || !f.subs[i].resolving {
+	if !ok || f.subs[i].replay == nil || !f.subs[i].replay.resolving {
 		return
 	}
 	sub := &f.subs[i]
-	sub.resolving = false
+	r := sub.replay
+	r.resolving = false
 	first := m.First
 	var unknown *unknownEventError
 	switch {
@@ -131,7 +138,7 @@ func (f *fanout) resolved(ctx actor.Context, m *replayResolved, durable uint64) 
 			f.removeAt(i)
 			return
 		}
-		first = sub.floor
+		first = r.floor
 	case m.Err != nil:
 		f.log.Error("attach: find replay start", "conversation", f.id, "err", m.Err)
 		sub.transport.Close(core.DisconnectInternalError)
@@ -141,9 +148,9 @@ func (f *fanout) resolved(ctx actor.Context, m *replayResolved, durable uint64) 
 	// The client has everything before first. Events that became durable
 	// during the lookup (from floor) are at or after first on one node; a
 	// relay's durable end can trail the log, so first may lie past it.
-	sub.next, sub.seen = first, first-1
-	if sub.next > durable {
-		sub.next = 0
+	r.next, sub.seen = first, first-1
+	if r.next > durable {
+		sub.replay = nil
 		return
 	}
 	f.pumpAll(ctx, durable)
@@ -191,7 +198,7 @@ func (f *fanout) resumed(ctx actor.Context, durable uint64) {
 func (f *fanout) pumpAll(ctx actor.Context, durable uint64) {
 	waiting := false
 	for i := 0; i < len(f.subs); {
-		if f.subs[i].next == 0 {
+		if r := f.subs[i].replay; r == nil || r.resolving {
 			i++
 			continue
 		}
@@ -219,18 +226,19 @@ func (f *fanout) pumpAll(ctx actor.Context, durable uint64) {
 // frame.
 func (f *fanout) pump(ctx actor.Context, sub *subscriber, durable uint64) (done, ok bool) {
 	bl, paced := sub.transport.(Backlogger)
+	r := sub.replay
 	for {
-		if len(sub.buf) == 0 && len(sub.ahead) > 0 {
-			sub.buf, sub.ahead = sub.ahead, nil
+		if len(r.buf) == 0 && len(r.ahead) > 0 {
+			r.buf, r.ahead = r.ahead, nil
 		}
 		f.readAhead(ctx, sub, durable)
-		if len(sub.buf) == 0 {
-			if sub.next > durable { // nothing can be in flight: reads start at or below durable
-				sub.next, sub.buf = 0, nil // caught up: live from here
+		if len(r.buf) == 0 {
+			if r.next > durable { // nothing can be in flight: reads start at or below durable
+				sub.replay = nil // caught up: live from here
 			}
 			return true, true
 		}
-		ev := sub.buf[0]
+		ev := r.buf[0]
 		if paced {
 			if queued, limit := bl.Backlog(); queued > 0 && queued+len(ev.Raw) > limit/2 {
 				return false, true
@@ -243,26 +251,27 @@ func (f *fanout) pump(ctx actor.Context, sub *subscriber, durable uint64) (done,
 			f.m.replayed()
 			sub.seen = ev.Seq
 		}
-		sub.buf[0] = nil
-		sub.buf = sub.buf[1:]
-		sub.next = ev.Seq + 1
+		r.buf[0] = nil
+		r.buf = r.buf[1:]
+		r.next = ev.Seq + 1
 	}
 }
 
 // readAhead starts the read of the page after what sub holds, unless one
 // is under way, one is held already, or the durable log has no more.
 func (f *fanout) readAhead(ctx actor.Context, sub *subscriber, durable uint64) {
-	if sub.reading || len(sub.ahead) > 0 {
+	r := sub.replay
+	if r.reading || len(r.ahead) > 0 {
 		return
 	}
-	from := sub.next
-	if n := len(sub.buf); n > 0 {
-		from = sub.buf[n-1].Seq + 1
+	from := r.next
+	if n := len(r.buf); n > 0 {
+		from = r.buf[n-1].Seq + 1
 	}
 	if from > durable {
 		return
 	}
-	sub.reading, sub.readFrom = true, from
+	r.reading, r.readFrom = true, from
 	self, root, store, id, conn := ctx.Self(), ctx.ActorSystem().Root, f.store, f.id, sub.pid
 	go func() {
 		evs, err := store.Events(context.Background(), id, from-1, replayPage)
@@ -275,11 +284,12 @@ func (f *fanout) readAhead(ctx actor.Context, sub *subscriber, durable uint64) {
 // dropped: they reach the subscriber by fan-out or by the next read.
 func (f *fanout) readDone(ctx actor.Context, m *replayRead, durable uint64) {
 	i, ok := f.index[m.Conn.Id]
-	if !ok || !f.subs[i].reading || f.subs[i].readFrom != m.Next {
+	if !ok || f.subs[i].replay == nil || !f.subs[i].replay.reading || f.subs[i].replay.readFrom != m.Next {
 		return
 	}
 	sub := &f.subs[i]
-	sub.reading = false
+	r := sub.replay
+	r.reading = false
 	if m.Err != nil || len(m.Events) == 0 || m.Events[0].Seq != m.Next {
 		f.log.Error("replay: read events", "conversation", f.id, "after", m.Next-1, "got", len(m.Events), "err", m.Err)
 		sub.transport.Close(core.DisconnectInternalError)
@@ -290,10 +300,10 @@ func (f *fanout) readDone(ctx actor.Context, m *replayRead, durable uint64) {
 	for len(evs) > 0 && evs[len(evs)-1].Seq > durable {
 		evs = evs[:len(evs)-1]
 	}
-	if len(sub.buf) == 0 {
-		sub.buf = evs
+	if len(r.buf) == 0 {
+		r.buf = evs
 	} else {
-		sub.ahead = evs
+		r.ahead = evs
 	}
 	f.pumpAll(ctx, durable)
 }
@@ -307,7 +317,7 @@ func (f *fanout) deliver(ev *core.Event) {
 	for i := 0; i < len(f.subs); {
 		s := &f.subs[i]
 		switch {
-		case s.next != 0 || s.resolving || ev.Seq <= s.seen:
+		case s.replay != nil || ev.Seq <= s.seen:
 		case s.transport.Send(ev.Raw):
 			s.seen = ev.Seq
 		default:
@@ -322,7 +332,7 @@ func (f *fanout) deliver(ev *core.Event) {
 // delta) to every live subscriber but those skip names.
 func (f *fanout) sendLive(frame []byte, skip func(*actor.PID) bool) {
 	for i := range f.subs {
-		if s := &f.subs[i]; s.next == 0 && !s.resolving && (skip == nil || !skip(s.pid)) {
+		if s := &f.subs[i]; s.replay == nil && (skip == nil || !skip(s.pid)) {
 			s.transport.Send(frame)
 		}
 	}

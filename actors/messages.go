@@ -20,8 +20,7 @@ import (
 type authenticate struct {
 	Request  *core.Request
 	Deadline time.Time
-	Reply    chan<- core.Result
-	Conn     *actor.PID // set instead of Reply by a connection authenticating by its first message
+	Conn     *actor.PID // the connection authenticating by its first message
 	// Trace is the caller's span, which the plugin calls' spans are
 	// children of; zero when not traced.
 	Trace trace.SpanContext
@@ -32,7 +31,6 @@ type authenticate struct {
 type authenticated struct {
 	Result  core.Result
 	Route   core.Route
-	Reply   chan<- core.Result
 	Conn    *actor.PID    // the asking connection, which gets this message
 	Request *core.Request // what was authenticated, kept for revalidation
 	Trace   trace.SpanContext
@@ -51,9 +49,9 @@ type spawnConnection struct {
 	Request        *core.Request // the credential, re-run by Revalidate; nil skips it
 	FirstMessage   bool          // authenticate by the first frame within AuthTimeout
 	AuthTimeout    time.Duration
-	Runtime        bool             // an agent runtime's socket (runtime.go)
-	Done           func(ok bool)    // called once when a FirstMessage connection is decided
-	Audit          core.AuditRecord // who the socket is, for its later audit records
+	Runtime        bool              // an agent runtime's socket (runtime.go)
+	Done           func(ok bool)     // called once when a FirstMessage connection is decided
+	Audit          *core.AuditRecord // who the socket is, for its later audit records
 }
 
 // connectionSpawned answers spawnConnection with the new actor's PID.
@@ -215,6 +213,10 @@ func (m *eventAppended) LogValue() slog.Value {
 
 // IgnoreDeadLetterLogging: a request racing a shutdown is expected.
 func (*authenticate) IgnoreDeadLetterLogging() {}
+
+// IgnoreDeadLetterLogging: a first-message connection may stop (its
+// timeout) before its chain answers; the answer holds the credential.
+func (*authenticated) IgnoreDeadLetterLogging() {}
 
 // IgnoreDeadLetterLogging: frames still arrive while a connection stops.
 func (*deliverFrame) IgnoreDeadLetterLogging() {}

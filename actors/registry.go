@@ -116,9 +116,9 @@ func (r *registry) route(ctx actor.Context, m addressed, sender *actor.PID) {
 	id := m.conversationID()
 	ch := r.convs[id]
 	if ch == nil {
-		props := actor.PropsFromProducer(func() actor.Actor { return newConversation(r.sys, id, local{}) })
+		props := actor.PropsFromProducer(func() actor.Actor { return newConversation(r.sys, id, local{}) }, r.sys.dispatched())
 		if r.sys.placement != nil { // cluster mode: this node's relay; the conversation runs on its owner
-			props = actor.PropsFromProducer(func() actor.Actor { return newRelay(r.sys, id) })
+			props = actor.PropsFromProducer(func() actor.Actor { return newRelay(r.sys, id) }, r.sys.dispatched())
 		}
 		pid := ctx.SpawnPrefix(props, "conversation-"+id)
 		ch = &child{pid: pid}

@@ -23,18 +23,33 @@ type supervisor struct {
 	children map[string]*connChild
 	closing  *core.Disconnect // set by CloseConnections
 	waiters  []*actor.PID     // senders of CloseConnections
+	// connProps spawns every connection actor: its producer hands over
+	// spawning, which Spawn calls it for at once, on this goroutine. One
+	// Props for all saves building one per socket. Connections are never
+	// restarted (stopCrashed stops them), so the producer runs once per
+	// actor. Their mailboxes are protoactor's lock-free linked queues: an
+	// idle socket's actor then holds no ring buffer (the default mailbox
+	// allocates one, some 300 bytes, per actor).
+	connProps *actor.Props
+	spawning  *connection
 }
 
 // connChild is one connection actor and what Revalidate needs to check it again.
 type connChild struct {
 	pid     *actor.PID
 	convID  string
-	request *core.Request    // nil: not revalidated (no credential, or still authenticating)
-	audit   core.AuditRecord // who the socket is, for a revocation's audit record
+	request *core.Request     // nil: not revalidated (no credential, or still authenticating)
+	audit   *core.AuditRecord // who the socket is, for a revocation's audit record
 }
 
 func newSupervisor(s *System) *supervisor {
-	return &supervisor{sys: s, children: make(map[string]*connChild)}
+	sv := &supervisor{sys: s, children: make(map[string]*connChild)}
+	sv.connProps = actor.PropsFromProducer(func() actor.Actor {
+		c := sv.spawning
+		sv.spawning = nil // the actor is not kept here past its spawn
+		return c
+	}, s.dispatched(), actor.WithMailbox(actor.UnboundedLockfree()))
+	return sv
 }
 
 // Receive handles the supervisor's messages.
@@ -49,11 +64,10 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 			m.Reply <- &connectionRefused{Reason: *sv.closing}
 			return
 		}
-		// The producer captures the actor, not m, which the actor would
-		// otherwise pin (with its reply channel) for the socket's life.
-		// Connections are never restarted, so one instance is enough.
-		conn := newConnection(sv.sys, m)
-		pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return conn }))
+		// The actor is built from m here, so that nothing keeps m (and its
+		// reply channel) for the socket's life.
+		sv.spawning = newConnection(sv.sys, m)
+		pid := ctx.Spawn(sv.connProps)
 		ch := &connChild{pid: pid, convID: m.ConversationID, audit: m.Audit}
 		if !m.FirstMessage {
 			ch.request = m.Request
@@ -80,40 +94,37 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 	}
 }
 
-// authenticate starts the chain in a goroutine, so a slow plugin never
-// holds up the mailbox. A handshake's result goes straight from there to
-// the waiting caller's Reply channel; a connection actor's comes back
-// through the supervisor (authenticated), which records what it allowed.
+// authenticate runs a first-message connection's chain in a goroutine, so
+// a slow plugin never holds up the mailbox; the result comes back through
+// the supervisor (authenticated), which records what it allowed.
+// Handshakes do not come here: System.Authenticate runs their chains.
 func (sv *supervisor) authenticate(ctx actor.Context, m *authenticate) {
 	chain := sv.sys.chains.Chain(m.Request.Route)
 	if chain == nil {
-		sv.answer(ctx, &authenticated{Route: m.Request.Route, Reply: m.Reply, Conn: m.Conn, Request: m.Request,
+		sv.answer(ctx, &authenticated{Route: m.Request.Route, Conn: m.Conn, Request: m.Request,
 			Result: core.Failed(fmt.Errorf("no authenticator chain for route %q", m.Request.Route))})
 		return
 	}
-	self, root, log, metrics := ctx.Self(), ctx.ActorSystem().Root, sv.sys.log, sv.sys.metrics
+	self, root, metrics := ctx.Self(), ctx.ActorSystem().Root, sv.sys.metrics
 	go func() {
+		cctx, cancel := context.WithDeadline(withSpan(m.Trace), m.Deadline)
+		defer cancel()
 		start := time.Now()
-		a := &authenticated{Route: m.Request.Route, Reply: m.Reply, Conn: m.Conn, Request: m.Request, Result: runChain(chain, m), Trace: m.Trace}
+		res := runChain(cctx, chain, m.Request)
 		metrics.chainRan(m.Request.Route, start)
-		if a.Conn != nil {
-			root.Send(self, a)
-			return
-		}
-		a.reply(log)
+		root.Send(self, &authenticated{Route: m.Request.Route, Conn: m.Conn, Request: m.Request, Result: res, Trace: m.Trace})
 	}()
 }
 
-// runChain runs chain until m.Deadline and turns a panic into an Error.
-func runChain(chain *core.Chain, m *authenticate) (res core.Result) {
+// runChain runs chain under ctx (its deadline bounds the plugins) and
+// turns a panic into an Error.
+func runChain(ctx context.Context, chain *core.Chain, req *core.Request) (res core.Result) {
 	defer func() {
 		if r := recover(); r != nil {
-			res = core.Failed(fmt.Errorf("authenticator chain %q panicked: %v", m.Request.Route, r))
+			res = core.Failed(fmt.Errorf("authenticator chain %q panicked: %v", req.Route, r))
 		}
 	}()
-	ctx, cancel := context.WithDeadline(trace.ContextWithSpanContext(context.Background(), m.Trace), m.Deadline)
-	defer cancel()
-	res = chain.Authenticate(ctx, m.Request)
+	res = chain.Authenticate(ctx, req)
 	if res.Decision == core.Allow && res.Principal == nil {
 		return core.Failed(errors.New("chain allowed without a principal"))
 	}
@@ -123,43 +134,45 @@ func runChain(chain *core.Chain, m *authenticate) (res core.Result) {
 	return res
 }
 
-// answer hands a chain's outcome to the waiting caller: a connection actor
-// authenticating by its first message, which is then revalidated with that
-// request, or the Reply channel.
+// answer hands a first-message connection its chain's outcome; it is
+// revalidated with that request from then on.
 func (sv *supervisor) answer(ctx actor.Context, m *authenticated) {
-	if m.Conn == nil {
-		m.reply(sv.sys.log)
-		return
-	}
-	m.logOutcome(sv.sys.log)
+	logOutcome(sv.sys.log, m.Route, m.Result, m.Trace)
 	if ch := sv.children[m.Conn.Id]; ch != nil && m.Result.Decision == core.Allow {
 		ch.request = m.Request
 	}
 	ctx.Send(m.Conn, m)
 }
 
-// reply logs the outcome and hands it to the Reply channel, which has room
-// for one result, so this never blocks.
-func (m *authenticated) reply(log *slog.Logger) {
-	m.logOutcome(log)
-	select {
-	case m.Reply <- m.Result:
-	default:
+// withSpan is a background context carrying sc, the caller's span, for
+// the plugin calls' spans to be its children; just the background when
+// the caller is not traced.
+func withSpan(sc trace.SpanContext) context.Context {
+	if !sc.IsValid() {
+		return context.Background()
 	}
+	return trace.ContextWithSpanContext(context.Background(), sc)
 }
 
-// logOutcome logs the decision and the authenticator that made it, never
-// a credential: an allow and a deny at debug level, an error as a warning.
+// logOutcome logs a decision and the authenticator that made it, never a
+// credential: an allow and a deny at debug level, an error as a warning.
 // The lines carry the request's trace ID when it is traced.
-func (m *authenticated) logOutcome(log *slog.Logger) {
-	ctx := trace.ContextWithSpanContext(context.Background(), m.Trace)
-	switch m.Result.Decision {
+func logOutcome(log *slog.Logger, route core.Route, res core.Result, sc trace.SpanContext) {
+	level := slog.LevelDebug
+	if res.Decision == core.Error {
+		level = slog.LevelWarn
+	}
+	if !log.Enabled(context.Background(), level) {
+		return
+	}
+	ctx := trace.ContextWithSpanContext(context.Background(), sc)
+	switch res.Decision {
 	case core.Allow:
-		log.DebugContext(ctx, "authentication allowed", "route", m.Route, "authenticator", m.Result.Authenticator, "subject", m.Result.Principal.Subject)
+		log.DebugContext(ctx, "authentication allowed", "route", route, "authenticator", res.Authenticator, "subject", res.Principal.Subject)
 	case core.Deny:
-		log.DebugContext(ctx, "authentication denied", "route", m.Route, "authenticator", m.Result.Authenticator, "reason", m.Result.Reason)
+		log.DebugContext(ctx, "authentication denied", "route", route, "authenticator", res.Authenticator, "reason", res.Reason)
 	case core.Error:
-		log.WarnContext(ctx, "authentication failed to decide", "route", m.Route, "authenticator", m.Result.Authenticator, "err", m.Result.Err)
+		log.WarnContext(ctx, "authentication failed to decide", "route", route, "authenticator", res.Authenticator, "err", res.Err)
 	}
 }
 
@@ -214,7 +227,9 @@ func stillAllowed(chains Chains, ch connChild, log *slog.Logger) (core.Result, b
 	if chain == nil {
 		return core.Result{}, true // no chain is a configuration error, not a revocation
 	}
-	res := runChain(chain, &authenticate{Request: ch.request, Deadline: time.Now().Add(authTimeout)})
+	ctx, cancel := context.WithTimeout(context.Background(), authTimeout)
+	defer cancel()
+	res := runChain(ctx, chain, ch.request)
 	switch res.Decision {
 	case core.Allow:
 		return res, !res.Principal.Expired(time.Now()) && res.Principal.CanAccess(ch.convID) &&

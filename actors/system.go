@@ -82,6 +82,9 @@ type System struct {
 	// placement is cluster mode's handle on the cluster; nil on a single
 	// node.
 	placement *placement
+	// dispatch runs the mailboxes of the actors spawned here on pooled
+	// goroutines (dispatch.go).
+	dispatch *dispatcher
 
 	closing  atomic.Bool
 	reason   atomic.Pointer[core.Disconnect] // how Shutdown closes sockets; nil: 1001
@@ -124,6 +127,7 @@ func New(opts Options) (*System, error) {
 
 		conversations: opts.Conversations,
 		audit:         opts.Audit,
+		dispatch:      newDispatcher(mailboxThroughput),
 	}
 	s.metrics = newMetrics(opts.Metrics, s, opts.StoreDriver)
 	s.writer = newWriter(opts.Store, s.root, log, s.metrics)
@@ -131,6 +135,7 @@ func New(opts Options) (*System, error) {
 		if _, ok := opts.Store.(core.Fencer); !ok {
 			_ = s.writer.close(context.Background())
 			sys.Shutdown()
+			s.dispatch.close()
 			return nil, errors.New("actors: cluster mode needs a store that fences (storage.driver: postgres)")
 		}
 		// Before any actor that other nodes address is spawned: PIDs take
@@ -139,6 +144,7 @@ func New(opts Options) (*System, error) {
 		if err != nil {
 			_ = s.writer.close(context.Background())
 			sys.Shutdown()
+			s.dispatch.close()
 			return nil, err
 		}
 		s.placement = p
@@ -149,24 +155,34 @@ func New(opts Options) (*System, error) {
 	// in 10 s; a restart stops their children first (see the package doc).
 	guardian := actor.WithGuardian(actor.NewOneForOneStrategy(10, 10*time.Second, restart))
 	s.registry, err = s.root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newRegistry(s) },
-		guardian, actor.WithSupervisor(actor.NewOneForOneStrategy(0, 10*time.Second, s.stopCrashed("conversation")))),
+		guardian, actor.WithSupervisor(actor.NewOneForOneStrategy(0, 10*time.Second, s.stopCrashed("conversation"))), s.dispatched()),
 		"conversations")
 	if err != nil {
 		_ = s.writer.close(context.Background())
 		sys.Shutdown()
+		s.dispatch.close()
 		return nil, fmt.Errorf("spawn conversation registry: %w", err)
 	}
 	s.supervisor, err = s.root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newSupervisor(s) },
-		guardian, actor.WithSupervisor(actor.NewOneForOneStrategy(0, 10*time.Second, s.stopCrashed("connection")))),
+		guardian, actor.WithSupervisor(actor.NewOneForOneStrategy(0, 10*time.Second, s.stopCrashed("connection"))), s.dispatched()),
 		"connections")
 	if err != nil {
 		s.root.Stop(s.registry)
 		_ = s.writer.close(context.Background())
 		sys.Shutdown()
+		s.dispatch.close()
 		return nil, fmt.Errorf("spawn connection supervisor: %w", err)
 	}
 	return s, nil
 }
+
+// mailboxThroughput is how many messages an actor handles per mailbox run
+// before it yields, protoactor's default.
+const mailboxThroughput = 300
+
+// dispatched is the props option that runs an actor's mailbox on the
+// system's pooled goroutines (dispatch.go).
+func (s *System) dispatched() actor.PropsOption { return actor.WithDispatcher(s.dispatch) }
 
 // restart is the decider of the two top-level actors.
 func restart(any) actor.Directive { return actor.RestartDirective }
@@ -192,31 +208,61 @@ func (s *System) stopCrashed(kind string) actor.DeciderFunc {
 	}
 }
 
-// authenticate runs req.Route's chain through the connection supervisor and
-// returns its result. It fails closed: a missing chain, a panic, the end of
-// ctx or a timeout is an Error result, never an Allow.
+// Authenticate runs req.Route's chain and returns its result. It fails
+// closed: a missing chain, a panic, the end of ctx or a timeout is an Error
+// result, never an Allow. The chain runs in a goroutine of its own, so a
+// plugin that ignores its deadline never holds the caller past it; one
+// context, carrying the deadline and the caller's span, bounds both the
+// plugins and the wait.
 func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Result {
 	if s.closing.Load() {
 		return core.Failed(ErrShutdown)
+	}
+	sc := trace.SpanContextFromContext(ctx)
+	chain := s.chains.Chain(req.Route)
+	if chain == nil {
+		res := core.Failed(fmt.Errorf("no authenticator chain for route %q", req.Route))
+		logOutcome(s.log, req.Route, res, sc)
+		return res
 	}
 	deadline := time.Now().Add(authTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
+	cctx, cancel := context.WithDeadline(withSpan(sc), deadline)
 	reply := make(chan core.Result, 1)
-	s.root.Send(s.supervisor, &authenticate{Request: req, Deadline: deadline, Reply: reply, Trace: trace.SpanContextFromContext(ctx)})
-	res, err := await(ctx, reply, time.Until(deadline))
-	if err != nil {
-		return core.Failed(fmt.Errorf("authenticate %s: %w", req.Route, err))
+	go func() {
+		defer cancel()
+		start := time.Now()
+		res := runChain(cctx, chain, req)
+		s.metrics.chainRan(req.Route, start)
+		reply <- res // before cancel: a waiter woken by the cancel finds it
+	}()
+	var res core.Result
+	select {
+	case res = <-reply:
+	case <-cctx.Done():
+		select {
+		case res = <-reply:
+		default:
+			res = core.Failed(fmt.Errorf("authenticate %s: %w", req.Route, context.DeadlineExceeded))
+		}
+	case <-ctx.Done():
+		res = core.Failed(fmt.Errorf("authenticate %s: %w", req.Route, ctx.Err()))
 	}
+	logOutcome(s.log, req.Route, res, sc)
 	return res
 }
 
 // await waits for the one answer an actor sends to reply: at most d, and
 // no longer than ctx lasts (context.DeadlineExceeded after d).
 func await[T any](ctx context.Context, reply <-chan T, d time.Duration) (T, error) {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
+	timer := timers.Get().(*time.Timer)
+	timer.Reset(d)
+	defer func() {
+		timer.Stop() // since Go 1.23 no stale tick is left in its channel
+		timers.Put(timer)
+	}()
 	select {
 	case v := <-reply:
 		return v, nil
@@ -228,6 +274,14 @@ func await[T any](ctx context.Context, reply <-chan T, d time.Duration) (T, erro
 		return zero, context.DeadlineExceeded
 	}
 }
+
+// timers are stopped timers for await to reuse: every connect waits on
+// one, and a new timer per connect was garbage for the collector.
+var timers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // Connect starts the connection actor of an upgraded socket. The actor
 // attaches to conversationID's actor, which sends the full_state frame and
@@ -333,6 +387,7 @@ func (s *System) Shutdown(ctx context.Context) error {
 			} else {
 				s.sys.Shutdown()
 			}
+			s.dispatch.close()
 		}()
 	})
 	select {

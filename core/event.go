@@ -95,8 +95,30 @@ func (e *Event) Seal() error {
 	if body[0] != '{' || !json.Valid(body) {
 		return errors.New("event body must be a JSON object")
 	}
+	e.seal(body)
+	return nil
+}
+
+// SealTrusted is Seal for a Body the caller has just rendered as one JSON
+// object itself (EncodeJSON's output, say), which it does not check again:
+// the full_state frame every socket gets first is sealed this way. A Body
+// that is not a JSON object makes a Raw that is not JSON.
+func (e *Event) SealTrusted() {
+	body := bytes.TrimSpace(e.Body)
+	if len(body) == 0 {
+		body = []byte("{}")
+	}
+	e.seal(body)
+}
+
+// seal renders Raw from the envelope and body, a JSON object.
+func (e *Event) seal(body []byte) {
 	var buf bytes.Buffer
-	buf.Grow(len(body) + 128 + len(e.ParentID))
+	size := len(body) + len(`{"id":,"timestamp":"","source":,"kind":,`) + len(TimestampLayout) + len(e.ID) + len(e.Source) + len(e.Kind) + 6
+	if e.ParentID != "" {
+		size += len(`,"parent_id":""`) + len(e.ParentID)
+	}
+	buf.Grow(size)
 	buf.WriteString(`{"id":`)
 	writeJSONString(&buf, e.ID)
 	buf.WriteString(`,"timestamp":"`)
@@ -115,7 +137,6 @@ func (e *Event) Seal() error {
 	}
 	buf.Write(rest)
 	e.Raw = buf.Bytes()
-	return nil
 }
 
 // BodyOffset returns where the body's members start in a sealed event's

@@ -122,3 +122,19 @@ func BenchmarkSeal(b *testing.B) {
 		})
 	}
 }
+
+// SealTrusted renders exactly what Seal does for a body Seal accepts.
+func TestSealTrusted(t *testing.T) {
+	ts := time.Date(2026, 11, 30, 1, 2, 3, 4000, time.UTC)
+	for _, body := range []string{``, `{}`, ` {"key":"full_state","value":{"a":1}} `, `{"code":"x","detail":"é \"q\""}`} {
+		sealed := &Event{ID: "id-1", Timestamp: ts, Source: SourceEnvironment, Kind: KindStateUpdate, Body: []byte(body)}
+		if err := sealed.Seal(); err != nil {
+			t.Fatalf("Seal(%s): %v", body, err)
+		}
+		trusted := &Event{ID: "id-1", Timestamp: ts, Source: SourceEnvironment, Kind: KindStateUpdate, Body: []byte(body)}
+		trusted.SealTrusted()
+		if !bytes.Equal(trusted.Raw, sealed.Raw) {
+			t.Errorf("body %s: SealTrusted = %s, Seal = %s", body, trusted.Raw, sealed.Raw)
+		}
+	}
+}

@@ -16,8 +16,8 @@ func (s *Server) recordAuth(r *http.Request, rec core.AuditRecord) {
 // socketAudit is who an upgraded socket is, for its later audit records
 // (first message, expiry, revocation): route, remote address, conversation
 // and the handshake's request ID.
-func socketAudit(r *http.Request, req *core.Request) core.AuditRecord {
-	return core.AuditRecord{Route: req.Route, RemoteAddr: req.RemoteAddr, Conversation: req.PathParams[paramConversationID], RequestID: infoOf(r.Context()).id}
+func socketAudit(r *http.Request, req *core.Request) *core.AuditRecord {
+	return &core.AuditRecord{Route: req.Route, RemoteAddr: req.RemoteAddr, Conversation: req.PathParams[paramConversationID], RequestID: infoOf(r.Context()).id}
 }
 
 // rateLimited counts a 429 answered before any plugin ran (limit is

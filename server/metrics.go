@@ -111,12 +111,12 @@ func newServerMetrics(reg prometheus.Registerer, s *Server) *serverMetrics {
 		Name: "agent_server_slow_consumer_closes_total",
 		Help: "WebSockets closed with 4008 because their outbound queue passed limits.send_queue_bytes.",
 	}, []string{"route"})
-	// Observed once per frame queued, on the fan-out path: classic buckets
-	// only, since native ones cost 45 ns an observation instead of 13
+	// Observed once per write, on the fan-out path: classic buckets only,
+	// since native ones cost 45 ns an observation instead of 13
 	// (docs/benchmarks.md, "What the metrics cost").
 	queue := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "agent_server_socket_queue_bytes",
-		Help:    "Bytes already queued or being written on a socket when a frame is queued.",
+		Help:    "Most bytes a socket's send queue held during one write (those written and those queued meanwhile), the figure limits.send_queue_bytes bounds; one observation per write.",
 		Buckets: []float64{0, 1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 512 << 10, 1 << 20, 4 << 20},
 	}, []string{"route"})
 	for _, route := range socketRoutes {

@@ -196,3 +196,42 @@ func TestPerFrameModeWritesEachFrame(t *testing.T) {
 		t.Errorf("got %d writes, want 8 (4 frames)", n)
 	}
 }
+
+// depthObserver records the queue-depth observations.
+type depthObserver struct {
+	mu   sync.Mutex
+	seen []float64
+}
+
+func (d *depthObserver) Observe(v float64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.seen = append(d.seen, v)
+}
+
+// The queue depth is observed once per write, at its peak: the frames being
+// written plus those queued meanwhile, which is what the bound sees.
+func TestQueueDepthObservedPerWrite(t *testing.T) {
+	conn := gatedConn()
+	o := newOutbound(conn, 1<<20, time.Second)
+	depth := &depthObserver{}
+	o.depth = depth
+	o.failed = func(err error) { t.Errorf("write failed: %v", err) }
+	closed := make(chan struct{})
+	o.closeSent = func() { close(closed) }
+
+	o.send([]byte("first")) // 2 + 5 bytes
+	<-conn.entered
+	for _, m := range []string{"a", "bb", "ccc"} { // 3 + 4 + 5 bytes, queued during the first write
+		o.send([]byte(m))
+	}
+	close(conn.release)
+	waitWrites(t, conn, 2)
+	o.close(core.DisconnectShutdown) // a third write, alone: 2 + 2 + len(reason)
+	<-closed
+	depth.mu.Lock()
+	defer depth.mu.Unlock()
+	if len(depth.seen) != 3 || depth.seen[0] != 7+12 || depth.seen[1] != 12 {
+		t.Errorf("depth observations %v, want 3 writes, the first seeing 19 bytes, the second 12", depth.seen)
+	}
+}

@@ -207,11 +207,11 @@ type attachment struct {
 	replay    actors.Replay
 	reject    *core.Disconnect // auth.reject_with: close — close at open instead of connecting
 
-	request      *core.Request    // the handshake, kept for revalidation and first_message
-	firstMessage bool             // authenticate by the first frame (see handshake.go)
-	done         func(ok bool)    // called once a first_message socket is decided
-	runtime      bool             // an agent runtime's socket (runtime.go)
-	audit        core.AuditRecord // who it is, for its audit records (audit.go)
+	request      *core.Request     // the handshake, kept for revalidation and first_message
+	firstMessage bool              // authenticate by the first frame (see handshake.go)
+	done         func(ok bool)     // called once a first_message socket is decided
+	runtime      bool              // an agent runtime's socket (runtime.go)
+	audit        *core.AuditRecord // who it is, for its audit records (audit.go), shared with the actors
 }
 
 // route is the socket's route.

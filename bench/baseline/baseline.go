@@ -16,7 +16,13 @@
 //     full_state, rendered once per path;
 //   - a client frame {"role":"user","content":"<text>"} rendered once as a
 //     MessageEvent and queued to every connection on the same path, the
-//     sender included. Anything else is ignored.
+//     sender included. Anything else is ignored;
+//   - ?after_id=<event id>: after full_state, the events of the path that
+//     came after that one, from a small in-memory log (the last LogSize
+//     events of the path, kept while the path has a socket), then live
+//     ones, with nothing lost or sent twice; an id no longer in the log
+//     gets a ServerErrorEvent with code unknown_event_id instead, as
+//     agent-server answers an id not in its log.
 //
 // Fan-out is what makes a baseline strong or weak, so it is done the fast
 // way: each event is framed once (header and payload in one slice shared by
@@ -34,6 +40,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +57,7 @@ const eventsPrefix = "/sockets/events/"
 const (
 	defaultQueueBytes    = 1 << 20
 	defaultMaxFrameBytes = 64 << 10
+	defaultLogSize       = 1024
 )
 
 // Options configures a Server.
@@ -58,6 +66,7 @@ type Options struct {
 	JWTSecret     string   // optional: also accept HS256 bearer JWTs signed with it
 	QueueBytes    int      // outbound bytes one connection may have pending
 	MaxFrameBytes int      // largest client frame
+	LogSize       int      // events each path keeps for after_id (default 1024)
 }
 
 // Server is the reference server. It is an http.Handler for the events
@@ -67,6 +76,7 @@ type Server struct {
 	jwt        *jwtlib.Parser
 	jwtSecret  []byte
 	queueBytes int
+	logSize    int
 	upgrader   *gws.Upgrader
 
 	mu    sync.Mutex
@@ -78,7 +88,7 @@ func New(opts Options) (*Server, error) {
 	if len(opts.Keys) == 0 {
 		return nil, errors.New("baseline: at least one key is required")
 	}
-	s := &Server{queueBytes: opts.QueueBytes, rooms: make(map[string]*room)}
+	s := &Server{queueBytes: opts.QueueBytes, logSize: opts.LogSize, rooms: make(map[string]*room)}
 	for _, k := range opts.Keys {
 		if k == "" {
 			return nil, errors.New("baseline: empty key")
@@ -91,6 +101,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if s.queueBytes <= 0 {
 		s.queueBytes = defaultQueueBytes
+	}
+	if s.logSize <= 0 {
+		s.logSize = defaultLogSize
 	}
 	maxFrame := opts.MaxFrameBytes
 	if maxFrame <= 0 {
@@ -112,7 +125,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if !s.authenticate(r) {
+	query := r.URL.Query()
+	if !s.authenticate(r, query) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = w.Write([]byte(`{"detail":"Authentication failed"}`))
@@ -124,7 +138,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &conn{ws: ws, nc: ws.NetConn(), limit: s.queueBytes}
 	ws.Session().(*session).c = c
-	s.join(id, c)
+	s.join(id, c, query.Get("after_id"))
 	go ws.ReadLoop()
 }
 
@@ -160,8 +174,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // authenticate applies the first credential present: the query key, the
 // X-Session-API-Key header, then a bearer token (a JWT when a secret is
 // set and the token has JWT shape, else a key).
-func (s *Server) authenticate(r *http.Request) bool {
-	if k := r.URL.Query().Get("session_api_key"); k != "" {
+func (s *Server) authenticate(r *http.Request, query url.Values) bool {
+	if k := query.Get("session_api_key"); k != "" {
 		return s.keyValid(k)
 	}
 	if k := r.Header.Get("X-Session-API-Key"); k != "" {
@@ -194,29 +208,69 @@ func (s *Server) jwtValid(tok string) bool {
 }
 
 // room is the set of connections on one path, with the full_state frame
-// they all receive first.
+// they all receive first and the log of its last events.
 type room struct {
 	id    string
 	state []byte // framed full_state event
 	mu    sync.Mutex
 	conns map[*conn]struct{}
+	log   []logged // a ring of the last events, log[next%len(log)] the oldest once full
+	next  int      // events ever logged
 }
 
-// join queues the full_state frame and adds c to its room, under the room's
-// lock, so no broadcast can come first.
-func (s *Server) join(id string, c *conn) {
+// logged is one event of a room's log: its id and its frame.
+type logged struct {
+	id    string
+	frame []byte
+}
+
+// join queues the full_state frame, then what the room's log holds after
+// afterID (when not empty), and adds c to its room, all under the room's
+// lock, so no broadcast can come between them.
+func (s *Server) join(id string, c *conn, afterID string) {
 	s.mu.Lock()
 	rm := s.rooms[id]
 	if rm == nil {
-		rm = &room{id: id, state: frame(stateEvent(id)), conns: make(map[*conn]struct{})}
+		rm = &room{id: id, state: frame(stateEvent(id)), conns: make(map[*conn]struct{}), log: make([]logged, 0, s.logSize)}
 		s.rooms[id] = rm
 	}
 	rm.mu.Lock() // before s.mu is released, so leave cannot delete rm meanwhile
 	s.mu.Unlock()
 	c.room = rm
 	c.push(rm.state)
+	if afterID != "" {
+		rm.replay(c, afterID)
+	}
 	rm.conns[c] = struct{}{}
 	rm.mu.Unlock()
+}
+
+// replay queues on c the logged events after afterID, or an
+// unknown_event_id error when the log does not hold it. Callers hold mu.
+func (rm *room) replay(c *conn, afterID string) {
+	n := len(rm.log)
+	for back := 1; back <= n; back++ { // newest first: a reconnecting client missed little
+		if rm.log[(rm.next-back)%n].id != afterID {
+			continue
+		}
+		for i := back - 1; i >= 1; i-- {
+			c.push(rm.log[(rm.next-i)%n].frame)
+		}
+		return
+	}
+	c.push(frame(errorEvent("unknown_event_id", "event is not in this conversation's log; nothing was replayed")))
+}
+
+// record appends one event to the log, dropping the oldest when it is
+// full. Callers hold mu.
+func (rm *room) record(id string, f []byte) {
+	e := logged{id: id, frame: f}
+	if len(rm.log) < cap(rm.log) {
+		rm.log = append(rm.log, e)
+	} else {
+		rm.log[rm.next%len(rm.log)] = e
+	}
+	rm.next++
 }
 
 // leave removes c from its room and forgets an empty room.
@@ -235,10 +289,12 @@ func (s *Server) leave(c *conn) {
 	s.mu.Unlock()
 }
 
-// broadcast queues one framed event on every connection of rm.
-func (rm *room) broadcast(f []byte) {
+// broadcast logs one framed event and queues it on every connection of
+// rm.
+func (rm *room) broadcast(id string, f []byte) {
 	rm.mu.Lock()
 	defer rm.mu.Unlock()
+	rm.record(id, f)
 	for c := range rm.conns {
 		c.push(f)
 	}
@@ -255,8 +311,8 @@ type handler struct {
 func (h handler) OnMessage(ws *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
 	c := ws.Session().(*session).c
-	if ev := messageEvent(msg.Bytes()); ev != nil {
-		c.room.broadcast(frame(ev))
+	if id, ev := messageEvent(msg.Bytes()); ev != nil {
+		c.room.broadcast(id, frame(ev))
 	}
 }
 
@@ -276,40 +332,54 @@ func stateEvent(id string) []byte {
 		CreatedAt       string `json:"created_at"`
 		UpdatedAt       string `json:"updated_at"`
 	}{id, "idle", now, now})
-	return append(envelope("environment", "ConversationStateUpdateEvent"), append(append([]byte(`,"key":"full_state","value":`), v...), '}')...)
+	_, b := envelope("environment", "ConversationStateUpdateEvent")
+	return append(b, append(append([]byte(`,"key":"full_state","value":`), v...), '}')...)
+}
+
+// errorEvent renders a ServerErrorEvent for one client.
+func errorEvent(code, detail string) []byte {
+	v, _ := json.Marshal(struct {
+		Code   string `json:"code"`
+		Detail string `json:"detail"`
+	}{code, detail})
+	_, b := envelope("environment", "ServerErrorEvent")
+	return append(append(append(b, ','), v[1:len(v)-1]...), '}')
 }
 
 // messageEvent renders a {"role":"user","content":"<text>"} frame as a
-// MessageEvent, copying the already valid JSON string, or returns nil.
-func messageEvent(data []byte) []byte {
+// MessageEvent, copying the already valid JSON string, and returns its id;
+// or it returns a nil event.
+func messageEvent(data []byte) (string, []byte) {
 	var m struct {
 		Role    string          `json:"role"`
 		Content json.RawMessage `json:"content"`
 	}
 	if json.Unmarshal(data, &m) != nil || m.Role != "user" || len(m.Content) == 0 || m.Content[0] != '"' {
-		return nil
+		return "", nil
 	}
-	b := envelope("user", "MessageEvent")
+	id, b := envelope("user", "MessageEvent")
 	b = append(b, `,"llm_message":{"role":"user","content":[{"type":"text","text":`...)
 	b = append(b, m.Content...)
-	return append(b, `}]},"activated_skills":[]}`...)
+	return id, append(b, `}]},"activated_skills":[]}`...)
 }
 
 // timestampLayout is agent-server's event timestamp format.
 const timestampLayout = "2006-01-02T15:04:05.000000Z"
 
-// envelope starts an event object with a fresh id and timestamp.
-func envelope(source, kind string) []byte {
+// envelope starts an event object with a fresh id and timestamp, and
+// returns the id too.
+func envelope(source, kind string) (string, []byte) {
+	id := uuid.NewString()
 	b := make([]byte, 0, 256)
 	b = append(b, `{"id":"`...)
-	b = append(b, uuid.NewString()...)
+	b = append(b, id...)
 	b = append(b, `","timestamp":"`...)
 	b = time.Now().UTC().AppendFormat(b, timestampLayout)
 	b = append(b, `","source":"`...)
 	b = append(b, source...)
 	b = append(b, `","kind":"`...)
 	b = append(b, kind...)
-	return append(b, '"')
+	return id, append(b, '"')
 }
 
 // session is a gws.SessionStorage that holds only the connection, smaller

@@ -219,3 +219,75 @@ func TestQueueLimitDrops(t *testing.T) {
 type nopConn struct{ net.Conn }
 
 func (nopConn) Close() error { return nil }
+
+// A socket that comes back with after_id gets, after full_state, exactly the
+// events it missed, then live ones; an id the log does not hold gets an
+// unknown_event_id error.
+func TestAfterIDReplay(t *testing.T) {
+	s, err := New(Options{Keys: []string{testKey}, LogSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
+	h := http.Header{"X-Session-Api-Key": {testKey}}
+	pub, _, err := dial(t, ts, "/sockets/events/r", h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readEvent(t, pub)
+	say := func(text string) event {
+		t.Helper()
+		msg, _ := json.Marshal(map[string]string{"role": "user", "content": text})
+		if err := pub.WriteMessage(websocket.TextMessage, msg); err != nil {
+			t.Fatal(err)
+		}
+		return readEvent(t, pub)
+	}
+	var ids []string
+	for _, text := range []string{"a", "b", "c", "d", "e"} {
+		ids = append(ids, say(text).ID)
+	}
+	texts := func(c *websocket.Conn, n int) []string {
+		t.Helper()
+		var out []string
+		for range n {
+			e := readEvent(t, c)
+			if e.Kind != "MessageEvent" {
+				t.Fatalf("got %+v, want a MessageEvent", e)
+			}
+			out = append(out, e.LLM.Content[0].Text)
+		}
+		return out
+	}
+	resume := func(after string) *websocket.Conn {
+		t.Helper()
+		c, _, err := dial(t, ts, "/sockets/events/r?after_id="+after, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := readEvent(t, c); e.Key != "full_state" {
+			t.Fatalf("first frame %+v, want full_state", e)
+		}
+		return c
+	}
+	// The log keeps the last 4 events: b, c, d, e.
+	c := resume(ids[2])
+	if got := texts(c, 2); strings.Join(got, ",") != "d,e" {
+		t.Errorf("after c: replayed %v, want d, e", got)
+	}
+	f := say("f")
+	if got := texts(c, 1); got[0] != "f" {
+		t.Errorf("after the replay: %v, want the live f", got)
+	}
+	c = resume(f.ID)
+	say("g")
+	if got := texts(c, 1); got[0] != "g" {
+		t.Errorf("after the last event: %v, want only the live g", got)
+	}
+	// "a" has fallen out of the log.
+	c = resume(ids[0])
+	if e := readEvent(t, c); e.Kind != "ServerErrorEvent" {
+		t.Errorf("after an id out of the log: %+v, want a ServerErrorEvent", e)
+	}
+}

@@ -1,5 +1,5 @@
-// Package load is agent-bench's load generator: the four scenarios of the
-// benchmark issue, run against one server over loopback WebSockets.
+// Package load is agent-bench's load generator: the scenarios of the
+// benchmark issues, run against one server over loopback WebSockets.
 //
 //   - Connect: N connections authenticate, receive their first (full_state)
 //     frame and close, C at a time; connections per second and the
@@ -13,6 +13,11 @@
 //   - Churn: connections that connect, send one message, see it come back
 //     and leave, at a steady rate for a duration; the error rate, and the
 //     server's RSS at the end against the start.
+//   - Storm: N clients, each with a JWT of its own, drop their sockets at
+//     once while events keep being posted, and come back with after_id
+//     after a random delay; the time until every one has resumed, errors
+//     by kind, every event delivered once, the server's CPU per reconnect,
+//     and a paced fan-out's latency during the storm against before it.
 //
 // A scenario knows the server only through Server: an address, a way to
 // create a conversation, and probes of its memory and CPU. Starting and
@@ -48,6 +53,11 @@ type Server struct {
 	// CPU reads the CPU time the server (and its plugins) have used so far;
 	// nil when unknown.
 	CPU func() (time.Duration, error)
+
+	// Metric reads one series of the server's Prometheus metrics, named
+	// as exposed (name{label="value",...}); 0 for a series not exposed
+	// yet. Nil when the server has none.
+	Metric func(series string) (float64, error)
 }
 
 // Memory is a reading of a server's resident memory, in bytes.

@@ -167,3 +167,50 @@ func TestHandshakeError(t *testing.T) {
 		t.Fatalf("dial with a wrong key: %v, want a HandshakeError with 401", err)
 	}
 }
+
+func TestSeqSet(t *testing.T) {
+	tests := []struct {
+		add        []uint64
+		wantPrefix uint64
+	}{
+		{nil, 0},
+		{[]uint64{1, 2}, 0},
+		{[]uint64{0, 1, 2}, 3},
+		{[]uint64{2, 0, 1, 5, 3}, 4},
+		{[]uint64{0, 64, 1, 130}, 2},
+	}
+	for _, tt := range tests {
+		var s seqSet
+		for _, v := range tt.add {
+			s.add(v)
+		}
+		if got := s.prefix(); got != tt.wantPrefix {
+			t.Errorf("add %v: prefix %d, want %d", tt.add, got, tt.wantPrefix)
+		}
+		for _, v := range tt.add {
+			if !s.has(v) {
+				t.Errorf("add %v: has(%d) false", tt.add, v)
+			}
+		}
+		if s.has(999) {
+			t.Errorf("add %v: has(999) true", tt.add)
+		}
+	}
+}
+
+func TestEventID(t *testing.T) {
+	tests := []struct {
+		frame, want string
+		ok          bool
+	}{
+		{`{"id":"abc-1","kind":"MessageEvent"}`, "abc-1", true},
+		{`{"kind":"MessageEvent","id":"x"}`, "", false},
+		{`{"id":"","kind":"x"}`, "", false},
+		{`{"id":"unterminated`, "", false},
+	}
+	for _, tt := range tests {
+		if got, ok := eventID([]byte(tt.frame)); got != tt.want || ok != tt.ok {
+			t.Errorf("eventID(%s) = %q, %v; want %q, %v", tt.frame, got, ok, tt.want, tt.ok)
+		}
+	}
+}

@@ -142,9 +142,45 @@ func (m *Measurement) derive() []metric {
 			metric{name: "server ERROR log lines", unit: "count", value: float64(m.ServerErrorLines), better: -1},
 		)
 		out = append(out, busy(r.CPU, r.Elapsed)...)
+	case *load.StormResult:
+		out = append(out, stormMetrics(r, ms, per)...)
+		out = append(out, busy(r.CPU, r.Storm)...)
 	}
 	m.metrics = out
 	return out
+}
+
+// stormMetrics are the reconnect storm's figures.
+func stormMetrics(r *load.StormResult, ms func(time.Duration) float64, per func(time.Duration, int) float64) []metric {
+	all := math.NaN()
+	if r.Resumed == r.Clients {
+		all = ms(r.AllResumed)
+	}
+	hits := math.NaN()
+	if r.CacheHits >= 0 {
+		hits = r.CacheHits
+	}
+	slower := math.NaN()
+	if r.Quiet.P99 > 0 && r.StormLatency.Count > 0 {
+		slower = float64(r.StormLatency.P99) / float64(r.Quiet.P99)
+	}
+	out := []metric{
+		{name: "clients resumed", unit: "count", value: float64(r.Resumed), better: +1, goal: &goal{bound: float64(r.Clients)}},
+		{name: "time until all resumed", unit: "ms", value: all, better: -1, goal: &goal{ratio: true, le: true, bound: 1.5}},
+		{name: "time to resume p50", unit: "ms", value: ms(r.Resume.P50), better: -1},
+		{name: "time to resume p99", unit: "ms", value: ms(r.Resume.P99), better: -1},
+		{name: "server CPU per reconnect", unit: "us", value: per(r.CPU.Server, r.Clients), better: -1},
+		{name: "lost + duplicated", unit: "count", value: float64(r.Lost + r.Duplicates), better: -1, goal: &goal{le: true, bound: 0}},
+	}
+	for _, k := range load.StormErrorKinds {
+		out = append(out, metric{name: "errors: " + k, unit: "count", value: float64(r.ErrorsByKind[k]), better: -1})
+	}
+	return append(out,
+		metric{name: "JWT cache hits in the storm", unit: "count", value: hits, better: -1, goal: &goal{le: true, bound: 0}},
+		metric{name: "paced fan-out p99, quiet", unit: "ms", value: ms(r.Quiet.P99), better: -1},
+		metric{name: "paced fan-out p99, storm", unit: "ms", value: ms(r.StormLatency.P99), better: -1},
+		metric{name: "paced fan-out p99 storm/quiet", unit: "x", value: slower, better: -1, goal: &goal{le: true, bound: 3}, noRatio: true},
+	)
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
@@ -370,6 +406,8 @@ func (m *Measurement) firstErrors() []string {
 		return r.FirstErrors
 	case *load.ChurnResult:
 		return r.FirstErrors
+	case *load.StormResult:
+		return r.FirstErrors
 	}
 	return nil
 }
@@ -406,6 +444,10 @@ func (r *Report) caseLabel(c string) string {
 		return fmt.Sprintf("idle: %d conns held %s", p.IdleN, p.IdleHold)
 	case CaseChurn:
 		return fmt.Sprintf("churn: %g conns/s for %s", p.ChurnRate, p.ChurnDuration)
+	case CaseStorm:
+		s := p.Storm
+		return fmt.Sprintf("reconnect-storm: %d clients, a distinct JWT each, %d per conversation, %g events/s each; all drop, resume with after_id after [0, %s]; paced fan-out to %d others at %g/s",
+			s.N, s.PerConversation, s.Rate, s.Jitter, s.QuietSubs, s.QuietRate)
 	}
 	return c
 }

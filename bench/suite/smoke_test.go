@@ -124,6 +124,13 @@ func check(t *testing.T, c string, p Params, res any) {
 		if r.Attempts != want || r.OK != want || r.Errors != 0 || r.Start.RSS <= 0 || r.Start.Anon <= 0 {
 			t.Errorf("attempts %d, ok %d, errors %d %v, start memory %+v; want %d clean cycles", r.Attempts, r.OK, r.Errors, r.FirstErrors, r.Start, want)
 		}
+	case *load.StormResult:
+		want := p.Storm.N
+		if r.Clients != want || r.Resumed != want || r.Resume.Count != want || r.Posted == 0 || r.Expected == 0 ||
+			r.Delivered != r.Expected || r.Lost != 0 || r.Duplicates != 0 || r.Errors != 0 || r.Quiet.Count == 0 {
+			t.Errorf("resumed %d of %d, delivered %d of %d (%d posted), lost %d, duplicates %d, errors %v %v, quiet samples %d; want all resumed, all delivered once",
+				r.Resumed, want, r.Delivered, r.Expected, r.Posted, r.Lost, r.Duplicates, r.ErrorsByKind, r.FirstErrors, r.Quiet.Count)
+		}
 	default:
 		t.Errorf("result %T", res)
 	}

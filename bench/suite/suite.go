@@ -30,10 +30,13 @@ const (
 	CaseFanoutPaced = "fanout-paced" // at Params.PacedRate
 	CaseIdle        = "idle"
 	CaseChurn       = "churn"
+	// CaseStorm: StormN clients with a distinct JWT each drop their sockets
+	// at once and resume with after_id (load.Storm).
+	CaseStorm = "reconnect-storm"
 )
 
 // Cases lists every case name in order.
-var Cases = []string{CaseConnect, CaseConnectJWT, CaseReject, CaseFanout, CaseFanoutPaced, CaseIdle, CaseChurn}
+var Cases = []string{CaseConnect, CaseConnectJWT, CaseReject, CaseFanout, CaseFanoutPaced, CaseIdle, CaseChurn, CaseStorm}
 
 // Params are the knobs of every case.
 type Params struct {
@@ -54,6 +57,9 @@ type Params struct {
 	ChurnDuration time.Duration
 	ChurnC        int
 	ChurnSettle   time.Duration
+
+	// Storm is the reconnect storm's; its Credentials are set per run.
+	Storm load.StormParams
 }
 
 // Defaults are the parameters of the committed benchmark.
@@ -64,6 +70,7 @@ func Defaults() Params {
 		Subs: 1000, Msgs: 2000, Size: 256, PacedRate: 100, PacedMsgs: 500, FanoutC: 50,
 		IdleN: 10000, IdleC: 100, IdlePerConv: 100, IdleHold: 10 * time.Second,
 		ChurnRate: 100, ChurnDuration: 5 * time.Minute, ChurnC: 50, ChurnSettle: 60 * time.Second,
+		Storm: load.StormParams{}.WithDefaults(),
 	}
 }
 
@@ -75,6 +82,11 @@ func Tiny() Params {
 		Subs: 5, Msgs: 20, Size: 100, PacedRate: 200, PacedMsgs: 10, FanoutC: 5,
 		IdleN: 20, IdleC: 10, IdlePerConv: 8, IdleHold: 200 * time.Millisecond,
 		ChurnRate: 40, ChurnDuration: time.Second, ChurnC: 8, ChurnSettle: time.Second,
+		Storm: load.StormParams{
+			N: 40, PerConversation: 10, Concurrency: 8, Rate: 20, Jitter: 200 * time.Millisecond,
+			Hold: 300 * time.Millisecond, QuietSubs: 5, QuietRate: 50, QuietWindow: 300 * time.Millisecond,
+			Tail: 200 * time.Millisecond, Timeout: 20 * time.Second, Size: 100,
+		},
 	}
 }
 
@@ -155,8 +167,8 @@ func (cfg *Config) check() error {
 		if !slices.Contains(Cases, c) {
 			return fmt.Errorf("unknown case %q; cases: %s", c, strings.Join(Cases, ", "))
 		}
-		if c == CaseConnectJWT && len(cfg.JWTSecret) < 32 {
-			return errors.New("connect-jwt needs a JWT secret of at least 32 bytes")
+		if (c == CaseConnectJWT || c == CaseStorm) && len(cfg.JWTSecret) < 32 {
+			return fmt.Errorf("%s needs a JWT secret of at least 32 bytes", c)
 		}
 	}
 	if cfg.External != nil && (len(cfg.Targets) != 1 || cfg.Targets[0] != cfg.External.Kind) {
@@ -180,14 +192,14 @@ func measure(ctx context.Context, cfg Config, c string, k target.Kind, run int) 
 		spec := target.Spec{
 			Kind: k, Key: cfg.Key,
 			ServerBin: cfg.ServerBin, PluginDir: cfg.PluginDir,
-			SubscriberCap: max(p.Subs, p.IdlePerConv, 50) + 8,
+			SubscriberCap: max(p.Subs, p.IdlePerConv, p.Storm.PerConversation, p.Storm.QuietSubs, 50) + 8,
 			BaselineCmd:   cfg.BaselineCmd,
 			CPUs:          cfg.ServerCPUs,
 			Env:           cfg.ServerEnv,
 			Storage:       cfg.Storage,
 			Pprof:         cfg.Pprof,
 		}
-		if c == CaseConnectJWT {
+		if c == CaseConnectJWT || c == CaseStorm {
 			spec.JWTSecret = cfg.JWTSecret
 		}
 		var err error
@@ -224,6 +236,11 @@ func measure(ctx context.Context, cfg Config, c string, k target.Kind, run int) 
 		res, err = load.Idle(ctx, srv, load.IdleParams{Credentials: creds, N: p.IdleN, Concurrency: p.IdleC, PerConversation: p.IdlePerConv, Hold: p.IdleHold})
 	case CaseChurn:
 		res, err = load.Churn(ctx, srv, load.ChurnParams{Credentials: creds, Rate: p.ChurnRate, Duration: p.ChurnDuration, Concurrency: p.ChurnC, Settle: p.ChurnSettle, Size: p.Size})
+	case CaseStorm:
+		sp := p.Storm
+		sp.Credentials = creds
+		sp.CacheSeries = jwtCacheHits
+		res, err = load.Storm(ctx, srv, sp)
 	}
 	if err != nil {
 		m.Err = err.Error()
@@ -233,6 +250,10 @@ func measure(ctx context.Context, cfg Config, c string, k target.Kind, run int) 
 	}
 	return m
 }
+
+// jwtCacheHits is agent-server's series of decision-cache hits for the
+// jwt plugin, which the storm clients authenticate with.
+const jwtCacheHits = `agent_server_auth_cache_hits_total{plugin="jwt"}`
 
 // isNil reports whether a scenario returned a nil result pointer.
 func isNil(res any) bool {
@@ -244,6 +265,8 @@ func isNil(res any) bool {
 	case *load.IdleResult:
 		return r == nil
 	case *load.ChurnResult:
+		return r == nil
+	case *load.StormResult:
 		return r == nil
 	}
 	return true

@@ -127,6 +127,51 @@ func parseStat(b []byte) (time.Duration, int, error) {
 	return time.Duration(ut+st) * time.Second / userHZ, ppid, nil
 }
 
+// Metric reads one series from agent-server's /metrics on its admin
+// listener, named as exposed (name{label="value",...}): its value, or 0
+// when the series is not exposed (a labelled counter appears once first
+// counted). The baseline has no metrics.
+func (p *Process) Metric(series string) (float64, error) {
+	admin := p.AdminAddr()
+	if admin == "" {
+		return 0, fmt.Errorf("%s serves no metrics", p.Kind)
+	}
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics: %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return 0, err
+	}
+	return seriesValue(body, series)
+}
+
+// seriesValue finds series in a text exposition: 0 when it is absent.
+func seriesValue(exposition []byte, series string) (float64, error) {
+	prefix := []byte(series + " ")
+	for line := range bytes.Lines(exposition) {
+		rest, ok := bytes.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		f := strings.Fields(string(rest))
+		if len(f) == 0 {
+			break
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric %s: %w", series, err)
+		}
+		return v, nil
+	}
+	return 0, nil
+}
+
 // NewConversation returns a conversation to connect to: created over REST
 // on agent-server, a fresh UUID on the baseline, which needs none.
 func (p *Process) NewConversation(ctx context.Context) (string, error) {

@@ -364,5 +364,9 @@ func (p *Process) cleanup() {
 
 // Server describes p to the load scenarios.
 func (p *Process) Server() load.Server {
-	return load.Server{Addr: p.Addr, NewConversation: p.NewConversation, Memory: p.Memory, CPU: p.CPU}
+	srv := load.Server{Addr: p.Addr, NewConversation: p.NewConversation, Memory: p.Memory, CPU: p.CPU}
+	if p.Kind.isAgentServer() {
+		srv.Metric = p.Metric
+	}
+	return srv
 }

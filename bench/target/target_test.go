@@ -62,3 +62,26 @@ func TestAgentServerConfig(t *testing.T) {
 		t.Errorf("metrics off or pprof missing:\n%s", cfg)
 	}
 }
+
+func TestSeriesValue(t *testing.T) {
+	exp := []byte("# HELP agent_server_auth_cache_hits_total x\n# TYPE agent_server_auth_cache_hits_total counter\n" +
+		"agent_server_auth_cache_hits_total{plugin=\"jwt\"} 12\n" +
+		"agent_server_auth_cache_hits_total{plugin=\"jwt2\"} 99\n" +
+		"agent_server_auth_cache_hits_total{plugin=\"query\"} 3.5e+06\n")
+	tests := []struct {
+		series string
+		want   float64
+	}{
+		{`agent_server_auth_cache_hits_total{plugin="jwt"}`, 12},
+		{`agent_server_auth_cache_hits_total{plugin="query"}`, 3.5e6},
+		{`agent_server_auth_cache_hits_total{plugin="header"}`, 0},
+	}
+	for _, tt := range tests {
+		if got, err := seriesValue(exp, tt.series); err != nil || got != tt.want {
+			t.Errorf("seriesValue(%s) = %v, %v; want %v", tt.series, got, err, tt.want)
+		}
+	}
+	if _, err := seriesValue([]byte("m{a=\"b\"} nope\n"), `m{a="b"}`); err == nil {
+		t.Error("an unreadable value: want an error")
+	}
+}

@@ -81,7 +81,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		pid        = fs.Int("pid", 0, "with -addr: the server's pid, to read its RSS and CPU")
 		key        = fs.String("key", "", "session API key (default: a random one for the servers started here; required with -addr)")
 		auth       = fs.String("auth", string(d.Auth), "where connections put the key: query, header, bearer or jwt")
-		jwtSecret  = fs.String("jwt-secret", "", "HS256 secret for connect-jwt and -auth=jwt (default: random)")
+		jwtSecret  = fs.String("jwt-secret", "", "HS256 secret for connect-jwt, reconnect-storm and -auth=jwt (default: random)")
 		scenario   = fs.String("scenario", "all", "comma-separated cases, or all: "+strings.Join(suite.Cases, ", "))
 		n          = fs.Int("n", 0, "connections in connect, reject, connect-jwt and idle (default per case: 10000, 10000, 5000, 10000)")
 		c          = fs.Int("c", 0, "concurrency: connections in flight at once, in every case")
@@ -94,6 +94,13 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		duration   = fs.Duration("duration", d.ChurnDuration, "churn duration")
 		hold       = fs.Duration("hold", d.IdleHold, "how long idle connections are held")
 		settle     = fs.Duration("settle", d.ChurnSettle, "longest wait for the RSS to come back after churn")
+		stormN     = fs.Int("storm-n", d.Storm.N, "reconnect-storm clients, a distinct JWT each")
+		stormConv  = fs.Int("storm-per-conv", d.Storm.PerConversation, "reconnect-storm clients per conversation")
+		stormRate  = fs.Float64("storm-rate", d.Storm.Rate, "reconnect-storm events per second to each conversation")
+		jitter     = fs.Duration("storm-jitter", d.Storm.Jitter, "reconnect-storm: each client reconnects after a uniform random delay in [0, this]")
+		stormHold  = fs.Duration("storm-hold", d.Storm.Hold, "reconnect-storm: time from the last first connect to the drop; more than auth.cache.allow_ttl (10s) keeps the cache out")
+		quietSubs  = fs.Int("storm-quiet-subs", d.Storm.QuietSubs, "reconnect-storm: subscribers of the paced fan-out that stays up")
+		quietRate  = fs.Float64("storm-quiet-rate", d.Storm.QuietRate, "reconnect-storm: messages per second of that fan-out")
 		runs       = fs.Int("runs", 3, "runs of every case")
 		out        = fs.String("out", "text", "report format: text, markdown or json")
 		jsonOut    = fs.String("json-out", "", "also write every measurement as JSON to this file")
@@ -132,6 +139,11 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	}
 	p.Subs, p.Msgs, p.PacedMsgs, p.Size, p.PacedRate = *subs, *msgs, *pacedMsgs, *size, *rate
 	p.ChurnRate, p.ChurnDuration, p.IdleHold, p.ChurnSettle = *churnRate, *duration, *hold, *settle
+	p.Storm.N, p.Storm.PerConversation, p.Storm.Rate, p.Storm.Jitter, p.Storm.Hold = *stormN, *stormConv, *stormRate, *jitter, *stormHold
+	p.Storm.QuietSubs, p.Storm.QuietRate, p.Storm.Size = *quietSubs, *quietRate, *size
+	if *c > 0 {
+		p.Storm.Concurrency = *c
+	}
 
 	cfg := suite.Config{
 		Runs: *runs, Params: p, Key: *key, JWTSecret: *jwtSecret,
@@ -189,8 +201,8 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if n := raiseFileLimit(); n < uint64(max(p.IdleN, p.Subs))+1024 {
-		fmt.Fprintf(stderr, "agent-bench: warning: open-file limit %d is low for %d connections\n", n, max(p.IdleN, p.Subs))
+	if need := max(p.IdleN, p.Subs, p.Storm.N+p.Storm.N/max(p.Storm.PerConversation, 1)+p.Storm.QuietSubs); raiseFileLimit() < uint64(need)+1024 {
+		fmt.Fprintf(stderr, "agent-bench: warning: open-file limit is low for %d connections\n", need)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -296,6 +308,9 @@ func Describe(cfg suite.Config, rep *suite.Report) string {
 		storage = "storage.driver " + cfg.Storage
 	}
 	fmt.Fprintf(&b, "agent-server: default config with %s (metrics, audit log to stderr and access log on), except a bench key, failures_per_minute 0, messages_per_second 0 and the subscriber cap the fan-out needs", storage)
+	if slices.Contains(cfg.Cases, suite.CaseStorm) {
+		fmt.Fprintf(&b, "; reconnect-storm: the jwt plugin in the events chain, the decision cache on with its defaults, the drop %s after the last first connect (auth.cache.allow_ttl is 10s), so no storm client's decision is cached", cfg.Params.Storm.Hold)
+	}
 	if slices.Contains(cfg.Targets, target.AgentServerNoMetrics) {
 		b.WriteString("; agent-server-nometrics: the same with metrics.enabled false")
 	}
