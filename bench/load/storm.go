@@ -209,7 +209,7 @@ type storm struct {
 	cls     []*client
 	convs   []string
 	pubs    []*conn         // a publisher per conversation, the quiet one last (Storm only)
-	sent    []atomic.Uint64 // events posted to each conversation: every seq below it
+	sent    []atomic.Uint64 // per conversation: every seq below it is posted (sent by its publisher, or acknowledged over REST)
 	clients []*stormClient
 	quiet   []*stormClient
 	errs    errorLog
