@@ -135,7 +135,7 @@ func (f *follower) resume(ctx context.Context, afterID string) bool {
 	f.mu.Unlock()
 	var last error
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		node, err := f.trial.pick(from)
+		node, err := f.trial.rest.pick(from)
 		if err != nil {
 			last = err
 			break

@@ -18,6 +18,12 @@
 //     after a random delay; the time until every one has resumed, errors
 //     by kind, every event delivered once, the server's CPU per reconnect,
 //     and a paced fan-out's latency during the storm against before it.
+//   - ClusterStorm: the same storm on a cluster, where the drop is the
+//     SIGKILL of one node: only its clients reconnect, through the
+//     survivors, whose caches never saw their JWTs, while the clients on
+//     the survivors keep receiving; posts go over REST, retried with
+//     idempotency keys. On one server, a share of the clients drop their
+//     sockets instead, for the same-run comparison.
 //
 // A scenario knows the server only through Server: an address, a way to
 // create a conversation, and probes of its memory and CPU. Starting and

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -94,11 +93,8 @@ func Recovery(ctx context.Context, n Nodes, p RecoveryParams) (*RecoveryResult, 
 	if err := p.Credentials.check(); err != nil {
 		return nil, fmt.Errorf("recovery: %w", err)
 	}
-	rt := &trial{n: n, p: p, live: make([]bool, nodes), http: newRESTClient(p.Writers + p.Conversations)}
-	defer rt.http.CloseIdleConnections()
-	for i := range rt.live {
-		rt.live[i] = true
-	}
+	rt := &trial{n: n, p: p, rest: newRESTNodes(n, p.Key, p.Writers+p.Conversations)}
+	defer rt.rest.http.CloseIdleConnections()
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	rt.nonce = hex.EncodeToString(b[:])
@@ -193,7 +189,7 @@ func (rt *trial) kill(ctx context.Context, r *RecoveryResult) error {
 	for _, f := range rt.followers {
 		f.setProbe(probeText[f.conv])
 	}
-	rt.setLive(rt.p.Victim, false)
+	rt.rest.setLive(rt.p.Victim, false)
 	killed := time.Now()
 	rt.killedAt.Store(&killed)
 	if err := rt.n.Kill(rt.p.Victim); err != nil {
@@ -292,7 +288,7 @@ type trial struct {
 	n         Nodes
 	p         RecoveryParams
 	nonce     string // makes the trial's post texts and keys unique
-	http      *http.Client
+	rest      *restNodes
 	convs     []string
 	owner     []int
 	followers []*follower
@@ -301,38 +297,11 @@ type trial struct {
 	errs      errorLog
 
 	mu    sync.Mutex
-	live  []bool
-	next  int            // round-robin over live nodes
 	texts map[string]int // acknowledged post text -> conversation index
 	acked atomic.Int64   // len(texts)
 	// slowest and retried are SlowestPost and Retried.
 	slowest time.Duration
 	retried int
-}
-
-func (rt *trial) setLive(node int, up bool) {
-	rt.mu.Lock()
-	rt.live[node] = up
-	rt.mu.Unlock()
-}
-
-// pick returns a live node other than avoid (-1 for any), round-robin.
-func (rt *trial) pick(avoid int) (int, error) {
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	for range rt.live {
-		i := rt.next % len(rt.live)
-		rt.next++
-		if rt.live[i] && i != avoid {
-			return i, nil
-		}
-	}
-	for i, up := range rt.live {
-		if up {
-			return i, nil
-		}
-	}
-	return -1, errNoSurvivor
 }
 
 // check reads every conversation's log and counts what is lost,

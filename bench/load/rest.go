@@ -10,11 +10,13 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
-// The recovery scenario's REST side: writers posting with idempotency keys
-// through the live nodes, and the read of a conversation's log.
+// The cluster scenarios' REST side: posts with idempotency keys through
+// the live nodes in turn (recovery's writers, the cluster storm's posters),
+// and the read of a conversation's log.
 
 // newRESTClient is an HTTP client that keeps conns connections per node
 // and bounds each call by postAttempt.
@@ -22,6 +24,110 @@ func newRESTClient(conns int) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = max(conns, 2)
 	return &http.Client{Transport: tr, Timeout: postAttempt}
+}
+
+// restNodes makes REST calls with the session key through the nodes that
+// are up, in turn. It is safe for concurrent use.
+type restNodes struct {
+	n    Nodes
+	key  string
+	http *http.Client
+
+	mu   sync.Mutex
+	live []bool
+	next int // round-robin over live nodes
+}
+
+// newRESTNodes returns a restNodes with every node up, keeping conns
+// connections to each.
+func newRESTNodes(n Nodes, key string, conns int) *restNodes {
+	r := &restNodes{n: n, key: key, http: newRESTClient(conns), live: make([]bool, len(n.Servers))}
+	for i := range r.live {
+		r.live[i] = true
+	}
+	return r
+}
+
+func (r *restNodes) setLive(node int, up bool) {
+	r.mu.Lock()
+	r.live[node] = up
+	r.mu.Unlock()
+}
+
+// pick returns a live node other than avoid (-1 for any), round-robin.
+func (r *restNodes) pick(avoid int) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for range r.live {
+		i := r.next % len(r.live)
+		r.next++
+		if r.live[i] && i != avoid {
+			return i, nil
+		}
+	}
+	for i, up := range r.live {
+		if up {
+			return i, nil
+		}
+	}
+	return -1, errNoSurvivor
+}
+
+// post posts body to conversation conv with the idempotency key idem,
+// through live nodes in turn (another one after each failed attempt),
+// until one acknowledges it or timeout passes. It returns when the
+// acknowledgement arrived and how many attempts failed before it. A post
+// whose owner has just died is not acknowledged, though it may be in the
+// log: the next attempt, with the same key, finds it there or appends it.
+func (r *restNodes) post(ctx context.Context, conv string, body []byte, idem string, timeout time.Duration) (time.Time, int, error) {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for attempt := 0; time.Now().Before(deadline); attempt++ {
+		node, err := r.pick(-1)
+		if err != nil {
+			return time.Time{}, attempt, err
+		}
+		code, answer, err := r.call(ctx, node, http.MethodPost, "/api/conversations/"+conv+"/events", body, idem)
+		if code == http.StatusOK {
+			return time.Now(), attempt, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("HTTP %d %s", code, firstBytes(answer, 200))
+		}
+		last = fmt.Errorf("through node %d: %w", node, err)
+		if !sleep(ctx, retryWait) {
+			return time.Time{}, attempt, ctx.Err()
+		}
+	}
+	return time.Time{}, 0, fmt.Errorf("post %s not acknowledged within %s; last: %w", idem, timeout, last)
+}
+
+// call makes one REST call on node with the key (and an idempotency key
+// when idem is not empty) and returns the status and body; 0 on a
+// transport error.
+func (r *restNodes) call(ctx context.Context, node int, method, path string, body []byte, idem string) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+r.n.Servers[node].Addr+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("X-Session-API-Key", r.key)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if idem != "" {
+		req.Header.Set("Idempotency-Key", idem)
+	}
+	resp, err := r.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	return resp.StatusCode, b, err
 }
 
 // write posts to random conversations at Rate/Writers per second until
@@ -58,75 +164,30 @@ func (rt *trial) write(ctx context.Context, w int, stop <-chan struct{}) {
 	}
 }
 
-// post posts text to conversation k with text as its idempotency key,
-// through live nodes in turn, until one acknowledges it or Timeout passes,
-// and records it as acknowledged. It returns when the acknowledgement
-// arrived.
+// post posts text to conversation k with text as its idempotency key
+// (restNodes.post) and records it as acknowledged. It returns when the
+// acknowledgement arrived.
 func (rt *trial) post(ctx context.Context, k int, text string) (time.Time, error) {
 	body := []byte(`{"role":"user","content":"` + text + `"}`)
 	start := time.Now()
-	deadline := start.Add(rt.p.Timeout)
-	var last error
-	for attempt := 0; time.Now().Before(deadline); attempt++ {
-		node, err := rt.pick(-1)
-		if err != nil {
-			return time.Time{}, err
-		}
-		code, answer, err := rt.call(ctx, node, http.MethodPost, "/api/conversations/"+rt.convs[k]+"/events", body, text)
-		if code == http.StatusOK {
-			at := time.Now()
-			rt.mu.Lock()
-			if rt.texts == nil {
-				rt.texts = map[string]int{}
-			}
-			if _, ok := rt.texts[text]; !ok {
-				rt.texts[text] = k
-				rt.acked.Add(1)
-			}
-			rt.slowest = max(rt.slowest, at.Sub(start))
-			if attempt > 0 {
-				rt.retried++
-			}
-			rt.mu.Unlock()
-			return at, nil
-		}
-		if err == nil {
-			err = fmt.Errorf("HTTP %d %s", code, firstBytes(answer, 200))
-		}
-		last = fmt.Errorf("through node %d: %w", node, err)
-		if !sleep(ctx, retryWait) {
-			return time.Time{}, ctx.Err()
-		}
-	}
-	return time.Time{}, fmt.Errorf("post %s not acknowledged within %s; last: %w", text, rt.p.Timeout, last)
-}
-
-// call makes one REST call on node with the key (and an idempotency key
-// when idem is not empty) and returns the status and body; 0 on a
-// transport error.
-func (rt *trial) call(ctx context.Context, node int, method, path string, body []byte, idem string) (int, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+rt.n.Servers[node].Addr+path, rd)
+	at, failed, err := rt.rest.post(ctx, rt.convs[k], body, text, rt.p.Timeout)
 	if err != nil {
-		return 0, nil, err
+		return time.Time{}, err
 	}
-	req.Header.Set("X-Session-API-Key", rt.p.Key)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.texts == nil {
+		rt.texts = map[string]int{}
 	}
-	if idem != "" {
-		req.Header.Set("Idempotency-Key", idem)
+	if _, ok := rt.texts[text]; !ok {
+		rt.texts[text] = k
+		rt.acked.Add(1)
 	}
-	resp, err := rt.http.Do(req)
-	if err != nil {
-		return 0, nil, err
+	rt.slowest = max(rt.slowest, at.Sub(start))
+	if failed > 0 {
+		rt.retried++
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	return resp.StatusCode, b, err
+	return at, nil
 }
 
 func firstBytes(b []byte, n int) string {
@@ -159,7 +220,7 @@ func (e *logEvent) text() string {
 // logOf pages through conversation k's log with events/search on a live
 // node.
 func (rt *trial) logOf(ctx context.Context, k int) ([]logEvent, error) {
-	node, err := rt.pick(-1)
+	node, err := rt.rest.pick(-1)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +231,7 @@ func (rt *trial) logOf(ctx context.Context, k int) ([]logEvent, error) {
 		if page != "" {
 			q.Set("page_id", page)
 		}
-		code, body, err := rt.call(ctx, node, http.MethodGet, "/api/conversations/"+rt.convs[k]+"/events/search?"+q.Encode(), nil, "")
+		code, body, err := rt.rest.call(ctx, node, http.MethodGet, "/api/conversations/"+rt.convs[k]+"/events/search?"+q.Encode(), nil, "")
 		if err != nil || code != http.StatusOK {
 			return nil, fmt.Errorf("events/search on node %d: %d %s %v", node, code, firstBytes(body, 200), err)
 		}

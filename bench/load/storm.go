@@ -56,8 +56,9 @@ type StormResult struct {
 	// handshake), network (dial, timeout, reset), stream (closed before
 	// the first frame), replay (an after_id the server did not know, an
 	// unreadable frame, a seq never posted), post (a publisher's send
-	// failed). Errors is their sum; clients that never resumed show in
-	// Resumed.
+	// failed), closed (a socket that was not dropped closed: a quiet
+	// subscriber, or in the cluster storm a client on a surviving node).
+	// Errors is their sum; clients that never resumed show in Resumed.
 	Errors       int            `json:"errors"`
 	ErrorsByKind map[string]int `json:"errors_by_kind"`
 	FirstErrors  []string       `json:"first_errors,omitempty"`
@@ -86,10 +87,11 @@ const (
 	stormErrStream  = "stream"
 	stormErrReplay  = "replay"
 	stormErrPost    = "post"
+	stormErrClosed  = "closed"
 )
 
 // StormErrorKinds lists the kinds of StormResult.ErrorsByKind in order.
-var StormErrorKinds = []string{stormErrHTTP, stormErrNetwork, stormErrStream, stormErrReplay, stormErrPost}
+var StormErrorKinds = []string{stormErrHTTP, stormErrNetwork, stormErrStream, stormErrReplay, stormErrPost, stormErrClosed}
 
 // WithDefaults returns p with its zero fields set to their defaults.
 func (p StormParams) WithDefaults() StormParams {
@@ -137,16 +139,8 @@ func (p StormParams) WithDefaults() StormParams {
 // posting stops; once every socket has every posted event (or Timeout
 // passes) each socket's events are counted: none lost, none twice.
 //
-// In cluster mode the same storm kills a node instead of dropping every
-// socket (issue 14). The pieces here are meant for that: the clients'
-// accounting (stormClient), their resumption with after_id (reconnect),
-// the pacing and the counting do not care which server a socket is on.
-// What a cluster variant adds: clients spread over the nodes (a client
-// per node in turn, as Fanout's Addrs does), a drop that is Nodes.Kill of
-// one node, whose clients then resume on a survivor, and posts made over
-// REST with idempotency keys and retried (recovery.go's post), since a
-// socket's post to a conversation whose owner has just died is not
-// acknowledged and so cannot be counted as posted.
+// In cluster mode the same storm kills a node instead: ClusterStorm
+// (storm_cluster.go) runs these pieces over the nodes.
 func Storm(ctx context.Context, srv Server, p StormParams) (*StormResult, error) {
 	p = p.WithDefaults()
 	keys := p.Credentials
@@ -170,7 +164,7 @@ func Storm(ctx context.Context, srv Server, p StormParams) (*StormResult, error)
 	if err != nil {
 		return nil, fmt.Errorf("storm: %w", err)
 	}
-	st := &storm{p: p, jwtCl: jwtCl, convs: convs, sent: make([]atomic.Uint64, nconv+1)}
+	st := &storm{p: p, cls: []*client{jwtCl}, convs: convs, sent: make([]atomic.Uint64, nconv+1)}
 	defer st.closeAll()
 	if err := st.open(ctx, keyCl, creds); err != nil {
 		return nil, fmt.Errorf("storm: %w", err)
@@ -192,8 +186,8 @@ func Storm(ctx context.Context, srv Server, p StormParams) (*StormResult, error)
 	hits := st.cacheHits(srv)
 	meter := startCPU(srv)
 	t0 := clock()
-	st.drop(ctx, t0)
-	end := st.waitResumed(ctx, t0)
+	st.drop(ctx, t0, st.clients)
+	end := st.waitResumed(ctx, t0, st.clients)
 	r.CPU = meter.stop()
 	if h := st.cacheHits(srv); h >= 0 && hits >= 0 {
 		r.CacheHits = h - hits
@@ -208,16 +202,22 @@ func Storm(ctx context.Context, srv Server, p StormParams) (*StormResult, error)
 
 // storm is one run's shared state.
 type storm struct {
-	p       StormParams
-	jwtCl   *client
+	p StormParams
+	// cls dial the storm clients' sockets, one per node: storm client i
+	// first connects through cls[i%len(cls)] (the same client more than
+	// once when the "nodes" are groups of clients on one server).
+	cls     []*client
 	convs   []string
-	pubs    []*conn         // a publisher per conversation, the quiet one last
-	sent    []atomic.Uint64 // events each publisher has sent: seqs below it are posted
+	pubs    []*conn         // a publisher per conversation, the quiet one last (Storm only)
+	sent    []atomic.Uint64 // per conversation: every seq below it is posted (sent by its publisher, or acknowledged over REST)
 	clients []*stormClient
 	quiet   []*stormClient
 	errs    errorLog
 	kinds   sync.Map // kind -> *atomic.Int64
 	retries sync.WaitGroup
+	// next returns the node of a dropped client's next reconnect attempt;
+	// nil: the node it was on.
+	next func(sc *stormClient) int
 }
 
 // stormClient is one socket's accounting across its reconnects. Frames
@@ -228,6 +228,8 @@ type stormClient struct {
 	cred string
 
 	mu        sync.Mutex
+	node      int  // index into storm.cls of its socket's node
+	dropped   bool // its socket was dropped, or its node killed, at the storm
 	gen       int
 	c         *conn
 	seen      seqSet
@@ -341,11 +343,18 @@ func (st *storm) open(ctx context.Context, keyCl *client, creds []string) error 
 		sc.c = c
 		st.quiet[i] = sc
 	}
+	return st.openClients(ctx, creds)
+}
+
+// openClients connects the storm clients, Concurrency at a time: client
+// i with creds[i] to conversation i/PerConversation through node
+// i%len(cls).
+func (st *storm) openClients(ctx context.Context, creds []string) error {
 	st.clients = make([]*stormClient, st.p.N)
 	var errs errorLog
 	parallel(ctx, st.p.N, st.p.Concurrency, func(i int) {
-		sc := &stormClient{conv: i / st.p.PerConversation, cred: creds[i]}
-		c, _, err := st.dial(ctx, st.jwtCl, sc, nil, false)
+		sc := &stormClient{conv: i / st.p.PerConversation, cred: creds[i], node: i % len(st.cls)}
+		c, _, err := st.dial(ctx, st.cls[sc.node], sc, nil, false)
 		if err != nil {
 			errs.add(err)
 			return
@@ -443,20 +452,42 @@ func (st *storm) warm(ctx context.Context, dropAt time.Time) error {
 	}
 }
 
-// drop closes every storm client's socket at once (no close frame) and
+// drop closes the sockets of clients at once (no close frame) and
 // schedules each one's reconnect at a uniform random delay from t0.
-func (st *storm) drop(ctx context.Context, t0 int64) {
-	old := make([]*conn, len(st.clients))
-	for i, sc := range st.clients {
+func (st *storm) drop(ctx context.Context, t0 int64, clients []*stormClient) {
+	closeNet(st.detach(clients))
+	st.resume(ctx, t0, clients)
+}
+
+// detach marks clients dropped and takes their sockets from them: frames
+// still buffered in an old read loop no longer count. It returns the old
+// sockets.
+func (st *storm) detach(clients []*stormClient) []*conn {
+	old := make([]*conn, 0, len(clients))
+	for _, sc := range clients {
 		sc.mu.Lock()
-		sc.gen++ // frames still buffered in the old read loop no longer count
-		old[i], sc.c = sc.c, nil
+		sc.gen++
+		sc.dropped = true
+		if sc.c != nil {
+			old = append(old, sc.c)
+		}
+		sc.c = nil
 		sc.mu.Unlock()
 	}
-	for _, c := range old {
+	return old
+}
+
+// closeNet closes the TCP connections of conns, no close frame.
+func closeNet(conns []*conn) {
+	for _, c := range conns {
 		_ = c.ws.NetConn().Close()
 	}
-	for _, sc := range st.clients {
+}
+
+// resume schedules each of clients' reconnects at a uniform random delay
+// from t0.
+func (st *storm) resume(ctx context.Context, t0 int64, clients []*stormClient) {
+	for _, sc := range clients {
 		st.retries.Add(1)
 		delay := time.Duration(t0 + st.jitter() - clock())
 		time.AfterFunc(max(delay, 0), func() {
@@ -469,23 +500,26 @@ func (st *storm) drop(ctx context.Context, t0 int64) {
 // jitter is a uniform random delay in [0, Jitter].
 func (st *storm) jitter() int64 { return mathrand.Int64N(int64(st.p.Jitter) + 1) }
 
-// reconnect resumes sc with after_id, retrying after another jittered
-// delay until Timeout from t0.
+// reconnect resumes sc with after_id, through the node st.next picks,
+// retrying after another jittered delay until Timeout from t0.
 func (st *storm) reconnect(ctx context.Context, sc *stormClient, t0 int64) {
 	deadline := t0 + int64(st.p.Timeout)
 	for ctx.Err() == nil && clock() < deadline {
 		sc.mu.Lock()
 		sc.attempts++
-		after := sc.lastID
+		after, node := sc.lastID, sc.node
 		sc.mu.Unlock()
-		c, gen, err := st.dial(ctx, st.jwtCl, sc, url.Values{"after_id": {after}}, false)
+		if st.next != nil {
+			node = st.next(sc)
+		}
+		c, gen, err := st.dial(ctx, st.cls[node], sc, url.Values{"after_id": {after}}, false)
 		if err == nil {
 			now := clock()
 			target := st.sent[sc.conv].Load()
 			sc.mu.Lock()
 			current := sc.gen == gen
 			if current {
-				sc.c, sc.readyAt, sc.target = c, now, target
+				sc.c, sc.readyAt, sc.target, sc.node = c, now, target, node
 				if sc.seen.prefix() >= target {
 					sc.resumedAt = now
 				}
@@ -515,14 +549,14 @@ func dialErrorKind(err error) string {
 	return stormErrStream
 }
 
-// waitResumed waits until every storm client has resumed or Timeout from
-// t0 passes, and returns when the last one resumed (the deadline if not
-// all did).
-func (st *storm) waitResumed(ctx context.Context, t0 int64) int64 {
+// waitResumed waits until every one of clients has resumed or Timeout
+// from t0 passes, and returns when the last one resumed (the deadline if
+// not all did).
+func (st *storm) waitResumed(ctx context.Context, t0 int64, clients []*stormClient) int64 {
 	deadline := t0 + int64(st.p.Timeout)
 	for {
 		last, all := t0, true
-		for _, sc := range st.clients {
+		for _, sc := range clients {
 			sc.mu.Lock()
 			at := sc.resumedAt
 			sc.mu.Unlock()
@@ -559,10 +593,15 @@ func (st *storm) drain(ctx context.Context) {
 	}
 }
 
-// count closes every socket and fills r.
+// count closes every socket and fills r: r.Conversations must be set,
+// the storm conversations being the first of st.convs. Only the clients
+// that were dropped count towards Resumed, Resume, Reconnected and
+// Attempts.
 func (st *storm) count(r *StormResult, t0, end int64) {
+	st.closedEarly()
 	st.closeAll()
 	var resume, ready, quiet, during []int64
+	dropped := 0
 	for i, sc := range append(append([]*stormClient(nil), st.clients...), st.quiet...) {
 		posted := int(st.sent[sc.conv].Load())
 		r.Expected += posted
@@ -583,6 +622,10 @@ func (st *storm) count(r *StormResult, t0, end int64) {
 			}
 			continue
 		}
+		if !sc.dropped {
+			continue
+		}
+		dropped++
 		r.Attempts += sc.attempts
 		if sc.readyAt != 0 {
 			ready = append(ready, sc.readyAt-t0)
@@ -592,16 +635,16 @@ func (st *storm) count(r *StormResult, t0, end int64) {
 			resume = append(resume, sc.resumedAt-t0)
 		}
 	}
-	for k := range len(st.convs) - 1 {
+	for k := range r.Conversations {
 		r.Posted += int(st.sent[k].Load())
 	}
 	r.Lost = r.Expected - r.Delivered
 	r.Resume, r.Reconnected = summarize(resume), summarize(ready)
 	r.Quiet, r.StormLatency = summarize(quiet), summarize(during)
-	if r.Resumed == len(st.clients) {
+	if r.Resumed == dropped {
 		r.AllResumed = r.Resume.Max
 	} else {
-		st.errs.add(fmt.Errorf("%d of %d clients did not resume within %s", len(st.clients)-r.Resumed, len(st.clients), st.p.Timeout))
+		st.errs.add(fmt.Errorf("%d of %d clients did not resume within %s", dropped-r.Resumed, dropped, st.p.Timeout))
 	}
 	for _, k := range StormErrorKinds {
 		r.ErrorsByKind[k] = 0
@@ -611,6 +654,25 @@ func (st *storm) count(r *StormResult, t0, end int64) {
 		}
 	}
 	_, r.FirstErrors = st.errs.snapshot()
+}
+
+// closedEarly counts, as errors of kind closed, the sockets whose read
+// loop ended before the count: the scenario takes a socket from its
+// client (detach) before it closes it, so this is the server's doing, or
+// the death of a node that was not the victim.
+func (st *storm) closedEarly() {
+	for _, sc := range append(append([]*stormClient(nil), st.clients...), st.quiet...) {
+		if sc == nil {
+			continue
+		}
+		sc.mu.Lock()
+		closed := sc.c != nil && sc.c.isClosed()
+		node := sc.node
+		sc.mu.Unlock()
+		if closed {
+			st.addErr(stormErrClosed, fmt.Errorf("a socket of conversation %d (node %d) closed though nothing dropped it", sc.conv, node))
+		}
+	}
 }
 
 // closeAll closes every socket still open; safe to call twice.

@@ -23,8 +23,9 @@ import (
 
 // The cluster cases: agent-server in cluster mode (Nodes nodes on
 // loopback, static provider, one PostgreSQL) against a single node on
-// PostgreSQL, measured one after the other in the same run; and the
-// recovery trials, which only a cluster has.
+// PostgreSQL, measured one after the other in the same run; the recovery
+// trials, which only a cluster has; and the cluster storm's trials, each
+// on a cluster and on a single node.
 const (
 	// CaseClusterFanout: Subs subscribers spread evenly over the nodes,
 	// the publisher (a socket) on node 0, the conversation owned by the
@@ -38,10 +39,15 @@ const (
 	// CaseRecovery: SIGKILL the node owning conversations under load; a
 	// fresh cluster per trial.
 	CaseRecovery = "recovery"
+	// CaseClusterStorm: the reconnect storm of distinct-JWT clients when
+	// a node is SIGKILLed (load.ClusterStorm); on the single node, the
+	// same share of the clients drop their sockets. A fresh cluster and
+	// single node per trial.
+	CaseClusterStorm = "cluster-storm"
 )
 
 // ClusterCases lists every cluster case in order.
-var ClusterCases = []string{CaseClusterFanout, CaseClusterFanoutPaced, CaseClusterConnect, CaseRecovery}
+var ClusterCases = []string{CaseClusterFanout, CaseClusterFanoutPaced, CaseClusterConnect, CaseRecovery, CaseClusterStorm}
 
 // The two sides of a cluster comparison.
 const (
@@ -55,15 +61,21 @@ type ClusterConfig struct {
 	Nodes  int // at least 2
 	Runs   int // runs of the fan-out and connect cases
 	Trials int // recovery trials
+	// StormTrials are the cluster storm's trials, each on a cluster and
+	// on a single node.
+	StormTrials int
 
 	// Params' Auth, fan-out (Subs, Msgs, Size, PacedRate, PacedMsgs,
-	// FanoutC) and connect (ConnectN, ConnectC) fields apply.
+	// FanoutC) and connect (ConnectN, ConnectC) fields apply, and Storm
+	// (its Credentials set per trial, its quiet fan-out not run) for the
+	// cluster storm.
 	Params Params
 	// Recovery's load; Credentials and Victim are set per trial.
 	Recovery            load.RecoveryParams
 	HeartbeatExpiration time.Duration // cluster.heartbeat_expiration (3s when zero)
 
 	Key         string // session API key
+	JWTSecret   string // HS256 secret of the cluster storm's JWTs (at least 32 bytes)
 	ServerBin   string
 	PluginDir   string
 	ServerCPUs  string   // taskset -c list for every node and the single node; empty for none
@@ -104,8 +116,9 @@ type ClusterReport struct {
 
 // RunCluster runs the cluster benchmark: every comparison case, cluster
 // and single node in turn (which goes first alternates by run), for Runs
-// runs, then Trials recovery trials. A case that fails is recorded with
-// its error and the run goes on.
+// runs, then Trials recovery trials, then StormTrials cluster storm
+// trials, cluster and single node in turn (alternating likewise). A case
+// that fails is recorded with its error and the run goes on.
 func RunCluster(ctx context.Context, cfg ClusterConfig) (*ClusterReport, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -120,14 +133,10 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (*ClusterReport, error) 
 	}
 	for run := 1; run <= cfg.Runs; run++ {
 		for _, c := range cfg.Cases {
-			if c == CaseRecovery {
+			if !ComparisonCase(c) {
 				continue
 			}
-			sides := []string{SideCluster, SideSingle}
-			if run%2 == 0 {
-				slices.Reverse(sides)
-			}
-			for _, side := range sides {
+			for _, side := range sides(run) {
 				if err := ctx.Err(); err != nil {
 					return rep, err
 				}
@@ -143,18 +152,44 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (*ClusterReport, error) 
 			record(measureRecovery(ctx, cfg, trial))
 		}
 	}
+	if slices.Contains(cfg.Cases, CaseClusterStorm) {
+		for trial := 1; trial <= cfg.StormTrials; trial++ {
+			for _, side := range sides(trial) {
+				if err := ctx.Err(); err != nil {
+					return rep, err
+				}
+				record(measureClusterStorm(ctx, cfg, side, trial))
+			}
+		}
+	}
 	rep.Finished = time.Now()
 	return rep, ctx.Err()
+}
+
+// ComparisonCase reports whether c is a comparison case, measured Runs times
+// on both sides.
+func ComparisonCase(c string) bool { return c != CaseRecovery && c != CaseClusterStorm }
+
+// sides are the two sides in the order run (or trial) n measures them.
+func sides(n int) []string {
+	if n%2 == 0 {
+		return []string{SideSingle, SideCluster}
+	}
+	return []string{SideCluster, SideSingle}
 }
 
 func (cfg *ClusterConfig) check() error {
 	switch {
 	case cfg.Nodes < 2:
 		return errors.New("a cluster of at least 2 nodes")
-	case cfg.Runs < 1 && slices.ContainsFunc(cfg.Cases, func(c string) bool { return c != CaseRecovery }):
+	case cfg.Runs < 1 && slices.ContainsFunc(cfg.Cases, ComparisonCase):
 		return errors.New("runs must be at least 1")
 	case cfg.Trials < 1 && slices.Contains(cfg.Cases, CaseRecovery):
 		return errors.New("trials must be at least 1")
+	case cfg.StormTrials < 1 && slices.Contains(cfg.Cases, CaseClusterStorm):
+		return errors.New("storm trials must be at least 1")
+	case len(cfg.JWTSecret) < 32 && slices.Contains(cfg.Cases, CaseClusterStorm):
+		return errors.New("cluster-storm needs a JWT secret of at least 32 bytes")
 	case len(cfg.Cases) == 0:
 		return errors.New("at least one case")
 	case cfg.Key == "":
@@ -174,16 +209,21 @@ func (cfg *ClusterConfig) check() error {
 	return nil
 }
 
-// spec is the server every side runs; its ERROR lines go to errs.
-func (cfg *ClusterConfig) spec(errs *errorLines) target.Spec {
-	return target.Spec{
+// spec is the server every side of case c runs; its ERROR lines go to
+// errs. The cluster storm's puts the jwt plugin in the events chain.
+func (cfg *ClusterConfig) spec(errs *errorLines, c string) target.Spec {
+	spec := target.Spec{
 		Kind: target.AgentServer, Key: cfg.Key,
 		ServerBin: cfg.ServerBin, PluginDir: cfg.PluginDir,
-		SubscriberCap: max(cfg.Params.Subs, 50) + 8,
+		SubscriberCap: max(cfg.Params.Subs, cfg.Params.Storm.PerConversation, 50) + 8,
 		CPUs:          cfg.ServerCPUs,
 		Env:           cfg.ServerEnv,
 		Log:           errs.see,
 	}
+	if c == CaseClusterStorm {
+		spec.JWTSecret = cfg.JWTSecret
+	}
+	return spec
 }
 
 // nodeLogs writes each node's log lines to a file of its own in dir; nil
@@ -296,7 +336,7 @@ func (e *env) fail(err error) {
 // cluster starts a cluster on the env's schema; stop stops it and records
 // its ERROR line count.
 func (e *env) cluster(ctx context.Context) (cl *target.Cluster, stop func(), err error) {
-	cl, err = target.StartCluster(ctx, target.ClusterSpec{Spec: e.cfg.spec(e.errs), Nodes: e.cfg.Nodes, DSN: e.dsn, HeartbeatExpiration: e.cfg.HeartbeatExpiration, NodeLog: e.see})
+	cl, err = target.StartCluster(ctx, target.ClusterSpec{Spec: e.cfg.spec(e.errs, e.m.Case), Nodes: e.cfg.Nodes, DSN: e.dsn, HeartbeatExpiration: e.cfg.HeartbeatExpiration, NodeLog: e.see})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -308,7 +348,7 @@ func (e *env) cluster(ctx context.Context) (cl *target.Cluster, stop func(), err
 
 // single starts one node, not in cluster mode, on the env's schema.
 func (e *env) single(ctx context.Context) (proc *target.Process, stop func(), err error) {
-	spec := target.OnPostgres(e.cfg.spec(e.errs), e.dsn)
+	spec := target.OnPostgres(e.cfg.spec(e.errs, e.m.Case), e.dsn)
 	if e.see != nil {
 		spec.Log = func(line string) { e.errs.see(line); e.see(0, line) }
 	}
@@ -382,6 +422,42 @@ func measureRecovery(ctx context.Context, cfg ClusterConfig, trial int) ClusterM
 		p := cfg.Recovery
 		p.Credentials, p.Victim = cfg.credentials(), (trial-1)%cfg.Nodes
 		r, err := load.Recovery(ctx, cl.Load(), p)
+		if r == nil {
+			return err
+		}
+		e.m.Result = r
+		var gerr error
+		e.m.StoreGaps, gerr = storeGaps(ctx, e.dsn)
+		return errors.Join(err, gerr)
+	})
+}
+
+// measureClusterStorm runs one cluster storm trial on a fresh cluster (or
+// single node) and schema: node (trial-1) mod Nodes is killed (on the
+// single node, that group of clients drops its sockets); then it checks
+// the store.
+func measureClusterStorm(ctx context.Context, cfg ClusterConfig, side string, trial int) ClusterMeasurement {
+	return measureIn(ctx, cfg, ClusterMeasurement{Case: CaseClusterStorm, Side: side, Run: trial}, func(ctx context.Context, e *env) error {
+		p := load.ClusterStormParams{StormParams: cfg.Params.Storm, Victim: (trial - 1) % cfg.Nodes, Groups: cfg.Nodes}
+		p.Credentials = cfg.credentials()
+		p.JWTSecret, p.CacheSeries = cfg.JWTSecret, jwtCacheHits
+		var n load.Nodes
+		if side == SideCluster {
+			cl, stop, err := e.cluster(ctx)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			n = cl.Load()
+		} else {
+			proc, stop, err := e.single(ctx)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			n = load.Nodes{Servers: []load.Server{proc.Server()}}
+		}
+		r, err := load.ClusterStorm(ctx, n, p)
 		if r == nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"time"
 
@@ -19,7 +20,7 @@ const (
 
 // derive returns the reported figures of m: the single-node suite's for a
 // fan-out or a connect, with the cluster issue's targets on the
-// cluster/single ratio; the trial's for a recovery.
+// cluster/single ratio; the trial's for a recovery or a cluster storm.
 func (m *ClusterMeasurement) derive() []metric {
 	if m.metrics != nil || m.Result == nil {
 		return m.metrics
@@ -63,9 +64,52 @@ func (m *ClusterMeasurement) derive() []metric {
 			metric{name: "conversations with rows != max(seq)", unit: "count", value: float64(m.StoreGaps), better: -1, goal: &goal{le: true, bound: 0}},
 			metric{name: "errors", unit: "count", value: float64(r.Errors), better: -1, goal: &goal{le: true, bound: 0}},
 		)
+	case *load.ClusterStormResult:
+		out = clusterStormMetrics(r, m)
 	}
 	m.metrics = out
 	return out
+}
+
+// clusterStormMetrics are a cluster storm trial's figures, on either side.
+func clusterStormMetrics(r *load.ClusterStormResult, m *ClusterMeasurement) []metric {
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	nan := math.NaN()
+	all, owned, hits, perReconnect := nan, nan, nan, nan
+	if r.Resumed == r.Dropped {
+		all = ms(r.AllResumed)
+	}
+	if r.VictimOwned >= 0 {
+		owned = float64(r.VictimOwned)
+	}
+	if r.CacheHits >= 0 {
+		hits = r.CacheHits
+	}
+	if r.CPU.Server > 0 && r.Dropped > 0 {
+		perReconnect = float64(r.CPU.Server.Microseconds()) / float64(r.Dropped)
+	}
+	out := []metric{
+		{name: "clients dropped (on the killed node)", unit: "count", value: float64(r.Dropped)},
+		{name: "clients not resumed", unit: "count", value: float64(r.Dropped - r.Resumed), better: -1, goal: &goal{le: true, bound: 0}},
+		{name: "time from the drop until all resumed", unit: "ms", value: all, better: -1},
+		{name: "time to resume p50", unit: "ms", value: ms(r.Resume.P50), better: -1},
+		{name: "time to resume p99", unit: "ms", value: ms(r.Resume.P99), better: -1},
+		{name: "reconnects/s", unit: "rate", value: r.ReconnectsPerSecond, better: +1},
+		{name: "lost + duplicated", unit: "count", value: float64(r.Lost + r.Duplicates), better: -1, goal: &goal{le: true, bound: 0}},
+		{name: "reordered", unit: "count", value: float64(r.Reordered), better: -1},
+	}
+	for _, k := range load.StormErrorKinds {
+		out = append(out, metric{name: "errors: " + k, unit: "count", value: float64(r.ErrorsByKind[k]), better: -1})
+	}
+	return append(out,
+		metric{name: "JWT cache hits on the reconnects", unit: "count", value: hits, better: -1, goal: &goal{le: true, bound: 0}},
+		metric{name: "server CPU per reconnect (live nodes, posting included)", unit: "us", value: perReconnect, better: -1},
+		metric{name: "conversations the killed node owned", unit: "count", value: owned},
+		metric{name: "slowest post, first attempt to acknowledgement", unit: "ms", value: ms(r.SlowestPost), better: -1},
+		metric{name: "posts acknowledged after a retry", unit: "count", value: float64(r.PostsRetried)},
+		metric{name: "conversations with rows != max(seq)", unit: "count", value: float64(m.StoreGaps), better: -1, goal: &goal{le: true, bound: 0}},
+		metric{name: "server ERROR log lines", unit: "count", value: float64(m.ServerErrorLines), better: -1},
+	)
 }
 
 // line is the progress line of m.
@@ -75,7 +119,10 @@ func (m *ClusterMeasurement) line() string {
 
 // firstErrors are the first error texts a scenario kept.
 func (m *ClusterMeasurement) firstErrors() []string {
-	if r, ok := m.Result.(*load.RecoveryResult); ok {
+	switch r := m.Result.(type) {
+	case *load.RecoveryResult:
+		return r.FirstErrors
+	case *load.ClusterStormResult:
 		return r.FirstErrors
 	}
 	return (&Measurement{Result: m.Result}).firstErrors()
@@ -262,6 +309,10 @@ func (r *ClusterReport) caseLabel(c string) string {
 		}
 		return fmt.Sprintf("recovery: %d conversations owned in turn by the %d nodes, %d sockets on each through every node, %d REST writers at %g posts/s in all; SIGKILL one node; %d trials, a fresh cluster each, the node killed in turn",
 			rp.Conversations, cfg.Nodes, rp.ReadersPerNode, rp.Writers, rp.Rate, trials)
+	case CaseClusterStorm:
+		s := cfg.Params.Storm
+		return fmt.Sprintf("cluster-storm: %d clients, a distinct JWT each, spread over the %d nodes, %d per conversation, %g events/s each over REST; SIGKILL one node (in turn by trial), whose clients resume with after_id on the survivors after [0, %s] (single node: the same share drop their sockets %s after connecting and resume on it); %d trials, a fresh cluster and single node each",
+			s.N, cfg.Nodes, s.PerConversation, s.Rate, s.Jitter, s.Hold, cfg.StormTrials)
 	}
 	return c
 }

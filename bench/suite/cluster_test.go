@@ -28,8 +28,15 @@ func TestClusterMarkdown(t *testing.T) {
 	rec := func(d time.Duration, lost int) *load.RecoveryResult {
 		return &load.RecoveryResult{Recovery: d, Acknowledged: d - time.Second, Lost: lost, Posts: 100}
 	}
+	storm := func(all time.Duration, resumed, dups int, hits float64) *load.ClusterStormResult {
+		return &load.ClusterStormResult{
+			StormResult: load.StormResult{Clients: 30, Resumed: resumed, AllResumed: all, Duplicates: dups, CacheHits: hits,
+				Resume: load.Summary{Count: resumed, P50: all / 2, P99: all}, ErrorsByKind: map[string]int{"http": 2}},
+			Dropped: 10, VictimOwned: 1, ReconnectsPerSecond: 10 / all.Seconds(),
+		}
+	}
 	rep := &ClusterReport{
-		Config: ClusterConfig{Nodes: 3, Runs: 2, Trials: 3, Params: Tiny(), Recovery: load.RecoveryParams{}.WithDefaults()},
+		Config: ClusterConfig{Nodes: 3, Runs: 2, Trials: 3, StormTrials: 2, Params: Tiny(), Recovery: load.RecoveryParams{}.WithDefaults()},
 		Measurements: []ClusterMeasurement{
 			{Case: CaseClusterFanout, Side: SideCluster, Run: 1, Result: fan(400, 0)},
 			{Case: CaseClusterFanout, Side: SideSingle, Run: 1, Result: fan(1000, 0)},
@@ -40,6 +47,10 @@ func TestClusterMarkdown(t *testing.T) {
 			{Case: CaseRecovery, Side: SideCluster, Run: 1, Result: rec(3*time.Second, 0)},
 			{Case: CaseRecovery, Side: SideCluster, Run: 2, Result: rec(5*time.Second, 0), StoreGaps: 1},
 			{Case: CaseRecovery, Side: SideCluster, Run: 3, Result: rec(4*time.Second, 0)},
+			{Case: CaseClusterStorm, Side: SideCluster, Run: 1, Result: storm(3*time.Second, 10, 0, 0)},
+			{Case: CaseClusterStorm, Side: SideSingle, Run: 1, Result: storm(time.Second, 10, 0, 0)},
+			{Case: CaseClusterStorm, Side: SideSingle, Run: 2, Result: storm(time.Second, 10, 0, 4)},
+			{Case: CaseClusterStorm, Side: SideCluster, Run: 2, Result: storm(5*time.Second, 9, 1, 0)},
 		},
 	}
 	var b strings.Builder
@@ -55,6 +66,14 @@ func TestClusterMarkdown(t *testing.T) {
 		"| acknowledged posts lost | 0 | 0 | 0, 0, 0 | <= 0 | met |",
 		"| conversations with rows != max(seq) | 0 | 1 | 0, 1, 0 | <= 0 | **missed** |",
 		"3 trials, a fresh cluster each",
+		"| cluster-storm: 40 clients, a distinct JWT each, spread over the 3 nodes,",
+		"| clients not resumed | 1 [0-1] | 0 |  | <= 0 | **missed** |",
+		"| time from the drop until all resumed | 3000 ms | 1000 ms | 3.00x | ",
+		"| time to resume p99 | 4000 ms [3000-5000] | 1000 ms | 4.00x (3.00-5.00) |  |  |",
+		"| lost + duplicated | 1 [0-1] | 0 |  | <= 0 | **missed** |",
+		"| errors: http | 2 | 2 |  |  |  |",
+		"| JWT cache hits on the reconnects | 0 | 2 [0-4] |  | <= 0 | met |",
+		"| conversations the killed node owned | 1 | 1 |  |  |  |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, out)
@@ -63,7 +82,7 @@ func TestClusterMarkdown(t *testing.T) {
 }
 
 func TestClusterConfigCheck(t *testing.T) {
-	good := ClusterConfig{Cases: ClusterCases, Nodes: 3, Runs: 1, Trials: 1, Key: "k", Params: Tiny(), PostgresDSN: "postgres://u@127.0.0.1:5432/db"}
+	good := ClusterConfig{Cases: ClusterCases, Nodes: 3, Runs: 1, Trials: 1, StormTrials: 1, Key: "k", JWTSecret: strings.Repeat("s", 32), Params: Tiny(), PostgresDSN: "postgres://u@127.0.0.1:5432/db"}
 	tests := []struct {
 		name   string
 		change func(*ClusterConfig)
@@ -73,6 +92,11 @@ func TestClusterConfigCheck(t *testing.T) {
 		{"one node", func(c *ClusterConfig) { c.Nodes = 1 }, "at least 2 nodes"},
 		{"no trials", func(c *ClusterConfig) { c.Trials = 0 }, "trials"},
 		{"no trials, no recovery", func(c *ClusterConfig) { c.Trials, c.Cases = 0, []string{CaseClusterConnect} }, ""},
+		{"no storm trials", func(c *ClusterConfig) { c.StormTrials = 0 }, "storm trials"},
+		{"no runs, trials only", func(c *ClusterConfig) { c.Runs, c.Cases = 0, []string{CaseRecovery, CaseClusterStorm} }, ""},
+		{"no runs", func(c *ClusterConfig) { c.Runs = 0 }, "runs"},
+		{"short JWT secret", func(c *ClusterConfig) { c.JWTSecret = "short" }, "JWT secret"},
+		{"short JWT secret, no storm", func(c *ClusterConfig) { c.JWTSecret, c.Cases = "", []string{CaseRecovery} }, ""},
 		{"unknown case", func(c *ClusterConfig) { c.Cases = []string{"fanout"} }, "unknown cluster case"},
 		{"jwt", func(c *ClusterConfig) { c.Params.Auth = load.AuthJWT }, "not a JWT"},
 		{"keyword DSN", func(c *ClusterConfig) { c.PostgresDSN = "host=127.0.0.1 dbname=db" }, "postgres:// URL"},
@@ -93,7 +117,10 @@ func TestClusterConfigCheck(t *testing.T) {
 // Every cluster case runs against a real two-node cluster and a single
 // node, on a real PostgreSQL, and counts exactly: nothing lost, nothing
 // duplicated or reordered, no error; a recovery trial kills a node and
-// finds every acknowledged post once in the log. Speed is not asserted.
+// finds every acknowledged post once in the log; a cluster storm kills a
+// node, whose clients (and only those) all resume on the survivor with
+// nothing cached for them, every client with every event once. Speed is
+// not asserted.
 func TestClusterSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a PostgreSQL and a dozen server processes")
@@ -107,11 +134,12 @@ func TestClusterSmoke(t *testing.T) {
 	defer cancel()
 	p := Tiny()
 	cfg := ClusterConfig{
-		Cases: ClusterCases, Nodes: 2, Runs: 1, Trials: 1, Params: p,
+		Cases: ClusterCases, Nodes: 2, Runs: 1, Trials: 1, StormTrials: 1, Params: p,
 		HeartbeatExpiration: time.Second,
 		Recovery: load.RecoveryParams{Conversations: 2, ReadersPerNode: 2, Writers: 2, Rate: 50,
 			Warmup: 500 * time.Millisecond, After: 200 * time.Millisecond, Timeout: 30 * time.Second},
 		Key:       "smoke-key+/=with-odd-chars",
+		JWTSecret: "a-smoke-test-hs256-secret-of-32-bytes",
 		ServerBin: filepath.Join(binDir, "agent-server"), PluginDir: filepath.Join(binDir, "plugins"),
 		PostgresDSN: base,
 	}
@@ -119,7 +147,7 @@ func TestClusterSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := len(rep.Measurements), 3*2+1; got != want {
+	if got, want := len(rep.Measurements), 3*2+1+2; got != want {
 		t.Fatalf("%d measurements, want %d", got, want)
 	}
 	for _, m := range rep.Measurements {
@@ -139,6 +167,8 @@ func TestClusterSmoke(t *testing.T) {
 					t.Errorf("victim owned %d, resumed %d, recovery %s %v, posts %d; want 1 owned, %d resumed, a recovery and posts",
 						r.VictimOwned, r.Resumed, r.Recovery, r.PerConversation, r.Posts, cfg.Recovery.Conversations*cfg.Recovery.ReadersPerNode)
 				}
+			case *load.ClusterStormResult:
+				checkClusterStorm(t, m, cfg, r)
 			case *load.FanoutResult:
 				check(t, strings.TrimPrefix(m.Case, "cluster-"), p, r)
 				if r.Reordered != 0 {
@@ -155,6 +185,38 @@ func TestClusterSmoke(t *testing.T) {
 		if !strings.Contains(md.String(), c+":") {
 			t.Errorf("markdown has no %s:\n%s", c, md.String())
 		}
+	}
+}
+
+// checkClusterStorm asserts a cluster storm trial's counts. The first
+// trial's victim is node (or group) 0: clients 0, 2, 4, ... of the two.
+func checkClusterStorm(t *testing.T, m ClusterMeasurement, cfg ClusterConfig, r *load.ClusterStormResult) {
+	t.Helper()
+	s := cfg.Params.Storm
+	dropped, convs := s.N/cfg.Nodes, s.N/s.PerConversation
+	if r.Dropped != dropped || r.Resumed != dropped || r.Resume.Count != dropped || r.Clients != s.N || r.Posted == 0 ||
+		r.Expected != s.PerConversation*r.Posted || r.Lost != 0 || r.Duplicates != 0 || r.Reordered != 0 || m.StoreGaps != 0 {
+		t.Errorf("dropped %d, resumed %d of %d clients, delivered %d of %d (%d posted), lost %d, duplicates %d, reordered %d, store gaps %d; want %d dropped and resumed, all delivered once, in order",
+			r.Dropped, r.Resumed, r.Clients, r.Delivered, r.Expected, r.Posted, r.Lost, r.Duplicates, r.Reordered, m.StoreGaps, dropped)
+	}
+	// A refused or failed reconnect is retried (and reported); these are not.
+	for _, k := range []string{"replay", "post", "closed"} {
+		if r.ErrorsByKind[k] != 0 {
+			t.Errorf("%d errors of kind %s %v, want none", r.ErrorsByKind[k], k, r.FirstErrors)
+		}
+	}
+	if m.Side == SideSingle {
+		// The drop came well within auth.cache.allow_ttl of the first
+		// connects: the single node answers from its cache, which shows
+		// the hits are read, and the cluster's zero is not a missing read.
+		if r.Killed || r.VictimOwned != -1 || r.CacheHits <= 0 || r.ResumedOn[0] != dropped {
+			t.Errorf("single node: killed %v, victim owned %d, cache hits %v, resumed on %v; want a drop, no owner, hits, all on group 0", r.Killed, r.VictimOwned, r.CacheHits, r.ResumedOn)
+		}
+		return
+	}
+	if !r.Killed || r.VictimOwned != convs/cfg.Nodes || r.CacheHits != 0 || len(r.ResumedOn) != 2 || r.ResumedOn[1] != dropped || r.ReconnectsPerSecond <= 0 {
+		t.Errorf("cluster: killed %v, victim owned %d, cache hits %v, resumed on %v, reconnects/s %v; want a kill, %d owned, no hits, all on node 1",
+			r.Killed, r.VictimOwned, r.CacheHits, r.ResumedOn, r.ReconnectsPerSecond, convs/cfg.Nodes)
 	}
 }
 

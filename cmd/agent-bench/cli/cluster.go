@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -19,8 +20,8 @@ import (
 )
 
 // benchCluster is "agent-bench cluster": agent-server in cluster mode
-// against a single node on the same PostgreSQL, and the recovery trials
-// (package suite's RunCluster). Without -pg-dsn it starts a throwaway
+// against a single node on the same PostgreSQL, the recovery trials and
+// the cluster storm's trials (package suite's RunCluster). Without -pg-dsn it starts a throwaway
 // PostgreSQL of its own, as `go tool task cluster` does.
 func benchCluster(args []string, stdout, stderr io.Writer) error {
 	d := suite.Defaults()
@@ -36,7 +37,7 @@ func benchCluster(args []string, stdout, stderr io.Writer) error {
 		key        = fs.String("key", "", "session API key (default: a random one)")
 		auth       = fs.String("auth", string(d.Auth), "where sockets put the key: query, header or bearer")
 		n          = fs.Int("n", d.ConnectN, "connections in cluster-connect")
-		c          = fs.Int("c", d.ConnectC, "connections in flight at once (connect, fan-out joins)")
+		c          = fs.Int("c", d.ConnectC, "connections in flight at once (connect, fan-out joins, cluster-storm first connects)")
 		subs       = fs.Int("subs", d.Subs, "fan-out subscribers over all nodes, the publisher included")
 		msgs       = fs.Int("msgs", d.Msgs, "cluster-fanout messages (back to back)")
 		pacedMsgs  = fs.Int("paced-msgs", d.PacedMsgs, "cluster-fanout-paced messages")
@@ -47,6 +48,13 @@ func benchCluster(args []string, stdout, stderr io.Writer) error {
 		recWriters = fs.Int("recovery-writers", rd.Writers, "recovery: REST writers")
 		recRate    = fs.Float64("recovery-rate", rd.Rate, "recovery: posts per second, all writers together")
 		recWarmup  = fs.Duration("recovery-warmup", rd.Warmup, "recovery: load before the kill")
+		stTrials   = fs.Int("storm-trials", 3, "cluster-storm trials, each on a fresh cluster and a fresh single node")
+		stormN     = fs.Int("storm-n", d.Storm.N, "cluster-storm clients, a distinct JWT each, spread over the nodes (the issue's 10,000)")
+		stormConv  = fs.Int("storm-per-conv", d.Storm.PerConversation, "cluster-storm clients per conversation")
+		stormRate  = fs.Float64("storm-rate", d.Storm.Rate, "cluster-storm events per second posted over REST to each conversation")
+		jitter     = fs.Duration("storm-jitter", d.Storm.Jitter, "cluster-storm: each dropped client reconnects after a uniform random delay in [0, this]")
+		stormHold  = fs.Duration("storm-hold", d.Storm.Hold, "cluster-storm, single node only: time from the last first connect to the drop; more than auth.cache.allow_ttl (10s) keeps the cache out (a killed node's clients meet survivors that never saw their JWTs)")
+		jwtSecret  = fs.String("jwt-secret", "", "HS256 secret of the cluster-storm JWTs (default: random)")
 		logDir     = fs.String("logs", "", "write every server's log to this directory, a file per node and measurement")
 		pgDSN      = fs.String("pg-dsn", "", "postgres:// URL of a database to use (a schema per measurement); default: a throwaway PostgreSQL started here")
 		serverBin  = fs.String("server-bin", "bin/agent-server", "agent-server binary")
@@ -80,14 +88,19 @@ func benchCluster(args []string, stdout, stderr io.Writer) error {
 	p := d
 	p.Auth, p.ConnectN, p.ConnectC, p.FanoutC = a, *n, *c, *c
 	p.Subs, p.Msgs, p.PacedMsgs, p.PacedRate, p.Size = *subs, *msgs, *pacedMsgs, *rate, *size
+	p.Storm.N, p.Storm.PerConversation, p.Storm.Rate, p.Storm.Jitter, p.Storm.Hold = *stormN, *stormConv, *stormRate, *jitter, *stormHold
+	p.Storm.Concurrency, p.Storm.Size = *c, *size
 	cfg := suite.ClusterConfig{
-		Nodes: *nodes, Runs: *runs, Trials: *trials, Params: p, HeartbeatExpiration: *heartbeat,
+		Nodes: *nodes, Runs: *runs, Trials: *trials, StormTrials: *stTrials, Params: p, HeartbeatExpiration: *heartbeat, JWTSecret: *jwtSecret,
 		Recovery: load.RecoveryParams{Conversations: *recConvs, ReadersPerNode: *recReaders, Writers: *recWriters, Rate: *recRate, Warmup: *recWarmup},
 		Key:      *key, ServerBin: *serverBin, PluginDir: *pluginDir, ServerCPUs: *serverCPUs, ServerEnv: serverEnv,
 		PostgresDSN: *pgDSN, LogDir: *logDir,
 	}
 	if cfg.Key == "" {
 		cfg.Key = random(16)
+	}
+	if cfg.JWTSecret == "" {
+		cfg.JWTSecret = random(24)
 	}
 	if !*quiet {
 		cfg.Progress = stderr
@@ -120,8 +133,12 @@ func benchCluster(args []string, stdout, stderr io.Writer) error {
 	if v, err := suite.PostgresVersion(ctx, cfg.PostgresDSN); err == nil {
 		pgNote = "PostgreSQL " + v + ", " + pgNote
 	}
-	if lim := raiseFileLimit(); lim < uint64(p.Subs)+1024 {
-		fmt.Fprintf(stderr, "agent-bench: warning: open-file limit %d is low for %d connections\n", lim, p.Subs)
+	need := p.Subs
+	if slices.Contains(cfg.Cases, suite.CaseClusterStorm) {
+		need = max(need, p.Storm.N+p.Storm.N/max(p.Storm.PerConversation, 1)*cfg.Nodes)
+	}
+	if lim := raiseFileLimit(); lim < uint64(need)+1024 {
+		fmt.Fprintf(stderr, "agent-bench: warning: open-file limit %d is low for %d connections\n", lim, need)
 	}
 	loads := [2]string{loadAverage()}
 	rep, err := suite.RunCluster(ctx, cfg)
@@ -192,8 +209,18 @@ func loadAverage() string {
 // describeCluster is the cluster report's header: when, how, on what.
 func describeCluster(cfg suite.ClusterConfig, rep *suite.ClusterReport, pg string, loads [2]string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Measured %s, %d run(s) of each comparison and %d recovery trial(s), %s in total. Each cell: median [min-max] over the runs.\n",
-		rep.Started.UTC().Format("2006-01-02 15:04 MST"), cfg.Runs, cfg.Trials, rep.Finished.Sub(rep.Started).Round(time.Second))
+	var what []string
+	if slices.ContainsFunc(cfg.Cases, suite.ComparisonCase) {
+		what = append(what, fmt.Sprintf("%d run(s) of each comparison", cfg.Runs))
+	}
+	if slices.Contains(cfg.Cases, suite.CaseRecovery) {
+		what = append(what, fmt.Sprintf("%d recovery trial(s)", cfg.Trials))
+	}
+	if slices.Contains(cfg.Cases, suite.CaseClusterStorm) {
+		what = append(what, fmt.Sprintf("%d cluster-storm trial(s), cluster and single node each", cfg.StormTrials))
+	}
+	fmt.Fprintf(&b, "Measured %s, %s, %s in total. Each cell: median [min-max] over the runs (trials).\n",
+		rep.Started.UTC().Format("2006-01-02 15:04 MST"), strings.Join(what, ", "), rep.Finished.Sub(rep.Started).Round(time.Second))
 	fmt.Fprintf(&b, "Machine: %s; 1-minute load average %s at the start, %s at the end.\n", machine(), loads[0], loads[1])
 	pin := "no server is pinned: the nodes (or the single node), PostgreSQL and the generator share every CPU"
 	if cfg.ServerCPUs != "" {
@@ -202,6 +229,10 @@ func describeCluster(cfg suite.ClusterConfig, rep *suite.ClusterReport, pg strin
 	fmt.Fprintf(&b, "Generator: GOMAXPROCS=%d; %s.\n", runtime.GOMAXPROCS(0), pin)
 	fmt.Fprintf(&b, "Cluster: %d agent-server nodes on loopback, static provider, cluster.heartbeat_expiration %s, set by AGENT_SERVER_... variables; single node: the same binary and config, not in cluster mode. Both on storage.driver postgres: %s, a fresh schema per measurement.\n",
 		cfg.Nodes, cfg.HeartbeatExpiration, pg)
-	b.WriteString("agent-server: default config except a bench key, failures_per_minute 0, messages_per_second 0 and the subscriber cap the fan-out needs.")
+	b.WriteString("agent-server: default config except a bench key, failures_per_minute 0, messages_per_second 0 and the subscriber cap the fan-out needs")
+	if slices.Contains(cfg.Cases, suite.CaseClusterStorm) {
+		fmt.Fprintf(&b, "; cluster-storm: the jwt plugin in the events chain, the decision cache on with its defaults (each node's its own); the single node's drop comes %s after the last first connect (auth.cache.allow_ttl is 10s), so no dropped client's decision is cached on either side", cfg.Params.Storm.Hold)
+	}
+	b.WriteString(".")
 	return b.String()
 }
