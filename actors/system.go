@@ -212,8 +212,8 @@ func (s *System) stopCrashed(kind string) actor.DeciderFunc {
 // closed: a missing chain, a panic, the end of ctx or a timeout is an Error
 // result, never an Allow. The chain runs in a goroutine of its own, so a
 // plugin that ignores its deadline never holds the caller past it; one
-// context, carrying the deadline and the caller's span, bounds both the
-// plugins and the wait.
+// context, carrying the deadline and the caller's span and ended with the
+// caller's ctx, bounds both the plugins and the wait.
 func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Result {
 	if s.closing.Load() {
 		return core.Failed(ErrShutdown)
@@ -230,6 +230,10 @@ func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Resul
 		deadline = d
 	}
 	cctx, cancel := context.WithDeadline(withSpan(sc), deadline)
+	// A caller that gives up (its client went away) ends the chain's run
+	// too, so that the run gives back its queue place and plugin slot.
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
 	reply := make(chan core.Result, 1)
 	go func() {
 		defer cancel()

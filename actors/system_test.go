@@ -626,6 +626,40 @@ func TestAuthenticate(t *testing.T) {
 	}
 }
 
+// A caller that gives up (its client went away) ends the chain's run: the
+// plugin's context ends with the caller's, long before the chain's own
+// deadline (authTimeout), so the run gives back its queue place and slot.
+func TestAuthenticateEndsTheChainWhenTheCallerGivesUp(t *testing.T) {
+	entered, ended := make(chan struct{}), make(chan error, 1)
+	slow := funcAuth(func(ctx context.Context) core.Result {
+		close(entered)
+		<-ctx.Done()
+		ended <- ctx.Err()
+		return core.Failed(ctx.Err())
+	})
+	sys, err := New(Options{Store: memstore.New(), Chains: staticChains{core.RouteEvents: mustChain(t, core.RouteEvents, slow)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Shutdown(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	answered := make(chan core.Result, 1)
+	go func() { answered <- sys.Authenticate(ctx, &core.Request{Route: core.RouteEvents, Header: map[string][]string{}}) }()
+	<-entered
+	cancel()
+	if res := <-answered; res.Decision != core.Error {
+		t.Errorf("decision = %v, want Error", res.Decision)
+	}
+	select {
+	case err := <-ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the plugin's context ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(authTimeout / 2):
+		t.Fatal("the plugin still runs after its caller gave up")
+	}
+}
+
 // TestAuthenticateDoesNotBlockTheSupervisor runs a slow chain and checks that
 // connections are still spawned meanwhile.
 func TestAuthenticateDoesNotBlockTheSupervisor(t *testing.T) {
