@@ -482,3 +482,45 @@ func TestDeleteRemovesEventsAndForgets(t *testing.T) {
 		t.Fatalf("post after delete = %v, want ErrNotFound", err)
 	}
 }
+
+// hangingReadStore's reads that a replay makes hang until their context
+// ends, as over a half-open database connection.
+type hangingReadStore struct{ core.Store }
+
+func (h hangingReadStore) Events(ctx context.Context, _ string, _ uint64, _ int) ([]*core.Event, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (h hangingReadStore) EventByID(ctx context.Context, _, _ string) (*core.Event, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestHungReplayReadClosesTheSocket: a replay whose store read hangs does
+// not leave its socket open and silent: the read times out and the socket
+// is closed with 1011, so its client reconnects.
+func TestHungReplayReadClosesTheSocket(t *testing.T) {
+	defer func(d time.Duration) { storeReadTimeout = d }(storeReadTimeout)
+	storeReadTimeout = 100 * time.Millisecond
+	mem := memstore.New()
+	sys := startSystem(t, hangingReadStore{mem}, 0)
+	id := createConv(t, sys)
+	first := post(t, sys, id, "one")
+	post(t, sys, id, "two")
+	tests := []struct {
+		name   string
+		replay Replay
+	}{
+		{"replay all (a page read hangs)", Replay{Mode: ReplayAll}},
+		{"after_id (the lookup hangs)", Replay{Mode: ReplayAfterID, AfterID: first.ID}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := connect(t, sys, id, tt.replay)
+			if d := tr.waitClosed(t); d != core.DisconnectInternalError {
+				t.Fatalf("socket closed with %v, want 1011", d)
+			}
+		})
+	}
+}

@@ -19,6 +19,13 @@ const codeUnknownEventID = "unknown_event_id"
 // replayPage is how many events a replay reads from the store at a time.
 const replayPage = 256
 
+// storeReadTimeout bounds each read a replay or a gap repair makes: a
+// store call that hangs (a half-open database connection, a pool starved
+// in a storm) fails instead, and its subscriber is closed with 1011 (or
+// the relay's read retried), so a socket never waits silently.
+// A variable for the tests.
+var storeReadTimeout = 10 * time.Second
+
 // replayRetry is how soon a paced replay resumes once its socket's queue is
 // half full.
 const replayRetry = 5 * time.Millisecond
@@ -166,7 +173,8 @@ func (e *unknownEventError) Error() string {
 // replayStart returns the Seq of the first event r asks for. It reads the
 // store's indexes and runs off the mailbox.
 func replayStart(store core.Store, id string, r Replay) (uint64, error) {
-	bg := context.Background()
+	bg, cancel := context.WithTimeout(context.Background(), storeReadTimeout)
+	defer cancel()
 	switch r.Mode {
 	case ReplaySince:
 		first, err := store.FirstSeqAtOrAfter(bg, id, r.Since)
@@ -274,7 +282,9 @@ func (f *fanout) readAhead(ctx actor.Context, sub *subscriber, durable uint64) {
 	r.reading, r.readFrom = true, from
 	self, root, store, id, conn := ctx.Self(), ctx.ActorSystem().Root, f.store, f.id, sub.pid
 	go func() {
-		evs, err := store.Events(context.Background(), id, from-1, replayPage)
+		ctx, cancel := context.WithTimeout(context.Background(), storeReadTimeout)
+		evs, err := store.Events(ctx, id, from-1, replayPage)
+		cancel()
 		root.Send(self, &replayRead{Conn: conn, Next: from, Events: evs, Err: err})
 	}()
 }

@@ -356,7 +356,9 @@ func (r *relay) fill(ctx actor.Context, through uint64) {
 	r.filling = true
 	self, root, store, id, from := ctx.Self(), ctx.ActorSystem().Root, r.sys.store, r.id, r.durable+1
 	go func() {
-		evs, err := store.Events(context.Background(), id, from-1, int(through-from+1))
+		ctx, cancel := context.WithTimeout(context.Background(), storeReadTimeout)
+		evs, err := store.Events(ctx, id, from-1, int(through-from+1))
+		cancel()
 		root.Send(self, &gapRead{From: from, Events: evs, Err: err})
 	}()
 }
