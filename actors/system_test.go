@@ -644,7 +644,9 @@ func TestAuthenticateEndsTheChainWhenTheCallerGivesUp(t *testing.T) {
 	defer sys.Shutdown(context.Background())
 	ctx, cancel := context.WithCancel(context.Background())
 	answered := make(chan core.Result, 1)
-	go func() { answered <- sys.Authenticate(ctx, &core.Request{Route: core.RouteEvents, Header: map[string][]string{}}) }()
+	go func() {
+		answered <- sys.Authenticate(ctx, &core.Request{Route: core.RouteEvents, Header: map[string][]string{}})
+	}()
 	<-entered
 	cancel()
 	if res := <-answered; res.Decision != core.Error {
