@@ -62,6 +62,7 @@ type outbound struct {
 	cur      *batch // frames waiting for the next flush
 	spare    *batch // a recycled batch
 	inflight int    // bytes being written now
+	overflow int    // bytes the queue would have held with a frame it refused (4008), for depth
 	flushing bool
 	closing  bool   // a close frame is queued: no more frames
 	dead     bool   // the connection failed or was closed
@@ -188,6 +189,7 @@ func (o *outbound) send(payload []byte) bool {
 	}
 	pending := o.cur.bytes + o.inflight
 	if pending > 0 && pending+len(payload)+10 > o.limit {
+		o.overflow = max(o.overflow, pending+len(payload))
 		o.cur.reset()
 		o.queueClose(core.DisconnectSlowConsumer)
 		return false
@@ -292,8 +294,8 @@ func (o *outbound) flush() {
 		}
 
 		o.mu.Lock()
-		peak := o.inflight + o.cur.bytes
-		o.inflight = 0
+		peak := max(o.inflight+o.cur.bytes, o.overflow) // a refused frame's overflow is the peak that closed the socket
+		o.inflight, o.overflow = 0, 0
 		closed := b.close
 		b.reset()
 		o.spare = b

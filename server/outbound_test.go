@@ -235,3 +235,29 @@ func TestQueueDepthObservedPerWrite(t *testing.T) {
 		t.Errorf("depth observations %v, want 3 writes, the first seeing 19 bytes, the second 12", depth.seen)
 	}
 }
+
+// A frame that would pass the bound closes the socket with 4008; the write
+// under way when it came is observed at the depth the frame would have
+// made, the peak that closed it, not at what was left after the queue was
+// dropped.
+func TestQueueDepthObservesTheOverflow(t *testing.T) {
+	conn := gatedConn()
+	o := newOutbound(conn, 100, time.Second)
+	depth := &depthObserver{}
+	o.depth = depth
+	o.failed = func(err error) {}
+	o.closeSent = func() {}
+
+	o.send([]byte("first")) // 2 + 5 bytes, being written
+	<-conn.entered
+	if o.send(make([]byte, 120)) { // 7 + 120 > 100: refused, 4008 queued
+		t.Fatal("a frame past the bound was queued")
+	}
+	close(conn.release)
+	waitWrites(t, conn, 2)
+	depth.mu.Lock()
+	defer depth.mu.Unlock()
+	if len(depth.seen) == 0 || depth.seen[0] != 7+120 {
+		t.Errorf("depth observations %v, want the first at 127 bytes, the overflow", depth.seen)
+	}
+}
