@@ -244,6 +244,13 @@ func TestForkConversation(t *testing.T) {
 		post(t, sys, src, fmt.Sprint("more ", i))
 	}
 	last := post(t, sys, src, "the sixth on its branch")
+	for i := range 2 * core.BranchReach {
+		post(t, sys, src, fmt.Sprint("spread ", i))
+	}
+	if err := sys.Navigate(ctx, src, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	far := post(t, sys, src, "a branch of two, its root 11 events back")
 	for _, tt := range []struct {
 		name  string
 		src   string
@@ -253,9 +260,12 @@ func TestForkConversation(t *testing.T) {
 		{"an unknown source", core.NewID(), core.ForkRequest{}, func(err error) bool { return errors.Is(err, core.ErrNotFound) }},
 		{"an unknown event", src, core.ForkRequest{FromEventID: "nope"}, func(err error) bool { return errors.As(err, &unknown) && unknown.Field == "from_event_id" }},
 		{"a taken id", src, core.ForkRequest{ID: whole.ID, FromEventID: a.ID}, func(err error) bool { return errors.Is(err, core.ErrConversationExists) }},
-		{"too many events", src, core.ForkRequest{}, func(err error) bool { return errors.As(err, &tooLarge) && tooLarge.Events == 7 && tooLarge.Max == 5 }},
+		{"too many events", src, core.ForkRequest{}, func(err error) bool { return errors.As(err, &tooLarge) && tooLarge.Events == 12 && tooLarge.Max == 5 }},
 		{"too long a branch", src, core.ForkRequest{FromEventID: last.ID}, func(err error) bool {
 			return errors.As(err, &tooLarge) && tooLarge.Error() == "the fork would copy more than 5 events; at most 5 may be copied (conversations.max_fork_events)"
+		}},
+		{"a short branch whose root is past the reach", src, core.ForkRequest{FromEventID: far.ID}, func(err error) bool {
+			return errors.As(err, &tooLarge) && tooLarge.Max == 5
 		}},
 	} {
 		if _, err := sys.ForkConversation(ctx, tt.src, tt.req); !tt.check(err) {
