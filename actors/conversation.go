@@ -364,8 +364,10 @@ func (c *conversation) append(ctx actor.Context, m *appendEvent, sender *actor.P
 
 // enqueue assigns an event's envelope, seals it and hands it to the writer,
 // with the idempotency key it was posted with ("" for none); the caller
-// records it in pending. Its parent_id is parent, or else the HEAD's
-// (tree.go); it becomes the HEAD if it is a tree node.
+// records it in pending. Its parent_id is parent (a runtime's), or else
+// the HEAD's (tree.go); it becomes the HEAD if it is a tree node. An event
+// that is no tree node (a state update) always gets the HEAD's, whatever
+// parent it came with: its parent_id is what a reload reads the HEAD from.
 func (c *conversation) enqueue(ctx actor.Context, source core.Source, kind, parent string, body []byte, key string) (*core.Event, error) {
 	if c.gone {
 		return nil, c.goneErr
@@ -374,7 +376,7 @@ func (c *conversation) enqueue(ctx actor.Context, source core.Source, kind, pare
 	if ts.Before(c.lastTS) {
 		ts = c.lastTS
 	}
-	if parent == "" {
+	if parent == "" || !core.IsTreeNode(kind) {
 		parent = c.head.ParentFor(c.lastSeq)
 	}
 	ev := &core.Event{ID: core.NewEventID(), Seq: c.lastSeq + 1, Timestamp: ts, Source: source, Kind: kind, ParentID: parent, Body: body, IdempotencyKey: key}

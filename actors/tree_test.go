@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,6 +165,53 @@ func TestHeadSurvivesANewActor(t *testing.T) {
 	e := post(t, sys, id, "e")
 	if p := parentOf(t, st, id, e); p != core.RootParentID {
 		t.Errorf("after navigate to null and a restart: parent_id %q, want %s", p, core.RootParentID)
+	}
+}
+
+// A runtime's parent_id is kept on a tree node, which becomes the HEAD; a
+// state update, which is no tree node, gets the HEAD whatever parent_id it
+// was published with, so that a new actor reads from it the HEAD the live
+// one had.
+func TestPublishedParentID(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		event string // "A": the first post's ID
+		// wantParent is the published event's parent_id, wantNext that of
+		// the first post after a restart, by name: "a" and "b" the two
+		// posts before, "pub" the published event.
+		wantParent, wantNext string
+	}{
+		{"a state update naming an older event", `{"kind":"ConversationStateUpdateEvent","key":"agent_state","value":{"k":1},"parent_id":"A"}`, "b", "b"},
+		{"a state update naming a new root", `{"kind":"ConversationStateUpdateEvent","key":"agent_state","value":{"k":1},"parent_id":"__root__"}`, "b", "b"},
+		{"a state update naming no event", `{"kind":"ConversationStateUpdateEvent","key":"agent_state","value":{"k":1},"parent_id":"nowhere"}`, "b", "b"},
+		{"a state update without parent_id", `{"kind":"ConversationStateUpdateEvent","key":"agent_state","value":{"k":1}}`, "b", "b"},
+		{"a tree node naming an older event", `{"kind":"PauseEvent","parent_id":"A"}`, "a", "pub"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := memstore.New()
+			sys := startSystem(t, st, 0)
+			id := createConv(t, sys)
+			a := post(t, sys, id, "a")
+			b := post(t, sys, id, "b")
+			p, err := core.ParsePublished([]byte(strings.ReplaceAll(tt.event, `"A"`, strconv.Quote(a.ID))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, err := sys.PublishEvent(context.Background(), id, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := map[string]string{"a": a.ID, "b": b.ID, "pub": pub.ID}
+			if got := parentOf(t, st, id, pub); got != ids[tt.wantParent] {
+				t.Errorf("the published event's parent_id %q, want %s's %s", got, tt.wantParent, ids[tt.wantParent])
+			}
+			shutdown(t, sys)
+			sys = startSystem(t, st, 0)
+			next := post(t, sys, id, "after a restart")
+			if got := parentOf(t, st, id, next); got != ids[tt.wantNext] {
+				t.Errorf("after a restart, the next post's parent_id %q, want %s's %s", got, tt.wantNext, ids[tt.wantNext])
+			}
+		})
 	}
 }
 

@@ -16,8 +16,12 @@ import (
 //   - Every event the conversation's actor appends carries parent_id: the
 //     HEAD (leaf_event_id) when it was appended, RootParentID when there is
 //     none but the log is not empty (after navigate to null), and no
-//     parent_id for the log's first event. An event a runtime publishes
-//     with a parent_id keeps it.
+//     parent_id for the log's first event. A tree node a runtime
+//     publishes with a parent_id keeps it; a ConversationStateUpdateEvent
+//     always gets the HEAD, whatever parent_id it was published with, since
+//     its parent_id is what ResolveHead reads the HEAD from (upstream's
+//     own state updates always carry the HEAD of their time: the server
+//     makes them, and stamps them).
 //   - Each appended event becomes the HEAD, except a
 //     ConversationStateUpdateEvent, which is stored but is no tree node.
 //   - navigate moves the HEAD to an existing event (or to none), so the
