@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -233,6 +234,148 @@ func TestHeadAfterAFailedWrite(t *testing.T) {
 	if p := parentOf(t, g, id, c); p != a.ID {
 		t.Errorf("after a failed write: parent_id %q, want %s", p, a.ID)
 	}
+}
+
+// heldWrite is a Store whose next AppendBatch after hold waits for the
+// test to let it go, then stores its batch or fails it.
+type heldWrite struct {
+	core.Store
+	next    atomic.Pointer[chan error]
+	entered chan struct{} // a token as the held AppendBatch starts waiting
+}
+
+// hold makes the next AppendBatch wait until release, which fails it with
+// err (nil stores it).
+func (s *heldWrite) hold() (release func(err error)) {
+	ch := make(chan error, 1)
+	s.next.Store(&ch)
+	return func(err error) { ch <- err }
+}
+
+func (s *heldWrite) AppendBatch(ctx context.Context, b []core.Append) []error {
+	if ch := s.next.Swap(nil); ch != nil {
+		s.entered <- struct{}{}
+		if err := <-*ch; err != nil {
+			errs := make([]error, len(b))
+			for i := range errs {
+				errs[i] = err
+			}
+			return errs
+		}
+	}
+	return s.Store.AppendBatch(ctx, b)
+}
+
+// A navigate that comes while an append is in flight waits for it: the Seq
+// its HEAD records is durable, whether that write succeeds or fails, and
+// the navigate succeeds either way; the post sent after the navigate waits
+// behind it and starts the new branch. Before, a failed write failed the
+// navigate and dropped the runtime's state frame while the new HEAD stayed,
+// and the stored HEAD counted a Seq that the next post took again, so that
+// a new actor went back to the navigated event and orphaned that post.
+func TestNavigateWaitsForTheAppendsBeforeIt(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		writeErr error  // the in-flight write's outcome
+		headSeq  uint64 // the Seq the stored HEAD records
+	}{
+		{"the write in flight fails", fmt.Errorf("disk full: %w", core.ErrUnavailable), 2},
+		{"the write in flight is stored", nil, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			mem := memstore.New()
+			st := &heldWrite{Store: mem, entered: make(chan struct{}, 1)}
+			sys, err := New(Options{Store: st, Chains: staticChains{}, Conversations: config.Conversations{IdleTimeout: time.Minute}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { shutdown(t, sys) })
+			h := &harness{sys: sys, store: mem}
+			id := createConv(t, sys)
+			rt, _ := h.attachRuntime(t, id)
+			a := post(t, sys, id, "a")
+			b := post(t, sys, id, "b")
+
+			release := st.hold()
+			inFlight := make(chan error, 1)
+			go func() {
+				_, err := sys.PostEvent(ctx, id, core.SourceAgent, core.KindMessage, messageBody("in flight"))
+				inFlight <- err
+			}()
+			<-st.entered
+			// The registry hands these to the actor in order, before the
+			// writer's report: counts returns once it did.
+			nav := sys.root.RequestFuture(sys.registry, &navigateConversation{ConversationID: id, EventID: a.ID}, 10*time.Second)
+			after := sys.root.RequestFuture(sys.registry, &appendEvent{ConversationID: id, Source: core.SourceAgent, Kind: core.KindMessage, Body: messageBody("after")}, 10*time.Second)
+			counts(t, sys)
+			release(tt.writeErr)
+
+			if err := <-inFlight; (err != nil) != (tt.writeErr != nil) {
+				t.Errorf("the post in flight: %v, want an error: %v", err, tt.writeErr != nil)
+			}
+			if res, err := nav.Result(); err != nil || !isDone(res) {
+				t.Errorf("navigate answered %#v, %v; want done", res, err)
+			}
+			res, err := after.Result()
+			appended, ok := res.(*eventAppended)
+			if err != nil || !ok {
+				t.Fatalf("the post after the navigate answered %#v, %v; want appended", res, err)
+			}
+			if p := parentOf(t, st, id, appended.Event); p != a.ID {
+				t.Errorf("the post after the navigate: parent_id %q, want %s", p, a.ID)
+			}
+			if got, want := headOf(t, st, id), (core.Head{LeafEventID: a.ID, Seq: tt.headSeq}); got != want {
+				t.Errorf("stored HEAD %+v, want %+v", got, want)
+			}
+			framesWhere(t, rt, 1, "a state frame with the new HEAD", func(f map[string]any) bool {
+				st, _ := f["state"].(map[string]any)
+				return f["type"] == core.FrameTypeState && st["leaf_event_id"] == a.ID
+			})
+			if tt.writeErr == nil {
+				evs, _ := st.Events(ctx, id, 2, 1)
+				if p := parentOf(t, st, id, evs[0]); p != b.ID {
+					t.Errorf("the post in flight: parent_id %q, want %s", p, b.ID)
+				}
+			}
+
+			shutdown(t, sys)
+			sys = startSystem(t, st, 0)
+			next := post(t, sys, id, "after a restart")
+			if p := parentOf(t, st, id, next); p != appended.Event.ID {
+				t.Errorf("after a restart: parent_id %q, want the post after the navigate %s", p, appended.Event.ID)
+			}
+		})
+	}
+}
+
+// A delete does not wait behind a navigate that waits for an append: it
+// is answered as done, and the navigate, refused, as the conversation is
+// gone.
+func TestDeleteWhileANavigateWaits(t *testing.T) {
+	ctx := context.Background()
+	st := &heldWrite{Store: memstore.New(), entered: make(chan struct{}, 1)}
+	sys := startSystem(t, st, 0)
+	id := createConv(t, sys)
+	a := post(t, sys, id, "a")
+	release := st.hold()
+	defer release(nil)
+	go func() { _, _ = sys.PostEvent(ctx, id, core.SourceAgent, core.KindMessage, messageBody("in flight")) }()
+	<-st.entered
+	nav := sys.root.RequestFuture(sys.registry, &navigateConversation{ConversationID: id, EventID: a.ID}, 10*time.Second)
+	counts(t, sys)
+	if err := sys.DeleteConversation(ctx, id); err != nil {
+		t.Errorf("delete while a navigate waits: %v", err)
+	}
+	res, err := nav.Result()
+	if failed, ok := res.(*commandFailed); err != nil || !ok || !errors.Is(failed.Err, core.ErrNotFound) {
+		t.Errorf("the navigate answered %#v, %v; want it failed with ErrNotFound", res, err)
+	}
+}
+
+func isDone(res any) bool {
+	_, ok := res.(*commandDone)
+	return ok
 }
 
 // A fork copies the source's events under their IDs (the whole log, or a
