@@ -42,6 +42,7 @@ type conversation struct {
 	epoch    uint64 // the ownership epoch its appends carry (fencing.go); 0 on a single node
 	loaded   bool
 	stash    []stashed
+	held     []stashed          // a navigate waiting for the appends before it, and what came after (tree.go)
 	conv     *core.Conversation // metadata, kept current as events land (conv.Head: the durable HEAD)
 	state    []byte             // conv rendered as a full_state body; nil after conv changes
 	head     core.Head          // the event tree's HEAD after the last Seq assigned (tree.go)
@@ -179,6 +180,9 @@ func (c *conversation) Receive(ctx actor.Context) {
 
 // handle handles one message once loaded; sender gets the answer.
 func (c *conversation) handle(ctx actor.Context, msg any, sender *actor.PID) {
+	if c.heldForNavigate(msg, sender) {
+		return
+	}
 	switch m := msg.(type) {
 	case *attachConnection:
 		c.attach(ctx, m)
@@ -212,6 +216,7 @@ func (c *conversation) handle(ctx actor.Context, msg any, sender *actor.PID) {
 		}
 	}
 	c.progress(ctx)
+	c.navigateReady(ctx)
 }
 
 // startLoad reads what the actor starts from, off the mailbox (see
@@ -293,6 +298,7 @@ func (c *conversation) stopping(ctx actor.Context) {
 		c.reply(ctx, p.reply, &commandFailed{Err: errStoppedUnconfirmed})
 	}
 	c.pending = nil
+	c.failHeld(ctx)
 	for _, s := range c.stash {
 		switch m := s.msg.(type) {
 		case *attachConnection:
@@ -364,8 +370,10 @@ func (c *conversation) append(ctx actor.Context, m *appendEvent, sender *actor.P
 
 // enqueue assigns an event's envelope, seals it and hands it to the writer,
 // with the idempotency key it was posted with ("" for none); the caller
-// records it in pending. Its parent_id is parent, or else the HEAD's
-// (tree.go); it becomes the HEAD if it is a tree node.
+// records it in pending. Its parent_id is parent (a runtime's), or else
+// the HEAD's (tree.go); it becomes the HEAD if it is a tree node. An event
+// that is no tree node (a state update) always gets the HEAD's, whatever
+// parent it came with: its parent_id is what a reload reads the HEAD from.
 func (c *conversation) enqueue(ctx actor.Context, source core.Source, kind, parent string, body []byte, key string) (*core.Event, error) {
 	if c.gone {
 		return nil, c.goneErr
@@ -374,7 +382,7 @@ func (c *conversation) enqueue(ctx actor.Context, source core.Source, kind, pare
 	if ts.Before(c.lastTS) {
 		ts = c.lastTS
 	}
-	if parent == "" {
+	if parent == "" || !core.IsTreeNode(kind) {
 		parent = c.head.ParentFor(c.lastSeq)
 	}
 	ev := &core.Event{ID: core.NewEventID(), Seq: c.lastSeq + 1, Timestamp: ts, Source: source, Kind: kind, ParentID: parent, Body: body, IdempotencyKey: key}

@@ -21,8 +21,10 @@ import (
 // never holds up the source's appends (which go on meanwhile; the fork
 // copies the log as it is when the fork reads where it ends), and in
 // cluster mode any node forks, the fork's actor starting on its owner at
-// first use. A fork of more than conversations.max_fork_events events is a
-// *core.ForkTooLargeError, an unknown source core.ErrNotFound, an unknown
+// first use. A fork of more than conversations.max_fork_events events, or
+// of a branch whose root lies more than core.BranchReach times that many
+// events before req.FromEventID (so that no request reads more of the log),
+// is a *core.ForkTooLargeError, an unknown source core.ErrNotFound, an unknown
 // req.FromEventID a *core.UnknownEventError, a taken req.ID
 // core.ErrConversationExists.
 func (s *System) ForkConversation(ctx context.Context, sourceID string, req core.ForkRequest) (*core.Conversation, error) {

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,6 +169,53 @@ func TestHeadSurvivesANewActor(t *testing.T) {
 	}
 }
 
+// A runtime's parent_id is kept on a tree node, which becomes the HEAD; a
+// state update, which is no tree node, gets the HEAD whatever parent_id it
+// was published with, so that a new actor reads from it the HEAD the live
+// one had.
+func TestPublishedParentID(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		event string // "A": the first post's ID
+		// wantParent is the published event's parent_id, wantNext that of
+		// the first post after a restart, by name: "a" and "b" the two
+		// posts before, "pub" the published event.
+		wantParent, wantNext string
+	}{
+		{"a state update naming an older event", `{"kind":"ConversationStateUpdateEvent","key":"agent_state","value":{"k":1},"parent_id":"A"}`, "b", "b"},
+		{"a state update naming a new root", `{"kind":"ConversationStateUpdateEvent","key":"agent_state","value":{"k":1},"parent_id":"__root__"}`, "b", "b"},
+		{"a state update naming no event", `{"kind":"ConversationStateUpdateEvent","key":"agent_state","value":{"k":1},"parent_id":"nowhere"}`, "b", "b"},
+		{"a state update without parent_id", `{"kind":"ConversationStateUpdateEvent","key":"agent_state","value":{"k":1}}`, "b", "b"},
+		{"a tree node naming an older event", `{"kind":"PauseEvent","parent_id":"A"}`, "a", "pub"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := memstore.New()
+			sys := startSystem(t, st, 0)
+			id := createConv(t, sys)
+			a := post(t, sys, id, "a")
+			b := post(t, sys, id, "b")
+			p, err := core.ParsePublished([]byte(strings.ReplaceAll(tt.event, `"A"`, strconv.Quote(a.ID))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, err := sys.PublishEvent(context.Background(), id, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := map[string]string{"a": a.ID, "b": b.ID, "pub": pub.ID}
+			if got := parentOf(t, st, id, pub); got != ids[tt.wantParent] {
+				t.Errorf("the published event's parent_id %q, want %s's %s", got, tt.wantParent, ids[tt.wantParent])
+			}
+			shutdown(t, sys)
+			sys = startSystem(t, st, 0)
+			next := post(t, sys, id, "after a restart")
+			if got := parentOf(t, st, id, next); got != ids[tt.wantNext] {
+				t.Errorf("after a restart, the next post's parent_id %q, want %s's %s", got, tt.wantNext, ids[tt.wantNext])
+			}
+		})
+	}
+}
+
 // An event whose write failed is not the HEAD: the next one's parent is
 // the last stored event.
 func TestHeadAfterAFailedWrite(t *testing.T) {
@@ -184,6 +234,148 @@ func TestHeadAfterAFailedWrite(t *testing.T) {
 	if p := parentOf(t, g, id, c); p != a.ID {
 		t.Errorf("after a failed write: parent_id %q, want %s", p, a.ID)
 	}
+}
+
+// heldWrite is a Store whose next AppendBatch after hold waits for the
+// test to let it go, then stores its batch or fails it.
+type heldWrite struct {
+	core.Store
+	next    atomic.Pointer[chan error]
+	entered chan struct{} // a token as the held AppendBatch starts waiting
+}
+
+// hold makes the next AppendBatch wait until release, which fails it with
+// err (nil stores it).
+func (s *heldWrite) hold() (release func(err error)) {
+	ch := make(chan error, 1)
+	s.next.Store(&ch)
+	return func(err error) { ch <- err }
+}
+
+func (s *heldWrite) AppendBatch(ctx context.Context, b []core.Append) []error {
+	if ch := s.next.Swap(nil); ch != nil {
+		s.entered <- struct{}{}
+		if err := <-*ch; err != nil {
+			errs := make([]error, len(b))
+			for i := range errs {
+				errs[i] = err
+			}
+			return errs
+		}
+	}
+	return s.Store.AppendBatch(ctx, b)
+}
+
+// A navigate that comes while an append is in flight waits for it: the Seq
+// its HEAD records is durable, whether that write succeeds or fails, and
+// the navigate succeeds either way; the post sent after the navigate waits
+// behind it and starts the new branch. Before, a failed write failed the
+// navigate and dropped the runtime's state frame while the new HEAD stayed,
+// and the stored HEAD counted a Seq that the next post took again, so that
+// a new actor went back to the navigated event and orphaned that post.
+func TestNavigateWaitsForTheAppendsBeforeIt(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		writeErr error  // the in-flight write's outcome
+		headSeq  uint64 // the Seq the stored HEAD records
+	}{
+		{"the write in flight fails", fmt.Errorf("disk full: %w", core.ErrUnavailable), 2},
+		{"the write in flight is stored", nil, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			mem := memstore.New()
+			st := &heldWrite{Store: mem, entered: make(chan struct{}, 1)}
+			sys, err := New(Options{Store: st, Chains: staticChains{}, Conversations: config.Conversations{IdleTimeout: time.Minute}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { shutdown(t, sys) })
+			h := &harness{sys: sys, store: mem}
+			id := createConv(t, sys)
+			rt, _ := h.attachRuntime(t, id)
+			a := post(t, sys, id, "a")
+			b := post(t, sys, id, "b")
+
+			release := st.hold()
+			inFlight := make(chan error, 1)
+			go func() {
+				_, err := sys.PostEvent(ctx, id, core.SourceAgent, core.KindMessage, messageBody("in flight"))
+				inFlight <- err
+			}()
+			<-st.entered
+			// The registry hands these to the actor in order, before the
+			// writer's report: counts returns once it did.
+			nav := sys.root.RequestFuture(sys.registry, &navigateConversation{ConversationID: id, EventID: a.ID}, 10*time.Second)
+			after := sys.root.RequestFuture(sys.registry, &appendEvent{ConversationID: id, Source: core.SourceAgent, Kind: core.KindMessage, Body: messageBody("after")}, 10*time.Second)
+			counts(t, sys)
+			release(tt.writeErr)
+
+			if err := <-inFlight; (err != nil) != (tt.writeErr != nil) {
+				t.Errorf("the post in flight: %v, want an error: %v", err, tt.writeErr != nil)
+			}
+			if res, err := nav.Result(); err != nil || !isDone(res) {
+				t.Errorf("navigate answered %#v, %v; want done", res, err)
+			}
+			res, err := after.Result()
+			appended, ok := res.(*eventAppended)
+			if err != nil || !ok {
+				t.Fatalf("the post after the navigate answered %#v, %v; want appended", res, err)
+			}
+			if p := parentOf(t, st, id, appended.Event); p != a.ID {
+				t.Errorf("the post after the navigate: parent_id %q, want %s", p, a.ID)
+			}
+			if got, want := headOf(t, st, id), (core.Head{LeafEventID: a.ID, Seq: tt.headSeq}); got != want {
+				t.Errorf("stored HEAD %+v, want %+v", got, want)
+			}
+			framesWhere(t, rt, 1, "a state frame with the new HEAD", func(f map[string]any) bool {
+				st, _ := f["state"].(map[string]any)
+				return f["type"] == core.FrameTypeState && st["leaf_event_id"] == a.ID
+			})
+			if tt.writeErr == nil {
+				evs, _ := st.Events(ctx, id, 2, 1)
+				if p := parentOf(t, st, id, evs[0]); p != b.ID {
+					t.Errorf("the post in flight: parent_id %q, want %s", p, b.ID)
+				}
+			}
+
+			shutdown(t, sys)
+			sys = startSystem(t, st, 0)
+			next := post(t, sys, id, "after a restart")
+			if p := parentOf(t, st, id, next); p != appended.Event.ID {
+				t.Errorf("after a restart: parent_id %q, want the post after the navigate %s", p, appended.Event.ID)
+			}
+		})
+	}
+}
+
+// A delete does not wait behind a navigate that waits for an append: it
+// is answered as done, and the navigate, refused, as the conversation is
+// gone.
+func TestDeleteWhileANavigateWaits(t *testing.T) {
+	ctx := context.Background()
+	st := &heldWrite{Store: memstore.New(), entered: make(chan struct{}, 1)}
+	sys := startSystem(t, st, 0)
+	id := createConv(t, sys)
+	a := post(t, sys, id, "a")
+	release := st.hold()
+	defer release(nil)
+	go func() { _, _ = sys.PostEvent(ctx, id, core.SourceAgent, core.KindMessage, messageBody("in flight")) }()
+	<-st.entered
+	nav := sys.root.RequestFuture(sys.registry, &navigateConversation{ConversationID: id, EventID: a.ID}, 10*time.Second)
+	counts(t, sys)
+	if err := sys.DeleteConversation(ctx, id); err != nil {
+		t.Errorf("delete while a navigate waits: %v", err)
+	}
+	res, err := nav.Result()
+	if failed, ok := res.(*commandFailed); err != nil || !ok || !errors.Is(failed.Err, core.ErrNotFound) {
+		t.Errorf("the navigate answered %#v, %v; want it failed with ErrNotFound", res, err)
+	}
+}
+
+func isDone(res any) bool {
+	_, ok := res.(*commandDone)
+	return ok
 }
 
 // A fork copies the source's events under their IDs (the whole log, or a
@@ -244,6 +436,13 @@ func TestForkConversation(t *testing.T) {
 		post(t, sys, src, fmt.Sprint("more ", i))
 	}
 	last := post(t, sys, src, "the sixth on its branch")
+	for i := range 2 * core.BranchReach {
+		post(t, sys, src, fmt.Sprint("spread ", i))
+	}
+	if err := sys.Navigate(ctx, src, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	far := post(t, sys, src, "a branch of two, its root 11 events back")
 	for _, tt := range []struct {
 		name  string
 		src   string
@@ -253,9 +452,12 @@ func TestForkConversation(t *testing.T) {
 		{"an unknown source", core.NewID(), core.ForkRequest{}, func(err error) bool { return errors.Is(err, core.ErrNotFound) }},
 		{"an unknown event", src, core.ForkRequest{FromEventID: "nope"}, func(err error) bool { return errors.As(err, &unknown) && unknown.Field == "from_event_id" }},
 		{"a taken id", src, core.ForkRequest{ID: whole.ID, FromEventID: a.ID}, func(err error) bool { return errors.Is(err, core.ErrConversationExists) }},
-		{"too many events", src, core.ForkRequest{}, func(err error) bool { return errors.As(err, &tooLarge) && tooLarge.Events == 7 && tooLarge.Max == 5 }},
+		{"too many events", src, core.ForkRequest{}, func(err error) bool { return errors.As(err, &tooLarge) && tooLarge.Events == 12 && tooLarge.Max == 5 }},
 		{"too long a branch", src, core.ForkRequest{FromEventID: last.ID}, func(err error) bool {
 			return errors.As(err, &tooLarge) && tooLarge.Error() == "the fork would copy more than 5 events; at most 5 may be copied (conversations.max_fork_events)"
+		}},
+		{"a short branch whose root is past the reach", src, core.ForkRequest{FromEventID: far.ID}, func(err error) bool {
+			return errors.As(err, &tooLarge) && tooLarge.Max == 5
 		}},
 	} {
 		if _, err := sys.ForkConversation(ctx, tt.src, tt.req); !tt.check(err) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 )
@@ -15,8 +16,12 @@ import (
 //   - Every event the conversation's actor appends carries parent_id: the
 //     HEAD (leaf_event_id) when it was appended, RootParentID when there is
 //     none but the log is not empty (after navigate to null), and no
-//     parent_id for the log's first event. An event a runtime publishes
-//     with a parent_id keeps it.
+//     parent_id for the log's first event. A tree node a runtime
+//     publishes with a parent_id keeps it; a ConversationStateUpdateEvent
+//     always gets the HEAD, whatever parent_id it was published with, since
+//     its parent_id is what ResolveHead reads the HEAD from (upstream's
+//     own state updates always carry the HEAD of their time: the server
+//     makes them, and stamps them).
 //   - Each appended event becomes the HEAD, except a
 //     ConversationStateUpdateEvent, which is stored but is no tree node.
 //   - navigate moves the HEAD to an existing event (or to none), so the
@@ -191,18 +196,32 @@ func ResolveHead(ctx context.Context, st Store, id string, h Head, lastSeq uint6
 	return h, nil
 }
 
-// ErrBranchTooLong is a branch longer than the limit Branch was given.
-var ErrBranchTooLong = fmt.Errorf("the branch is longer than the limit")
+// ErrBranchTooLong is a branch that Branch does not read to its root: one
+// longer than the limit it was given, or one spread over more events of
+// the log than BranchReach times that limit.
+var ErrBranchTooLong = errors.New("the branch is longer than the limit")
+
+// BranchReach bounds how far back Branch reads, as a multiple of its
+// limit: a branch with other branches interleaved reads their events too,
+// so with a limit of max, Branch reads at most BranchReach*max events
+// before the leaf, however short the branch.
+const BranchReach = 2
 
 // Branch returns the Seqs of upstream's path_to_root(leaf): leaf and its
 // ancestors, root first. It reads the log back from leaf once. A parent_id
 // that names no earlier event ends the branch there, as a root. With max >
-// 0, a branch of more than max events is ErrBranchTooLong.
+// 0, a branch of more than max events, or one whose root lies more than
+// BranchReach*max events before leaf, is ErrBranchTooLong, having read at
+// most that many events.
 func Branch(ctx context.Context, st Store, id string, leaf *Event, max int) ([]uint64, error) {
 	path := []uint64{leaf.Seq}
 	want, wantSeq := effectiveParent(leaf)
+	stop := uint64(0) // the walk reads the events after stop
+	if reach := uint64(BranchReach) * uint64(max); max > 0 && leaf.Seq-1 > reach {
+		stop = leaf.Seq - 1 - reach
+	}
 	var tooLong bool
-	err := backwards(ctx, st, id, 0, leaf.Seq-1, func(ev *Event) bool {
+	err := backwards(ctx, st, id, stop, leaf.Seq-1, func(ev *Event) bool {
 		if want == "" && wantSeq == 0 {
 			return false
 		}
@@ -220,7 +239,10 @@ func Branch(ctx context.Context, st Store, id string, leaf *Event, max int) ([]u
 	case err != nil:
 		return nil, fmt.Errorf("branch of %s in %s: %w", leaf.ID, id, err)
 	case tooLong:
-		return nil, fmt.Errorf("branch of %s in %s: %w (%d)", leaf.ID, id, ErrBranchTooLong, max)
+		return nil, fmt.Errorf("branch of %s in %s: %w (%d events)", leaf.ID, id, ErrBranchTooLong, max)
+	case stop > 0 && (want != "" || wantSeq != 0):
+		return nil, fmt.Errorf("branch of %s in %s: %w: its root is more than %d events (%d times the limit of %d) before it",
+			leaf.ID, id, ErrBranchTooLong, leaf.Seq-1-stop, BranchReach, max)
 	}
 	slices.Reverse(path)
 	return path, nil

@@ -258,6 +258,69 @@ func TestBranch(t *testing.T) {
 	}
 }
 
+// readCounter is a Store that counts the events Events returns.
+type readCounter struct {
+	core.Store
+	read int
+}
+
+func (r *readCounter) Events(ctx context.Context, id string, after uint64, limit int) ([]*core.Event, error) {
+	evs, err := r.Store.Events(ctx, id, after, limit)
+	r.read += len(evs)
+	return evs, err
+}
+
+// With a limit, Branch reads at most BranchReach times as many events as
+// the limit, however short the branch: a short branch whose root lies
+// far back, behind another branch's events, is ErrBranchTooLong, and the
+// log before the reach is never read.
+func TestBranchReadsWithinItsReach(t *testing.T) {
+	const other = 100 // events of another branch between the root and the leaf
+	l := newLog(t)
+	l.add("a", msg, "-")
+	prev := "a"
+	for i := range other {
+		name := fmt.Sprint("x", i)
+		l.add(name, msg, prev)
+		prev = name
+	}
+	l.add("b", msg, "a").add("c", msg, "b") // after navigate to a
+	for _, tt := range []struct {
+		name    string
+		max     int
+		want    []string // nil: ErrBranchTooLong
+		maxRead int
+	}{
+		{"no limit reads back to the root", 0, []string{"a", "b", "c"}, other + 2},
+		{"a reach past the root", (other + 2) / core.BranchReach, []string{"a", "b", "c"}, other + 2},
+		{"a reach short of the root", 5, nil, 5 * core.BranchReach},
+		{"a reach one short of the root", (other + 1) / core.BranchReach, nil, (other + 1) / core.BranchReach * core.BranchReach},
+		{"a branch longer than the limit", 2, nil, 2 * core.BranchReach},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &readCounter{Store: l.st}
+			got, err := core.Branch(context.Background(), st, l.id, l.event("c"), tt.max)
+			switch {
+			case tt.want == nil && !errors.Is(err, core.ErrBranchTooLong):
+				t.Errorf("Branch = %v, %v; want ErrBranchTooLong", got, err)
+			case tt.want != nil && err != nil:
+				t.Errorf("Branch: %v, want %v", err, tt.want)
+			case tt.want != nil:
+				var want []uint64
+				for _, n := range tt.want {
+					want = append(want, l.seq[n])
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("Branch = %v, want %v", got, want)
+				}
+			}
+			if st.read > tt.maxRead {
+				t.Errorf("Branch read %d events, want at most %d", st.read, tt.maxRead)
+			}
+		})
+	}
+}
+
 // A runtime's parent_id goes to the envelope, not the body.
 func TestParsePublishedParentID(t *testing.T) {
 	for _, tt := range []struct {
