@@ -176,7 +176,8 @@
 // runConversation, pauseConversation, changeSettings, rejectPending,
 // askRuntime, publishEvent and navigateConversation (messages_control.go).
 // The actor stamps each event's parent_id and keeps the event tree's HEAD,
-// which navigateConversation moves (tree.go). A change of state
+// which navigateConversation moves (tree.go) once the appends before it
+// are durable, so that the HEAD it records is. A change of state
 // replaces the actor's copy of the conversation, appends one
 // ConversationStateUpdateEvent per changed key through the writer, and
 // writes the conversation to the store from a goroutine; the command is

@@ -454,7 +454,7 @@ func TestForkConversation(t *testing.T) {
 		{"a taken id", src, core.ForkRequest{ID: whole.ID, FromEventID: a.ID}, func(err error) bool { return errors.Is(err, core.ErrConversationExists) }},
 		{"too many events", src, core.ForkRequest{}, func(err error) bool { return errors.As(err, &tooLarge) && tooLarge.Events == 12 && tooLarge.Max == 5 }},
 		{"too long a branch", src, core.ForkRequest{FromEventID: last.ID}, func(err error) bool {
-			return errors.As(err, &tooLarge) && tooLarge.Error() == "the fork would copy more than 5 events; at most 5 may be copied (conversations.max_fork_events)"
+			return errors.As(err, &tooLarge) && tooLarge.Error() == "the fork would copy or read more than 5 events; at most 5 may be (conversations.max_fork_events)"
 		}},
 		{"a short branch whose root is past the reach", src, core.ForkRequest{FromEventID: far.ID}, func(err error) bool {
 			return errors.As(err, &tooLarge) && tooLarge.Max == 5

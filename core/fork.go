@@ -100,9 +100,8 @@ type ForkTooLargeError struct {
 
 // Error says how many events and the limit, naming its key.
 func (e *ForkTooLargeError) Error() string {
-	n := fmt.Sprint(e.Events)
-	if e.Events <= e.Max {
-		n = fmt.Sprintf("more than %d", e.Max)
+	if e.Events <= e.Max { // a branch: too long, or its root too far back to read
+		return fmt.Sprintf("the fork would copy or read more than %d events; at most %d may be (conversations.max_fork_events)", e.Max, e.Max)
 	}
-	return fmt.Sprintf("the fork would copy %s events; at most %d may be copied (conversations.max_fork_events)", n, e.Max)
+	return fmt.Sprintf("the fork would copy %d events; at most %d may be copied (conversations.max_fork_events)", e.Events, e.Max)
 }

@@ -130,7 +130,8 @@ type Published struct {
 	Source Source
 	Kind   string
 	// ParentID is the parent_id the runtime gave the event, "" for none:
-	// the conversation then stamps its HEAD (tree.go).
+	// the conversation then stamps its HEAD (tree.go). Only tree nodes
+	// keep it; any other kind always takes the HEAD as its parent.
 	ParentID string
 	Body     json.RawMessage // the fields other than id, timestamp, source, kind and parent_id
 	// StateKey and StateValue are set for a ConversationStateUpdateEvent.

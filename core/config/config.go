@@ -167,7 +167,8 @@ type Conversations struct {
 	// (ask_agent, condense, ...) waits for that answer.
 	RuntimeReplyTimeout time.Duration `koanf:"runtime_reply_timeout"`
 	// MaxForkEvents bounds how many events a fork copies (a fork is one
-	// write to the store); 0 is no limit.
+	// write to the store), and a branch fork's reads (core.BranchReach
+	// times it); 0 is no limit.
 	MaxForkEvents int `koanf:"max_fork_events"`
 }
 
