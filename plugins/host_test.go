@@ -238,6 +238,97 @@ func TestCacheAvoidsRPCsAndPurgeAndReloadEmptyIt(t *testing.T) {
 	}
 }
 
+// A reload that a process does not accept leaves no process serving the
+// old config, whose key digests include the key the reload revoked: every
+// process is tried, each that refuses is taken out of service at once and
+// restarted with the new config, and Reload still reports the refusal.
+// (Stopping at the first refusal left the other process on the old keys.)
+func TestReloadRefusedByAProcessLeavesNoneOnTheOldConfig(t *testing.T) {
+	cfg := faultConfig(t, "auth-fault", map[string]any{"mode": "header", "sleep": time.Minute.String(), "refuse_reconfigure": true})
+	cfg.Plugins.Processes = 2
+	cfg.Plugins.MaxInFlight = 1
+	cfg.Auth.Keys = []string{"revoked"}
+	h, logs := startHost(t, cfg)
+	c := chain(t, h, core.RouteREST)
+	ctx := context.Background()
+	if res := c.Authenticate(ctx, fault("key:revoked")); res.Decision != core.Allow {
+		t.Fatalf("before the reload: got %s (%v), want allow", res.Decision, res.Err)
+	}
+	before := [2]int{process(t, h, "fault", 0).PID, process(t, h, "fault", 1).PID}
+
+	next := cfg
+	next.Auth.Keys = []string{"current"}
+	err := h.Reload(ctx, next)
+	if err == nil || !strings.Contains(err.Error(), "refuse_reconfigure") {
+		t.Fatalf("Reload: got %v, want the plugin's refusal", err)
+	}
+	// From the moment Reload returns, no process allows the revoked key,
+	// while they restart and after.
+	restarted := func(k int) bool {
+		p := process(t, h, "fault", k)
+		return p.State == plugins.StateReady && p.PID != 0 && p.PID != before[k]
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !restarted(0) || !restarted(1) {
+		if res := c.Authenticate(ctx, fault("key:revoked")); res.Decision == core.Allow {
+			t.Fatalf("the revoked key was allowed after the reload\n%s", logs)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the processes were not restarted: %+v", h.Health()[0].Processes)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Each process holds the new keys: process 1 is asked while a held
+	// call fills process 0's one slot.
+	for k := range 2 {
+		if k == 1 {
+			go c.Authenticate(ctx, fault("hold:busy"))
+			waitFor(t, 30*time.Second, func() bool { return process(t, h, "fault", 0).InFlight == 1 })
+		}
+		for key, want := range map[string]core.Decision{"revoked": core.Deny, "current": core.Allow} {
+			if res := c.Authenticate(ctx, fault("key:"+key)); res.Decision != want {
+				t.Errorf("process %d, key %q: got %s (%v), want %s", k, key, res.Decision, res.Err, want)
+			}
+		}
+		if k == 1 && process(t, h, "fault", 0).InFlight != 1 {
+			t.Fatal("process 0's held call ended: the calls above may not have reached process 1")
+		}
+	}
+}
+
+// A process that was starting when a reload came (its Configure had begun
+// with the old config, and the reload found no process to reconfigure) is
+// not put in service with the old config: it is started again with the
+// new one.
+func TestProcessStartingDuringAReloadComesUpWithTheNewConfig(t *testing.T) {
+	cfg := faultConfig(t, "auth-fault", map[string]any{"mode": "header", "configure_delay": "300ms"})
+	cfg.Plugins.Processes = 1
+	cfg.Auth.Keys = []string{"revoked"}
+	h, logs := startHost(t, cfg)
+	c := chain(t, h, core.RouteREST)
+	ctx := context.Background()
+	first := process(t, h, "fault", 0).PID
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// The restart's Configure, with the old keys, has begun.
+	waitFor(t, 30*time.Second, func() bool { return strings.Count(logs.String(), "msg=configuring") == 2 })
+	next := cfg
+	next.Auth.Keys = []string{"current"}
+	if err := h.Reload(ctx, next); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	waitFor(t, 30*time.Second, func() bool {
+		p := process(t, h, "fault", 0)
+		return p.State == plugins.StateReady && p.PID != 0 && p.PID != first
+	})
+	for key, want := range map[string]core.Decision{"revoked": core.Deny, "current": core.Allow} {
+		if res := c.Authenticate(ctx, fault("key:"+key)); res.Decision != want {
+			t.Errorf("key %q: got %s (%v), want %s", key, res.Decision, res.Err, want)
+		}
+	}
+}
+
 func TestReloadRefusesChainChange(t *testing.T) {
 	cfg := testConfig(t, false)
 	h, _ := startHost(t, cfg)
@@ -450,7 +541,10 @@ func TestHangingPluginYieldsError(t *testing.T) {
 	if took := time.Since(start); took > hang/2 {
 		t.Errorf("took %s: waited for the plugin's %s hang instead of the 100ms deadline", took, hang)
 	}
-	if !errors.Is(res.Err, context.DeadlineExceeded) {
+	// The host's deadline, or the plugin's answer at its own deadline
+	// (which the SDK sends at about the same moment, and which a host
+	// stalled on a loaded machine may read first): either says deadline.
+	if !errors.Is(res.Err, context.DeadlineExceeded) && !strings.Contains(res.Err.Error(), "deadline exceeded") {
 		t.Errorf("err = %v, want a deadline error", res.Err)
 	}
 }
