@@ -450,15 +450,42 @@ func (h *Host) Reload(ctx context.Context, cfg config.Config) error {
 		}
 		insts[k] = i
 	}
+	oldSpecs := make([]spec, len(insts))
+	for k, i := range insts {
+		i.mu.Lock()
+		oldSpecs[k] = i.spec
+		i.mu.Unlock()
+	}
+	oldKeys, oldRuntime := h.keys, h.runtime
 	h.keys, h.runtime, h.cfg = keys, runtime, cfg
 	h.mu.Unlock()
 
 	defer h.Purge()
 	var errs []error
+	took := make([][]*process, len(insts))
 	for k, i := range insts {
-		errs = append(errs, i.reconfigure(ctx, ss[k]))
+		var err error
+		took[k], err = i.reconfigure(ctx, ss[k], i.procs, false)
+		errs = append(errs, err)
 	}
-	return errors.Join(errs...)
+	err = errors.Join(errs...)
+	if err == nil {
+		return nil
+	}
+	// A process refused: roll every instance back, so that no process
+	// serves the new config (or the keys it revoked) while another serves
+	// the old, and the reload is rejected as a whole. A process that took
+	// the new config and will not take the old one back is restarted with
+	// the old.
+	h.mu.Lock()
+	h.keys, h.runtime, h.cfg = oldKeys, oldRuntime, old
+	h.mu.Unlock()
+	for k, i := range insts {
+		if _, rerr := i.reconfigure(ctx, oldSpecs[k], took[k], true); rerr != nil {
+			h.log.Error("reload: a plugin process refused its running config back; restarting it", "plugin", i.name, "error", rerr)
+		}
+	}
+	return fmt.Errorf("reload rejected; the plugins keep the running config: %w", err)
 }
 
 // Close stops supervision and kills every plugin process. It is safe to call

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -238,61 +239,64 @@ func TestCacheAvoidsRPCsAndPurgeAndReloadEmptyIt(t *testing.T) {
 	}
 }
 
-// A reload that a process does not accept leaves no process serving the
-// old config, whose key digests include the key the reload revoked: every
-// process is tried, each that refuses is taken out of service at once and
-// restarted with the new config, and Reload still reports the refusal.
-// (Stopping at the first refusal left the other process on the old keys.)
-func TestReloadRefusedByAProcessLeavesNoneOnTheOldConfig(t *testing.T) {
-	cfg := faultConfig(t, "auth-fault", map[string]any{"mode": "header", "sleep": time.Minute.String(), "refuse_reconfigure": true})
-	cfg.Plugins.Processes = 2
-	cfg.Plugins.MaxInFlight = 1
-	cfg.Auth.Keys = []string{"revoked"}
-	h, logs := startHost(t, cfg)
-	c := chain(t, h, core.RouteREST)
-	ctx := context.Background()
-	if res := c.Authenticate(ctx, fault("key:revoked")); res.Decision != core.Allow {
-		t.Fatalf("before the reload: got %s (%v), want allow", res.Decision, res.Err)
+// A reload that a process refuses is rejected as a whole: every process
+// serves the running config afterwards, none the new one, so that no two
+// processes of a plugin ever disagree on which keys are valid. Each case
+// reloads the keys from "old" to "new" with a plugin config that some
+// processes refuse: all of them (refuse_reconfigure), or all but the first
+// (claim_file: the first takes it, and is rolled back). Stopping at the
+// first refusal, as before, left the first process on the new keys and
+// the second on the old.
+func TestReloadRefusedByAProcessIsRolledBack(t *testing.T) {
+	held := map[string]any{"mode": "header", "sleep": time.Minute.String()}
+	with := func(extra map[string]any) map[string]any {
+		m := maps.Clone(held)
+		maps.Copy(m, extra)
+		return m
 	}
-	before := [2]int{process(t, h, "fault", 0).PID, process(t, h, "fault", 1).PID}
+	tests := []struct {
+		name     string
+		initial  map[string]any
+		reloaded func(dir string) map[string]any
+	}{
+		{"every process refuses", with(map[string]any{"refuse_reconfigure": true}), func(string) map[string]any { return held }},
+		{"the second process refuses, the first took it", held, func(dir string) map[string]any {
+			return with(map[string]any{"claim_file": filepath.Join(dir, "claim")})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := faultConfig(t, "auth-fault", tt.initial)
+			cfg.Plugins.Processes = 2
+			cfg.Plugins.MaxInFlight = 1
+			cfg.Auth.Keys = []string{"old"}
+			h, logs := startHost(t, cfg)
+			c := chain(t, h, core.RouteREST)
+			ctx := context.Background()
 
-	next := cfg
-	next.Auth.Keys = []string{"current"}
-	err := h.Reload(ctx, next)
-	if err == nil || !strings.Contains(err.Error(), "refuse_reconfigure") {
-		t.Fatalf("Reload: got %v, want the plugin's refusal", err)
-	}
-	// From the moment Reload returns, no process allows the revoked key,
-	// while they restart and after.
-	restarted := func(k int) bool {
-		p := process(t, h, "fault", k)
-		return p.State == plugins.StateReady && p.PID != 0 && p.PID != before[k]
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !restarted(0) || !restarted(1) {
-		if res := c.Authenticate(ctx, fault("key:revoked")); res.Decision == core.Allow {
-			t.Fatalf("the revoked key was allowed after the reload\n%s", logs)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the processes were not restarted: %+v", h.Health()[0].Processes)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	// Each process holds the new keys: process 1 is asked while a held
-	// call fills process 0's one slot.
-	for k := range 2 {
-		if k == 1 {
-			go c.Authenticate(ctx, fault("hold:busy"))
-			waitFor(t, 30*time.Second, func() bool { return process(t, h, "fault", 0).InFlight == 1 })
-		}
-		for key, want := range map[string]core.Decision{"revoked": core.Deny, "current": core.Allow} {
-			if res := c.Authenticate(ctx, fault("key:"+key)); res.Decision != want {
-				t.Errorf("process %d, key %q: got %s (%v), want %s", k, key, res.Decision, res.Err, want)
+			next := cfg
+			next.Auth.Keys = []string{"new"}
+			next.Plugins.Instances = map[string]config.Plugin{"fault": {Path: cfg.Plugins.Instances["fault"].Path, Config: tt.reloaded(t.TempDir())}}
+			if err := h.Reload(ctx, next); err == nil || !strings.Contains(err.Error(), "reload rejected") {
+				t.Fatalf("Reload: got %v, want it rejected", err)
 			}
-		}
-		if k == 1 && process(t, h, "fault", 0).InFlight != 1 {
-			t.Fatal("process 0's held call ended: the calls above may not have reached process 1")
-		}
+			// Each process holds the running keys: process 1 is asked
+			// while a held call fills process 0's one slot.
+			for k := range 2 {
+				if k == 1 {
+					go c.Authenticate(ctx, fault("hold:busy"))
+					waitFor(t, 30*time.Second, func() bool { return process(t, h, "fault", 0).InFlight == 1 })
+				}
+				for key, want := range map[string]core.Decision{"old": core.Allow, "new": core.Deny} {
+					if res := c.Authenticate(ctx, fault("key:"+key)); res.Decision != want {
+						t.Errorf("process %d, key %q: got %s (%v), want %s\n%s", k, key, res.Decision, res.Err, want, logs)
+					}
+				}
+				if k == 1 && process(t, h, "fault", 0).InFlight != 1 {
+					t.Fatal("process 0's held call ended: the calls above may not have reached process 1")
+				}
+			}
+		})
 	}
 }
 

@@ -219,14 +219,15 @@ func (i *instance) health() Health {
 	return h
 }
 
-// reconfigure sends a new config to every running process. A process that
-// does not accept it may still hold the old one, whose key digests may
-// include a key the reload revoked: it is taken out of service at once
-// and restarted with the new config (fail closed: if no process accepts
-// it, none serves, and each restart that fails counts against the restart
-// budget). Its error is still returned. A process down meanwhile, or
-// starting, comes up with the new config (process.install).
-func (i *instance) reconfigure(ctx context.Context, s spec) error {
+// reconfigure makes s the instance's config and sends it to each running
+// process of procs in turn, and returns the processes that took it. A process
+// that did not take it keeps what it had; the caller then rolls the
+// reload back (Host.Reload), so that no two processes serve different
+// configs. With restartRefusing (the rollback), a process that does not
+// take s is taken out of service at once and restarted with it: it fails
+// closed rather than serve a config the host no longer holds. A process
+// down meanwhile, or starting, comes up with s (process.install).
+func (i *instance) reconfigure(ctx context.Context, s spec, procs []*process, restartRefusing bool) ([]*process, error) {
 	i.mu.Lock()
 	i.spec = s
 	i.gen++
@@ -236,8 +237,9 @@ func (i *instance) reconfigure(ctx context.Context, s spec) error {
 		req.KeyDigests, req.RuntimeKeyDigests = i.host.digests()
 	}
 	var errs []error
+	var took []*process
 	inputsChanged := false
-	for _, p := range i.procs {
+	for _, p := range procs {
 		c := p.conn.Load()
 		if c == nil {
 			continue
@@ -246,17 +248,21 @@ func (i *instance) reconfigure(ctx context.Context, s spec) error {
 		in, err := c.rpc.configure(sctx, req)
 		cancel()
 		if err != nil {
-			c.stale.Store(true)
-			p.wake()
-			errs = append(errs, fmt.Errorf("plugin %s process %d: bad plugin config, the process is restarted: %w", i.name, p.index, err))
+			if restartRefusing {
+				c.stale.Store(true)
+				p.wake()
+				err = fmt.Errorf("%w; the process is restarted with it", err)
+			}
+			errs = append(errs, fmt.Errorf("plugin %s process %d: bad plugin config: %w", i.name, p.index, err))
 			continue
 		}
+		took = append(took, p)
 		if in != nil && !sameInputs(*in, i.info.Inputs) && !inputsChanged {
 			inputsChanged = true
 			errs = append(errs, fmt.Errorf("plugin %s: the new config changes the inputs it reads; restart the server to apply it", i.name))
 		}
 	}
-	return errors.Join(errs...)
+	return took, errors.Join(errs...)
 }
 
 // supervise runs every process's supervisor until ctx ends.

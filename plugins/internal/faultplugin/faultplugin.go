@@ -32,12 +32,17 @@ const InputHeader = "X-Fault"
 //
 // With RefuseReconfigure, every Configure after a process's first fails
 // and changes nothing, as a plugin that cannot apply a reload would. With
-// ConfigureDelay, Configure logs "configuring" and then takes that long.
+// ClaimFile, a Configure that finds that file already there fails and
+// changes nothing, and one that does not creates it: of processes
+// configured in turn, the first takes the config and the others refuse it.
+// With ConfigureDelay, Configure logs "configuring" and then takes that
+// long.
 type Config struct {
 	Mode              string `json:"mode"`
 	Sleep             string `json:"sleep"`
 	RefuseReconfigure bool   `json:"refuse_reconfigure"`
 	ConfigureDelay    string `json:"configure_delay"`
+	ClaimFile         string `json:"claim_file"`
 }
 
 // Plugin misbehaves as configured.
@@ -72,6 +77,13 @@ func (p *Plugin) Configure(_ context.Context, req plugins.ConfigureRequest) erro
 	var cfg Config
 	if err := req.DecodeConfig(&cfg); err != nil {
 		return err
+	}
+	if cfg.ClaimFile != "" {
+		f, err := os.OpenFile(cfg.ClaimFile, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return fmt.Errorf("claim_file: another process took this config: %w", err)
+		}
+		_ = f.Close()
 	}
 	if cfg.ConfigureDelay != "" {
 		d, err := time.ParseDuration(cfg.ConfigureDelay)
