@@ -45,6 +45,9 @@ type grant struct {
 // acquire reserves a call slot on a live process, waiting for one when
 // every process is busy. The caller gives it back with release.
 func (i *instance) acquire(ctx context.Context) (*process, *conn, error) {
+	if err := ctx.Err(); err != nil { // the caller has gone: no call to send
+		return nil, nil, fmt.Errorf("plugin %s: %w", i.name, err)
+	}
 	h := i.host
 	i.mu.Lock()
 	if p, c := i.freeLocked(); p != nil {
@@ -97,6 +100,12 @@ func (i *instance) acquire(ctx context.Context) (*process, *conn, error) {
 		return nil, nil, fmt.Errorf("plugin %s: %w: no call slot came free within auth.queue.max_wait (%s)", i.name, core.ErrOverloaded, h.queueMaxWait)
 	case g.err != nil:
 		return nil, nil, g.err
+	case ctx.Err() != nil:
+		// Granted as the caller's context ended: a call sent now would
+		// carry no time left, and hold the slot until the plugin answered
+		// it. The slot goes to the next waiter instead.
+		i.release(g.p)
+		return nil, nil, fmt.Errorf("plugin %s: waiting for a call slot: %w", i.name, ctx.Err())
 	}
 	return g.p, g.c, nil
 }

@@ -114,13 +114,16 @@ func TestWaitersFailWhenThePluginGoesDown(t *testing.T) {
 	cfg := headerFault(t, 1, time.Minute)
 	cfg.Plugins.MaxInFlight = 1
 	cfg.Auth.Queue = config.Queue{Size: 10, MaxWait: 9 * time.Second}
-	cfg.Plugins.Restart.InitialBackoff = 30 * time.Second
-	h, _ := startHost(t, cfg)
+	cfg.Plugins.Restart.InitialBackoff = 30 * time.Second // keep it down while the test looks
+	cfg.Plugins.Restart.MaxBackoff = 30 * time.Second
+	h, reg := startMeasuredHost(t, cfg)
 	c := chain(t, h, core.RouteREST)
 	authAsync(c, "hold:first")
 	waitFor(t, 30*time.Second, func() bool { return process(t, h, "fault", 0).InFlight == 1 })
 	waiting := authAsync(c, "allow:waiting")
-	time.Sleep(50 * time.Millisecond) // let it queue; if it has not yet, it fails as down anyway
+	// Queued before the kill, so that what fails it is processDown, not
+	// the plugin being down when it arrives.
+	waitFor(t, 30*time.Second, func() bool { return gauge(t, reg, `agent_server_auth_queue_depth{plugin="fault"}`) == 1 })
 	start := time.Now()
 	if err := syscall.Kill(process(t, h, "fault", 0).PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins/authpb"
@@ -29,15 +30,17 @@ var errProtocol = errors.New("plugin protocol fault")
 // next (batchWriter). Replies come back in any order and are matched by
 // ID; each ID is answered at most once. A call whose deadline passes fails
 // at once, but keeps its entry (and its caller's slot) until the plugin
-// answers it, which the SDK does at that same deadline: a late reply is
-// expected, a reply for an unknown or answered ID is a protocol fault.
+// answers it. The SDK answers it by the latest deadline among the calls of
+// its batch (they share one timer), which may be up to auth.rpc_timeout
+// past its own (supervise.go's hang grace allows for that): a late reply
+// is expected, a reply for an unknown or answered ID is a protocol fault.
 type streamClient struct {
 	stream authpb.Authenticator_StreamClient
 	cancel context.CancelFunc
 	writer *batchWriter[*authpb.Call]
 	broken func() // told once when the stream fails, so the process is checked at once
 	dead   atomic.Bool
-	late   atomic.Int32 // calls whose caller gave up at the deadline, still unanswered
+	late   atomic.Int32 // calls whose deadline passed before their reply came, still unanswered
 
 	mu      sync.Mutex
 	pending map[uint64]*pendingCall
@@ -47,10 +50,10 @@ type streamClient struct {
 
 // pendingCall is one call sent and not yet answered.
 type pendingCall struct {
-	reply     chan core.Result // buffered: the one answer
-	release   func()           // gives the caller's slot back, once answered or failed
-	deadline  time.Time        // zero without one
-	abandoned bool             // its caller gave up; guarded by streamClient.mu
+	reply    chan core.Result // buffered: the one answer
+	release  func()           // gives the caller's slot back, once answered or failed
+	deadline time.Time        // zero without one
+	late     bool             // its deadline passed unanswered; guarded by streamClient.mu
 }
 
 // answer hands the call its result and gives its slot back; the stream's
@@ -72,16 +75,19 @@ func openStream(rpc authpb.AuthenticatorClient, broken func()) (*streamClient, e
 	s := &streamClient{stream: st, cancel: cancel, broken: broken, pending: make(map[uint64]*pendingCall)}
 	s.writer = newBatchWriter(func(calls []*authpb.Call) error {
 		return st.Send(&authpb.Calls{Calls: calls})
-	}, func(err error) { s.fail(fmt.Errorf("send to plugin: %w", rpcError(err))) })
+	}, func(err error) { s.fail(fmt.Errorf("send to plugin: %w", rpcError(err))) },
+		func(c *authpb.Call) int { return proto.Size(c) })
 	go s.read()
 	return s, nil
 }
 
-// authenticate sends one call and waits for its reply or for ctx to end.
-// release is called exactly once, when the process is done with the call:
-// on its reply (which may come after ctx ended) or when the stream fails.
-func (s *streamClient) authenticate(ctx context.Context, req *core.Request, in Inputs, release func()) core.Result {
-	call := &authpb.Call{Request: requestToFlat(req, in)}
+// authenticate sends one call, the request in its flat form (whose size
+// the caller has checked against maxCallBytes), and waits for its reply or
+// for ctx to end. release is called exactly once, when the process is done
+// with the call: on its reply (which may come after ctx ended) or when the
+// stream fails.
+func (s *streamClient) authenticate(ctx context.Context, flat *authpb.Request, release func()) core.Result {
+	call := &authpb.Call{Request: flat}
 	p := &pendingCall{reply: make(chan core.Result, 1), release: release}
 	if dl, ok := ctx.Deadline(); ok {
 		p.deadline = dl
@@ -106,17 +112,22 @@ func (s *streamClient) authenticate(ctx context.Context, req *core.Request, in I
 	call.Id = id
 	s.pending[id] = p
 	s.mu.Unlock()
-	s.writer.add(call)
+	s.writer.add(call, proto.Size(call))
 	select {
 	case res := <-p.reply:
 		return res
 	case <-ctx.Done():
-		s.mu.Lock()
-		if _, ok := s.pending[id]; ok {
-			p.abandoned = true
-			s.late.Add(1)
+		// Only a deadline says the process is slow: a caller that went
+		// away (a client that disconnected) says nothing about it, and
+		// must not push the next calls to a standby.
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			s.mu.Lock()
+			if _, ok := s.pending[id]; ok {
+				p.late = true
+				s.late.Add(1)
+			}
+			s.mu.Unlock()
 		}
-		s.mu.Unlock()
 		return core.Failed(fmt.Errorf("authenticate: %w", ctx.Err()))
 	}
 }
@@ -126,7 +137,7 @@ func (s *streamClient) takeLocked(id uint64) (*pendingCall, bool) {
 	p, ok := s.pending[id]
 	if ok {
 		delete(s.pending, id)
-		if p.abandoned {
+		if p.late {
 			s.late.Add(-1)
 		}
 	}
@@ -226,8 +237,9 @@ func (s *streamClient) alive() bool { return !s.dead.Load() }
 func (s *streamClient) behind() bool { return s.late.Load() > 0 }
 
 // overdue returns how long the oldest unanswered call has been past its
-// deadline; 0 when none is. The SDK answers every call by its deadline, so
-// a process that stays overdue has hung.
+// deadline; 0 when none is. The SDK answers every call by the latest
+// deadline of its batch, at most auth.rpc_timeout past its own, so a
+// process that stays overdue longer has hung.
 func (s *streamClient) overdue(now time.Time) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -16,3 +16,6 @@ func RPCCount(h *Host) int64 { return h.rpcs.Load() }
 
 // CacheLen returns how many decisions h's cache holds.
 func CacheLen(h *Host) int { return h.cache.len() }
+
+// MaxCallBytes is the largest encoded request the host sends a plugin.
+const MaxCallBytes = maxCallBytes

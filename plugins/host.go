@@ -41,7 +41,7 @@ type Host struct {
 	protocolVersions []uint // the versions it accepts, oldest first
 	rpcTimeout       time.Duration
 	restart          config.Restart
-	hangGrace        time.Duration // see defaultHangGrace
+	hangGrace        time.Duration // see hangGraceFor
 	queueSize        int           // auth.queue.size
 	queueMaxWait     time.Duration // auth.queue.max_wait
 	queued           atomic.Int64  // calls waiting for a slot, every plugin's
@@ -106,7 +106,7 @@ func NewHost(cfg config.Config, log *slog.Logger, opts ...HostOption) *Host {
 		protocolVersions: acceptedVersions,
 		rpcTimeout:       orDefault(cfg.Auth.RPCTimeout, defaultRPCTimeout),
 		restart:          r,
-		hangGrace:        defaultHangGrace,
+		hangGrace:        hangGraceFor(orDefault(cfg.Auth.RPCTimeout, defaultRPCTimeout)),
 		queueSize:        max(0, cfg.Auth.Queue.Size),
 		queueMaxWait:     orDefault(cfg.Auth.Queue.MaxWait, defaultQueueMaxWait),
 		cfg:              cfg,
@@ -115,6 +115,15 @@ func NewHost(cfg config.Config, log *slog.Logger, opts ...HostOption) *Host {
 	h.metrics = newHostMetrics(o.metrics, h)
 	return h
 }
+
+// hangGraceFor returns how long past its own deadline a protocol 3 call
+// may stay unanswered before its process counts as hung: rpcTimeout plus
+// hangMargin. The SDK gives the calls of a batch one timer, at the latest
+// of their deadlines, so a healthy process may answer a call that much
+// past its own deadline; no call has more than rpcTimeout left when it is
+// sent, so that is at most rpcTimeout (plus the time the batch took to
+// arrive).
+func hangGraceFor(rpcTimeout time.Duration) time.Duration { return rpcTimeout + hangMargin }
 
 // chainNames lists, per route, the plugin names its chain runs.
 func chainNames(a config.Auth) map[core.Route][]string {
@@ -280,11 +289,13 @@ func (h *Host) Start(ctx context.Context) error {
 	h.instances, h.chains, h.cancel = byName, chains, cancel
 	for _, i := range insts {
 		h.order = append(h.order, i.name)
-		i.supervise(sctx, &h.wg)
+		// Before its supervisor runs: once it does, it may take a
+		// process that died meanwhile out of service (its conn nil).
 		for _, p := range i.procs {
 			c := p.conn.Load()
 			p.log.Info("auth plugin ready", "version", i.info.Version, "pid", c.pid, "protocol", c.protocol)
 		}
+		i.supervise(sctx, &h.wg)
 	}
 	h.mu.Unlock()
 	return nil
@@ -439,15 +450,42 @@ func (h *Host) Reload(ctx context.Context, cfg config.Config) error {
 		}
 		insts[k] = i
 	}
+	oldSpecs := make([]spec, len(insts))
+	for k, i := range insts {
+		i.mu.Lock()
+		oldSpecs[k] = i.spec
+		i.mu.Unlock()
+	}
+	oldKeys, oldRuntime := h.keys, h.runtime
 	h.keys, h.runtime, h.cfg = keys, runtime, cfg
 	h.mu.Unlock()
 
 	defer h.Purge()
 	var errs []error
+	took := make([][]*process, len(insts))
 	for k, i := range insts {
-		errs = append(errs, i.reconfigure(ctx, ss[k]))
+		var err error
+		took[k], err = i.reconfigure(ctx, ss[k], i.procs, false)
+		errs = append(errs, err)
 	}
-	return errors.Join(errs...)
+	err = errors.Join(errs...)
+	if err == nil {
+		return nil
+	}
+	// A process refused: roll every instance back, so that no process
+	// serves the new config (or the keys it revoked) while another serves
+	// the old, and the reload is rejected as a whole. A process that took
+	// the new config and will not take the old one back is restarted with
+	// the old.
+	h.mu.Lock()
+	h.keys, h.runtime, h.cfg = oldKeys, oldRuntime, old
+	h.mu.Unlock()
+	for k, i := range insts {
+		if _, rerr := i.reconfigure(ctx, oldSpecs[k], took[k], true); rerr != nil {
+			h.log.Error("reload: a plugin process refused its running config back; restarting it", "plugin", i.name, "error", rerr)
+		}
+	}
+	return fmt.Errorf("reload rejected; the plugins keep the running config: %w", err)
 }
 
 // Close stops supervision and kills every plugin process. It is safe to call

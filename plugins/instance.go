@@ -11,6 +11,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/agent-server/agent-server/core"
 )
@@ -30,8 +31,9 @@ type instance struct {
 	info    Info // from the first process's first start; every other must declare the same
 	hasInfo bool // guarded by mu while the processes start
 
-	mu      sync.Mutex // guards spec, every process's inFlight, and waiters
+	mu      sync.Mutex // guards spec, gen, every process's inFlight, and waiters
 	spec    spec
+	gen     uint64    // the config generation: how many times a reload replaced spec
 	waiters list.List // of *waiter, oldest first
 }
 
@@ -109,6 +111,15 @@ func (i *instance) authenticate(ctx context.Context, req *core.Request, in Input
 			return res
 		}
 	}
+	flat := requestToFlat(req, in)
+	if n := proto.Size(flat); n > maxCallBytes {
+		// Never sent: a message this large could end the process's
+		// stream, and every call in flight on it. The request caused it,
+		// so it counts toward auth.failures_per_minute; the error names
+		// sizes only, never the credential.
+		i.metrics.failed()
+		return core.FailedByRequest(fmt.Errorf("plugin %s: the request's declared inputs take %d bytes encoded, more than the %d a plugin call may carry", i.name, n, maxCallBytes))
+	}
 	p, c, err := i.acquire(ctx)
 	if err != nil {
 		i.metrics.failed()
@@ -117,7 +128,7 @@ func (i *instance) authenticate(ctx context.Context, req *core.Request, in Input
 	i.host.rpcs.Add(1)
 	rctx, cancel := context.WithTimeout(ctx, i.host.rpcTimeout)
 	start := time.Now()
-	res := c.authenticate(rctx, req, in, func() { i.release(p) })
+	res := c.authenticate(rctx, req, flat, in, func() { i.release(p) })
 	i.metrics.rpc(start, res.Decision == core.Error)
 	cancel()
 	switch res.Decision {
@@ -208,34 +219,50 @@ func (i *instance) health() Health {
 	return h
 }
 
-// reconfigure sends a new config to every running process.
-func (i *instance) reconfigure(ctx context.Context, s spec) error {
+// reconfigure makes s the instance's config and sends it to each running
+// process of procs in turn, and returns the processes that took it. A process
+// that did not take it keeps what it had; the caller then rolls the
+// reload back (Host.Reload), so that no two processes serve different
+// configs. With restartRefusing (the rollback), a process that does not
+// take s is taken out of service at once and restarted with it: it fails
+// closed rather than serve a config the host no longer holds. A process
+// down meanwhile, or starting, comes up with s (process.install).
+func (i *instance) reconfigure(ctx context.Context, s spec, procs []*process, restartRefusing bool) ([]*process, error) {
 	i.mu.Lock()
 	i.spec = s
+	i.gen++
 	i.mu.Unlock()
+	req := ConfigureRequest{Config: s.config}
+	if i.info.WantsKeys {
+		req.KeyDigests, req.RuntimeKeyDigests = i.host.digests()
+	}
 	var errs []error
-	for _, p := range i.procs {
+	var took []*process
+	inputsChanged := false
+	for _, p := range procs {
 		c := p.conn.Load()
 		if c == nil {
-			continue // its next restart picks the new spec up
-		}
-		req := ConfigureRequest{Config: s.config}
-		if i.info.WantsKeys {
-			req.KeyDigests, req.RuntimeKeyDigests = i.host.digests()
+			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, setupTimeout)
 		in, err := c.rpc.configure(sctx, req)
 		cancel()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("plugin %s: bad plugin config: %w", i.name, err))
-			break
+			if restartRefusing {
+				c.stale.Store(true)
+				p.wake()
+				err = fmt.Errorf("%w; the process is restarted with it", err)
+			}
+			errs = append(errs, fmt.Errorf("plugin %s process %d: bad plugin config: %w", i.name, p.index, err))
+			continue
 		}
-		if in != nil && !sameInputs(*in, i.info.Inputs) {
+		took = append(took, p)
+		if in != nil && !sameInputs(*in, i.info.Inputs) && !inputsChanged {
+			inputsChanged = true
 			errs = append(errs, fmt.Errorf("plugin %s: the new config changes the inputs it reads; restart the server to apply it", i.name))
-			break
 		}
 	}
-	return errors.Join(errs...)
+	return took, errors.Join(errs...)
 }
 
 // supervise runs every process's supervisor until ctx ends.

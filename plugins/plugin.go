@@ -139,11 +139,17 @@ func Serve(p Plugin) {
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig:  handshake(ProtocolVersion),
 		VersionedPlugins: versioned,
-		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(extractTraceContext))...)
-		},
-		Logger: newPluginHCLogger(),
+		GRPCServer:       newGRPCServer,
+		Logger:           newPluginHCLogger(),
 	})
+}
+
+// newGRPCServer is the plugin process's gRPC server, with go-plugin's
+// options: it joins each unary call's trace, and receives messages up to
+// maxRecvBytes, past gRPC's default 4 MiB, so that no host's message too
+// large for that ends the process's stream.
+func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
+	return grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(extractTraceContext), grpc.MaxRecvMsgSize(maxRecvBytes))...)
 }
 
 // exitWithParent ends the plugin when the host that started it dies, even

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"reflect"
 	"strings"
@@ -13,8 +15,11 @@ import (
 	"time"
 
 	goplugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/plugins/authpb"
 	"github.com/agent-server/agent-server/tests/testcert"
 )
 
@@ -254,5 +259,39 @@ func TestDecodeConfigRefusesUnknownFields(t *testing.T) {
 	}
 	if err := (ConfigureRequest{Config: json.RawMessage(`{"b":1}`)}).DecodeConfig(&v); err == nil {
 		t.Error("unknown field accepted")
+	}
+}
+
+// A plugin served by this SDK receives messages up to maxRecvBytes, past
+// gRPC's default 4 MiB, which ends the stream and every call on it: a
+// host with no bound of its own (an older one) sends such a message when
+// large calls queue together.
+func TestPluginReceivesPastGRPCDefault(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newGRPCServer(nil)
+	rec := &recorder{result: core.Allowed(&core.Principal{Subject: "s"})}
+	authpb.RegisterAuthenticatorServer(s, &grpcServer{impl: rec, log: slog.New(slog.DiscardHandler)})
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	st, err := openStream(authpb.NewAuthenticatorClient(cc), func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.close(errors.New("the test is over")) })
+	big := strings.Repeat("x", 6<<20)
+	res := st.authenticate(context.Background(), &authpb.Request{Route: "rest", Header: []string{"X-Token", big}}, func() {})
+	if res.Decision != core.Allow {
+		t.Fatalf("a 6 MiB call: got %s (%v), want allow", res.Decision, res.Err)
+	}
+	if got := HeaderValue(rec.got.Load(), "X-Token"); got != big {
+		t.Errorf("the plugin got a header of %d bytes, want %d", len(got), len(big))
 	}
 }

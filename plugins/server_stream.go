@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/agent-server/agent-server/plugins/authpb"
 )
@@ -23,7 +24,7 @@ func (s *grpcServer) Stream(st authpb.Authenticator_StreamServer) error {
 	failed := make(chan error, 1)
 	w := newInlineBatchWriter(func(rs []*authpb.Reply) error {
 		return st.Send(&authpb.Replies{Replies: rs})
-	}, func(err error) { failed <- err })
+	}, func(err error) { failed <- err }, func(r *authpb.Reply) int { return proto.Size(r) })
 	defer w.stop()
 	ctx := st.Context()
 	pool := &workers{work: make(chan func())}
@@ -39,6 +40,9 @@ func (s *grpcServer) Stream(st authpb.Authenticator_StreamServer) error {
 		case err := <-failed:
 			return err
 		default:
+		}
+		if len(msg.GetCalls()) == 0 {
+			continue // nothing to answer, and a batch's context would never be cancelled
 		}
 		b := newCallBatch(ctx, msg.GetCalls(), w)
 		for k := range b.calls {
@@ -101,7 +105,8 @@ func (s *grpcServer) serveCall(b *callBatch, k int) {
 // answer queues call k's reply, unless it was answered already.
 func (b *callBatch) answer(k int, resp *authpb.AuthenticateResponse) {
 	if b.answered[k].CompareAndSwap(false, true) {
-		b.w.add(&authpb.Reply{Id: b.calls[k].GetId(), Response: resp})
+		r := &authpb.Reply{Id: b.calls[k].GetId(), Response: resp}
+		b.w.add(r, proto.Size(r))
 	}
 }
 

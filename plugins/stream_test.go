@@ -245,3 +245,99 @@ func startRogue(t *testing.T, mode string) *plugins.Host {
 func rogueRequest() *core.Request {
 	return &core.Request{Route: core.RouteREST, Header: http.Header{"X-Rogue": {"1"}}}
 }
+
+// Large declared inputs, many at once, never make a message too large for
+// the plugin: the calls are split into messages of about 1 MiB, so that 16
+// concurrent calls with a 900 KiB header each (14 MiB queued together,
+// past gRPC's default 4 MiB, which used to end the stream) are all
+// answered by the same process, which is never restarted. (A plugin
+// served by this SDK also takes up to 16 MiB: TestPluginReceivesPastGRPCDefault.)
+func TestLargeConcurrentCallsAreSplitIntoBoundedMessages(t *testing.T) {
+	h, _ := startHost(t, headerFault(t, 1, 0))
+	c := chain(t, h, core.RouteREST)
+	pid := process(t, h, "fault", 0).PID
+	const calls = 16
+	big := strings.Repeat("x", 900<<10)
+	var wg sync.WaitGroup
+	for k := range calls {
+		wg.Go(func() {
+			want := fmt.Sprintf("user-%d-%s", k, big)
+			res := c.Authenticate(context.Background(), fault("allow:"+want))
+			if res.Decision != core.Allow || res.Principal.Subject != want {
+				t.Errorf("call %d: got %s (%v), want allow with its own subject", k, res.Decision, res.Err)
+			}
+		})
+	}
+	wg.Wait()
+	if p := process(t, h, "fault", 0); p.PID != pid || p.Restarts != 0 {
+		t.Errorf("process 0 is PID %d with %d restarts, want PID %d never restarted", p.PID, p.Restarts, pid)
+	}
+}
+
+// A request too large for a plugin to receive is refused before it is
+// sent, as a fault of the request (it counts toward
+// auth.failures_per_minute), with an error that names sizes and never the
+// credential; the process serves on, and one just under the bound is
+// answered, over the stream and over the unary call alike.
+func TestOversizedCallIsRefusedBeforeItIsSent(t *testing.T) {
+	// The flat request carries the route and the header's name besides
+	// its value: under is comfortably within the bound, over just past it.
+	under := strings.Repeat("u", plugins.MaxCallBytes-1024)
+	over := strings.Repeat("o", plugins.MaxCallBytes)
+	for _, protocol := range []uint{2, 3} {
+		t.Run(fmt.Sprintf("protocol %d", protocol), func(t *testing.T) {
+			log, logs := newLogger()
+			h := plugins.NewHost(headerFault(t, 1, 0), log)
+			plugins.SetProtocolVersion(h, protocol)
+			if err := h.Start(context.Background()); err != nil {
+				t.Fatalf("Start: %v\n%s", err, logs)
+			}
+			t.Cleanup(func() { h.Close() })
+			c := chain(t, h, core.RouteREST)
+			pid := process(t, h, "fault", 0).PID
+
+			sent := plugins.RPCCount(h)
+			res := c.Authenticate(context.Background(), fault("allow:"+over))
+			if res.Decision != core.Error || !res.RequestFault {
+				t.Fatalf("an oversized request: got %s request fault %v (%v), want an error caused by the request", res.Decision, res.RequestFault, res.Err)
+			}
+			if msg := res.Err.Error(); strings.Contains(msg, "ooo") || !strings.Contains(msg, "bytes") {
+				t.Errorf("the refusal should name sizes, never the credential: %.200q", msg)
+			}
+			if n := plugins.RPCCount(h) - sent; n != 0 {
+				t.Errorf("%d calls were sent for the oversized request, want none", n)
+			}
+			res = c.Authenticate(context.Background(), fault("allow:"+under))
+			if res.Decision != core.Allow || res.Principal.Subject != under {
+				t.Errorf("a request just under the bound: got %s (%v), want allow", res.Decision, res.Err)
+			}
+			if p := process(t, h, "fault", 0); p.PID != pid || p.Restarts != 0 {
+				t.Errorf("process 0 is PID %d with %d restarts, want PID %d never restarted", p.PID, p.Restarts, pid)
+			}
+		})
+	}
+}
+
+// A caller that goes away (its context cancelled, as when a client
+// disconnects) says nothing about the process: the next call goes to the
+// same process, not to the standby. Only a call whose deadline passed
+// marks its process behind (TestHungProcessIsPassedOverThenRestarted).
+func TestCancelledCallLeavesItsProcessFirst(t *testing.T) {
+	h, _ := startHost(t, headerFault(t, 2, time.Minute))
+	c := chain(t, h, core.RouteREST)
+	ctx, cancel := context.WithCancel(context.Background())
+	gone := make(chan core.Result, 1)
+	go func() { gone <- c.Authenticate(ctx, fault("hold:gone")) }()
+	waitFor(t, 30*time.Second, func() bool { return process(t, h, "fault", 0).InFlight == 1 })
+	cancel()
+	if res := <-gone; res.Decision != core.Error || !errors.Is(res.Err, context.Canceled) {
+		t.Fatalf("the cancelled call: got %s (%v), want a cancellation error", res.Decision, res.Err)
+	}
+	go c.Authenticate(context.Background(), fault("hold:next"))
+	waitFor(t, 30*time.Second, func() bool {
+		return process(t, h, "fault", 0).InFlight+process(t, h, "fault", 1).InFlight == 2
+	})
+	if n := process(t, h, "fault", 1).InFlight; n != 0 {
+		t.Errorf("the standby took the next call (%d in flight): the cancelled call marked process 0 behind", n)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/plugins/authpb"
 )
 
 // Timings of the plugin lifecycle.
@@ -31,10 +32,10 @@ const (
 	// stableUptime is how long a plugin must run before a crash no longer
 	// counts against the restart budget.
 	stableUptime = time.Minute
-	// defaultHangGrace is how long past its deadline a protocol 3 call may
-	// stay unanswered before its process counts as hung and is restarted:
-	// the SDK answers every call by its deadline.
-	defaultHangGrace = 5 * time.Second
+	// hangMargin is how long past the latest moment a healthy process
+	// answers a protocol 3 call it may stay unanswered before its process
+	// counts as hung and is restarted (hangGraceFor).
+	hangMargin = 5 * time.Second
 )
 
 // State is the lifecycle state of a plugin process, and of a plugin: the
@@ -107,23 +108,29 @@ type conn struct {
 	proc     *os.Process   // for a hard kill; nil if go-plugin did not start one
 	pid      int
 	started  time.Time
-	protocol int // the negotiated plugin protocol version
+	protocol int    // the negotiated plugin protocol version
+	gen      uint64 // the instance's config generation it was configured with
+	// stale is set when the process did not accept a reloaded config: it
+	// may still hold the old one (old key digests), so it takes no call
+	// and its supervisor restarts it with the new one.
+	stale atomic.Bool
 }
 
-// authenticate sends one call over the stream, or as a unary call to a
-// plugin older than protocol 3. release is called once the process is done
-// with the call.
-func (c *conn) authenticate(ctx context.Context, req *core.Request, in Inputs, release func()) core.Result {
+// authenticate sends one call over the stream, as flat (req's declared
+// inputs in the flat form), or as a unary call to a plugin older than
+// protocol 3. release is called once the process is done with the call.
+func (c *conn) authenticate(ctx context.Context, req *core.Request, flat *authpb.Request, in Inputs, release func()) core.Result {
 	if c.stream != nil {
-		return c.stream.authenticate(ctx, req, in, release)
+		return c.stream.authenticate(ctx, flat, release)
 	}
 	defer release()
 	return c.rpc.authenticate(ctx, req, in)
 }
 
 // alive reports whether the connection can take calls: false once its
-// stream has failed, even before the supervisor notices.
-func (c *conn) alive() bool { return c.stream == nil || c.stream.alive() }
+// stream has failed or it refused a reloaded config, even before the
+// supervisor notices.
+func (c *conn) alive() bool { return !c.stale.Load() && (c.stream == nil || c.stream.alive()) }
 
 // behind reports whether the process has left a call unanswered past its
 // deadline (protocol 3): it gets new calls only when no other process can.
@@ -195,7 +202,7 @@ func (p *process) wake() {
 func (p *process) launch(ctx context.Context, configure bool) (*conn, Info, error) {
 	i := p.inst
 	i.mu.Lock()
-	s := i.spec
+	s, gen := i.spec, i.gen
 	i.mu.Unlock()
 
 	if _, err := verifyPin(s.path, s.pin); err != nil {
@@ -243,7 +250,7 @@ func (p *process) launch(ctx context.Context, configure bool) (*conn, Info, erro
 	if err != nil {
 		return fail(err)
 	}
-	c := &conn{client: client, rpc: rpc, started: time.Now(), protocol: client.NegotiatedVersion()}
+	c := &conn{client: client, rpc: rpc, started: time.Now(), protocol: client.NegotiatedVersion(), gen: gen}
 	if cmd.Process != nil {
 		c.proc, c.pid = cmd.Process, cmd.Process.Pid
 	}
@@ -353,6 +360,8 @@ func (p *process) broken(c *conn) (why error, hard bool) {
 	switch {
 	case c.client.Exited():
 		return fmt.Errorf("plugin %s process %d exited after %s", name, p.index, time.Since(c.started).Round(time.Millisecond)), false
+	case c.stale.Load():
+		return fmt.Errorf("plugin %s process %d did not accept the reloaded config", name, p.index), false
 	case !c.alive():
 		return fmt.Errorf("plugin %s process %d: its stream failed", name, p.index), true
 	case c.stream != nil:
@@ -395,14 +404,41 @@ func (p *process) restart(ctx context.Context) bool {
 			p.log.Error("plugin restart failed", "attempt", n, "error", err)
 			continue
 		}
+		if !p.install(c) {
+			c.kill(false, errConfigReplaced)
+			p.log.Info("plugin process started with a config a reload has replaced since; starting it again", "pid", c.pid)
+			p.mu.Lock()
+			p.failures-- // not the process's fault
+			p.mu.Unlock()
+			continue
+		}
 		p.mu.Lock()
 		p.state, p.restarts = StateReady, p.restarts+1
 		p.mu.Unlock()
-		p.conn.Store(c)
 		p.inst.processUp()
 		p.log.Info("plugin restarted", "pid", c.pid, "attempt", n)
 		return true
 	}
+}
+
+// errConfigReplaced fails the calls of a process that came up with a
+// config a reload had replaced meanwhile; it never took one.
+var errConfigReplaced = errors.New("the plugin's config was reloaded while the process started")
+
+// install puts c in service, unless a reload replaced the config it was
+// configured with while it started: it would serve the old one (old key
+// digests) with nothing left to reconfigure it. Under inst.mu, so that a
+// reload either sees c to reconfigure it or has bumped the generation
+// before this check.
+func (p *process) install(c *conn) bool {
+	i := p.inst
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if c.gen != i.gen {
+		return false
+	}
+	p.conn.Store(c)
+	return true
 }
 
 // backoff returns the wait before attempt n (1-based): initial, doubling, at

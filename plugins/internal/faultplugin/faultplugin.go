@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agent-server/agent-server/core"
@@ -25,17 +26,32 @@ const InputHeader = "X-Fault"
 //
 //	allow:<subject>  allow as <subject>
 //	hold:<subject>   wait for sleep (ignoring the deadline), then allow as <subject>
+//	key:<key>        allow as "key" when <key> is one of the session API keys it was configured with, else deny
 //	exit             the process dies at once, with every call in flight
 //	panic            panic
+//
+// With RefuseReconfigure, every Configure after a process's first fails
+// and changes nothing, as a plugin that cannot apply a reload would. With
+// ClaimFile, a Configure that finds that file already there fails and
+// changes nothing, and one that does not creates it: of processes
+// configured in turn, the first takes the config and the others refuse it.
+// With ConfigureDelay, Configure logs "configuring" and then takes that
+// long.
 type Config struct {
-	Mode  string `json:"mode"`
-	Sleep string `json:"sleep"`
+	Mode              string `json:"mode"`
+	Sleep             string `json:"sleep"`
+	RefuseReconfigure bool   `json:"refuse_reconfigure"`
+	ConfigureDelay    string `json:"configure_delay"`
+	ClaimFile         string `json:"claim_file"`
 }
 
 // Plugin misbehaves as configured.
 type Plugin struct {
-	cfg   Config
-	sleep time.Duration
+	mu         sync.Mutex // guards the fields below: Configure runs while calls do
+	configured bool
+	cfg        Config
+	sleep      time.Duration
+	keys       *core.KeySet
 }
 
 // Main is the plugin binary's whole main.
@@ -46,42 +62,77 @@ func Main() {
 	plugins.Serve(&Plugin{})
 }
 
-// Info declares one header input.
+// Info declares one header input, and wants the session API keys.
 func (p *Plugin) Info(context.Context) plugins.Info {
-	return plugins.Info{Name: "fault", Version: "0.0.0", Inputs: plugins.Inputs{Headers: []string{InputHeader}}}
+	return plugins.Info{Name: "fault", Version: "0.0.0", Inputs: plugins.Inputs{Headers: []string{InputHeader}}, WantsKeys: true}
 }
 
-// Configure reads the mode.
+// Configure reads the mode and the keys.
 func (p *Plugin) Configure(_ context.Context, req plugins.ConfigureRequest) error {
-	if err := req.DecodeConfig(&p.cfg); err != nil {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.configured && p.cfg.RefuseReconfigure {
+		return fmt.Errorf("refuse_reconfigure: this process takes no config after its first")
+	}
+	var cfg Config
+	if err := req.DecodeConfig(&cfg); err != nil {
 		return err
 	}
-	switch p.cfg.Mode {
+	if cfg.ClaimFile != "" {
+		f, err := os.OpenFile(cfg.ClaimFile, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return fmt.Errorf("claim_file: another process took this config: %w", err)
+		}
+		_ = f.Close()
+	}
+	if cfg.ConfigureDelay != "" {
+		d, err := time.ParseDuration(cfg.ConfigureDelay)
+		if err != nil {
+			return fmt.Errorf("configure_delay %q: %w", cfg.ConfigureDelay, err)
+		}
+		plugins.Logger().Info("configuring")
+		time.Sleep(d)
+	}
+	var sleep time.Duration
+	switch cfg.Mode {
 	case "allow", "panic", "exit":
 	case "header":
-		if p.cfg.Sleep == "" {
+		if cfg.Sleep == "" {
 			break
 		}
 		fallthrough
 	case "sleep":
-		d, err := time.ParseDuration(p.cfg.Sleep)
+		d, err := time.ParseDuration(cfg.Sleep)
 		if err != nil {
-			return fmt.Errorf("sleep %q: %w", p.cfg.Sleep, err)
+			return fmt.Errorf("sleep %q: %w", cfg.Sleep, err)
 		}
-		p.sleep = d
+		sleep = d
 	default:
-		return fmt.Errorf("unknown mode %q", p.cfg.Mode)
+		return fmt.Errorf("unknown mode %q", cfg.Mode)
 	}
+	keys, err := core.NewKeySet(req.KeyDigests)
+	if err != nil {
+		return err
+	}
+	p.configured, p.cfg, p.sleep, p.keys = true, cfg, sleep, keys
 	return nil
 }
 
 // Authenticate misbehaves.
 func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result {
-	if p.cfg.Mode == "header" {
+	p.mu.Lock()
+	mode, sleep, keys := p.cfg.Mode, p.sleep, p.keys
+	p.mu.Unlock()
+	if mode == "header" {
 		what, subject, _ := strings.Cut(plugins.HeaderValue(req, InputHeader), ":")
 		switch what {
 		case "hold":
-			time.Sleep(p.sleep)
+			time.Sleep(sleep)
+		case "key":
+			if !keys.Match(subject) {
+				return core.Denied("not a session API key")
+			}
+			return core.Allowed(&core.Principal{Subject: "key"})
 		case "exit":
 			os.Exit(3)
 		case "panic":
@@ -89,9 +140,9 @@ func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result 
 		}
 		return core.Allowed(&core.Principal{Subject: subject})
 	}
-	switch p.cfg.Mode {
+	switch mode {
 	case "sleep":
-		time.Sleep(p.sleep)
+		time.Sleep(sleep)
 	case "panic":
 		panic("faultplugin: deliberate panic")
 	case "exit":
