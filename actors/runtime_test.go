@@ -346,8 +346,14 @@ func TestRunningConversationRecoversAsError(t *testing.T) {
 	client := newFakeTransport()
 	h.sys.Connect(client, &core.Principal{}, c.ID, Replay{Mode: ReplayAll})
 	framesWhere(t, client, 1, "ConversationErrorEvent", func(f map[string]any) bool { return f["kind"] == core.KindConversationError })
-	if got := h.status(t, c.ID); got != core.StatusError {
-		t.Errorf("status = %s, want error", got)
+	// The conversation's row is written from a goroutine once the state
+	// changed; the frame can come first.
+	deadline := time.Now().Add(10 * time.Second)
+	for got := h.status(t, c.ID); got != core.StatusError; got = h.status(t, c.ID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("status = %s, want error", got)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
