@@ -214,3 +214,25 @@ func TestEventID(t *testing.T) {
 		}
 	}
 }
+
+// ReconnectCPU takes the background's rate, measured before the drop, out
+// of the storm's CPU, over however long the storm lasted.
+func TestReconnectCPU(t *testing.T) {
+	tests := []struct {
+		name string
+		r    StormResult
+		want time.Duration
+	}{
+		{"background at 0.5 s/s over a 2 s storm", StormResult{CPU: CPUUse{Server: 3 * time.Second}, Storm: 2 * time.Second, Background: CPUUse{Server: 2500 * time.Millisecond}, BackgroundSpan: 5 * time.Second}, 2 * time.Second},
+		{"no background", StormResult{CPU: CPUUse{Server: time.Second}, Storm: time.Second, BackgroundSpan: 5 * time.Second}, time.Second},
+		{"background above the storm's CPU", StormResult{CPU: CPUUse{Server: time.Second}, Storm: 4 * time.Second, Background: CPUUse{Server: 5 * time.Second}, BackgroundSpan: 5 * time.Second}, 0},
+		{"not measured", StormResult{CPU: CPUUse{Server: time.Second}, Storm: time.Second}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.r.ReconnectCPU(); got != tt.want {
+				t.Errorf("ReconnectCPU = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}

@@ -78,6 +78,22 @@ type StormResult struct {
 	StormLatency Summary       `json:"storm_latency"`
 	CPU          CPUUse        `json:"cpu"`   // from the drop until every client resumed
 	Storm        time.Duration `json:"storm"` // that span, AllResumed or Timeout
+	// Background is the CPU over BackgroundSpan, the QuietWindow before
+	// the drop: what the posting and the paced fan-out cost by themselves,
+	// per second, which CPU also pays for every second of Storm.
+	Background     CPUUse        `json:"background"`
+	BackgroundSpan time.Duration `json:"background_span"`
+}
+
+// ReconnectCPU is the server CPU of the storm with the background's rate
+// over Storm taken out: what the reconnects themselves cost, comparable
+// between servers whose storms last differently long. Zero when unknown.
+func (r *StormResult) ReconnectCPU() time.Duration {
+	if r.BackgroundSpan <= 0 {
+		return 0
+	}
+	bg := time.Duration(float64(r.Background.Server) * float64(r.Storm) / float64(r.BackgroundSpan))
+	return max(r.CPU.Server-bg, 0)
 }
 
 // The kinds of StormResult.ErrorsByKind.
@@ -179,10 +195,15 @@ func Storm(ctx context.Context, srv Server, p StormParams) (*StormResult, error)
 	stopPosting := sync.OnceFunc(func() { close(stop); posters.Wait() })
 	defer stopPosting()
 
+	if err := st.warm(ctx, lastConnect.Add(p.Hold-p.QuietWindow)); err != nil {
+		return nil, fmt.Errorf("storm: %w", err)
+	}
+	bg, bgStart := startCPU(srv), clock()
 	if err := st.warm(ctx, lastConnect.Add(p.Hold)); err != nil {
 		return nil, fmt.Errorf("storm: %w", err)
 	}
 	r := &StormResult{Clients: p.N, Conversations: nconv, CacheHits: -1, ErrorsByKind: map[string]int{}}
+	r.Background, r.BackgroundSpan = bg.stop(), time.Duration(clock()-bgStart)
 	hits := st.cacheHits(srv)
 	meter := startCPU(srv)
 	t0 := clock()

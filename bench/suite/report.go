@@ -169,7 +169,8 @@ func stormMetrics(r *load.StormResult, ms func(time.Duration) float64, per func(
 		{name: "time until all resumed", unit: "ms", value: all, better: -1, goal: &goal{ratio: true, le: true, bound: 1.5}},
 		{name: "time to resume p50", unit: "ms", value: ms(r.Resume.P50), better: -1},
 		{name: "time to resume p99", unit: "ms", value: ms(r.Resume.P99), better: -1},
-		{name: "server CPU per reconnect", unit: "us", value: per(r.CPU.Server, r.Clients), better: -1},
+		{name: "server CPU per reconnect (deliveries included)", unit: "us", value: per(r.CPU.Server, r.Clients), better: -1},
+		{name: "server CPU per reconnect, background subtracted", unit: "us", value: per(r.ReconnectCPU(), r.Clients), better: -1},
 		{name: "lost + duplicated", unit: "count", value: float64(r.Lost + r.Duplicates), better: -1, goal: &goal{le: true, bound: 0}},
 	}
 	for _, k := range load.StormErrorKinds {
