@@ -27,7 +27,7 @@ const (
 	defaultRPCTimeout     = 500 * time.Millisecond
 	defaultInitialBackoff = 100 * time.Millisecond
 	defaultMaxBackoff     = 10 * time.Second
-	defaultQueueMaxWait   = 3 * time.Second
+	defaultQueueMaxWait   = 5 * time.Second
 	defaultMaxInFlight    = 64
 )
 

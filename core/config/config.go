@@ -321,7 +321,7 @@ func Default() Config {
 				Runtime: []string{"header", "bearer"},
 			},
 			RuntimeKeys:               []string{},
-			Queue:                     Queue{Size: 16384, MaxWait: 3 * time.Second},
+			Queue:                     Queue{Size: 16384, MaxWait: 5 * time.Second},
 			FirstMessageTimeout:       10 * time.Second,
 			FailuresPerMinute:         30,
 			UnauthenticatedPerAddress: 16,
