@@ -211,9 +211,11 @@ func (s *System) stopCrashed(kind string) actor.DeciderFunc {
 // Authenticate runs req.Route's chain and returns its result. It fails
 // closed: a missing chain, a panic, the end of ctx or a timeout is an Error
 // result, never an Allow. The chain runs in a goroutine of its own, so a
-// plugin that ignores its deadline never holds the caller past it; one
-// context, carrying the deadline and the caller's span and ended with the
-// caller's ctx, bounds both the plugins and the wait.
+// plugin that ignores its deadline never holds the caller past it. One
+// context, the caller's bounded by authTimeout, bounds both the plugins and
+// the wait: it carries the caller's span, and a caller that gives up (its
+// client went away) ends the run, which gives back its queue place and
+// plugin slot.
 func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Result {
 	if s.closing.Load() {
 		return core.Failed(ErrShutdown)
@@ -225,15 +227,7 @@ func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Resul
 		logOutcome(s.log, req.Route, res, sc)
 		return res
 	}
-	deadline := time.Now().Add(authTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	cctx, cancel := context.WithDeadline(withSpan(sc), deadline)
-	// A caller that gives up (its client went away) ends the chain's run
-	// too, so that the run gives back its queue place and plugin slot.
-	stop := context.AfterFunc(ctx, cancel)
-	defer stop()
+	cctx, cancel := context.WithTimeout(ctx, authTimeout)
 	reply := make(chan core.Result, 1)
 	go func() {
 		defer cancel()
@@ -249,10 +243,8 @@ func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Resul
 		select {
 		case res = <-reply:
 		default:
-			res = core.Failed(fmt.Errorf("authenticate %s: %w", req.Route, context.DeadlineExceeded))
+			res = core.Failed(fmt.Errorf("authenticate %s: %w", req.Route, cctx.Err()))
 		}
-	case <-ctx.Done():
-		res = core.Failed(fmt.Errorf("authenticate %s: %w", req.Route, ctx.Err()))
 	}
 	logOutcome(s.log, req.Route, res, sc)
 	return res

@@ -494,3 +494,40 @@ func TestWireTreeMessages(t *testing.T) {
 		}
 	}
 }
+
+// Errors cross the wire by class and come back as what they were: the
+// sentinels (wrapped ones with their message), the typed errors with their
+// fields, anything else as its message.
+func TestErrorsCrossTheWire(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want error // errors.Is must find it; nil: the text comes back alone
+		text string
+	}{
+		{"fenced", fmt.Errorf("append c1: %w", core.ErrFenced), core.ErrFenced, "append c1: " + core.ErrFenced.Error() + ": " + core.ErrFenced.Error()},
+		{"not found", fmt.Errorf("conversation c1: %w", core.ErrNotFound), core.ErrNotFound, "conversation c1: " + core.ErrNotFound.Error() + ": " + core.ErrNotFound.Error()},
+		{"unavailable", fmt.Errorf("pg: %w", core.ErrUnavailable), core.ErrUnavailable, "pg: " + core.ErrUnavailable.Error() + ": " + core.ErrUnavailable.Error()},
+		{"already running", fmt.Errorf("run: %w", core.ErrAlreadyRunning), core.ErrAlreadyRunning, core.ErrAlreadyRunning.Error()},
+		{"runtime lost", core.ErrRuntimeLost, core.ErrRuntimeLost, core.ErrRuntimeLost.Error()},
+		{"key reused", core.ErrKeyReused, core.ErrKeyReused, core.ErrKeyReused.Error()},
+		{"shutdown", ErrShutdown, ErrShutdown, ErrShutdown.Error()},
+		{"anything else", errors.New("disk on fire"), nil, "disk on fire"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := decodeError(encodeError(tt.err))
+			if tt.want != nil && !errors.Is(got, tt.want) {
+				t.Errorf("decoded %v, which is not %v", got, tt.want)
+			}
+			if got.Error() != tt.text {
+				t.Errorf("decoded %q, want %q", got, tt.text)
+			}
+		})
+	}
+	tooLarge := &core.EventTooLargeError{Kind: "MessageEvent", Size: 2 << 20, Max: 1 << 20}
+	var back *core.EventTooLargeError
+	if got := decodeError(encodeError(tooLarge)); !errors.As(got, &back) || *back != *tooLarge {
+		t.Errorf("decoded %v, want %v", got, tooLarge)
+	}
+}

@@ -164,6 +164,23 @@ const (
 	errInternal       = "internal"
 )
 
+// sentinels are the sentinel errors that cross the wire, each by its
+// code, both ways. A wrapped one keeps its message (what it was about)
+// across; the others are the sentinel alone.
+var sentinels = []struct {
+	code    string
+	err     error
+	wrapped bool
+}{
+	{errFenced, core.ErrFenced, true},
+	{errNotFound, core.ErrNotFound, true},
+	{errUnavailable, core.ErrUnavailable, true},
+	{errAlreadyRunning, core.ErrAlreadyRunning, false},
+	{errRuntimeLost, core.ErrRuntimeLost, false},
+	{errKeyReused, core.ErrKeyReused, false},
+	{errShutdown, ErrShutdown, false},
+}
+
 // encodeError classifies err for the wire.
 func encodeError(err error) *clusterpb.Error {
 	e := &clusterpb.Error{Code: errInternal, Message: err.Error()}
@@ -180,20 +197,13 @@ func encodeError(err error) *clusterpb.Error {
 		e.Code, e.Message, e.WaitedMs = errRuntimeTimeout, timeout.Command, timeout.Waited.Milliseconds()
 	case errors.As(err, &invalid):
 		e.Code, e.Message, e.Field = errValidation, invalid.Detail, invalid.Field
-	case errors.Is(err, core.ErrFenced):
-		e.Code = errFenced
-	case errors.Is(err, core.ErrNotFound):
-		e.Code = errNotFound
-	case errors.Is(err, core.ErrUnavailable):
-		e.Code = errUnavailable
-	case errors.Is(err, core.ErrAlreadyRunning):
-		e.Code = errAlreadyRunning
-	case errors.Is(err, core.ErrRuntimeLost):
-		e.Code = errRuntimeLost
-	case errors.Is(err, core.ErrKeyReused):
-		e.Code = errKeyReused
-	case errors.Is(err, ErrShutdown):
-		e.Code = errShutdown
+	default:
+		for _, s := range sentinels {
+			if errors.Is(err, s.err) {
+				e.Code = s.code
+				break
+			}
+		}
 	}
 	return e
 }
@@ -209,20 +219,15 @@ func decodeError(e *clusterpb.Error) error {
 		return &core.RuntimeTimeoutError{Command: e.Message, Waited: time.Duration(e.WaitedMs) * time.Millisecond}
 	case errValidation:
 		return &core.ValidationError{Field: e.Field, Detail: e.Message}
-	case errFenced:
-		return fmt.Errorf("%s: %w", e.Message, core.ErrFenced)
-	case errNotFound:
-		return fmt.Errorf("%s: %w", e.Message, core.ErrNotFound)
-	case errUnavailable:
-		return fmt.Errorf("%s: %w", e.Message, core.ErrUnavailable)
-	case errAlreadyRunning:
-		return core.ErrAlreadyRunning
-	case errRuntimeLost:
-		return core.ErrRuntimeLost
-	case errKeyReused:
-		return core.ErrKeyReused
-	case errShutdown:
-		return ErrShutdown
+	}
+	for _, s := range sentinels {
+		switch {
+		case s.code != e.Code:
+		case s.wrapped:
+			return fmt.Errorf("%s: %w", e.Message, s.err)
+		default:
+			return s.err
+		}
 	}
 	return errors.New(e.Message)
 }

@@ -221,11 +221,18 @@ wait:
 
 // sleep waits d or until ctx ends; it reports whether d passed.
 func sleep(ctx context.Context, d time.Duration) bool {
+	return sleepUnless(ctx, nil, d)
+}
+
+// sleepUnless is sleep that stop (nil: never) also cuts short.
+func sleepUnless(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
+	case <-stop:
+		return false
 	case <-ctx.Done():
 		return false
 	}

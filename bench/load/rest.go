@@ -154,12 +154,8 @@ func (rt *trial) write(ctx context.Context, w int, stop <-chan struct{}) {
 		if now := time.Now(); next.Before(now) {
 			next = now
 		}
-		select {
-		case <-stop:
+		if !sleepUnless(ctx, stop, time.Until(next)) {
 			return
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Until(next)):
 		}
 	}
 }

@@ -423,17 +423,8 @@ func (st *storm) pace(ctx context.Context, stop <-chan struct{}, rate float64, f
 	start := clock()
 	for i := 0; ; i++ {
 		due := start + int64(float64(i)*float64(time.Second)/rate)
-		if wait := time.Duration(due - clock()); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-stop:
-				t.Stop()
-				return
-			case <-ctx.Done():
-				t.Stop()
-				return
-			}
+		if wait := time.Duration(due - clock()); wait > 0 && !sleepUnless(ctx, stop, wait) {
+			return
 		}
 		select {
 		case <-stop:

@@ -270,14 +270,7 @@ type clusterStorm struct {
 // order. The posters of the conversations start spread over one period.
 func (cs *clusterStorm) post(ctx context.Context, k int, stop <-chan struct{}) {
 	period := float64(time.Second) / cs.p.Rate
-	t := time.NewTimer(time.Duration(period * float64(k) / float64(len(cs.st.convs))))
-	select {
-	case <-t.C:
-	case <-stop:
-		t.Stop()
-		return
-	case <-ctx.Done():
-		t.Stop()
+	if !sleepUnless(ctx, stop, time.Duration(period*float64(k)/float64(len(cs.st.convs)))) {
 		return
 	}
 	cs.st.pace(ctx, stop, cs.p.Rate, func(int) bool { return cs.postNext(ctx, k) })

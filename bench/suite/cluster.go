@@ -425,11 +425,17 @@ func measureRecovery(ctx context.Context, cfg ClusterConfig, trial int) ClusterM
 		if r == nil {
 			return err
 		}
-		e.m.Result = r
-		var gerr error
-		e.m.StoreGaps, gerr = storeGaps(ctx, e.dsn)
-		return errors.Join(err, gerr)
+		return e.checked(ctx, r, err)
 	})
+}
+
+// checked records r, a trial's result, and counts the store's gaps, which
+// every trial that kills or drops something ends with.
+func (e *env) checked(ctx context.Context, r any, err error) error {
+	e.m.Result = r
+	var gerr error
+	e.m.StoreGaps, gerr = storeGaps(ctx, e.dsn)
+	return errors.Join(err, gerr)
 }
 
 // measureClusterStorm runs one cluster storm trial on a fresh cluster (or
@@ -461,10 +467,7 @@ func measureClusterStorm(ctx context.Context, cfg ClusterConfig, side string, tr
 		if r == nil {
 			return err
 		}
-		e.m.Result = r
-		var gerr error
-		e.m.StoreGaps, gerr = storeGaps(ctx, e.dsn)
-		return errors.Join(err, gerr)
+		return e.checked(ctx, r, err)
 	})
 }
 

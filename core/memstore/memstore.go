@@ -27,6 +27,16 @@ type entry struct {
 	byKey  map[string]*core.Event // idempotency key -> newest event posted with it
 }
 
+// lookup returns conversation id's entry, or ErrNotFound; the caller holds
+// s.mu.
+func (s *Store) lookup(id string) (*entry, error) {
+	e, ok := s.convs[id]
+	if !ok {
+		return nil, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	}
+	return e, nil
+}
+
 // New returns an empty store.
 func New() *Store { return &Store{convs: make(map[string]*entry)} }
 
@@ -45,9 +55,9 @@ func (s *Store) CreateConversation(_ context.Context, c *core.Conversation) (*co
 func (s *Store) Conversation(_ context.Context, id string) (*core.Conversation, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e, ok := s.convs[id]
-	if !ok {
-		return nil, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	e, err := s.lookup(id)
+	if err != nil {
+		return nil, err
 	}
 	return e.conv.Clone(), nil
 }
@@ -67,9 +77,9 @@ func (s *Store) Conversations(_ context.Context) ([]*core.Conversation, error) {
 func (s *Store) UpdateConversation(_ context.Context, c *core.Conversation) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.convs[c.ID]
-	if !ok {
-		return fmt.Errorf("conversation %s: %w", c.ID, core.ErrNotFound)
+	e, err := s.lookup(c.ID)
+	if err != nil {
+		return err
 	}
 	e.conv = c.Clone()
 	return nil
@@ -79,8 +89,8 @@ func (s *Store) UpdateConversation(_ context.Context, c *core.Conversation) erro
 func (s *Store) DeleteConversation(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.convs[id]; !ok {
-		return fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	if _, err := s.lookup(id); err != nil {
+		return err
 	}
 	delete(s.convs, id)
 	return nil
@@ -105,9 +115,9 @@ func (s *Store) AppendBatch(_ context.Context, batch []core.Append) []error {
 }
 
 func (s *Store) appendLocked(id string, events []*core.Event, epoch uint64) error {
-	e, ok := s.convs[id]
-	if !ok {
-		return fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	e, err := s.lookup(id)
+	if err != nil {
+		return err
 	}
 	if epoch != 0 {
 		return fmt.Errorf("conversation %s: epoch %d: %w", id, epoch, core.ErrFenced)
@@ -144,9 +154,9 @@ func (s *Store) appendLocked(id string, events []*core.Event, epoch uint64) erro
 func (s *Store) Events(_ context.Context, id string, afterSeq uint64, limit int) ([]*core.Event, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e, ok := s.convs[id]
-	if !ok {
-		return nil, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	e, err := s.lookup(id)
+	if err != nil {
+		return nil, err
 	}
 	if afterSeq >= uint64(len(e.events)) {
 		return nil, nil
@@ -162,9 +172,9 @@ func (s *Store) Events(_ context.Context, id string, afterSeq uint64, limit int)
 func (s *Store) EventByID(_ context.Context, id, eventID string) (*core.Event, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e, ok := s.convs[id]
-	if !ok {
-		return nil, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	e, err := s.lookup(id)
+	if err != nil {
+		return nil, err
 	}
 	ev, ok := e.byID[eventID]
 	if !ok {
@@ -177,9 +187,9 @@ func (s *Store) EventByID(_ context.Context, id, eventID string) (*core.Event, e
 func (s *Store) FirstSeqAtOrAfter(_ context.Context, id string, t time.Time) (uint64, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e, ok := s.convs[id]
-	if !ok {
-		return 0, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	e, err := s.lookup(id)
+	if err != nil {
+		return 0, err
 	}
 	i := sort.Search(len(e.events), func(i int) bool { return !e.events[i].Timestamp.Before(t) })
 	return uint64(i) + 1, nil
@@ -189,9 +199,9 @@ func (s *Store) FirstSeqAtOrAfter(_ context.Context, id string, t time.Time) (ui
 func (s *Store) LastSeq(_ context.Context, id string) (uint64, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e, ok := s.convs[id]
-	if !ok {
-		return 0, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	e, err := s.lookup(id)
+	if err != nil {
+		return 0, err
 	}
 	return uint64(len(e.events)), nil
 }
@@ -200,9 +210,9 @@ func (s *Store) LastSeq(_ context.Context, id string) (uint64, error) {
 func (s *Store) EventByKey(_ context.Context, id, key string) (*core.Event, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e, ok := s.convs[id]
-	if !ok {
-		return nil, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	e, err := s.lookup(id)
+	if err != nil {
+		return nil, err
 	}
 	ev, ok := e.byKey[key]
 	if !ok {
@@ -215,12 +225,13 @@ func (s *Store) EventByKey(_ context.Context, id, key string) (*core.Event, erro
 func (s *Store) SearchEvents(_ context.Context, id string, q core.EventQuery) (core.Page[*core.Event], error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e, ok := s.convs[id]
-	if !ok {
-		return core.Page[*core.Event]{}, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	e, err := s.lookup(id)
+	if err != nil {
+		return core.Page[*core.Event]{}, err
 	}
 	var cursor *core.Event
 	if q.PageID != "" {
+		var ok bool
 		if cursor, ok = e.byID[q.PageID]; !ok {
 			return core.Page[*core.Event]{}, fmt.Errorf("conversation %s: %w", id, core.ErrUnknownPageID)
 		}
@@ -232,9 +243,9 @@ func (s *Store) SearchEvents(_ context.Context, id string, q core.EventQuery) (c
 func (s *Store) CountEvents(_ context.Context, id string, f core.EventFilter) (int, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e, ok := s.convs[id]
-	if !ok {
-		return 0, fmt.Errorf("conversation %s: %w", id, core.ErrNotFound)
+	e, err := s.lookup(id)
+	if err != nil {
+		return 0, err
 	}
 	return core.CountEvents(e.events, f), nil
 }

@@ -11,7 +11,6 @@
 package release
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,15 +18,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/agent-server/agent-server/tests/testbin"
 )
 
 // repoRoot is the repository's root directory.
@@ -93,94 +91,30 @@ func builtinPlugins(t *testing.T) []string {
 // server is one running agent-server process, started from an installed
 // artifact.
 type server struct {
-	cmd    *exec.Cmd
-	addr   string
-	mu     sync.Mutex
-	log    strings.Builder
-	exited chan struct{}
-	err    error
+	*testbin.Process
+	addr string
 }
-
-// listening finds the address in the "listening" log line, in the text
-// (addr=H:P) and JSON ("addr":"H:P") formats.
-var listening = regexp.MustCompile(`listening.*\baddr"?[=:]"?([0-9.:\[\]]+)`)
 
 // start starts cmd, waits for it to log its address and for /ready to
 // answer 200, and stops it at the end of the test.
 func start(t *testing.T, cmd *exec.Cmd) *server {
 	t.Helper()
-	s := &server{cmd: cmd, exited: make(chan struct{})}
-	stderr, err := cmd.StderrPipe()
+	p, err := testbin.StartCommand(cmd, cmd.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", cmd.Path, err)
+	t.Cleanup(p.Kill)
+	if err := p.WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
 	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			s.mu.Lock()
-			s.log.WriteString(sc.Text() + "\n")
-			s.mu.Unlock()
-			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-		s.err = cmd.Wait()
-		close(s.exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-s.exited
-	})
-	select {
-	case s.addr = <-addr:
-	case <-s.exited:
-		t.Fatalf("%s exited before listening: %v\n%s", cmd.Path, s.err, s.Log())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s did not listen within 30s\n%s", cmd.Path, s.Log())
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + s.addr + "/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 30s: %v\n%s", err, s.Log())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// Log returns what the server wrote to stderr so far.
-func (s *server) Log() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.log.String()
+	return &server{Process: p, addr: p.Addr}
 }
 
 // stop sends SIGTERM and expects a clean exit within 20s.
 func (s *server) stop(t *testing.T) {
 	t.Helper()
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("still running 20s after SIGTERM\n%s", s.Log())
-	}
-	if s.err != nil {
-		t.Fatalf("exit after SIGTERM: %v\n%s", s.err, s.Log())
+	if err := s.Stop(20 * time.Second); err != nil {
+		t.Fatalf("stop after SIGTERM: %v\n%s", err, s.Log())
 	}
 }
 

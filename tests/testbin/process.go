@@ -13,8 +13,9 @@ import (
 	"time"
 )
 
-// listening is the log line a server writes once its listener is up.
-var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
+// listening is the log line a server writes once its listener is up, in
+// the text (addr=H:P) and JSON ("addr":"H:P") formats.
+var listening = regexp.MustCompile(`(?:msg=listening addr=|"msg":"listening".*"addr":")([0-9.:\[\]]+)`)
 
 // adminListening is the log line of the admin listener (/metrics).
 var adminListening = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
@@ -36,9 +37,15 @@ type Process struct {
 // in cwd with exactly env, and returns once it listens (not once it is
 // ready: see WaitReady). name labels it in errors.
 func Start(dir, name, config, cwd string, env []string) (*Process, error) {
-	p := &Process{Name: name, exited: make(chan struct{})}
-	p.cmd = exec.Command(dir+"/agent-server", "serve", "--config", config, "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
-	p.cmd.Dir, p.cmd.Env = cwd, env
+	cmd := exec.Command(dir+"/agent-server", "serve", "--config", config, "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
+	cmd.Dir, cmd.Env = cwd, env
+	return StartCommand(cmd, name)
+}
+
+// StartCommand runs cmd, an agent-server serving however it was built or
+// installed, and returns once it listens, as Start does.
+func StartCommand(cmd *exec.Cmd, name string) (*Process, error) {
+	p := &Process{Name: name, cmd: cmd, exited: make(chan struct{})}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		return nil, err
