@@ -216,7 +216,8 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 		r.Header.Set("Sec-WebSocket-Protocol", strings.Join(offered, ", "))
 		up = s.protoUpgrader
 	}
-	ws, err := up.Upgrade(w, r)
+	pw := &prefaceWriter{ResponseWriter: w}
+	ws, err := up.Upgrade(pw, r)
 	if err != nil { // gws has answered 400 and closed the connection
 		s.metrics.refused(a.route(), refusedUpgradeFailed)
 		s.log.DebugContext(r.Context(), "websocket upgrade failed", "err", err)
@@ -225,7 +226,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 		}
 		return
 	}
-	sock := s.newSocket(ws, a)
+	sock := s.newSocket(ws, &pw.conn, a)
 	ws.Session().(*session).sock = sock
 	added := s.sockets.add(sock)
 	if added {
@@ -243,6 +244,14 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 		// actor calls, and its stack stays at its starting size for as
 		// long as the socket is idle.
 		sock.actor = s.connect(sock)
+	}
+	if a.firstMessage {
+		// The client speaks first, once it has the 101.
+		if err := pw.conn.release(); err != nil {
+			_ = pw.conn.Conn.Close()
+		}
+	} else {
+		pw.conn.armRelease(prefaceHold)
 	}
 	go ws.ReadLoop()
 }

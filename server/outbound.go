@@ -57,6 +57,10 @@ type outbound struct {
 	// where a write carries many frames.)
 	depth prometheus.Observer
 	wrote func(frames, n int)
+	// preface holds the upgrade's response until the first write carries
+	// it (preface.go); nil once that write is done. Only the flush
+	// goroutine uses it.
+	preface *prefaceConn
 
 	mu       sync.Mutex
 	cur      *batch // frames waiting for the next flush
@@ -329,6 +333,12 @@ func (o *outbound) write(b *batch) error {
 			return err
 		}
 		defer o.conn.SetWriteDeadline(time.Time{})
+	}
+	if p := o.preface; p != nil {
+		o.preface = nil
+		if sent, err := p.sendWith(b.bufs, b.bytes); sent {
+			return err
+		}
 	}
 	if o.perFrame {
 		start := 0

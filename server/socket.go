@@ -73,9 +73,12 @@ type socket struct {
 	finished sync.Once
 }
 
-func (s *Server) newSocket(ws *gws.Conn, a attachment) *socket {
-	sock := &socket{srv: s, ws: ws, conn: ws.NetConn(), attachment: a, metrics: s.metrics.route(a.route()), since: time.Now()}
+// newSocket returns the socket of ws, whose connection pc holds back the
+// upgrade's response for the socket's first write.
+func (s *Server) newSocket(ws *gws.Conn, pc *prefaceConn, a attachment) *socket {
+	sock := &socket{srv: s, ws: ws, conn: pc.Conn, attachment: a, metrics: s.metrics.route(a.route()), since: time.Now()}
 	sock.out = newOutbound(sock.conn, s.cfg.Limits.SendQueueBytes, s.cfg.Limits.WriteTimeout)
+	sock.out.preface = pc
 	sock.out.perFrame = s.perFrameWrites
 	sock.out.closeSent = sock.closeSent
 	sock.out.failed = sock.writeFailed
