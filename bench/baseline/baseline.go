@@ -216,6 +216,7 @@ type room struct {
 	conns map[*conn]struct{}
 	log   []logged // a ring of the last events, log[next%len(log)] the oldest once full
 	next  int      // events ever logged
+	last  string   // the id of the last event logged: the next one's parent_id
 }
 
 // logged is one event of a room's log: its id and its frame.
@@ -271,6 +272,7 @@ func (rm *room) record(id string, f []byte) {
 		rm.log[rm.next%len(rm.log)] = e
 	}
 	rm.next++
+	rm.last = id
 }
 
 // leave removes c from its room and forgets an empty room.
@@ -289,11 +291,14 @@ func (s *Server) leave(c *conn) {
 	s.mu.Unlock()
 }
 
-// broadcast logs one framed event and queues it on every connection of
-// rm.
-func (rm *room) broadcast(id string, f []byte) {
+// broadcast renders a user message with content as the room's next event
+// (its parent_id the last one's), logs it and queues it on every
+// connection of rm.
+func (rm *room) broadcast(content []byte) {
 	rm.mu.Lock()
 	defer rm.mu.Unlock()
+	id, ev := messageEvent(content, rm.last)
+	f := frame(ev)
 	rm.record(id, f)
 	for c := range rm.conns {
 		c.push(f)
@@ -311,8 +316,8 @@ type handler struct {
 func (h handler) OnMessage(ws *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
 	c := ws.Session().(*session).c
-	if id, ev := messageEvent(msg.Bytes()); ev != nil {
-		c.room.broadcast(id, frame(ev))
+	if content := userContent(msg.Bytes()); content != nil {
+		c.room.broadcast(content)
 	}
 }
 
@@ -332,7 +337,7 @@ func stateEvent(id string) []byte {
 		CreatedAt       string `json:"created_at"`
 		UpdatedAt       string `json:"updated_at"`
 	}{id, "idle", now, now})
-	_, b := envelope("environment", "ConversationStateUpdateEvent")
+	_, b := envelope("environment", "ConversationStateUpdateEvent", "")
 	return append(b, append(append([]byte(`,"key":"full_state","value":`), v...), '}')...)
 }
 
@@ -342,24 +347,30 @@ func errorEvent(code, detail string) []byte {
 		Code   string `json:"code"`
 		Detail string `json:"detail"`
 	}{code, detail})
-	_, b := envelope("environment", "ServerErrorEvent")
+	_, b := envelope("environment", "ServerErrorEvent", "")
 	return append(append(append(b, ','), v[1:len(v)-1]...), '}')
 }
 
-// messageEvent renders a {"role":"user","content":"<text>"} frame as a
-// MessageEvent, copying the already valid JSON string, and returns its id;
-// or it returns a nil event.
-func messageEvent(data []byte) (string, []byte) {
+// userContent returns the content of a {"role":"user","content":"<text>"}
+// frame, an already valid JSON string, or nil for any other frame.
+func userContent(data []byte) []byte {
 	var m struct {
 		Role    string          `json:"role"`
 		Content json.RawMessage `json:"content"`
 	}
 	if json.Unmarshal(data, &m) != nil || m.Role != "user" || len(m.Content) == 0 || m.Content[0] != '"' {
-		return "", nil
+		return nil
 	}
-	id, b := envelope("user", "MessageEvent")
+	return m.Content
+}
+
+// messageEvent renders a user message with content (a JSON string) as a
+// MessageEvent whose parent_id is parent (none when empty), as
+// agent-server stamps its events, and returns its id too.
+func messageEvent(content []byte, parent string) (string, []byte) {
+	id, b := envelope("user", "MessageEvent", parent)
 	b = append(b, `,"llm_message":{"role":"user","content":[{"type":"text","text":`...)
-	b = append(b, m.Content...)
+	b = append(b, content...)
 	return id, append(b, `}]},"activated_skills":[]}`...)
 }
 
@@ -367,8 +378,8 @@ func messageEvent(data []byte) (string, []byte) {
 const timestampLayout = "2006-01-02T15:04:05.000000Z"
 
 // envelope starts an event object with a fresh id and timestamp, and
-// returns the id too.
-func envelope(source, kind string) (string, []byte) {
+// parent_id unless parent is empty, and returns the id too.
+func envelope(source, kind, parent string) (string, []byte) {
 	id := uuid.NewString()
 	b := make([]byte, 0, 256)
 	b = append(b, `{"id":"`...)
@@ -377,6 +388,10 @@ func envelope(source, kind string) (string, []byte) {
 	b = time.Now().UTC().AppendFormat(b, timestampLayout)
 	b = append(b, `","source":"`...)
 	b = append(b, source...)
+	if parent != "" {
+		b = append(b, `","parent_id":"`...)
+		b = append(b, parent...)
+	}
 	b = append(b, `","kind":"`...)
 	b = append(b, kind...)
 	return id, append(b, '"')

@@ -47,6 +47,7 @@ type event struct {
 	ID        string `json:"id"`
 	Timestamp string `json:"timestamp"`
 	Source    string `json:"source"`
+	ParentID  string `json:"parent_id"`
 	Kind      string `json:"kind"`
 	Key       string `json:"key"`
 	LLM       struct {
@@ -149,11 +150,22 @@ func TestBroadcast(t *testing.T) {
 	if err := same[1].WriteMessage(websocket.TextMessage, msg); err != nil {
 		t.Fatal(err)
 	}
+	var first string
 	for i, c := range same {
 		e := readEvent(t, c)
-		if e.Kind != "MessageEvent" || e.Source != "user" || e.ID == "" || e.Timestamp == "" ||
+		if e.Kind != "MessageEvent" || e.Source != "user" || e.ID == "" || e.Timestamp == "" || e.ParentID != "" ||
 			e.LLM.Role != "user" || len(e.LLM.Content) != 1 || e.LLM.Content[0].Text != text {
-			t.Errorf("socket %d got %+v, want the MessageEvent with %q", i, e, text)
+			t.Errorf("socket %d got %+v, want the MessageEvent with %q and no parent", i, e, text)
+		}
+		first = e.ID
+	}
+	// The next event names the first as its parent, as agent-server's do.
+	if err := same[0].WriteMessage(websocket.TextMessage, msg); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range same {
+		if e := readEvent(t, c); e.ParentID != first || e.ID == first {
+			t.Errorf("socket %d: second event %+v, want parent_id %q", i, e, first)
 		}
 	}
 	_ = other.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
