@@ -57,3 +57,28 @@ func FuzzInspect(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkInspect measures Inspect on what the token plugins see: a JWT
+// like the load generator's (HS256, sub and exp), one with an issuer and a
+// key id, an identity provider's larger token, and an API key.
+func BenchmarkInspect(b *testing.B) {
+	idp := seg(`{"alg":"RS256","kid":"2024-06-key","typ":"JWT"}`) + "." +
+		seg(`{"iss":"https://idp.example.com/realms/agents","aud":["agent-server","account"],"sub":"0f8e7d6c-5b4a-4321-9876-fedcba987654","exp":1767323045,"iat":1767319445,"email":"alice@example.com","email_verified":true,"groups":["dev","ops"],"convs":["c1","c2","c3"]}`) +
+		"." + strings.Repeat("s", 342)
+	for _, bc := range []struct{ name, tok string }{
+		{"hs256", seg(`{"alg":"HS256","typ":"JWT"}`) + "." + seg(`{"exp":1767323045,"sub":"bench-0123456789ab-4711"}`) + "." + strings.Repeat("s", 43)},
+		{"hs256 iss kid", seg(`{"alg":"HS256","kid":"k1","typ":"JWT"}`) + "." + seg(`{"exp":1767323045,"iss":"https://issuer","sub":"alice"}`) + "." + strings.Repeat("s", 43)},
+		{"idp", idp},
+		{"api key", "sk-0123456789abcdef0123456789abcdef"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			if _, ok := Inspect(bc.tok); ok == (bc.name == "api key") {
+				b.Fatalf("Inspect(%q) = %v", bc.tok, ok)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				Inspect(bc.tok)
+			}
+		})
+	}
+}
