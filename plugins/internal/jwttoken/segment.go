@@ -114,6 +114,8 @@ func member(b []byte, i int) (name, value []byte, next int, ok bool) {
 	return name, b[start:i], i, true
 }
 
+// skipSpace returns the index of the first byte at or after i that is not
+// JSON whitespace.
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
 		i++
@@ -121,14 +123,15 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the index after the string that starts at b[i].
+// skipString returns the index after the string that starts at b[i]
+// (never past len(b), though b, being valid, closes every string).
 func skipString(b []byte, i int) int {
 	for i++; i < len(b) && b[i] != '"'; i++ {
 		if b[i] == '\\' {
 			i++ // the escaped byte; \uXXXX's hex digits are plain bytes
 		}
 	}
-	return i + 1
+	return min(i+1, len(b))
 }
 
 // skipValue returns the index after the value that starts at b[i].
