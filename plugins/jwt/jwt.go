@@ -64,7 +64,7 @@ type Plugin struct {
 }
 
 type configured struct {
-	secret []byte
+	key    jwtlib.Keyfunc // returns the secret, made once: not an allocation per token
 	issuer string
 	parser *jwtlib.Parser
 }
@@ -109,7 +109,12 @@ func (p *Plugin) Configure(_ context.Context, req plugins.ConfigureRequest) erro
 	if cfg.Audience != "" {
 		opts = append(opts, jwtlib.WithAudience(cfg.Audience))
 	}
-	p.parser.Store(&configured{secret: []byte(cfg.Secret), issuer: cfg.Issuer, parser: jwtlib.NewParser(opts...)})
+	var key any = []byte(cfg.Secret)
+	p.parser.Store(&configured{
+		key:    func(*jwtlib.Token) (any, error) { return key, nil },
+		issuer: cfg.Issuer,
+		parser: jwtlib.NewParser(opts...),
+	})
 	return nil
 }
 
@@ -129,7 +134,7 @@ func (p *Plugin) Authenticate(_ context.Context, req *core.Request) core.Result 
 		return core.Abstained()
 	}
 	var claims Claims
-	_, err := c.parser.ParseWithClaims(tok, &claims, func(*jwtlib.Token) (any, error) { return c.secret, nil })
+	_, err := c.parser.ParseWithClaims(tok, &claims, c.key)
 	if err != nil {
 		return core.Denied(jwttoken.DenyReason(err))
 	}

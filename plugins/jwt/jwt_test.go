@@ -27,7 +27,7 @@ var (
 
 var now = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func newConfigured(t *testing.T, cfg map[string]any) *Plugin {
+func newConfigured(t testing.TB, cfg map[string]any) *Plugin {
 	t.Helper()
 	raw, _ := json.Marshal(cfg)
 	p := New()
@@ -160,4 +160,61 @@ func TestConfigure(t *testing.T) {
 	if res := New().Authenticate(context.Background(), &core.Request{Header: http.Header{"Authorization": {"Bearer " + tok}}}); res.Decision != core.Error {
 		t.Errorf("unconfigured: got %s, want error", res.Decision)
 	}
+}
+
+// BenchmarkAuthenticate measures an uncached check inside the plugin: a
+// valid HS256 token like the load generator's, the same with an issuer
+// configured, the abstains on an API key and an identity provider's token,
+// and, as the reference, golang-jwt's ParseWithClaims alone as the
+// baseline server (bench/baseline) verifies the same token.
+func BenchmarkAuthenticate(b *testing.B) {
+	exp := now.Add(time.Hour).Unix()
+	hs := func(c jwtlib.MapClaims) string {
+		s, err := jwtlib.NewWithClaims(jwtlib.SigningMethodHS256, c).SignedString([]byte(secret))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	rs, err := jwtlib.NewWithClaims(jwtlib.SigningMethodRS256, jwtlib.MapClaims{"sub": "a", "exp": exp}).SignedString(rsaKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	plain := hs(jwtlib.MapClaims{"sub": "bench-0123456789ab-4711", "exp": exp})
+	issued := hs(jwtlib.MapClaims{"sub": "bench-0123456789ab-4711", "exp": exp, "iss": "https://issuer"})
+	p := newConfigured(b, map[string]any{"secret": secret})
+	withIssuer := newConfigured(b, map[string]any{"secret": secret, "issuer": "https://issuer"})
+	for _, bc := range []struct {
+		name string
+		p    *Plugin
+		tok  string
+		want core.Decision
+	}{
+		{"valid", p, plain, core.Allow},
+		{"valid with issuer", withIssuer, issued, core.Allow},
+		{"api key", p, "sk-0123456789abcdef0123456789abcdef", core.Abstain},
+		{"RS256", p, rs, core.Abstain},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			req := &core.Request{Header: http.Header{"Authorization": {"Bearer " + bc.tok}}}
+			if got := bc.p.Authenticate(context.Background(), req); got.Decision != bc.want {
+				b.Fatalf("got %s %q, want %s", got.Decision, got.Reason, bc.want)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				bc.p.Authenticate(context.Background(), req)
+			}
+		})
+	}
+	b.Run("golang-jwt alone", func(b *testing.B) {
+		parser := jwtlib.NewParser(jwtlib.WithValidMethods([]string{"HS256"}), jwtlib.WithExpirationRequired(), jwtlib.WithTimeFunc(func() time.Time { return now }))
+		key := func(*jwtlib.Token) (any, error) { return []byte(secret), nil }
+		b.ReportAllocs()
+		for b.Loop() {
+			var claims jwtlib.RegisteredClaims
+			if _, err := parser.ParseWithClaims(plain, &claims, key); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

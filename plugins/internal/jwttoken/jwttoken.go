@@ -11,8 +11,6 @@
 package jwttoken
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"strings"
 
@@ -32,36 +30,41 @@ type Shape struct {
 // Inspect reports whether tok is a compact JWS: three base64url segments,
 // a JSON object header with a string alg, and a JSON object payload. It
 // returns what the header and payload claim.
+//
+// It reads the header's alg and kid as encoding/json fills struct fields
+// (names matched case-insensitively, the last match wins) and the payload's
+// iss as it fills a map (the name exactly, the last one wins), without
+// decoding the rest: it runs on every token the plugins see, before the one
+// that verifies decodes it again.
 func Inspect(tok string) (Shape, bool) {
-	if len(tok) > maxLen || strings.Count(tok, ".") != 2 {
+	if len(tok) > maxLen {
 		return Shape{}, false
 	}
-	h, rest, _ := strings.Cut(tok, ".")
-	p, sig, _ := strings.Cut(rest, ".")
-	if !isB64(sig) {
+	h, rest, ok := strings.Cut(tok, ".")
+	if !ok {
 		return Shape{}, false
 	}
-	var header struct {
-		Alg any `json:"alg"`
-		Kid any `json:"kid"`
-	}
-	if !decode(h, &header) {
+	p, sig, ok := strings.Cut(rest, ".")
+	if !ok || !isB64(sig) { // isB64 also refuses a third dot
 		return Shape{}, false
 	}
-	alg, ok := header.Alg.(string)
-	if !ok || alg == "" {
+	var buf [segmentBuf]byte // both segments in turn; the strings taken are copies
+	b, ok := decodeSegment(buf[:], h)
+	if !ok {
 		return Shape{}, false
 	}
-	var payload map[string]json.RawMessage
-	if !decode(p, &payload) || payload == nil {
+	alg, kid, ok := header(b)
+	if !ok {
 		return Shape{}, false
 	}
-	s := Shape{Alg: alg}
-	s.Kid, _ = header.Kid.(string)
-	if raw, ok := payload["iss"]; ok {
-		_ = json.Unmarshal(raw, &s.Issuer)
+	if b, ok = decodeSegment(buf[:], p); !ok {
+		return Shape{}, false
 	}
-	return s, true
+	iss, ok := issuer(b)
+	if !ok {
+		return Shape{}, false
+	}
+	return Shape{Alg: alg, Kid: kid, Issuer: iss}, true
 }
 
 // IsJWT reports whether tok is a compact JWS (see Inspect).
@@ -80,14 +83,6 @@ func (s Shape) Asymmetric() bool {
 		return true
 	}
 	return false
-}
-
-func decode(seg string, v any) bool {
-	b, err := base64.RawURLEncoding.DecodeString(seg)
-	if err != nil {
-		return false
-	}
-	return json.Unmarshal(b, v) == nil
 }
 
 func isB64(seg string) bool {
