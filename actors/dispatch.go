@@ -17,8 +17,8 @@ const (
 	workerIdleTimeout = 2 * time.Second
 )
 
-// dispatcher runs actors' mailboxes on goroutines that outlive one mailbox
-// run. protoactor's default dispatcher starts a goroutine for every run,
+// dispatcher runs actors' mailboxes, and the authenticator chains' runs
+// (System.Authenticate), on goroutines that outlive one run. protoactor's default dispatcher starts a goroutine for every run,
 // that is every time a message reaches an idle actor, and each of those
 // goroutines starts on a small stack that the actor's Receive grows by
 // copying it, a few times per run: in BenchmarkConnect half the CPU went to

@@ -210,8 +210,9 @@ func (s *System) stopCrashed(kind string) actor.DeciderFunc {
 
 // Authenticate runs req.Route's chain and returns its result. It fails
 // closed: a missing chain, a panic, the end of ctx or a timeout is an Error
-// result, never an Allow. The chain runs in a goroutine of its own, so a
-// plugin that ignores its deadline never holds the caller past it. One
+// result, never an Allow. The chain runs on another goroutine than the
+// caller's, so a plugin that ignores its deadline never holds the caller
+// past it. One
 // context, the caller's bounded by authTimeout, bounds both the plugins and
 // the wait: it carries the caller's span, and a caller that gives up (its
 // client went away) ends the run, which gives back its queue place and
@@ -229,13 +230,16 @@ func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Resul
 	}
 	cctx, cancel := context.WithTimeout(ctx, authTimeout)
 	reply := make(chan core.Result, 1)
-	go func() {
+	// On one of the dispatcher's pooled goroutines: on a new one, the
+	// chain (the decision cache's SHA-256 above all) grew the stack by
+	// copying it twice per handshake.
+	s.dispatch.Schedule(func() {
 		defer cancel()
 		start := time.Now()
 		res := runChain(cctx, chain, req)
 		s.metrics.chainRan(req.Route, start)
 		reply <- res // before cancel: a waiter woken by the cancel finds it
-	}()
+	})
 	var res core.Result
 	select {
 	case res = <-reply:
