@@ -5,25 +5,30 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"time"
 )
 
 // The profiles the admin listener serves under /debug/pprof/ when
 // admin.pprof is on: CPU, heap, allocations, goroutines and the rest of
-// runtime/pprof's, with handlers of its own (not net/http/pprof, whose
-// import would register them on http.DefaultServeMux).
+// runtime/pprof's, and an execution trace, with handlers of its own (not
+// net/http/pprof, whose import would register them on
+// http.DefaultServeMux).
 //
 //	curl -o cpu.prof 'http://127.0.0.1:8001/debug/pprof/profile?seconds=10'
 //	go tool pprof http://127.0.0.1:8001/debug/pprof/heap
+//	curl -o out.trace 'http://127.0.0.1:8001/debug/pprof/trace?seconds=2'
+//	go tool trace out.trace
 
-// maxProfileSeconds bounds a CPU profile request.
+// maxProfileSeconds bounds a CPU profile or trace request.
 const maxProfileSeconds = 300
 
 // handlePprof adds the profile routes to mux.
 func handlePprof(mux *http.ServeMux) {
 	mux.HandleFunc("GET /debug/pprof/{$}", profileIndex)
 	mux.HandleFunc("GET /debug/pprof/profile", cpuProfile)
+	mux.HandleFunc("GET /debug/pprof/trace", executionTrace)
 	mux.HandleFunc("GET /debug/pprof/{name}", namedProfile)
 }
 
@@ -31,6 +36,7 @@ func handlePprof(mux *http.ServeMux) {
 func profileIndex(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintln(w, "profile?seconds=N  CPU profile (default 10 s)")
+	fmt.Fprintln(w, "trace?seconds=N    execution trace, for go tool trace (default 1 s)")
 	for _, p := range pprof.Profiles() {
 		fmt.Fprintf(w, "%-18s %d\n", p.Name(), p.Count())
 	}
@@ -53,6 +59,26 @@ func cpuProfile(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 	}
 	pprof.StopCPUProfile()
+}
+
+// executionTrace records an execution trace for ?seconds= (default 1):
+// where goroutines waited to run, on what, and for how long.
+func executionTrace(w http.ResponseWriter, r *http.Request) {
+	secs, err := strconv.ParseFloat(r.URL.Query().Get("seconds"), 64)
+	if err != nil || secs <= 0 {
+		secs = 1
+	}
+	secs = min(secs, maxProfileSeconds)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if err := trace.Start(w); err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	select {
+	case <-time.After(time.Duration(secs * float64(time.Second))):
+	case <-r.Context().Done():
+	}
+	trace.Stop()
 }
 
 // namedProfile writes a runtime profile (heap, allocs, goroutine, ...);

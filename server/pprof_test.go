@@ -34,6 +34,8 @@ func TestAdminHandler(t *testing.T) {
 		{"heap", true, true, "/debug/pprof/heap?debug=1", 200, "# Stack = "},
 		{"index", true, true, "/debug/pprof/", 200, "goroutine"},
 		{"unknown profile", true, true, "/debug/pprof/nope", 404, ""},
+		{"trace", true, true, "/debug/pprof/trace?seconds=0.05", 200, "go 1."},
+		{"trace with pprof off", true, false, "/debug/pprof/trace", 404, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
