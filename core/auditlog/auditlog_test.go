@@ -109,9 +109,9 @@ func (failing) Write([]byte) (int, error) { return 0, errors.New("no space left 
 // only the audit log's own when it shares a line writer with the log.
 func TestFailedCountsLostRecords(t *testing.T) {
 	tests := []struct {
-		name     string
-		out      func(t *testing.T) (w io.Writer, flush func())
-		want     int64
+		name string
+		out  func(t *testing.T) (w io.Writer, flush func())
+		want int64
 	}{
 		{"written", func(*testing.T) (io.Writer, func()) { return io.Discard, func() {} }, 0},
 		{"refused by the writer", func(*testing.T) (io.Writer, func()) { return failing{}, func() {} }, 3},
