@@ -110,7 +110,7 @@ func (w *Writer) write(p []byte, source *atomic.Int64) (int, error) {
 	w.mu.Lock()
 	for !w.stopped && len(w.pending) > 0 && len(w.pending)+len(p) > w.limit {
 		w.blocked++
-		w.waitLocked()
+		w.waitBatchLocked()
 		w.blocked--
 	}
 	if w.stopped {
@@ -149,9 +149,9 @@ func (w *Writer) writeDirect(p []byte, source *atomic.Int64) (int, error) {
 	return n, nil
 }
 
-// waitLocked releases w.mu until the flusher finishes a batch, then takes
-// it again.
-func (w *Writer) waitLocked() {
+// waitBatchLocked releases w.mu until the flusher finishes a batch, then
+// takes it again.
+func (w *Writer) waitBatchLocked() {
 	ch := w.progressLocked()
 	w.mu.Unlock()
 	<-ch
@@ -235,25 +235,9 @@ func (w *Writer) countLost(source *atomic.Int64, n int64) {
 // pending then, and are written if the writer resumes.
 func (w *Writer) Flush(ctx context.Context) error {
 	w.mu.Lock()
-	target := w.accepted
-	w.mu.Unlock()
-	return w.waitWritten(ctx, target)
-}
-
-// waitWritten waits until the first target accepted lines are written.
-func (w *Writer) waitWritten(ctx context.Context, target uint64) error {
-	w.mu.Lock()
 	defer w.mu.Unlock()
-	for w.written < target {
-		ch := w.progressLocked()
-		w.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			w.mu.Lock()
-			return fmt.Errorf("flush lines: %d not written yet: %w", target-w.written, ctx.Err())
-		}
-		w.mu.Lock()
+	if err := w.waitWrittenLocked(ctx, w.accepted, false); err != nil {
+		return fmt.Errorf("flush lines: %w", err)
 	}
 	return nil
 }
@@ -268,19 +252,28 @@ func (w *Writer) SetOutput(ctx context.Context, out io.Writer) error {
 	defer w.direct.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	target := w.accepted
-	for w.written < target || w.writing {
+	if err := w.waitWrittenLocked(ctx, w.accepted, true); err != nil {
+		return fmt.Errorf("keep the old output: %w", err)
+	}
+	w.out = out
+	return nil
+}
+
+// waitWrittenLocked, called with w.mu held, waits until the first target
+// accepted lines have been written and, when idle, no batch is being
+// written, or until ctx ends.
+func (w *Writer) waitWrittenLocked(ctx context.Context, target uint64, idle bool) error {
+	for w.written < target || idle && w.writing {
 		ch := w.progressLocked()
 		w.mu.Unlock()
 		select {
 		case <-ch:
+			w.mu.Lock()
 		case <-ctx.Done():
 			w.mu.Lock()
-			return fmt.Errorf("keep the old output: %d lines not written to it yet: %w", target-min(target, w.written), ctx.Err())
+			return fmt.Errorf("%d lines not written yet: %w", target-min(target, w.written), ctx.Err())
 		}
-		w.mu.Lock()
 	}
-	w.out = out
 	return nil
 }
 
