@@ -59,50 +59,63 @@ func BenchmarkLines(b *testing.B) {
 		}},
 	}
 	for _, out := range outputs {
-		for _, goroutines := range []int{1, 16} {
+		for _, goroutines := range []int{1, 2, 16} {
 			for _, withWork := range []bool{false, true} {
-				for _, via := range []string{"direct", "linewriter"} {
+				for _, batched := range []bool{false, true} {
+					via := map[bool]string{false: "direct", true: "linewriter"}[batched]
 					b.Run(fmt.Sprintf("%s/goroutines=%d/work=%v/%s", out.name, goroutines, withWork, via), func(b *testing.B) {
-						f := &countingFile{f: out.open(b)}
-						var dst io.Writer = f
-						var lw *Writer
-						if via == "linewriter" {
-							lw = New(f, 0)
-							dst = lw
+						var w []byte
+						if withWork {
+							w = work
 						}
-						b.SetBytes(int64(len(line)))
-						b.ResetTimer()
-						var wg sync.WaitGroup
-						for g := range goroutines {
-							n := b.N / goroutines
-							if g < b.N%goroutines {
-								n++
-							}
-							wg.Go(func() {
-								for range n {
-									if withWork {
-										_ = sha256.Sum256(work)
-									}
-									if _, err := dst.Write(line); err != nil {
-										b.Error(err)
-										return
-									}
-								}
-							})
-						}
-						wg.Wait()
-						if lw != nil {
-							if err := lw.Close(context.Background()); err != nil {
-								b.Fatal(err)
-							}
-						}
-						b.StopTimer()
-						b.ReportMetric(float64(f.calls.Load())/float64(b.N), "writes/line")
+						benchLines(b, out.open(b), goroutines, line, w, batched)
 					})
 				}
 			}
 		}
 	}
+}
+
+// benchLines writes b.N lines to f from goroutines goroutines, each hashing
+// work before each line, through a Writer when batched.
+func benchLines(b *testing.B, f *os.File, goroutines int, line, work []byte, batched bool) {
+	cf := &countingFile{f: f}
+	var dst io.Writer = cf
+	var lw *Writer
+	if batched {
+		lw = New(cf, 0)
+		dst = lw
+	}
+	b.SetBytes(int64(len(line)))
+	b.ResetTimer()
+	cpu := cpuTime(b)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		n := b.N / goroutines
+		if g < b.N%goroutines {
+			n++
+		}
+		wg.Go(func() {
+			for range n {
+				if work != nil {
+					_ = sha256.Sum256(work)
+				}
+				if _, err := dst.Write(line); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if lw != nil {
+		if err := lw.Close(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(cpuTime(b)-cpu)/float64(b.N), "cpu-ns/line")
+	b.ReportMetric(float64(cf.calls.Load())/float64(b.N), "writes/line")
 }
 
 // cpuTime is the CPU time the process has used, user and system, in ns.
