@@ -62,6 +62,10 @@ func TestFileReopen(t *testing.T) {
 	if err := f.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	sink.Audit(&core.AuditRecord{RequestID: "late"}) // dropped, and counted once
+	if got := f.Failed(); got != 1 {
+		t.Errorf("Failed after a record written once closed = %d, want 1", got)
+	}
 	read := func(p string) string {
 		b, err := os.ReadFile(p)
 		if err != nil {

@@ -95,8 +95,8 @@ func New(out io.Writer, limit int) *Writer {
 // Write takes a copy of p, which should be one whole line, for the flusher
 // to write; it blocks while the pending bytes are over the limit. It makes
 // no syscall itself, except after Close, when it writes p straight to the
-// underlying writer. It returns len(p) and nil once p is accepted: a later
-// failure to write it is counted by Failed.
+// underlying writer and returns its error. Otherwise it returns len(p) and
+// nil once p is accepted: a later failure to write it is counted by Failed.
 func (w *Writer) Write(p []byte) (int, error) { return w.write(p, nil) }
 
 // Failed returns how many accepted lines (Write calls), from the Writer and
@@ -115,7 +115,7 @@ func (w *Writer) write(p []byte, source *atomic.Int64) (int, error) {
 	}
 	if w.stopped {
 		w.mu.Unlock()
-		return w.writeDirect(p, source)
+		return w.writeDirect(p)
 	}
 	wasEmpty := len(w.pending) == 0
 	w.pending = append(w.pending, p...)
@@ -132,7 +132,7 @@ func (w *Writer) write(p []byte, source *atomic.Int64) (int, error) {
 }
 
 // writeDirect writes p to the underlying writer, after Close.
-func (w *Writer) writeDirect(p []byte, source *atomic.Int64) (int, error) {
+func (w *Writer) writeDirect(p []byte) (int, error) {
 	w.direct.Lock()
 	defer w.direct.Unlock()
 	w.mu.Lock()
@@ -143,8 +143,7 @@ func (w *Writer) writeDirect(p []byte, source *atomic.Int64) (int, error) {
 		err = io.ErrShortWrite
 	}
 	if err != nil {
-		w.countLost(source, 1)
-		return n, fmt.Errorf("write line: %w", err)
+		return n, fmt.Errorf("write line: %w", err) // refused, not accepted: not counted
 	}
 	return n, nil
 }
