@@ -1,9 +1,13 @@
 // Package auditlog holds the audit log's sinks: each writes one JSON line
 // per core.AuditRecord. Open builds the one audit.sink names: stderr, a
-// file (reopened on Reopen, for log rotation) or nothing.
+// file (reopened on Reopen, for log rotation) or nothing. The file sink
+// writes through a linewriter.Writer, and the server hands the stderr sink
+// the line writer it logs through: a busy server's records go out many to
+// a write (see linewriter for what a crash can lose).
 package auditlog
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +18,7 @@ import (
 
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
+	"github.com/agent-server/agent-server/core/linewriter"
 )
 
 // Writer writes each record as one JSON line to an io.Writer, in one Write
@@ -24,7 +29,15 @@ type Writer struct {
 	failed atomic.Int64
 }
 
-// NewWriter returns a sink writing to w.
+// lossCounter is a writer that takes a line at once and writes it later (a
+// linewriter.Writer or Source), counting the lines it then fails to write.
+type lossCounter interface {
+	Failed() int64
+}
+
+// NewWriter returns a sink writing to w. When w writes later (a
+// linewriter.Writer or Source), the records it fails to write count in
+// Failed too.
 func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
 
 // Audit writes rec as one line. A record that cannot be written is counted
@@ -43,25 +56,39 @@ func (s *Writer) Audit(rec *core.AuditRecord) {
 	}
 }
 
-// Failed returns how many records could not be written.
-func (s *Writer) Failed() int64 { return s.failed.Load() }
+// Failed returns how many records could not be written: refused by the
+// writer, or accepted and then lost to a write error.
+func (s *Writer) Failed() int64 {
+	n := s.failed.Load()
+	if lc, ok := s.w.(lossCounter); ok {
+		n += lc.Failed()
+	}
+	return n
+}
 
-// File is a Writer on a file opened for appending, which Reopen opens again
-// under the same name: a rotation tool renames the file, then has the
-// server reopen it (SIGHUP), and no line is lost or split.
+// File is a Writer on a file opened for appending, through a
+// linewriter.Writer of its own (records go out many to a write). Reopen
+// opens the file again under the same name: a rotation tool renames the
+// file, then has the server reopen it (SIGHUP), and no line is lost or
+// split.
 type File struct {
 	*Writer
-	path string
-	f    *os.File // guarded by Writer.mu
+	path  string
+	lines *linewriter.Writer
+
+	mu sync.Mutex // orders Reopen and Close
+	f  *os.File
 }
 
 // OpenFile opens (creating it if needed, mode 0600) path for appending.
+// Close it to write the records still pending.
 func OpenFile(path string) (*File, error) {
 	f, err := openAppend(path)
 	if err != nil {
 		return nil, err
 	}
-	return &File{Writer: NewWriter(f), path: path, f: f}, nil
+	lines := linewriter.New(f, linewriter.DefaultLimit)
+	return &File{Writer: NewWriter(lines), path: path, lines: lines, f: f}, nil
 }
 
 func openAppend(path string) (*os.File, error) {
@@ -72,29 +99,46 @@ func openAppend(path string) (*os.File, error) {
 	return f, nil
 }
 
-// Reopen opens the file's path again and writes there from now on. When
-// the path cannot be opened the old file is kept and the error returned.
-func (s *File) Reopen() error {
+// Reopen opens the file's path again and writes there from now on, after
+// writing the records accepted before the call to the old file. When the
+// path cannot be opened, or the old file does not take its records before
+// ctx ends, the old file is kept and the error returned.
+func (s *File) Reopen(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	f, err := openAppend(s.path)
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
+	if err := s.lines.SetOutput(ctx, f); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("audit log: reopen %s: %w", s.path, err)
+	}
 	old := s.f
-	s.f, s.w = f, f
-	s.mu.Unlock()
-	return old.Close()
+	s.f = f
+	if err := old.Close(); err != nil {
+		return fmt.Errorf("audit log: close the old file: %w", err)
+	}
+	return nil
 }
 
-// Close closes the file; records after it are dropped and counted.
-func (s *File) Close() error {
+// Close writes the records still pending, within ctx, and closes the file;
+// records after it are dropped and counted.
+func (s *File) Close(ctx context.Context) error {
+	if err := s.lines.Close(ctx); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.f.Close()
+	if err := s.f.Close(); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	return nil
 }
 
 // Open returns the sink audit.sink names (already validated by config):
-// stderr writes to stderr, file:PATH to a File, off to nothing (nil). The
+// stderr writes to stderr (the server passes a linewriter.Source, to share
+// its log's writer), file:PATH to a File, off to nothing (nil). The
 // File is also returned, for the caller to reopen and close; it is nil for
 // the other sinks.
 func Open(sink string, stderr io.Writer) (core.AuditSink, *File, error) {

@@ -3,7 +3,10 @@ package auditlog
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/linewriter"
 )
 
 // Records from many goroutines come out as whole JSON lines.
@@ -51,12 +55,16 @@ func TestFileReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink.Audit(&core.AuditRecord{RequestID: "two"}) // still the renamed file
-	if err := f.Reopen(); err != nil {
+	if err := f.Reopen(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	sink.Audit(&core.AuditRecord{RequestID: "three"})
-	if err := f.Close(); err != nil {
+	if err := f.Close(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	sink.Audit(&core.AuditRecord{RequestID: "late"}) // dropped, and counted once
+	if got := f.Failed(); got != 1 {
+		t.Errorf("Failed after a record written once closed = %d, want 1", got)
 	}
 	read := func(p string) string {
 		b, err := os.ReadFile(p)
@@ -92,5 +100,60 @@ func TestOpen(t *testing.T) {
 	}
 	if _, _, err := Open("file:"+filepath.Join(t.TempDir(), "no", "such", "dir", "a.log"), nil); err == nil || !strings.Contains(err.Error(), "audit.sink") {
 		t.Errorf("err = %v, want one naming audit.sink", err)
+	}
+}
+
+// failing is a writer that fails every Write.
+type failing struct{}
+
+func (failing) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
+
+// Failed counts every record that did not reach the output, whether the
+// writer refused it at once or took it and lost it in a failed batch, and
+// only the audit log's own when it shares a line writer with the log.
+func TestFailedCountsLostRecords(t *testing.T) {
+	tests := []struct {
+		name string
+		out  func(t *testing.T) (w io.Writer, flush func())
+		want int64
+	}{
+		{"written", func(*testing.T) (io.Writer, func()) { return io.Discard, func() {} }, 0},
+		{"refused by the writer", func(*testing.T) (io.Writer, func()) { return failing{}, func() {} }, 3},
+		{"accepted, then lost", func(t *testing.T) (io.Writer, func()) {
+			lw := linewriter.New(failing{}, 0)
+			return lw, func() { closeLines(t, lw) }
+		}, 3},
+		{"shared with the log, then lost", func(t *testing.T) (io.Writer, func()) {
+			lw := linewriter.New(failing{}, 0)
+			for range 2 {
+				_, _ = lw.Write([]byte("level=INFO msg=access\n"))
+			}
+			return lw.Source(), func() {
+				closeLines(t, lw)
+				if got := lw.Failed(); got != 5 {
+					t.Errorf("the line writer lost %d lines, want 5 (2 log lines, 3 records)", got)
+				}
+			}
+		}, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, flush := tt.out(t)
+			s := NewWriter(out)
+			for range 3 {
+				s.Audit(&core.AuditRecord{Event: core.AuditHandshake, Plugin: "jwt"})
+			}
+			flush()
+			if got := s.Failed(); got != tt.want {
+				t.Errorf("Failed = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func closeLines(t *testing.T, lw *linewriter.Writer) {
+	t.Helper()
+	if err := lw.Close(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -572,5 +573,71 @@ func TestAdminListenerBind(t *testing.T) {
 	<-off.exited
 	if log := off.Log(); !listening.MatchString(log) || strings.Contains(log, "admin listening") {
 		t.Errorf("with admin.addr empty the server must listen and the admin must not:\n%s", log)
+	}
+}
+
+// The audit file sink through a rotation and a graceful stop: the records
+// of the requests answered before the SIGHUP are in the renamed file, the
+// later ones in the new file, each a whole JSON line, none missing once the
+// server has stopped; the server's log, written through the same kind of
+// line writer, is whole lines ending with its last one, "stopped".
+func TestAuditFileRotationAndStop(t *testing.T) {
+	const before, after, clients = 96, 24, 8
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	s := startServer(t, keyCfg()+"storage:\n  driver: memory\naudit:\n  sink: file:"+path+"\n")
+	requests := func(n int) {
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Go(func() {
+				for range n / clients {
+					if code, _ := s.request(t, "GET", "/api/conversations/count", nil, "X-Session-API-Key", key); code != 200 {
+						t.Errorf("GET /api/conversations/count = %d, want 200", code)
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	requests(before)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	s.waitLog(t, "SIGHUP: audit log reopened", 10*time.Second)
+	requests(after)
+	if err := s.stop(30 * time.Second); err != nil {
+		t.Fatalf("stop: %v\n%s", err, s.Log())
+	}
+
+	for _, f := range []struct {
+		path string
+		want int
+	}{{path + ".1", before}, {path, after}} {
+		raw, err := os.ReadFile(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n")
+		for _, line := range lines {
+			var rec core.AuditRecord
+			if err := json.Unmarshal([]byte(line), &rec); err != nil || rec.Event != core.AuditRequest || rec.Decision != core.DecisionAllow {
+				t.Fatalf("%s: line %q is not a whole allow record: %v", f.path, line, err)
+			}
+		}
+		if len(lines) != f.want {
+			t.Errorf("%s holds %d records, want %d", f.path, len(lines), f.want)
+		}
+	}
+	log := strings.Split(strings.TrimSuffix(s.Log(), "\n"), "\n")
+	for _, line := range log {
+		if !strings.HasPrefix(line, "time=") {
+			t.Errorf("log line %q is not a whole log line", line)
+		}
+	}
+	if last := log[len(log)-1]; !strings.Contains(last, "msg=stopped") {
+		t.Errorf("the log's last line is %q, want the server's \"stopped\"", last)
 	}
 }

@@ -103,7 +103,8 @@ func pluginStatuses(hs []plugins.Health) []server.PluginStatus {
 }
 
 // reopenOnHangup reopens the audit file on every SIGHUP until ctx ends, so
-// that a log rotation (rename, then SIGHUP) loses no line.
+// that a log rotation (rename, then SIGHUP) loses no line: the records
+// accepted before the signal go to the old file, the later ones to the new.
 func reopenOnHangup(ctx context.Context, f *auditlog.File, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -113,7 +114,10 @@ func reopenOnHangup(ctx context.Context, f *auditlog.File, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			if err := f.Reopen(); err != nil {
+			rctx, cancel := context.WithTimeout(ctx, logFlushTimeout)
+			err := f.Reopen(rctx)
+			cancel()
+			if err != nil {
 				log.Error("SIGHUP: cannot reopen the audit log; writing to the old file", "err", err)
 				continue
 			}

@@ -2,12 +2,16 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/agent-server/agent-server/core/auditlog"
 	"github.com/agent-server/agent-server/core/config"
+	"github.com/agent-server/agent-server/core/linewriter"
 )
 
 // newLogger builds the server's structured logger from log.level and
@@ -42,4 +46,30 @@ func (h traceHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 // WithGroup keeps the trace handler around the new handler.
 func (h traceHandler) WithGroup(name string) slog.Handler {
 	return traceHandler{h.Handler.WithGroup(name)}
+}
+
+// logFlushTimeout bounds the wait for a log's pending lines at a reopen and
+// at exit: a stuck disk or a stuck reader of stderr must not hold either
+// forever.
+const logFlushTimeout = 5 * time.Second
+
+// closeAuditFile writes the audit records still pending and closes the
+// file, within logFlushTimeout.
+func closeAuditFile(f *auditlog.File, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), logFlushTimeout)
+	defer cancel()
+	if err := f.Close(ctx); err != nil {
+		log.Error("audit log: records may be lost at exit", "err", err)
+	}
+}
+
+// closeLines writes the lines still pending for stderr, within
+// logFlushTimeout; what is written after goes straight to stderr.
+func closeLines(w *linewriter.Writer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), logFlushTimeout)
+	defer cancel()
+	if err := w.Close(ctx); err != nil {
+		return fmt.Errorf("write the log at exit: %w", err)
+	}
+	return nil
 }

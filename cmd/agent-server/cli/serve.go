@@ -18,6 +18,7 @@ import (
 	"github.com/agent-server/agent-server/core/auditlog"
 	"github.com/agent-server/agent-server/core/boltstore"
 	"github.com/agent-server/agent-server/core/config"
+	"github.com/agent-server/agent-server/core/linewriter"
 	"github.com/agent-server/agent-server/core/memstore"
 	"github.com/agent-server/agent-server/core/pgstore"
 	"github.com/agent-server/agent-server/plugins"
@@ -27,7 +28,13 @@ import (
 // serve wires config -> keys -> plugin host -> store -> actors -> server and
 // runs until SIGINT or SIGTERM, then shuts down within
 // server.shutdown_timeout.
-func serve(args []string, stderr io.Writer) error {
+//
+// Everything serve writes to stderr (the log, the access log, the audit
+// log's stderr sink, a generated key) goes through one line writer, so
+// that a busy server's lines go out many to a write and keep their order.
+// It is flushed before serve returns, on every path, so every accepted line
+// is out before Main writes its own and the process exits.
+func serve(args []string, stderr io.Writer) (err error) {
 	f, err := parseFlags("serve", args, true)
 	if err != nil {
 		return err
@@ -36,14 +43,21 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	out := linewriter.New(stderr, linewriter.DefaultLimit)
+	defer func() {
+		if cerr := closeLines(out); err == nil {
+			err = cerr
+		}
+	}()
+	log := newLogger(cfg.Log, out)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return run(ctx, cfg, f, log, stderr)
+	return run(ctx, cfg, f, log, out)
 }
 
-// run is serve after flag and config handling; f reloads the config.
-func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger, stderr io.Writer) error {
+// run is serve after flag and config handling; f reloads the config and
+// stderr takes every line for stderr.
+func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger, stderr *linewriter.Writer) error {
 	keys, err := sessionKeys(cfg, os.Getenv, stderr)
 	if err != nil {
 		return err
@@ -61,12 +75,14 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 		return err
 	}
 	defer flushTracing(stopTracing, log)
-	audit, auditFile, err := auditlog.Open(cfg.Audit.Sink, stderr)
+	// The audit log's stderr sink shares the log's line writer, so that its
+	// records and the access lines batch together and keep their order.
+	audit, auditFile, err := auditlog.Open(cfg.Audit.Sink, stderr.Source())
 	if err != nil {
 		return err
 	}
 	if auditFile != nil {
-		defer auditFile.Close()
+		defer closeAuditFile(auditFile, log.With("component", "audit"))
 		go reopenOnHangup(ctx, auditFile, log.With("component", "audit"))
 	}
 
