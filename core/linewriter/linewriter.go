@@ -34,6 +34,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -172,6 +173,12 @@ func (w *Writer) flush() {
 	for {
 		select {
 		case <-w.wake:
+			// A Write's wakeup makes the flusher the next goroutine its P
+			// runs (the runtime's runnext), so on a busy P it would write
+			// each line alone. One yield puts it behind the goroutines
+			// already runnable, whose lines it then takes in the same
+			// write; on an idle P the yield returns at once.
+			runtime.Gosched()
 		case <-w.quit:
 		}
 		w.mu.Lock()

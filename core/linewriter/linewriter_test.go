@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -160,6 +161,37 @@ func TestLinesGoOutManyToAWrite(t *testing.T) {
 	}
 	if calls > 2 {
 		t.Errorf("got %d underlying Writes for %d lines, want at most 2", calls, goroutines*perG)
+	}
+}
+
+// On one P, as the server runs when pinned to a core, goroutines that each
+// write a line and then park (on a socket, a channel) still share writes:
+// the flusher, made the P's next goroutine by the first wakeup, yields to
+// the others before it writes.
+func TestLinesShareWritesOnOneP(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const goroutines = 200
+	out := &sink{}
+	w := New(out, 0)
+	start, park := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			<-start
+			_, _ = w.Write([]byte(testLine(g, 1)))
+			<-park // blocks, as a handshake blocks on its next syscall
+		})
+	}
+	close(start)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for w.Flush(ctx) == nil && strings.Count(out.String(), "\n") < goroutines {
+	}
+	close(park)
+	wg.Wait()
+	mustClose(t, w)
+	if calls, _ := out.stats(); calls > goroutines/10 {
+		t.Errorf("%d lines took %d underlying Writes on one P, want at most %d", goroutines, calls, goroutines/10)
 	}
 }
 
