@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"runtime"
 	"runtime/pprof"
@@ -44,33 +45,26 @@ func profileIndex(w http.ResponseWriter, _ *http.Request) {
 
 // cpuProfile records a CPU profile for ?seconds= (default 10).
 func cpuProfile(w http.ResponseWriter, r *http.Request) {
-	secs, err := strconv.Atoi(r.URL.Query().Get("seconds"))
-	if err != nil || secs <= 0 {
-		secs = 10
-	}
-	secs = min(secs, maxProfileSeconds)
-	w.Header().Set("Content-Type", "application/octet-stream")
-	if err := pprof.StartCPUProfile(w); err != nil {
-		http.Error(w, err.Error(), http.StatusConflict)
-		return
-	}
-	select {
-	case <-time.After(time.Duration(secs) * time.Second):
-	case <-r.Context().Done():
-	}
-	pprof.StopCPUProfile()
+	record(w, r, 10, pprof.StartCPUProfile, pprof.StopCPUProfile)
 }
 
 // executionTrace records an execution trace for ?seconds= (default 1):
 // where goroutines waited to run, on what, and for how long.
 func executionTrace(w http.ResponseWriter, r *http.Request) {
+	record(w, r, 1, trace.Start, trace.Stop)
+}
+
+// record runs start on w for ?seconds= (def when absent or not positive,
+// at most maxProfileSeconds; a fraction is allowed), or until the client
+// goes away, then stop. A recording already running answers 409.
+func record(w http.ResponseWriter, r *http.Request, def float64, start func(io.Writer) error, stop func()) {
 	secs, err := strconv.ParseFloat(r.URL.Query().Get("seconds"), 64)
 	if err != nil || secs <= 0 {
-		secs = 1
+		secs = def
 	}
 	secs = min(secs, maxProfileSeconds)
 	w.Header().Set("Content-Type", "application/octet-stream")
-	if err := trace.Start(w); err != nil {
+	if err := start(w); err != nil {
 		http.Error(w, err.Error(), http.StatusConflict)
 		return
 	}
@@ -78,7 +72,7 @@ func executionTrace(w http.ResponseWriter, r *http.Request) {
 	case <-time.After(time.Duration(secs * float64(time.Second))):
 	case <-r.Context().Done():
 	}
-	trace.Stop()
+	stop()
 }
 
 // namedProfile writes a runtime profile (heap, allocs, goroutine, ...);
