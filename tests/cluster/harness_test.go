@@ -289,12 +289,13 @@ type reader struct {
 	done   chan struct{}
 }
 
-// dial opens a socket to conversation id on n, after afterID ("" for none),
-// and waits for full_state.
-func dial(n *node, id, afterID string) (*websocket.Conn, error) {
+// dial opens a socket to conversation id on n, with replay as its query
+// ("" for none: the socket gets only what follows its connect), and waits
+// for full_state.
+func dial(n *node, id, replay string) (*websocket.Conn, error) {
 	path := "/sockets/events/" + id
-	if afterID != "" {
-		path += "?after_id=" + afterID
+	if replay != "" {
+		path += "?" + replay
 	}
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	c, resp, err := d.Dial("ws://"+n.Addr+path, http.Header{"X-Session-Api-Key": {key}})
@@ -348,14 +349,17 @@ func (r *reader) follow(c *websocket.Conn) {
 	}()
 }
 
-// lastID is the ID of the last event r received.
-func (r *reader) lastID() string {
+// resumeQuery is what r asks for as it reconnects: the events after the
+// last one it received, or the whole log when it received none. (Without
+// either, a socket gets only what follows its connect, and would miss what
+// was appended while it was away.)
+func (r *reader) resumeQuery() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.got) == 0 {
-		return ""
+		return "resend_all=true"
 	}
-	return r.got[len(r.got)-1].ID
+	return "after_id=" + r.got[len(r.got)-1].ID
 }
 
 func (r *reader) events() []event {
