@@ -216,9 +216,12 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 		r.Header.Set("Sec-WebSocket-Protocol", strings.Join(offered, ", "))
 		up = s.protoUpgrader
 	}
-	pw := &prefaceWriter{ResponseWriter: w}
-	ws, err := up.Upgrade(pw, r)
-	if err != nil { // gws has answered 400 and closed the connection
+	pc, br, err := hijack(w)
+	var ws *gws.Conn
+	if err == nil {
+		ws, err = up.UpgradeFromConn(pc, br, r)
+	}
+	if err != nil { // gws has answered 400 and closed the connection, or it was never ours
 		s.metrics.refused(a.route(), refusedUpgradeFailed)
 		s.log.DebugContext(r.Context(), "websocket upgrade failed", "err", err)
 		if a.done != nil {
@@ -226,7 +229,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 		}
 		return
 	}
-	sock := s.newSocket(ws, &pw.conn, a)
+	sock := s.newSocket(ws, pc, a)
 	ws.Session().(*session).sock = sock
 	added := s.sockets.add(sock)
 	if added {
@@ -247,11 +250,11 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 	}
 	if a.firstMessage {
 		// The client speaks first, once it has the 101.
-		if err := pw.conn.release(); err != nil {
-			_ = pw.conn.Conn.Close()
+		if err := pc.release(); err != nil {
+			_ = pc.Conn.Close()
 		}
 	} else {
-		pw.conn.armRelease(prefaceHold)
+		pc.armRelease(prefaceHold)
 	}
 	go ws.ReadLoop()
 }
