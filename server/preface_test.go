@@ -3,7 +3,9 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -148,5 +150,60 @@ func TestUpgradeResponseComesWithTheFirstFrame(t *testing.T) {
 	frames := decodeFrames(t, buf[head:n])
 	if len(frames) != 1 || frames[0].op != opText || !strings.Contains(frames[0].payload, `"full_state"`) {
 		t.Fatalf("the first read after the 101 holds %q, want the full_state frame", frames)
+	}
+}
+
+// A frame the client sends right behind its upgrade request, before the
+// 101, is read: net/http has buffered it with the request, and the
+// socket's reader starts with those bytes.
+func TestFrameSentWithTheUpgradeRequestIsRead(t *testing.T) {
+	e := newEdge(t, nil)
+	id := e.conversation(t)
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := "GET /sockets/events/" + id + " HTTP/1.1\r\nHost: x\r\nX-Session-API-Key: " + goodKey + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	mask := []byte{1, 2, 3, 4}
+	ping := []byte{0x80 | opPing, 0x80 | 2}
+	ping = append(ping, mask...)
+	ping = append(ping, 'h'^mask[0], 'i'^mask[1])
+	if _, err := c.Write(append([]byte(req), ping...)); err != nil { // one write: one segment
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v", err, resp)
+	}
+	for {
+		var hdr [2]byte
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			t.Fatalf("no pong for the ping sent with the request: %v", err)
+		}
+		n := int(hdr[1] & 0x7f)
+		switch n {
+		case 126:
+			var ext [2]byte
+			_, _ = io.ReadFull(br, ext[:])
+			n = int(binary.BigEndian.Uint16(ext[:]))
+		case 127:
+			var ext [8]byte
+			_, _ = io.ReadFull(br, ext[:])
+			n = int(binary.BigEndian.Uint64(ext[:]))
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(br, payload); err != nil {
+			t.Fatal(err)
+		}
+		if hdr[0]&0x0f == opPong {
+			if string(payload) != "hi" {
+				t.Fatalf("pong payload %q, want %q", payload, "hi")
+			}
+			return
+		}
 	}
 }
