@@ -32,6 +32,9 @@
 // goroutine that exists only while there is something to write. Close,
 // ping and pong frames take the same path, so nothing is ever written in the
 // middle of a batch. Past limits.send_queue_bytes the socket closes with 4008.
+// The upgrade's 101 is held back and goes out in the same writev as the
+// socket's first frame (preface.go); gws reads the socket straight from the
+// TCP connection.
 //
 // The access log (accesslog.go) writes one line per request and handshake
 // and never a secret: secret query values become ***, headers are not logged.
@@ -43,7 +46,7 @@
 // consumers, queue depth); audit.go records each decision the edge acts on
 // (through actors.System.RecordAuth); trace.go spans each handshake and,
 // with otelhttp, each REST request; admin.go is the admin listener's
-// handler (metrics, health, profiles from pprof.go); operations.go samples
+// handler (metrics, health, profiles and execution traces from pprof.go); operations.go samples
 // the figures of GET /api/operations, which the console's operations page
 // draws.
 package server
