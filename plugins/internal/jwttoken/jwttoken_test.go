@@ -3,8 +3,12 @@ package jwttoken
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 func seg(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
@@ -254,5 +258,80 @@ func BenchmarkInspect(b *testing.B) {
 				Inspect(bc.tok)
 			}
 		})
+	}
+}
+
+// nameFoldsReference is nameFolds as it was, decoding the name with
+// encoding/json first: what the walk in place must answer.
+func nameFoldsReference(q []byte, upper string) bool {
+	name := []byte(unquote(q))
+	k := 0
+	for i := 0; i < len(name); k++ {
+		r, n := rune(name[i]), 1
+		if r >= utf8.RuneSelf {
+			r, n = utf8.DecodeRune(name[i:])
+			r = foldRune(r)
+		} else if 'a' <= r && r <= 'z' {
+			r -= 'a' - 'A'
+		}
+		if k >= len(upper) || r != rune(upper[k]) {
+			return false
+		}
+		i += n
+	}
+	return k == len(upper)
+}
+
+// Every rune that case-folds (and a sample of the others), raw and as a
+// \u escape (surrogate pairs too), around the letters of the names looked
+// for: the walk in place decides as decoding first does.
+func TestNameFoldsMatchesDecoding(t *testing.T) {
+	var names []string
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		if r >= 0x80 && unicode.SimpleFold(r) == r && r%251 != 0 && !utf16.IsSurrogate(r) {
+			continue
+		}
+		if r < 0x10000 {
+			names = append(names, fmt.Sprintf(`\u%04x`, r))
+		} else {
+			a, b := utf16.EncodeRune(r)
+			names = append(names, fmt.Sprintf(`\u%04X\u%04x`, a, b))
+		}
+		if r >= 0x20 && r != '"' && r != '\\' && !utf16.IsSurrogate(r) {
+			names = append(names, string(r))
+		}
+	}
+	names = append(names, "\xff", `\n`, `\/`, `\"`, `\\`, `\ud800`, `\udc00`, "\xe2\x84")
+	for _, a := range names {
+		for _, tail := range []string{"", "lg", "id", "ss", "LG", "Id"} {
+			for _, head := range []string{"", "a", "k", "i"} {
+				q := []byte(`"` + head + a + tail + `"`)
+				for _, up := range []string{"ALG", "KID"} {
+					if got, want := nameFolds(q, up), nameFoldsReference(q, up); got != want {
+						t.Fatalf("nameFolds(%q, %s) = %v, decoding first says %v", q, up, got, want)
+					}
+				}
+				if got, want := nameIs(q, "iss"), unquote(q) == "iss"; got != want {
+					t.Fatalf("nameIs(%q, iss) = %v, decoding says %v", q, got, want)
+				}
+			}
+		}
+	}
+}
+
+// A header or payload of many escaped or non-ASCII names, as long as a
+// token may be, costs no allocation per name (it cost one decode each).
+func TestHostileNamesDoNotAllocate(t *testing.T) {
+	for name, tok := range map[string]string{
+		"unicode header names":  seg(`{"alg":"HS256"`+strings.Repeat(`,"é":0`, 1700)+`}`) + "." + seg(`{}`) + ".x",
+		"escaped header names":  seg(`{"alg":"HS256"`+strings.Repeat(`,"\n":0`, 1700)+`}`) + "." + seg(`{}`) + ".x",
+		"escaped payload names": seg(`{"alg":"HS256"}`) + "." + seg(`{"iss":"i"`+strings.Repeat(`,"\u00e9":0`, 1000)+`}`) + ".x",
+	} {
+		if _, ok := Inspect(tok); !ok {
+			t.Fatalf("%s: not a JWT", name)
+		}
+		if n := testing.AllocsPerRun(5, func() { Inspect(tok) }); n > 4 {
+			t.Errorf("%s: %.0f allocations per Inspect, want at most 4", name, n)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -245,24 +246,27 @@ func nameIs(q []byte, name string) bool {
 	if s, ok := plainString(q); ok {
 		return string(s) == name
 	}
-	return bytes.IndexByte(q, '\\') >= 0 && unquote(q) == name
+	s, k := q[1:len(q)-1], 0
+	for i := 0; i < len(s); k++ {
+		var r rune
+		r, i = nextRune(s, i)
+		if k >= len(name) || r != rune(name[k]) {
+			return false
+		}
+	}
+	return k == len(name)
 }
 
 // nameFolds reports whether the quoted member name q decodes to a name that
 // encoding/json matches to a struct field named upper (upper-case ASCII):
-// equal under Unicode simple case folding.
+// equal under Unicode simple case folding. It walks the name in place: a
+// header of many escaped or non-ASCII names costs no decoding.
 func nameFolds(q []byte, upper string) bool {
-	var name []byte
-	if s, ok := plainString(q); ok {
-		name = s
-	} else {
-		name = []byte(unquote(q))
-	}
-	k := 0
-	for i := 0; i < len(name); k++ {
-		r, n := rune(name[i]), 1
+	s, k := q[1:len(q)-1], 0
+	for i := 0; i < len(s); k++ {
+		var r rune
+		r, i = nextRune(s, i)
 		if r >= utf8.RuneSelf {
-			r, n = utf8.DecodeRune(name[i:])
 			r = foldRune(r)
 		} else if 'a' <= r && r <= 'z' {
 			r -= 'a' - 'A'
@@ -270,9 +274,43 @@ func nameFolds(q []byte, upper string) bool {
 		if k >= len(upper) || r != rune(upper[k]) {
 			return false
 		}
-		i += n
 	}
 	return k == len(upper)
+}
+
+// nextRune returns the rune at s[i] of a valid JSON string's contents and
+// where the next one starts. A two-character escape (\n, \/, ...) and a
+// \u escape of a surrogate give -1: they decode to no letter, and no rune
+// outside the Basic Multilingual Plane folds to one, so neither can match
+// a name made of letters. Invalid UTF-8 gives utf8.RuneError, as
+// encoding/json decodes it.
+func nextRune(s []byte, i int) (rune, int) {
+	switch c := s[i]; {
+	case c == '\\':
+		if s[i+1] != 'u' {
+			return -1, i + 2
+		}
+		var r rune
+		for _, h := range s[i+2 : i+6] {
+			switch {
+			case '0' <= h && h <= '9':
+				h -= '0'
+			case 'a' <= h && h <= 'f':
+				h -= 'a' - 10
+			default:
+				h -= 'A' - 10
+			}
+			r = r<<4 | rune(h)
+		}
+		if utf16.IsSurrogate(r) {
+			return -1, i + 6
+		}
+		return r, i + 6
+	case c < utf8.RuneSelf:
+		return rune(c), i + 1
+	}
+	r, n := utf8.DecodeRune(s[i:])
+	return r, i + n
 }
 
 // foldRune returns the smallest rune of r's case-folding orbit, as
