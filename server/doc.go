@@ -34,7 +34,7 @@
 // middle of a batch. Past limits.send_queue_bytes the socket closes with 4008.
 // The upgrade's 101 is held back and goes out in the same writev as the
 // socket's first frame (preface.go); gws reads the socket straight from the
-// TCP connection.
+// connection (TCP, or TLS), not through that wrapper.
 //
 // The access log (accesslog.go) writes one line per request and handshake
 // and never a secret: secret query values become ***, headers are not logged.

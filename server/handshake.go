@@ -217,11 +217,17 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 		up = s.protoUpgrader
 	}
 	pc, br, err := hijack(w)
-	var ws *gws.Conn
-	if err == nil {
-		ws, err = up.UpgradeFromConn(pc, br, r)
+	if err != nil { // not an HTTP/1.1 connection: nothing was taken over
+		s.metrics.refused(a.route(), refusedUpgradeFailed)
+		s.log.DebugContext(r.Context(), "websocket upgrade failed", "err", err)
+		if a.done != nil {
+			a.done(false)
+		}
+		refuse(w, http.StatusInternalServerError, "This connection cannot be upgraded to a WebSocket")
+		return
 	}
-	if err != nil { // gws has answered 400 and closed the connection, or it was never ours
+	ws, err := up.UpgradeFromConn(pc, br, r)
+	if err != nil { // gws has answered 400 and closed the connection
 		s.metrics.refused(a.route(), refusedUpgradeFailed)
 		s.log.DebugContext(r.Context(), "websocket upgrade failed", "err", err)
 		if a.done != nil {

@@ -3,7 +3,6 @@ package server
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -79,7 +78,7 @@ func (p *prefaceConn) Write(b []byte) (int, error) {
 // Close sends a held response before closing: a refused upgrade's answer,
 // or a 101 that no frame followed.
 func (p *prefaceConn) Close() error {
-	p.release()
+	_ = p.release() // the close reports what matters
 	return p.Conn.Close()
 }
 
@@ -159,32 +158,30 @@ func (p *prefaceConn) sendLocked(bufs net.Buffers, n int) (int64, error) {
 	return int64(w), err
 }
 
-// socketReadBuffer is the read buffer of a socket: gws's default
-// ReadBufferSize, the size its own hijack takes from its pool.
-const socketReadBuffer = 4 << 10
-
 // hijack takes the connection over from net/http for gws: the connection
 // to write through, which holds back the upgrade's response, and a reader
-// straight on the TCP connection, so that the socket's reads, idle for
-// most of its life, go through no wrapper. (One more frame in the read
-// path of a parked read loop took its stack from 2 to 4 KiB: 2 KiB more
-// per idle connection.) Bytes a client sent behind its upgrade request,
-// which net/http has read already, are read first.
+// straight on the connection, so that the socket's reads, idle for most of
+// its life, go through no wrapper. (One more frame in the read path of a
+// parked read loop took its stack from 2 to 4 KiB: 2 KiB more per idle
+// connection.) The reader is net/http's own, which it never takes back
+// from a hijacked connection, pointed at the connection; bytes a client
+// sent behind its upgrade request, which net/http has read already, are
+// read first.
 func hijack(w http.ResponseWriter) (*prefaceConn, *bufio.Reader, error) {
-	h, ok := w.(http.Hijacker)
-	if !ok {
-		return nil, nil, errors.New("response writer cannot hijack")
-	}
-	c, rw, err := h.Hijack()
+	c, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return nil, nil, fmt.Errorf("hijack: %w", err)
 	}
-	var src io.Reader = c
-	if n := rw.Reader.Buffered(); n > 0 {
-		early, _ := rw.Reader.Peek(n)
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(early)), c)
+	br := rw.Reader
+	if n := br.Buffered(); n > 0 {
+		early, _ := br.Peek(n)
+		br.Reset(io.MultiReader(bytes.NewReader(bytes.Clone(early)), c))
+	} else {
+		br.Reset(c)
 	}
 	pc := &prefaceConn{Conn: c}
 	pc.holding.Store(true)
-	return pc, bufio.NewReaderSize(src, socketReadBuffer), nil
+	return pc, br, nil
 }
+
+var _ net.Conn = (*prefaceConn)(nil)
