@@ -5,6 +5,8 @@
 // server's lines go out many to a syscall, instead of one syscall (and one
 // wakeup of whoever reads the pipe) each; a quiet server's line goes out as
 // soon as the flusher is scheduled, with no timer and no periodic tick.
+// Write makes no syscall, except as a batch's leader (see leadAfter) and
+// after Close.
 //
 // What it promises:
 //   - Each Write's bytes stay contiguous, and lines keep the order in which
@@ -23,8 +25,8 @@
 //
 // What it gives up: a line that Write has accepted but the flusher has not
 // written yet is lost if the process is killed (SIGKILL) or crashes. The
-// window is one scheduling round of the flusher (microseconds on a busy
-// machine). That is the same bargain the kernel's page cache makes for a
+// window is about a millisecond (leadAfter) while lines keep coming. That
+// is the same bargain the kernel's page cache makes for a
 // log file, which a crash of the machine loses too; nothing is lost on a
 // clean shutdown (the server flushes before it exits) or on a panic that
 // the server recovers.
@@ -37,11 +39,25 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // DefaultLimit is the pending bytes past which Write blocks: a second or
 // more of a busy server's log lines.
 const DefaultLimit = 1 << 20
+
+// How long lines wait for the flusher before a Write writes them itself.
+// The flusher yields before it writes (see run), and on a saturated P a
+// yielded goroutine can wait on the global run queue for hundreds of
+// milliseconds: once the oldest pending line is leadAfter old, or
+// leadBytes are pending, the Write that finds them takes the batch and
+// writes it (a group commit's leader). That bounds how long an accepted
+// line stays in memory while the server is busy, and so what a crash
+// loses, to about a millisecond.
+const (
+	leadAfter = time.Millisecond
+	leadBytes = 64 << 10
+)
 
 // Writer is a group-committing io.Writer; New starts its flusher and Close
 // stops it. It is safe for concurrent use.
@@ -62,6 +78,7 @@ type Writer struct {
 	accepted uint64        // Write calls taken into pending, ever
 	written  uint64        // of those, the ones handed to out (taken or failed)
 	progress chan struct{} // closed when a batch is done; made by whoever waits
+	since    time.Time     // when the oldest pending line was accepted
 	blocked  int           // Write calls waiting for room (tests read it)
 	writing  bool          // the flusher is writing a batch to out
 	stopped  bool          // the flusher has returned: Write goes straight to out
@@ -89,15 +106,17 @@ func New(out io.Writer, limit int) *Writer {
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
-	go w.flush()
+	go w.run()
 	return w
 }
 
 // Write takes a copy of p, which should be one whole line, for the flusher
 // to write; it blocks while the pending bytes are over the limit. It makes
-// no syscall itself, except after Close, when it writes p straight to the
-// underlying writer and returns its error. Otherwise it returns len(p) and
-// nil once p is accepted: a later failure to write it is counted by Failed.
+// no syscall itself, except when the flusher has left lines pending past
+// leadAfter (it then writes the batch, p included, as the flusher would)
+// and after Close, when it writes p straight to the underlying writer and
+// returns its error. Otherwise it returns len(p) and nil once p is
+// accepted: a later failure to write it is counted by Failed.
 func (w *Writer) Write(p []byte) (int, error) { return w.write(p, nil) }
 
 // Failed returns how many accepted lines (Write calls), from the Writer and
@@ -122,11 +141,15 @@ func (w *Writer) write(p []byte, source *atomic.Int64) (int, error) {
 	w.pending = append(w.pending, p...)
 	w.lines = append(w.lines, line{end: len(w.pending), source: source})
 	w.accepted++
-	if wasEmpty {
+	switch {
+	case wasEmpty:
+		w.since = time.Now()
 		select {
 		case w.wake <- struct{}{}:
 		default: // the flusher has a wakeup already
 		}
+	case !w.writing && (len(w.pending) >= leadBytes || time.Since(w.since) >= leadAfter):
+		w.writeBatchLocked() // the flusher has waited long enough: lead
 	}
 	w.mu.Unlock()
 	return len(p), nil
@@ -166,9 +189,9 @@ func (w *Writer) progressLocked() chan struct{} {
 	return w.progress
 }
 
-// flush is the flusher: it writes all that is pending in one Write, each
+// run is the flusher: it writes all that is pending in one Write, each
 // time it is woken, until Close and nothing is left.
-func (w *Writer) flush() {
+func (w *Writer) run() {
 	defer close(w.done)
 	for {
 		select {
@@ -177,11 +200,15 @@ func (w *Writer) flush() {
 			// runs (the runtime's runnext), so on a busy P it would write
 			// each line alone. One yield puts it behind the goroutines
 			// already runnable, whose lines it then takes in the same
-			// write; on an idle P the yield returns at once.
+			// write; on an idle P the yield returns at once, and on a
+			// saturated one a Write leads past leadAfter.
 			runtime.Gosched()
 		case <-w.quit:
 		}
 		w.mu.Lock()
+		for w.writing { // a Write is leading a batch
+			w.waitBatchLocked()
+		}
 		if len(w.pending) == 0 {
 			select {
 			case <-w.quit:
@@ -194,31 +221,39 @@ func (w *Writer) flush() {
 			w.mu.Unlock()
 			continue
 		}
-		buf, lines, out := w.pending, w.lines, w.out
-		w.pending, w.lines = w.spare[:0], w.spareL[:0]
-		w.writing = true
-		w.mu.Unlock()
-
-		n, err := out.Write(buf)
-		if err == nil && n < len(buf) {
-			err = io.ErrShortWrite
-		}
-		if err != nil {
-			for _, l := range lines {
-				if l.end > n { // not written, or written in part
-					w.countLost(l.source, 1)
-				}
-			}
-		}
-
-		w.mu.Lock()
-		w.written += uint64(len(lines))
-		w.writing = false
-		clear(lines) // drop the Source pointers
-		w.spare, w.spareL = buf[:0], lines[:0]
-		w.notifyLocked()
+		w.writeBatchLocked()
 		w.mu.Unlock()
 	}
+}
+
+// writeBatchLocked, called with w.mu held, no batch being written and
+// lines pending, writes them all in one Write to the output, with w.mu
+// released meanwhile, and counts the lines the output did not take.
+func (w *Writer) writeBatchLocked() {
+	buf, lines, out := w.pending, w.lines, w.out
+	w.pending, w.lines = w.spare[:0], w.spareL[:0]
+	w.writing = true
+	w.mu.Unlock()
+
+	n, err := out.Write(buf)
+	if err == nil && n < len(buf) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		for _, l := range lines {
+			if l.end > n { // not written, or written in part
+				w.countLost(l.source, 1)
+			}
+		}
+	}
+
+	w.mu.Lock()
+	w.written += uint64(len(lines))
+	w.writing = false
+	clear(lines) // drop the Source pointers
+	w.spare, w.spareL = buf[:0], lines[:0]
+	w.since = time.Now() // what is pending now arrived during the write
+	w.notifyLocked()
 }
 
 // notifyLocked wakes whoever waits for the flusher.
