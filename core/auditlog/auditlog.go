@@ -76,8 +76,9 @@ type File struct {
 	path  string
 	lines *linewriter.Writer
 
-	mu sync.Mutex // orders Reopen and Close
-	f  *os.File
+	mu     sync.Mutex // orders Reopen and Close
+	f      *os.File
+	closed bool // Close has begun: Reopen opens nothing more
 }
 
 // OpenFile opens (creating it if needed, mode 0600) path for appending.
@@ -106,6 +107,9 @@ func openAppend(path string) (*os.File, error) {
 func (s *File) Reopen(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("audit log: reopen %s: %w", s.path, os.ErrClosed)
+	}
 	f, err := openAppend(s.path)
 	if err != nil {
 		return err
@@ -125,6 +129,9 @@ func (s *File) Reopen(ctx context.Context) error {
 // Close writes the records still pending, within ctx, and closes the file;
 // records after it are dropped and counted.
 func (s *File) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true // a SIGHUP from now on opens no file that nobody closes
+	s.mu.Unlock()
 	if err := s.lines.Close(ctx); err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}

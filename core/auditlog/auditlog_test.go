@@ -66,6 +66,18 @@ func TestFileReopen(t *testing.T) {
 	if got := f.Failed(); got != 1 {
 		t.Errorf("Failed after a record written once closed = %d, want 1", got)
 	}
+	if err := os.Rename(path, path+".2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Reopen(context.Background()); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Reopen after Close = %v, want os.ErrClosed", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Reopen after Close created %s (%v): a file nobody closes", path, err)
+	}
+	if err := os.Rename(path+".2", path); err != nil {
+		t.Fatal(err)
+	}
 	read := func(p string) string {
 		b, err := os.ReadFile(p)
 		if err != nil {

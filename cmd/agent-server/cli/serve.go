@@ -44,11 +44,7 @@ func serve(args []string, stderr io.Writer) (err error) {
 		return err
 	}
 	out := linewriter.New(stderr, linewriter.DefaultLimit)
-	defer func() {
-		if cerr := closeLines(out); err == nil {
-			err = cerr
-		}
-	}()
+	defer func() { err = errors.Join(err, closeLines(out)) }()
 	log := newLogger(cfg.Log, out)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
