@@ -126,19 +126,7 @@ func TestPrefaceOrderUnderRaces(t *testing.T) {
 // The upgrade's 101 reaches the client in the same TCP segment as the
 // full_state frame: the client's first read returns both.
 func TestUpgradeResponseComesWithTheFirstFrame(t *testing.T) {
-	e := newEdge(t, nil)
-	id := e.conversation(t)
-	c, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	req := "GET /sockets/events/" + id + " HTTP/1.1\r\nHost: x\r\nX-Session-API-Key: " + goodKey + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := c.Write([]byte(req)); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	c := rawUpgrade(t, nil)
 	buf := make([]byte, 64<<10)
 	n, err := c.Read(buf)
 	if err != nil {
@@ -159,23 +147,11 @@ func TestUpgradeResponseComesWithTheFirstFrame(t *testing.T) {
 // 101, is read: net/http has buffered it with the request, and the
 // socket's reader starts with those bytes.
 func TestFrameSentWithTheUpgradeRequestIsRead(t *testing.T) {
-	e := newEdge(t, nil)
-	id := e.conversation(t)
-	c, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	req := "GET /sockets/events/" + id + " HTTP/1.1\r\nHost: x\r\nX-Session-API-Key: " + goodKey + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	mask := []byte{1, 2, 3, 4}
 	ping := []byte{0x80 | opPing, 0x80 | 2}
 	ping = append(ping, mask...)
 	ping = append(ping, 'h'^mask[0], 'i'^mask[1])
-	if _, err := c.Write(append([]byte(req), ping...)); err != nil { // one write: one segment
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	c := rawUpgrade(t, ping)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
@@ -208,4 +184,25 @@ func TestFrameSentWithTheUpgradeRequestIsRead(t *testing.T) {
 			return
 		}
 	}
+}
+
+// rawUpgrade opens a conversation's events socket on a new server by hand,
+// with then (client bytes, if any) in the same write as the request, and
+// returns the connection with a read deadline set.
+func rawUpgrade(t *testing.T, then []byte) net.Conn {
+	t.Helper()
+	e := newEdge(t, nil)
+	id := e.conversation(t)
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	req := "GET /sockets/events/" + id + " HTTP/1.1\r\nHost: x\r\nX-Session-API-Key: " + goodKey + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := c.Write(append([]byte(req), then...)); err != nil { // one write: one segment
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	return c
 }
