@@ -63,11 +63,12 @@ const (
 // stops it. It is safe for concurrent use.
 type Writer struct {
 	limit int
-	wake  chan struct{} // 1-buffered: lines are pending
-	quit  chan struct{} // closed by Close
-	done  chan struct{} // closed when the flusher has returned
-	once  sync.Once     // closes quit
-	lost  atomic.Int64  // lines the underlying writer failed to take, from every source
+	now   func() time.Time // time.Now; a test's clock
+	wake  chan struct{}    // 1-buffered: lines are pending
+	quit  chan struct{}    // closed by Close
+	done  chan struct{}    // closed when the flusher has returned
+	once  sync.Once        // closes quit
+	lost  atomic.Int64     // lines the underlying writer failed to take, from every source
 
 	mu       sync.Mutex
 	out      io.Writer
@@ -96,18 +97,24 @@ type line struct {
 // limit bytes are pending (limit <= 0 means DefaultLimit), and starts its
 // flusher. Close it to write what is pending and stop the flusher.
 func New(out io.Writer, limit int) *Writer {
+	w := newWriter(out, limit)
+	go w.run()
+	return w
+}
+
+// newWriter returns a Writer whose flusher is not started.
+func newWriter(out io.Writer, limit int) *Writer {
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
-	w := &Writer{
+	return &Writer{
 		limit: limit,
 		out:   out,
+		now:   time.Now,
 		wake:  make(chan struct{}, 1),
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
-	go w.run()
-	return w
 }
 
 // Write takes a copy of p, which should be one whole line, for the flusher
@@ -143,12 +150,12 @@ func (w *Writer) write(p []byte, source *atomic.Int64) (int, error) {
 	w.accepted++
 	switch {
 	case wasEmpty:
-		w.since = time.Now()
+		w.since = w.now()
 		select {
 		case w.wake <- struct{}{}:
 		default: // the flusher has a wakeup already
 		}
-	case !w.writing && (len(w.pending) >= leadBytes || time.Since(w.since) >= leadAfter):
+	case !w.writing && (len(w.pending) >= leadBytes || w.now().Sub(w.since) >= leadAfter):
 		w.writeBatchLocked() // the flusher has waited long enough: lead
 	}
 	w.mu.Unlock()
@@ -252,7 +259,7 @@ func (w *Writer) writeBatchLocked() {
 	w.writing = false
 	clear(lines) // drop the Source pointers
 	w.spare, w.spareL = buf[:0], lines[:0]
-	w.since = time.Now() // what is pending now arrived during the write
+	w.since = w.now() // what is pending now arrived during the write
 	w.notifyLocked()
 }
 

@@ -202,72 +202,40 @@ func TestLinesShareWritesOnOneP(t *testing.T) {
 	}
 }
 
-// stampSink records when each underlying Write happened.
-type stampSink struct {
-	mu    sync.Mutex
-	lines []string
-	at    []time.Time
-}
-
-func (s *stampSink) Write(p []byte) (int, error) {
-	now := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for l := range strings.Lines(string(p)) {
-		s.lines, s.at = append(s.lines, l), append(s.at, now)
+// A Write that finds lines pending for leadAfter, or leadBytes of them,
+// writes the batch itself, its own line included: on a saturated P the
+// flusher, which yielded to the global run queue, may not run for tens of
+// milliseconds. Here the flusher never runs, and the clock is the test's.
+func TestAWriteLeadsALateBatch(t *testing.T) {
+	tests := []struct {
+		name    string
+		advance time.Duration // between the first line and the second
+		second  int           // the second line's length
+		lead    bool
+	}{
+		{"fresh lines wait for the flusher", leadAfter / 2, 10, false},
+		{"a line leadAfter old makes the next Write lead", leadAfter, 10, true},
+		{"leadBytes pending make a Write lead", 0, leadBytes, true},
 	}
-	return len(p), nil
-}
-
-// On a saturated P whose goroutines wake from timers and channels (they
-// take the P's next slot, ahead of its run queue), a line still reaches
-// the output within about leadAfter: the flusher, which yielded to the
-// global run queue, may not run for tens of milliseconds here, so the next
-// Write leads the batch.
-func TestLinesWaitLittleOnASaturatedP(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	out := &stampSink{}
-	w := New(out, 0)
-	stop := make(chan struct{})
-	var workers sync.WaitGroup
-	for range 32 {
-		workers.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				for deadline := time.Now().Add(200 * time.Microsecond); time.Now().Before(deadline); {
-				}
-				time.Sleep(100 * time.Microsecond)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := &sink{}
+			w := newWriter(out, 0)
+			now := time.Unix(1000, 0)
+			w.now = func() time.Time { return now }
+			_, _ = w.Write([]byte("first\n"))
+			now = now.Add(tt.advance)
+			second := strings.Repeat("x", tt.second-1) + "\n"
+			_, _ = w.Write([]byte(second))
+			calls, _ := out.stats()
+			switch {
+			case tt.lead && (calls != 1 || out.String() != "first\n"+second):
+				t.Errorf("after the second Write: %d writes of %d bytes, want both lines in one", calls, len(out.String()))
+			case !tt.lead && calls != 0:
+				t.Errorf("the second Write wrote %d times, want the lines left for the flusher", calls)
 			}
 		})
 	}
-	const lines = 100
-	for i := range lines {
-		_, _ = w.Write([]byte(fmt.Sprintf("%d %d\n", i, time.Now().UnixNano())))
-		time.Sleep(time.Millisecond)
-	}
-	close(stop)
-	workers.Wait()
-	mustClose(t, w)
-	var worst time.Duration
-	for i, l := range out.lines {
-		var k int
-		var sent int64
-		if _, err := fmt.Sscanf(l, "%d %d", &k, &sent); err != nil {
-			t.Fatalf("line %q: %v", l, err)
-		}
-		worst = max(worst, out.at[i].Sub(time.Unix(0, sent)))
-	}
-	if len(out.lines) != lines {
-		t.Fatalf("got %d lines, want %d", len(out.lines), lines)
-	}
-	if worst > 25*time.Millisecond { // about leadAfter; some 55 ms without a leader
-		t.Errorf("a line waited %v for the output, want under 25ms", worst)
-	}
-	t.Logf("the slowest line waited %v", worst)
 }
 
 // Once the pending bytes would pass the limit, Write waits for the flusher
