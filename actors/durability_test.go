@@ -501,7 +501,9 @@ func (h hangingReadStore) EventByID(ctx context.Context, _, _ string) (*core.Eve
 // not leave its socket open and silent: the read times out and the socket
 // is closed with 1011, so its client reconnects.
 func TestHungReplayReadClosesTheSocket(t *testing.T) {
-	defer func(d time.Duration) { storeReadTimeout = d }(storeReadTimeout)
+	// Restored after the system's shutdown (cleanups run last first), not
+	// while its goroutines may still read it.
+	t.Cleanup(func(d time.Duration) func() { return func() { storeReadTimeout = d } }(storeReadTimeout))
 	storeReadTimeout = 100 * time.Millisecond
 	mem := memstore.New()
 	sys := startSystem(t, hangingReadStore{mem}, 0)

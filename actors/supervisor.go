@@ -106,14 +106,14 @@ func (sv *supervisor) authenticate(ctx actor.Context, m *authenticate) {
 		return
 	}
 	self, root, metrics := ctx.Self(), ctx.ActorSystem().Root, sv.sys.metrics
-	go func() {
+	sv.sys.dispatch.Schedule(func() { // a pooled goroutine, as System.Authenticate's
 		cctx, cancel := context.WithDeadline(withSpan(m.Trace), m.Deadline)
 		defer cancel()
 		start := time.Now()
 		res := runChain(cctx, chain, m.Request)
 		metrics.chainRan(m.Request.Route, start)
 		root.Send(self, &authenticated{Route: m.Request.Route, Conn: m.Conn, Request: m.Request, Result: res, Trace: m.Trace})
-	}()
+	})
 }
 
 // runChain runs chain under ctx (its deadline bounds the plugins) and

@@ -4,11 +4,14 @@ import (
 	"context"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/agent-server/agent-server/plugins/authpb"
 )
@@ -171,5 +174,21 @@ func TestEmptyCallsLeaveNothingBehind(t *testing.T) {
 	}
 	if st.liveAtEnd != 0 {
 		t.Errorf("after 3 empty Calls messages, %d contexts derived from the stream's were never cancelled, want 0", st.liveAtEnd)
+	}
+}
+
+// A stream call's size, counted from its request's size as the host counts
+// it, is the call's encoded size.
+func TestCallSizeFromItsRequestsSize(t *testing.T) {
+	flat := &authpb.Request{Route: "rest", Header: []string{"X-Token", strings.Repeat("t", 300)}}
+	for _, call := range []*authpb.Call{
+		{Id: 1},
+		{Id: 1 << 40, TimeoutMicros: 500_000, TraceContext: []string{"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}},
+	} {
+		n := proto.Size(call) + protowire.SizeTag(2) + protowire.SizeBytes(proto.Size(flat))
+		call.Request = flat
+		if want := proto.Size(call); n != want {
+			t.Errorf("call %d: counted %d bytes, encoded %d", call.Id, n, want)
+		}
 	}
 }

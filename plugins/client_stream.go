@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agent-server/agent-server/core"
@@ -81,13 +82,14 @@ func openStream(rpc authpb.AuthenticatorClient, broken func()) (*streamClient, e
 	return s, nil
 }
 
-// authenticate sends one call, the request in its flat form (whose size
-// the caller has checked against maxCallBytes), and waits for its reply or
+// authenticate sends one call, the request in its flat form (whose
+// encoded size, size, the caller has checked against maxCallBytes and
+// which is not measured again here), and waits for its reply or
 // for ctx to end. release is called exactly once, when the process is done
 // with the call: on its reply (which may come after ctx ended) or when the
 // stream fails.
-func (s *streamClient) authenticate(ctx context.Context, flat *authpb.Request, release func()) core.Result {
-	call := &authpb.Call{Request: flat}
+func (s *streamClient) authenticate(ctx context.Context, flat *authpb.Request, size int, release func()) core.Result {
+	call := &authpb.Call{}
 	p := &pendingCall{reply: make(chan core.Result, 1), release: release}
 	if dl, ok := ctx.Deadline(); ok {
 		p.deadline = dl
@@ -112,7 +114,10 @@ func (s *streamClient) authenticate(ctx context.Context, flat *authpb.Request, r
 	call.Id = id
 	s.pending[id] = p
 	s.mu.Unlock()
-	s.writer.add(call, proto.Size(call))
+	// The call's size: its own fields, and the request as field 2.
+	n := proto.Size(call) + protowire.SizeTag(2) + protowire.SizeBytes(size)
+	call.Request = flat
+	s.writer.add(call, n)
 	select {
 	case res := <-p.reply:
 		return res

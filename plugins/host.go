@@ -22,14 +22,9 @@ import (
 	"github.com/agent-server/agent-server/core/config"
 )
 
-// Defaults for settings left at zero.
-const (
-	defaultRPCTimeout     = 500 * time.Millisecond
-	defaultInitialBackoff = 100 * time.Millisecond
-	defaultMaxBackoff     = 10 * time.Second
-	defaultQueueMaxWait   = 5 * time.Second
-	defaultMaxInFlight    = 64
-)
+// defaults are config.Default()'s, for the settings a config leaves at
+// zero: one place says what they are.
+var defaults = config.Default()
 
 // Host launches, configures and supervises the authenticator plugins a
 // config names, and compiles the per-route chains from them.
@@ -41,7 +36,7 @@ type Host struct {
 	protocolVersions []uint // the versions it accepts, oldest first
 	rpcTimeout       time.Duration
 	restart          config.Restart
-	hangGrace        time.Duration // see hangGraceFor
+	hangGrace        time.Duration // rpcTimeout plus hangMargin (see hangMargin)
 	queueSize        int           // auth.queue.size
 	queueMaxWait     time.Duration // auth.queue.max_wait
 	queued           atomic.Int64  // calls waiting for a slot, every plugin's
@@ -99,31 +94,23 @@ func NewHost(cfg config.Config, log *slog.Logger, opts ...HostOption) *Host {
 		o.tracing = noop.NewTracerProvider()
 	}
 	r := cfg.Plugins.Restart
-	r.InitialBackoff = orDefault(r.InitialBackoff, defaultInitialBackoff)
-	r.MaxBackoff = orDefault(r.MaxBackoff, defaultMaxBackoff)
+	r.InitialBackoff = orDefault(r.InitialBackoff, defaults.Plugins.Restart.InitialBackoff)
+	r.MaxBackoff = orDefault(r.MaxBackoff, defaults.Plugins.Restart.MaxBackoff)
+	rpcTimeout := orDefault(cfg.Auth.RPCTimeout, defaults.Auth.RPCTimeout)
 	h := &Host{
 		log:              log,
 		protocolVersions: acceptedVersions,
-		rpcTimeout:       orDefault(cfg.Auth.RPCTimeout, defaultRPCTimeout),
+		rpcTimeout:       rpcTimeout,
 		restart:          r,
-		hangGrace:        hangGraceFor(orDefault(cfg.Auth.RPCTimeout, defaultRPCTimeout)),
+		hangGrace:        rpcTimeout + hangMargin,
 		queueSize:        max(0, cfg.Auth.Queue.Size),
-		queueMaxWait:     orDefault(cfg.Auth.Queue.MaxWait, defaultQueueMaxWait),
+		queueMaxWait:     orDefault(cfg.Auth.Queue.MaxWait, defaults.Auth.Queue.MaxWait),
 		cfg:              cfg,
 		tracer:           o.tracing.Tracer(tracerName),
 	}
 	h.metrics = newHostMetrics(o.metrics, h)
 	return h
 }
-
-// hangGraceFor returns how long past its own deadline a protocol 3 call
-// may stay unanswered before its process counts as hung: rpcTimeout plus
-// hangMargin. The SDK gives the calls of a batch one timer, at the latest
-// of their deadlines, so a healthy process may answer a call that much
-// past its own deadline; no call has more than rpcTimeout left when it is
-// sent, so that is at most rpcTimeout (plus the time the batch took to
-// arrive).
-func hangGraceFor(rpcTimeout time.Duration) time.Duration { return rpcTimeout + hangMargin }
 
 // chainNames lists, per route, the plugin names its chain runs.
 func chainNames(a config.Auth) map[core.Route][]string {
@@ -174,7 +161,7 @@ func specs(cfg config.Config) ([]spec, error) {
 		}
 		s.processes = max(1, s.processes)
 		if s.maxInFlight <= 0 {
-			s.maxInFlight = defaultMaxInFlight
+			s.maxInFlight = defaults.Plugins.MaxInFlight
 		}
 		out = append(out, s)
 	}

@@ -270,6 +270,7 @@ func TestReloadRefusedByAProcessIsRolledBack(t *testing.T) {
 			cfg.Plugins.Processes = 2
 			cfg.Plugins.MaxInFlight = 1
 			cfg.Auth.Keys = []string{"old"}
+			cfg.Auth.RPCTimeout = time.Minute // the held call must outlast the calls to process 1
 			h, logs := startHost(t, cfg)
 			c := chain(t, h, core.RouteREST)
 			ctx := context.Background()
@@ -330,6 +331,10 @@ func TestProcessStartingDuringAReloadComesUpWithTheNewConfig(t *testing.T) {
 		if res := c.Authenticate(ctx, fault("key:"+key)); res.Decision != want {
 			t.Errorf("key %q: got %s (%v), want %s", key, res.Decision, res.Err, want)
 		}
+	}
+	// The path under test ran: not a reload that came after the install.
+	if !strings.Contains(logs.String(), "a reload has replaced since") {
+		t.Errorf("the restarted process was not found stale and started again:\n%s", logs)
 	}
 }
 

@@ -112,7 +112,8 @@ func (i *instance) authenticate(ctx context.Context, req *core.Request, in Input
 		}
 	}
 	flat := requestToFlat(req, in)
-	if n := proto.Size(flat); n > maxCallBytes {
+	n := proto.Size(flat)
+	if n > maxCallBytes {
 		// Never sent: a message this large could end the process's
 		// stream, and every call in flight on it. The request caused it,
 		// so it counts toward auth.failures_per_minute; the error names
@@ -128,7 +129,7 @@ func (i *instance) authenticate(ctx context.Context, req *core.Request, in Input
 	i.host.rpcs.Add(1)
 	rctx, cancel := context.WithTimeout(ctx, i.host.rpcTimeout)
 	start := time.Now()
-	res := c.authenticate(rctx, req, flat, in, func() { i.release(p) })
+	res := c.authenticate(rctx, req, flat, n, in, func() { i.release(p) })
 	i.metrics.rpc(start, res.Decision == core.Error)
 	cancel()
 	switch res.Decision {

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"google.golang.org/protobuf/proto"
 	"log/slog"
 	"net"
 	"net/http"
@@ -287,7 +288,8 @@ func TestPluginReceivesPastGRPCDefault(t *testing.T) {
 	}
 	t.Cleanup(func() { st.close(errors.New("the test is over")) })
 	big := strings.Repeat("x", 6<<20)
-	res := st.authenticate(context.Background(), &authpb.Request{Route: "rest", Header: []string{"X-Token", big}}, func() {})
+	flat := &authpb.Request{Route: "rest", Header: []string{"X-Token", big}}
+	res := st.authenticate(context.Background(), flat, proto.Size(flat), func() {})
 	if res.Decision != core.Allow {
 		t.Fatalf("a 6 MiB call: got %s (%v), want allow", res.Decision, res.Err)
 	}

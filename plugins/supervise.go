@@ -34,7 +34,11 @@ const (
 	stableUptime = time.Minute
 	// hangMargin is how long past the latest moment a healthy process
 	// answers a protocol 3 call it may stay unanswered before its process
-	// counts as hung and is restarted (hangGraceFor).
+	// counts as hung and is restarted. The SDK gives the calls of a batch
+	// one timer, at the latest of their deadlines, so a healthy process may
+	// answer a call up to auth.rpc_timeout past its own deadline (no call
+	// has more than that left when it is sent): the hang grace is
+	// rpc_timeout plus hangMargin.
 	hangMargin = 5 * time.Second
 )
 
@@ -117,11 +121,12 @@ type conn struct {
 }
 
 // authenticate sends one call over the stream, as flat (req's declared
-// inputs in the flat form), or as a unary call to a plugin older than
-// protocol 3. release is called once the process is done with the call.
-func (c *conn) authenticate(ctx context.Context, req *core.Request, flat *authpb.Request, in Inputs, release func()) core.Result {
+// inputs in the flat form, size bytes encoded), or as a unary call of req
+// and in to a plugin older than protocol 3. release is called once the
+// process is done with the call.
+func (c *conn) authenticate(ctx context.Context, req *core.Request, flat *authpb.Request, size int, in Inputs, release func()) core.Result {
 	if c.stream != nil {
-		return c.stream.authenticate(ctx, flat, release)
+		return c.stream.authenticate(ctx, flat, size, release)
 	}
 	defer release()
 	return c.rpc.authenticate(ctx, req, in)

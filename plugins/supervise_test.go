@@ -16,7 +16,7 @@ func TestHangGraceCoversABatchsSpread(t *testing.T) {
 		cfg := config.Default()
 		cfg.Auth.RPCTimeout = rpcTimeout
 		h := NewHost(cfg, nil)
-		spread := orDefault(rpcTimeout, defaultRPCTimeout)
+		spread := orDefault(rpcTimeout, defaults.Auth.RPCTimeout)
 		if got, want := h.hangGrace, spread+time.Second; got < want || got < 5*time.Second {
 			t.Errorf("auth.rpc_timeout %s: hang grace %s, want at least %s and 5s", rpcTimeout, got, want)
 		}

@@ -216,23 +216,22 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 		r.Header.Set("Sec-WebSocket-Protocol", strings.Join(offered, ", "))
 		up = s.protoUpgrader
 	}
-	pc, br, err := hijack(w)
-	if err != nil { // not an HTTP/1.1 connection: nothing was taken over
+	failed := func(err error) {
 		s.metrics.refused(a.route(), refusedUpgradeFailed)
 		s.log.DebugContext(r.Context(), "websocket upgrade failed", "err", err)
 		if a.done != nil {
 			a.done(false)
 		}
+	}
+	pc, br, err := hijack(w)
+	if err != nil { // not an HTTP/1.1 connection: nothing was taken over
+		failed(err)
 		refuse(w, http.StatusInternalServerError, "This connection cannot be upgraded to a WebSocket")
 		return
 	}
 	ws, err := up.UpgradeFromConn(pc, br, r)
 	if err != nil { // gws has answered 400 and closed the connection
-		s.metrics.refused(a.route(), refusedUpgradeFailed)
-		s.log.DebugContext(r.Context(), "websocket upgrade failed", "err", err)
-		if a.done != nil {
-			a.done(false)
-		}
+		failed(err)
 		return
 	}
 	sock := s.newSocket(ws, pc, a)

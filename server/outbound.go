@@ -351,18 +351,23 @@ func (o *outbound) write(b *batch) error {
 		}
 		return nil
 	}
-	if hasWritev(o.conn) {
-		bufs := b.bufs // WriteTo consumes its receiver
-		_, err := bufs.WriteTo(o.conn)
+	return writeOnce(o.conn, b.bufs, b.bytes)
+}
+
+// writeOnce writes bufs (n bytes in all) to c in one call: one writev on a
+// TCP or Unix connection, and otherwise one Write of a copy, since
+// net.Buffers would write piece by piece and another writer could slip in
+// between.
+func writeOnce(c net.Conn, bufs net.Buffers, n int) error {
+	if hasWritev(c) {
+		_, err := bufs.WriteTo(c) // consumes only this copy of the slice header
 		return err
 	}
-	// Without writev, net.Buffers would write piece by piece and another
-	// writer could slip in between: copy into one buffer, one Write.
-	flat := make([]byte, 0, b.bytes)
-	for _, p := range b.bufs {
+	flat := make([]byte, 0, n)
+	for _, p := range bufs {
 		flat = append(flat, p...)
 	}
-	_, err := o.conn.Write(flat)
+	_, err := c.Write(flat)
 	return err
 }
 

@@ -68,8 +68,7 @@ func (p *prefaceConn) Write(b []byte) (int, error) {
 	if p.held == nil {
 		return p.Conn.Write(b)
 	}
-	_, err := p.sendLocked(net.Buffers{b}, len(b))
-	if err != nil {
+	if err := p.sendLocked(net.Buffers{b}, len(b)); err != nil {
 		return 0, err
 	}
 	return len(b), nil
@@ -111,8 +110,7 @@ func (p *prefaceConn) release() error {
 		p.holding.Store(false)
 		return nil
 	}
-	_, err := p.sendLocked(nil, 0)
-	return err
+	return p.sendLocked(nil, 0)
 }
 
 // sendWith writes the held response followed by bufs (n bytes) in one
@@ -128,15 +126,13 @@ func (p *prefaceConn) sendWith(bufs net.Buffers, n int) (bool, error) {
 		p.holding.Store(false)
 		return false, nil
 	}
-	_, err := p.sendLocked(bufs, n)
-	return true, err
+	return true, p.sendLocked(bufs, n)
 }
 
-// sendLocked writes held then bufs (n bytes), as one writev on a TCP or
-// Unix connection and one Write of a copy otherwise, and stops holding
-// once that write is done: a writer that saw holding waits on mu, so
-// nothing overtakes the response. The caller holds mu.
-func (p *prefaceConn) sendLocked(bufs net.Buffers, n int) (int64, error) {
+// sendLocked writes held then bufs (n bytes) in one call (writeOnce), and
+// stops holding once that write is done: a writer that saw holding waits
+// on mu, so nothing overtakes the response. The caller holds mu.
+func (p *prefaceConn) sendLocked(bufs net.Buffers, n int) error {
 	held := p.held
 	p.held = nil
 	defer p.holding.Store(false)
@@ -144,18 +140,8 @@ func (p *prefaceConn) sendLocked(bufs net.Buffers, n int) (int64, error) {
 		p.timer.Stop()
 		p.timer = nil
 	}
-	if hasWritev(p.Conn) {
-		all := make(net.Buffers, 0, 1+len(bufs))
-		all = append(append(all, held), bufs...)
-		return all.WriteTo(p.Conn)
-	}
-	flat := make([]byte, 0, len(held)+n)
-	flat = append(flat, held...)
-	for _, b := range bufs {
-		flat = append(flat, b...)
-	}
-	w, err := p.Conn.Write(flat)
-	return int64(w), err
+	all := make(net.Buffers, 0, 1+len(bufs))
+	return writeOnce(p.Conn, append(append(all, held), bufs...), len(held)+n)
 }
 
 // socketReadBuffer is a socket's read buffer: gws's default ReadBufferSize.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"strings"
-	"time"
 
 	"github.com/agent-server/agent-server/bench/load"
 	"github.com/agent-server/agent-server/bench/target"
@@ -48,7 +47,6 @@ func (m *ClusterMeasurement) derive() []metric {
 		}
 		out = append(out, metric{name: "server ERROR log lines", unit: "count", value: float64(m.ServerErrorLines), better: -1})
 	case *load.RecoveryResult:
-		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 		out = append(out,
 			metric{name: "time to recovery", unit: "ms", value: ms(r.Recovery), better: -1},
 			metric{name: "post through a survivor acknowledged", unit: "ms", value: ms(r.Acknowledged), better: -1},
@@ -73,9 +71,8 @@ func (m *ClusterMeasurement) derive() []metric {
 
 // clusterStormMetrics are a cluster storm trial's figures, on either side.
 func clusterStormMetrics(r *load.ClusterStormResult, m *ClusterMeasurement) []metric {
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	nan := math.NaN()
-	all, owned, hits, perReconnect := nan, nan, nan, nan
+	all, owned, hits := nan, nan, nan
 	if r.Resumed == r.Dropped {
 		all = ms(r.AllResumed)
 	}
@@ -84,9 +81,6 @@ func clusterStormMetrics(r *load.ClusterStormResult, m *ClusterMeasurement) []me
 	}
 	if r.CacheHits >= 0 {
 		hits = r.CacheHits
-	}
-	if r.CPU.Server > 0 && r.Dropped > 0 {
-		perReconnect = float64(r.CPU.Server.Microseconds()) / float64(r.Dropped)
 	}
 	out := []metric{
 		{name: "clients dropped (on the killed node)", unit: "count", value: float64(r.Dropped)},
@@ -103,7 +97,7 @@ func clusterStormMetrics(r *load.ClusterStormResult, m *ClusterMeasurement) []me
 	}
 	return append(out,
 		metric{name: "JWT cache hits on the reconnects", unit: "count", value: hits, better: -1, goal: &goal{le: true, bound: 0}},
-		metric{name: "server CPU per reconnect (live nodes, posting included)", unit: "us", value: perReconnect, better: -1},
+		metric{name: "server CPU per reconnect (live nodes, posting included)", unit: "us", value: per(r.CPU.Server, r.Dropped), better: -1},
 		metric{name: "conversations the killed node owned", unit: "count", value: owned},
 		metric{name: "slowest post, first attempt to acknowledgement", unit: "ms", value: ms(r.SlowestPost), better: -1},
 		metric{name: "posts acknowledged after a retry", unit: "count", value: float64(r.PostsRetried)},

@@ -60,18 +60,22 @@ func (g *goal) met(v float64) bool {
 	return v >= g.bound
 }
 
+// per is d in microseconds per one of n, NaN when either is zero.
+func per(d time.Duration, n int) float64 {
+	if n == 0 || d == 0 {
+		return math.NaN()
+	}
+	return float64(d.Microseconds()) / float64(n)
+}
+
+// ms is d in milliseconds.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
 // metrics derives the reported figures of m.
 func (m *Measurement) derive() []metric {
 	if m.metrics != nil || m.Result == nil {
 		return m.metrics
 	}
-	per := func(d time.Duration, n int) float64 {
-		if n == 0 || d == 0 {
-			return math.NaN()
-		}
-		return float64(d.Microseconds()) / float64(n)
-	}
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	busy := func(u load.CPUUse, elapsed time.Duration) []metric {
 		if elapsed <= 0 {
 			return nil

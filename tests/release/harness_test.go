@@ -92,7 +92,6 @@ func builtinPlugins(t *testing.T) []string {
 // artifact.
 type server struct {
 	*testbin.Process
-	addr string
 }
 
 // start starts cmd, waits for it to log its address and for /ready to
@@ -107,7 +106,7 @@ func start(t *testing.T, cmd *exec.Cmd) *server {
 	if err := p.WaitReady(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	return &server{Process: p, addr: p.Addr}
+	return &server{Process: p}
 }
 
 // stop sends SIGTERM and expects a clean exit within 20s.
@@ -122,7 +121,7 @@ func (s *server) stop(t *testing.T) {
 // its socket and expects the full_state event first: what a client does.
 func (s *server) converse(t *testing.T, key string) {
 	t.Helper()
-	req, err := http.NewRequest("POST", "http://"+s.addr+"/api/conversations", strings.NewReader(`{"agent":{"kind":"test"}}`))
+	req, err := http.NewRequest("POST", "http://"+s.Addr+"/api/conversations", strings.NewReader(`{"agent":{"kind":"test"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +142,7 @@ func (s *server) converse(t *testing.T, key string) {
 	}
 
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
-	c, _, err := d.Dial("ws://"+s.addr+"/sockets/events/"+conv.ID, http.Header{"X-Session-Api-Key": {key}})
+	c, _, err := d.Dial("ws://"+s.Addr+"/sockets/events/"+conv.ID, http.Header{"X-Session-Api-Key": {key}})
 	if err != nil {
 		t.Fatalf("open socket: %v\n%s", err, s.Log())
 	}
@@ -162,7 +161,7 @@ func (s *server) converse(t *testing.T, key string) {
 	}
 
 	// A wrong key is refused before the upgrade.
-	_, resp, err = d.Dial("ws://"+s.addr+"/sockets/events/"+conv.ID, http.Header{"X-Session-Api-Key": {key + "x"}})
+	_, resp, err = d.Dial("ws://"+s.Addr+"/sockets/events/"+conv.ID, http.Header{"X-Session-Api-Key": {key + "x"}})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("socket with a wrong key: %v, want 401", err)
 	}

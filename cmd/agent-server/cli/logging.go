@@ -56,20 +56,23 @@ const logFlushTimeout = 5 * time.Second
 // closeAuditFile writes the audit records still pending and closes the
 // file, within logFlushTimeout.
 func closeAuditFile(f *auditlog.File, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), logFlushTimeout)
-	defer cancel()
-	if err := f.Close(ctx); err != nil {
-		log.Error("audit log: records may be lost at exit", "err", err)
+	if err := closeWithin(f.Close); err != nil {
+		log.Error("records may be lost at exit", "err", err)
 	}
 }
 
 // closeLines writes the lines still pending for stderr, within
 // logFlushTimeout; what is written after goes straight to stderr.
 func closeLines(w *linewriter.Writer) error {
-	ctx, cancel := context.WithTimeout(context.Background(), logFlushTimeout)
-	defer cancel()
-	if err := w.Close(ctx); err != nil {
+	if err := closeWithin(w.Close); err != nil {
 		return fmt.Errorf("write the log at exit: %w", err)
 	}
 	return nil
+}
+
+// closeWithin runs close with a context that ends after logFlushTimeout.
+func closeWithin(close func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), logFlushTimeout)
+	defer cancel()
+	return close(ctx)
 }

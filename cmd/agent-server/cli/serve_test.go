@@ -1,16 +1,16 @@
 package cli
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/agent-server/agent-server/tests/testbin"
 )
 
 // slowStderr holds its first Write for 300 ms, as a slow reader of stderr
@@ -18,8 +18,7 @@ import (
 // server's line writer when serve returns would reach it after Main's
 // error, or not at all.
 type slowStderr struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
+	testbin.Buffer
 	started atomic.Bool
 }
 
@@ -27,15 +26,7 @@ func (s *slowStderr) Write(p []byte) (int, error) {
 	if s.started.CompareAndSwap(false, true) {
 		time.Sleep(300 * time.Millisecond)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *slowStderr) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
+	return s.Buffer.Write(p)
 }
 
 // When serve fails after it has logged, every log line is out before Main
