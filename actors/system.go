@@ -208,6 +208,11 @@ func (s *System) stopCrashed(kind string) actor.DeciderFunc {
 	}
 }
 
+// Go runs fn on one of the system's pooled goroutines, whose stacks have
+// grown already (see dispatcher): for work as deep as a WebSocket
+// handshake, which on a new goroutine grows its stack by copying it.
+func (s *System) Go(fn func()) { s.dispatch.Schedule(fn) }
+
 // Authenticate runs req.Route's chain and returns its result. It fails
 // closed: a missing chain, a panic, the end of ctx or a timeout is an Error
 // result, never an Allow. The chain runs on another goroutine than the

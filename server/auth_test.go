@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -59,7 +58,7 @@ func newPluginEdge(t *testing.T, mutate func(*config.Config), keys ...string) *p
 		auths = append(auths, skipCounter{l, pe.calls})
 	}
 	pe.edge = buildEdge(t, cfg, auths...)
-	pe.ts = httptest.NewServer(pe.srv.Handler())
+	pe.ts = serveDirect(pe.srv)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

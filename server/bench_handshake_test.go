@@ -34,7 +34,16 @@ import (
 // one CPU, as agent-bench pins the server:
 //
 //	go test -run '^$' -bench 'BenchmarkHandshake$' -benchmem -cpu 1 ./server/
+//
+// "direct" serves the listener as the server binary does (direct.go);
+// "net-http" serves the same handler through net/http alone, as a TLS
+// listener is.
 func BenchmarkHandshake(b *testing.B) {
+	b.Run("direct", func(b *testing.B) { benchHandshake(b, true) })
+	b.Run("net-http", func(b *testing.B) { benchHandshake(b, false) })
+}
+
+func benchHandshake(b *testing.B, direct bool) {
 	cfg := config.Default()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	chain, err := core.NewChain(core.RouteEvents, sessionKeyAuth{})
@@ -52,7 +61,24 @@ func BenchmarkHandshake(b *testing.B) {
 		b.Fatal(err)
 	}
 	ts := httptest.NewServer(srv.Handler())
+	addr := ts.Listener.Addr().String()
+	served := make(chan error, 1)
+	ctx, stop := context.WithCancel(context.Background())
+	if direct {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		addr = ln.Addr().String()
+		go func() { served <- srv.Serve(ctx, ln) }()
+	} else {
+		served <- nil
+	}
 	b.Cleanup(func() {
+		stop()
+		if err := <-served; err != nil {
+			b.Error(err)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
@@ -62,10 +88,9 @@ func BenchmarkHandshake(b *testing.B) {
 	var reqs [][]byte
 	for range 8 {
 		reqs = append(reqs, []byte("GET /sockets/events/"+e.conversation(b)+"?session_api_key="+url.QueryEscape(goodKey)+" HTTP/1.1\r\n"+
-			"Host: "+ts.Listener.Addr().String()+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Host: "+addr+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
 	}
-	addr := ts.Listener.Addr().String()
 	closeFrame := []byte{0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2} // 1000, masked
 	one := func(br *bufio.Reader, i int) error {
 		c, err := net.Dial("tcp", addr)

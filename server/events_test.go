@@ -85,7 +85,8 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-// edge is a running server on a loopback httptest listener.
+// edge is a running server on a loopback httptest listener, which serves
+// upgrades directly as Serve does.
 type edge struct {
 	srv   *Server
 	sys   *actors.System
@@ -107,7 +108,7 @@ func newEdge(t testing.TB, mutate func(*config.Config), setup ...func(*Server)) 
 	for _, f := range setup {
 		f(e.srv)
 	}
-	e.ts = httptest.NewServer(e.srv.Handler())
+	e.ts = serveDirect(e.srv)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -117,6 +118,16 @@ func newEdge(t testing.TB, mutate func(*config.Config), setup ...func(*Server)) 
 		e.ts.Close()
 	})
 	return e
+}
+
+// serveDirect serves srv on a loopback httptest listener as the binary
+// serves a plain listener: upgrades directly (direct.go), the rest by
+// net/http.
+func serveDirect(srv *Server) *httptest.Server {
+	ts := httptest.NewUnstartedServer(srv.Handler())
+	ts.Listener = srv.listenDirect(ts.Listener)
+	ts.Start()
+	return ts
 }
 
 // buildEdge builds a server for cfg whose every route runs a chain of

@@ -162,6 +162,11 @@ func hijack(w http.ResponseWriter) (*prefaceConn, *bufio.Reader, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("hijack: %w", err)
 	}
+	if dc, ok := c.(*directConn); ok { // a direct upgrade: its reader is on the connection already
+		pc := &prefaceConn{Conn: dc.Conn}
+		pc.holding.Store(true)
+		return pc, dc.br, nil
+	}
 	var src io.Reader = c
 	if n := rw.Reader.Buffered(); n > 0 {
 		early, _ := rw.Reader.Peek(n)

@@ -88,6 +88,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	servers []*http.Server
+	direct  []*directListener // the plain listeners' direct upgrades (direct.go)
 
 	// perFrameWrites makes every socket write one frame per syscall. Only
 	// the comparison benchmark sets it.
@@ -162,6 +163,8 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.tls != nil {
 		ln = s.tls.listen(ln)
+	} else {
+		ln = s.listenDirect(ln)
 	}
 	srv := &http.Server{
 		Handler:           s.handler,
@@ -206,6 +209,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing.Store(true)
 	servers := append([]*http.Server(nil), s.servers...)
+	direct := append([]*directListener(nil), s.direct...)
 	s.mu.Unlock()
 
 	var wg sync.WaitGroup
@@ -218,6 +222,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}()
 	}
 
+	// Handshakes accepted directly finish (upgraded, refused or passed to
+	// net/http) before the sockets are closed, so that none is missed.
+	var directErrs []error
+	for _, d := range direct {
+		_ = d.Close()
+		directErrs = append(directErrs, d.drain(ctx))
+	}
 	actorErr := s.actors.Shutdown(ctx)
 	// Sockets the actors never knew (mid-handshake, reject_with: close).
 	for _, sock := range s.sockets.close() {
@@ -236,7 +247,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, srv := range servers {
 		_ = srv.Close() // whatever Shutdown left when ctx ended
 	}
-	return errors.Join(actorErr, sockErr, errors.Join(httpErrs...))
+	return errors.Join(actorErr, sockErr, errors.Join(httpErrs...), errors.Join(directErrs...))
 }
 
 // touch records activity for /server_info's idle_time.

@@ -1,0 +1,411 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Direct upgrades: WebSocket handshakes on plain connections are served
+// straight off the listener, not through net/http's connection machinery.
+//
+// net/http, per connection, allocates a 4 KiB reader and a 4 KiB writer
+// that a hijack throws away, starts a goroutine that reads ahead to notice a
+// client leaving (a read that finds nothing, a park, and a wake-up when the
+// hijack aborts it), moves the connection's deadlines three times and
+// tracks the connection in a map. A connection that becomes a WebSocket has
+// no use for any of it. directListener reads each new connection's first
+// request head into the reader that will be the socket's own, and when the
+// head asks for a WebSocket it runs the server's handler (the same
+// middleware, routes and handshake as through net/http) with a response
+// writer that hands over the connection and that reader. Every other
+// connection, and any head that does not fit the reader, goes to net/http
+// with the bytes already read in front, so REST is served exactly as
+// before. TLS listeners keep net/http throughout: the handlers read the
+// client certificate from net/http's request.
+
+// directListener is the net.Listener net/http serves: it accepts from the
+// real listener, keeps the upgrades, and passes the rest on.
+type directListener struct {
+	ln            net.Listener
+	s             *Server
+	headerTimeout time.Duration // to read a connection's first request head
+	pass          chan net.Conn // connections for net/http
+
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
+	failed    chan error // the inner listener's permanent Accept error
+
+	mu       sync.Mutex
+	inflight map[net.Conn]struct{} // connections between accept and hand-over
+	idle     sync.WaitGroup        // counts inflight
+}
+
+// listenDirect wraps ln for direct upgrades and registers it, for Shutdown
+// to wait for its handshakes.
+func (s *Server) listenDirect(ln net.Listener) net.Listener {
+	d := newDirectListener(s, ln, readHeaderTimeout)
+	s.mu.Lock()
+	s.direct = append(s.direct, d)
+	s.mu.Unlock()
+	return d
+}
+
+// newDirectListener starts accepting from ln.
+func newDirectListener(s *Server, ln net.Listener, headerTimeout time.Duration) *directListener {
+	d := &directListener{
+		ln:            ln,
+		s:             s,
+		headerTimeout: headerTimeout,
+		pass:          make(chan net.Conn),
+		done:          make(chan struct{}),
+		failed:        make(chan error, 1),
+		inflight:      make(map[net.Conn]struct{}),
+	}
+	go d.acceptLoop()
+	return d
+}
+
+// Accept returns the next connection net/http serves.
+func (d *directListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-d.pass:
+		return c, nil
+	case err := <-d.failed:
+		d.failed <- err // every later Accept fails the same way
+		return nil, err
+	case <-d.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting. Connections already accepted finish their
+// handshake; Server.Shutdown waits for them (drain).
+func (d *directListener) Close() error {
+	var err error
+	d.closeOnce.Do(func() {
+		close(d.done)
+		err = d.ln.Close()
+	})
+	return err
+}
+
+// Addr is the listening address.
+func (d *directListener) Addr() net.Addr { return d.ln.Addr() }
+
+// acceptLoop accepts until the listener fails or closes, backing off on
+// temporary errors as net/http does.
+func (d *directListener) acceptLoop() {
+	var delay time.Duration
+	for {
+		c, err := d.ln.Accept()
+		if err != nil {
+			select {
+			case <-d.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				d.s.log.Warn("accept failed; retrying", "err", err, "after", delay)
+				select {
+				case <-time.After(delay):
+					continue
+				case <-d.done:
+					return
+				}
+			}
+			d.failed <- fmt.Errorf("accept: %w", err)
+			return
+		}
+		delay = 0
+		if !d.track(c) {
+			_ = c.Close()
+			return
+		}
+		// On a pooled goroutine: the handshake is deep enough to grow a
+		// new goroutine's stack by copying it, twice or more.
+		d.s.actors.Go(func() { d.serve(c) })
+	}
+}
+
+// isTemporary reports an Accept error worth retrying (EMFILE and the like).
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// track records c as in flight, unless the listener is closed.
+func (d *directListener) track(c net.Conn) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	select {
+	case <-d.done:
+		return false
+	default:
+	}
+	d.inflight[c] = struct{}{}
+	d.idle.Add(1)
+	return true
+}
+
+// untrack forgets c.
+func (d *directListener) untrack(c net.Conn) {
+	d.mu.Lock()
+	delete(d.inflight, c)
+	d.mu.Unlock()
+	d.idle.Done()
+}
+
+// drain waits for the connections in flight to be upgraded, answered or
+// passed on, and closes those left when ctx ends.
+func (d *directListener) drain(ctx context.Context) error {
+	finished := make(chan struct{})
+	go func() { d.idle.Wait(); close(finished) }()
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+	}
+	d.mu.Lock()
+	for c := range d.inflight {
+		_ = c.Close()
+	}
+	d.mu.Unlock()
+	return fmt.Errorf("handshakes in flight: %w", ctx.Err())
+}
+
+// serve reads c's first request head and either serves its upgrade or
+// passes c to net/http.
+func (d *directListener) serve(c net.Conn) {
+	defer d.untrack(c)
+	defer func() {
+		// As net/http does: a handler's panic closes its connection only.
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				d.s.log.Error("panic serving a websocket handshake", "remote", c.RemoteAddr().String(), "panic", v)
+			}
+			_ = c.Close()
+		}
+	}()
+	_ = c.SetReadDeadline(time.Now().Add(d.headerTimeout))
+	br := bufio.NewReaderSize(c, socketReadBuffer)
+	head, err := readHead(br)
+	if err != nil { // nothing to answer: the client went away or stalled
+		_ = c.Close()
+		return
+	}
+	if head == nil || !mayUpgrade(head) { // too large for the fast path, or not an upgrade
+		d.passOn(c, br, nil)
+		return
+	}
+	early := bytes.Clone(head) // br's bytes are not valid past the next read
+	req, err := http.ReadRequest(br)
+	if err != nil || !directUpgrade(req) {
+		d.passOn(c, br, early) // net/http answers it, malformed or not, as it always has
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	req.RemoteAddr = c.RemoteAddr().String()
+	w := &directWriter{conn: c, br: br}
+	d.s.handler.ServeHTTP(w, req)
+	w.finish()
+}
+
+// passOn hands c to net/http with what was read of it in front: consumed,
+// then what br still holds.
+func (d *directListener) passOn(c net.Conn, br *bufio.Reader, consumed []byte) {
+	_ = c.SetReadDeadline(time.Time{})
+	pc := &passedConn{Conn: c, early: consumed}
+	if n := br.Buffered(); n > 0 {
+		read, _ := br.Peek(n)
+		pc.early = append(pc.early, read...)
+	}
+	select {
+	case d.pass <- pc:
+	case <-d.done:
+		_ = c.Close()
+	}
+}
+
+// readHead returns the bytes of br's first request head, through its blank
+// line, without consuming them. It returns nil and no error when the head
+// does not fit br's buffer, and an error when the connection fails first.
+func readHead(br *bufio.Reader) ([]byte, error) {
+	for n := 1; ; n = br.Buffered() + 1 {
+		if n > br.Size() {
+			return nil, nil
+		}
+		if _, err := br.Peek(n); err != nil {
+			return nil, err
+		}
+		buf, _ := br.Peek(br.Buffered())
+		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+			return buf[:i+4], nil
+		}
+	}
+}
+
+// directUpgrade reports whether req is served directly: a WebSocket upgrade
+// with no body that net/http would take as it is (HTTP/1.x, a valid Host,
+// valid header fields; the checks of net/http's server). Anything else goes
+// to net/http, which answers it as it always has.
+func directUpgrade(req *http.Request) bool {
+	if req.Method != http.MethodGet || req.ProtoMajor != 1 || req.ContentLength > 0 || len(req.TransferEncoding) > 0 || !isUpgrade(req) {
+		return false
+	}
+	if req.URL.IsAbs() || (req.ProtoMinor >= 1 && req.Host == "") || !httpguts.ValidHostHeader(req.Host) {
+		return false
+	}
+	for k, vv := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return false
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// mayUpgrade reports whether a request head could be a WebSocket upgrade:
+// a GET that names websocket somewhere. The parsed request decides.
+func mayUpgrade(head []byte) bool {
+	if !bytes.HasPrefix(head, []byte("GET ")) {
+		return false
+	}
+	const word = "websocket"
+	for i := 0; i+len(word) <= len(head); i++ {
+		if head[i]|0x20 == 'w' && bytes.EqualFold(head[i:i+len(word)], []byte(word)) {
+			return true
+		}
+	}
+	return false
+}
+
+// passedConn is a connection net/http serves, with the bytes read from it
+// before the hand-over read first.
+type passedConn struct {
+	net.Conn
+	early []byte
+}
+
+// Read returns the early bytes first, then reads the connection.
+func (c *passedConn) Read(p []byte) (int, error) {
+	if len(c.early) > 0 {
+		n := copy(p, c.early)
+		c.early = c.early[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite half-closes a TCP connection, as net/http does before it
+// closes one it has answered.
+func (c *passedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// directConn is what a direct upgrade's Hijack returns: the connection and
+// the reader that has its first request head consumed, for gws to read on.
+type directConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+// directWriter is the response writer of a direct upgrade. A handler that
+// does not hijack gets its response written, with Connection: close, when
+// it returns.
+type directWriter struct {
+	conn     net.Conn
+	br       *bufio.Reader
+	header   http.Header
+	status   int
+	body     []byte
+	hijacked bool
+}
+
+// Header returns the response header.
+func (w *directWriter) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header)
+	}
+	return w.header
+}
+
+// WriteHeader records the status; the response goes out when the handler
+// returns.
+func (w *directWriter) WriteHeader(code int) {
+	if w.status == 0 && !w.hijacked {
+		w.status = code
+	}
+}
+
+// Write buffers body bytes.
+func (w *directWriter) Write(p []byte) (int, error) {
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	w.body = append(w.body, p...)
+	return len(p), nil
+}
+
+// Hijack hands the connection over, its reader with it (see directConn).
+func (w *directWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.hijacked {
+		return nil, nil, http.ErrHijacked
+	}
+	w.hijacked = true
+	return &directConn{Conn: w.conn, br: w.br}, bufio.NewReadWriter(w.br, nil), nil
+}
+
+// finish writes a handler's response unless it hijacked, and closes the
+// connection: a refused upgrade's client opens a new one to retry.
+func (w *directWriter) finish() {
+	if w.hijacked {
+		return
+	}
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	h := w.Header()
+	if h.Get("Content-Type") == "" && len(w.body) > 0 {
+		h.Set("Content-Type", http.DetectContentType(w.body))
+	}
+	resp := &http.Response{
+		StatusCode:    w.status,
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		ContentLength: int64(len(w.body)),
+		Body:          io.NopCloser(bytes.NewReader(w.body)),
+		Close:         true,
+	}
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	h.Set("Content-Length", strconv.Itoa(len(w.body)))
+	_ = w.conn.SetWriteDeadline(time.Now().Add(readHeaderTimeout))
+	bw := bufio.NewWriter(w.conn)
+	if err := resp.Write(bw); err == nil {
+		_ = bw.Flush()
+	}
+	_ = w.conn.Close()
+}
