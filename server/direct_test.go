@@ -1,0 +1,318 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
+)
+
+// upgradeHead is an events-socket upgrade request for id with extra header
+// lines (each ending in \r\n).
+func upgradeHead(id, key, extra string) string {
+	return "GET /sockets/events/" + id + " HTTP/1.1\r\nHost: x\r\nX-Session-API-Key: " + key + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + extra + "\r\n"
+}
+
+// dialEdge opens a raw connection to e with a read deadline.
+func dialEdge(t *testing.T, e *edge) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c, bufio.NewReader(c)
+}
+
+// TestDirectPassesTheRestToNetHTTP sends what the direct path does not
+// serve and checks that net/http answers it as before, on a connection it
+// then keeps alive: a second request on it is answered too, so nothing
+// read before the hand-over was lost or read twice.
+func TestDirectPassesTheRestToNetHTTP(t *testing.T) {
+	e := newEdge(t, nil)
+	id := e.conversation(t)
+	tests := []struct {
+		name   string
+		first  string
+		status int
+	}{
+		{"REST GET", "GET /alive HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusOK},
+		{"POST with a body", "POST /api/conversations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", http.StatusUnauthorized},
+		{"websocket in the path, no upgrade headers", "GET /sockets/events/" + id + "?websocket=1 HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusBadRequest},
+		{"upgrade without a Host", strings.Replace(upgradeHead(id, goodKey, ""), "Host: x\r\n", "", 1), http.StatusBadRequest},
+		{"upgrade with a bad header name", upgradeHead(id, goodKey, "Bad Name: v\r\n"), http.StatusBadRequest},
+		// net/http upgrades it (the body becomes the socket's first bytes).
+		{"upgrade with a body", upgradeHead(id, goodKey, "Content-Length: 3\r\n") + "abc", http.StatusSwitchingProtocols},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, br := dialEdge(t, e)
+			// Both requests in one write: the second sits behind the first
+			// in what the direct listener read.
+			if _, err := io.WriteString(c, tt.first+"GET /alive HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("first response: %v", err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("first response: status %d, want %d", resp.StatusCode, tt.status)
+			}
+			if resp.Close || resp.StatusCode == http.StatusSwitchingProtocols {
+				return // nothing more on this connection as HTTP
+			}
+			resp, err = http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("second response on the kept-alive connection: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("second response: status %d, want 200", resp.StatusCode)
+			}
+		})
+	}
+}
+
+// TestDirectUpgrades checks the upgrades: served directly when the head fits
+// the socket's reader, by net/http when it does not, and a refusal
+// answered whole and the connection closed.
+func TestDirectUpgrades(t *testing.T) {
+	e := newEdge(t, nil)
+	id := e.conversation(t)
+	tests := []struct {
+		name   string
+		head   string
+		status int
+	}{
+		{"direct", upgradeHead(id, goodKey, ""), http.StatusSwitchingProtocols},
+		{"head larger than the reader", upgradeHead(id, goodKey, "X-Pad: "+strings.Repeat("p", 2*socketReadBuffer)+"\r\n"), http.StatusSwitchingProtocols},
+		{"wrong key", upgradeHead(id, "wrong-key", ""), http.StatusUnauthorized},
+		{"unknown route", strings.Replace(upgradeHead(id, goodKey, ""), "/sockets/events/", "/sockets/nothing/", 1), http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, br := dialEdge(t, e)
+			if _, err := io.WriteString(c, tt.head); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("response: %v", err)
+			}
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			if tt.status == http.StatusSwitchingProtocols {
+				if err := skipFrame(br); err != nil {
+					t.Fatalf("full_state after the 101: %v", err)
+				}
+				return
+			}
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatalf("body: %v", err)
+			}
+			if int64(len(body)) != resp.ContentLength || !strings.Contains(string(body), "detail") && resp.StatusCode != http.StatusNotFound {
+				t.Fatalf("body %q, Content-Length %d", body, resp.ContentLength)
+			}
+			if !resp.Close {
+				t.Fatal("a refused upgrade's response does not say Connection: close")
+			}
+			if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+				t.Fatalf("after a refused upgrade: read %v, want EOF", err)
+			}
+		})
+	}
+}
+
+// TestDirectHeadTimeout: a connection that never completes its head is
+// closed after the header timeout, as net/http's ReadHeaderTimeout does.
+func TestDirectHeadTimeout(t *testing.T) {
+	e := buildEdge(t, config.Default(), sessionKeyAuth{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDirectListener(e.srv, ln, 100*time.Millisecond)
+	t.Cleanup(func() { d.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /sockets/events/x HTTP/1.1\r\nHost: x\r\n"); err != nil { // no blank line
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read %v, want EOF: the server should close a connection whose head stalls", err)
+	}
+}
+
+// blockingAuth allows every request once release is closed, and says on
+// entered that one is waiting.
+type blockingAuth struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (blockingAuth) Name() string { return "blocking" }
+
+func (a blockingAuth) Authenticate(ctx context.Context, req *core.Request) core.Result {
+	select {
+	case a.entered <- struct{}{}:
+	default:
+	}
+	<-a.release
+	return sessionKeyAuth{}.Authenticate(ctx, req)
+}
+
+// TestDirectShutdownFinishesHandshakes: a handshake still authenticating
+// when the server shuts down is finished, then its socket closed with 1001
+// like every other; one that outlasts the shutdown's deadline is cut.
+func TestDirectShutdownFinishesHandshakes(t *testing.T) {
+	tests := []struct {
+		name     string
+		release  bool // the authenticator answers during the shutdown
+		wantCode uint16
+	}{
+		{"finished then closed with 1001", true, 1001},
+		{"cut at the deadline", false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			auth := blockingAuth{entered: make(chan struct{}, 1), release: make(chan struct{})}
+			cfg := config.Default()
+			cfg.Limits.PingInterval = 0
+			e := buildEdge(t, cfg, auth)
+			e.ts = serveDirect(e.srv)
+			defer e.ts.Close()
+			id := e.conversation(t)
+			c, br := dialEdge(t, e)
+			if _, err := io.WriteString(c, upgradeHead(id, goodKey, "")); err != nil {
+				t.Fatal(err)
+			}
+			<-auth.entered
+			// The client reads what comes, and hangs up at a close frame.
+			got := make(chan uint16, 1)
+			go func() {
+				defer c.Close()
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+					got <- 0
+					return
+				}
+				got <- readCloseCode(br)
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			shut := make(chan error, 1)
+			go func() { shut <- e.srv.Shutdown(ctx) }()
+			var once sync.Once
+			defer once.Do(func() { close(auth.release) })
+			if tt.release {
+				once.Do(func() { close(auth.release) })
+			}
+			err := <-shut
+			switch {
+			case tt.release && err != nil:
+				t.Fatalf("shutdown: %v", err)
+			case !tt.release && (err == nil || !strings.Contains(err.Error(), "handshakes in flight")):
+				t.Fatalf("shutdown: %v, want the handshakes in flight named", err)
+			}
+			if code := <-got; code != tt.wantCode {
+				t.Fatalf("close code %d, want %d (0: no upgrade)", code, tt.wantCode)
+			}
+		})
+	}
+}
+
+// readCloseCode skips frames up to a close frame and returns its code; 0
+// when the connection ends first.
+func readCloseCode(br *bufio.Reader) uint16 {
+	for {
+		var h [2]byte
+		if _, err := io.ReadFull(br, h[:]); err != nil {
+			return 0 // no close frame
+		}
+		n := int(h[1] & 0x7f)
+		if n >= 126 {
+			ext := make([]byte, map[int]int{126: 2, 127: 8}[n])
+			if _, err := io.ReadFull(br, ext); err != nil {
+				return 0
+			}
+			n = 0
+			for _, b := range ext {
+				n = n<<8 | int(b)
+			}
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(br, payload); err != nil {
+			return 0
+		}
+		if h[0]&0x0f == 0x8 {
+			if len(payload) < 2 {
+				return 0
+			}
+			return uint16(payload[0])<<8 | uint16(payload[1])
+		}
+	}
+}
+
+// TestDirectHandlerPanic: a handler's panic on the direct path closes that
+// connection and leaves the server serving.
+func TestDirectHandlerPanic(t *testing.T) {
+	e := buildEdge(t, config.Default(), sessionKeyAuth{})
+	inner := e.srv.handler
+	e.srv.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "panic") {
+			panic("boom")
+		}
+		inner.ServeHTTP(w, r)
+	})
+	e.ts = serveDirect(e.srv)
+	defer e.ts.Close()
+	id := e.conversation(t)
+	var conns []net.Conn
+	for i, path := range []string{"panic", id} {
+		c, br := dialEdge(t, e)
+		conns = append(conns, c)
+		if _, err := io.WriteString(c, upgradeHead(path, goodKey, "")); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		switch i {
+		case 0:
+			if err == nil {
+				t.Fatalf("the panicking handler's connection answered %d", resp.StatusCode)
+			}
+		default:
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("after a panic: %v, %v", resp, err)
+			}
+		}
+	}
+	if !strings.Contains(e.logs.String(), "panic serving a websocket handshake") {
+		t.Error("the panic was not logged")
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = e.srv.Shutdown(ctx)
+}
