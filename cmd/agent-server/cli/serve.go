@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -154,9 +153,9 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 		return err
 	}
 	defer admin.Close()
-	ln, err := net.Listen("tcp", cfg.Server.Addr)
+	ln, err := server.Listen(ctx, cfg.Server.Addr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Server.Addr, err)
+		return err
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "version", Version, "tls", cfg.Server.TLS.CertFile != "")
 	admin.serve(log)
