@@ -75,13 +75,19 @@ func openStream(rpc authpb.AuthenticatorClient, broken func()) (*streamClient, e
 		cancel()
 		return nil, fmt.Errorf("open stream: %w", rpcError(err))
 	}
+	return newStreamClient(st, cancel, broken), nil
+}
+
+// newStreamClient starts the reader and writer of st, an open Stream that
+// cancel ends.
+func newStreamClient(st authpb.Authenticator_StreamClient, cancel context.CancelFunc, broken func()) *streamClient {
 	s := &streamClient{stream: st, cancel: cancel, broken: broken, pending: make(map[uint64]*pendingCall)}
 	s.writer = newBatchWriter(func(calls []*authpb.Call) error {
 		return st.Send(&authpb.Calls{Calls: calls})
 	}, func(err error) { s.fail(fmt.Errorf("send to plugin: %w", rpcError(err))) },
 		func(c *authpb.Call) int { return proto.Size(c) })
 	go s.read()
-	return s, nil
+	return s
 }
 
 // authenticate sends one call, the request in its flat form (whose

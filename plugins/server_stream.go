@@ -141,11 +141,12 @@ const workerIdle = 10 * time.Second
 // workerStackHold is the stack an idle worker keeps in use while it waits
 // (idle's frame). The garbage collector halves the stack of a goroutine
 // that uses less than a quarter of it, and a worker waiting in a shallow
-// frame would be shrunk at every collection, only to grow again (copying
-// its stack) on its next call: under a storm that happened several times a
-// millisecond. Held this deep, a worker's stack of up to four times as much
-// (a plugin's call that needs up to 32 KiB) is never shrunk.
-const workerStackHold = 8 << 10
+// frame was shrunk at every collection, only to grow again (copying its
+// stack) on its next call: under a storm, several times a millisecond.
+// Held this deep, a worker's stack of up to four times as much is never
+// shrunk: 16 KiB, where a jwt decision through the SDK needs 4 to 8. The
+// frame is zeroed on every wait, so holding more costs every call more.
+const workerStackHold = 4 << 10
 
 // do runs j on an idle worker, or a new one.
 func (w *workers) do(j job) {
