@@ -51,16 +51,18 @@ type streamClient struct {
 
 // pendingCall is one call sent and not yet answered.
 type pendingCall struct {
-	reply    chan core.Result // buffered: the one answer
-	release  func()           // gives the caller's slot back, once answered or failed
-	deadline time.Time        // zero without one
-	late     bool             // its deadline passed unanswered; guarded by streamClient.mu
+	done     chan struct{} // closed once res holds the one answer
+	res      core.Result
+	release  func()    // gives the caller's slot back, once answered or failed
+	deadline time.Time // zero without one
+	late     bool      // its deadline passed unanswered; guarded by streamClient.mu
 }
 
 // answer hands the call its result and gives its slot back; the stream's
 // lock must not be held.
 func (p *pendingCall) answer(res core.Result) {
-	p.reply <- res
+	p.res = res
+	close(p.done)
 	p.release()
 }
 
@@ -73,27 +75,45 @@ func openStream(rpc authpb.AuthenticatorClient, broken func()) (*streamClient, e
 		cancel()
 		return nil, fmt.Errorf("open stream: %w", rpcError(err))
 	}
+	return newStreamClient(st, cancel, broken), nil
+}
+
+// newStreamClient starts the reader and writer of st, an open Stream that
+// cancel ends.
+func newStreamClient(st authpb.Authenticator_StreamClient, cancel context.CancelFunc, broken func()) *streamClient {
 	s := &streamClient{stream: st, cancel: cancel, broken: broken, pending: make(map[uint64]*pendingCall)}
 	s.writer = newBatchWriter(func(calls []*authpb.Call) error {
 		return st.Send(&authpb.Calls{Calls: calls})
 	}, func(err error) { s.fail(fmt.Errorf("send to plugin: %w", rpcError(err))) },
 		func(c *authpb.Call) int { return proto.Size(c) })
 	go s.read()
-	return s, nil
+	return s
 }
 
 // authenticate sends one call, the request in its flat form (whose
 // encoded size, size, the caller has checked against maxCallBytes and
-// which is not measured again here), and waits for its reply or
-// for ctx to end. release is called exactly once, when the process is done
-// with the call: on its reply (which may come after ctx ended) or when the
-// stream fails.
-func (s *streamClient) authenticate(ctx context.Context, flat *authpb.Request, size int, release func()) core.Result {
+// which is not measured again here), and waits for its reply, for its
+// deadline (deadline, or ctx's if earlier; none when both are zero) or for
+// ctx to be cancelled. The deadline is a timer of its own, not a context
+// derived from ctx: one per call cost a context, a timer and a
+// registration with ctx. release is called exactly once, when the process
+// is done with the call: on its reply (which may come after the caller
+// gave up) or when the stream fails.
+func (s *streamClient) authenticate(ctx context.Context, deadline time.Time, flat *authpb.Request, size int, release func()) core.Result {
 	call := &authpb.Call{}
-	p := &pendingCall{reply: make(chan core.Result, 1), release: release}
-	if dl, ok := ctx.Deadline(); ok {
-		p.deadline = dl
-		call.TimeoutMicros = max(1, time.Until(dl).Microseconds())
+	p := &pendingCall{done: make(chan struct{}), release: release}
+	if dl, ok := ctx.Deadline(); ok && (deadline.IsZero() || dl.Before(deadline)) {
+		deadline = dl
+	}
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		p.deadline = deadline
+		left := time.Until(deadline)
+		call.TimeoutMicros = max(1, left.Microseconds())
+		t := callTimers.Get().(*time.Timer)
+		t.Reset(left)
+		defer func() { t.Stop(); callTimers.Put(t) }()
+		expired = t.C
 	}
 	if trace.SpanContextFromContext(ctx).IsValid() {
 		carrier := propagation.MapCarrier{}
@@ -118,24 +138,37 @@ func (s *streamClient) authenticate(ctx context.Context, flat *authpb.Request, s
 	n := proto.Size(call) + protowire.SizeTag(2) + protowire.SizeBytes(size)
 	call.Request = flat
 	s.writer.add(call, n)
+	var err error
 	select {
-	case res := <-p.reply:
-		return res
+	case <-p.done:
+		return p.res
+	case <-expired:
+		err = context.DeadlineExceeded
 	case <-ctx.Done():
-		// Only a deadline says the process is slow: a caller that went
-		// away (a client that disconnected) says nothing about it, and
-		// must not push the next calls to a standby.
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			s.mu.Lock()
-			if _, ok := s.pending[id]; ok {
-				p.late = true
-				s.late.Add(1)
-			}
-			s.mu.Unlock()
-		}
-		return core.Failed(fmt.Errorf("authenticate: %w", ctx.Err()))
+		err = ctx.Err()
 	}
+	// Only a deadline says the process is slow: a caller that went away
+	// (a client that disconnected) says nothing about it, and must not
+	// push the next calls to a standby.
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.mu.Lock()
+		if _, ok := s.pending[id]; ok {
+			p.late = true
+			s.late.Add(1)
+		}
+		s.mu.Unlock()
+	}
+	return core.Failed(fmt.Errorf("authenticate: %w", err))
 }
+
+// callTimers holds the stopped timers of calls that are over, for the next
+// calls' deadlines. A stopped timer delivers nothing afterwards (Go 1.23
+// timers), so a reused one never fires for an earlier call.
+var callTimers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // takeLocked removes call id from the pending calls.
 func (s *streamClient) takeLocked(id uint64) (*pendingCall, bool) {

@@ -26,7 +26,8 @@ type instance struct {
 	host    *Host
 	log     *slog.Logger
 	procs   []*process
-	metrics *instanceMetrics // nil measures nothing
+	metrics *instanceMetrics                       // nil measures nothing
+	spans   map[core.Route][]trace.SpanStartOption // spanPluginCall's options per route, made once
 
 	info    Info // from the first process's first start; every other must declare the same
 	hasInfo bool // guarded by mu while the processes start
@@ -46,15 +47,30 @@ func newInstance(h *Host, s spec) *instance {
 		metrics: h.metrics.instance(s.name),
 	}
 	for k := range max(1, s.processes) {
-		i.procs = append(i.procs, &process{
+		p := &process{
 			inst:  i,
 			index: k,
 			log:   i.log.With("process", k),
 			kick:  make(chan struct{}, 1),
 			state: StateStarting,
-		})
+		}
+		p.release = func() { i.release(p) }
+		i.procs = append(i.procs, p)
+	}
+	i.spans = make(map[core.Route][]trace.SpanStartOption)
+	for _, r := range []core.Route{core.RouteEvents, core.RouteREST, core.RouteRuntime} {
+		i.spans[r] = i.spanOptions(r)
 	}
 	return i
+}
+
+// spanOptions returns the options of a spanPluginCall span on route.
+func (i *instance) spanOptions(route core.Route) []trace.SpanStartOption {
+	if o, ok := i.spans[route]; ok {
+		return o
+	}
+	return []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String(attrPlugin, i.name), attribute.String(attrRoute, string(route)))}
 }
 
 // Name returns the instance name that chains refer to.
@@ -88,8 +104,7 @@ func (i *instance) Authenticate(ctx context.Context, req *core.Request) core.Res
 	if !in.empty() && !in.present(req) {
 		return core.Abstained()
 	}
-	ctx, span := i.host.tracer.Start(ctx, spanPluginCall, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String(attrPlugin, i.name), attribute.String(attrRoute, string(req.Route))))
+	ctx, span := i.host.tracer.Start(ctx, spanPluginCall, i.spanOptions(req.Route)...)
 	res := i.authenticate(ctx, req, in)
 	endPluginSpan(span, res)
 	return res
@@ -127,11 +142,9 @@ func (i *instance) authenticate(ctx context.Context, req *core.Request, in Input
 		return core.Failed(err)
 	}
 	i.host.rpcs.Add(1)
-	rctx, cancel := context.WithTimeout(ctx, i.host.rpcTimeout)
 	start := time.Now()
-	res := c.authenticate(rctx, req, flat, n, in, func() { i.release(p) })
+	res := c.authenticate(ctx, start.Add(i.host.rpcTimeout), req, flat, n, in, p.release)
 	i.metrics.rpc(start, res.Decision == core.Error)
-	cancel()
 	switch res.Decision {
 	case core.Error:
 		p.wake()

@@ -289,7 +289,7 @@ func TestPluginReceivesPastGRPCDefault(t *testing.T) {
 	t.Cleanup(func() { st.close(errors.New("the test is over")) })
 	big := strings.Repeat("x", 6<<20)
 	flat := &authpb.Request{Route: "rest", Header: []string{"X-Token", big}}
-	res := st.authenticate(context.Background(), flat, proto.Size(flat), func() {})
+	res := st.authenticate(context.Background(), time.Time{}, flat, proto.Size(flat), func() {})
 	if res.Decision != core.Allow {
 		t.Fatalf("a 6 MiB call: got %s (%v), want allow", res.Decision, res.Err)
 	}

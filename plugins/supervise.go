@@ -120,15 +120,18 @@ type conn struct {
 	stale atomic.Bool
 }
 
-// authenticate sends one call over the stream, as flat (req's declared
-// inputs in the flat form, size bytes encoded), or as a unary call of req
-// and in to a plugin older than protocol 3. release is called once the
-// process is done with the call.
-func (c *conn) authenticate(ctx context.Context, req *core.Request, flat *authpb.Request, size int, in Inputs, release func()) core.Result {
+// authenticate sends one call, to be answered by deadline (or ctx's, if
+// earlier), over the stream, as flat (req's declared inputs in the flat
+// form, size bytes encoded), or as a unary call of req and in to a plugin
+// older than protocol 3. release is called once the process is done with
+// the call.
+func (c *conn) authenticate(ctx context.Context, deadline time.Time, req *core.Request, flat *authpb.Request, size int, in Inputs, release func()) core.Result {
 	if c.stream != nil {
-		return c.stream.authenticate(ctx, flat, size, release)
+		return c.stream.authenticate(ctx, deadline, flat, size, release)
 	}
 	defer release()
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	return c.rpc.authenticate(ctx, req, in)
 }
 
@@ -156,11 +159,12 @@ func (c *conn) kill(hard bool, why error) {
 
 // process is one of a plugin's processes, with its own supervisor.
 type process struct {
-	inst  *instance
-	index int
-	log   *slog.Logger
-	conn  atomic.Pointer[conn] // nil while the process is down
-	kick  chan struct{}        // wakes the supervisor after a failed call
+	inst    *instance
+	index   int
+	log     *slog.Logger
+	conn    atomic.Pointer[conn] // nil while the process is down
+	kick    chan struct{}        // wakes the supervisor after a failed call
+	release func()               // gives a call slot back (instance.release), made once
 
 	inFlight int // calls not yet answered; guarded by inst.mu
 
