@@ -156,7 +156,9 @@ const socketReadBuffer = 4 << 10
 // net/http has read already, are read first. The reader is a new one:
 // handing gws net/http's own, reset onto the connection, saved that
 // allocation but cost 2.7 KiB more per idle connection in the idle
-// benchmark (14.6 against 11.9 KiB, the same binary otherwise).
+// benchmark (14.6 against 11.9 KiB, the same binary otherwise): a reader
+// that has read the request has its buffer's pages resident, while a new
+// one, which an idle socket never reads into, has none (see headReaders).
 func hijack(w http.ResponseWriter) (*prefaceConn, *bufio.Reader, error) {
 	c, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -167,14 +169,23 @@ func hijack(w http.ResponseWriter) (*prefaceConn, *bufio.Reader, error) {
 		pc.holding.Store(true)
 		return pc, dc.br, nil
 	}
-	var src io.Reader = c
+	var early []byte
 	if n := rw.Reader.Buffered(); n > 0 {
-		early, _ := rw.Reader.Peek(n)
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(early)), c)
+		early, _ = rw.Reader.Peek(n)
 	}
 	pc := &prefaceConn{Conn: c}
 	pc.holding.Store(true)
-	return pc, bufio.NewReaderSize(src, socketReadBuffer), nil
+	return pc, socketReader(c, early), nil
+}
+
+// socketReader returns a socket's reader on c, early (bytes the client sent
+// behind its upgrade request, read already; copied) first.
+func socketReader(c net.Conn, early []byte) *bufio.Reader {
+	var src io.Reader = c
+	if len(early) > 0 {
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(early)), c)
+	}
+	return bufio.NewReaderSize(src, socketReadBuffer)
 }
 
 var _ net.Conn = (*prefaceConn)(nil)
