@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -226,10 +227,28 @@ func (d *directListener) serve(c net.Conn) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	req.RemoteAddr = c.RemoteAddr().String()
-	w := &directWriter{conn: c, br: br}
-	d.s.handler.ServeHTTP(w, req)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &directWriter{conn: c, br: br, gone: cancel}
+	w.watchTimer = time.AfterFunc(watchAfter, w.watch)
+	defer w.stopWatching()
+	d.s.handler.ServeHTTP(w, req.WithContext(ctx))
 	w.finish()
 }
+
+// watchAfter is how long a direct handshake runs before its connection is
+// watched for the client hanging up, which ends the request's context and
+// with it an authentication still queued or running. net/http watches from
+// the start, at the cost of a goroutine and a read per connection; nearly
+// every handshake ends well within this.
+const watchAfter = 50 * time.Millisecond
+
+// Watch states of a directWriter.
+const (
+	watchArmed   = iota // the timer is set
+	watchReading        // watch is reading the connection
+	watchStopped        // no more watching: the handler is done or hijacked
+)
 
 // headReaders holds the readers that first request heads are read into. A
 // socket gets a reader of its own at the upgrade (socketReader): one that
@@ -354,6 +373,54 @@ type directWriter struct {
 	status   int
 	body     []byte
 	hijacked bool
+
+	gone       context.CancelFunc // ends the request's context
+	watchTimer *time.Timer
+	watchMu    sync.Mutex
+	watchState int
+	watchDone  chan struct{} // closed when watch returns, once it reads
+	first      [1]byte       // a byte watch read: the socket's first
+	firstRead  bool
+}
+
+// watch reads the connection, on the timer's goroutine, until the client
+// sends something (kept for the socket), hangs up (the request's context
+// ends) or stopWatching aborts the read. A client that sent bytes behind
+// its request head is there: it is not watched.
+func (w *directWriter) watch() {
+	w.watchMu.Lock()
+	if w.watchState != watchArmed || w.br.Buffered() > 0 {
+		w.watchMu.Unlock()
+		return
+	}
+	w.watchState = watchReading
+	w.watchDone = make(chan struct{})
+	w.watchMu.Unlock()
+	defer close(w.watchDone)
+	n, err := w.conn.Read(w.first[:])
+	switch {
+	case n == 1:
+		w.firstRead = true
+	case err != nil && !errors.Is(err, os.ErrDeadlineExceeded):
+		w.gone()
+	}
+}
+
+// stopWatching ends the watch: disarms it, or aborts its read and waits for
+// it, so that nothing reads the connection after it returns.
+func (w *directWriter) stopWatching() {
+	w.watchMu.Lock()
+	state := w.watchState
+	w.watchState = watchStopped
+	w.watchMu.Unlock()
+	switch state {
+	case watchArmed:
+		w.watchTimer.Stop() // if it fires anyway, watch finds watchStopped
+	case watchReading:
+		_ = w.conn.SetReadDeadline(time.Unix(1, 0))
+		<-w.watchDone
+		_ = w.conn.SetReadDeadline(time.Time{})
+	}
 }
 
 // Header returns the response header.
@@ -391,9 +458,14 @@ func (w *directWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, http.ErrHijacked
 	}
 	w.hijacked = true
+	w.stopWatching()
 	var early []byte
+	if w.firstRead {
+		early = append(early, w.first[0])
+	}
 	if n := w.br.Buffered(); n > 0 {
-		early, _ = w.br.Peek(n)
+		read, _ := w.br.Peek(n)
+		early = append(early, read...)
 	}
 	r := socketReader(w.conn, early)
 	return &directConn{Conn: w.conn, br: r}, bufio.NewReadWriter(r, nil), nil
@@ -405,6 +477,7 @@ func (w *directWriter) finish() {
 	if w.hijacked {
 		return
 	}
+	w.stopWatching()
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}

@@ -241,30 +241,39 @@ func TestDirectShutdownFinishesHandshakes(t *testing.T) {
 	}
 }
 
+// readRawFrame reads one unmasked server frame.
+func readRawFrame(br *bufio.Reader) (op byte, payload []byte, err error) {
+	var h [2]byte
+	if _, err := io.ReadFull(br, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := uint64(h[1] & 0x7f)
+	if n >= 126 {
+		ext := make([]byte, map[uint64]int{126: 2, 127: 8}[n])
+		if _, err := io.ReadFull(br, ext); err != nil {
+			return 0, nil, err
+		}
+		n = 0
+		for _, b := range ext {
+			n = n<<8 | uint64(b)
+		}
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(br, payload); err != nil {
+		return 0, nil, err
+	}
+	return h[0] & 0x0f, payload, nil
+}
+
 // readCloseCode skips frames up to a close frame and returns its code; 0
 // when the connection ends first.
 func readCloseCode(br *bufio.Reader) uint16 {
 	for {
-		var h [2]byte
-		if _, err := io.ReadFull(br, h[:]); err != nil {
-			return 0 // no close frame
-		}
-		n := int(h[1] & 0x7f)
-		if n >= 126 {
-			ext := make([]byte, map[int]int{126: 2, 127: 8}[n])
-			if _, err := io.ReadFull(br, ext); err != nil {
-				return 0
-			}
-			n = 0
-			for _, b := range ext {
-				n = n<<8 | int(b)
-			}
-		}
-		payload := make([]byte, n)
-		if _, err := io.ReadFull(br, payload); err != nil {
+		op, payload, err := readRawFrame(br)
+		if err != nil {
 			return 0
 		}
-		if h[0]&0x0f == 0x8 {
+		if op == 0x8 {
 			if len(payload) < 2 {
 				return 0
 			}
@@ -312,6 +321,103 @@ func TestDirectHandlerPanic(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = e.srv.Shutdown(ctx)
+}
+
+// ctxAuth reports on entered when a request arrives and on ended what
+// ended its context; it decides nothing before that.
+type ctxAuth struct {
+	entered chan struct{}
+	ended   chan error
+}
+
+func (ctxAuth) Name() string { return "ctx" }
+
+func (a ctxAuth) Authenticate(ctx context.Context, _ *core.Request) core.Result {
+	a.entered <- struct{}{}
+	<-ctx.Done()
+	a.ended <- ctx.Err()
+	return core.Failed(ctx.Err())
+}
+
+// TestDirectClientGoneEndsAuthentication: a client that hangs up while its
+// handshake authenticates ends the authentication (its queue place and
+// plugin slot come back), as net/http's read-ahead did; one that sends a
+// frame while it waits keeps it, and the frame is read by the socket.
+func TestDirectClientGoneEndsAuthentication(t *testing.T) {
+	auth := ctxAuth{entered: make(chan struct{}, 1), ended: make(chan error, 1)}
+	cfg := config.Default()
+	cfg.Limits.PingInterval = 0
+	e := buildEdge(t, cfg, auth)
+	e.ts = serveDirect(e.srv)
+	defer e.ts.Close()
+	id := e.conversation(t)
+	c, _ := dialEdge(t, e)
+	if _, err := io.WriteString(c, upgradeHead(id, goodKey, "")); err != nil {
+		t.Fatal(err)
+	}
+	<-auth.entered
+	c.Close()
+	select {
+	case err := <-auth.ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the authentication's context ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the authentication went on after its client hung up")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = e.srv.Shutdown(ctx)
+}
+
+// TestDirectWatchKeepsAByteItReads: a byte the watch read while the
+// handshake authenticated is the socket's first: a ping sent before the
+// 101 is answered.
+func TestDirectWatchKeepsAByteItReads(t *testing.T) {
+	auth := blockingAuth{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	cfg := config.Default()
+	cfg.Limits.PingInterval = 0
+	e := buildEdge(t, cfg, auth)
+	e.ts = serveDirect(e.srv)
+	defer e.ts.Close()
+	id := e.conversation(t)
+	c, br := dialEdge(t, e)
+	if _, err := io.WriteString(c, upgradeHead(id, goodKey, "")); err != nil {
+		t.Fatal(err)
+	}
+	<-auth.entered
+	time.Sleep(2 * watchAfter) // the watch is reading
+	mask := []byte{1, 2, 3, 4}
+	ping := append([]byte{0x80 | opPing, 0x80 | 2}, mask...)
+	ping = append(ping, 'h'^mask[0], 'i'^mask[1])
+	if _, err := c.Write(ping[:1]); err != nil { // one byte for the watch
+		t.Fatal(err)
+	}
+	time.Sleep(2 * watchAfter)
+	if _, err := c.Write(ping[1:]); err != nil {
+		t.Fatal(err)
+	}
+	close(auth.release)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v\n%s", resp, err, e.logs.String())
+	}
+	for {
+		op, payload, err := readRawFrame(br)
+		if err != nil {
+			t.Fatalf("no pong: %v (the watch's byte was lost)", err)
+		}
+		if op == opPong {
+			if string(payload) != "hi" {
+				t.Fatalf("pong %q, want %q", payload, "hi")
+			}
+			break
+		}
+	}
+	c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = e.srv.Shutdown(ctx)
