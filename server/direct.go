@@ -219,7 +219,10 @@ func (d *directListener) serve(c net.Conn) {
 		d.passOn(c, br, nil)
 		return
 	}
-	early := bytes.Clone(head) // br's bytes are not valid past the next read
+	// head stays valid while the request is parsed: it is all in br's
+	// buffer, so parsing it never refills (and moves) the buffer.
+	// TestDirectPassesTheRestToNetHTTP passes such heads on.
+	early := head
 	req, err := http.ReadRequest(br)
 	if err != nil || !directUpgrade(req) {
 		d.passOn(c, br, early) // net/http answers it, malformed or not, as it always has
@@ -261,11 +264,10 @@ var headReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, so
 // then what br still holds.
 func (d *directListener) passOn(c net.Conn, br *bufio.Reader, consumed []byte) {
 	_ = c.SetReadDeadline(time.Time{})
-	pc := &passedConn{Conn: c, early: consumed}
-	if n := br.Buffered(); n > 0 {
-		read, _ := br.Peek(n)
-		pc.early = append(pc.early, read...)
-	}
+	// A copy: consumed and br's buffer go back to the pool with br.
+	rest, _ := br.Peek(br.Buffered())
+	early := make([]byte, 0, len(consumed)+len(rest))
+	pc := &passedConn{Conn: c, early: append(append(early, consumed...), rest...)}
 	select {
 	case d.pass <- pc:
 	case <-d.done:
