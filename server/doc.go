@@ -36,6 +36,13 @@
 // socket's first frame (preface.go); gws reads the socket straight from the
 // connection (TCP, or TLS), not through that wrapper.
 //
+// On a plain listener, upgrade requests do not go through net/http's
+// connection machinery: the listener (direct.go) reads each connection's
+// first request head and serves an upgrade with the same handler on a
+// pooled goroutine; every other connection goes to net/http with the
+// bytes read put back. Listen (listen.go) sets TCP keep-alive once, on the
+// listening socket, for accepted connections to inherit.
+//
 // The access log (accesslog.go) writes one line per request and handshake
 // and never a secret: secret query values become ***, headers are not logged.
 // Every request gets an ID (X-Request-Id), which its access line and its
