@@ -47,32 +47,7 @@ func BenchmarkStreamCall(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { st.close(errors.New("the benchmark is over")) })
-	req, in := benchRequest()
-	ctx := context.Background()
-	for _, conc := range []int{1, 64} {
-		b.Run("callers-"+strconv.Itoa(conc), func(b *testing.B) {
-			b.ReportAllocs()
-			var wg sync.WaitGroup
-			work := make(chan struct{}, 1024)
-			for range conc {
-				wg.Go(func() {
-					for range work {
-						flat := requestToFlat(req, in)
-						res := st.authenticate(ctx, time.Now().Add(10*time.Second), flat, proto.Size(flat), func() {})
-						if res.Decision != core.Allow {
-							b.Errorf("got %s (%v), want allow", res.Decision, res.Err)
-						}
-					}
-				})
-			}
-			b.ResetTimer()
-			for range b.N {
-				work <- struct{}{}
-			}
-			close(work)
-			wg.Wait()
-		})
-	}
+	benchCallers(b, st)
 }
 
 // pluginEnd is the plugin's end of a Stream, in the benchmark's process
@@ -110,6 +85,12 @@ func BenchmarkHostCall(b *testing.B) {
 	end := &pluginEnd{replies: make(chan *authpb.Replies, 64), allow: resultToPB(core.Allowed(&core.Principal{Subject: "user-12345"}))}
 	st := newStreamClient(end, func() {}, func() {})
 	b.Cleanup(func() { st.close(errors.New("the benchmark is over")) })
+	benchCallers(b, st)
+}
+
+// benchCallers runs b.N allowed calls through st from 1 and from 64
+// callers at once, a sub-benchmark each.
+func benchCallers(b *testing.B, st *streamClient) {
 	req, in := benchRequest()
 	ctx := context.Background()
 	for _, conc := range []int{1, 64} {

@@ -35,6 +35,21 @@ func dialEdge(t *testing.T, e *edge) (net.Conn, *bufio.Reader) {
 	return c, bufio.NewReader(c)
 }
 
+// handshakeWith serves a direct edge whose chain is auth alone and sends it
+// an upgrade for a new conversation; the caller closes e.ts.
+func handshakeWith(t *testing.T, auth core.Authenticator) (*edge, net.Conn, *bufio.Reader) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Limits.PingInterval = 0
+	e := buildEdge(t, cfg, auth)
+	e.ts = serveDirect(e.srv)
+	c, br := dialEdge(t, e)
+	if _, err := io.WriteString(c, upgradeHead(e.conversation(t), goodKey, "")); err != nil {
+		t.Fatal(err)
+	}
+	return e, c, br
+}
+
 // TestDirectPassesTheRestToNetHTTP sends what the direct path does not
 // serve and checks that net/http answers it as before, on a connection it
 // then keeps alive: a second request on it is answered too, so nothing
@@ -196,16 +211,8 @@ func TestDirectShutdownFinishesHandshakes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			auth := blockingAuth{entered: make(chan struct{}, 1), release: make(chan struct{})}
-			cfg := config.Default()
-			cfg.Limits.PingInterval = 0
-			e := buildEdge(t, cfg, auth)
-			e.ts = serveDirect(e.srv)
+			e, c, br := handshakeWith(t, auth)
 			defer e.ts.Close()
-			id := e.conversation(t)
-			c, br := dialEdge(t, e)
-			if _, err := io.WriteString(c, upgradeHead(id, goodKey, "")); err != nil {
-				t.Fatal(err)
-			}
 			<-auth.entered
 			// The client reads what comes, and hangs up at a close frame.
 			got := make(chan uint16, 1)
@@ -348,16 +355,8 @@ func (a ctxAuth) Authenticate(ctx context.Context, _ *core.Request) core.Result 
 // frame while it waits keeps it, and the frame is read by the socket.
 func TestDirectClientGoneEndsAuthentication(t *testing.T) {
 	auth := ctxAuth{entered: make(chan struct{}, 1), ended: make(chan error, 1)}
-	cfg := config.Default()
-	cfg.Limits.PingInterval = 0
-	e := buildEdge(t, cfg, auth)
-	e.ts = serveDirect(e.srv)
+	e, c, _ := handshakeWith(t, auth)
 	defer e.ts.Close()
-	id := e.conversation(t)
-	c, _ := dialEdge(t, e)
-	if _, err := io.WriteString(c, upgradeHead(id, goodKey, "")); err != nil {
-		t.Fatal(err)
-	}
 	<-auth.entered
 	c.Close()
 	select {
@@ -378,16 +377,8 @@ func TestDirectClientGoneEndsAuthentication(t *testing.T) {
 // 101 is answered.
 func TestDirectWatchKeepsAByteItReads(t *testing.T) {
 	auth := blockingAuth{entered: make(chan struct{}, 1), release: make(chan struct{})}
-	cfg := config.Default()
-	cfg.Limits.PingInterval = 0
-	e := buildEdge(t, cfg, auth)
-	e.ts = serveDirect(e.srv)
+	e, c, br := handshakeWith(t, auth)
 	defer e.ts.Close()
-	id := e.conversation(t)
-	c, br := dialEdge(t, e)
-	if _, err := io.WriteString(c, upgradeHead(id, goodKey, "")); err != nil {
-		t.Fatal(err)
-	}
 	<-auth.entered
 	time.Sleep(2 * watchAfter) // the watch is reading
 	mask := []byte{1, 2, 3, 4}
