@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -35,11 +36,10 @@ import (
 // before. TLS listeners keep net/http throughout: the handlers read the
 // client certificate from net/http's request.
 //
-// One thing net/http did is not done here: its read-ahead noticed a client
-// that hung up while its handshake was authenticating and cancelled the
-// authentication. A direct handshake's authentication runs to its end
-// (bounded by auth.rpc_timeout and the admission queue's max_wait), and the
-// upgrade's response then finds the connection closed.
+// net/http's read-ahead also noticed a client that hung up while its
+// handshake was authenticating, and ended the authentication. Here a
+// handshake that runs longer than watchAfter has its connection read for
+// that (directWriter.watch); shorter ones never pay for it.
 
 // directListener is the net.Listener net/http serves: it accepts from the
 // real listener, keeps the upgrades, and passes the rest on.
@@ -101,7 +101,9 @@ func (d *directListener) Accept() (net.Conn, error) {
 func (d *directListener) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
+		d.mu.Lock() // after this, track adds nothing: drain sees every handshake
 		close(d.done)
+		d.mu.Unlock()
 		err = d.ln.Close()
 	})
 	return err
@@ -197,13 +199,17 @@ func (d *directListener) drain(ctx context.Context) error {
 // passes c to net/http.
 func (d *directListener) serve(c net.Conn) {
 	defer d.untrack(c)
+	var w *directWriter
 	defer func() {
-		// As net/http does: a handler's panic closes its connection only.
+		// As net/http does: a handler's panic ends its connection only, and
+		// a connection it has hijacked is no longer its to close.
 		if v := recover(); v != nil {
 			if v != http.ErrAbortHandler {
-				d.s.log.Error("panic serving a websocket handshake", "remote", c.RemoteAddr().String(), "panic", v)
+				d.s.log.Error("panic serving a websocket handshake", "remote", c.RemoteAddr().String(), "panic", v, "stack", string(debug.Stack()))
 			}
-			_ = c.Close()
+			if w == nil || !w.hijacked {
+				_ = c.Close()
+			}
 		}
 	}()
 	_ = c.SetReadDeadline(time.Now().Add(d.headerTimeout))
@@ -215,24 +221,24 @@ func (d *directListener) serve(c net.Conn) {
 		_ = c.Close()
 		return
 	}
+	// Everything read so far: the head and whatever followed it. Parsing
+	// the head never refills br (the head is all in it), so this stays
+	// valid, and a connection passed on gets exactly these bytes.
+	read, _ := br.Peek(br.Buffered())
 	if head == nil || !mayUpgrade(head) { // too large for the fast path, or not an upgrade
-		d.passOn(c, br, nil)
+		d.passOn(c, read)
 		return
 	}
-	// head stays valid while the request is parsed: it is all in br's
-	// buffer, so parsing it never refills (and moves) the buffer.
-	// TestDirectPassesTheRestToNetHTTP passes such heads on.
-	early := head
 	req, err := http.ReadRequest(br)
 	if err != nil || !directUpgrade(req) {
-		d.passOn(c, br, early) // net/http answers it, malformed or not, as it always has
+		d.passOn(c, read) // net/http answers it, malformed or not, as it always has
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	req.RemoteAddr = c.RemoteAddr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w := &directWriter{conn: c, br: br, gone: cancel}
+	w = &directWriter{conn: c, br: br, gone: cancel}
 	w.watchTimer = time.AfterFunc(watchAfter, w.watch)
 	defer w.stopWatching()
 	d.s.handler.ServeHTTP(w, req.WithContext(ctx))
@@ -260,14 +266,11 @@ const (
 // reader cost 1.8 KiB of RSS per idle socket in the idle benchmark.
 var headReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, socketReadBuffer) }}
 
-// passOn hands c to net/http with what was read of it in front: consumed,
-// then what br still holds.
-func (d *directListener) passOn(c net.Conn, br *bufio.Reader, consumed []byte) {
+// passOn hands c to net/http with read, the bytes read from it (copied:
+// they are in a pooled buffer), in front.
+func (d *directListener) passOn(c net.Conn, read []byte) {
 	_ = c.SetReadDeadline(time.Time{})
-	// A copy: consumed and br's buffer go back to the pool with br.
-	rest, _ := br.Peek(br.Buffered())
-	early := make([]byte, 0, len(consumed)+len(rest))
-	pc := &passedConn{Conn: c, early: append(append(early, consumed...), rest...)}
+	pc := &passedConn{Conn: c, early: bytes.Clone(read)}
 	select {
 	case d.pass <- pc:
 	case <-d.done:
@@ -275,10 +278,12 @@ func (d *directListener) passOn(c net.Conn, br *bufio.Reader, consumed []byte) {
 	}
 }
 
-// readHead returns the bytes of br's first request head, through its blank
-// line, without consuming them. It returns nil and no error when the head
-// does not fit br's buffer, and an error when the connection fails first.
+// readHead returns the bytes of br's first request head, through its
+// first empty line, without consuming them. It returns nil and no error
+// when the head does not fit br's buffer, and an error when the connection
+// fails first.
 func readHead(br *bufio.Reader) ([]byte, error) {
+	from := 0
 	for n := 1; ; n = br.Buffered() + 1 {
 		if n > br.Size() {
 			return nil, nil
@@ -287,18 +292,42 @@ func readHead(br *bufio.Reader) ([]byte, error) {
 			return nil, err
 		}
 		buf, _ := br.Peek(br.Buffered())
-		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-			return buf[:i+4], nil
+		if end := headEnd(buf, from); end > 0 {
+			return buf[:end], nil
+		}
+		from = max(len(buf)-2, 0) // an empty line may straddle two reads
+	}
+}
+
+// headEnd is the length of buf's first head, through its first empty line
+// (CRLF or a bare LF, as net/http's parser reads it), or 0 when that is not
+// all in buf. The search starts at from: buf[:from] holds no line end that
+// could begin the empty line.
+func headEnd(buf []byte, from int) int {
+	for i := from; ; {
+		j := bytes.IndexByte(buf[i:], '\n')
+		if j < 0 {
+			return 0
+		}
+		i += j + 1
+		switch {
+		case i < len(buf) && buf[i] == '\n':
+			return i + 1
+		case i+1 < len(buf) && buf[i] == '\r' && buf[i+1] == '\n':
+			return i + 2
 		}
 	}
 }
 
 // directUpgrade reports whether req is served directly: a WebSocket upgrade
 // with no body that net/http would take as it is (HTTP/1.x, a valid Host,
-// valid header fields; the checks of net/http's server). Anything else goes
+// valid header fields, no Expect; the checks of net/http's server). Anything else goes
 // to net/http, which answers it as it always has.
 func directUpgrade(req *http.Request) bool {
 	if req.Method != http.MethodGet || req.ProtoMajor != 1 || req.ContentLength > 0 || len(req.TransferEncoding) > 0 || !isUpgrade(req) {
+		return false
+	}
+	if req.Header.Get("Expect") != "" { // net/http answers 417 or 100 Continue
 		return false
 	}
 	if req.URL.IsAbs() || (req.ProtoMinor >= 1 && req.Host == "") || !httpguts.ValidHostHeader(req.Host) {
@@ -470,7 +499,7 @@ func (w *directWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		early = append(early, read...)
 	}
 	r := socketReader(w.conn, early)
-	return &directConn{Conn: w.conn, br: r}, bufio.NewReadWriter(r, nil), nil
+	return &directConn{Conn: w.conn, br: r}, bufio.NewReadWriter(r, bufio.NewWriterSize(w.conn, 64)), nil
 }
 
 // finish writes a handler's response unless it hijacked, and closes the
@@ -496,7 +525,9 @@ func (w *directWriter) finish() {
 		Body:          io.NopCloser(bytes.NewReader(w.body)),
 		Close:         true,
 	}
-	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	if h.Get("Date") == "" {
+		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	}
 	h.Set("Content-Length", strconv.Itoa(len(w.body)))
 	_ = w.conn.SetWriteDeadline(time.Now().Add(readHeaderTimeout))
 	bw := bufio.NewWriter(w.conn)

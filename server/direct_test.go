@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,54 +52,87 @@ func handshakeWith(t *testing.T, auth core.Authenticator) (*edge, net.Conn, *buf
 }
 
 // TestDirectPassesTheRestToNetHTTP sends what the direct path does not
-// serve and checks that net/http answers it as before, on a connection it
-// then keeps alive: a second request on it is answered too, so nothing
-// read before the hand-over was lost or read twice.
+// serve, a second request behind it in the same write, then half-closes,
+// and checks that net/http answered exactly what it would have: each
+// request once, in order, nothing lost or run twice, on a connection it
+// kept alive where it keeps it alive.
 func TestDirectPassesTheRestToNetHTTP(t *testing.T) {
 	e := newEdge(t, nil)
 	id := e.conversation(t)
+	const alive = "GET /alive HTTP/1.1\r\nHost: x\r\n\r\n"
 	tests := []struct {
-		name   string
-		first  string
-		status int
+		name  string
+		first string
+		want  []int // the statuses, in order, up to the end of the connection
 	}{
-		{"REST GET", "GET /alive HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusOK},
-		{"POST with a body", "POST /api/conversations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", http.StatusUnauthorized},
-		{"websocket in the path, no upgrade headers", "GET /sockets/events/" + id + "?websocket=1 HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusBadRequest},
-		{"upgrade without a Host", strings.Replace(upgradeHead(id, goodKey, ""), "Host: x\r\n", "", 1), http.StatusBadRequest},
-		{"upgrade with a bad header name", upgradeHead(id, goodKey, "Bad Name: v\r\n"), http.StatusBadRequest},
+		{"REST GET", alive, []int{200, 200}},
+		{"POST with a body", "POST /api/conversations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", []int{401, 200}},
+		{"websocket in the path, no upgrade headers", "GET /sockets/events/" + id + "?websocket=1 HTTP/1.1\r\nHost: x\r\n\r\n", []int{400, 200}},
+		{"bare LF line ends", "GET /alive HTTP/1.1\nHost: x\n\n", []int{200, 200}},
+		// The head ends at its bare-LF empty line, not at the CRLF one of
+		// the request behind it, which would otherwise be answered twice.
+		{"bare LF line ends, websocket in the query", "GET /alive?websocket HTTP/1.1\nHost: x\n\n", []int{200, 200}},
+		{"upgrade without a Host", strings.Replace(upgradeHead(id, goodKey, ""), "Host: x\r\n", "", 1), []int{400}},
+		{"upgrade with a bad header name", upgradeHead(id, goodKey, "Bad Name: v\r\n"), []int{400}},
+		{"upgrade with an unknown expectation", upgradeHead(id, goodKey, "Expect: wonders\r\n"), []int{417}},
 		// net/http upgrades it (the body becomes the socket's first bytes).
-		{"upgrade with a body", upgradeHead(id, goodKey, "Content-Length: 3\r\n") + "abc", http.StatusSwitchingProtocols},
+		{"upgrade with a body", upgradeHead(id, goodKey, "Content-Length: 3\r\n") + "abc", []int{101}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, br := dialEdge(t, e)
-			// Both requests in one write: the second sits behind the first
-			// in what the direct listener read.
-			if _, err := io.WriteString(c, tt.first+"GET /alive HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			if _, err := io.WriteString(c, tt.first+alive); err != nil {
 				t.Fatal(err)
 			}
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatalf("first response: %v", err)
+			if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+				t.Fatal(err)
 			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != tt.status {
-				t.Fatalf("first response: status %d, want %d", resp.StatusCode, tt.status)
+			var got []int
+			for {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+						t.Fatalf("after %v: %v", got, err)
+					}
+					break
+				}
+				got = append(got, resp.StatusCode)
+				if resp.StatusCode == http.StatusSwitchingProtocols {
+					break // a WebSocket from here on
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
 			}
-			if resp.Close || resp.StatusCode == http.StatusSwitchingProtocols {
-				return // nothing more on this connection as HTTP
-			}
-			resp, err = http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatalf("second response on the kept-alive connection: %v", err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("second response: status %d, want 200", resp.StatusCode)
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("statuses %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestHeadEnd: a head ends at its first empty line, CRLF or bare LF, as
+// net/http's parser reads it, wherever the reads split it.
+func TestHeadEnd(t *testing.T) {
+	tests := []struct {
+		buf  string
+		from int
+		want int
+	}{
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest", 0, 27},
+		{"GET / HTTP/1.1\nHost: x\n\nGET / HTTP/1.1\r\n\r\n", 0, 24},
+		{"GET / HTTP/1.1\nHost: x\n\r\n", 0, 25},
+		{"GET / HTTP/1.1\r\nHost: x\r\n", 0, 0},
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r", 0, 0},
+		// The empty line straddled two reads: readHead resumes two bytes
+		// before the end of the last (26 bytes, ending "\r\n\r").
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 24, 27},
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 23, 27},
+		{"\r\n\r\n", 0, 4},
+	}
+	for _, tt := range tests {
+		if got := headEnd([]byte(tt.buf), tt.from); got != tt.want {
+			t.Errorf("headEnd(%q, %d) = %d, want %d", tt.buf, tt.from, got, tt.want)
+		}
 	}
 }
 
@@ -412,4 +446,27 @@ func TestDirectWatchKeepsAByteItReads(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = e.srv.Shutdown(ctx)
+}
+
+// TestServeAfterShutdownClosesItsListener: Serve on a server already shut
+// down refuses, and its listener, which the direct path starts accepting
+// on at once, is closed rather than left accepting.
+func TestServeAfterShutdownClosesItsListener(t *testing.T) {
+	e := buildEdge(t, config.Default(), sessionKeyAuth{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Serve(ctx, ln); err == nil || !strings.Contains(err.Error(), "shut down") {
+		t.Fatalf("Serve after Shutdown: %v, want the server said shut down", err)
+	}
+	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		c.Close()
+		t.Fatal("the listener still accepts after Serve refused")
+	}
 }

@@ -175,6 +175,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
+		_ = ln.Close() // the direct listener accepts from the start
 		return errors.New("serve: server is shut down")
 	}
 	s.servers = append(s.servers, srv)
@@ -222,8 +223,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}()
 	}
 
-	// Handshakes accepted directly finish (upgraded, refused or passed to
-	// net/http) before the sockets are closed, so that none is missed.
+	// Handshakes accepted directly finish (upgraded or refused; one that
+	// was to go to net/http is closed, as net/http drops a request that
+	// arrives while it shuts down) before the sockets are closed, so that
+	// none is missed.
 	var directErrs []error
 	for _, d := range direct {
 		_ = d.Close()
