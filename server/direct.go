@@ -30,10 +30,10 @@ import (
 // request head into a pooled reader, and when the head asks for a
 // WebSocket it runs the server's handler (the same middleware, routes and
 // handshake as through net/http) on a pooled goroutine, with a response
-// writer that hands over the connection and a reader of the socket's own. Every other
-// connection, and any head that does not fit the reader, goes to net/http
-// with the bytes already read in front, so REST is served exactly as
-// before. TLS listeners keep net/http throughout: the handlers read the
+// writer that hands over the connection and a reader of the socket's own.
+// Every other connection, and any head that does not fit the reader, goes
+// to net/http with exactly the bytes already read in front, so REST is
+// served exactly as before. TLS listeners keep net/http throughout: the handlers read the
 // client certificate from net/http's request.
 //
 // net/http's read-ahead also noticed a client that hung up while its
@@ -321,8 +321,8 @@ func headEnd(buf []byte, from int) int {
 
 // directUpgrade reports whether req is served directly: a WebSocket upgrade
 // with no body that net/http would take as it is (HTTP/1.x, a valid Host,
-// valid header fields, no Expect; the checks of net/http's server). Anything else goes
-// to net/http, which answers it as it always has.
+// valid header fields, no Expect: the checks of net/http's server).
+// Anything else goes to net/http, which answers it as it always has.
 func directUpgrade(req *http.Request) bool {
 	if req.Method != http.MethodGet || req.ProtoMajor != 1 || req.ContentLength > 0 || len(req.TransferEncoding) > 0 || !isUpgrade(req) {
 		return false
