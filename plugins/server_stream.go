@@ -178,7 +178,7 @@ func (w *workers) idle(t *time.Timer) (job, bool) {
 	var hold [workerStackHold]byte
 	select {
 	case j := <-w.work:
-		return j, hold[len(hold)-1] == 0
+		return j, hold[len(hold)-1] == 0 // always true: reading hold keeps it on the frame
 	case <-t.C:
 		return job{}, false
 	}
