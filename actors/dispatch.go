@@ -22,9 +22,9 @@ const (
 // starts a goroutine for every run, that is every time a message reaches
 // an idle actor, and each of those goroutines starts on a small stack that
 // the actor's Receive grows by copying it, a few times per run: in
-// BenchmarkConnect half the CPU went to stack growth. A goroutine that has run one mailbox keeps its grown stack
-// and waits, LIFO, for the next: the most recently used (its stack and
-// caches warm) runs the next mailbox. One that waits longer than
+// BenchmarkConnect half the CPU went to stack growth. A goroutine that has
+// run one mailbox keeps its grown stack and waits, LIFO, for the next: the
+// most recently used (its stack and caches warm) runs the next mailbox. One that waits longer than
 // workerIdleTimeout, or would be the idle pool's maxIdleWorkers+1th, ends.
 // A mailbox run never waits for a goroutine: with none idle, a new one
 // starts. Mailbox semantics are protoactor's: one run at a time per actor,

@@ -503,7 +503,8 @@ func (h hangingReadStore) EventByID(ctx context.Context, _, _ string) (*core.Eve
 func TestHungReplayReadClosesTheSocket(t *testing.T) {
 	// Restored after the system's shutdown (cleanups run last first), not
 	// while its goroutines may still read it.
-	t.Cleanup(func(d time.Duration) func() { return func() { storeReadTimeout = d } }(storeReadTimeout))
+	old := storeReadTimeout
+	t.Cleanup(func() { storeReadTimeout = old })
 	storeReadTimeout = 100 * time.Millisecond
 	mem := memstore.New()
 	sys := startSystem(t, hangingReadStore{mem}, 0)

@@ -106,7 +106,7 @@ func (sv *supervisor) authenticate(ctx actor.Context, m *authenticate) {
 		return
 	}
 	self, root, metrics := ctx.Self(), ctx.ActorSystem().Root, sv.sys.metrics
-	sv.sys.dispatch.Schedule(func() { // a pooled goroutine, as System.Authenticate's
+	sv.sys.Go(func() { // a pooled goroutine, as System.Authenticate's
 		cctx, cancel := context.WithDeadline(withSpan(m.Trace), m.Deadline)
 		defer cancel()
 		start := time.Now()

@@ -217,9 +217,8 @@ func (s *System) Go(fn func()) { s.dispatch.Schedule(fn) }
 // closed: a missing chain, a panic, the end of ctx or a timeout is an Error
 // result, never an Allow. The chain runs on another goroutine than the
 // caller's, so a plugin that ignores its deadline never holds the caller
-// past it. One
-// context, the caller's bounded by authTimeout, bounds both the plugins and
-// the wait: it carries the caller's span, and a caller that gives up (its
+// past it. One context, the caller's bounded by authTimeout, bounds both
+// the plugins and the wait: it carries the caller's span, and a caller that gives up (its
 // client went away) ends the run, which gives back its queue place and
 // plugin slot.
 func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Result {

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agent-server/agent-server/plugins/authpb"
@@ -185,7 +184,7 @@ func TestCallSizeFromItsRequestsSize(t *testing.T) {
 		{Id: 1},
 		{Id: 1 << 40, TimeoutMicros: 500_000, TraceContext: []string{"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}},
 	} {
-		n := proto.Size(call) + protowire.SizeTag(2) + protowire.SizeBytes(proto.Size(flat))
+		n := callSize(call, proto.Size(flat))
 		call.Request = flat
 		if want := proto.Size(call); n != want {
 			t.Errorf("call %d: counted %d bytes, encoded %d", call.Id, n, want)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agent-server/agent-server/core"
@@ -28,26 +26,7 @@ import (
 // allocs/op counts both sides. Run with -benchmem; callers-1 is one call
 // per message, callers-64 batches.
 func BenchmarkStreamCall(b *testing.B) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := newGRPCServer(nil)
-	rec := &recorder{result: core.Allowed(&core.Principal{Subject: "user-12345"})}
-	authpb.RegisterAuthenticatorServer(s, &grpcServer{impl: rec, log: slog.New(slog.DiscardHandler)})
-	go s.Serve(lis)
-	b.Cleanup(s.Stop)
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cc.Close() })
-	st, err := openStream(authpb.NewAuthenticatorClient(cc), func() {})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { st.close(errors.New("the benchmark is over")) })
-	benchCallers(b, st)
+	benchCallers(b, loopbackStream(b, &recorder{result: core.Allowed(&core.Principal{Subject: "user-12345"})}))
 }
 
 // pluginEnd is the plugin's end of a Stream, in the benchmark's process
@@ -55,8 +34,8 @@ func BenchmarkStreamCall(b *testing.B) {
 // allowed, through a channel the host's reader receives from.
 type pluginEnd struct {
 	grpc.ClientStream // not used
-	replies           chan *authpb.Replies
-	allow             *authpb.AuthenticateResponse
+	replyQueue
+	allow *authpb.AuthenticateResponse
 }
 
 func (e *pluginEnd) Send(c *authpb.Calls) error {
@@ -64,16 +43,8 @@ func (e *pluginEnd) Send(c *authpb.Calls) error {
 	for k, call := range c.GetCalls() {
 		rs[k] = &authpb.Reply{Id: call.GetId(), Response: e.allow}
 	}
-	e.replies <- &authpb.Replies{Replies: rs}
+	e.replyQueue <- &authpb.Replies{Replies: rs}
 	return nil
-}
-
-func (e *pluginEnd) Recv() (*authpb.Replies, error) {
-	r, ok := <-e.replies
-	if !ok {
-		return nil, io.EOF
-	}
-	return r, nil
 }
 
 // BenchmarkHostCall measures the host's side of one uncached call apart
@@ -82,7 +53,7 @@ func (e *pluginEnd) Recv() (*authpb.Replies, error) {
 // resultFromPB. The plugin's end answers in the same process (its replies,
 // one Reply per call, count in allocs/op too).
 func BenchmarkHostCall(b *testing.B) {
-	end := &pluginEnd{replies: make(chan *authpb.Replies, 64), allow: resultToPB(core.Allowed(&core.Principal{Subject: "user-12345"}))}
+	end := &pluginEnd{replyQueue: make(replyQueue, 64), allow: resultToPB(core.Allowed(&core.Principal{Subject: "user-12345"}))}
 	st := newStreamClient(end, func() {}, func() {})
 	b.Cleanup(func() { st.close(errors.New("the benchmark is over")) })
 	benchCallers(b, st)

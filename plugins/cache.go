@@ -13,14 +13,8 @@ import (
 	"github.com/agent-server/agent-server/core/config"
 )
 
-// Cache defaults, used when config leaves a value at zero.
-const (
-	defaultAllowTTL   = 10 * time.Second
-	defaultDenyTTL    = time.Second
-	defaultMaxEntries = 100_000
-	// sweepEvery bounds how often a full cache scans for expired entries.
-	sweepEvery = time.Second
-)
+// sweepEvery bounds how often a full cache scans for expired entries.
+const sweepEvery = time.Second
 
 // decisionCache remembers plugin decisions so a repeated credential costs no
 // RPC. Entries are keyed by HMAC-SHA256 under a random per-process secret of
@@ -59,14 +53,14 @@ func newDecisionCache(cfg config.Cache) (*decisionCache, error) {
 		return nil, err
 	}
 	c := &decisionCache{
-		allowTTL: orDefault(cfg.AllowTTL, defaultAllowTTL),
-		denyTTL:  orDefault(cfg.DenyTTL, defaultDenyTTL),
+		allowTTL: orDefault(cfg.AllowTTL, defaults.Auth.Cache.AllowTTL),
+		denyTTL:  orDefault(cfg.DenyTTL, defaults.Auth.Cache.DenyTTL),
 		max:      cfg.MaxEntries,
 		now:      time.Now,
 		entries:  make(map[cacheKey]cacheEntry),
 	}
 	if c.max <= 0 {
-		c.max = defaultMaxEntries
+		c.max = defaults.Auth.Cache.MaxEntries
 	}
 	c.macs.New = func() any { return hmac.New(sha256.New, secret) }
 	return c, nil

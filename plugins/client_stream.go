@@ -11,7 +11,6 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agent-server/agent-server/core"
@@ -134,8 +133,7 @@ func (s *streamClient) authenticate(ctx context.Context, deadline time.Time, fla
 	call.Id = id
 	s.pending[id] = p
 	s.mu.Unlock()
-	// The call's size: its own fields, and the request as field 2.
-	n := proto.Size(call) + protowire.SizeTag(2) + protowire.SizeBytes(size)
+	n := callSize(call, size)
 	call.Request = flat
 	s.writer.add(call, n)
 	var err error

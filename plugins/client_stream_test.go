@@ -17,12 +17,12 @@ import (
 // says: every call sent shows up on sent.
 type heldEnd struct {
 	grpc.ClientStream // not used
-	sent              chan *authpb.Call
-	replies           chan *authpb.Replies
+	replyQueue
+	sent chan *authpb.Call
 }
 
 func newHeldEnd() *heldEnd {
-	return &heldEnd{sent: make(chan *authpb.Call, 16), replies: make(chan *authpb.Replies, 16)}
+	return &heldEnd{sent: make(chan *authpb.Call, 16), replyQueue: make(replyQueue, 16)}
 }
 
 func (e *heldEnd) Send(c *authpb.Calls) error {
@@ -32,8 +32,12 @@ func (e *heldEnd) Send(c *authpb.Calls) error {
 	return nil
 }
 
-func (e *heldEnd) Recv() (*authpb.Replies, error) {
-	r, ok := <-e.replies
+// replyQueue is a plugin end's replies, in the order the host's reader
+// receives them; closing it ends the stream.
+type replyQueue chan *authpb.Replies
+
+func (q replyQueue) Recv() (*authpb.Replies, error) {
+	r, ok := <-q
 	if !ok {
 		return nil, io.EOF
 	}
@@ -42,14 +46,14 @@ func (e *heldEnd) Recv() (*authpb.Replies, error) {
 
 // allow answers call id with an Allow.
 func (e *heldEnd) allow(id uint64) {
-	e.replies <- &authpb.Replies{Replies: []*authpb.Reply{{Id: id, Response: resultToPB(core.Allowed(&core.Principal{Subject: "s"}))}}}
+	e.replyQueue <- &authpb.Replies{Replies: []*authpb.Reply{{Id: id, Response: resultToPB(core.Allowed(&core.Principal{Subject: "s"}))}}}
 }
 
 func heldStream(t *testing.T) (*streamClient, *heldEnd) {
 	t.Helper()
 	end := newHeldEnd()
 	st := newStreamClient(end, func() {}, func() {})
-	t.Cleanup(func() { st.close(errors.New("the test is over")); close(end.replies) })
+	t.Cleanup(func() { st.close(errors.New("the test is over")); close(end.replyQueue) })
 	return st, end
 }
 
@@ -126,9 +130,11 @@ func withTimeout(d time.Duration) func() (context.Context, context.CancelFunc) {
 	return func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), d) }
 }
 
-// Deadlines are pooled timers: a timer that fired for one call, or was
-// stopped when another was answered, never ends the next call before its
-// own deadline.
+// Deadlines are pooled timers: a timer that fired for one call (and was
+// received), or was stopped when another was answered, is reset for the
+// next call and never ends it before its own deadline. (A fired timer
+// whose value nobody received is Go 1.23's to drop, which go.mod's Go
+// version guarantees.)
 func TestReusedDeadlineTimerDoesNotFireForTheNextCall(t *testing.T) {
 	st, end := heldStream(t)
 	ctx := context.Background()

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"google.golang.org/protobuf/proto"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins/authpb"
@@ -263,30 +263,38 @@ func TestDecodeConfigRefusesUnknownFields(t *testing.T) {
 	}
 }
 
+// loopbackStream serves rec with this SDK's gRPC server on loopback and
+// returns the host's stream to it, all closed when tb ends.
+func loopbackStream(tb testing.TB, rec *recorder) *streamClient {
+	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := newGRPCServer(nil)
+	authpb.RegisterAuthenticatorServer(s, &grpcServer{impl: rec, log: slog.New(slog.DiscardHandler)})
+	go s.Serve(lis)
+	tb.Cleanup(s.Stop)
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cc.Close() })
+	st, err := openStream(authpb.NewAuthenticatorClient(cc), func() {})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.close(errors.New("the test is over")) })
+	return st
+}
+
 // A plugin served by this SDK receives messages up to maxRecvBytes, past
 // gRPC's default 4 MiB, which ends the stream and every call on it: a
 // host with no bound of its own (an older one) sends such a message when
 // large calls queue together.
 func TestPluginReceivesPastGRPCDefault(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newGRPCServer(nil)
 	rec := &recorder{result: core.Allowed(&core.Principal{Subject: "s"})}
-	authpb.RegisterAuthenticatorServer(s, &grpcServer{impl: rec, log: slog.New(slog.DiscardHandler)})
-	go s.Serve(lis)
-	t.Cleanup(s.Stop)
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	st, err := openStream(authpb.NewAuthenticatorClient(cc), func() {})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.close(errors.New("the test is over")) })
+	st := loopbackStream(t, rec)
 	big := strings.Repeat("x", 6<<20)
 	flat := &authpb.Request{Route: "rest", Header: []string{"X-Token", big}}
 	res := st.authenticate(context.Background(), time.Time{}, flat, proto.Size(flat), func() {})

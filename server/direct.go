@@ -41,19 +41,14 @@ import (
 // handshake that runs longer than watchAfter has its connection read for
 // that (directWriter.watch); shorter ones never pay for it.
 
-// directListener is the net.Listener net/http serves: it accepts from the
-// real listener, keeps the upgrades, and passes the rest on.
+// directListener is the net.Listener net/http serves on a plain listener:
+// its step (serve) keeps the upgrades and passes the rest on.
 type directListener struct {
-	ln            net.Listener
+	*handoffListener
 	s             *Server
 	headerTimeout time.Duration // to read a connection's first request head
-	pass          chan net.Conn // connections for net/http
 
-	done      chan struct{} // closed by Close
-	closeOnce sync.Once
-	failed    chan error // the inner listener's permanent Accept error
-
-	mu       sync.Mutex
+	mu       sync.Mutex            // closing the listener happens under it too
 	inflight map[net.Conn]struct{} // connections between accept and hand-over
 	idle     sync.WaitGroup        // counts inflight
 }
@@ -68,91 +63,22 @@ func (s *Server) listenDirect(ln net.Listener) net.Listener {
 	return d
 }
 
-// newDirectListener starts accepting from ln.
+// newDirectListener starts accepting from ln. Each connection's step runs
+// on one of the actors' pooled goroutines: the handshake is deep enough to
+// grow a new goroutine's stack by copying it, twice or more.
 func newDirectListener(s *Server, ln net.Listener, headerTimeout time.Duration) *directListener {
-	d := &directListener{
-		ln:            ln,
-		s:             s,
-		headerTimeout: headerTimeout,
-		pass:          make(chan net.Conn),
-		done:          make(chan struct{}),
-		failed:        make(chan error, 1),
-		inflight:      make(map[net.Conn]struct{}),
-	}
-	go d.acceptLoop()
+	d := &directListener{s: s, headerTimeout: headerTimeout, inflight: make(map[net.Conn]struct{})}
+	d.handoffListener = newHandoffListener(ln, s.log, s.actors.Go, d.serve)
+	d.start()
 	return d
-}
-
-// Accept returns the next connection net/http serves.
-func (d *directListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-d.pass:
-		return c, nil
-	case err := <-d.failed:
-		d.failed <- err // every later Accept fails the same way
-		return nil, err
-	case <-d.done:
-		return nil, net.ErrClosed
-	}
 }
 
 // Close stops accepting. Connections already accepted finish their
 // handshake; Server.Shutdown waits for them (drain).
 func (d *directListener) Close() error {
-	var err error
-	d.closeOnce.Do(func() {
-		d.mu.Lock() // after this, track adds nothing: drain sees every handshake
-		close(d.done)
-		d.mu.Unlock()
-		err = d.ln.Close()
-	})
-	return err
-}
-
-// Addr is the listening address.
-func (d *directListener) Addr() net.Addr { return d.ln.Addr() }
-
-// acceptLoop accepts until the listener fails or closes, backing off on
-// temporary errors as net/http does.
-func (d *directListener) acceptLoop() {
-	var delay time.Duration
-	for {
-		c, err := d.ln.Accept()
-		if err != nil {
-			select {
-			case <-d.done:
-				return
-			default:
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				d.s.log.Warn("accept failed; retrying", "err", err, "after", delay)
-				select {
-				case <-time.After(delay):
-					continue
-				case <-d.done:
-					return
-				}
-			}
-			d.failed <- fmt.Errorf("accept: %w", err)
-			return
-		}
-		delay = 0
-		if !d.track(c) {
-			_ = c.Close()
-			return
-		}
-		// On a pooled goroutine: the handshake is deep enough to grow a
-		// new goroutine's stack by copying it, twice or more.
-		d.s.actors.Go(func() { d.serve(c) })
-	}
-}
-
-// isTemporary reports an Accept error worth retrying (EMFILE and the like).
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
+	d.mu.Lock() // after this, track adds nothing: drain sees every handshake
+	defer d.mu.Unlock()
+	return d.handoffListener.Close()
 }
 
 // track records c as in flight, unless the listener is closed.
@@ -160,7 +86,7 @@ func (d *directListener) track(c net.Conn) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	select {
-	case <-d.done:
+	case <-d.closed:
 		return false
 	default:
 	}
@@ -198,6 +124,10 @@ func (d *directListener) drain(ctx context.Context) error {
 // serve reads c's first request head and either serves its upgrade or
 // passes c to net/http.
 func (d *directListener) serve(c net.Conn) {
+	if !d.track(c) { // accepted as the listener closed
+		_ = c.Close()
+		return
+	}
 	defer d.untrack(c)
 	var w *directWriter
 	defer func() {
@@ -270,12 +200,7 @@ var headReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, so
 // they are in a pooled buffer), in front.
 func (d *directListener) passOn(c net.Conn, read []byte) {
 	_ = c.SetReadDeadline(time.Time{})
-	pc := &passedConn{Conn: c, early: bytes.Clone(read)}
-	select {
-	case d.pass <- pc:
-	case <-d.done:
-		_ = c.Close()
-	}
+	d.pass(&passedConn{Conn: c, early: bytes.Clone(read)})
 }
 
 // readHead returns the bytes of br's first request head, through its

@@ -164,18 +164,19 @@ func hijack(w http.ResponseWriter) (*prefaceConn, *bufio.Reader, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("hijack: %w", err)
 	}
-	if dc, ok := c.(*directConn); ok { // a direct upgrade: its reader is on the connection already
-		pc := &prefaceConn{Conn: dc.Conn}
-		pc.holding.Store(true)
-		return pc, dc.br, nil
-	}
-	var early []byte
-	if n := rw.Reader.Buffered(); n > 0 {
-		early, _ = rw.Reader.Peek(n)
+	var br *bufio.Reader
+	if dc, ok := c.(*directConn); ok { // a direct upgrade: its socket's reader is made already
+		c, br = dc.Conn, dc.br
+	} else {
+		var early []byte
+		if n := rw.Reader.Buffered(); n > 0 {
+			early, _ = rw.Reader.Peek(n)
+		}
+		br = socketReader(c, early)
 	}
 	pc := &prefaceConn{Conn: c}
 	pc.holding.Store(true)
-	return pc, socketReader(c, early), nil
+	return pc, br, nil
 }
 
 // socketReader returns a socket's reader on c, early (bytes the client sent

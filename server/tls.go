@@ -98,11 +98,27 @@ func newTLSEdge(cfg config.TLS, log *slog.Logger) (*tlsEdge, error) {
 }
 
 // listen wraps ln: Accept returns only connections whose TLS handshake
-// succeeded.
+// succeeded, each completed off the accept loop.
 func (e *tlsEdge) listen(ln net.Listener) net.Listener {
-	l := &tlsListener{Listener: ln, edge: e, ready: make(chan net.Conn), failed: make(chan error, 1), closed: make(chan struct{})}
-	go l.acceptLoop()
+	var l *handoffListener
+	l = newHandoffListener(ln, e.log, goStep, func(raw net.Conn) { e.handshake(l, raw) })
+	l.start()
 	return l
+}
+
+// handshake completes raw's TLS handshake and passes the connection to l,
+// or refuses it.
+func (e *tlsEdge) handshake(l *handoffListener, raw net.Conn) {
+	conn := tls.Server(raw, e.config)
+	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	err := conn.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		e.refuse(raw.RemoteAddr(), err)
+		_ = raw.Close()
+		return
+	}
+	l.pass(conn)
 }
 
 // refuse counts a failed handshake and logs it at info level with the
@@ -114,75 +130,6 @@ func (e *tlsEdge) refuse(remote net.Addr, err error) {
 		return
 	}
 	e.log.Info("TLS handshake refused", "remote", remote.String(), "err", err, "suppressed", e.suppressed.Swap(0))
-}
-
-// tlsListener completes TLS handshakes off the accept loop and hands
-// net/http only the connections that completed one.
-type tlsListener struct {
-	net.Listener
-	edge      *tlsEdge
-	ready     chan net.Conn
-	failed    chan error // a permanent Accept error of the inner listener
-	closed    chan struct{}
-	closeOnce sync.Once
-}
-
-func (l *tlsListener) acceptLoop() {
-	var backoff time.Duration
-	for {
-		raw, err := l.Listener.Accept()
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				// Transient, such as too many open files: wait as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				l.edge.log.Warn("accept failed; retrying", "err", err, "in", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			select {
-			case l.failed <- err:
-			case <-l.closed:
-			}
-			return
-		}
-		backoff = 0
-		go l.handshake(raw)
-	}
-}
-
-func (l *tlsListener) handshake(raw net.Conn) {
-	conn := tls.Server(raw, l.edge.config)
-	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
-	err := conn.HandshakeContext(ctx)
-	cancel()
-	if err != nil {
-		l.edge.refuse(raw.RemoteAddr(), err)
-		_ = raw.Close()
-		return
-	}
-	select {
-	case l.ready <- conn:
-	case <-l.closed:
-		_ = conn.Close()
-	}
-}
-
-// Accept returns the next connection whose handshake completed.
-func (l *tlsListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ready:
-		return c, nil
-	case err := <-l.failed:
-		return nil, err
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-// Close stops accepting; connections still handshaking are closed.
-func (l *tlsListener) Close() error {
-	l.closeOnce.Do(func() { close(l.closed) })
-	return l.Listener.Close()
 }
 
 // fileReloader holds a value loaded from files and loads it again when one

@@ -249,7 +249,7 @@ func (w *Writer) writeBatchLocked() {
 	if err != nil {
 		for _, l := range lines {
 			if l.end > n { // not written, or written in part
-				w.countLost(l.source, 1)
+				w.countLost(l.source)
 			}
 		}
 	}
@@ -271,10 +271,11 @@ func (w *Writer) notifyLocked() {
 	}
 }
 
-func (w *Writer) countLost(source *atomic.Int64, n int64) {
-	w.lost.Add(n)
+// countLost counts one line lost, in all and for its source.
+func (w *Writer) countLost(source *atomic.Int64) {
+	w.lost.Add(1)
 	if source != nil {
-		source.Add(n)
+		source.Add(1)
 	}
 }
 

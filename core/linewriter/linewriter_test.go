@@ -134,7 +134,8 @@ func TestConcurrentLinesStayWholeAndInOrder(t *testing.T) {
 }
 
 // While the underlying writer is busy, concurrent lines pile up and go out
-// together: 6,400 lines take 2 Writes (the first line's, then the rest).
+// together: 6,400 lines take at most 100 Writes (2 when the first line's
+// Write holds the writer while all the others queue).
 func TestLinesGoOutManyToAWrite(t *testing.T) {
 	const goroutines, perG = 64, 100
 	out := newGatedSink()
