@@ -57,12 +57,13 @@ type pendingCall struct {
 	late     bool      // its deadline passed unanswered; guarded by streamClient.mu
 }
 
-// answer hands the call its result and gives its slot back; the stream's
-// lock must not be held.
+// answer gives the call's slot back and hands it its result; the stream's
+// lock must not be held. The slot is free before the caller wakes, so a
+// caller that calls again at once finds it free, as after a unary call.
 func (p *pendingCall) answer(res core.Result) {
+	p.release()
 	p.res = res
 	close(p.done)
-	p.release()
 }
 
 // openStream opens the Stream on rpc and starts its reader and writer.

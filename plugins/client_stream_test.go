@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,5 +166,36 @@ func TestReusedDeadlineTimerDoesNotFireForTheNextCall(t *testing.T) {
 		if res := call(time.Hour, 2*short); res.Decision != core.Allow {
 			t.Fatalf("round %d: a call answered past the previous calls' deadlines got %s (%v), want allow", k, res.Decision, res.Err)
 		}
+	}
+}
+
+// A caller that has its answer finds its slot already given back, on the
+// stream as after a unary call: a caller that calls again at once must not
+// find its own finished call still holding the process's one slot (it
+// would wait, or be sent to another process).
+func TestAnsweredCallHasReleasedItsSlot(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		answer func(st *streamClient, end *heldEnd, id uint64)
+	}{
+		{"answered", func(_ *streamClient, end *heldEnd, id uint64) { end.allow(id) }},
+		{"the stream failed", func(st *streamClient, _ *heldEnd, _ uint64) { st.fail(errors.New("plugin gone")) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, end := heldStream(t)
+			var released atomic.Bool
+			done := make(chan bool, 1)
+			go func() {
+				// A slow release: a caller woken before it ends returns first.
+				slow := func() { time.Sleep(20 * time.Millisecond); released.Store(true) }
+				st.authenticate(context.Background(), time.Time{}, &authpb.Request{Route: "rest"}, 0, slow)
+				done <- released.Load()
+			}()
+			call := <-end.sent
+			tc.answer(st, end, call.GetId())
+			if !<-done {
+				t.Fatal("authenticate returned before the call's slot was released")
+			}
+		})
 	}
 }
