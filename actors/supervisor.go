@@ -121,10 +121,34 @@ func (sv *supervisor) authenticate(ctx actor.Context, m *authenticate) {
 func runChain(ctx context.Context, chain *core.Chain, req *core.Request) (res core.Result) {
 	defer func() {
 		if r := recover(); r != nil {
-			res = core.Failed(fmt.Errorf("authenticator chain %q panicked: %v", req.Route, r))
+			res = chainPanicked(req.Route, r)
 		}
 	}()
-	res = chain.Authenticate(ctx, req)
+	return checkChain(chain.Authenticate(ctx, req))
+}
+
+// settleChain is runChain for a chain its authenticators settle at once
+// (core.Chain.Settle); ok is false when they cannot. A panic is settled,
+// as an Error.
+func settleChain(chain *core.Chain, req *core.Request) (res core.Result, ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			res, ok = chainPanicked(req.Route, r), true
+		}
+	}()
+	if res, ok = chain.Settle(req); !ok {
+		return res, false
+	}
+	return checkChain(res), true
+}
+
+// chainPanicked is the Error of a chain that panicked with r.
+func chainPanicked(route core.Route, r any) core.Result {
+	return core.Failed(fmt.Errorf("authenticator chain %q panicked: %v", route, r))
+}
+
+// checkChain fails closed on what a chain must never answer.
+func checkChain(res core.Result) core.Result {
 	if res.Decision == core.Allow && res.Principal == nil {
 		return core.Failed(errors.New("chain allowed without a principal"))
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
@@ -931,5 +932,69 @@ func TestClosedConnectionIsCollected(t *testing.T) {
 	}
 	if got := collected.Load(); got < n {
 		t.Fatalf("%d of %d closed connections were garbage-collected; the rest are still referenced", got, n)
+	}
+}
+
+// settling is an authenticator that settles a request at once with settle
+// (core.Settler) and counts its calls; Authenticate allows as "called".
+type settling struct {
+	settle  func() (core.Result, bool)
+	settles atomic.Int32
+	calls   atomic.Int32
+}
+
+func (s *settling) Name() string { return "settling" }
+
+func (s *settling) Settle(*core.Request) (core.Result, bool) {
+	s.settles.Add(1)
+	return s.settle()
+}
+
+func (s *settling) Authenticate(context.Context, *core.Request) core.Result {
+	s.calls.Add(1)
+	return core.Allowed(&core.Principal{Subject: "called"})
+}
+
+// A chain its authenticators settle at once (a cached decision) is
+// answered without running the chain, unless the request is traced, whose
+// spans the chain's run makes; one that cannot be settled runs. A panic
+// while settling fails closed.
+func TestAuthenticateSettlesAtOnce(t *testing.T) {
+	settled := func() (core.Result, bool) { return core.Allowed(&core.Principal{Subject: "settled"}), true }
+	traced := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}, TraceFlags: trace.FlagsSampled}))
+	tests := []struct {
+		name        string
+		ctx         context.Context
+		settle      func() (core.Result, bool)
+		want        core.Decision
+		wantSubject string
+		wantCalls   int32
+	}{
+		{"settled", context.Background(), settled, core.Allow, "settled", 0},
+		{"not settled", context.Background(), func() (core.Result, bool) { return core.Result{}, false }, core.Allow, "called", 1},
+		{"settled but traced", traced, settled, core.Allow, "called", 1},
+		{"settling panics", context.Background(), func() (core.Result, bool) { panic("cache bug") }, core.Error, "", 0},
+		{"settled allow without a principal", context.Background(), func() (core.Result, bool) { return core.Result{Decision: core.Allow}, true }, core.Error, "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := &settling{settle: tt.settle}
+			sys, err := New(Options{Store: memstore.New(), Chains: staticChains{core.RouteEvents: mustChain(t, core.RouteEvents, a)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sys.Shutdown(context.Background())
+			res := sys.Authenticate(tt.ctx, &core.Request{Route: core.RouteEvents})
+			if res.Decision != tt.want {
+				t.Fatalf("decision = %v (%v), want %v", res.Decision, res.Err, tt.want)
+			}
+			if tt.wantSubject != "" && res.Principal.Subject != tt.wantSubject {
+				t.Errorf("subject = %q, want %q", res.Principal.Subject, tt.wantSubject)
+			}
+			if got := a.calls.Load(); got != tt.wantCalls {
+				t.Errorf("Authenticate called %d times, want %d", got, tt.wantCalls)
+			}
+		})
 	}
 }

@@ -85,35 +85,71 @@ func (c *Chain) Authenticate(ctx context.Context, req *Request) Result {
 		if err := ctx.Err(); err != nil {
 			return Result{Decision: Error, Err: fmt.Errorf("chain %q: %w", c.route, err), Authenticator: a.Name()}
 		}
-		res := a.Authenticate(ctx, req)
-		res.Authenticator = a.Name()
-		switch res.Decision {
-		case Abstain:
-			continue
-		case Allow:
-			if res.Principal == nil {
-				return Result{Decision: Error, Err: fmt.Errorf("authenticator %q allowed without a principal", a.Name()), Authenticator: a.Name()}
-			}
-			if res.Principal.Authenticator == "" {
-				res.Principal.Authenticator = a.Name()
-			}
+		if res, done := conclude(a, a.Authenticate(ctx, req)); done {
 			return res
-		case Deny:
-			if res.Reason == "" {
-				res.Reason = "invalid credentials"
-			}
-			return res
-		case Error:
-			if res.Err == nil {
-				res.Err = errors.New("unspecified failure")
-			}
-			res.Err = fmt.Errorf("authenticator %q: %w", a.Name(), res.Err)
-			return res
-		default:
-			return Result{Decision: Error, Err: fmt.Errorf("authenticator %q: unknown decision %d", a.Name(), res.Decision), Authenticator: a.Name()}
 		}
 	}
 	return Result{Decision: Deny, Reason: ReasonNoCredentials}
+}
+
+// Settle decides req at once, as Authenticate would, when every
+// authenticator it reaches settles it (Settler); it reports false as soon
+// as one cannot, and then only Authenticate can decide.
+func (c *Chain) Settle(req *Request) (Result, bool) {
+	for _, a := range c.auths {
+		s, ok := a.(Settler)
+		if !ok {
+			return Result{}, false
+		}
+		res, ok := s.Settle(req)
+		if !ok {
+			return Result{}, false
+		}
+		if res, done := conclude(a, res); done {
+			return res, true
+		}
+	}
+	return Result{Decision: Deny, Reason: ReasonNoCredentials}, true
+}
+
+// conclude applies the chain's rules to a's result: done is false when a
+// abstained and the next authenticator is asked.
+func conclude(a Authenticator, res Result) (_ Result, done bool) {
+	res.Authenticator = a.Name()
+	switch res.Decision {
+	case Abstain:
+		return res, false
+	case Allow:
+		if res.Principal == nil {
+			return Result{Decision: Error, Err: fmt.Errorf("authenticator %q allowed without a principal", a.Name()), Authenticator: a.Name()}, true
+		}
+		if res.Principal.Authenticator == "" {
+			res.Principal.Authenticator = a.Name()
+		}
+		return res, true
+	case Deny:
+		if res.Reason == "" {
+			res.Reason = "invalid credentials"
+		}
+		return res, true
+	case Error:
+		if res.Err == nil {
+			res.Err = errors.New("unspecified failure")
+		}
+		res.Err = fmt.Errorf("authenticator %q: %w", a.Name(), res.Err)
+		return res, true
+	default:
+		return Result{Decision: Error, Err: fmt.Errorf("authenticator %q: unknown decision %d", a.Name(), res.Decision), Authenticator: a.Name()}, true
+	}
+}
+
+// Settler is implemented by an Authenticator that can sometimes decide a
+// request at once, without blocking or calling out: from its decision
+// cache, or by abstaining when the request carries none of its inputs.
+// Settle reports false when only Authenticate can decide. What Settle
+// answers, Authenticate would have answered too.
+type Settler interface {
+	Settle(req *Request) (Result, bool)
 }
 
 // Reader is implemented by an Authenticator that reads a request's

@@ -28,6 +28,22 @@ func (s *stub) Authenticate(context.Context, *Request) Result {
 	return r
 }
 
+// settler is a stub that settles every request with its result, or
+// none (unsettled) and counts its Settle calls.
+type settler struct {
+	stub
+	unsettled bool
+	settles   int
+}
+
+func (s *settler) Settle(*Request) (Result, bool) {
+	s.settles++
+	if s.unsettled {
+		return Result{}, false
+	}
+	return s.Authenticate(context.Background(), nil), true
+}
+
 var outcomes = []Decision{Abstain, Allow, Deny, Error}
 
 func resultFor(d Decision) Result {
@@ -86,6 +102,15 @@ func TestChainEveryCombination(t *testing.T) {
 		}
 		got := c.Authenticate(context.Background(), &Request{})
 		label := strings.Trim(strings.ReplaceAll(strings.Join(decisionNames(combo), ","), " ", ""), ",")
+		// Settled by members that all settle, the chain answers the same.
+		settlers := make([]Authenticator, len(combo))
+		for i, d := range combo {
+			settlers[i] = &settler{stub: stub{name: names[i], res: resultFor(d)}}
+		}
+		sc, _ := NewChain(RouteEvents, settlers...)
+		if settled, ok := sc.Settle(&Request{}); !ok || !sameResult(settled, got) {
+			t.Errorf("[%s]: Settle = %+v, %v; Authenticate = %+v", label, settled, ok, got)
+		}
 		if got.Decision != want {
 			t.Errorf("[%s]: decision %s, want %s", label, got.Decision, want)
 			continue
@@ -168,6 +193,74 @@ func TestChainNormalisesOddResults(t *testing.T) {
 				t.Fatalf("decision %s, want %s", got.Decision, tc.want)
 			}
 			tc.check(t, got)
+			sc, _ := NewChain(RouteREST, &settler{stub: stub{name: "x", res: tc.res}})
+			settled, ok := sc.Settle(&Request{})
+			if !ok || settled.Decision != tc.want {
+				t.Fatalf("Settle: decision %s (%v), want %s", settled.Decision, ok, tc.want)
+			}
+			tc.check(t, settled)
+		})
+	}
+}
+
+// sameResult compares what a chain decided: decision, reason, deciding
+// authenticator, principal and error text.
+func sameResult(a, b Result) bool {
+	errText := func(err error) string {
+		if err == nil {
+			return ""
+		}
+		return err.Error()
+	}
+	return a.Decision == b.Decision && a.Reason == b.Reason && a.Authenticator == b.Authenticator &&
+		reflect.DeepEqual(a.Principal, b.Principal) && errText(a.Err) == errText(b.Err)
+}
+
+// Settle stops at the first member that cannot settle the request, or
+// that is no Settler, and asks none after it: only Authenticate can
+// decide then. Members before it that abstained do not decide.
+func TestChainSettleStopsAtAMemberThatCannot(t *testing.T) {
+	allow := Allowed(&Principal{Subject: "s"})
+	tests := []struct {
+		name    string
+		members func() []Authenticator
+		wantOK  bool
+		want    Decision
+		asked   int // Settle calls of the last member, a settler
+	}{
+		{"all settle", func() []Authenticator {
+			return []Authenticator{&settler{stub: stub{name: "a", res: Abstained()}}, &settler{stub: stub{name: "b", res: allow}}}
+		}, true, Allow, 1},
+		{"the first cannot", func() []Authenticator {
+			return []Authenticator{&settler{stub: stub{name: "a", res: allow}, unsettled: true}, &settler{stub: stub{name: "b", res: allow}}}
+		}, false, 0, 0},
+		{"the first is no Settler", func() []Authenticator {
+			return []Authenticator{&stub{name: "a", res: allow}, &settler{stub: stub{name: "b", res: allow}}}
+		}, false, 0, 0},
+		{"an abstain, then one that cannot", func() []Authenticator {
+			return []Authenticator{&settler{stub: stub{name: "a", res: Abstained()}}, &settler{stub: stub{name: "b", res: allow}, unsettled: true}}
+		}, false, 0, 1},
+		{"a deny before one that cannot", func() []Authenticator {
+			return []Authenticator{&settler{stub: stub{name: "a", res: Denied("bad")}}, &settler{stub: stub{name: "b"}, unsettled: true}}
+		}, true, Deny, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			members := tc.members()
+			c, err := NewChain(RouteEvents, members...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, ok := c.Settle(&Request{})
+			if ok != tc.wantOK || (ok && res.Decision != tc.want) {
+				t.Errorf("Settle = %s, %v; want %s, %v", res.Decision, ok, tc.want, tc.wantOK)
+			}
+			if got := members[1].(*settler).settles; got != tc.asked {
+				t.Errorf("the second member was asked %d times, want %d", got, tc.asked)
+			}
+			if s, isStub := members[0].(*stub); isStub && s.calls != 0 {
+				t.Errorf("Settle called Authenticate %d times", s.calls)
+			}
 		})
 	}
 }

@@ -198,10 +198,24 @@ func TestCacheAvoidsRPCsAndPurgeAndReloadEmptyIt(t *testing.T) {
 	ctx := context.Background()
 	req := request("", "X-Session-API-Key", "old")
 
+	// Settle answers only from the cache (or by skipping a plugin whose
+	// inputs are absent), never with a call.
+	if res, ok := c.Settle(req); ok {
+		t.Fatalf("Settle before any call: got %s, want it unsettled", res.Decision)
+	}
+	if res, ok := c.Settle(request("")); !ok || res.Decision != core.Deny || res.Reason != core.ReasonNoCredentials {
+		t.Errorf("Settle without credentials: got %s (%q), %v; want a deny for no credentials", res.Decision, res.Reason, ok)
+	}
+	if got := plugins.RPCCount(h); got != 0 {
+		t.Fatalf("Settle made %d RPCs", got)
+	}
 	if res := c.Authenticate(ctx, req); res.Decision != core.Allow {
 		t.Fatalf("first: got %s (%v), want allow", res.Decision, res.Err)
 	}
 	n := plugins.RPCCount(h)
+	if res, ok := c.Settle(req); !ok || res.Decision != core.Allow || !res.Cached || res.Principal.Subject != core.KeyFingerprint("old") {
+		t.Errorf("Settle after the call: got %s (cached %v), %v; want the cached allow", res.Decision, res.Cached, ok)
+	}
 	for range 5 {
 		if res := c.Authenticate(ctx, req); res.Decision != core.Allow {
 			t.Fatalf("cached: got %s, want allow", res.Decision)
@@ -220,6 +234,9 @@ func TestCacheAvoidsRPCsAndPurgeAndReloadEmptyIt(t *testing.T) {
 	h.Purge()
 	if plugins.CacheLen(h) != 0 {
 		t.Errorf("cache holds %d entries after Purge", plugins.CacheLen(h))
+	}
+	if _, ok := c.Settle(req); ok {
+		t.Error("Settle answered after Purge")
 	}
 	c.Authenticate(ctx, req)
 	if got := plugins.RPCCount(h); got != n+1 {

@@ -110,6 +110,27 @@ func (i *instance) Authenticate(ctx context.Context, req *core.Request) core.Res
 	return res
 }
 
+// Settle answers what Authenticate would without calling a process: an
+// Abstain when none of the plugin's inputs is present, or a live decision
+// from the cache while the plugin is up. It makes no span: the edge asks
+// only for untraced requests. A miss is not counted; Authenticate, which
+// the caller runs next, counts it.
+func (i *instance) Settle(req *core.Request) (core.Result, bool) {
+	in := i.info.Inputs
+	if !in.empty() && !in.present(req) {
+		return core.Abstained(), true
+	}
+	cache := i.host.cache
+	if cache == nil || !i.up() {
+		return core.Result{}, false
+	}
+	res, ok := cache.get(cache.key(i.name, req, in))
+	if ok {
+		i.metrics.cache(true)
+	}
+	return res, ok
+}
+
 // authenticate is Authenticate past the input check.
 func (i *instance) authenticate(ctx context.Context, req *core.Request, in Inputs) core.Result {
 	if !i.up() {
@@ -299,4 +320,5 @@ func (i *instance) stop() {
 var (
 	_ core.Authenticator = (*instance)(nil)
 	_ core.Reader        = (*instance)(nil)
+	_ core.Settler       = (*instance)(nil)
 )
