@@ -7,6 +7,23 @@ import (
 	"time"
 )
 
+// SetGCPercent applies server.gc_percent (0: Go's default of 100) to the
+// garbage collector, unless the GOGC environment variable is set (getenv
+// reads it), which wins. It returns the percent in force and where it
+// comes from, for the startup log.
+func SetGCPercent(percent int, getenv func(string) string) (int, string) {
+	if env := getenv("GOGC"); env != "" {
+		p := debug.SetGCPercent(100) // read the environment's value back
+		debug.SetGCPercent(p)
+		return p, "GOGC"
+	}
+	if percent <= 0 {
+		percent = 100
+	}
+	debug.SetGCPercent(percent)
+	return percent, "server.gc_percent"
+}
+
 // minRelease is how much memory must have come back from a burst, over
 // what the process held after its last release, for a release to be worth
 // a full collection.

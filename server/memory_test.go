@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -80,5 +81,40 @@ func TestReleaseMemory(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // several more ticks in the same spell
 	if n := strings.Count(logs.String(), "returned memory to the OS"); n != 1 {
 		t.Errorf("released %d times in one quiet spell, want 1:\n%s", n, logs.String())
+	}
+}
+
+// server.gc_percent sets the collector's target, 0 gives Go's default, and
+// a GOGC in the environment wins and is left as the runtime read it.
+func TestSetGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	tests := []struct {
+		name     string
+		percent  int
+		env      string
+		runtime  int // the runtime's value before the call (as GOGC set it)
+		want     int
+		wantFrom string
+	}{
+		{"configured", 300, "", 100, 300, "server.gc_percent"},
+		{"zero is Go's default", 0, "", 250, 100, "server.gc_percent"},
+		{"GOGC wins", 300, "77", 77, 77, "GOGC"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			debug.SetGCPercent(tt.runtime)
+			got, from := SetGCPercent(tt.percent, func(k string) string {
+				if k == "GOGC" {
+					return tt.env
+				}
+				return ""
+			})
+			if got != tt.want || from != tt.wantFrom {
+				t.Errorf("SetGCPercent = %d from %s, want %d from %s", got, from, tt.want, tt.wantFrom)
+			}
+			if now := debug.SetGCPercent(100); now != tt.want {
+				t.Errorf("the collector's target is %d, want %d", now, tt.want)
+			}
+		})
 	}
 }

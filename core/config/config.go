@@ -35,6 +35,11 @@ type Server struct {
 	// no frame) before it returns the memory a burst left behind to the
 	// OS; 0 never does.
 	ReleaseMemoryAfter time.Duration `koanf:"release_memory_after"`
+	// GCPercent is the Go garbage collector's target (GOGC): the heap may
+	// grow by this percent of its live size before the next collection.
+	// 0 keeps Go's own default (100). The GOGC environment variable, when
+	// set, wins over it.
+	GCPercent int `koanf:"gc_percent"`
 	// TrustedProxies are the CIDRs of load balancers whose X-Forwarded-For
 	// the server believes: a request from one of them is attributed to the
 	// client the header names, for the abuse limits and the logs.
@@ -302,8 +307,12 @@ func Default() Config {
 			// Long enough that a busy server never pays for it, short
 			// enough that RSS falls soon after a burst of connections.
 			ReleaseMemoryAfter: 5 * time.Second,
-			TrustedProxies:     []string{},
-			TLS:                TLS{ClientAuth: ClientAuthNone},
+			// Half the collector's CPU of Go's 100, for a heap that may
+			// grow to three times its live size instead of two (see
+			// docs/benchmarks.md, "What the collector costs").
+			GCPercent:      200,
+			TrustedProxies: []string{},
+			TLS:            TLS{ClientAuth: ClientAuthNone},
 		},
 		Auth: Auth{
 			Keys:       []string{},

@@ -124,6 +124,7 @@ func TestLoadRejects(t *testing.T) {
 		{"negative duration", "auth:\n  rpc_timeout: -1s\n", nil, "auth.rpc_timeout"},
 		{"bad addr", "server:\n  addr: nowhere\n", nil, "server.addr"},
 		{"negative release", "server:\n  release_memory_after: -1s\n", nil, "server.release_memory_after"},
+		{"negative gc percent", "server:\n  gc_percent: -1\n", nil, "server.gc_percent"},
 		{"bad reject_with", "auth:\n  reject_with: drop\n", nil, "auth.reject_with"},
 		{"bad key hash", "auth:\n  keys: ['sha256:abc']\n", nil, "auth.keys"},
 		{"bad runtime key hash", "auth:\n  runtime_keys: ['sha256:abc']\n", nil, "auth.runtime_keys"},

@@ -38,6 +38,9 @@ func (c *Config) Validate() error {
 	if c.Server.ReleaseMemoryAfter < 0 {
 		bad("server.release_memory_after", "must be 0 (never) or a positive duration, got %s", c.Server.ReleaseMemoryAfter)
 	}
+	if c.Server.GCPercent < 0 {
+		bad("server.gc_percent", "must be 0 (Go's default) or a positive percent, got %d", c.Server.GCPercent)
+	}
 	c.Server.TLS.validate(bad)
 	positive("auth.rpc_timeout", c.Auth.RPCTimeout)
 	positive("limits.idle_timeout", c.Limits.IdleTimeout)

@@ -57,6 +57,8 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	if err != nil {
 		return err
 	}
+	gc, from := server.SetGCPercent(cfg.Server.GCPercent, os.Getenv)
+	log.Debug("garbage collector target", "percent", gc, "from", from)
 	generated := len(cfg.Auth.Keys) == 0 && len(keys) == 1 && !cfg.Auth.Disabled
 	cfg.Auth.Keys = keys
 
