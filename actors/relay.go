@@ -76,10 +76,10 @@ type relay struct {
 	state    []byte     // the conversation as a full_state body, from the owner
 	ready    bool       // subscribed at least once: state is known
 	waiting  []*attachConnection
-	buffer   []*clusterpb.Event // events past a gap, waiting for its read
+	buffer   []*clusterpb.Event  // events past a gap, waiting for its read
 	early    []*clusterpb.Events // events that came before the first Subscribed
-	filling  bool               // a gap's read from the store is under way
-	fillTo   uint64             // the Seq the log is known to be durable through
+	filling  bool                // a gap's read from the store is under way
+	fillTo   uint64              // the Seq the log is known to be durable through
 	runtimes map[string]Transport
 	gone     *core.Disconnect // the conversation was deleted: refuse everything
 	idleAt   *time.Timer
@@ -338,9 +338,14 @@ func (r *relay) retryLater(ctx actor.Context) {
 // waiting meanwhile. Events can come before the first Subscribed (the owner
 // registers the relay as it answers, and the answer travels through a
 // future): they wait for it, as the relay does not know yet where the log
-// it follows starts, and would otherwise read it all from Seq 1.
+// it follows starts, and would otherwise read it all from Seq 1. At most
+// replayPage messages wait (the oldest go first): a gap they leave is read
+// from the store once the answer comes.
 func (r *relay) events(ctx actor.Context, m *clusterpb.Events) {
 	if !r.ready {
+		if len(r.early) >= replayPage {
+			r.early = r.early[1:]
+		}
 		r.early = append(r.early, m)
 		return
 	}
