@@ -214,9 +214,11 @@
 //     holds that node's sockets in a fanout and subscribes to the owner,
 //     which sends each durable event once per relay as sealed bytes. A
 //     relay delivers in Seq order, drops what it has seen, reads gaps from
-//     the store, re-subscribes when its owner goes away or closes, and
+//     the store a page at a time, re-subscribes when its owner goes away or
+//     closes (a Closing from an owner it no longer follows is ignored), and
 //     renews its subscription every half heartbeat (an owner forgets a
-//     relay whose node protoactor reported terminated). Posts and commands
+//     relay whose node protoactor reported terminated; a renewal that finds
+//     another owner unsubscribes from the old one). Posts and commands
 //     from this node go to the owner (System.forward), posts with an
 //     idempotency key so that a retry never appends twice.
 //   - fencing.go: each activation takes a new epoch from the store, every

@@ -58,9 +58,16 @@ type renewSubscription struct{}
 // IgnoreDeadLetterLogging: the timer may fire after the relay stopped.
 func (*renewSubscription) IgnoreDeadLetterLogging() {}
 
+// ownerCaller calls a conversation's owner, wherever placement activated
+// it: placement.call in cluster mode.
+type ownerCaller interface {
+	call(ctx context.Context, conversationID string, msg func(retry bool) proto.Message) (any, error)
+}
+
 // relay is one node's stand-in for a conversation in cluster mode.
 type relay struct {
 	sys      *System
+	owners   ownerCaller // how Subscribe and AttachRuntime reach the owner
 	id       string
 	fan      *fanout
 	owner    *actor.PID // the activation it is subscribed to; nil while subscribing
@@ -69,9 +76,10 @@ type relay struct {
 	state    []byte     // the conversation as a full_state body, from the owner
 	ready    bool       // subscribed at least once: state is known
 	waiting  []*attachConnection
-	buffer   []*clusterpb.Event // events past a gap, waiting for its read
-	filling  bool               // a gap's read from the store is under way
-	fillTo   uint64             // the Seq the log is known to be durable through
+	buffer   []*clusterpb.Event  // events past a gap, waiting for its read
+	early    []*clusterpb.Events // events that came before the first Subscribed
+	filling  bool                // a gap's read from the store is under way
+	fillTo   uint64              // the Seq the log is known to be durable through
 	runtimes map[string]Transport
 	gone     *core.Disconnect // the conversation was deleted: refuse everything
 	idleAt   *time.Timer
@@ -82,7 +90,7 @@ type relay struct {
 }
 
 func newRelay(s *System, id string) *relay {
-	return &relay{sys: s, id: id, fan: newFanout(id, s.store, s.log, s.metrics), runtimes: make(map[string]Transport)}
+	return &relay{sys: s, owners: s.placement, id: id, fan: newFanout(id, s.store, s.log, s.metrics), runtimes: make(map[string]Transport)}
 }
 
 // relaySubscribed reports a Subscribe call's outcome to its relay.
@@ -189,7 +197,7 @@ func (r *relay) attach(ctx actor.Context, m *attachConnection) {
 		ctx.Send(m.Conn, &closeConnection{Reason: *r.gone})
 	case m.Runtime:
 		r.runtimes[m.Conn.Id] = m.Transport
-		self, root, p, id := ctx.Self(), ctx.ActorSystem().Root, r.sys.placement, r.id
+		self, root, p, id := ctx.Self(), ctx.ActorSystem().Root, r.owners, r.id
 		at := &clusterpb.AttachRuntime{Relay: refOf(self), Conn: refOf(m.Conn), ReplayMode: int32(m.Replay.Mode), AfterId: m.Replay.AfterID}
 		if !m.Replay.Since.IsZero() {
 			at.SinceUnixMicro = m.Replay.Since.UnixMicro()
@@ -248,12 +256,12 @@ func (r *relay) renew(ctx actor.Context) {
 // ask sends the Subscribe call, off the mailbox.
 func (r *relay) ask(ctx actor.Context) {
 	r.asking = true
-	self, root, p, id, after := ctx.Self(), ctx.ActorSystem().Root, r.sys.placement, r.id, r.durable
+	self, root, p, id := ctx.Self(), ctx.ActorSystem().Root, r.owners, r.id
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), attachTimeout)
 		defer cancel()
 		m := &relaySubscribed{}
-		res, err := p.call(ctx, id, same(&clusterpb.Subscribe{Relay: refOf(self), AfterSeq: after}))
+		res, err := p.call(ctx, id, same(&clusterpb.Subscribe{Relay: refOf(self)}))
 		switch v := res.(type) {
 		case *clusterpb.Subscribed:
 			m.Res = v
@@ -271,7 +279,11 @@ func (r *relay) ask(ctx actor.Context) {
 
 // subscribed takes the owner's answer: the state, where its log is durable
 // (anything this relay has not delivered up to there is read from the
-// store), and whom to watch. Waiting sockets attach now.
+// store), and whom to watch. A renewal that finds another owner
+// unsubscribes from the one it had, which would otherwise keep serving a
+// relay that no longer follows it (and stay busy, never passivating).
+// Waiting sockets attach now, then the events that came before the first
+// answer are taken.
 func (r *relay) subscribed(ctx actor.Context, m *relaySubscribed) {
 	r.asking = false
 	renewal := r.renewing
@@ -288,8 +300,9 @@ func (r *relay) subscribed(ctx actor.Context, m *relaySubscribed) {
 		return
 	}
 	if owner := pidOf(m.Res.Owner); r.owner == nil || owner == nil || !owner.Equal(r.owner) {
-		if r.owner != nil {
-			ctx.Unwatch(r.owner) // a renewal found another owner
+		if r.owner != nil { // a renewal found another owner
+			ctx.Unwatch(r.owner)
+			ctx.Send(r.owner, &clusterpb.Unsubscribe{Relay: refOf(ctx.Self())})
 		}
 		if r.owner = owner; owner != nil {
 			ctx.Watch(owner)
@@ -307,6 +320,11 @@ func (r *relay) subscribed(ctx actor.Context, m *relaySubscribed) {
 	for _, a := range waiting {
 		r.attach(ctx, a)
 	}
+	early := r.early
+	r.early = nil
+	for _, m := range early {
+		r.events(ctx, m)
+	}
 }
 
 // retryLater sends the relay relayRetry after a short wait.
@@ -317,8 +335,20 @@ func (r *relay) retryLater(ctx actor.Context) {
 
 // events takes durable events from the owner: in order, the ones already
 // delivered dropped; a gap is read from the store first, the events past it
-// waiting meanwhile.
+// waiting meanwhile. Events can come before the first Subscribed (the owner
+// registers the relay as it answers, and the answer travels through a
+// future): they wait for it, as the relay does not know yet where the log
+// it follows starts, and would otherwise read it all from Seq 1. At most
+// replayPage messages wait (the oldest go first): a gap they leave is read
+// from the store once the answer comes.
 func (r *relay) events(ctx actor.Context, m *clusterpb.Events) {
+	if !r.ready {
+		if len(r.early) >= replayPage {
+			r.early = r.early[1:]
+		}
+		r.early = append(r.early, m)
+		return
+	}
 	if len(m.State) > 0 {
 		r.state = m.State
 	}
@@ -346,25 +376,27 @@ func (r *relay) deliver(ev *core.Event) {
 }
 
 // fill reads the log after what was delivered, through through, from the
-// store (the gap repair), off the mailbox.
+// store (the gap repair), off the mailbox: a page (replayPage) at a time,
+// as replays read, however long the gap; gapFilled reads the next.
 func (r *relay) fill(ctx actor.Context, through uint64) {
 	r.fillTo = max(r.fillTo, through)
 	if r.filling || r.fillTo <= r.durable {
 		return
 	}
-	through = r.fillTo
 	r.filling = true
 	self, root, store, id, from := ctx.Self(), ctx.ActorSystem().Root, r.sys.store, r.id, r.durable+1
+	n := int(min(r.fillTo-r.durable, replayPage))
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), storeReadTimeout)
-		evs, err := store.Events(ctx, id, from-1, int(through-from+1))
+		evs, err := store.Events(ctx, id, from-1, n)
 		cancel()
 		root.Send(self, &gapRead{From: from, Events: evs, Err: err})
 	}()
 }
 
 // gapFilled delivers what the store held of the gap, then what waited past
-// it; a gap still open (the store lagging) is read again.
+// it; a gap still open (its next page, or the store lagging) is read again.
+// A gap counts as repaired once, when a read closes it.
 func (r *relay) gapFilled(ctx actor.Context, m *gapRead) {
 	r.filling = false
 	if m.Err != nil {
@@ -379,7 +411,7 @@ func (r *relay) gapFilled(ctx actor.Context, m *gapRead) {
 			repaired = true
 		}
 	}
-	if repaired {
+	if repaired && r.durable >= r.fillTo {
 		r.sys.metrics.gapRepaired()
 	}
 	buf := r.buffer
@@ -391,10 +423,18 @@ func (r *relay) gapFilled(ctx actor.Context, m *gapRead) {
 
 // closing takes the owner's notice that its activation is going away: a
 // deleted conversation closes the sockets; otherwise the relay attaches
-// again to whichever activation owns the conversation now.
+// again to whichever activation owns the conversation now. A notice from
+// an activation the relay no longer follows is stale: a renewal moved it
+// to a new owner, or it lost that one and is attaching again already
+// (its Terminated, a system message, overtakes the Closing sent before
+// it). Taking it would drop the live owner and close the runtime sockets
+// registered with it.
 func (r *relay) closing(ctx actor.Context, m *clusterpb.Closing) {
 	if m.Code == core.CloseConversationNotFnd {
 		r.deleted(ctx, core.DisconnectNotFound)
+		return
+	}
+	if from := pidOf(m.Owner); from != nil && (r.owner == nil || !from.Equal(r.owner)) {
 		return
 	}
 	r.ownerLost(ctx)
@@ -598,8 +638,8 @@ type relayState struct {
 }
 
 // subscribeRelay adds a relay and answers it where the log is durable and
-// what the state is: anything after its AfterSeq reaches it as events, or
-// from the store.
+// what the state is: what becomes durable after that reaches it as events;
+// what it missed before, it reads from the store.
 func (a *clusterActivation) subscribeRelay(ctx actor.Context, c *conversation, m *clusterpb.Subscribe, sender *actor.PID) {
 	relay := pidOf(m.Relay)
 	if a.rs.relays == nil {
@@ -640,7 +680,7 @@ func (a *clusterActivation) durable(ctx actor.Context, c *conversation, done []p
 // stopping tells every relay: closed for good (4004), or attach again to
 // whichever activation owns the conversation next.
 func (a *clusterActivation) stopping(ctx actor.Context, c *conversation, code uint16) {
-	m := &clusterpb.Closing{}
+	m := &clusterpb.Closing{Owner: refOf(ctx.Self())}
 	if code == core.CloseConversationNotFnd {
 		m.Code, m.Reason = uint32(code), "Conversation not found"
 	}

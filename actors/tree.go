@@ -7,6 +7,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/agent-server/agent-server/actors/clusterpb"
 	"github.com/agent-server/agent-server/core"
 )
 
@@ -70,13 +71,17 @@ func (c *conversation) navigate(ctx actor.Context, m *navigateConversation, send
 // before it, and reports whether it did. What completes the actor's own
 // work goes through: the writer's reports (which end the wait), the
 // state's, a key's lookup (for a post that came before the navigate), and
-// replay reads; so does a delete, which the store has done already.
+// replay reads. So does a delete, which waits for no append: on a single
+// node the registry has deleted from the store already (deleteConversation);
+// in cluster mode the owner deletes (Delete) and is told it is done
+// (ownerDeleted), and only then closes every node's sockets and answers.
 func (c *conversation) heldForNavigate(msg any, sender *actor.PID) bool {
 	if len(c.held) == 0 {
 		return false
 	}
 	switch msg.(type) {
-	case *eventsStored, *stateStored, *keyResolved, *replayResolved, *replayRead, *resumeReplay, *deleteConversation:
+	case *eventsStored, *stateStored, *keyResolved, *replayResolved, *replayRead, *resumeReplay,
+		*deleteConversation, *clusterpb.Delete, *ownerDeleted:
 		return false
 	}
 	c.held = append(c.held, stashed{msg, sender})

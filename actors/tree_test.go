@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/agent-server/agent-server/actors/clusterpb"
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
 	"github.com/agent-server/agent-server/core/memstore"
@@ -530,4 +532,117 @@ func TestErrorsCrossTheWire(t *testing.T) {
 	if got := decodeError(encodeError(tooLarge)); !errors.As(got, &back) || *back != *tooLarge {
 		t.Errorf("decoded %v, want %v", got, tooLarge)
 	}
+}
+
+// ownerOnANode is a cluster activation (placement.go) on a single-node
+// System: the conversation's identity is given, not the cluster's, and it
+// loads as a local actor does, without an epoch.
+type ownerOnANode struct{ *clusterActivation }
+
+func (ownerOnANode) start(actor.Context, *conversation) {}
+
+func (ownerOnANode) load(store core.Store, id string) *conversationLoaded {
+	return local{}.load(store, id)
+}
+
+// gatedDeletes holds DeleteConversation until release is closed.
+type gatedDeletes struct {
+	*gatedStore
+	deleting chan struct{} // closed as the delete reaches the gate
+	release  chan struct{}
+}
+
+func (g *gatedDeletes) DeleteConversation(ctx context.Context, id string) error {
+	close(g.deleting)
+	<-g.release
+	return g.gatedStore.DeleteConversation(ctx, id)
+}
+
+// A cluster delete is not held behind a navigate that waits for an append
+// (heldForNavigate), whichever came first: the owner deletes the
+// conversation from the store, closes the sockets (here one of its own and
+// a relay's) with 4004 and answers, while the append is still on its way to
+// the store. The navigate is refused: the conversation is gone.
+func TestClusterDeleteGoesPastAHeldNavigate(t *testing.T) {
+	for _, tt := range []struct {
+		name          string
+		navigateFirst bool
+	}{
+		{"delete, then a navigate while the store deletes", false},
+		{"a navigate, then the delete", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &gatedDeletes{
+				gatedStore: &gatedStore{Store: memstore.New(), gate: make(chan struct{}), entered: make(chan struct{}, 1)},
+				deleting:   make(chan struct{}),
+				release:    make(chan struct{}),
+			}
+			sys := startSystem(t, st, 0)
+			t.Cleanup(func() { close(st.gate) }) // before the System's shutdown, which flushes the writer
+			id := createConv(t, sys)
+			owner := sys.root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+				return newConversation(sys, id, ownerOnANode{&clusterActivation{}})
+			}))
+			t.Cleanup(func() { _ = sys.root.StopFuture(owner).Wait() })
+			request := func(msg any) *actor.Future { return sys.root.RequestFuture(owner, msg, 30*time.Second) }
+
+			conn, _ := inbox(t, sys)
+			socket := newFakeTransport()
+			sys.root.Send(owner, &attachConnection{ConversationID: id, Conn: conn, Transport: socket})
+			relay, relayGot := inbox(t, sys)
+			if _, err := request(&clusterpb.Subscribe{Relay: refOf(relay)}).Result(); err != nil {
+				t.Fatalf("subscribe a relay: %v", err)
+			}
+			posted := request(&appendEvent{ConversationID: id, Source: core.SourceAgent, Kind: core.KindMessage, Body: messageBody("x")})
+			select {
+			case <-st.entered: // the append is pending: a navigate now waits for it
+			case <-time.After(10 * time.Second):
+				t.Fatal("the append never reached the store")
+			}
+			var deleted, navigated *actor.Future
+			if tt.navigateFirst {
+				navigated = request(&navigateConversation{ConversationID: id})
+				deleted = request(&clusterpb.Delete{})
+				close(st.release)
+			} else {
+				deleted = request(&clusterpb.Delete{})
+				<-st.deleting
+				navigated = request(&navigateConversation{ConversationID: id}) // before ownerDeleted, in the mailbox
+				close(st.release)
+			}
+
+			res, err := deleted.Result()
+			if r, ok := res.(*clusterpb.Result); err != nil || !ok || r.Error != nil {
+				t.Fatalf("delete answered %v (%v), want an empty Result while an append is pending", res, err)
+			}
+			if got := socket.waitClosed(t); got != core.DisconnectNotFound {
+				t.Errorf("the owner's socket closed with %+v, want %+v", got, core.DisconnectNotFound)
+			}
+			select {
+			case m := <-relayGot:
+				if c, ok := m.(*clusterpb.Closing); !ok || c.Code != core.CloseConversationNotFnd {
+					t.Errorf("the relay got %v, want Closing with %d", m, core.CloseConversationNotFnd)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("the relay was never told the conversation was deleted")
+			}
+			if res, err := navigated.Result(); err != nil || !errors.Is(answerErr(res), core.ErrNotFound) {
+				t.Errorf("the held navigate answered %v (%v), want not found", res, err)
+			}
+			if _, err := st.Conversation(context.Background(), id); !errors.Is(err, core.ErrNotFound) {
+				t.Errorf("the store still has the conversation: %v", err)
+			}
+			if res, err := posted.Result(); err != nil || !errors.Is(answerErr(res), errStoppedUnconfirmed) {
+				t.Errorf("the pending append answered %v (%v), want it failed as unconfirmed as the owner stopped", res, err)
+			}
+		})
+	}
+}
+
+// answerErr is the error an actor's answer carries, nil for none.
+func answerErr(res any) error {
+	if f, ok := res.(*commandFailed); ok {
+		return f.Err
+	}
+	return nil
 }

@@ -80,11 +80,11 @@ func (x *Ref) GetId() string {
 }
 
 // Subscribe asks a conversation's owner to send its durable events to a
-// node's relay, from after_seq on. Answered by Subscribed.
+// node's relay, from now on (the relay reads what it missed from the
+// store). Answered by Subscribed.
 type Subscribe struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Relay         *Ref                   `protobuf:"bytes,1,opt,name=relay,proto3" json:"relay,omitempty"`
-	AfterSeq      uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -124,13 +124,6 @@ func (x *Subscribe) GetRelay() *Ref {
 		return x.Relay
 	}
 	return nil
-}
-
-func (x *Subscribe) GetAfterSeq() uint64 {
-	if x != nil {
-		return x.AfterSeq
-	}
-	return 0
 }
 
 // Subscribed answers Subscribe: where the log is durable now, and the
@@ -363,9 +356,13 @@ func (x *Events) GetState() []byte {
 // without one (code 0: fenced, stopping) the relay attaches again to
 // whichever activation owns the conversation now.
 type Closing struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Code   uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// owner is the activation that is going away. A relay that follows
+	// another one by now (it renewed to a new owner, or lost this one and
+	// attached again) ignores a code 0 from it. Unset from older nodes.
+	Owner         *Ref `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -412,6 +409,13 @@ func (x *Closing) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Closing) GetOwner() *Ref {
+	if x != nil {
+		return x.Owner
+	}
+	return nil
 }
 
 // Append asks the owner to append one event. Answered by Result (with
@@ -1711,10 +1715,9 @@ const file_actors_clusterpb_cluster_proto_rawDesc = "" +
 	"\x1eactors/clusterpb/cluster.proto\x12\x16agentserver.cluster.v1\"/\n" +
 	"\x03Ref\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\"[\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"O\n" +
 	"\tSubscribe\x121\n" +
-	"\x05relay\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05relay\x12\x1b\n" +
-	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"\x85\x01\n" +
+	"\x05relay\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05relayJ\x04\b\x02\x10\x03R\tafter_seq\"\x85\x01\n" +
 	"\n" +
 	"Subscribed\x12\x18\n" +
 	"\adurable\x18\x01 \x01(\x04R\adurable\x12\x14\n" +
@@ -1728,10 +1731,11 @@ const file_actors_clusterpb_cluster_proto_rawDesc = "" +
 	"\x03raw\x18\x02 \x01(\fR\x03raw\"U\n" +
 	"\x06Events\x125\n" +
 	"\x06events\x18\x01 \x03(\v2\x1d.agentserver.cluster.v1.EventR\x06events\x12\x14\n" +
-	"\x05state\x18\x02 \x01(\fR\x05state\"5\n" +
+	"\x05state\x18\x02 \x01(\fR\x05state\"h\n" +
 	"\aClosing\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x99\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x121\n" +
+	"\x05owner\x18\x03 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05owner\"\x99\x01\n" +
 	"\x06Append\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
@@ -1867,25 +1871,26 @@ var file_actors_clusterpb_cluster_proto_depIdxs = []int32{
 	0,  // 1: agentserver.cluster.v1.Subscribed.owner:type_name -> agentserver.cluster.v1.Ref
 	0,  // 2: agentserver.cluster.v1.Unsubscribe.relay:type_name -> agentserver.cluster.v1.Ref
 	4,  // 3: agentserver.cluster.v1.Events.events:type_name -> agentserver.cluster.v1.Event
-	10, // 4: agentserver.cluster.v1.Command.run:type_name -> agentserver.cluster.v1.Run
-	11, // 5: agentserver.cluster.v1.Command.pause:type_name -> agentserver.cluster.v1.Pause
-	12, // 6: agentserver.cluster.v1.Command.reject:type_name -> agentserver.cluster.v1.RejectPending
-	13, // 7: agentserver.cluster.v1.Command.ask:type_name -> agentserver.cluster.v1.Ask
-	14, // 8: agentserver.cluster.v1.Command.publish:type_name -> agentserver.cluster.v1.Publish
-	15, // 9: agentserver.cluster.v1.Command.reply:type_name -> agentserver.cluster.v1.RuntimeReply
-	9,  // 10: agentserver.cluster.v1.Command.navigate:type_name -> agentserver.cluster.v1.Navigate
-	0,  // 11: agentserver.cluster.v1.RuntimeReply.conn:type_name -> agentserver.cluster.v1.Ref
-	18, // 12: agentserver.cluster.v1.Result.error:type_name -> agentserver.cluster.v1.Error
-	17, // 13: agentserver.cluster.v1.Result.event:type_name -> agentserver.cluster.v1.StoredEvent
-	0,  // 14: agentserver.cluster.v1.AttachRuntime.relay:type_name -> agentserver.cluster.v1.Ref
-	0,  // 15: agentserver.cluster.v1.AttachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
-	0,  // 16: agentserver.cluster.v1.DetachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
-	0,  // 17: agentserver.cluster.v1.RuntimeFrame.conn:type_name -> agentserver.cluster.v1.Ref
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	0,  // 4: agentserver.cluster.v1.Closing.owner:type_name -> agentserver.cluster.v1.Ref
+	10, // 5: agentserver.cluster.v1.Command.run:type_name -> agentserver.cluster.v1.Run
+	11, // 6: agentserver.cluster.v1.Command.pause:type_name -> agentserver.cluster.v1.Pause
+	12, // 7: agentserver.cluster.v1.Command.reject:type_name -> agentserver.cluster.v1.RejectPending
+	13, // 8: agentserver.cluster.v1.Command.ask:type_name -> agentserver.cluster.v1.Ask
+	14, // 9: agentserver.cluster.v1.Command.publish:type_name -> agentserver.cluster.v1.Publish
+	15, // 10: agentserver.cluster.v1.Command.reply:type_name -> agentserver.cluster.v1.RuntimeReply
+	9,  // 11: agentserver.cluster.v1.Command.navigate:type_name -> agentserver.cluster.v1.Navigate
+	0,  // 12: agentserver.cluster.v1.RuntimeReply.conn:type_name -> agentserver.cluster.v1.Ref
+	18, // 13: agentserver.cluster.v1.Result.error:type_name -> agentserver.cluster.v1.Error
+	17, // 14: agentserver.cluster.v1.Result.event:type_name -> agentserver.cluster.v1.StoredEvent
+	0,  // 15: agentserver.cluster.v1.AttachRuntime.relay:type_name -> agentserver.cluster.v1.Ref
+	0,  // 16: agentserver.cluster.v1.AttachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
+	0,  // 17: agentserver.cluster.v1.DetachRuntime.conn:type_name -> agentserver.cluster.v1.Ref
+	0,  // 18: agentserver.cluster.v1.RuntimeFrame.conn:type_name -> agentserver.cluster.v1.Ref
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_actors_clusterpb_cluster_proto_init() }
