@@ -134,13 +134,17 @@ func (w *writer) commit(batch []writeRequest) {
 	start := time.Now()
 	errs := w.store.AppendBatch(context.Background(), appends)
 	stored, failed := 0, 0
-	for i, e := range elems {
+	for i := range elems {
 		if errs[i] == nil {
 			stored += len(appends[i].Events)
 		} else {
 			failed += len(appends[i].Events)
 		}
+	}
+	// Counted before anyone is told: a client answered for its append
+	// then finds it in the metrics.
+	w.metrics.committed(start, len(batch), stored, failed)
+	for i, e := range elems {
 		w.root.Send(e.actor, &eventsStored{Through: e.last, Gen: e.gen, Err: errs[i]})
 	}
-	w.metrics.committed(start, len(batch), stored, failed)
 }
