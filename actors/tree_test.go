@@ -646,3 +646,39 @@ func answerErr(res any) error {
 	}
 	return nil
 }
+
+// A runtime may publish a tree node whose parent_id names no event of the
+// log. A fork from it, or from its child, copies the branch from it as its
+// root, in a log longer than max_fork_events reaches as in a short one.
+// Before, the long log made it a *core.ForkTooLargeError (REST: 400, "the
+// fork would copy or read more than 3 events") for a branch of two.
+func TestForkFromAnEventWhoseParentIsNotInALongLog(t *testing.T) {
+	st := memstore.New()
+	sys, err := New(Options{Store: st, Chains: staticChains{}, Conversations: config.Conversations{MaxForkEvents: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shutdown(t, sys) })
+	ctx := context.Background()
+	src := createConv(t, sys)
+	for i := range 10 { // more than BranchReach*3 events before the branch
+		post(t, sys, src, fmt.Sprint("before ", i))
+	}
+	p, err := core.ParsePublished([]byte(`{"kind":"PauseEvent","parent_id":"nowhere"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan, err := sys.PublishEvent(ctx, src, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := post(t, sys, src, "after the orphan")
+	fork, err := sys.ForkConversation(ctx, src, core.ForkRequest{FromEventID: child.ID})
+	if err != nil {
+		t.Fatalf("ForkConversation: %v, want the branch of two from the orphan", err)
+	}
+	evs, _ := st.Events(ctx, fork.ID, 0, 0)
+	if len(evs) != 2 || evs[0].ID != orphan.ID || evs[1].ID != child.ID {
+		t.Errorf("the fork holds %v, want the orphan and its child", evs)
+	}
+}

@@ -122,6 +122,24 @@ func effectiveParent(ev *Event) (id string, seq uint64) {
 	return "", 0
 }
 
+// parentBeyond reports whether the parent that the event at Seq child
+// names (by ID want, or by Seq wantSeq when it carries no parent_id) is an
+// earlier event of the log, which Branch did not reach; false when the
+// log holds no such event.
+func parentBeyond(ctx context.Context, st Store, id, want string, wantSeq, child uint64) (bool, error) {
+	if want == "" {
+		return wantSeq > 0 && wantSeq < child, nil
+	}
+	ev, err := st.EventByID(ctx, id, want)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("look up parent %s: %w", truncate(want, 64), err)
+	}
+	return ev.Seq < child, nil
+}
+
 // How many events ResolveHead and Branch read at a time, walking back
 // from the end of the log: a few first (the last event usually decides),
 // then more and more.
@@ -209,10 +227,12 @@ const BranchReach = 2
 
 // Branch returns the Seqs of upstream's path_to_root(leaf): leaf and its
 // ancestors, root first. It reads the log back from leaf once. A parent_id
-// that names no earlier event ends the branch there, as a root. With max >
-// 0, a branch of more than max events, or one whose root lies more than
-// BranchReach*max events before leaf, is ErrBranchTooLong, having read at
-// most that many events.
+// that names no earlier event (none of the log, or a later one) ends the
+// branch there, as a root, however long the log. With max > 0, a branch of
+// more than max events, or one whose root lies more than BranchReach*max
+// events before leaf, is ErrBranchTooLong, having read at most that many
+// events (and looked up by ID the parent it did not reach, to tell one too
+// far back from one that is not there).
 func Branch(ctx context.Context, st Store, id string, leaf *Event, max int) ([]uint64, error) {
 	path := []uint64{leaf.Seq}
 	want, wantSeq := effectiveParent(leaf)
@@ -241,8 +261,17 @@ func Branch(ctx context.Context, st Store, id string, leaf *Event, max int) ([]u
 	case tooLong:
 		return nil, fmt.Errorf("branch of %s in %s: %w (%d events)", leaf.ID, id, ErrBranchTooLong, max)
 	case stop > 0 && (want != "" || wantSeq != 0):
-		return nil, fmt.Errorf("branch of %s in %s: %w: its root is more than %d events (%d times the limit of %d) before it",
-			leaf.ID, id, ErrBranchTooLong, leaf.Seq-1-stop, BranchReach, max)
+		child := path[len(path)-1]
+		beyond, err := parentBeyond(ctx, st, id, want, wantSeq, child)
+		if err != nil {
+			return nil, fmt.Errorf("branch of %s in %s: %w", leaf.ID, id, err)
+		}
+		if beyond {
+			return nil, fmt.Errorf("branch of %s in %s: %w: its root is more than %d events (%d times the limit of %d) before it",
+				leaf.ID, id, ErrBranchTooLong, leaf.Seq-1-stop, BranchReach, max)
+		}
+		// The parent is not in the log: child is the root, as in a log
+		// short enough to read whole.
 	}
 	slices.Reverse(path)
 	return path, nil

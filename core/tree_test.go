@@ -121,7 +121,11 @@ func (l *logBuilder) add(name, kind, parent string) *logBuilder {
 			p = id
 		}
 	}
-	e := &core.Event{ID: core.NewEventID(), Seq: l.n, Timestamp: time.Unix(int64(l.n), 0).UTC(), Source: core.SourceAgent, Kind: kind, ParentID: p}
+	id, named := l.ids[name] // named ahead, for an earlier event's parent_id
+	if !named {
+		id = core.NewEventID()
+	}
+	e := &core.Event{ID: id, Seq: l.n, Timestamp: time.Unix(int64(l.n), 0).UTC(), Source: core.SourceAgent, Kind: kind, ParentID: p}
 	if err := e.Seal(); err != nil {
 		l.t.Fatal(err)
 	}
@@ -316,6 +320,60 @@ func TestBranchReadsWithinItsReach(t *testing.T) {
 			}
 			if st.read > tt.maxRead {
 				t.Errorf("Branch read %d events, want at most %d", st.read, tt.maxRead)
+			}
+		})
+	}
+}
+
+// A parent_id that names no earlier event ends the branch there, as a
+// root, in a log longer than Branch's reach as in a short one: the walk
+// runs out of reach without finding the parent, and a look-up by ID tells
+// a parent that is not in the log from one too far back. Before, a long
+// log made the first ErrBranchTooLong, which a fork answers 400 "too
+// large" for a branch of two.
+func TestBranchWithAParentNotInTheLog(t *testing.T) {
+	const other = 20 // events before the branch, past a reach of 2*3
+	l := newLog(t)
+	l.add("a", msg, "-")
+	prev := "a"
+	for i := range other {
+		name := fmt.Sprint("o", i)
+		l.add(name, msg, prev)
+		prev = name
+	}
+	l.ids["v"] = core.NewEventID() // so that w can name it: a later event
+	l.add("x", msg, "nowhere").add("y", msg, "x").
+		add("w", msg, "v").add("v", msg, "w").
+		add("far", msg, "a") // a parent that is there, past the reach
+	for _, tt := range []struct {
+		leaf string
+		max  int
+		want []string // nil: ErrBranchTooLong
+	}{
+		{"y", 0, []string{"x", "y"}},
+		{"y", 3, []string{"x", "y"}},
+		{"x", 1, []string{"x"}},
+		{"v", 3, []string{"w", "v"}},
+		{"far", 0, []string{"a", "far"}},
+		{"far", 3, nil},
+	} {
+		t.Run(fmt.Sprintf("%s with a limit of %d", tt.leaf, tt.max), func(t *testing.T) {
+			got, err := core.Branch(context.Background(), l.st, l.id, l.event(tt.leaf), tt.max)
+			if tt.want == nil {
+				if !errors.Is(err, core.ErrBranchTooLong) {
+					t.Errorf("Branch = %v, %v; want ErrBranchTooLong", got, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Branch: %v, want %v", err, tt.want)
+			}
+			var want []uint64
+			for _, n := range tt.want {
+				want = append(want, l.seq[n])
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("Branch = %v, want %v %v", got, tt.want, want)
 			}
 		})
 	}

@@ -18,6 +18,19 @@
 //     plus one line.
 //   - A line the underlying writer fails to take is counted (Failed, and a
 //     Source's Failed for the lines written through it), never silently lost.
+//   - The output never holds a torn line (the head of one line followed by
+//     another), which a log pipeline reading lines would take for one
+//     garbled record or two broken ones. When the underlying writer takes
+//     only part of a batch (a short write, or an error after some bytes),
+//     it is asked again for the rest while each call takes something. If it
+//     stops mid-line, the lines of the batch after that one are dropped
+//     whole and counted, and the rest of that line is kept: it is written
+//     first, before any other byte, as soon as the writer takes bytes again
+//     (the next batch, Close, a Write after Close). A next batch the rest
+//     of the line still cannot precede is dropped whole and counted. The
+//     line is counted as lost only if Close (or SetOutput, for the old
+//     output) cannot finish it; its head is then the last thing in that
+//     output.
 //   - Flush and Close return once every line accepted before them has been
 //     handed to the underlying writer, or when their context ends; a stuck
 //     writer does not hold them forever, and the lines it holds up are still
@@ -83,6 +96,12 @@ type Writer struct {
 	blocked  int           // Write calls waiting for room (tests read it)
 	writing  bool          // the flusher is writing a batch to out
 	stopped  bool          // the flusher has returned: Write goes straight to out
+
+	// torn is the rest of a line whose head the output took: it goes out
+	// before anything else (see the package doc). tornSource is its
+	// line's source.
+	torn       []byte
+	tornSource *atomic.Int64
 
 	direct sync.Mutex // orders the Writes that go straight to out once stopped
 }
@@ -162,19 +181,51 @@ func (w *Writer) write(p []byte, source *atomic.Int64) (int, error) {
 	return len(p), nil
 }
 
-// writeDirect writes p to the underlying writer, after Close.
+// writeDirect writes p to the underlying writer, after Close: first the
+// rest of a torn line, if any, then p. A p the writer takes only in part
+// leaves its rest torn, for the next Write to finish first.
 func (w *Writer) writeDirect(p []byte) (int, error) {
 	w.direct.Lock()
 	defer w.direct.Unlock()
 	w.mu.Lock()
-	out := w.out
+	out, torn := w.out, w.torn
 	w.mu.Unlock()
-	n, err := out.Write(p)
-	if err == nil && n < len(p) {
-		err = io.ErrShortWrite
+	if len(torn) > 0 {
+		k, err := writeAll(out, torn)
+		w.mu.Lock()
+		w.torn = torn[k:]
+		w.mu.Unlock()
+		if k < len(torn) {
+			// refused, not accepted: not counted
+			return 0, fmt.Errorf("write line: finish the line an earlier write tore: %w", err)
+		}
 	}
+	n, err := writeAll(out, p)
 	if err != nil {
+		if n > 0 {
+			w.mu.Lock()
+			w.torn, w.tornSource = append([]byte(nil), p[n:]...), nil
+			w.mu.Unlock()
+		}
 		return n, fmt.Errorf("write line: %w", err) // refused, not accepted: not counted
+	}
+	return n, nil
+}
+
+// writeAll writes p to out, asking again for the rest as long as each
+// call takes something. It returns how much was written and, when that is
+// not all of p, the last call's error (io.ErrShortWrite when it had none).
+func writeAll(out io.Writer, p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, err := out.Write(p[n:])
+		n += min(max(k, 0), len(p)-n)
+		if k <= 0 {
+			if err == nil {
+				err = io.ErrShortWrite
+			}
+			return n, err
+		}
 	}
 	return n, nil
 }
@@ -200,6 +251,7 @@ func (w *Writer) progressLocked() chan struct{} {
 // time it is woken, until Close and nothing is left.
 func (w *Writer) run() {
 	defer close(w.done)
+	finished := false // Close's attempt at a torn line is made
 	for {
 		select {
 		case <-w.wake:
@@ -219,6 +271,13 @@ func (w *Writer) run() {
 		if len(w.pending) == 0 {
 			select {
 			case <-w.quit:
+				if len(w.torn) > 0 && !finished {
+					// Close finishes a torn line if the output takes it.
+					finished = true
+					w.finishTornLocked()
+					w.mu.Unlock()
+					continue
+				}
 				w.stopped = true
 				w.notifyLocked()
 				w.mu.Unlock()
@@ -234,32 +293,66 @@ func (w *Writer) run() {
 }
 
 // writeBatchLocked, called with w.mu held, no batch being written and
-// lines pending, writes them all in one Write to the output, with w.mu
-// released meanwhile, and counts the lines the output did not take.
+// lines pending, writes them all in one Write to the output (after the rest
+// of a torn line), with w.mu released meanwhile, and counts the lines the
+// output did not take. A line the output took only the head of is torn:
+// its rest is kept for the next write.
 func (w *Writer) writeBatchLocked() {
-	buf, lines, out := w.pending, w.lines, w.out
+	buf, lines, out, torn := w.pending, w.lines, w.out, w.torn
 	w.pending, w.lines = w.spare[:0], w.spareL[:0]
 	w.writing = true
 	w.mu.Unlock()
 
-	n, err := out.Write(buf)
-	if err == nil && n < len(buf) {
-		err = io.ErrShortWrite
+	n := 0 // of buf, written
+	if len(torn) > 0 {
+		k, _ := writeAll(out, torn)
+		torn = torn[k:]
 	}
-	if err != nil {
-		for _, l := range lines {
-			if l.end > n { // not written, or written in part
-				w.countLost(l.source)
-			}
+	if len(torn) == 0 {
+		n, _ = writeAll(out, buf)
+	}
+	var rest []byte
+	var restSource *atomic.Int64
+	start := 0
+	for _, l := range lines {
+		switch {
+		case l.end <= n: // written whole
+		case start < n: // its head is out: its rest goes first next time
+			rest, restSource = append([]byte(nil), buf[n:l.end]...), l.source
+		default:
+			w.countLost(l.source)
 		}
+		start = l.end
 	}
 
 	w.mu.Lock()
+	if len(torn) == 0 {
+		w.torn, w.tornSource = rest, restSource
+	} else {
+		w.torn = torn // still not finished: the whole batch was dropped
+	}
 	w.written += uint64(len(lines))
 	w.writing = false
 	clear(lines) // drop the Source pointers
 	w.spare, w.spareL = buf[:0], lines[:0]
 	w.since = w.now() // what is pending now arrived during the write
+	w.notifyLocked()
+}
+
+// finishTornLocked, called with w.mu held and no batch being written, tries
+// once to write the rest of the torn line, with w.mu released meanwhile,
+// and counts the line lost if the output does not take it all.
+func (w *Writer) finishTornLocked() {
+	torn, source, out := w.torn, w.tornSource, w.out
+	w.writing = true
+	w.mu.Unlock()
+	k, _ := writeAll(out, torn)
+	if k < len(torn) {
+		w.countLost(source)
+	}
+	w.mu.Lock()
+	w.torn = torn[k:]
+	w.writing = false
 	w.notifyLocked()
 }
 
@@ -303,6 +396,12 @@ func (w *Writer) SetOutput(ctx context.Context, out io.Writer) error {
 	defer w.mu.Unlock()
 	if err := w.waitWrittenLocked(ctx, w.accepted, true); err != nil {
 		return fmt.Errorf("keep the old output: %w", err)
+	}
+	if len(w.torn) > 0 {
+		// The old output owes the rest of a line: one last try, then the
+		// new output starts clean.
+		w.finishTornLocked()
+		w.torn, w.tornSource = nil, nil
 	}
 	w.out = out
 	return nil

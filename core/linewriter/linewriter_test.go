@@ -369,32 +369,51 @@ func TestWriteAfterClose(t *testing.T) {
 }
 
 // A failed underlying Write counts every line of its batch it did not
-// write whole, against the Writer and the Source that wrote it.
+// write whole, against the Writer and the Source that wrote it, and never
+// leaves a torn line: the rest of a line the output took the head of goes
+// out before the next line (here "e", written after the failed batch), or
+// the next line is dropped too. Before, the rest of the line was dropped
+// and the next batch appended to its head ("cceeee").
 func TestWriteErrorsCounted(t *testing.T) {
 	boom := errors.New("EPIPE")
-	const b, c, d = "bbbb\n", "cccc\n", "dddd\n" // b and d by one Source, c by another
+	const b, c, d, e = "bbbb\n", "cccc\n", "dddd\n", "eeee\n" // b and d by one Source, c by another, e by the Writer
+	failFrom := func(first func(p []byte) (int, error), then func(call int, p []byte) (int, error)) func(int, []byte) (int, error) {
+		return func(call int, p []byte) (int, error) {
+			switch {
+			case call == 2:
+				return first(p)
+			case call > 2 && then != nil:
+				return then(call, p)
+			}
+			return len(p), nil
+		}
+	}
+	broken := func(int, []byte) (int, error) { return 0, boom }
 	tests := []struct {
 		name      string
-		second    func(p []byte) (int, error) // the batch b, c, d
+		fail      func(call int, p []byte) (int, error) // call 2 is the batch b, c, d
 		wantOut   string
 		wantLost  int64
 		wantLost1 int64
 		wantLost2 int64
 	}{
-		{"nothing written", func([]byte) (int, error) { return 0, boom }, "", 3, 2, 1},
-		{"error after one and a half lines", func([]byte) (int, error) { return len(b) + 2, boom }, b + "cc", 2, 1, 1},
-		{"short write without an error", func(p []byte) (int, error) { return len(p) - 1, nil }, b + c + "dddd", 1, 1, 0},
-		{"all written", func(p []byte) (int, error) { return len(p), nil }, b + c + d, 0, 0, 0},
+		{"nothing written", failFrom(func([]byte) (int, error) { return 0, boom }, nil), e, 3, 2, 1},
+		{"error after one and a half lines, then the rest taken", failFrom(func([]byte) (int, error) { return len(b) + 2, boom }, nil), b + c + d + e, 0, 0, 0},
+		{"short write without an error, then the rest taken", failFrom(func(p []byte) (int, error) { return len(p) - 1, nil }, nil), b + c + d + e, 0, 0, 0},
+		{"error after one and a half lines, the retry refused, then the output is back", failFrom(func([]byte) (int, error) { return len(b) + 2, boom },
+			func(call int, p []byte) (int, error) {
+				if call == 3 {
+					return 0, boom
+				}
+				return len(p), nil
+			}), b + c + e, 1, 1, 0},
+		{"error after one and a half lines, then the output is gone", failFrom(func([]byte) (int, error) { return len(b) + 2, boom }, broken), b + "cc", 3, 1, 1},
+		{"all written", failFrom(func(p []byte) (int, error) { return len(p), nil }, nil), b + c + d + e, 0, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			out := newGatedSink()
-			out.fail = func(call int, p []byte) (int, error) {
-				if call == 2 {
-					return tt.second(p)
-				}
-				return len(p), nil
-			}
+			out.fail = tt.fail
 			w := New(out, 0)
 			s1, s2 := w.Source(), w.Source()
 			_, _ = w.Write([]byte("a\n"))
@@ -403,6 +422,10 @@ func TestWriteErrorsCounted(t *testing.T) {
 			_, _ = s2.Write([]byte(c))
 			_, _ = s1.Write([]byte(d))
 			out.release()
+			if err := w.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			_, _ = w.Write([]byte(e))
 			mustClose(t, w)
 			if got, want := out.String(), "a\n"+tt.wantOut; got != want {
 				t.Errorf("written: got %q, want %q", got, want)
@@ -417,6 +440,48 @@ func TestWriteErrorsCounted(t *testing.T) {
 				t.Errorf("second Source's Failed = %d, want %d", got, tt.wantLost2)
 			}
 		})
+	}
+}
+
+// A line torn by a failed write is finished by Close when the output takes
+// it then, and a Write after Close finishes it before its own line; while
+// the output still refuses it, a Write after Close is refused (its caller
+// gets the error) rather than appended to the head of the torn line.
+func TestCloseAndWriteAfterCloseFinishATornLine(t *testing.T) {
+	boom := errors.New("EAGAIN")
+	var refuse atomic.Bool
+	out := newGatedSink()
+	out.fail = func(call int, p []byte) (int, error) {
+		switch {
+		case call == 2:
+			return 2, boom // "bb" of "bbbb\n"
+		case call > 2 && refuse.Load():
+			return 0, boom
+		}
+		return len(p), nil
+	}
+	refuse.Store(true)
+	w := New(out, 0)
+	_, _ = w.Write([]byte("a\n"))
+	<-out.entered
+	_, _ = w.Write([]byte("bbbb\n"))
+	out.release()
+	mustClose(t, w) // its try at "bb\n" is refused: the line is counted
+	if got := w.Failed(); got != 1 {
+		t.Errorf("Failed = %d, want 1 (the torn line Close could not finish)", got)
+	}
+	if _, err := w.Write([]byte("late\n")); !errors.Is(err, boom) {
+		t.Errorf("Write after Close with the torn line unfinished = %v, want %v", err, boom)
+	}
+	if got, want := out.String(), "a\nbb"; got != want {
+		t.Errorf("written: got %q, want %q", got, want)
+	}
+	refuse.Store(false)
+	if _, err := w.Write([]byte("later\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := out.String(), "a\nbbbb\nlater\n"; got != want {
+		t.Errorf("written: got %q, want %q", got, want)
 	}
 }
 

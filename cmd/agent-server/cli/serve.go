@@ -52,7 +52,30 @@ func serve(args []string, stderr io.Writer) (err error) {
 
 // run is serve after flag and config handling; f reloads the config and
 // stderr takes every line for stderr.
-func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger, stderr *linewriter.Writer) error {
+//
+// Whatever run starts it releases on every return, a failed start
+// included, in the reverse order of the start (see releases): the admin
+// listener and the server, then the actors, then the store (after the
+// actors' writer has committed everything), the plugins, the audit file and
+// tracing. The server, the admin listener and the actors share one
+// server.shutdown_timeout.
+func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger, stderr *linewriter.Writer) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the goroutines run starts (reload, audit reopen, memory release)
+	var started releases
+	serving := false
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+		defer cancel()
+		if rerr := started.release(sctx); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("shutdown: %w", rerr))
+			return
+		}
+		if serving {
+			log.Info("stopped")
+		}
+	}()
+
 	keys, err := sessionKeys(cfg, os.Getenv, stderr)
 	if err != nil {
 		return err
@@ -71,7 +94,7 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	if err != nil {
 		return err
 	}
-	defer flushTracing(stopTracing, log)
+	started.add("tracing", func(context.Context) error { flushTracing(stopTracing, log); return nil })
 	// The audit log's stderr sink shares the log's line writer, so that its
 	// records and the access lines batch together and keep their order.
 	audit, auditFile, err := auditlog.Open(cfg.Audit.Sink, stderr.Source())
@@ -79,7 +102,10 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 		return err
 	}
 	if auditFile != nil {
-		defer closeAuditFile(auditFile, log.With("component", "audit"))
+		started.add("audit file", func(context.Context) error {
+			closeAuditFile(auditFile, log.With("component", "audit"))
+			return nil
+		})
 		go reopenOnHangup(ctx, auditFile, log.With("component", "audit"))
 	}
 
@@ -94,7 +120,9 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 		}
 	} else {
 		host = plugins.NewHost(cfg, log.With("component", "plugins"), plugins.WithMetrics(metrics), plugins.WithTracerProvider(tracing))
-		defer host.Close() // on early returns; Close is idempotent
+		// Also when Start fails: it may have started some processes.
+		// The plugins stop after the actors: in-flight handshakes need them.
+		started.add("plugins", func(context.Context) error { return host.Close() })
 		if err := host.Start(ctx); err != nil {
 			return fmt.Errorf("start auth plugins: %w", err)
 		}
@@ -108,7 +136,7 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 		return err
 	}
 	if c, ok := store.(io.Closer); ok {
-		defer c.Close() // after the actors' writer has committed everything
+		started.add("store", func(context.Context) error { return c.Close() })
 	}
 	if r, ok := store.(readier); ok {
 		ready = append(ready, server.ReadyCheck{Component: "store", Check: r.Ready})
@@ -121,6 +149,7 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
+	started.add("actors", sys.Shutdown)
 	var nodes func() []server.NodeStatus
 	if cfg.Cluster.Enabled {
 		ready = append(ready, server.ReadyCheck{Component: "cluster", Check: sys.ClusterReady})
@@ -150,17 +179,23 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	if err != nil {
 		return fmt.Errorf("build server: %w", err)
 	}
+	started.add("server", srv.Shutdown)
 	admin, err := listenAdmin(cfg.Admin, srv, reg, log)
 	if err != nil {
 		return err
 	}
-	defer admin.Close()
+	started.add("admin listener", func(ctx context.Context) error {
+		admin.shutdown(ctx)
+		_ = admin.Close() // what shutdown left when ctx ended, or the listener serve never took
+		return nil
+	})
 	ln, err := server.Listen(ctx, cfg.Server.Addr)
 	if err != nil {
 		return err
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "version", Version, "tls", cfg.Server.TLS.CertFile != "")
 	admin.serve(log)
+	serving = true
 
 	if host != nil {
 		r := &reloader{
@@ -204,21 +239,33 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 		leaving = errLeft
 	}
 	log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout.String())
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
-	defer cancel()
-	err = srv.Shutdown(sctx)
-	admin.shutdown(sctx)
-	if serr := sys.Shutdown(sctx); err == nil {
-		err = serr
-	}
-	if host != nil {
-		_ = host.Close() // plugins stop last: in-flight handshakes still need them
-	}
-	if err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	log.Info("stopped")
 	return leaving
+}
+
+// releases is what run has started, each with how to release it.
+type releases []releaseStep
+
+// releaseStep releases one thing run started; what names it in an error.
+type releaseStep struct {
+	what string
+	stop func(ctx context.Context) error
+}
+
+// add records that what was started and is released by stop.
+func (r *releases) add(what string, stop func(ctx context.Context) error) {
+	*r = append(*r, releaseStep{what: what, stop: stop})
+}
+
+// release releases everything in the reverse order it was added, each
+// even when one before it failed, and joins their errors.
+func (r releases) release(ctx context.Context) error {
+	var errs []error
+	for i := len(r) - 1; i >= 0; i-- {
+		if err := r[i].stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r[i].what, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // errLeft is serve's error when this node left the cluster to restart as a

@@ -5,11 +5,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/agent-server/agent-server/core/boltstore"
 	"github.com/agent-server/agent-server/tests/testbin"
 )
 
@@ -62,4 +64,69 @@ func TestServeWritesItsLogBeforeMainsError(t *testing.T) {
 			}
 		})
 	}
+}
+
+// When start-up fails after the actors, the store and the audit file were
+// started (here: server.addr is taken), serve releases them before it
+// returns: no goroutine of the actors is left, and the store's file lock is
+// free, so that a caller (a test, a supervisor restarting in-process) can
+// start again. Before, the early return left the actor system running.
+func TestServeReleasesWhatItStartedOnAFailedStart(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	cfg := "auth:\n  disabled: true\nstorage:\n  driver: bolt\n  path: events.db\naudit:\n  sink: file:audit.log\n"
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stderr := &testbin.Buffer{}
+	if code := Main([]string{"serve", "--config", path, "--addr", taken.Addr().String(), "--admin-addr", ""}, io.Discard, stderr); code != exitError {
+		t.Fatalf("exit code %d, want %d\n%s", code, exitError, stderr)
+	}
+	// The actors' goroutines end with their shutdown, which Main has
+	// waited for; a moment is allowed for the last of them to return.
+	var left []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if left = goroutinesIn("/agent-server/actors.", "asynkron/protoactor-go"); len(left) == 0 {
+			break
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("%d goroutines of the actor system outlive serve; the first:\n%s", len(left), left[0])
+	}
+	s, err := boltstore.Open(filepath.Join(dir, "events.db"), boltstore.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("the store is still open after serve returned: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// goroutinesIn returns the stacks of the goroutines that run a function
+// whose name contains one of parts.
+func goroutinesIn(parts ...string) []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var out []string
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		for _, p := range parts {
+			if strings.Contains(g, p) {
+				out = append(out, g)
+				break
+			}
+		}
+	}
+	return out
 }
