@@ -81,8 +81,22 @@ func TestRestartOnly(t *testing.T) {
 		{"plugin config reloads live", func(c *config.Config) {
 			c.Plugins.Instances = map[string]config.Plugin{"jwt": {Config: map[string]any{"secret": "x"}}}
 		}, nil},
-		{"addr needs a restart", func(c *config.Config) { c.Server.Addr = "127.0.0.1:1" }, []string{"server"}},
-		{"chains need a restart", func(c *config.Config) { c.Auth.Chains.Events = []string{"header"} }, []string{"auth.chains"}},
+		{"runtime keys reload live", func(c *config.Config) { c.Auth.RuntimeKeys = []string{"rt"} }, nil},
+		{"revalidation is read at each reload", func(c *config.Config) { c.Auth.RevalidateOnReload = !c.Auth.RevalidateOnReload }, nil},
+		{"addr needs a restart", func(c *config.Config) { c.Server.Addr = "127.0.0.1:1" }, []string{"server.addr"}},
+		{"chains need a restart", func(c *config.Config) { c.Auth.Chains.Events = []string{"header"} }, []string{"auth.chains.events"}},
+		// Auth keys beside the live ones were reported as nothing before:
+		// a reload said "config reloaded" and applied none of them.
+		{"the rest of auth needs a restart", func(c *config.Config) {
+			c.Auth.RPCTimeout *= 2
+			c.Auth.RejectWith = config.RejectWithClose
+			c.Auth.Queue.Size++
+			c.Auth.FailuresPerMinute++
+		}, []string{"auth.reject_with", "auth.rpc_timeout", "auth.queue.size", "auth.failures_per_minute"}},
+		{"plugin restarts and the cluster need a restart", func(c *config.Config) {
+			c.Plugins.Restart.MaxAttempts++
+			c.Cluster.Enabled = !c.Cluster.Enabled
+		}, []string{"plugins.restart.max_attempts", "cluster.enabled"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

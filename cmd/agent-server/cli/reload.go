@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -155,26 +156,47 @@ func (r *reloader) reload(ctx context.Context) {
 	}
 }
 
-// restartOnly names the top-level sections that differ between a and b
-// other than what a reload applies (auth keys and plugin configs).
+// liveKeys are the keys a reload applies: the session and runtime keys and
+// each plugin's config (sent again with Configure), and whether to
+// revalidate open sockets, which the reloader reads itself. A change to
+// any other plugins.instances key is refused by the reload.
+var liveKeys = map[string]bool{
+	"auth.keys":                 true,
+	"auth.runtime_keys":         true,
+	"auth.revalidate_on_reload": true,
+	"plugins.instances":         true,
+}
+
+// restartOnly names, by their config keys, the values that differ between
+// a and b and that a reload does not apply: they take effect at the next
+// start.
 func restartOnly(a, b config.Config) []string {
 	var out []string
-	diff := func(name string, x, y any) {
-		if !reflect.DeepEqual(x, y) {
-			out = append(out, name)
-		}
-	}
-	diff("server", a.Server, b.Server)
-	diff("limits", a.Limits, b.Limits)
-	diff("conversations", a.Conversations, b.Conversations)
-	diff("storage", a.Storage, b.Storage)
-	diff("log", a.Log, b.Log)
-	diff("admin", a.Admin, b.Admin)
-	diff("metrics", a.Metrics, b.Metrics)
-	diff("audit", a.Audit, b.Audit)
-	diff("tracing", a.Tracing, b.Tracing)
-	diff("auth.chains", a.Auth.Chains, b.Auth.Chains)
-	diff("auth.cache", a.Auth.Cache, b.Auth.Cache)
-	diff("plugins.dir", a.Plugins.Dir, b.Plugins.Dir)
+	diffKeys("", reflect.ValueOf(a), reflect.ValueOf(b), &out)
 	return out
+}
+
+// diffKeys appends to out the keys under prefix whose values differ
+// between a and b, which are of the same type: a struct's fields by their
+// koanf names, anything else as one value.
+func diffKeys(prefix string, a, b reflect.Value, out *[]string) {
+	if liveKeys[prefix] {
+		return
+	}
+	if a.Kind() != reflect.Struct {
+		if !reflect.DeepEqual(a.Interface(), b.Interface()) {
+			*out = append(*out, prefix)
+		}
+		return
+	}
+	for i := range a.NumField() {
+		name, _, _ := strings.Cut(a.Type().Field(i).Tag.Get("koanf"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		if prefix != "" {
+			name = prefix + "." + name
+		}
+		diffKeys(name, a.Field(i), b.Field(i), out)
+	}
 }
