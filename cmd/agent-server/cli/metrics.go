@@ -25,6 +25,23 @@ func newRegistry(enabled bool) *prometheus.Registry {
 	return reg
 }
 
+// lossCounter is an audit sink that counts the records it could not
+// write (auditlog.Writer and File).
+type lossCounter interface{ Failed() int64 }
+
+// registerAuditLoss exports agent_server_audit_records_lost_total for
+// sink, when metrics are on and the sink counts its losses.
+func registerAuditLoss(reg prometheus.Registerer, sink any) {
+	lc, ok := sink.(lossCounter)
+	if reg == nil || !ok {
+		return
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "agent_server_audit_records_lost_total",
+		Help: "Audit records the sink could not write: refused by it, or accepted and then lost to a write error.",
+	}, func() float64 { return float64(lc.Failed()) }))
+}
+
 // reloadMetrics counts config reloads by result. A nil *reloadMetrics
 // counts nothing.
 type reloadMetrics struct{ reloads *prometheus.CounterVec }

@@ -101,6 +101,7 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	if err != nil {
 		return err
 	}
+	registerAuditLoss(metrics, audit)
 	if auditFile != nil {
 		started.add("audit file", func(context.Context) error {
 			closeAuditFile(auditFile, log.With("component", "audit"))
