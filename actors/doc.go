@@ -10,11 +10,13 @@
 //	└── conversations the conversation registry
 //	    └── one conversation actor per conversation, spawned on first use
 //
-// The connection supervisor runs authenticator chains: System.Authenticate
-// sends it authenticate, it starts the route's chain (fetched from Chains on
-// every request, as the plugin host may swap chains) in a goroutine that
-// reports back with authenticated, and it answers the caller on a one-slot
-// channel. Its mailbox never waits for a plugin. After the edge has upgraded
+// System.Authenticate runs a handshake's chain (fetched from Chains on
+// every request, as the plugin host may swap chains) on a pooled
+// goroutine, and answers the caller on a one-slot channel; a chain its
+// authenticators settle at once (cached decisions) it answers on the
+// caller's goroutine. The connection supervisor runs the chains of first
+// messages (below) the same way, off its mailbox, which never waits for a
+// plugin. After the edge has upgraded
 // the socket, System.Connect (or ConnectSocket) asks it (spawnConnection,
 // answered on a one-slot channel) to spawn the connection actor as its
 // child. It keeps what each child's chain reads of its handshake request

@@ -215,12 +215,14 @@ func (s *System) Go(fn func()) { s.dispatch.Schedule(fn) }
 
 // Authenticate runs req.Route's chain and returns its result. It fails
 // closed: a missing chain, a panic, the end of ctx or a timeout is an Error
-// result, never an Allow. The chain runs on another goroutine than the
-// caller's, so a plugin that ignores its deadline never holds the caller
-// past it. One context, the caller's bounded by authTimeout, bounds both
-// the plugins and the wait: it carries the caller's span, and a caller that gives up (its
-// client went away) ends the run, which gives back its queue place and
-// plugin slot.
+// result, never an Allow. A chain that its authenticators settle at once
+// (core.Chain.Settle: cached decisions, absent inputs) is answered on the
+// caller's goroutine, unless the request is sampled for tracing. Any other
+// runs on a pooled goroutine, so a plugin that ignores its deadline never
+// holds the caller past it. One context, the caller's bounded by
+// authTimeout, bounds both the plugins and the wait: it carries the
+// caller's span, and a caller that gives up (its client went away) ends
+// the run, which gives back its queue place and plugin slot.
 func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Result {
 	if s.closing.Load() {
 		return core.Failed(ErrShutdown)
@@ -234,8 +236,9 @@ func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Resul
 	}
 	// A chain its authenticators settle at once (a cached decision, above
 	// all) runs here: the hop below, its context and its timer cost more
-	// than the lookup. A traced request takes the hop, for its spans.
-	if !sc.IsValid() {
+	// than the lookup. A sampled request takes the hop, for its spans; a
+	// caller already gone gets the hop's Error.
+	if !sc.IsSampled() && ctx.Err() == nil {
 		start := time.Now()
 		if res, ok := settleChain(chain, req); ok {
 			s.metrics.chainRan(req.Route, start)

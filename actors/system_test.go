@@ -950,19 +950,26 @@ func (s *settling) Settle(*core.Request) (core.Result, bool) {
 	return s.settle()
 }
 
+func (s *settling) Settled(core.Result) {}
+
 func (s *settling) Authenticate(context.Context, *core.Request) core.Result {
 	s.calls.Add(1)
 	return core.Allowed(&core.Principal{Subject: "called"})
 }
 
 // A chain its authenticators settle at once (a cached decision) is
-// answered without running the chain, unless the request is traced, whose
-// spans the chain's run makes; one that cannot be settled runs. A panic
-// while settling fails closed.
+// answered without running the chain, unless the request is sampled for
+// tracing (the chain's run makes its spans) or its caller is gone (an
+// Error, as the run's); one that cannot be settled runs. A panic while
+// settling fails closed.
 func TestAuthenticateSettlesAtOnce(t *testing.T) {
 	settled := func() (core.Result, bool) { return core.Allowed(&core.Principal{Subject: "settled"}), true }
 	traced := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}, TraceFlags: trace.FlagsSampled}))
+	unsampled := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}}))
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
 	tests := []struct {
 		name        string
 		ctx         context.Context
@@ -973,7 +980,9 @@ func TestAuthenticateSettlesAtOnce(t *testing.T) {
 	}{
 		{"settled", context.Background(), settled, core.Allow, "settled", 0},
 		{"not settled", context.Background(), func() (core.Result, bool) { return core.Result{}, false }, core.Allow, "called", 1},
-		{"settled but traced", traced, settled, core.Allow, "called", 1},
+		{"settled but sampled for tracing", traced, settled, core.Allow, "called", 1},
+		{"settled, traced but not sampled", unsampled, settled, core.Allow, "settled", 0},
+		{"settled but the caller is gone", gone, settled, core.Error, "", 0},
 		{"settling panics", context.Background(), func() (core.Result, bool) { panic("cache bug") }, core.Error, "", 0},
 		{"settled allow without a principal", context.Background(), func() (core.Result, bool) { return core.Result{Decision: core.Allow}, true }, core.Error, "", 0},
 	}

@@ -94,8 +94,29 @@ func (c *Chain) Authenticate(ctx context.Context, req *Request) Result {
 
 // Settle decides req at once, as Authenticate would, when every
 // authenticator it reaches settles it (Settler); it reports false as soon
-// as one cannot, and then only Authenticate can decide.
+// as one cannot, and then only Authenticate can decide. Once the chain has
+// settled, each member whose answer it used is told so (Settled).
 func (c *Chain) Settle(req *Request) (Result, bool) {
+	var used [4]settled // most chains; more grow the slice
+	answered := used[:0]
+	res, ok := c.settle(req, &answered)
+	if ok {
+		for _, a := range answered {
+			a.by.Settled(a.res)
+		}
+	}
+	return res, ok
+}
+
+// settled is a member's answer that Settle used.
+type settled struct {
+	by  Settler
+	res Result
+}
+
+// settle is Settle before the members are told; answered collects the
+// answers it used.
+func (c *Chain) settle(req *Request, answered *[]settled) (Result, bool) {
 	for _, a := range c.auths {
 		s, ok := a.(Settler)
 		if !ok {
@@ -105,6 +126,7 @@ func (c *Chain) Settle(req *Request) (Result, bool) {
 		if !ok {
 			return Result{}, false
 		}
+		*answered = append(*answered, settled{s, res})
 		if res, done := conclude(a, res); done {
 			return res, true
 		}
@@ -146,10 +168,14 @@ func conclude(a Authenticator, res Result) (_ Result, done bool) {
 // Settler is implemented by an Authenticator that can sometimes decide a
 // request at once, without blocking or calling out: from its decision
 // cache, or by abstaining when the request carries none of its inputs.
-// Settle reports false when only Authenticate can decide. What Settle
-// answers, Authenticate would have answered too.
+// What Settle answers, Authenticate would have answered too.
 type Settler interface {
+	// Settle answers req at once, or reports false when only
+	// Authenticate can; it changes nothing (a chain may still give up).
 	Settle(req *Request) (Result, bool)
+	// Settled is told, once per Settle, that the chain used res, the
+	// answer Settle gave: for what Authenticate would have counted.
+	Settled(res Result)
 }
 
 // Reader is implemented by an Authenticator that reads a request's

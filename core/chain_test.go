@@ -34,7 +34,10 @@ type settler struct {
 	stub
 	unsettled bool
 	settles   int
+	used      int // Settled calls
 }
+
+func (s *settler) Settled(Result) { s.used++ }
 
 func (s *settler) Settle(*Request) (Result, bool) {
 	s.settles++
@@ -257,6 +260,21 @@ func TestChainSettleStopsAtAMemberThatCannot(t *testing.T) {
 			}
 			if got := members[1].(*settler).settles; got != tc.asked {
 				t.Errorf("the second member was asked %d times, want %d", got, tc.asked)
+			}
+			// A member is told its answer was used only when the chain
+			// settled: an abstain before one that cannot is not.
+			for i, m := range members {
+				s, ok := m.(*settler)
+				if !ok {
+					continue
+				}
+				want := 0
+				if tc.wantOK && s.settles > 0 {
+					want = 1
+				}
+				if s.used != want {
+					t.Errorf("member %d told %d times its answer was used, want %d", i, s.used, want)
+				}
 			}
 			if s, isStub := members[0].(*stub); isStub && s.calls != 0 {
 				t.Errorf("Settle called Authenticate %d times", s.calls)

@@ -113,8 +113,9 @@ func (i *instance) Authenticate(ctx context.Context, req *core.Request) core.Res
 // Settle answers what Authenticate would without calling a process: an
 // Abstain when none of the plugin's inputs is present, or a live decision
 // from the cache while the plugin is up. It makes no span: the edge asks
-// only for untraced requests. A miss is not counted; Authenticate, which
-// the caller runs next, counts it.
+// only for requests that are not sampled. It counts nothing: a hit is
+// counted by Settled, once the chain has used it, and a miss by the
+// Authenticate that the caller runs next.
 func (i *instance) Settle(req *core.Request) (core.Result, bool) {
 	in := i.info.Inputs
 	if !in.empty() && !in.present(req) {
@@ -124,11 +125,14 @@ func (i *instance) Settle(req *core.Request) (core.Result, bool) {
 	if cache == nil || !i.up() {
 		return core.Result{}, false
 	}
-	res, ok := cache.get(cache.key(i.name, req, in))
-	if ok {
+	return cache.get(cache.key(i.name, req, in))
+}
+
+// Settled counts the cache hit that a settled chain used.
+func (i *instance) Settled(res core.Result) {
+	if res.Cached {
 		i.metrics.cache(true)
 	}
-	return res, ok
 }
 
 // authenticate is Authenticate past the input check.

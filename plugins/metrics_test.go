@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
 	"github.com/agent-server/agent-server/plugins"
 )
@@ -74,4 +75,43 @@ func labelsMatch(m *dto.Metric, want map[string]string) bool {
 		}
 	}
 	return n == len(want)
+}
+
+// A cache hit is counted once, whether the chain settled or ran: a chain
+// that settles only part of the way (a cached abstain, then a member the
+// cache does not hold) counts its hits in the Authenticate that runs it
+// again, not also in Settle.
+func TestCacheHitCountedOnceWhenTheChainCannotSettle(t *testing.T) {
+	cfg := testConfig(t, true)
+	cfg.Auth.Chains.Events = []string{"bearer", "header"}
+	h, reg := startMeasuredHost(t, cfg)
+	c := chain(t, h, core.RouteEvents)
+	ctx := context.Background()
+	hits := func() float64 { return gauge(t, reg, `agent_server_auth_cache_hits_total{plugin="bearer"}`) }
+
+	// bearer abstains on Basic, and the cache keeps that; header allows.
+	if res := c.Authenticate(ctx, request("", "Authorization", "Basic eA==", "X-Session-API-Key", validKey)); res.Decision != core.Allow {
+		t.Fatalf("first: got %s (%v), want allow", res.Decision, res.Err)
+	}
+	if got := hits(); got != 0 {
+		t.Fatalf("hits after the first call = %v, want 0", got)
+	}
+	// bearer's abstain is cached, header's answer for this key is not.
+	req := request("", "Authorization", "Basic eA==", "X-Session-API-Key", "another")
+	if _, ok := c.Settle(req); ok {
+		t.Fatal("Settle settled a chain whose second member the cache does not hold")
+	}
+	if res := c.Authenticate(ctx, req); res.Decision != core.Deny {
+		t.Fatalf("second: got %s (%v), want deny", res.Decision, res.Err)
+	}
+	if got := hits(); got != 1 {
+		t.Errorf("bearer's hits = %v, want 1: Settle's lookup and Authenticate's are one hit", got)
+	}
+	// Settled at once: bearer's abstain and header's deny are both cached.
+	if res, ok := c.Settle(req); !ok || res.Decision != core.Deny {
+		t.Fatalf("third: Settle = %s, %v; want a settled deny", res.Decision, ok)
+	}
+	if got := hits(); got != 2 {
+		t.Errorf("bearer's hits after a settled chain = %v, want 2", got)
+	}
 }

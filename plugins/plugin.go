@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/agent-server/agent-server/core"
+	"github.com/agent-server/agent-server/core/config"
 	"github.com/agent-server/agent-server/plugins/authpb"
 )
 
@@ -147,11 +148,11 @@ func Serve(p Plugin) {
 	})
 }
 
-// pluginGCPercent is a plugin process's GOGC, as server.gc_percent's
+// pluginGCPercent is a plugin process's GOGC, server.gc_percent's
 // default: the gRPC and protobuf registries every plugin holds make each
 // collection cost much for the little garbage a call leaves, and the
 // collector was an eighth of the jwt plugin's CPU at Go's 100.
-const pluginGCPercent = 200
+var pluginGCPercent = config.Default().Server.GCPercent
 
 // setGCPercent sets pluginGCPercent unless GOGC is set (getenv reads it).
 func setGCPercent(getenv func(string) string) {

@@ -4,24 +4,35 @@ import (
 	"context"
 	"runtime/debug"
 	"runtime/metrics"
+	"strconv"
 	"time"
 )
 
 // SetGCPercent applies server.gc_percent (0: Go's default of 100) to the
-// garbage collector, unless the GOGC environment variable is set (getenv
-// reads it), which wins. It returns the percent in force and where it
-// comes from, for the startup log.
+// garbage collector, unless the GOGC environment variable (getenv reads
+// it) holds a value Go takes, a number or "off", which wins. It returns
+// the percent in force (-1: off) and where it comes from, for the
+// startup log.
 func SetGCPercent(percent int, getenv func(string) string) (int, string) {
-	if env := getenv("GOGC"); env != "" {
-		p := debug.SetGCPercent(100) // read the environment's value back
-		debug.SetGCPercent(p)
-		return p, "GOGC"
+	if env := getenv("GOGC"); env == "off" || validPercent(env) {
+		s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+		metrics.Read(s)
+		if env == "off" {
+			return -1, "GOGC"
+		}
+		return int(s[0].Value.Uint64()), "GOGC"
 	}
 	if percent <= 0 {
 		percent = 100
 	}
 	debug.SetGCPercent(percent)
 	return percent, "server.gc_percent"
+}
+
+// validPercent reports whether s is a GOGC percent Go takes.
+func validPercent(s string) bool {
+	_, err := strconv.Atoi(s)
+	return err == nil
 }
 
 // minRelease is how much memory must have come back from a burst, over

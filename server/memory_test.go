@@ -99,6 +99,7 @@ func TestSetGCPercent(t *testing.T) {
 		{"configured", 300, "", 100, 300, "server.gc_percent"},
 		{"zero is Go's default", 0, "", 250, 100, "server.gc_percent"},
 		{"GOGC wins", 300, "77", 77, 77, "GOGC"},
+		{"a GOGC Go ignores does not", 300, "lots", 100, 300, "server.gc_percent"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

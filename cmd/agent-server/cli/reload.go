@@ -156,10 +156,12 @@ func (r *reloader) reload(ctx context.Context) {
 	}
 }
 
-// liveKeys are the keys a reload applies: the session and runtime keys and
-// each plugin's config (sent again with Configure), and whether to
-// revalidate open sockets, which the reloader reads itself. A change to
-// any other plugins.instances key is refused by the reload.
+// liveKeys are the keys a reload applies: the session and runtime keys,
+// each running plugin's config (sent again with Configure), and whether
+// to revalidate open sockets, which the reloader reads itself.
+// plugins.instances is left to the plugin host: it refuses a changed path,
+// pin or process count of a running plugin, and a plugin no chain lists
+// does not run.
 var liveKeys = map[string]bool{
 	"auth.keys":                 true,
 	"auth.runtime_keys":         true,
@@ -177,13 +179,14 @@ func restartOnly(a, b config.Config) []string {
 }
 
 // diffKeys appends to out the keys under prefix whose values differ
-// between a and b, which are of the same type: a struct's fields by their
-// koanf names, anything else as one value.
+// between a and b, which are of the same type: a config struct's fields by
+// their koanf names, anything else (a struct without koanf keys, such as
+// a time.Time, included) as one value.
 func diffKeys(prefix string, a, b reflect.Value, out *[]string) {
 	if liveKeys[prefix] {
 		return
 	}
-	if a.Kind() != reflect.Struct {
+	if !hasKoanfKeys(a.Type()) {
 		if !reflect.DeepEqual(a.Interface(), b.Interface()) {
 			*out = append(*out, prefix)
 		}
@@ -199,4 +202,17 @@ func diffKeys(prefix string, a, b reflect.Value, out *[]string) {
 		}
 		diffKeys(name, a.Field(i), b.Field(i), out)
 	}
+}
+
+// hasKoanfKeys reports whether t is a struct with koanf-tagged fields.
+func hasKoanfKeys(t reflect.Type) bool {
+	if t.Kind() != reflect.Struct {
+		return false
+	}
+	for i := range t.NumField() {
+		if t.Field(i).Tag.Get("koanf") != "" {
+			return true
+		}
+	}
+	return false
 }

@@ -54,17 +54,20 @@ func serve(args []string, stderr io.Writer) (err error) {
 // stderr takes every line for stderr.
 //
 // Whatever run starts it releases on every return, a failed start
-// included, in the reverse order of the start (see releases): the admin
-// listener and the server, then the actors, then the store (after the
-// actors' writer has committed everything), the plugins, the audit file and
-// tracing. The server, the admin listener and the actors share one
+// included, in the reverse order of the start (see releases): the server,
+// then the admin listener (which answers /ready and /metrics while the
+// server drains), the actors, the store (after the actors' writer has
+// committed everything), the plugins, the audit file and tracing. The
+// server, the admin listener and the actors share one
 // server.shutdown_timeout.
 func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger, stderr *linewriter.Writer) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // ends the goroutines run starts (reload, audit reopen, memory release)
 	var started releases
 	serving := false
 	defer func() {
+		// First end the goroutines run starts (reload, audit reopen,
+		// memory release), so that none works on what is released below.
+		cancel()
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
 		defer cancel()
 		if rerr := started.release(sctx); rerr != nil {
@@ -180,16 +183,20 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	if err != nil {
 		return fmt.Errorf("build server: %w", err)
 	}
-	started.add("server", srv.Shutdown)
-	admin, err := listenAdmin(cfg.Admin, srv, reg, log)
-	if err != nil {
-		return err
-	}
+	// The admin listener is released after the server (added before it),
+	// so that /ready and /metrics answer while the server drains.
+	var admin *adminListener
 	started.add("admin listener", func(ctx context.Context) error {
-		admin.shutdown(ctx)
-		_ = admin.Close() // what shutdown left when ctx ended, or the listener serve never took
+		if admin != nil {
+			admin.shutdown(ctx)
+			_ = admin.Close() // what shutdown left when ctx ended, or the listener serve never took
+		}
 		return nil
 	})
+	started.add("server", srv.Shutdown)
+	if admin, err = listenAdmin(cfg.Admin, srv, reg, log); err != nil {
+		return err
+	}
 	ln, err := server.Listen(ctx, cfg.Server.Addr)
 	if err != nil {
 		return err
