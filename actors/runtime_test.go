@@ -108,12 +108,16 @@ func TestRunWaitsForARuntime(t *testing.T) {
 		t.Errorf("status after a refused run = %s, want idle", got)
 	}
 
+	// A system of its own with a long wait: a loaded machine must not end
+	// the wait before the runtime below attaches.
+	h = newControlHarness(t, time.Minute, time.Second)
+	id = h.conversation(t)
 	if _, err := h.sys.PostEvent(context.Background(), id, core.SourceUser, core.KindMessage, messageBody("hi")); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- h.sys.Run(context.Background(), id, false) }()
-	time.Sleep(50 * time.Millisecond) // the run is parked
+	time.Sleep(50 * time.Millisecond) // the run is most likely parked; it passes either way
 	rt, _ := h.attachRuntime(t, id)
 	if err := <-done; err != nil {
 		t.Fatalf("run with a runtime attaching: %v", err)

@@ -81,10 +81,10 @@ func TestStreamCallDeadlines(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, end := heldStream(t)
+			start := time.Now() // before any deadline is set: none ends before start+short
 			ctx, cancel := tc.ctx()
 			defer cancel()
 			var deadline time.Time
-			start := time.Now()
 			if tc.deadline > 0 {
 				deadline = start.Add(tc.deadline)
 			}

@@ -47,8 +47,9 @@ func reviewer(t *testing.T, calls *atomic.Int64) http.HandlerFunc {
 			review.Status.Authenticated = true
 			review.Status.User.Username = "alice"
 			review.Status.Audiences = []string{"someone-else"}
-		case "slow":
-			time.Sleep(300 * time.Millisecond)
+		case "slow": // answers only once the plugin's own timeout ends the call
+			<-r.Context().Done()
+			return
 		case "boom":
 			http.Error(w, "internal: token boom", http.StatusInternalServerError)
 			return
@@ -81,7 +82,12 @@ func TestTokenReview(t *testing.T) {
 	var calls atomic.Int64
 	srv := httptest.NewServer(reviewer(t, &calls))
 	t.Cleanup(srv.Close)
-	p := configured(t, map[string]any{"url": srv.URL, "mode": "tokenreview", "allow_insecure_url": true, "timeout": "100ms", "audiences": []string{"agent-server"}})
+	// A loaded machine must not turn a good answer into a timeout: the
+	// table's plugin waits long, and only "slow" meets a short timeout.
+	config := func(timeout string) map[string]any {
+		return map[string]any{"url": srv.URL, "mode": "tokenreview", "allow_insecure_url": true, "timeout": timeout, "audiences": []string{"agent-server"}}
+	}
+	p, short := configured(t, config("30s")), configured(t, config("100ms"))
 	tests := []struct {
 		tok    string
 		want   core.Decision
@@ -99,7 +105,11 @@ func TestTokenReview(t *testing.T) {
 		{"garbage", core.Error, 0},
 	}
 	for _, tc := range tests {
-		res := p.Authenticate(context.Background(), bearerReq(tc.tok))
+		plugin := p
+		if tc.tok == "slow" {
+			plugin = short
+		}
+		res := plugin.Authenticate(context.Background(), bearerReq(tc.tok))
 		if res.Decision != tc.want || res.MaxAge != tc.maxAge {
 			t.Errorf("%s: got %s max-age %s (%q %v), want %s max-age %s", tc.tok, res.Decision, res.MaxAge, res.Reason, res.Err, tc.want, tc.maxAge)
 		}
