@@ -74,6 +74,7 @@ type relay struct {
 	asking   bool       // a Subscribe call is under way
 	durable  uint64     // the last Seq delivered to the fanout
 	state    []byte     // the conversation as a full_state body, from the owner
+	stateAt  stateStamp // which of the owner's states state is
 	ready    bool       // subscribed at least once: state is known
 	waiting  []*attachConnection
 	buffer   []*clusterpb.Event  // events past a gap, waiting for its read
@@ -313,7 +314,8 @@ func (r *relay) subscribed(ctx actor.Context, m *relaySubscribed) {
 		// it starts where the owner's log is durable.
 		r.durable = max(r.durable, m.Res.Durable)
 	}
-	r.state, r.ready = m.Res.State, true
+	r.takeState(m.Res.State, stateStamp{m.Res.Epoch, m.Res.StateVersion})
+	r.ready = true
 	r.fill(ctx, m.Res.Durable)
 	waiting := r.waiting
 	r.waiting = nil
@@ -350,7 +352,7 @@ func (r *relay) events(ctx actor.Context, m *clusterpb.Events) {
 		return
 	}
 	if len(m.State) > 0 {
-		r.state = m.State
+		r.takeState(m.State, stateStamp{m.Epoch, m.StateVersion})
 	}
 	delivered := 0
 	for _, e := range m.Events {
@@ -367,6 +369,23 @@ func (r *relay) events(ctx actor.Context, m *clusterpb.Events) {
 	if len(r.buffer) > 0 && !r.filling {
 		r.fill(ctx, r.buffer[0].Seq-1)
 	}
+}
+
+// stateStamp orders an owner's states: by its epoch (each activation
+// takes a new one), then by its version of the state. The zero stamp is
+// an older node's, which sends none.
+type stateStamp struct{ epoch, version uint64 }
+
+// takeState takes a state the owner sent, unless it is older than the one
+// the relay has. A renewal's answer travels through a future while the
+// owner's Events come straight, so a newer state can arrive first; taken
+// in arrival order, the older one would stay until the next change. A
+// state without a stamp is taken as it comes.
+func (r *relay) takeState(state []byte, at stateStamp) {
+	if at != (stateStamp{}) && (at.epoch < r.stateAt.epoch || at.epoch == r.stateAt.epoch && at.version < r.stateAt.version) {
+		return
+	}
+	r.state, r.stateAt = state, at
 }
 
 // deliver hands one event to the fanout, in order.
@@ -654,7 +673,7 @@ func (a *clusterActivation) subscribeRelay(ctx actor.Context, c *conversation, m
 		reply(ctx, sender, &clusterpb.Result{Error: encodeError(err)})
 		return
 	}
-	reply(ctx, sender, &clusterpb.Subscribed{Durable: c.durable, State: state, Epoch: c.epoch, Owner: refOf(ctx.Self())})
+	reply(ctx, sender, &clusterpb.Subscribed{Durable: c.durable, State: state, Epoch: c.epoch, Owner: refOf(ctx.Self()), StateVersion: c.ctl.version})
 }
 
 // durable sends every relay the events that just became durable, in one
@@ -669,7 +688,7 @@ func (a *clusterActivation) durable(ctx actor.Context, c *conversation, done []p
 	}
 	if c.ctl.version != a.rs.version {
 		if state, err := c.stateBody(); err == nil {
-			m.State, a.rs.version = state, c.ctl.version
+			m.State, m.Epoch, m.StateVersion, a.rs.version = state, c.epoch, c.ctl.version, c.ctl.version
 		}
 	}
 	for _, r := range a.rs.relays {

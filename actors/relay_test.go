@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +40,9 @@ func (f *fakeOwners) call(ctx context.Context, _ string, msg func(bool) proto.Me
 		f.asked <- struct{}{}
 		select {
 		case s := <-f.subscribed:
+			if s == nil { // the test's way to fail a call
+				return nil, errors.New("the owner did not answer")
+			}
 			return s, nil
 		case <-f.done:
 		case <-ctx.Done():
@@ -305,4 +309,84 @@ func TestRelayIgnoresAStaleClosing(t *testing.T) {
 		t.Errorf("after its owner's Closing the runtime socket closed with %+v, want %+v", got, disconnectOwnerMoved)
 	}
 	owners.waitAsked(t)
+}
+
+// TestRelayKeepsTheNewerState: a renewal's answer travels through a future
+// while the owner's Events come straight, so Events sent after the answer,
+// with a newer state, can reach the relay first. The relay keeps the newer
+// state (the owner's epoch, then its state version, order them): the next
+// socket to attach gets it in its full_state, not the answer's older one.
+// A new owner's state (a higher epoch) wins over a higher version of the
+// old owner's.
+func TestRelayKeepsTheNewerState(t *testing.T) {
+	sys, _, id, evs := seeded(t, 2)
+	owners := newFakeOwners(t)
+	a, _ := inbox(t, sys)
+	b, _ := inbox(t, sys)
+	state := func(marker string) []byte {
+		body, err := core.StateBody(core.StateKeyFullState, map[string]string{"marker": marker})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return body
+	}
+	r := startRelay(t, sys, id, owners)
+	owners.waitAsked(t)
+	owners.subscribed <- &clusterpb.Subscribed{State: state("v1"), Epoch: 1, StateVersion: 1, Owner: refOf(a)}
+	relaySocket(t, sys, r, id).waitFrames(t, 1)
+	// askAgain has the relay renew its lease, and returns once it asks
+	// the owner: a relay with an answer on its way does not ask again
+	// until it has taken it.
+	askAgain := func() {
+		deadline := time.After(10 * time.Second)
+		for {
+			sys.root.Send(r, &renewSubscription{})
+			select {
+			case <-owners.asked:
+				return
+			case <-time.After(10 * time.Millisecond): // an answer is on its way
+			case <-deadline:
+				t.Fatal("the relay never asked its owner again")
+			}
+		}
+	}
+	// renewWith renews the relay's lease, the owner answering sub, and
+	// returns once the relay has taken the answer. It then asks again;
+	// that call fails, which changes nothing (the relay keeps its owner).
+	renewWith := func(sub *clusterpb.Subscribed) {
+		askAgain()
+		owners.subscribed <- sub
+		askAgain()
+		owners.subscribed <- nil
+	}
+	events := func(ev *core.Event, marker string, epoch, version uint64) {
+		m := eventsOf(ev)
+		m.State, m.Epoch, m.StateVersion = state(marker), epoch, version
+		sys.root.Send(r, m)
+	}
+
+	steps := []struct {
+		name string
+		send func()
+		want string
+	}{
+		{"events with a newer state", func() { events(evs[0], "v3", 1, 3) }, "v3"},
+		{"a renewal's answer with an older one, arriving after", func() {
+			renewWith(&clusterpb.Subscribed{Durable: evs[0].Seq, State: state("v2"), Epoch: 1, StateVersion: 2, Owner: refOf(a)})
+		}, "v3"},
+		{"a new owner's state, of a higher epoch", func() {
+			renewWith(&clusterpb.Subscribed{Durable: evs[0].Seq, State: state("w1"), Epoch: 2, StateVersion: 1, Owner: refOf(b)})
+		}, "w1"},
+		{"a state without a stamp, from an older node", func() { events(evs[1], "old-node", 0, 0) }, "old-node"},
+	}
+	for _, step := range steps {
+		step.send()
+		// A socket attaching now is handled after the step's messages:
+		// the relay's mailbox keeps their order.
+		frames := relaySocket(t, sys, r, id).waitFrames(t, 1)
+		value, _ := frames[0]["value"].(map[string]any)
+		if got, _ := value["marker"].(string); got != step.want {
+			t.Fatalf("%s: a socket attaching got the full_state %q, want %q", step.name, got, step.want)
+		}
+	}
 }

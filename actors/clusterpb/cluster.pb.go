@@ -134,7 +134,11 @@ type Subscribed struct {
 	State   []byte                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	Epoch   uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// owner is the activation that answered, which the relay watches.
-	Owner         *Ref `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
+	Owner *Ref `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
+	// state_version is the owner's version of state: states are ordered by
+	// (epoch, state_version), so that a relay never takes an older one over
+	// a newer one that reached it first. 0 from an older node.
+	StateVersion  uint64 `protobuf:"varint,5,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -195,6 +199,13 @@ func (x *Subscribed) GetOwner() *Ref {
 		return x.Owner
 	}
 	return nil
+}
+
+func (x *Subscribed) GetStateVersion() uint64 {
+	if x != nil {
+		return x.StateVersion
+	}
+	return 0
 }
 
 // Unsubscribe tells the owner a relay has no sockets left.
@@ -300,9 +311,13 @@ func (x *Event) GetRaw() []byte {
 // state is set when the conversation's state changed (a new full_state
 // body), and empty otherwise.
 type Events struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
-	State         []byte                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	State  []byte                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// With state: the owner's epoch and its version of state (see
+	// Subscribed); 0 from an older node.
+	Epoch         uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	StateVersion  uint64 `protobuf:"varint,4,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -349,6 +364,20 @@ func (x *Events) GetState() []byte {
 		return x.State
 	}
 	return nil
+}
+
+func (x *Events) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Events) GetStateVersion() uint64 {
+	if x != nil {
+		return x.StateVersion
+	}
+	return 0
 }
 
 // Closing tells a relay that the owner's activation is going away. With a
@@ -1717,21 +1746,24 @@ const file_actors_clusterpb_cluster_proto_rawDesc = "" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"O\n" +
 	"\tSubscribe\x121\n" +
-	"\x05relay\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05relayJ\x04\b\x02\x10\x03R\tafter_seq\"\x85\x01\n" +
+	"\x05relay\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05relayJ\x04\b\x02\x10\x03R\tafter_seq\"\xaa\x01\n" +
 	"\n" +
 	"Subscribed\x12\x18\n" +
 	"\adurable\x18\x01 \x01(\x04R\adurable\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\fR\x05state\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x121\n" +
-	"\x05owner\x18\x04 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05owner\"@\n" +
+	"\x05owner\x18\x04 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05owner\x12#\n" +
+	"\rstate_version\x18\x05 \x01(\x04R\fstateVersion\"@\n" +
 	"\vUnsubscribe\x121\n" +
 	"\x05relay\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05relay\"+\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x10\n" +
-	"\x03raw\x18\x02 \x01(\fR\x03raw\"U\n" +
+	"\x03raw\x18\x02 \x01(\fR\x03raw\"\x90\x01\n" +
 	"\x06Events\x125\n" +
 	"\x06events\x18\x01 \x03(\v2\x1d.agentserver.cluster.v1.EventR\x06events\x12\x14\n" +
-	"\x05state\x18\x02 \x01(\fR\x05state\"h\n" +
+	"\x05state\x18\x02 \x01(\fR\x05state\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12#\n" +
+	"\rstate_version\x18\x04 \x01(\x04R\fstateVersion\"h\n" +
 	"\aClosing\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x121\n" +
