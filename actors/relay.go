@@ -324,8 +324,8 @@ func (r *relay) subscribed(ctx actor.Context, m *relaySubscribed) {
 	}
 	early := r.early
 	r.early = nil
-	for _, m := range early {
-		r.events(ctx, m)
+	for _, e := range early {
+		r.events(ctx, e)
 	}
 }
 
@@ -382,10 +382,15 @@ type stateStamp struct{ epoch, version uint64 }
 // in arrival order, the older one would stay until the next change. A
 // state without a stamp is taken as it comes.
 func (r *relay) takeState(state []byte, at stateStamp) {
-	if at != (stateStamp{}) && (at.epoch < r.stateAt.epoch || at.epoch == r.stateAt.epoch && at.version < r.stateAt.version) {
+	if at != (stateStamp{}) && at.before(r.stateAt) {
 		return
 	}
 	r.state, r.stateAt = state, at
+}
+
+// before reports whether s is an older state than o.
+func (s stateStamp) before(o stateStamp) bool {
+	return s.epoch < o.epoch || s.epoch == o.epoch && s.version < o.version
 }
 
 // deliver hands one event to the fanout, in order.

@@ -977,14 +977,15 @@ func TestAuthenticateSettlesAtOnce(t *testing.T) {
 		want        core.Decision
 		wantSubject string
 		wantCalls   int32
+		wantSettles int32
 	}{
-		{"settled", context.Background(), settled, core.Allow, "settled", 0},
-		{"not settled", context.Background(), func() (core.Result, bool) { return core.Result{}, false }, core.Allow, "called", 1},
-		{"settled but sampled for tracing", traced, settled, core.Allow, "called", 1},
-		{"settled, traced but not sampled", unsampled, settled, core.Allow, "settled", 0},
-		{"settled but the caller is gone", gone, settled, core.Error, "", 0},
-		{"settling panics", context.Background(), func() (core.Result, bool) { panic("cache bug") }, core.Error, "", 0},
-		{"settled allow without a principal", context.Background(), func() (core.Result, bool) { return core.Result{Decision: core.Allow}, true }, core.Error, "", 0},
+		{"settled", context.Background(), settled, core.Allow, "settled", 0, 1},
+		{"not settled", context.Background(), func() (core.Result, bool) { return core.Result{}, false }, core.Allow, "called", 1, 1},
+		{"settled but sampled for tracing", traced, settled, core.Allow, "called", 1, 0},
+		{"settled, traced but not sampled", unsampled, settled, core.Allow, "settled", 0, 1},
+		{"settled but the caller is gone", gone, settled, core.Error, "", 0, 0},
+		{"settling panics", context.Background(), func() (core.Result, bool) { panic("cache bug") }, core.Error, "", 0, 1},
+		{"settled allow without a principal", context.Background(), func() (core.Result, bool) { return core.Result{Decision: core.Allow}, true }, core.Error, "", 0, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1003,6 +1004,9 @@ func TestAuthenticateSettlesAtOnce(t *testing.T) {
 			}
 			if got := a.calls.Load(); got != tt.wantCalls {
 				t.Errorf("Authenticate called %d times, want %d", got, tt.wantCalls)
+			}
+			if got := a.settles.Load(); got != tt.wantSettles {
+				t.Errorf("Settle called %d times, want %d", got, tt.wantSettles)
 			}
 		})
 	}

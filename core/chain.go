@@ -98,8 +98,7 @@ func (c *Chain) Authenticate(ctx context.Context, req *Request) Result {
 // settled, each member whose answer it used is told so (Settled).
 func (c *Chain) Settle(req *Request) (Result, bool) {
 	var used [4]settled // most chains; more grow the slice
-	answered := used[:0]
-	res, ok := c.settle(req, &answered)
+	answered, res, ok := c.settle(req, used[:0])
 	if ok {
 		for _, a := range answered {
 			a.by.Settled(a.res)
@@ -114,24 +113,25 @@ type settled struct {
 	res Result
 }
 
-// settle is Settle before the members are told; answered collects the
-// answers it used.
-func (c *Chain) settle(req *Request, answered *[]settled) (Result, bool) {
+// settle is Settle before the members are told; it appends the answers
+// it used to answered, and returns it (a slice, not a pointer to one, so
+// that Settle's array stays on the stack).
+func (c *Chain) settle(req *Request, answered []settled) ([]settled, Result, bool) {
 	for _, a := range c.auths {
 		s, ok := a.(Settler)
 		if !ok {
-			return Result{}, false
+			return answered, Result{}, false
 		}
 		res, ok := s.Settle(req)
 		if !ok {
-			return Result{}, false
+			return answered, Result{}, false
 		}
-		*answered = append(*answered, settled{s, res})
+		answered = append(answered, settled{s, res})
 		if res, done := conclude(a, res); done {
-			return res, true
+			return answered, res, true
 		}
 	}
-	return Result{Decision: Deny, Reason: ReasonNoCredentials}, true
+	return answered, Result{Decision: Deny, Reason: ReasonNoCredentials}, true
 }
 
 // conclude applies the chain's rules to a's result: done is false when a

@@ -106,6 +106,18 @@ func newLog(t *testing.T) *logBuilder {
 	return &logBuilder{t: t, st: st, id: id, ids: map[string]string{}, seq: map[string]uint64{}}
 }
 
+// chain appends n messages named prefix0, prefix1, ..., each the child of
+// the one before, the first of parent.
+func (l *logBuilder) chain(prefix string, n int, parent string) *logBuilder {
+	l.t.Helper()
+	for i := range n {
+		name := fmt.Sprint(prefix, i)
+		l.add(name, msg, parent)
+		parent = name
+	}
+	return l
+}
+
 // add appends event name of kind with parent: another event's name, "-"
 // for none, or core.RootParentID.
 func (l *logBuilder) add(name, kind, parent string) *logBuilder {
@@ -281,13 +293,7 @@ func (r *readCounter) Events(ctx context.Context, id string, after uint64, limit
 func TestBranchReadsWithinItsReach(t *testing.T) {
 	const other = 100 // events of another branch between the root and the leaf
 	l := newLog(t)
-	l.add("a", msg, "-")
-	prev := "a"
-	for i := range other {
-		name := fmt.Sprint("x", i)
-		l.add(name, msg, prev)
-		prev = name
-	}
+	l.add("a", msg, "-").chain("x", other, "a")
 	l.add("b", msg, "a").add("c", msg, "b") // after navigate to a
 	for _, tt := range []struct {
 		name    string
@@ -334,13 +340,7 @@ func TestBranchReadsWithinItsReach(t *testing.T) {
 func TestBranchWithAParentNotInTheLog(t *testing.T) {
 	const other = 20 // events before the branch, past a reach of 2*3
 	l := newLog(t)
-	l.add("a", msg, "-")
-	prev := "a"
-	for i := range other {
-		name := fmt.Sprint("o", i)
-		l.add(name, msg, prev)
-		prev = name
-	}
+	l.add("a", msg, "-").chain("o", other, "a")
 	l.ids["v"] = core.NewEventID() // so that w can name it: a later event
 	l.add("x", msg, "nowhere").add("y", msg, "x").
 		add("w", msg, "v").add("v", msg, "w").

@@ -5,9 +5,6 @@ import (
 	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/agent-server/agent-server/plugins/authpb"
 )
 
 // Message sizes on the stream. A gRPC server refuses a message larger
@@ -84,12 +81,6 @@ func newInlineBatchWriter[T any](send func([]T) error, failed func(error), size 
 // entrySize is what an item of encoded size n adds to its batch's message:
 // the repeated field's tag and length, and the item.
 func entrySize(n int) int { return protowire.SizeTag(1) + protowire.SizeBytes(n) }
-
-// callSize is the encoded size of call once its request, of encoded size
-// reqSize, is set as field 2: counted without walking the request again.
-func callSize(call *authpb.Call, reqSize int) int {
-	return proto.Size(call) + protowire.SizeTag(2) + protowire.SizeBytes(reqSize)
-}
 
 // add queues v, whose encoded size is size, for the next batch, and sends
 // it when the writer is inline and nobody is sending.

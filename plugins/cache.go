@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"hash"
+	"io"
 	"sync"
 	"time"
 
@@ -28,7 +29,7 @@ type decisionCache struct {
 	denyTTL  time.Duration
 	max      int
 	now      func() time.Time
-	macs     sync.Pool // of hash.Hash, HMAC-SHA256 under the secret
+	macs     sync.Pool // of *keyMAC, HMAC-SHA256 under the secret
 
 	mu        sync.Mutex
 	entries   map[cacheKey]cacheEntry
@@ -62,7 +63,7 @@ func newDecisionCache(cfg config.Cache) (*decisionCache, error) {
 	if c.max <= 0 {
 		c.max = defaults.Auth.Cache.MaxEntries
 	}
-	c.macs.New = func() any { return hmac.New(sha256.New, secret) }
+	c.macs.New = func() any { return &keyMAC{mac: hmac.New(sha256.New, secret), buf: make([]byte, 0, keyBufferSize)} }
 	return c, nil
 }
 
@@ -75,49 +76,77 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // key derives the cache key for plugin deciding req by its inputs in. Every
 // variable-length field is length-prefixed so distinct inputs never collide.
+// It runs on every authentication (twice for a chain that does not settle),
+// so the fields go to the MAC through one pooled buffer: a write per string
+// through hash.Hash made each a copy on the heap.
 func (c *decisionCache) key(plugin string, req *core.Request, in Inputs) cacheKey {
-	m := c.macs.Get().(hash.Hash)
-	m.Reset()
-	var scratch [binary.MaxVarintLen64]byte
-	put := func(s string) {
-		m.Write(binary.AppendUvarint(scratch[:0], uint64(len(s))))
-		m.Write([]byte(s))
-	}
-	putAll := func(tag string, vs []string) {
-		put(tag)
-		m.Write(binary.AppendUvarint(scratch[:0], uint64(len(vs))))
-		for _, v := range vs {
-			put(v)
-		}
-	}
-	put(plugin)
-	put(string(req.Route))
+	m := c.macs.Get().(*keyMAC)
+	m.mac.Reset()
+	m.put(plugin)
+	m.put(string(req.Route))
 	for _, name := range in.QueryParams {
-		put("q")
-		putAll(name, req.Query[name])
+		m.put("q")
+		m.putAll(name, req.Query[name])
 	}
 	for _, name := range in.Headers {
-		put("h")
-		putAll(name, headerValues(req.Header, name))
+		m.put("h")
+		m.putAll(name, headerValues(req.Header, name))
 	}
 	if in.Subprotocol {
-		putAll("s", req.Subprotocols)
+		m.putAll("s", req.Subprotocols)
 	}
 	if in.FirstMessage {
-		put("f")
-		put(string(req.FirstMessage))
+		m.put("f")
+		m.put(string(req.FirstMessage))
 	}
 	if in.ClientCertificate {
-		put("c")
-		m.Write(binary.AppendUvarint(scratch[:0], uint64(len(req.ClientCertificates))))
+		m.put("c")
+		m.buf = binary.AppendUvarint(m.buf, uint64(len(req.ClientCertificates)))
 		for _, c := range req.ClientCertificates {
-			put(string(c.Raw))
+			m.put(string(c.Raw))
 		}
 	}
+	m.flush()
 	var k cacheKey
-	m.Sum(k[:0])
+	m.mac.Sum(k[:0])
 	c.macs.Put(m)
 	return k
+}
+
+// keyMAC is an HMAC under the cache's secret with a buffer in front of it.
+type keyMAC struct {
+	mac hash.Hash
+	buf []byte
+}
+
+// keyBufferSize is what a keyMAC buffers before it writes to the MAC; a
+// longer value (a first message, a certificate) goes to it directly.
+const keyBufferSize = 1 << 10
+
+// put adds s, length-prefixed.
+func (m *keyMAC) put(s string) {
+	m.buf = binary.AppendUvarint(m.buf, uint64(len(s)))
+	if len(m.buf)+len(s) > keyBufferSize {
+		m.flush()
+		io.WriteString(m.mac, s)
+		return
+	}
+	m.buf = append(m.buf, s...)
+}
+
+// putAll adds tag, then vs' count and each of them.
+func (m *keyMAC) putAll(tag string, vs []string) {
+	m.put(tag)
+	m.buf = binary.AppendUvarint(m.buf, uint64(len(vs)))
+	for _, v := range vs {
+		m.put(v)
+	}
+}
+
+// flush writes what is buffered to the MAC.
+func (m *keyMAC) flush() {
+	m.mac.Write(m.buf)
+	m.buf = m.buf[:0]
 }
 
 // get returns a copy of a live entry.

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agent-server/agent-server/core"
@@ -105,15 +106,9 @@ func (s *streamClient) authenticate(ctx context.Context, deadline time.Time, fla
 	if dl, ok := ctx.Deadline(); ok && (deadline.IsZero() || dl.Before(deadline)) {
 		deadline = dl
 	}
-	var expired <-chan time.Time
 	if !deadline.IsZero() {
 		p.deadline = deadline
-		left := time.Until(deadline)
-		call.TimeoutMicros = max(1, left.Microseconds())
-		t := callTimers.Get().(*time.Timer)
-		t.Reset(left)
-		defer func() { t.Stop(); callTimers.Put(t) }()
-		expired = t.C
+		call.TimeoutMicros = max(1, time.Until(deadline).Microseconds())
 	}
 	if trace.SpanContextFromContext(ctx).IsValid() {
 		carrier := propagation.MapCarrier{}
@@ -134,6 +129,13 @@ func (s *streamClient) authenticate(ctx context.Context, deadline time.Time, fla
 	call.Id = id
 	s.pending[id] = p
 	s.mu.Unlock()
+	var expired <-chan time.Time
+	if !deadline.IsZero() { // armed once the call is in flight: a failed stream takes no timer
+		t := callTimers.Get().(*time.Timer)
+		t.Reset(time.Until(deadline))
+		defer func() { t.Stop(); callTimers.Put(t) }()
+		expired = t.C
+	}
 	n := callSize(call, size)
 	call.Request = flat
 	s.writer.add(call, n)
@@ -158,6 +160,12 @@ func (s *streamClient) authenticate(ctx context.Context, deadline time.Time, fla
 		s.mu.Unlock()
 	}
 	return core.Failed(fmt.Errorf("authenticate: %w", err))
+}
+
+// callSize is the encoded size of call once its request, of encoded size
+// reqSize, is set as field 2: counted without walking the request again.
+func callSize(call *authpb.Call, reqSize int) int {
+	return proto.Size(call) + protowire.SizeTag(2) + protowire.SizeBytes(reqSize)
 }
 
 // callTimers holds the stopped timers of calls that are over, for the next

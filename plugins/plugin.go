@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/agent-server/agent-server/core"
-	"github.com/agent-server/agent-server/core/config"
 	"github.com/agent-server/agent-server/plugins/authpb"
 )
 
@@ -152,7 +151,7 @@ func Serve(p Plugin) {
 // default: the gRPC and protobuf registries every plugin holds make each
 // collection cost much for the little garbage a call leaves, and the
 // collector was an eighth of the jwt plugin's CPU at Go's 100.
-var pluginGCPercent = config.Default().Server.GCPercent
+var pluginGCPercent = defaults.Server.GCPercent
 
 // setGCPercent sets pluginGCPercent unless GOGC is set (getenv reads it).
 func setGCPercent(getenv func(string) string) {

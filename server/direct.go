@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"time"
 
@@ -453,7 +452,6 @@ func (w *directWriter) finish() {
 	if h.Get("Date") == "" {
 		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	}
-	h.Set("Content-Length", strconv.Itoa(len(w.body)))
 	_ = w.conn.SetWriteDeadline(time.Now().Add(readHeaderTimeout))
 	bw := bufio.NewWriter(w.conn)
 	if err := resp.Write(bw); err == nil {

@@ -136,9 +136,9 @@ func TestHeadEnd(t *testing.T) {
 	}
 }
 
-// TestDirectUpgrades checks the upgrades: served directly when the head fits
-// the socket's reader, by net/http when it does not, and a refusal
-// answered whole and the connection closed.
+// TestDirectUpgrades checks the upgrades: served whether the head fits the
+// direct path's reader or not (net/http serves a larger one), and a
+// refusal answered whole and the connection closed.
 func TestDirectUpgrades(t *testing.T) {
 	e := newEdge(t, nil)
 	id := e.conversation(t)

@@ -20,11 +20,7 @@ const (
 // they inherit (Linux), instead of with four setsockopt calls per accepted
 // connection; elsewhere Go sets it per connection as usual.
 func Listen(ctx context.Context, addr string) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAlive: -1, Control: inheritKeepAlive}
-	if !keepAliveInherited {
-		lc = net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: keepAliveIdle, Interval: keepAliveInterval, Count: keepAliveCount}}
-	}
-	ln, err := lc.Listen(ctx, "tcp", addr)
+	ln, err := listenConfig.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}

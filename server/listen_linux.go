@@ -1,12 +1,14 @@
 package server
 
 import (
+	"net"
 	"syscall"
 )
 
-// keepAliveInherited: Linux copies a listening socket's keep-alive options
-// to the connections it accepts.
-const keepAliveInherited = true
+// listenConfig sets keep-alive on the listening socket, whose options
+// Linux copies to the connections it accepts, and has Go leave those
+// alone (KeepAlive -1).
+var listenConfig = net.ListenConfig{KeepAlive: -1, Control: inheritKeepAlive}
 
 // inheritKeepAlive sets keep-alive on the listening socket.
 func inheritKeepAlive(_, _ string, c syscall.RawConn) error {

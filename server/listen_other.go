@@ -2,10 +2,7 @@
 
 package server
 
-import "syscall"
+import "net"
 
-// keepAliveInherited: not relied on outside Linux.
-const keepAliveInherited = false
-
-// inheritKeepAlive is unused outside Linux.
-func inheritKeepAlive(_, _ string, _ syscall.RawConn) error { return nil }
+// listenConfig has Go set keep-alive on each accepted connection.
+var listenConfig = net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: keepAliveIdle, Interval: keepAliveInterval, Count: keepAliveCount}}

@@ -14,12 +14,12 @@ import (
 // the percent in force (-1: off) and where it comes from, for the
 // startup log.
 func SetGCPercent(percent int, getenv func(string) string) (int, string) {
-	if env := getenv("GOGC"); env == "off" || validPercent(env) {
+	switch env := getenv("GOGC"); {
+	case env == "off":
+		return -1, "GOGC"
+	case validPercent(env):
 		s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
 		metrics.Read(s)
-		if env == "off" {
-			return -1, "GOGC"
-		}
 		return int(s[0].Value.Uint64()), "GOGC"
 	}
 	if percent <= 0 {

@@ -359,3 +359,30 @@ func sha256Hex(s string) string {
 	d := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(d[:])
 }
+
+// ChangedKeys names each changed value by its key, a map as a whole, and
+// nothing at or below a skipped key.
+func TestChangedKeys(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*Config)
+		skip   map[string]bool
+		want   []string
+	}{
+		{"nothing", func(*Config) {}, nil, nil},
+		{"a leaf in a nested struct", func(c *Config) { c.Auth.Queue.MaxWait++ }, nil, []string{"auth.queue.max_wait"}},
+		{"a duration and a slice", func(c *Config) { c.Server.ShutdownTimeout++; c.Auth.Keys = []string{"k"} }, nil, []string{"server.shutdown_timeout", "auth.keys"}},
+		{"a map as a whole", func(c *Config) { c.Plugins.Instances = map[string]Plugin{"x": {}} }, nil, []string{"plugins.instances"}},
+		{"a skipped leaf", func(c *Config) { c.Auth.Keys = []string{"k"} }, map[string]bool{"auth.keys": true}, nil},
+		{"below a skipped struct", func(c *Config) { c.Auth.Queue.Size++ }, map[string]bool{"auth.queue": true}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := Default()
+			tt.change(&b)
+			if got := ChangedKeys(Default(), b, tt.skip); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("ChangedKeys = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

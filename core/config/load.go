@@ -162,7 +162,7 @@ func PathKeys() []string {
 			switch {
 			case f.Tag.Get("path") == "file":
 				out = append(out, name)
-			case f.Type.Kind() == reflect.Struct && f.Type.String() != "time.Duration":
+			case f.Type.Kind() == reflect.Struct:
 				walk(name+".", f.Type)
 			case f.Type.Kind() == reflect.Map && f.Type.Elem().Kind() == reflect.Struct:
 				walk(name+".*.", f.Type.Elem())
@@ -227,7 +227,7 @@ func Keys() []string {
 			f := t.Field(i)
 			name := prefix + f.Tag.Get("koanf")
 			switch {
-			case f.Type.Kind() == reflect.Struct && f.Type.String() != "time.Duration":
+			case f.Type.Kind() == reflect.Struct:
 				walk(name+".", f.Type)
 			case f.Type.Kind() == reflect.Map:
 				out = append(out, name+".*")
@@ -237,5 +237,28 @@ func Keys() []string {
 		}
 	}
 	walk("", reflect.TypeOf(Config{}))
+	return out
+}
+
+// ChangedKeys lists the keys, as Keys names them (a map as a whole, by
+// its own key), whose values differ between a and b, but for those in
+// skip and the keys below them.
+func ChangedKeys(a, b Config, skip map[string]bool) []string {
+	var out []string
+	var walk func(prefix string, x, y reflect.Value)
+	walk = func(prefix string, x, y reflect.Value) {
+		for i := 0; i < x.NumField(); i++ {
+			f := x.Type().Field(i)
+			name := prefix + f.Tag.Get("koanf")
+			switch {
+			case skip[name]:
+			case f.Type.Kind() == reflect.Struct:
+				walk(name+".", x.Field(i), y.Field(i))
+			case !reflect.DeepEqual(x.Field(i).Interface(), y.Field(i).Interface()):
+				out = append(out, name)
+			}
+		}
+	}
+	walk("", reflect.ValueOf(a), reflect.ValueOf(b))
 	return out
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -172,47 +171,4 @@ var liveKeys = map[string]bool{
 // restartOnly names, by their config keys, the values that differ between
 // a and b and that a reload does not apply: they take effect at the next
 // start.
-func restartOnly(a, b config.Config) []string {
-	var out []string
-	diffKeys("", reflect.ValueOf(a), reflect.ValueOf(b), &out)
-	return out
-}
-
-// diffKeys appends to out the keys under prefix whose values differ
-// between a and b, which are of the same type: a config struct's fields by
-// their koanf names, anything else (a struct without koanf keys, such as
-// a time.Time, included) as one value.
-func diffKeys(prefix string, a, b reflect.Value, out *[]string) {
-	if liveKeys[prefix] {
-		return
-	}
-	if !hasKoanfKeys(a.Type()) {
-		if !reflect.DeepEqual(a.Interface(), b.Interface()) {
-			*out = append(*out, prefix)
-		}
-		return
-	}
-	for i := range a.NumField() {
-		name, _, _ := strings.Cut(a.Type().Field(i).Tag.Get("koanf"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		if prefix != "" {
-			name = prefix + "." + name
-		}
-		diffKeys(name, a.Field(i), b.Field(i), out)
-	}
-}
-
-// hasKoanfKeys reports whether t is a struct with koanf-tagged fields.
-func hasKoanfKeys(t reflect.Type) bool {
-	if t.Kind() != reflect.Struct {
-		return false
-	}
-	for i := range t.NumField() {
-		if t.Field(i).Tag.Get("koanf") != "" {
-			return true
-		}
-	}
-	return false
-}
+func restartOnly(a, b config.Config) []string { return config.ChangedKeys(a, b, liveKeys) }

@@ -68,8 +68,8 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 		// First end the goroutines run starts (reload, audit reopen,
 		// memory release), so that none works on what is released below.
 		cancel()
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
-		defer cancel()
+		sctx, stop := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+		defer stop()
 		if rerr := started.release(sctx); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("shutdown: %w", rerr))
 			return
