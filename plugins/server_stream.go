@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +22,29 @@ import (
 // by then; the plugin's late result is dropped). The trace context travels
 // inside each call.
 func (s *grpcServer) Stream(st authpb.Authenticator_StreamServer) error {
+	return s.serveCalls(st)
+}
+
+// replyStream is what serveCalls needs of its transport: protocol 3's
+// gRPC stream, or protocol 4's channel.
+type replyStream interface {
+	Context() context.Context // ends when the transport does
+	Recv() (*authpb.Calls, error)
+	Send(*authpb.Replies) error
+}
+
+// serveChannel serves the calls that come on the channel conn (protocol
+// 4) until the host closes it, and then closes it.
+func (s *grpcServer) serveChannel(conn net.Conn) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	defer conn.Close()
+	return s.serveCalls(pluginChannel{ctx: ctx, f: newFramer(conn)})
+}
+
+// serveCalls answers the calls of one transport, Stream's or
+// serveChannel's, until it ends.
+func (s *grpcServer) serveCalls(st replyStream) error {
 	failed := make(chan error, 1)
 	w := newInlineBatchWriter(func(rs []*authpb.Reply) error {
 		return st.Send(&authpb.Replies{Replies: rs})

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -220,6 +221,25 @@ func (p *process) launch(ctx context.Context, configure bool) (*conn, Info, erro
 	h := i.host
 	cmd := exec.Command(s.path)
 	bindToParent(cmd)
+	// The channel (protocol 4): the process inherits its end, and the
+	// host keeps the other until the process has negotiated. Both are
+	// closed here on every return but the channel's opening.
+	var hostEnd *os.File
+	if channelSupported {
+		var pluginEnd *os.File
+		var err error
+		if hostEnd, pluginEnd, err = newChannel(); err != nil {
+			return nil, Info{}, fmt.Errorf("plugin %s: %w", s.name, err)
+		}
+		defer func() {
+			if hostEnd != nil {
+				hostEnd.Close()
+			}
+		}()
+		defer pluginEnd.Close() // the process has its copy once started
+		cmd.ExtraFiles = []*os.File{pluginEnd}
+		cmd.Env = []string{channelEnv + "=" + strconv.Itoa(channelFD)}
+	}
 	versioned := make(map[int]goplugin.PluginSet, len(h.protocolVersions))
 	for _, v := range h.protocolVersions {
 		versioned[int(v)] = goplugin.PluginSet{pluginKey: &grpcPlugin{}}
@@ -275,10 +295,15 @@ func (p *process) launch(ctx context.Context, configure bool) (*conn, Info, erro
 		if in != nil {
 			info.Inputs = *in
 		}
-		if c.protocol >= streamVersion {
-			if c.stream, err = openStream(rpc.rpc, p.wake); err != nil {
-				return fail(err)
-			}
+		switch {
+		case c.protocol >= channelVersion:
+			c.stream, err = openChannel(hostEnd, p.wake)
+			hostEnd = nil // openChannel closed it
+		case c.protocol >= streamVersion:
+			c.stream, err = openStream(rpc.rpc, p.wake)
+		}
+		if err != nil {
+			return fail(err)
 		}
 	}
 	if first := i.declared(); first != nil && !sameDeclaration(*first, info) {
