@@ -47,10 +47,25 @@ type directListener struct {
 	s             *Server
 	headerTimeout time.Duration // to read a connection's first request head
 
-	mu       sync.Mutex            // closing the listener happens under it too
-	inflight map[net.Conn]struct{} // connections between accept and hand-over
-	idle     sync.WaitGroup        // counts inflight
+	mu       sync.Mutex                // closing the listener happens under it too
+	inflight map[net.Conn]inflightConn // connections between accept and hand-over
+	idle     sync.WaitGroup            // counts inflight
 }
+
+// inflightConn is where an accepted connection stands before its hand-over.
+type inflightConn int
+
+const (
+	// connIdle: nothing has arrived yet. A client's spare keep-alive
+	// connection (dialled for a request that another connection then
+	// took) stays so until it is used: shutting down closes it.
+	connIdle inflightConn = iota
+	// connStarted: its first request has begun to arrive: shutting down
+	// waits for it.
+	connStarted
+	// connCut: shutting down closed it while it was idle.
+	connCut
+)
 
 // listenDirect wraps ln for direct upgrades and registers it, for Shutdown
 // to wait for its handshakes.
@@ -66,7 +81,7 @@ func (s *Server) listenDirect(ln net.Listener) net.Listener {
 // on one of the actors' pooled goroutines: the handshake is deep enough to
 // grow a new goroutine's stack by copying it, twice or more.
 func newDirectListener(s *Server, ln net.Listener, headerTimeout time.Duration) *directListener {
-	d := &directListener{s: s, headerTimeout: headerTimeout, inflight: make(map[net.Conn]struct{})}
+	d := &directListener{s: s, headerTimeout: headerTimeout, inflight: make(map[net.Conn]inflightConn)}
 	d.handoffListener = newHandoffListener(ln, s.log, s.actors.Go, d.serve)
 	d.start()
 	return d
@@ -89,8 +104,20 @@ func (d *directListener) track(c net.Conn) bool {
 		return false
 	default:
 	}
-	d.inflight[c] = struct{}{}
+	d.inflight[c] = connIdle
 	d.idle.Add(1)
+	return true
+}
+
+// begin records that c's first request has begun to arrive, unless
+// shutting down closed c first; it reports whether c is still served.
+func (d *directListener) begin(c net.Conn) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.inflight[c] == connCut {
+		return false
+	}
+	d.inflight[c] = connStarted
 	return true
 }
 
@@ -102,9 +129,21 @@ func (d *directListener) untrack(c net.Conn) {
 	d.idle.Done()
 }
 
-// drain waits for the connections in flight to be upgraded, answered or
-// passed on, and closes those left when ctx ends.
+// drain closes the connections on which nothing has arrived, as net/http's
+// Shutdown closes its idle ones, waits for the others to be upgraded,
+// answered or passed on, and closes those left when ctx ends. An idle
+// connection would otherwise hold the shutdown for the whole header
+// timeout, as long as server.shutdown_timeout by default, and leave the
+// actors no time to close their sockets. The listener is closed first.
 func (d *directListener) drain(ctx context.Context) error {
+	d.mu.Lock()
+	for c, state := range d.inflight {
+		if state == connIdle {
+			d.inflight[c] = connCut
+			_ = c.Close()
+		}
+	}
+	d.mu.Unlock()
 	finished := make(chan struct{})
 	go func() { d.idle.Wait(); close(finished) }()
 	select {
@@ -145,6 +184,10 @@ func (d *directListener) serve(c net.Conn) {
 	br := headReaders.Get().(*bufio.Reader)
 	br.Reset(c)
 	defer func() { br.Reset(nil); headReaders.Put(br) }()
+	if _, err := br.Peek(1); err != nil || !d.begin(c) { // gone, stalled, or closed idle by drain
+		_ = c.Close()
+		return
+	}
 	head, err := readHead(br)
 	if err != nil { // nothing to answer: the client went away or stalled
 		_ = c.Close()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -469,5 +470,78 @@ func TestServeAfterShutdownClosesItsListener(t *testing.T) {
 	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		c.Close()
 		t.Fatal("the listener still accepts after Serve refused")
+	}
+}
+
+// TestShutdownClosesIdleConnections: a connection on which nothing has
+// arrived when the server shuts down (an HTTP client's spare keep-alive
+// connection, dialled for a request another connection took) is closed at
+// once, as net/http closes its idle ones; one whose request has begun is
+// finished. The header timeout here outlasts the shutdown's deadline, so
+// a shutdown that waited for the idle connection fails.
+func TestShutdownClosesIdleConnections(t *testing.T) {
+	tests := []struct {
+		name     string
+		sent     string // before the shutdown
+		rest     string // once the shutdown has begun
+		wantCode uint16 // the close code after a 101; 0: closed without an answer
+	}{
+		{"nothing sent", "", "", 0},
+		{"part of an upgrade sent", "GET /sockets/events/", "", 1001},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.Limits.PingInterval = 0
+			e := buildEdge(t, cfg, sessionKeyAuth{})
+			ts := httptest.NewUnstartedServer(e.srv.Handler())
+			d := newDirectListener(e.srv, ts.Listener, time.Hour)
+			e.srv.mu.Lock()
+			e.srv.direct = append(e.srv.direct, d)
+			e.srv.mu.Unlock()
+			ts.Listener = d
+			ts.Start()
+			defer ts.Close()
+			id := e.conversation(t)
+			e.ts = ts
+			c, br := dialEdge(t, e)
+			want := connIdle
+			if tt.sent != "" {
+				want = connStarted
+				if _, err := io.WriteString(c, tt.sent); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, func() bool {
+				d.mu.Lock()
+				defer d.mu.Unlock()
+				for sc, state := range d.inflight {
+					if sc.RemoteAddr().String() == c.LocalAddr().String() {
+						return state == want
+					}
+				}
+				return false
+			}, "the server to see the connection")
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			shut := make(chan error, 1)
+			go func() { shut <- e.srv.Shutdown(ctx) }()
+			if tt.sent != "" {
+				rest := strings.TrimPrefix(upgradeHead(id, goodKey, ""), "GET /sockets/events/")
+				if _, err := io.WriteString(c, rest); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := <-shut; err != nil {
+				t.Fatalf("shutdown: %v", err)
+			}
+			var got uint16
+			if resp, err := http.ReadResponse(br, nil); err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+				got = readCloseCode(br)
+			}
+			if got != tt.wantCode {
+				t.Fatalf("close code %d, want %d (0: closed without an upgrade)", got, tt.wantCode)
+			}
+		})
 	}
 }
