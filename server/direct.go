@@ -387,14 +387,23 @@ func (w *directWriter) Header() http.Header {
 }
 
 // WriteHeader records the status; the response goes out when the handler
-// returns.
+// returns. An informational status (1xx but 101) is no response's final
+// one: it goes out at once, as net/http sends it, and the handler's final
+// status follows.
 func (w *directWriter) WriteHeader(code int) {
-	if w.status == 0 && !w.hijacked {
-		w.status = code
+	if w.status != 0 || w.hijacked {
+		return
 	}
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		w.writeResponse(&http.Response{StatusCode: code, ProtoMajor: 1, ProtoMinor: 1, Header: w.Header()})
+		return
+	}
+	w.status = code
 }
 
-// Write buffers body bytes.
+// Write buffers body bytes. A status that allows no body (RFC 9110 §15.3.5,
+// §15.4.5: 1xx, 204, 304) refuses them with http.ErrBodyNotAllowed, as
+// net/http does.
 func (w *directWriter) Write(p []byte) (int, error) {
 	if w.hijacked {
 		return 0, http.ErrHijacked
@@ -402,8 +411,17 @@ func (w *directWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
 	w.body = append(w.body, p...)
 	return len(p), nil
+}
+
+// bodyAllowed reports whether a response with status may have a body, and
+// with it the Content-Length or Transfer-Encoding that frames one.
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
 }
 
 // Hijack hands the connection over with a reader of its own (see
@@ -437,10 +455,21 @@ func (w *directWriter) finish() {
 		w.status = http.StatusOK
 	}
 	h := w.Header()
-	if h.Get("Content-Type") == "" && len(w.body) > 0 {
-		h.Set("Content-Type", http.DetectContentType(w.body))
+	switch {
+	case bodyAllowed(w.status):
+		if h.Get("Content-Type") == "" && len(w.body) > 0 {
+			h.Set("Content-Type", http.DetectContentType(w.body))
+		}
+	case w.status == http.StatusNotModified: // as net/http: no representation metadata
+		h.Del("Content-Type")
 	}
-	resp := &http.Response{
+	if h.Get("Date") == "" {
+		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	}
+	// Response.Write frames the body itself: it leaves out the handler's
+	// Content-Length and Transfer-Encoding and writes a Content-Length
+	// (even 0) only where a body is allowed; w.body is empty where not.
+	w.writeResponse(&http.Response{
 		StatusCode:    w.status,
 		ProtoMajor:    1,
 		ProtoMinor:    1,
@@ -448,14 +477,16 @@ func (w *directWriter) finish() {
 		ContentLength: int64(len(w.body)),
 		Body:          io.NopCloser(bytes.NewReader(w.body)),
 		Close:         true,
-	}
-	if h.Get("Date") == "" {
-		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	}
+	})
+	_ = w.conn.Close()
+}
+
+// writeResponse writes resp to the connection, within readHeaderTimeout.
+func (w *directWriter) writeResponse(resp *http.Response) {
 	_ = w.conn.SetWriteDeadline(time.Now().Add(readHeaderTimeout))
+	defer func() { _ = w.conn.SetWriteDeadline(time.Time{}) }() // an interim response's socket may be hijacked after it
 	bw := bufio.NewWriter(w.conn)
 	if err := resp.Write(bw); err == nil {
 		_ = bw.Flush()
 	}
-	_ = w.conn.Close()
 }

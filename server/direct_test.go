@@ -2,12 +2,18 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/textproto"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -469,5 +475,134 @@ func TestServeAfterShutdownClosesItsListener(t *testing.T) {
 	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		c.Close()
 		t.Fatal("the listener still accepts after Serve refused")
+	}
+}
+
+// rawResponse is one response as it went over the wire: its status, its
+// header as sent (Date aside) and the body its framing delimits.
+type rawResponse struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// readResponses reads the responses c sends until it closes, framing each
+// body by the rules a client reads it by (RFC 9112 §6.3): none on 1xx, 204
+// and 304, else Content-Length, which the server must send. Bytes that do
+// not parse as a response are an error.
+func readResponses(c net.Conn) ([]rawResponse, error) {
+	raw, err := io.ReadAll(c)
+	if err != nil {
+		return nil, err
+	}
+	tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(raw)))
+	var got []rawResponse
+	for {
+		line, err := tp.ReadLine()
+		if errors.Is(err, io.EOF) {
+			return got, nil
+		}
+		if err != nil {
+			return got, err
+		}
+		var r rawResponse
+		proto, rest, _ := strings.Cut(line, " ")
+		code, _, _ := strings.Cut(rest, " ")
+		if r.status, err = strconv.Atoi(code); proto != "HTTP/1.1" || err != nil {
+			return got, fmt.Errorf("after %d responses: %q is not a status line", len(got), line)
+		}
+		h, err := tp.ReadMIMEHeader()
+		if err != nil {
+			return got, fmt.Errorf("header of %d: %w", r.status, err)
+		}
+		r.header = http.Header(h)
+		r.header.Del("Date")
+		if r.status >= 200 && r.status != http.StatusNoContent && r.status != http.StatusNotModified {
+			n, err := strconv.Atoi(r.header.Get("Content-Length"))
+			if err != nil {
+				return got, fmt.Errorf("%d without a Content-Length: %v", r.status, r.header)
+			}
+			body := make([]byte, n)
+			if _, err := io.ReadFull(tp.R, body); err != nil {
+				return got, fmt.Errorf("body of %d: %w", r.status, err)
+			}
+			r.body = string(body)
+		}
+		got = append(got, r)
+	}
+}
+
+// TestDirectResponsesWithoutBody: a handler's response on the direct path
+// is framed as net/http frames it: 1xx (but 101) is an interim response
+// before the final one, and 1xx, 204 and 304 carry no body and no
+// Content-Length or Transfer-Encoding (304 no Content-Type either); a
+// handler's Write on them fails with http.ErrBodyNotAllowed.
+func TestDirectResponsesWithoutBody(t *testing.T) {
+	tests := []struct {
+		status int
+		want   []int // the statuses sent, interim ones first
+	}{
+		{http.StatusContinue, []int{100, 200}},
+		{http.StatusSwitchingProtocols, []int{101}},
+		{http.StatusEarlyHints, []int{103, 200}},
+		{http.StatusOK, []int{200}},
+		{http.StatusNoContent, []int{204}},
+		{http.StatusNotModified, []int{304}},
+		{http.StatusUnauthorized, []int{401}},
+	}
+	for _, tt := range tests {
+		t.Run(strconv.Itoa(tt.status), func(t *testing.T) {
+			var writeErrs [2]error
+			handler := func(i int) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+					w.Header().Set("X-Test", "1")
+					w.WriteHeader(tt.status)
+					_, writeErrs[i] = w.Write([]byte("body"))
+				})
+			}
+			e := buildEdge(t, config.Default(), sessionKeyAuth{})
+			e.srv.handler = handler(0)
+			direct := serveDirect(e.srv)
+			defer direct.Close()
+			viaNetHTTP := httptest.NewServer(handler(1))
+			defer viaNetHTTP.Close()
+			var got [2][]rawResponse
+			for i, url := range []string{direct.URL, viaNetHTTP.URL} {
+				c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				// Connection: close, for both to end the connection after it.
+				if _, err := io.WriteString(c, strings.Replace(upgradeHead("x", goodKey, ""), "Connection: Upgrade", "Connection: Upgrade, close", 1)); err != nil {
+					t.Fatal(err)
+				}
+				if got[i], err = readResponses(c); err != nil {
+					t.Fatalf("path %d: %v (read %v)", i, err, got[i])
+				}
+			}
+			var statuses []int
+			for _, r := range got[0] {
+				statuses = append(statuses, r.status)
+				if r.status < 200 || r.status == http.StatusNoContent || r.status == http.StatusNotModified {
+					for _, k := range []string{"Content-Length", "Transfer-Encoding"} {
+						if v, ok := r.header[k]; ok {
+							t.Errorf("%d sent %s: %q", r.status, k, v)
+						}
+					}
+				}
+			}
+			if !slices.Equal(statuses, tt.want) {
+				t.Fatalf("statuses %v, want %v", statuses, tt.want)
+			}
+			if !reflect.DeepEqual(got[0], got[1]) {
+				t.Errorf("direct path sent\n%+v\nnet/http sent\n%+v", got[0], got[1])
+			}
+			if !errors.Is(writeErrs[0], writeErrs[1]) {
+				t.Errorf("Write on the direct path: %v; on net/http: %v", writeErrs[0], writeErrs[1])
+			}
+		})
 	}
 }
