@@ -32,7 +32,8 @@ import (
 // writer that hands over the connection and a reader of the socket's own.
 // Every other connection, and any head that does not fit the reader, goes
 // to net/http with exactly the bytes already read in front, so REST is
-// served exactly as before. TLS listeners keep net/http throughout: the handlers read the
+// served exactly as before; so does a connection whose upgrade was
+// refused, for the client's next request on it. TLS listeners keep net/http throughout: the handlers read the
 // client certificate from net/http's request.
 //
 // net/http's read-ahead also noticed a client that hung up while its
@@ -171,7 +172,18 @@ func (d *directListener) serve(c net.Conn) {
 	w.watchTimer = time.AfterFunc(watchAfter, w.watch)
 	defer w.stopWatching()
 	d.s.handler.ServeHTTP(w, req.WithContext(ctx))
-	w.finish()
+	if w.hijacked {
+		return
+	}
+	if !w.finish(req) {
+		_ = c.Close()
+		return
+	}
+	// A refused upgrade: the client may send its next request on the same
+	// connection, as net/http would have let it (a browser or a pooled
+	// HTTP client retrying, say). net/http serves it from here, with the
+	// bytes already read behind this request in front.
+	d.passOn(c, w.unread())
 }
 
 // watchAfter is how long a direct handshake runs before its connection is
@@ -319,8 +331,7 @@ type directConn struct {
 }
 
 // directWriter is the response writer of a direct upgrade. A handler that
-// does not hijack gets its response written, with Connection: close, when
-// it returns.
+// does not hijack gets its response written when it returns (finish).
 type directWriter struct {
 	conn     net.Conn
 	br       *bufio.Reader
@@ -395,7 +406,7 @@ func (w *directWriter) WriteHeader(code int) {
 		return
 	}
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
-		w.writeResponse(&http.Response{StatusCode: code, ProtoMajor: 1, ProtoMinor: 1, Header: w.Header()})
+		_ = w.writeResponse(&http.Response{StatusCode: code, ProtoMajor: 1, ProtoMinor: 1, Header: w.Header()})
 		return
 	}
 	w.status = code
@@ -432,6 +443,14 @@ func (w *directWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.hijacked = true
 	w.stopWatching()
+	r := socketReader(w.conn, w.unread())
+	return &directConn{Conn: w.conn, br: r}, bufio.NewReadWriter(r, bufio.NewWriterSize(w.conn, 64)), nil
+}
+
+// unread returns the bytes read from the connection but not by the
+// handler: those behind the request head, and a byte watch read. Call it
+// once nothing reads the connection (stopWatching).
+func (w *directWriter) unread() []byte {
 	var early []byte
 	if w.firstRead {
 		early = append(early, w.first[0])
@@ -440,16 +459,16 @@ func (w *directWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		read, _ := w.br.Peek(n)
 		early = append(early, read...)
 	}
-	r := socketReader(w.conn, early)
-	return &directConn{Conn: w.conn, br: r}, bufio.NewReadWriter(r, bufio.NewWriterSize(w.conn, 64)), nil
+	return early
 }
 
-// finish writes a handler's response unless it hijacked, and closes the
-// connection: a refused upgrade's client opens a new one to retry.
-func (w *directWriter) finish() {
-	if w.hijacked {
-		return
-	}
+// finish writes the response of a handler that did not hijack, for req,
+// and reports whether the connection may serve another request. It may,
+// as under net/http, unless req is HTTP/1.0 or asks to close, the handler
+// set Connection: close, the status is a 101 (what follows it is no
+// longer HTTP, whether or not the handler took the connection), or the
+// write failed; the response says Connection: close when it may not.
+func (w *directWriter) finish(req *http.Request) (keep bool) {
 	w.stopWatching()
 	if w.status == 0 {
 		w.status = http.StatusOK
@@ -466,27 +485,29 @@ func (w *directWriter) finish() {
 	if h.Get("Date") == "" {
 		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	}
+	keep = req.ProtoAtLeast(1, 1) && !req.Close && !headerHasToken(h, "Connection", "close") && w.status != http.StatusSwitchingProtocols
 	// Response.Write frames the body itself: it leaves out the handler's
 	// Content-Length and Transfer-Encoding and writes a Content-Length
 	// (even 0) only where a body is allowed; w.body is empty where not.
-	w.writeResponse(&http.Response{
+	err := w.writeResponse(&http.Response{
 		StatusCode:    w.status,
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        h,
 		ContentLength: int64(len(w.body)),
 		Body:          io.NopCloser(bytes.NewReader(w.body)),
-		Close:         true,
+		Close:         !keep,
 	})
-	_ = w.conn.Close()
+	return keep && err == nil
 }
 
 // writeResponse writes resp to the connection, within readHeaderTimeout.
-func (w *directWriter) writeResponse(resp *http.Response) {
+func (w *directWriter) writeResponse(resp *http.Response) error {
 	_ = w.conn.SetWriteDeadline(time.Now().Add(readHeaderTimeout))
-	defer func() { _ = w.conn.SetWriteDeadline(time.Time{}) }() // an interim response's socket may be hijacked after it
+	defer func() { _ = w.conn.SetWriteDeadline(time.Time{}) }() // the connection outlives the response
 	bw := bufio.NewWriter(w.conn)
-	if err := resp.Write(bw); err == nil {
-		_ = bw.Flush()
+	if err := resp.Write(bw); err != nil {
+		return err
 	}
+	return bw.Flush()
 }

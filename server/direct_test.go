@@ -144,7 +144,8 @@ func TestHeadEnd(t *testing.T) {
 
 // TestDirectUpgrades checks the upgrades: served whether the head fits the
 // direct path's reader or not (net/http serves a larger one), and a
-// refusal answered whole and the connection closed.
+// refusal answered whole (TestRefusedUpgradeKeepsTheConnection checks what
+// follows it).
 func TestDirectUpgrades(t *testing.T) {
 	e := newEdge(t, nil)
 	id := e.conversation(t)
@@ -183,12 +184,6 @@ func TestDirectUpgrades(t *testing.T) {
 			}
 			if int64(len(body)) != resp.ContentLength || !strings.Contains(string(body), "detail") && resp.StatusCode != http.StatusNotFound {
 				t.Fatalf("body %q, Content-Length %d", body, resp.ContentLength)
-			}
-			if !resp.Close {
-				t.Fatal("a refused upgrade's response does not say Connection: close")
-			}
-			if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
-				t.Fatalf("after a refused upgrade: read %v, want EOF", err)
 			}
 		})
 	}
@@ -604,5 +599,80 @@ func TestDirectResponsesWithoutBody(t *testing.T) {
 				t.Errorf("Write on the direct path: %v; on net/http: %v", writeErrs[0], writeErrs[1])
 			}
 		})
+	}
+}
+
+// TestRefusedUpgradeKeepsTheConnection: a refused handshake leaves its
+// connection open for the client's next request, on the direct path as
+// net/http (which serves a head too large for the direct path) leaves it,
+// unless the request asked to close it; the response says which.
+func TestRefusedUpgradeKeepsTheConnection(t *testing.T) {
+	e := newEdge(t, nil)
+	id := e.conversation(t)
+	pad := "X-Pad: " + strings.Repeat("p", 2*socketReadBuffer) + "\r\n"
+	const alive = "GET /alive HTTP/1.1\r\nHost: x\r\n\r\n"
+	refusals := []struct {
+		name   string
+		head   func(extra string) string
+		status int
+	}{
+		{"wrong key", func(x string) string { return upgradeHead(id, "wrong-key", x) }, http.StatusUnauthorized},
+		{"broken key", func(x string) string { return upgradeHead(id, brokenKey, x) }, http.StatusServiceUnavailable},
+		{"foreign origin", func(x string) string { return upgradeHead(id, goodKey, "Origin: http://elsewhere.example\r\n"+x) }, http.StatusForbidden},
+		{"bad id", func(x string) string { return upgradeHead("not-a-uuid", goodKey, x) }, http.StatusBadRequest},
+		{"unknown route", func(x string) string {
+			return strings.Replace(upgradeHead(id, goodKey, x), "/sockets/events/", "/sockets/nothing/", 1)
+		}, http.StatusNotFound},
+	}
+	for _, rf := range refusals {
+		for _, path := range []struct{ name, extra string }{{"direct", ""}, {"net/http", pad}} {
+			for _, closing := range []bool{false, true} {
+				name := rf.name + "/" + path.name
+				if closing {
+					name += "/Connection: close"
+				}
+				t.Run(name, func(t *testing.T) {
+					head := rf.head(path.extra)
+					if closing {
+						head = strings.Replace(head, "Connection: Upgrade", "Connection: Upgrade, close", 1)
+					}
+					c, br := dialEdge(t, e)
+					if _, err := io.WriteString(c, head); err != nil {
+						t.Fatal(err)
+					}
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Fatalf("response: %v", err)
+					}
+					if resp.StatusCode != rf.status {
+						t.Fatalf("status %d, want %d", resp.StatusCode, rf.status)
+					}
+					if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+						t.Fatalf("body: %v", err)
+					}
+					if resp.Close != closing {
+						t.Fatalf("response says close: %v, want %v (the request's)", resp.Close, closing)
+					}
+					// The client's next request, on the same connection.
+					if _, err := io.WriteString(c, alive); err != nil {
+						if closing {
+							return
+						}
+						t.Fatal(err)
+					}
+					next, err := http.ReadResponse(br, nil)
+					switch {
+					case closing && err == nil:
+						t.Fatalf("a request after Connection: close was answered %d", next.StatusCode)
+					case closing:
+						return
+					case err != nil:
+						t.Fatalf("the next request on the connection: %v", err)
+					case next.StatusCode != http.StatusOK:
+						t.Fatalf("the next request on the connection: %d", next.StatusCode)
+					}
+				})
+			}
+		}
 	}
 }
