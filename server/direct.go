@@ -142,7 +142,8 @@ func (d *directListener) serve(c net.Conn) {
 			}
 		}
 	}()
-	_ = c.SetReadDeadline(time.Now().Add(d.headerTimeout))
+	headBy := time.Now().Add(d.headerTimeout)
+	_ = c.SetReadDeadline(headBy)
 	br := headReaders.Get().(*bufio.Reader)
 	br.Reset(c)
 	defer func() { br.Reset(nil); headReaders.Put(br) }()
@@ -155,13 +156,17 @@ func (d *directListener) serve(c net.Conn) {
 	// the head never refills br (the head is all in it), so this stays
 	// valid, and a connection passed on gets exactly these bytes.
 	read, _ := br.Peek(br.Buffered())
-	if head == nil || !mayUpgrade(head) { // too large for the fast path, or not an upgrade
-		d.passOn(c, read)
+	if head == nil { // too large for the fast path: net/http reads the rest, by the same deadline
+		d.passOn(c, read, headBy)
+		return
+	}
+	if !mayUpgrade(head) {
+		d.passOn(c, read, time.Time{})
 		return
 	}
 	req, err := http.ReadRequest(br)
 	if err != nil || !directUpgrade(req) {
-		d.passOn(c, read) // net/http answers it, malformed or not, as it always has
+		d.passOn(c, read, time.Time{}) // net/http answers it, malformed or not, as it always has
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
@@ -183,7 +188,7 @@ func (d *directListener) serve(c net.Conn) {
 	// connection, as net/http would have let it (a browser or a pooled
 	// HTTP client retrying, say). net/http serves it from here, with the
 	// bytes already read behind this request in front.
-	d.passOn(c, w.unread())
+	d.passOn(c, w.unread(), time.Time{})
 }
 
 // watchAfter is how long a direct handshake runs before its connection is
@@ -208,10 +213,12 @@ const (
 var headReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, socketReadBuffer) }}
 
 // passOn hands c to net/http with read, the bytes read from it (copied:
-// they are in a pooled buffer), in front.
-func (d *directListener) passOn(c net.Conn, read []byte) {
-	_ = c.SetReadDeadline(time.Time{})
-	d.pass(&passedConn{Conn: c, early: bytes.Clone(read)})
+// they are in a pooled buffer), in front. A zero headBy says that read
+// holds a whole request head, or none; otherwise net/http reads the rest
+// of the head by headBy (see passedConn).
+func (d *directListener) passOn(c net.Conn, read []byte, headBy time.Time) {
+	_ = c.SetReadDeadline(headBy)
+	d.pass(&passedConn{Conn: c, early: bytes.Clone(read), headBy: headBy, headScan: headScan{pending: !headBy.IsZero()}})
 }
 
 // readHead returns the bytes of br's first request head, through its
@@ -299,19 +306,82 @@ func mayUpgrade(head []byte) bool {
 
 // passedConn is a connection net/http serves, with the bytes read from it
 // before the hand-over read first.
+//
+// A first request head that net/http is to read the rest of stays bound by
+// the header timeout it started under here (headBy): until the head's empty
+// line has been read, a read deadline set later than headBy, or none, is
+// headBy. net/http sets its ReadHeaderTimeout afresh on every connection it
+// is given, and would otherwise let a slow client hold one for twice the
+// timeout.
 type passedConn struct {
 	net.Conn
 	early []byte
+
+	headBy   time.Time
+	headScan // pending until the head's end is read; by net/http's goroutine alone
 }
 
 // Read returns the early bytes first, then reads the connection.
-func (c *passedConn) Read(p []byte) (int, error) {
+func (c *passedConn) Read(p []byte) (n int, err error) {
 	if len(c.early) > 0 {
-		n := copy(p, c.early)
+		n = copy(p, c.early)
 		c.early = c.early[n:]
-		return n, nil
+	} else {
+		n, err = c.Conn.Read(p)
 	}
-	return c.Conn.Read(p)
+	if c.pending {
+		c.scan(p[:n])
+	}
+	return n, err
+}
+
+// SetReadDeadline sets the read deadline, no later than headBy while the
+// first head is being read.
+func (c *passedConn) SetReadDeadline(t time.Time) error {
+	return c.Conn.SetReadDeadline(c.bound(t))
+}
+
+// SetDeadline sets the deadlines, the read one as SetReadDeadline does.
+func (c *passedConn) SetDeadline(t time.Time) error {
+	if !c.pending {
+		return c.Conn.SetDeadline(t)
+	}
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetReadDeadline(c.bound(t))
+}
+
+// bound is t, or headBy when the first head is pending and t is later.
+func (c *passedConn) bound(t time.Time) time.Time {
+	if c.pending && (t.IsZero() || t.After(c.headBy)) {
+		return c.headBy
+	}
+	return t
+}
+
+// headScan follows the bytes of a request head, read in pieces, to its end:
+// its first empty line, CRLF or bare LF, as headEnd finds it.
+type headScan struct {
+	pending bool // the end is not read yet
+	state   byte // what the bytes so far end with: 0, "\n" or "\n\r"
+}
+
+// scan reads on through p; pending turns false at the head's end.
+func (h *headScan) scan(p []byte) {
+	for _, b := range p {
+		switch {
+		case b == '\n' && h.state != 0:
+			h.pending = false
+			return
+		case b == '\n':
+			h.state = '\n'
+		case b == '\r' && h.state == '\n':
+			h.state = '\r'
+		default:
+			h.state = 0
+		}
+	}
 }
 
 // CloseWrite half-closes a TCP connection, as net/http does before it

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/textproto"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -674,5 +675,140 @@ func TestRefusedUpgradeKeepsTheConnection(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// TestDirectHeadTimeoutBindsALargeHead: a head too large for the direct
+// path's reader goes on to net/http still bound by the header timeout it
+// started under, not by a second one of net/http's: a client that sends
+// more than 4 KiB of head and then trickles the rest is cut at the direct
+// listener's timeout, although net/http's own would let it go on for an
+// hour.
+func TestDirectHeadTimeoutBindsALargeHead(t *testing.T) {
+	e := buildEdge(t, config.Default(), sessionKeyAuth{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDirectListener(e.srv, ln, 200*time.Millisecond)
+	hs := &http.Server{Handler: e.srv.handler, ReadHeaderTimeout: time.Hour}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(d) }()
+	t.Cleanup(func() { hs.Close(); <-served })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	head := upgradeHead("x", goodKey, "X-Pad: "+strings.Repeat("p", 2*socketReadBuffer)+"\r\n")
+	if _, err := io.WriteString(c, head[:len(head)-2]); err != nil { // all but the empty line
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go func() { // a header line a byte at a time, never ending
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				if _, err := c.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second)) // 50 timeouts: only a bug waits this long
+	// net/http answers a head cut short 400 before it closes, or closes.
+	if got, err := io.ReadAll(c); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the connection was still open (read %q): want it closed at the header timeout", got)
+	}
+}
+
+// TestHeadScanFindsHeadEnd: headScan, fed a head in two pieces split
+// anywhere, finds its end where headEnd does.
+func TestHeadScanFindsHeadEnd(t *testing.T) {
+	for _, buf := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest",
+		"GET / HTTP/1.1\nHost: x\n\nGET / HTTP/1.1\r\n\r\n",
+		"GET / HTTP/1.1\nHost: x\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n\r",
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\r\n\r\n",
+		"\r\n\r\n",
+	} {
+		want := headEnd([]byte(buf), 0) == 0
+		for i := range len(buf) + 1 {
+			h := headScan{pending: true}
+			h.scan([]byte(buf[:i]))
+			h.scan([]byte(buf[i:]))
+			if h.pending != want {
+				t.Errorf("%q split at %d: pending %v, want %v", buf, i, h.pending, want)
+			}
+		}
+	}
+}
+
+// deadlineConn is a net.Conn that reads from r and records the read
+// deadlines set on it (by SetDeadline too).
+type deadlineConn struct {
+	net.Conn
+	r         io.Reader
+	deadlines []time.Time
+}
+
+func (c *deadlineConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *deadlineConn) SetReadDeadline(t time.Time) error {
+	c.deadlines = append(c.deadlines, t)
+	return nil
+}
+
+func (c *deadlineConn) SetWriteDeadline(time.Time) error { return nil }
+
+func (c *deadlineConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+
+// TestPassedConnBoundsTheHead: a passed connection whose first head is
+// still to read takes no read deadline later than the one the head began
+// under, none at all included; once the head's end is read, any.
+func TestPassedConnBoundsTheHead(t *testing.T) {
+	headBy := time.Now().Add(time.Minute)
+	earlier, later := headBy.Add(-time.Second), headBy.Add(time.Hour)
+	tests := []struct {
+		name        string
+		early, rest string // the bytes passed on and those read afterwards
+		set, want   time.Time
+	}{
+		{"none, head pending", "GET / HTTP/1.1\r\nX: ", "y\r\n", time.Time{}, headBy},
+		{"later, head pending", "GET / HTTP/1.1\r\nX: ", "y\r\n", later, headBy},
+		{"earlier, head pending", "GET / HTTP/1.1\r\nX: ", "y\r\n", earlier, earlier},
+		{"none, head read", "GET / HTTP/1.1\r\nX: ", "y\r\n\r\n", time.Time{}, time.Time{}},
+		{"later, head read", "GET / HTTP/1.1\r\nX: ", "y\r\n\r\n", later, later},
+		{"end split over the hand-over", "GET / HTTP/1.1\r\nX: y\r\n\r", "\n", later, later},
+		{"bare LF end", "GET / HTTP/1.1\nX: ", "y\n\n", later, later},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inner := &deadlineConn{r: strings.NewReader(tt.rest)}
+			c := &passedConn{Conn: inner, early: []byte(tt.early), headBy: headBy, headScan: headScan{pending: true}}
+			if err := c.SetReadDeadline(later); err != nil {
+				t.Fatal(err)
+			}
+			if got := inner.deadlines[0]; !got.Equal(headBy) {
+				t.Fatalf("deadline before the head was read: %v, want %v", got, headBy)
+			}
+			if _, err := io.ReadAll(c); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.SetDeadline(tt.set); err != nil {
+				t.Fatal(err)
+			}
+			if got := inner.deadlines[1]; !got.Equal(tt.want) {
+				t.Fatalf("deadline %v set after reading %q: got %v, want %v", tt.set, tt.early+tt.rest, got, tt.want)
+			}
+		})
 	}
 }
