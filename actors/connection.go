@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -23,6 +24,25 @@ var (
 	disconnectForbidden   = core.Disconnect{Code: core.CloseForbidden, Reason: "Forbidden"}
 	disconnectAuthUnknown = core.Disconnect{Code: core.CloseTryAgainLater, Reason: "Authentication is temporarily unavailable"}
 )
+
+// connStage is where a connection actor stands, for the census a shutdown
+// reports when its connections do not all stop in time (never a
+// credential, only counts).
+type connStage int32
+
+// The stages of a connection actor.
+const (
+	stageAuthenticating connStage = iota // waiting for its first message's chain
+	stageAttaching                       // waiting for its conversation
+	stageAttached                        // following its conversation
+	stageClosing                         // its Stopping handler ran; the supervisor has not seen it stop
+	connStages
+)
+
+// String names the stage.
+func (s connStage) String() string {
+	return [connStages]string{"authenticating", "attaching", "attached", "closing"}[s]
+}
 
 // Attach describes a socket for ConnectSocket.
 type Attach struct {
@@ -105,6 +125,7 @@ type connection struct {
 	bucket       tokenBucket
 	runtime      bool              // an agent runtime's socket (runtime_conn.go)
 	audit        *core.AuditRecord // who the socket is, for the audit log (audit.go)
+	stage        *atomic.Int32     // its connStage, which the supervisor counts (connChild.stage)
 
 	// The authenticating state's.
 	request     *core.Request // the handshake; the first frame is added to it
@@ -115,9 +136,9 @@ type connection struct {
 	done        func(ok bool) // nil once called
 }
 
-func newConnection(s *System, m *spawnConnection) *connection {
+func newConnection(s *System, m *spawnConnection, stage *atomic.Int32) *connection {
 	c := &connection{sys: s, transport: m.Transport, principal: m.Principal, convID: m.ConversationID, replay: m.Replay,
-		behavior: actor.NewBehavior(), bucket: newTokenBucket(s.limits.MessagesPerSecond, s.limits.MessageBurst), runtime: m.Runtime, audit: m.Audit}
+		behavior: actor.NewBehavior(), bucket: newTokenBucket(s.limits.MessagesPerSecond, s.limits.MessageBurst), runtime: m.Runtime, audit: m.Audit, stage: stage}
 	if c.runtime {
 		c.bucket = newTokenBucket(0, 0) // a runtime's events are not a client's chat
 	}
@@ -126,11 +147,17 @@ func newConnection(s *System, m *spawnConnection) *connection {
 		if c.authTimeout <= 0 {
 			c.authTimeout = defaultFirstMessageTimeout
 		}
-		c.behavior.Become(c.authenticating)
+		c.become(stageAuthenticating, c.authenticating)
 		return c
 	}
-	c.behavior.Become(c.attaching)
+	c.become(stageAttaching, c.attaching)
 	return c
+}
+
+// become switches to state, whose stage the supervisor counts.
+func (c *connection) become(stage connStage, state actor.ReceiveFunc) {
+	c.stage.Store(int32(stage))
+	c.behavior.Become(state)
 }
 
 // Receive dispatches to the current state.
@@ -187,7 +214,7 @@ func (c *connection) authenticated(ctx actor.Context, res core.Result) {
 		c.authTimer = nil
 		c.finishAuth(true)
 		c.principal = res.Principal
-		c.behavior.Become(c.attaching)
+		c.become(stageAttaching, c.attaching)
 		c.start(ctx)
 	}
 }
@@ -209,7 +236,7 @@ func (c *connection) attaching(ctx actor.Context) {
 		c.attachTimer.Stop()
 		c.attachTimer = nil
 		c.conversation = m.Conversation
-		c.behavior.Become(c.attached)
+		c.become(stageAttached, c.attached)
 		early := c.early
 		c.early = nil
 		for _, f := range early {
@@ -339,6 +366,7 @@ func (c *connection) close(ctx actor.Context, d core.Disconnect) {
 // socket (1011 when no reason was decided), detaches from the conversation
 // and cancels the expiry timer.
 func (c *connection) stopping(ctx actor.Context) {
+	c.stage.Store(int32(stageClosing))
 	reason := c.reason
 	if reason == (core.Disconnect{}) {
 		reason = core.DisconnectInternalError

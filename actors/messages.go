@@ -74,6 +74,15 @@ type closeConnections struct {
 // connectionsClosed answers closeConnections.
 type connectionsClosed struct{}
 
+// countConnections asks the supervisor how many connection actors it still
+// has, by stage; it answers connectionsCounted.
+type countConnections struct{}
+
+// connectionsCounted answers countConnections.
+type connectionsCounted struct {
+	ByStage [connStages]int
+}
+
 // deliverFrame hands a connection actor one inbound text frame. Data is the
 // actor's own copy.
 type deliverFrame struct {

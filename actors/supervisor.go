@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -34,8 +35,15 @@ type supervisor struct {
 	spawning  *connection
 }
 
-// connChild is one connection actor and what Revalidate needs to check it again.
+// connChild is one connection actor: what Revalidate needs to check it
+// again, and its stage, which the actor sets and a census counts.
 type connChild struct {
+	recheck
+	stage atomic.Int32 // a connStage
+}
+
+// recheck is what Revalidate needs to check a connection again.
+type recheck struct {
 	pid     *actor.PID
 	convID  string
 	request *core.Request     // nil: not revalidated (no credential, or still authenticating)
@@ -66,9 +74,10 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 		}
 		// The actor is built from m here, so that nothing keeps m (and its
 		// reply channel) for the socket's life.
-		sv.spawning = newConnection(sv.sys, m)
+		ch := &connChild{recheck: recheck{convID: m.ConversationID, audit: m.Audit}}
+		sv.spawning = newConnection(sv.sys, m, &ch.stage)
 		pid := ctx.Spawn(sv.connProps)
-		ch := &connChild{pid: pid, convID: m.ConversationID, audit: m.Audit}
+		ch.pid = pid
 		if !m.FirstMessage {
 			ch.request = m.Request
 		}
@@ -76,6 +85,12 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 		m.Reply <- &connectionSpawned{PID: pid}
 	case *revalidateConnections:
 		sv.revalidate(ctx, m)
+	case *countConnections:
+		var n connectionsCounted
+		for _, ch := range sv.children {
+			n.ByStage[ch.stage.Load()]++
+		}
+		ctx.Respond(&n)
 	case *closeConnections:
 		reason := m.Reason
 		sv.closing = &reason
@@ -209,10 +224,10 @@ const revalidateParallel = 8
 // cannot decide (Error) keeps its socket: an unreachable plugin is no
 // revocation.
 func (sv *supervisor) revalidate(ctx actor.Context, m *revalidateConnections) {
-	var todo []connChild
+	var todo []recheck
 	for _, ch := range sv.children {
 		if ch.request != nil {
-			todo = append(todo, *ch)
+			todo = append(todo, ch.recheck)
 		}
 	}
 	root, chains, log, sys := ctx.ActorSystem().Root, sv.sys.chains, sv.sys.log, sv.sys
@@ -246,7 +261,7 @@ func (sv *supervisor) revalidate(ctx actor.Context, m *revalidateConnections) {
 
 // stillAllowed runs ch's credential through its route's current chain, and
 // returns the result and whether the socket may stay.
-func stillAllowed(chains Chains, ch connChild, log *slog.Logger) (core.Result, bool) {
+func stillAllowed(chains Chains, ch recheck, log *slog.Logger) (core.Result, bool) {
 	chain := chains.Chain(ch.request.Route)
 	if chain == nil {
 		return core.Result{}, true // no chain is a configuration error, not a revocation

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,9 +90,30 @@ type System struct {
 	closing  atomic.Bool
 	reason   atomic.Pointer[core.Disconnect] // how Shutdown closes sockets; nil: 1001
 	shutdown sync.Once
+	step     atomic.Pointer[shutdownStep] // what Shutdown waits for now
 	stopped  chan struct{}
 	stopErr  error
 }
+
+// shutdownStep is one step of Shutdown, for the error that says where a
+// shutdown that ran out of time was.
+type shutdownStep struct {
+	what  string
+	since time.Time
+}
+
+// Shutdown's steps.
+const (
+	stepCloseConnections = "closing connections"
+	stepStopSupervisor   = "stopping the connection supervisor"
+	stepStopRegistry     = "stopping the conversation registry"
+	stepFlushWriter      = "flushing the event writer"
+	stepLeaveCluster     = "leaving the cluster"
+)
+
+// censusTimeout bounds the count of open connections that a shutdown out
+// of time reports.
+const censusTimeout = time.Second
 
 // New starts the actor system with its connection supervisor and its
 // conversation registry.
@@ -380,6 +402,7 @@ func (s *System) DeleteConversation(ctx context.Context, id string) error {
 func (s *System) Shutdown(ctx context.Context) error {
 	s.shutdown.Do(func() {
 		s.closing.Store(true)
+		s.enter(stepCloseConnections)
 		go func() {
 			defer close(s.stopped)
 			reason := core.DisconnectShutdown
@@ -388,19 +411,23 @@ func (s *System) Shutdown(ctx context.Context) error {
 			}
 			_, err := s.root.RequestFuture(s.supervisor, &closeConnections{Reason: reason}, requestTimeout).Result()
 			if err != nil {
-				s.stopErr = fmt.Errorf("close connections: %w", err)
+				s.stopErr = fmt.Errorf("close connections: %s: %w", s.openConnections(), err)
 			}
+			s.enter(stepStopSupervisor)
 			_ = s.root.StopFuture(s.supervisor).Wait()
+			s.enter(stepStopRegistry)
 			_ = s.root.StopFuture(s.registry).Wait()
 			// Whatever the conversation actors handed the writer is
 			// committed before Shutdown returns, and, in cluster mode,
 			// before the activations here stop: their appends in flight
 			// are answered as stored, and their relays on other nodes
 			// attach to the new owners.
+			s.enter(stepFlushWriter)
 			if err := s.writer.close(context.Background()); err != nil && s.stopErr == nil {
 				s.stopErr = fmt.Errorf("flush event writer: %w", err)
 			}
 			if s.placement != nil {
+				s.enter(stepLeaveCluster)
 				s.placement.shutdown() // shuts the actor system down too
 			} else {
 				s.sys.Shutdown()
@@ -412,8 +439,60 @@ func (s *System) Shutdown(ctx context.Context) error {
 	case <-s.stopped:
 		return s.stopErr
 	case <-ctx.Done():
-		return fmt.Errorf("shut down actors: %w", ctx.Err())
+		return fmt.Errorf("shut down actors: %s: %w", s.where(), ctx.Err())
 	}
+}
+
+// enter records that Shutdown begins step what.
+func (s *System) enter(what string) {
+	s.step.Store(&shutdownStep{what: what, since: time.Now()})
+}
+
+// where says which step Shutdown is at and for how long: "closing
+// connections for 0s" tells that the caller's context was spent before
+// Shutdown was called. While closing connections it adds how many are
+// still open, by stage.
+func (s *System) where() string {
+	step := s.step.Load()
+	if step == nil {
+		return "not begun"
+	}
+	at := fmt.Sprintf("still %s after %s", step.what, time.Since(step.since).Round(time.Millisecond))
+	if step.what == stepCloseConnections {
+		at += " (" + s.openConnections() + ")"
+	}
+	return at
+}
+
+// openConnections asks the supervisor how many connection actors are
+// still open, by stage: counts only.
+func (s *System) openConnections() string {
+	res, err := s.root.RequestFuture(s.supervisor, &countConnections{}, censusTimeout).Result()
+	n, ok := res.(*connectionsCounted)
+	switch {
+	case errors.Is(err, actor.ErrDeadLetter):
+		return "the connection supervisor has stopped"
+	case err != nil || !ok:
+		return "the connection supervisor did not say how many are open"
+	}
+	return n.String()
+}
+
+// String says how many connections are open, by stage: "2 open: 1
+// attaching, 1 closing".
+func (n *connectionsCounted) String() string {
+	total := 0
+	var parts []string
+	for stage, k := range n.ByStage {
+		if k > 0 {
+			total += k
+			parts = append(parts, fmt.Sprintf("%d %s", k, connStage(stage)))
+		}
+	}
+	if total == 0 {
+		return "no connection open"
+	}
+	return fmt.Sprintf("%d open: %s", total, strings.Join(parts, ", "))
 }
 
 // request sends msg to pid and waits for the answer until ctx's deadline or

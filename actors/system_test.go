@@ -1011,3 +1011,44 @@ func TestAuthenticateSettlesAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// stuckTransport is a fakeTransport whose Close blocks until release is
+// closed, after saying so on closing: it holds its connection actor in
+// its Stopping handler.
+type stuckTransport struct {
+	*fakeTransport
+	closing chan struct{}
+	release chan struct{}
+}
+
+func (s *stuckTransport) Close(d core.Disconnect) {
+	s.closing <- struct{}{}
+	<-s.release
+	s.fakeTransport.Close(d)
+}
+
+// TestShutdownOutOfTimeSaysWhatItWaitsFor: a shutdown whose context ends
+// while a connection has not stopped names the step and counts the open
+// connections by stage.
+func TestShutdownOutOfTimeSaysWhatItWaitsFor(t *testing.T) {
+	h := newHarness(t, config.Limits{})
+	id := h.conversation(t)
+	stuck := &stuckTransport{fakeTransport: newFakeTransport(), closing: make(chan struct{}, 1), release: make(chan struct{})}
+	h.sys.Connect(stuck, &core.Principal{Subject: "tester"}, id, Replay{})
+	stuck.waitFrames(t, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	shut := make(chan error, 1)
+	go func() { shut <- h.sys.Shutdown(ctx) }()
+	<-stuck.closing
+	cancel()
+	err := <-shut
+	close(stuck.release)
+	if err == nil {
+		t.Fatal("shutdown returned nil with a connection still closing")
+	}
+	for _, want := range []string{"still closing connections after", "(1 open: 1 closing)", "context canceled"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("shutdown: %v, want it to say %q", err, want)
+		}
+	}
+}

@@ -32,7 +32,8 @@ import (
 // writer that hands over the connection and a reader of the socket's own.
 // Every other connection, and any head that does not fit the reader, goes
 // to net/http with exactly the bytes already read in front, so REST is
-// served exactly as before. TLS listeners keep net/http throughout: the handlers read the
+// served exactly as before; so does a connection whose upgrade was
+// refused, for the client's next request on it. TLS listeners keep net/http throughout: the handlers read the
 // client certificate from net/http's request.
 //
 // net/http's read-ahead also noticed a client that hung up while its
@@ -47,10 +48,25 @@ type directListener struct {
 	s             *Server
 	headerTimeout time.Duration // to read a connection's first request head
 
-	mu       sync.Mutex            // closing the listener happens under it too
-	inflight map[net.Conn]struct{} // connections between accept and hand-over
-	idle     sync.WaitGroup        // counts inflight
+	mu       sync.Mutex                // closing the listener happens under it too
+	inflight map[net.Conn]inflightConn // connections between accept and hand-over
+	idle     sync.WaitGroup            // counts inflight
 }
+
+// inflightConn is where an accepted connection stands before its hand-over.
+type inflightConn int
+
+const (
+	// connIdle: nothing has arrived yet. A client's spare keep-alive
+	// connection (dialled for a request that another connection then
+	// took) stays so until it is used: shutting down closes it.
+	connIdle inflightConn = iota
+	// connStarted: its first request has begun to arrive: shutting down
+	// waits for it.
+	connStarted
+	// connCut: shutting down closed it while it was idle.
+	connCut
+)
 
 // listenDirect wraps ln for direct upgrades and registers it, for Shutdown
 // to wait for its handshakes.
@@ -66,7 +82,7 @@ func (s *Server) listenDirect(ln net.Listener) net.Listener {
 // on one of the actors' pooled goroutines: the handshake is deep enough to
 // grow a new goroutine's stack by copying it, twice or more.
 func newDirectListener(s *Server, ln net.Listener, headerTimeout time.Duration) *directListener {
-	d := &directListener{s: s, headerTimeout: headerTimeout, inflight: make(map[net.Conn]struct{})}
+	d := &directListener{s: s, headerTimeout: headerTimeout, inflight: make(map[net.Conn]inflightConn)}
 	d.handoffListener = newHandoffListener(ln, s.log, s.actors.Go, d.serve)
 	d.start()
 	return d
@@ -89,8 +105,20 @@ func (d *directListener) track(c net.Conn) bool {
 		return false
 	default:
 	}
-	d.inflight[c] = struct{}{}
+	d.inflight[c] = connIdle
 	d.idle.Add(1)
+	return true
+}
+
+// begin records that c's first request has begun to arrive, unless
+// shutting down closed c first; it reports whether c is still served.
+func (d *directListener) begin(c net.Conn) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.inflight[c] == connCut {
+		return false
+	}
+	d.inflight[c] = connStarted
 	return true
 }
 
@@ -102,9 +130,21 @@ func (d *directListener) untrack(c net.Conn) {
 	d.idle.Done()
 }
 
-// drain waits for the connections in flight to be upgraded, answered or
-// passed on, and closes those left when ctx ends.
+// drain closes the connections on which nothing has arrived, as net/http's
+// Shutdown closes its idle ones, waits for the others to be upgraded,
+// answered or passed on, and closes those left when ctx ends. An idle
+// connection would otherwise hold the shutdown for the whole header
+// timeout, as long as server.shutdown_timeout by default, and leave the
+// actors no time to close their sockets. The listener is closed first.
 func (d *directListener) drain(ctx context.Context) error {
+	d.mu.Lock()
+	for c, state := range d.inflight {
+		if state == connIdle {
+			d.inflight[c] = connCut
+			_ = c.Close()
+		}
+	}
+	d.mu.Unlock()
 	finished := make(chan struct{})
 	go func() { d.idle.Wait(); close(finished) }()
 	select {
@@ -141,10 +181,15 @@ func (d *directListener) serve(c net.Conn) {
 			}
 		}
 	}()
-	_ = c.SetReadDeadline(time.Now().Add(d.headerTimeout))
+	headBy := time.Now().Add(d.headerTimeout)
+	_ = c.SetReadDeadline(headBy)
 	br := headReaders.Get().(*bufio.Reader)
 	br.Reset(c)
 	defer func() { br.Reset(nil); headReaders.Put(br) }()
+	if _, err := br.Peek(1); err != nil || !d.begin(c) { // gone, stalled, or closed idle by drain
+		_ = c.Close()
+		return
+	}
 	head, err := readHead(br)
 	if err != nil { // nothing to answer: the client went away or stalled
 		_ = c.Close()
@@ -154,13 +199,17 @@ func (d *directListener) serve(c net.Conn) {
 	// the head never refills br (the head is all in it), so this stays
 	// valid, and a connection passed on gets exactly these bytes.
 	read, _ := br.Peek(br.Buffered())
-	if head == nil || !mayUpgrade(head) { // too large for the fast path, or not an upgrade
-		d.passOn(c, read)
+	if head == nil { // too large for the fast path: net/http reads the rest, by the same deadline
+		d.passOn(c, read, headBy)
+		return
+	}
+	if !mayUpgrade(head) {
+		d.passOn(c, read, time.Time{})
 		return
 	}
 	req, err := http.ReadRequest(br)
 	if err != nil || !directUpgrade(req) {
-		d.passOn(c, read) // net/http answers it, malformed or not, as it always has
+		d.passOn(c, read, time.Time{}) // net/http answers it, malformed or not, as it always has
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
@@ -171,7 +220,18 @@ func (d *directListener) serve(c net.Conn) {
 	w.watchTimer = time.AfterFunc(watchAfter, w.watch)
 	defer w.stopWatching()
 	d.s.handler.ServeHTTP(w, req.WithContext(ctx))
-	w.finish()
+	if w.hijacked {
+		return
+	}
+	if !w.finish(req) {
+		_ = c.Close()
+		return
+	}
+	// A refused upgrade: the client may send its next request on the same
+	// connection, as net/http would have let it (a browser or a pooled
+	// HTTP client retrying, say). net/http serves it from here, with the
+	// bytes already read behind this request in front.
+	d.passOn(c, w.unread(), time.Time{})
 }
 
 // watchAfter is how long a direct handshake runs before its connection is
@@ -196,10 +256,12 @@ const (
 var headReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, socketReadBuffer) }}
 
 // passOn hands c to net/http with read, the bytes read from it (copied:
-// they are in a pooled buffer), in front.
-func (d *directListener) passOn(c net.Conn, read []byte) {
-	_ = c.SetReadDeadline(time.Time{})
-	d.pass(&passedConn{Conn: c, early: bytes.Clone(read)})
+// they are in a pooled buffer), in front. A zero headBy says that read
+// holds a whole request head, or none; otherwise net/http reads the rest
+// of the head by headBy (see passedConn).
+func (d *directListener) passOn(c net.Conn, read []byte, headBy time.Time) {
+	_ = c.SetReadDeadline(headBy)
+	d.pass(&passedConn{Conn: c, early: bytes.Clone(read), headBy: headBy, headScan: headScan{pending: !headBy.IsZero()}})
 }
 
 // readHead returns the bytes of br's first request head, through its
@@ -287,19 +349,82 @@ func mayUpgrade(head []byte) bool {
 
 // passedConn is a connection net/http serves, with the bytes read from it
 // before the hand-over read first.
+//
+// A first request head that net/http is to read the rest of stays bound by
+// the header timeout it started under here (headBy): until the head's empty
+// line has been read, a read deadline set later than headBy, or none, is
+// headBy. net/http sets its ReadHeaderTimeout afresh on every connection it
+// is given, and would otherwise let a slow client hold one for twice the
+// timeout.
 type passedConn struct {
 	net.Conn
 	early []byte
+
+	headBy   time.Time
+	headScan // pending until the head's end is read; by net/http's goroutine alone
 }
 
 // Read returns the early bytes first, then reads the connection.
-func (c *passedConn) Read(p []byte) (int, error) {
+func (c *passedConn) Read(p []byte) (n int, err error) {
 	if len(c.early) > 0 {
-		n := copy(p, c.early)
+		n = copy(p, c.early)
 		c.early = c.early[n:]
-		return n, nil
+	} else {
+		n, err = c.Conn.Read(p)
 	}
-	return c.Conn.Read(p)
+	if c.pending {
+		c.scan(p[:n])
+	}
+	return n, err
+}
+
+// SetReadDeadline sets the read deadline, no later than headBy while the
+// first head is being read.
+func (c *passedConn) SetReadDeadline(t time.Time) error {
+	return c.Conn.SetReadDeadline(c.bound(t))
+}
+
+// SetDeadline sets the deadlines, the read one as SetReadDeadline does.
+func (c *passedConn) SetDeadline(t time.Time) error {
+	if !c.pending {
+		return c.Conn.SetDeadline(t)
+	}
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetReadDeadline(c.bound(t))
+}
+
+// bound is t, or headBy when the first head is pending and t is later.
+func (c *passedConn) bound(t time.Time) time.Time {
+	if c.pending && (t.IsZero() || t.After(c.headBy)) {
+		return c.headBy
+	}
+	return t
+}
+
+// headScan follows the bytes of a request head, read in pieces, to its end:
+// its first empty line, CRLF or bare LF, as headEnd finds it.
+type headScan struct {
+	pending bool // the end is not read yet
+	state   byte // what the bytes so far end with: 0, "\n" or "\n\r"
+}
+
+// scan reads on through p; pending turns false at the head's end.
+func (h *headScan) scan(p []byte) {
+	for _, b := range p {
+		switch {
+		case b == '\n' && h.state != 0:
+			h.pending = false
+			return
+		case b == '\n':
+			h.state = '\n'
+		case b == '\r' && h.state == '\n':
+			h.state = '\r'
+		default:
+			h.state = 0
+		}
+	}
 }
 
 // CloseWrite half-closes a TCP connection, as net/http does before it
@@ -319,8 +444,7 @@ type directConn struct {
 }
 
 // directWriter is the response writer of a direct upgrade. A handler that
-// does not hijack gets its response written, with Connection: close, when
-// it returns.
+// does not hijack gets its response written when it returns (finish).
 type directWriter struct {
 	conn     net.Conn
 	br       *bufio.Reader
@@ -387,14 +511,23 @@ func (w *directWriter) Header() http.Header {
 }
 
 // WriteHeader records the status; the response goes out when the handler
-// returns.
+// returns. An informational status (1xx but 101) is no response's final
+// one: it goes out at once, as net/http sends it, and the handler's final
+// status follows.
 func (w *directWriter) WriteHeader(code int) {
-	if w.status == 0 && !w.hijacked {
-		w.status = code
+	if w.status != 0 || w.hijacked {
+		return
 	}
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		_ = w.writeResponse(&http.Response{StatusCode: code, ProtoMajor: 1, ProtoMinor: 1, Header: w.Header()})
+		return
+	}
+	w.status = code
 }
 
-// Write buffers body bytes.
+// Write buffers body bytes. A status that allows no body (RFC 9110 §15.3.5,
+// §15.4.5: 1xx, 204, 304) refuses them with http.ErrBodyNotAllowed, as
+// net/http does.
 func (w *directWriter) Write(p []byte) (int, error) {
 	if w.hijacked {
 		return 0, http.ErrHijacked
@@ -402,8 +535,17 @@ func (w *directWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
 	w.body = append(w.body, p...)
 	return len(p), nil
+}
+
+// bodyAllowed reports whether a response with status may have a body, and
+// with it the Content-Length or Transfer-Encoding that frames one.
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
 }
 
 // Hijack hands the connection over with a reader of its own (see
@@ -414,6 +556,14 @@ func (w *directWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.hijacked = true
 	w.stopWatching()
+	r := socketReader(w.conn, w.unread())
+	return &directConn{Conn: w.conn, br: r}, bufio.NewReadWriter(r, bufio.NewWriterSize(w.conn, 64)), nil
+}
+
+// unread returns the bytes read from the connection but not by the
+// handler: those behind the request head, and a byte watch read. Call it
+// once nothing reads the connection (stopWatching).
+func (w *directWriter) unread() []byte {
 	var early []byte
 	if w.firstRead {
 		early = append(early, w.first[0])
@@ -422,40 +572,55 @@ func (w *directWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		read, _ := w.br.Peek(n)
 		early = append(early, read...)
 	}
-	r := socketReader(w.conn, early)
-	return &directConn{Conn: w.conn, br: r}, bufio.NewReadWriter(r, bufio.NewWriterSize(w.conn, 64)), nil
+	return early
 }
 
-// finish writes a handler's response unless it hijacked, and closes the
-// connection: a refused upgrade's client opens a new one to retry.
-func (w *directWriter) finish() {
-	if w.hijacked {
-		return
-	}
+// finish writes the response of a handler that did not hijack, for req,
+// and reports whether the connection may serve another request. It may,
+// as under net/http, unless req is HTTP/1.0 or asks to close, the handler
+// set Connection: close, the status is a 101 (what follows it is no
+// longer HTTP, whether or not the handler took the connection), or the
+// write failed; the response says Connection: close when it may not.
+func (w *directWriter) finish(req *http.Request) (keep bool) {
 	w.stopWatching()
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
 	h := w.Header()
-	if h.Get("Content-Type") == "" && len(w.body) > 0 {
-		h.Set("Content-Type", http.DetectContentType(w.body))
+	switch {
+	case bodyAllowed(w.status):
+		if h.Get("Content-Type") == "" && len(w.body) > 0 {
+			h.Set("Content-Type", http.DetectContentType(w.body))
+		}
+	case w.status == http.StatusNotModified: // as net/http: no representation metadata
+		h.Del("Content-Type")
 	}
-	resp := &http.Response{
+	if h.Get("Date") == "" {
+		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	}
+	keep = req.ProtoAtLeast(1, 1) && !req.Close && !headerHasToken(h, "Connection", "close") && w.status != http.StatusSwitchingProtocols
+	// Response.Write frames the body itself: it leaves out the handler's
+	// Content-Length and Transfer-Encoding and writes a Content-Length
+	// (even 0) only where a body is allowed; w.body is empty where not.
+	err := w.writeResponse(&http.Response{
 		StatusCode:    w.status,
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        h,
 		ContentLength: int64(len(w.body)),
 		Body:          io.NopCloser(bytes.NewReader(w.body)),
-		Close:         true,
-	}
-	if h.Get("Date") == "" {
-		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	}
+		Close:         !keep,
+	})
+	return keep && err == nil
+}
+
+// writeResponse writes resp to the connection, within readHeaderTimeout.
+func (w *directWriter) writeResponse(resp *http.Response) error {
 	_ = w.conn.SetWriteDeadline(time.Now().Add(readHeaderTimeout))
+	defer func() { _ = w.conn.SetWriteDeadline(time.Time{}) }() // the connection outlives the response
 	bw := bufio.NewWriter(w.conn)
-	if err := resp.Write(bw); err == nil {
-		_ = bw.Flush()
+	if err := resp.Write(bw); err != nil {
+		return err
 	}
-	_ = w.conn.Close()
+	return bw.Flush()
 }

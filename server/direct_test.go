@@ -2,12 +2,19 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/textproto"
+	"os"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -137,20 +144,17 @@ func TestHeadEnd(t *testing.T) {
 }
 
 // TestDirectUpgrades checks the upgrades: served whether the head fits the
-// direct path's reader or not (net/http serves a larger one), and a
-// refusal answered whole and the connection closed.
+// direct path's reader or not (net/http serves a larger one).
+// TestRefusedUpgradeKeepsTheConnection checks the refusals.
 func TestDirectUpgrades(t *testing.T) {
 	e := newEdge(t, nil)
 	id := e.conversation(t)
 	tests := []struct {
-		name   string
-		head   string
-		status int
+		name string
+		head string
 	}{
-		{"direct", upgradeHead(id, goodKey, ""), http.StatusSwitchingProtocols},
-		{"head larger than the reader", upgradeHead(id, goodKey, "X-Pad: "+strings.Repeat("p", 2*socketReadBuffer)+"\r\n"), http.StatusSwitchingProtocols},
-		{"wrong key", upgradeHead(id, "wrong-key", ""), http.StatusUnauthorized},
-		{"unknown route", strings.Replace(upgradeHead(id, goodKey, ""), "/sockets/events/", "/sockets/nothing/", 1), http.StatusNotFound},
+		{"direct", upgradeHead(id, goodKey, "")},
+		{"head larger than the reader", upgradeHead(id, goodKey, "X-Pad: "+strings.Repeat("p", 2*socketReadBuffer)+"\r\n")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,56 +163,13 @@ func TestDirectUpgrades(t *testing.T) {
 				t.Fatal(err)
 			}
 			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatalf("response: %v", err)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("response: %v, %v; want a 101", statusOf(resp), err)
 			}
-			if resp.StatusCode != tt.status {
-				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
-			}
-			if tt.status == http.StatusSwitchingProtocols {
-				if err := skipFrame(br); err != nil {
-					t.Fatalf("full_state after the 101: %v", err)
-				}
-				return
-			}
-			body, err := io.ReadAll(resp.Body)
-			if err != nil {
-				t.Fatalf("body: %v", err)
-			}
-			if int64(len(body)) != resp.ContentLength || !strings.Contains(string(body), "detail") && resp.StatusCode != http.StatusNotFound {
-				t.Fatalf("body %q, Content-Length %d", body, resp.ContentLength)
-			}
-			if !resp.Close {
-				t.Fatal("a refused upgrade's response does not say Connection: close")
-			}
-			if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
-				t.Fatalf("after a refused upgrade: read %v, want EOF", err)
+			if err := skipFrame(br); err != nil {
+				t.Fatalf("full_state after the 101: %v", err)
 			}
 		})
-	}
-}
-
-// TestDirectHeadTimeout: a connection that never completes its head is
-// closed after the header timeout, as net/http's ReadHeaderTimeout does.
-func TestDirectHeadTimeout(t *testing.T) {
-	e := buildEdge(t, config.Default(), sessionKeyAuth{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := newDirectListener(e.srv, ln, 100*time.Millisecond)
-	t.Cleanup(func() { d.Close() })
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, "GET /sockets/events/x HTTP/1.1\r\nHost: x\r\n"); err != nil { // no blank line
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
-		t.Fatalf("read %v, want EOF: the server should close a connection whose head stalls", err)
 	}
 }
 
@@ -469,5 +430,441 @@ func TestServeAfterShutdownClosesItsListener(t *testing.T) {
 	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		c.Close()
 		t.Fatal("the listener still accepts after Serve refused")
+	}
+}
+
+// TestShutdownClosesIdleConnections: a connection on which nothing has
+// arrived when the server shuts down (an HTTP client's spare keep-alive
+// connection, dialled for a request another connection took) is closed at
+// once, as net/http closes its idle ones; one whose request has begun is
+// finished. The header timeout here outlasts the shutdown's deadline, so
+// a shutdown that waited for the idle connection fails.
+func TestShutdownClosesIdleConnections(t *testing.T) {
+	tests := []struct {
+		name     string
+		sent     string // before the shutdown
+		rest     string // once the shutdown has begun
+		wantCode uint16 // the close code after a 101; 0: closed without an answer
+	}{
+		{"nothing sent", "", "", 0},
+		{"part of an upgrade sent", "GET /sockets/events/", "", 1001},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.Limits.PingInterval = 0
+			e := buildEdge(t, cfg, sessionKeyAuth{})
+			ts := httptest.NewUnstartedServer(e.srv.Handler())
+			d := newDirectListener(e.srv, ts.Listener, time.Hour)
+			e.srv.mu.Lock()
+			e.srv.direct = append(e.srv.direct, d)
+			e.srv.mu.Unlock()
+			ts.Listener = d
+			ts.Start()
+			defer ts.Close()
+			id := e.conversation(t)
+			e.ts = ts
+			c, br := dialEdge(t, e)
+			want := connIdle
+			if tt.sent != "" {
+				want = connStarted
+				if _, err := io.WriteString(c, tt.sent); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, func() bool {
+				d.mu.Lock()
+				defer d.mu.Unlock()
+				for sc, state := range d.inflight {
+					if sc.RemoteAddr().String() == c.LocalAddr().String() {
+						return state == want
+					}
+				}
+				return false
+			}, "the server to see the connection")
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			shut := make(chan error, 1)
+			go func() { shut <- e.srv.Shutdown(ctx) }()
+			if tt.sent != "" {
+				rest := strings.TrimPrefix(upgradeHead(id, goodKey, ""), "GET /sockets/events/")
+				if _, err := io.WriteString(c, rest); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := <-shut; err != nil {
+				t.Fatalf("shutdown: %v", err)
+			}
+			var got uint16
+			if resp, err := http.ReadResponse(br, nil); err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+				got = readCloseCode(br)
+			}
+			if got != tt.wantCode {
+				t.Fatalf("close code %d, want %d (0: closed without an upgrade)", got, tt.wantCode)
+			}
+		})
+	}
+}
+
+// rawResponse is one response as it went over the wire: its status, its
+// header as sent (Date aside) and the body its framing delimits.
+type rawResponse struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// readResponses reads the responses c sends until it closes, framing each
+// body by the rules a client reads it by (RFC 9112 §6.3): none on 1xx, 204
+// and 304, else Content-Length, which the server must send. Bytes that do
+// not parse as a response are an error.
+func readResponses(c net.Conn) ([]rawResponse, error) {
+	raw, err := io.ReadAll(c)
+	if err != nil {
+		return nil, err
+	}
+	tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(raw)))
+	var got []rawResponse
+	for {
+		line, err := tp.ReadLine()
+		if errors.Is(err, io.EOF) {
+			return got, nil
+		}
+		if err != nil {
+			return got, err
+		}
+		var r rawResponse
+		proto, rest, _ := strings.Cut(line, " ")
+		code, _, _ := strings.Cut(rest, " ")
+		if r.status, err = strconv.Atoi(code); proto != "HTTP/1.1" || err != nil {
+			return got, fmt.Errorf("after %d responses: %q is not a status line", len(got), line)
+		}
+		h, err := tp.ReadMIMEHeader()
+		if err != nil {
+			return got, fmt.Errorf("header of %d: %w", r.status, err)
+		}
+		r.header = http.Header(h)
+		r.header.Del("Date")
+		if r.status >= 200 && r.status != http.StatusNoContent && r.status != http.StatusNotModified {
+			n, err := strconv.Atoi(r.header.Get("Content-Length"))
+			if err != nil {
+				return got, fmt.Errorf("%d without a Content-Length: %v", r.status, r.header)
+			}
+			body := make([]byte, n)
+			if _, err := io.ReadFull(tp.R, body); err != nil {
+				return got, fmt.Errorf("body of %d: %w", r.status, err)
+			}
+			r.body = string(body)
+		}
+		got = append(got, r)
+	}
+}
+
+// TestDirectResponsesWithoutBody: a handler's response on the direct path
+// is framed as net/http frames it: 1xx (but 101) is an interim response
+// before the final one, and 1xx, 204 and 304 carry no body and no
+// Content-Length or Transfer-Encoding (304 no Content-Type either); a
+// handler's Write on them fails with http.ErrBodyNotAllowed.
+func TestDirectResponsesWithoutBody(t *testing.T) {
+	tests := []struct {
+		status int
+		want   []int // the statuses sent, interim ones first
+	}{
+		{http.StatusContinue, []int{100, 200}},
+		{http.StatusSwitchingProtocols, []int{101}},
+		{http.StatusEarlyHints, []int{103, 200}},
+		{http.StatusOK, []int{200}},
+		{http.StatusNoContent, []int{204}},
+		{http.StatusNotModified, []int{304}},
+		{http.StatusUnauthorized, []int{401}},
+	}
+	for _, tt := range tests {
+		t.Run(strconv.Itoa(tt.status), func(t *testing.T) {
+			var writeErrs [2]error
+			handler := func(i int) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+					w.Header().Set("X-Test", "1")
+					w.WriteHeader(tt.status)
+					_, writeErrs[i] = w.Write([]byte("body"))
+				})
+			}
+			e := buildEdge(t, config.Default(), sessionKeyAuth{})
+			e.srv.handler = handler(0)
+			direct := serveDirect(e.srv)
+			defer direct.Close()
+			viaNetHTTP := httptest.NewServer(handler(1))
+			defer viaNetHTTP.Close()
+			var got [2][]rawResponse
+			for i, url := range []string{direct.URL, viaNetHTTP.URL} {
+				c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				// Connection: close, for both to end the connection after it.
+				if _, err := io.WriteString(c, strings.Replace(upgradeHead("x", goodKey, ""), "Connection: Upgrade", "Connection: Upgrade, close", 1)); err != nil {
+					t.Fatal(err)
+				}
+				if got[i], err = readResponses(c); err != nil {
+					t.Fatalf("path %d: %v (read %v)", i, err, got[i])
+				}
+			}
+			var statuses []int
+			for _, r := range got[0] {
+				statuses = append(statuses, r.status)
+				if r.status < 200 || r.status == http.StatusNoContent || r.status == http.StatusNotModified {
+					for _, k := range []string{"Content-Length", "Transfer-Encoding"} {
+						if v, ok := r.header[k]; ok {
+							t.Errorf("%d sent %s: %q", r.status, k, v)
+						}
+					}
+				}
+			}
+			if !slices.Equal(statuses, tt.want) {
+				t.Fatalf("statuses %v, want %v", statuses, tt.want)
+			}
+			if !reflect.DeepEqual(got[0], got[1]) {
+				t.Errorf("direct path sent\n%+v\nnet/http sent\n%+v", got[0], got[1])
+			}
+			if !errors.Is(writeErrs[0], writeErrs[1]) {
+				t.Errorf("Write on the direct path: %v; on net/http: %v", writeErrs[0], writeErrs[1])
+			}
+		})
+	}
+}
+
+// TestRefusedUpgradeKeepsTheConnection: a refused handshake is answered
+// whole and leaves its connection open for the client's next request, on
+// the direct path as net/http (which serves a head too large for the direct
+// path) leaves it, unless the request asked to close it; the response says
+// which.
+func TestRefusedUpgradeKeepsTheConnection(t *testing.T) {
+	e := newEdge(t, nil)
+	id := e.conversation(t)
+	pad := "X-Pad: " + strings.Repeat("p", 2*socketReadBuffer) + "\r\n"
+	const alive = "GET /alive HTTP/1.1\r\nHost: x\r\n\r\n"
+	refusals := []struct {
+		name   string
+		head   func(extra string) string
+		status int
+	}{
+		{"wrong key", func(x string) string { return upgradeHead(id, "wrong-key", x) }, http.StatusUnauthorized},
+		{"broken key", func(x string) string { return upgradeHead(id, brokenKey, x) }, http.StatusServiceUnavailable},
+		{"foreign origin", func(x string) string { return upgradeHead(id, goodKey, "Origin: http://elsewhere.example\r\n"+x) }, http.StatusForbidden},
+		{"bad id", func(x string) string { return upgradeHead("not-a-uuid", goodKey, x) }, http.StatusBadRequest},
+		{"unknown route", func(x string) string {
+			return strings.Replace(upgradeHead(id, goodKey, x), "/sockets/events/", "/sockets/nothing/", 1)
+		}, http.StatusNotFound},
+	}
+	for _, rf := range refusals {
+		for _, path := range []struct{ name, extra string }{{"direct", ""}, {"net/http", pad}} {
+			for _, closing := range []bool{false, true} {
+				name := rf.name + "/" + path.name
+				if closing {
+					name += "/Connection: close"
+				}
+				t.Run(name, func(t *testing.T) {
+					head := rf.head(path.extra)
+					if closing {
+						head = strings.Replace(head, "Connection: Upgrade", "Connection: Upgrade, close", 1)
+					}
+					c, br := dialEdge(t, e)
+					if _, err := io.WriteString(c, head); err != nil {
+						t.Fatal(err)
+					}
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Fatalf("response: %v", err)
+					}
+					if resp.StatusCode != rf.status {
+						t.Fatalf("status %d, want %d", resp.StatusCode, rf.status)
+					}
+					body, err := io.ReadAll(resp.Body)
+					if err != nil {
+						t.Fatalf("body: %v", err)
+					}
+					if int64(len(body)) != resp.ContentLength || !strings.Contains(string(body), "detail") && rf.status != http.StatusNotFound {
+						t.Fatalf("body %q, Content-Length %d", body, resp.ContentLength)
+					}
+					if resp.Close != closing {
+						t.Fatalf("response says close: %v, want %v (the request's)", resp.Close, closing)
+					}
+					// The client's next request, on the same connection.
+					if _, err := io.WriteString(c, alive); err != nil {
+						if closing {
+							return
+						}
+						t.Fatal(err)
+					}
+					next, err := http.ReadResponse(br, nil)
+					switch {
+					case closing && err == nil:
+						t.Fatalf("a request after Connection: close was answered %d", next.StatusCode)
+					case closing:
+						return
+					case err != nil:
+						t.Fatalf("the next request on the connection: %v", err)
+					case next.StatusCode != http.StatusOK:
+						t.Fatalf("the next request on the connection: %d", next.StatusCode)
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestDirectHeadTimeout: a connection whose head stalls is closed at the
+// direct listener's header timeout, as net/http's ReadHeaderTimeout does;
+// and a head too large for the direct path's reader goes on to net/http
+// still bound by that timeout, not by a second one of net/http's: a client
+// that sends more than 4 KiB of head and then trickles the rest is cut
+// there, although net/http's own timeout here would let it go on for an
+// hour.
+func TestDirectHeadTimeout(t *testing.T) {
+	pad := "X-Pad: " + strings.Repeat("p", 2*socketReadBuffer) + "\r\n"
+	tests := []struct {
+		name    string
+		head    string // all but its empty line
+		trickle bool   // a header line follows, a byte at a time, never ending
+		silent  bool   // closed with no answer (net/http answers a head it has begun 400, and may be reset)
+	}{
+		{"head stalls", "GET /sockets/events/x HTTP/1.1\r\nHost: x\r\n", false, true},
+		{"large head trickles", strings.TrimSuffix(upgradeHead("x", goodKey, pad), "\r\n"), true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := buildEdge(t, config.Default(), sessionKeyAuth{})
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := newDirectListener(e.srv, ln, 200*time.Millisecond)
+			hs := &http.Server{Handler: e.srv.handler, ReadHeaderTimeout: time.Hour}
+			served := make(chan error, 1)
+			go func() { served <- hs.Serve(d) }()
+			t.Cleanup(func() { hs.Close(); <-served })
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, tt.head); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			defer close(done)
+			if tt.trickle {
+				go func() {
+					tick := time.NewTicker(20 * time.Millisecond)
+					defer tick.Stop()
+					for {
+						select {
+						case <-done:
+							return
+						case <-tick.C:
+							if _, err := c.Write([]byte("x")); err != nil {
+								return
+							}
+						}
+					}
+				}()
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second)) // 50 timeouts: only a bug waits this long
+			got, err := io.ReadAll(c)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("the connection was still open (read %q): want it closed at the header timeout", got)
+			}
+			if tt.silent && (err != nil || len(got) > 0) {
+				t.Fatalf("read %q, %v: want EOF and nothing before it", got, err)
+			}
+		})
+	}
+}
+
+// TestHeadScanFindsHeadEnd: headScan, fed a head in two pieces split
+// anywhere, finds its end where headEnd does.
+func TestHeadScanFindsHeadEnd(t *testing.T) {
+	for _, buf := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest",
+		"GET / HTTP/1.1\nHost: x\n\nGET / HTTP/1.1\r\n\r\n",
+		"GET / HTTP/1.1\nHost: x\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n\r",
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\r\n\r\n",
+		"\r\n\r\n",
+	} {
+		want := headEnd([]byte(buf), 0) == 0
+		for i := range len(buf) + 1 {
+			h := headScan{pending: true}
+			h.scan([]byte(buf[:i]))
+			h.scan([]byte(buf[i:]))
+			if h.pending != want {
+				t.Errorf("%q split at %d: pending %v, want %v", buf, i, h.pending, want)
+			}
+		}
+	}
+}
+
+// deadlineConn is a net.Conn that reads from r and records the read
+// deadlines set on it (by SetDeadline too).
+type deadlineConn struct {
+	net.Conn
+	r         io.Reader
+	deadlines []time.Time
+}
+
+func (c *deadlineConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *deadlineConn) SetReadDeadline(t time.Time) error {
+	c.deadlines = append(c.deadlines, t)
+	return nil
+}
+
+func (c *deadlineConn) SetWriteDeadline(time.Time) error { return nil }
+
+func (c *deadlineConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+
+// TestPassedConnBoundsTheHead: a passed connection whose first head is
+// still to read takes no read deadline later than the one the head began
+// under, none at all included; once the head's end is read, any.
+func TestPassedConnBoundsTheHead(t *testing.T) {
+	headBy := time.Now().Add(time.Minute)
+	earlier, later := headBy.Add(-time.Second), headBy.Add(time.Hour)
+	tests := []struct {
+		name        string
+		early, rest string // the bytes passed on and those read afterwards
+		set, want   time.Time
+	}{
+		{"none, head pending", "GET / HTTP/1.1\r\nX: ", "y\r\n", time.Time{}, headBy},
+		{"later, head pending", "GET / HTTP/1.1\r\nX: ", "y\r\n", later, headBy},
+		{"earlier, head pending", "GET / HTTP/1.1\r\nX: ", "y\r\n", earlier, earlier},
+		{"none, head read", "GET / HTTP/1.1\r\nX: ", "y\r\n\r\n", time.Time{}, time.Time{}},
+		{"later, head read", "GET / HTTP/1.1\r\nX: ", "y\r\n\r\n", later, later},
+		{"end split over the hand-over", "GET / HTTP/1.1\r\nX: y\r\n\r", "\n", later, later},
+		{"bare LF end", "GET / HTTP/1.1\nX: ", "y\n\n", later, later},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inner := &deadlineConn{r: strings.NewReader(tt.rest)}
+			c := &passedConn{Conn: inner, early: []byte(tt.early), headBy: headBy, headScan: headScan{pending: true}}
+			if err := c.SetReadDeadline(later); err != nil {
+				t.Fatal(err)
+			}
+			if got := inner.deadlines[0]; !got.Equal(headBy) {
+				t.Fatalf("deadline before the head was read: %v, want %v", got, headBy)
+			}
+			if _, err := io.ReadAll(c); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.SetDeadline(tt.set); err != nil {
+				t.Fatal(err)
+			}
+			if got := inner.deadlines[1]; !got.Equal(tt.want) {
+				t.Fatalf("deadline %v set after reading %q: got %v, want %v", tt.set, tt.early+tt.rest, got, tt.want)
+			}
+		})
 	}
 }

@@ -73,8 +73,10 @@ func usageErr(format string, a ...any) error {
 // bench parses the run flags, runs the suite and prints the report.
 func bench(args []string, stdout, stderr io.Writer) error {
 	d := suite.Defaults()
+	p := d
 	fs := flag.NewFlagSet("agent-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	stormFlags(fs, &p.Storm)
 	var (
 		targetName = fs.String("target", "both", "servers to measure, comma-separated: agent-server, agent-server-nometrics (metrics.enabled: false), baseline; both means agent-server,baseline")
 		addr       = fs.String("addr", "", "measure the server already listening at host:port instead of starting one (one -target only)")
@@ -94,11 +96,6 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		duration   = fs.Duration("duration", d.ChurnDuration, "churn duration")
 		hold       = fs.Duration("hold", d.IdleHold, "how long idle connections are held")
 		settle     = fs.Duration("settle", d.ChurnSettle, "longest wait for the RSS to come back after churn")
-		stormN     = fs.Int("storm-n", d.Storm.N, "reconnect-storm clients, a distinct JWT each")
-		stormConv  = fs.Int("storm-per-conv", d.Storm.PerConversation, "reconnect-storm clients per conversation")
-		stormRate  = fs.Float64("storm-rate", d.Storm.Rate, "reconnect-storm events per second to each conversation")
-		jitter     = fs.Duration("storm-jitter", d.Storm.Jitter, "reconnect-storm: each client reconnects after a uniform random delay in [0, this]")
-		stormHold  = fs.Duration("storm-hold", d.Storm.Hold, "reconnect-storm: time from the last first connect to the drop; more than auth.cache.allow_ttl (10s) keeps the cache out")
 		quietSubs  = fs.Int("storm-quiet-subs", d.Storm.QuietSubs, "reconnect-storm: subscribers of the paced fan-out that stays up")
 		quietRate  = fs.Float64("storm-quiet-rate", d.Storm.QuietRate, "reconnect-storm: messages per second of that fan-out")
 		runs       = fs.Int("runs", 3, "runs of every case")
@@ -125,7 +122,6 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		return usageErr("unexpected argument %q", fs.Arg(0))
 	}
 
-	p := d
 	a, err := load.ParseAuth(*auth)
 	if err != nil {
 		return usageErr("%v", err)
@@ -139,7 +135,6 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	}
 	p.Subs, p.Msgs, p.PacedMsgs, p.Size, p.PacedRate = *subs, *msgs, *pacedMsgs, *size, *rate
 	p.ChurnRate, p.ChurnDuration, p.IdleHold, p.ChurnSettle = *churnRate, *duration, *hold, *settle
-	p.Storm.N, p.Storm.PerConversation, p.Storm.Rate, p.Storm.Jitter, p.Storm.Hold = *stormN, *stormConv, *stormRate, *jitter, *stormHold
 	p.Storm.QuietSubs, p.Storm.QuietRate, p.Storm.Size = *quietSubs, *quietRate, *size
 	if *c > 0 {
 		p.Storm.Concurrency = *c

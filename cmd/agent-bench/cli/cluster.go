@@ -26,8 +26,10 @@ import (
 func benchCluster(args []string, stdout, stderr io.Writer) error {
 	d := suite.Defaults()
 	rd := load.RecoveryParams{}.WithDefaults()
+	p := d
 	fs := flag.NewFlagSet("agent-bench cluster", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	stormFlags(fs, &p.Storm)
 	var (
 		scenario   = fs.String("scenario", "all", "comma-separated cases, or all: "+strings.Join(suite.ClusterCases, ", "))
 		nodes      = fs.Int("nodes", 3, "cluster nodes")
@@ -49,11 +51,6 @@ func benchCluster(args []string, stdout, stderr io.Writer) error {
 		recRate    = fs.Float64("recovery-rate", rd.Rate, "recovery: posts per second, all writers together")
 		recWarmup  = fs.Duration("recovery-warmup", rd.Warmup, "recovery: load before the kill")
 		stTrials   = fs.Int("storm-trials", 3, "cluster-storm trials, each on a fresh cluster and a fresh single node")
-		stormN     = fs.Int("storm-n", d.Storm.N, "cluster-storm clients, a distinct JWT each, spread over the nodes (the issue's 10,000)")
-		stormConv  = fs.Int("storm-per-conv", d.Storm.PerConversation, "cluster-storm clients per conversation")
-		stormRate  = fs.Float64("storm-rate", d.Storm.Rate, "cluster-storm events per second posted over REST to each conversation")
-		jitter     = fs.Duration("storm-jitter", d.Storm.Jitter, "cluster-storm: each dropped client reconnects after a uniform random delay in [0, this]")
-		stormHold  = fs.Duration("storm-hold", d.Storm.Hold, "cluster-storm, single node only: time from the last first connect to the drop; more than auth.cache.allow_ttl (10s) keeps the cache out (a killed node's clients meet survivors that never saw their JWTs)")
 		jwtSecret  = fs.String("jwt-secret", "", "HS256 secret of the cluster-storm JWTs (default: random)")
 		logDir     = fs.String("logs", "", "write every server's log to this directory, a file per node and measurement")
 		pgDSN      = fs.String("pg-dsn", "", "postgres:// URL of a database to use (a schema per measurement); default: a throwaway PostgreSQL started here")
@@ -85,10 +82,8 @@ func benchCluster(args []string, stdout, stderr io.Writer) error {
 	default:
 		return usageErr("-out %q: want text, markdown or json", *out)
 	}
-	p := d
 	p.Auth, p.ConnectN, p.ConnectC, p.FanoutC = a, *n, *c, *c
 	p.Subs, p.Msgs, p.PacedMsgs, p.PacedRate, p.Size = *subs, *msgs, *pacedMsgs, *rate, *size
-	p.Storm.N, p.Storm.PerConversation, p.Storm.Rate, p.Storm.Jitter, p.Storm.Hold = *stormN, *stormConv, *stormRate, *jitter, *stormHold
 	p.Storm.Concurrency, p.Storm.Size = *c, *size
 	cfg := suite.ClusterConfig{
 		Nodes: *nodes, Runs: *runs, Trials: *trials, StormTrials: *stTrials, Params: p, HeartbeatExpiration: *heartbeat, JWTSecret: *jwtSecret,
