@@ -34,7 +34,6 @@ var defaults = config.Default()
 type Host struct {
 	log              *slog.Logger
 	protocolVersions []uint // the versions it accepts, oldest first
-	batchClass       bool   // start plugin processes in SCHED_BATCH (plugins.scheduling)
 	rpcTimeout       time.Duration
 	restart          config.Restart
 	hangGrace        time.Duration // rpcTimeout plus hangMargin (see hangMargin)
@@ -101,7 +100,6 @@ func NewHost(cfg config.Config, log *slog.Logger, opts ...HostOption) *Host {
 	h := &Host{
 		log:              log,
 		protocolVersions: acceptedVersions,
-		batchClass:       cfg.Plugins.Scheduling != config.SchedulingNormal,
 		rpcTimeout:       rpcTimeout,
 		restart:          r,
 		hangGrace:        rpcTimeout + hangMargin,

@@ -261,17 +261,7 @@ func (p *process) launch(ctx context.Context, configure bool) (*conn, Info, erro
 		client.Kill()
 		return nil, Info{}, fmt.Errorf("plugin %s: %w", s.name, err)
 	}
-	var proto goplugin.ClientProtocol
-	start := func() (err error) {
-		proto, err = client.Client()
-		return err
-	}
-	var err error
-	if h.batchClass {
-		err = startBatch(start)
-	} else {
-		err = start()
-	}
+	proto, err := client.Client()
 	if err != nil {
 		return fail(handshakeError(s.path, h.protocolVersions, err))
 	}

@@ -124,19 +124,9 @@ type Plugins struct {
 	Processes int `koanf:"processes"`
 	// MaxInFlight is how many calls one plugin process is given at once;
 	// further calls wait in auth.queue.
-	MaxInFlight int `koanf:"max_in_flight"`
-	// Scheduling is the Linux scheduling class plugin processes start in:
-	// "batch" (SCHED_BATCH: a plugin that wakes does not preempt the
-	// server, so calls are answered in batches) or "normal".
-	Scheduling string            `koanf:"scheduling"`
-	Instances  map[string]Plugin `koanf:"instances"`
+	MaxInFlight int               `koanf:"max_in_flight"`
+	Instances   map[string]Plugin `koanf:"instances"`
 }
-
-// The values of plugins.scheduling.
-const (
-	SchedulingBatch  = "batch"  // SCHED_BATCH, the default
-	SchedulingNormal = "normal" // SCHED_OTHER, as the server
-)
 
 // Restart bounds how a crashed plugin is restarted.
 type Restart struct {
@@ -354,7 +344,6 @@ func Default() Config {
 			},
 			Processes:   2,
 			MaxInFlight: 64,
-			Scheduling:  SchedulingBatch,
 			Instances:   map[string]Plugin{},
 		},
 		Limits: Limits{

@@ -143,7 +143,6 @@ func TestLoadRejects(t *testing.T) {
 		{"too many plugin processes", "plugins:\n  processes: 17\n", nil, "plugins.processes"},
 		{"negative instance processes", "plugins:\n  instances:\n    jwt:\n      processes: -1\n", nil, "plugins.instances.jwt.processes"},
 		{"no call slots", "plugins:\n  max_in_flight: 0\n", nil, "plugins.max_in_flight"},
-		{"unknown scheduling class", "plugins:\n  scheduling: fifo\n", nil, "plugins.scheduling"},
 		{"negative instance slots", "plugins:\n  instances:\n    jwt:\n      max_in_flight: -2\n", nil, "plugins.instances.jwt.max_in_flight"},
 		{"negative queue", "auth:\n  queue:\n    size: -1\n", nil, "auth.queue.size"},
 		{"zero queue wait", "auth:\n  queue:\n    max_wait: 0s\n", nil, "auth.queue.max_wait"},

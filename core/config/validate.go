@@ -112,9 +112,6 @@ func (c *Config) Validate() error {
 	if c.Plugins.MaxInFlight < 1 {
 		bad("plugins.max_in_flight", "must be at least 1, got %d", c.Plugins.MaxInFlight)
 	}
-	if s := c.Plugins.Scheduling; s != SchedulingBatch && s != SchedulingNormal {
-		bad("plugins.scheduling", "want %q or %q, got %q", SchedulingBatch, SchedulingNormal, s)
-	}
 	if c.Auth.Queue.Size < 0 {
 		bad("auth.queue.size", "must not be negative (0 refuses at once when every slot is busy), got %d", c.Auth.Queue.Size)
 	}
