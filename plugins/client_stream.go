@@ -18,8 +18,9 @@ import (
 	"github.com/agent-server/agent-server/plugins/authpb"
 )
 
-// errProtocol marks a plugin that broke protocol 3: a reply for an ID the
-// host never sent or had already seen answered. Nothing it says can be
+// errProtocol marks a plugin that broke protocol 3 or 4: a reply for an ID
+// the host never sent or had already seen answered, or, on the channel, a
+// malformed frame. Nothing it says can be
 // trusted, so every call in flight fails closed and the process is
 // restarted.
 var errProtocol = errors.New("plugin protocol fault")
