@@ -207,8 +207,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	err := s.Shutdown(sctx)
+	began, err := s.stop(sctx)
 	<-errc
+	if !began {
+		return nil // a Shutdown under way returns its error
+	}
 	return err
 }
 
@@ -228,28 +231,35 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // the sockets with 1001, flushing the event writer, leaving the cluster)
 // always has the other half.
 func (s *Server) Shutdown(ctx context.Context) error {
+	_, err := s.stop(ctx)
+	return err
+}
+
+// stop is Shutdown; began reports whether this call ran the shutdown,
+// rather than waiting for one under way.
+func (s *Server) stop(ctx context.Context) (began bool, err error) {
 	s.mu.Lock()
-	first := s.stopped == nil
-	if first {
+	began = s.stopped == nil
+	if began {
 		s.stopped = make(chan struct{})
 	}
 	stopped := s.stopped
 	s.mu.Unlock()
-	if first {
+	if began {
 		s.stopErr = s.shutdown(ctx)
 		close(stopped)
-		return s.stopErr
+		return true, s.stopErr
 	}
 	select {
 	case <-stopped: // first: it may have ended with ctx already done
-		return s.stopErr
+		return false, s.stopErr
 	default:
 	}
 	select {
 	case <-stopped:
-		return s.stopErr
+		return false, s.stopErr
 	case <-ctx.Done():
-		return fmt.Errorf("wait for the shutdown under way: %w", ctx.Err())
+		return false, fmt.Errorf("wait for the shutdown under way: %w", ctx.Err())
 	}
 }
 
