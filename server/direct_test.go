@@ -994,3 +994,37 @@ func TestPassedConnBoundsTheHead(t *testing.T) {
 		})
 	}
 }
+
+// TestServeReturnsNilWhenShutdownClosesItsListener: Shutdown closes the
+// direct listener itself, and net/http's Serve, when that comes before
+// net/http's own Shutdown, returns the closed listener's error, not
+// ErrServerClosed. Serve takes it for the shutdown it is (nil), as it
+// takes ErrServerClosed: here the shutdown's first two steps are taken in
+// that order by hand.
+func TestServeReturnsNilWhenShutdownClosesItsListener(t *testing.T) {
+	e := buildEdge(t, config.Default(), sessionKeyAuth{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.srv.Serve(context.Background(), ln) }()
+	waitFor(t, func() bool {
+		e.srv.mu.Lock()
+		defer e.srv.mu.Unlock()
+		return len(e.srv.servers) == 1 && len(e.srv.direct) == 1
+	}, "Serve to start")
+	e.srv.mu.Lock()
+	e.srv.closing.Store(true)
+	d := e.srv.direct[0]
+	e.srv.mu.Unlock()
+	_ = d.Close()
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v, want nil: its listener was closed by the shutdown", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}

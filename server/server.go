@@ -195,7 +195,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
+		// Shutdown closes the direct listener itself, and net/http's Serve,
+		// when that comes before net/http's own Shutdown, returns the
+		// listener's error rather than ErrServerClosed.
+		if errors.Is(err, http.ErrServerClosed) || (s.closing.Load() && errors.Is(err, net.ErrClosed)) {
 			return nil
 		}
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
