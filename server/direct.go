@@ -135,8 +135,12 @@ func (d *directListener) untrack(c net.Conn) {
 // answered or passed on, and closes those left when ctx ends. An idle
 // connection would otherwise hold the shutdown for the whole header
 // timeout, as long as server.shutdown_timeout by default, and leave the
-// actors no time to close their sockets. The listener is closed first.
+// actors no time to close their sockets. Server.Shutdown gives the drain
+// at most half of its time (drainBudget): a slow handshake still in flight
+// then (a head arriving in pieces, an authentication under way) is cut,
+// and the error says how many were. The listener is closed first.
 func (d *directListener) drain(ctx context.Context) error {
+	start := time.Now()
 	d.mu.Lock()
 	for c, state := range d.inflight {
 		if state == connIdle {
@@ -153,11 +157,15 @@ func (d *directListener) drain(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	d.mu.Lock()
-	for c := range d.inflight {
+	n := 0
+	for c, state := range d.inflight {
+		if state != connCut { // not closed idle above, and not yet gone
+			n++
+		}
 		_ = c.Close()
 	}
 	d.mu.Unlock()
-	return fmt.Errorf("handshakes in flight: %w", ctx.Err())
+	return fmt.Errorf("drain handshakes: closed %d still in flight after %s: %w", n, time.Since(start).Round(time.Millisecond), ctx.Err())
 }
 
 // serve reads c's first request head and either serves its upgrade or

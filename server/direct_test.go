@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
 )
@@ -234,11 +236,135 @@ func TestDirectShutdownFinishesHandshakes(t *testing.T) {
 			switch {
 			case tt.release && err != nil:
 				t.Fatalf("shutdown: %v", err)
-			case !tt.release && (err == nil || !strings.Contains(err.Error(), "handshakes in flight")):
-				t.Fatalf("shutdown: %v, want the handshakes in flight named", err)
+			case !tt.release && (err == nil || !strings.Contains(err.Error(), "drain handshakes: closed 1 still in flight")):
+				t.Fatalf("shutdown: %v, want the handshake in flight named", err)
 			}
 			if code := <-got; code != tt.wantCode {
 				t.Fatalf("close code %d, want %d (0: no upgrade)", code, tt.wantCode)
+			}
+		})
+	}
+}
+
+// heldKey is the key whose authentication holdingAuth holds.
+const heldKey = "held-key-Tq42Lm"
+
+// holdingAuth holds the authentication of heldKey, whatever the request's
+// context, until release is closed, as an authenticator stuck on a slow
+// service would, and says on entered that it holds one; it abstains on
+// every other key.
+type holdingAuth struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (holdingAuth) Name() string { return "holding" }
+
+func (a holdingAuth) Authenticate(_ context.Context, req *core.Request) core.Result {
+	if req.Header.Get("X-Session-API-Key") != heldKey {
+		return core.Abstained()
+	}
+	select {
+	case a.entered <- struct{}{}:
+	default:
+	}
+	<-a.release
+	return core.Abstained()
+}
+
+// holdHandshake serves a direct edge whose chain holds heldKey's
+// authentication (then checks session keys), with one socket open on a
+// new conversation and one handshake held in its authentication. It
+// returns the edge, the open socket and the held handshake's connection;
+// the held authentication is released when the test ends.
+func holdHandshake(t *testing.T) (*edge, *websocket.Conn, *bufio.Reader) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Limits.PingInterval = 0
+	auth := holdingAuth{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	e := buildEdge(t, cfg, auth, sessionKeyAuth{})
+	e.ts = serveDirect(e.srv)
+	t.Cleanup(e.ts.Close)
+	t.Cleanup(func() { close(auth.release) })
+	id := e.conversation(t)
+	open := e.dialReady(t, id, "")
+	c, br := dialEdge(t, e)
+	if _, err := io.WriteString(c, upgradeHead(id, heldKey, "")); err != nil {
+		t.Fatal(err)
+	}
+	<-auth.entered
+	return e, open, br
+}
+
+// TestShutdownLeavesTheActorsTheirShare: a handshake whose authentication
+// outlasts the shutdown's deadline takes at most half of it; then it is
+// cut, and the actors' shutdown has the rest: the open socket is closed
+// with 1001, and the shutdown's one error is the drain's, naming the
+// handshake it cut. Before, the drain took the whole deadline and the
+// actors' shutdown failed at once, out of time.
+func TestShutdownLeavesTheActorsTheirShare(t *testing.T) {
+	e, open, held := holdHandshake(t)
+	closed := make(chan int, 1)
+	go func() {
+		_ = open.SetReadDeadline(time.Now().Add(30 * time.Second))
+		for {
+			if _, _, err := open.ReadMessage(); err != nil {
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) {
+					closed <- ce.Code
+				} else {
+					closed <- 0
+				}
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	err := e.srv.Shutdown(ctx)
+	const want = "drain handshakes: closed 1 still in flight after "
+	if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "\n") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("shutdown: %v; want the drain's error alone (%q...), the actors' shutdown in time", err, want)
+	}
+	if got := <-closed; got != core.CloseGoingAway {
+		t.Errorf("open socket closed with %d, want %d (0: no close frame)", got, core.CloseGoingAway)
+	}
+	if resp, err := http.ReadResponse(held, nil); err == nil {
+		t.Errorf("held handshake answered %s after it was cut", resp.Status)
+	}
+}
+
+// TestShutdownRunsOnce: a second Shutdown (Serve's own, when its context
+// ends after the caller's) does not run the shutdown again, which would
+// find nothing left to fail on and hide the first's error: it returns the
+// first's error.
+func TestShutdownRunsOnce(t *testing.T) {
+	e, _, _ := holdHandshake(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	first := e.srv.Shutdown(ctx)
+	if first == nil || !strings.Contains(first.Error(), "drain handshakes") {
+		t.Fatalf("first shutdown: %v, want the drain's error", first)
+	}
+	tests := []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+	}{
+		{"with time left", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 20*time.Second)
+		}},
+		{"out of time", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx, cancel
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := tt.ctx()
+			defer cancel()
+			if got := e.srv.Shutdown(ctx); got != first {
+				t.Errorf("second shutdown: %v, want the first's error: %v", got, first)
 			}
 		})
 	}
@@ -866,5 +992,39 @@ func TestPassedConnBoundsTheHead(t *testing.T) {
 				t.Fatalf("deadline %v set after reading %q: got %v, want %v", tt.set, tt.early+tt.rest, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestServeReturnsNilWhenShutdownClosesItsListener: Shutdown closes the
+// direct listener itself, and net/http's Serve, when that comes before
+// net/http's own Shutdown, returns the closed listener's error, not
+// ErrServerClosed. Serve takes it for the shutdown it is (nil), as it
+// takes ErrServerClosed: here the shutdown's first two steps are taken in
+// that order by hand.
+func TestServeReturnsNilWhenShutdownClosesItsListener(t *testing.T) {
+	e := buildEdge(t, config.Default(), sessionKeyAuth{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.srv.Serve(context.Background(), ln) }()
+	waitFor(t, func() bool {
+		e.srv.mu.Lock()
+		defer e.srv.mu.Unlock()
+		return len(e.srv.servers) == 1 && len(e.srv.direct) == 1
+	}, "Serve to start")
+	e.srv.mu.Lock()
+	e.srv.closing.Store(true)
+	d := e.srv.direct[0]
+	e.srv.mu.Unlock()
+	_ = d.Close()
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v, want nil: its listener was closed by the shutdown", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
 	}
 }

@@ -89,6 +89,10 @@ type Server struct {
 	mu      sync.Mutex
 	servers []*http.Server
 	direct  []*directListener // the plain listeners' direct upgrades (direct.go)
+	// stopped is closed when the one shutdown has ended, with stopErr its
+	// error; nil until Shutdown is first called (under mu).
+	stopped chan struct{}
+	stopErr error
 
 	// perFrameWrites makes every socket write one frame per syscall. Only
 	// the comparison benchmark sets it.
@@ -157,9 +161,14 @@ func New(opts Options) (*Server, error) {
 // Handler returns the server's HTTP handler, access log included.
 func (s *Server) Handler() http.Handler { return s.handler }
 
+// ErrClosed is Serve's error when Shutdown had begun before it.
+var ErrClosed = errors.New("server is shut down")
+
 // Serve serves HTTP on ln (HTTPS when server.tls is set) until ctx ends,
 // then shuts down gracefully within server.shutdown_timeout, or until
-// Shutdown is called. It returns nil after a graceful shutdown.
+// Shutdown is called. It returns nil after a graceful shutdown, and the
+// shutdown's error after one that was not; the error of a shutdown that
+// Shutdown began is Shutdown's to return, not Serve's.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.tls != nil {
 		ln = s.tls.listen(ln)
@@ -176,7 +185,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.closing.Load() {
 		s.mu.Unlock()
 		_ = ln.Close() // the direct listener accepts from the start
-		return errors.New("serve: server is shut down")
+		return fmt.Errorf("serve: %w", ErrClosed)
 	}
 	s.servers = append(s.servers, srv)
 	s.mu.Unlock()
@@ -186,7 +195,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
+		// Shutdown closes the direct listener itself, and net/http's Serve,
+		// when that comes before net/http's own Shutdown, returns the
+		// listener's error rather than ErrServerClosed.
+		if errors.Is(err, http.ErrServerClosed) || (s.closing.Load() && errors.Is(err, net.ErrClosed)) {
 			return nil
 		}
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
@@ -198,15 +210,64 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	err := s.Shutdown(sctx)
+	began, err := s.stop(sctx)
 	<-errc
+	if !began {
+		return nil // a Shutdown under way returns its error
+	}
 	return err
 }
 
 // Shutdown stops accepting, closes every WebSocket with 1001 through the
 // actors, waits for REST requests to finish and for the close frames to be
 // written, and force-closes whatever is left when ctx ends.
+//
+// It runs once. A later or concurrent call (Serve's own, when its context
+// ends after the caller's Shutdown) does not run it again: it waits for the
+// first, as long as its own ctx allows, and returns the first's error, so
+// that no caller sees a second, emptier shutdown succeed where the first
+// failed.
+//
+// The time left before ctx's deadline is split (see drainBudget): the
+// handshakes accepted directly get at most half of it to finish, and those
+// still in flight then are closed, so that the actors' shutdown (closing
+// the sockets with 1001, flushing the event writer, leaving the cluster)
+// always has the other half.
 func (s *Server) Shutdown(ctx context.Context) error {
+	_, err := s.stop(ctx)
+	return err
+}
+
+// stop is Shutdown; began reports whether this call ran the shutdown,
+// rather than waiting for one under way.
+func (s *Server) stop(ctx context.Context) (began bool, err error) {
+	s.mu.Lock()
+	began = s.stopped == nil
+	if began {
+		s.stopped = make(chan struct{})
+	}
+	stopped := s.stopped
+	s.mu.Unlock()
+	if began {
+		s.stopErr = s.shutdown(ctx)
+		close(stopped)
+		return true, s.stopErr
+	}
+	select {
+	case <-stopped: // first: it may have ended with ctx already done
+		return false, s.stopErr
+	default:
+	}
+	select {
+	case <-stopped:
+		return false, s.stopErr
+	case <-ctx.Done():
+		return false, fmt.Errorf("wait for the shutdown under way: %w", ctx.Err())
+	}
+}
+
+// shutdown is Shutdown's one run.
+func (s *Server) shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing.Store(true)
 	servers := append([]*http.Server(nil), s.servers...)
@@ -226,12 +287,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// Handshakes accepted directly finish (upgraded or refused; one that
 	// was to go to net/http is closed, as net/http drops a request that
 	// arrives while it shuts down) before the sockets are closed, so that
-	// none is missed.
+	// none is missed; those still in flight when the drain's share of the
+	// time is up are closed.
+	dctx, cancel := drainBudget(ctx)
 	var directErrs []error
 	for _, d := range direct {
 		_ = d.Close()
-		directErrs = append(directErrs, d.drain(ctx))
+		directErrs = append(directErrs, d.drain(dctx))
 	}
+	cancel()
 	actorErr := s.actors.Shutdown(ctx)
 	// Sockets the actors never knew (mid-handshake, reject_with: close).
 	for _, sock := range s.sockets.close() {
@@ -250,7 +314,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, srv := range servers {
 		_ = srv.Close() // whatever Shutdown left when ctx ended
 	}
-	return errors.Join(actorErr, sockErr, errors.Join(httpErrs...), errors.Join(directErrs...))
+	return errors.Join(errors.Join(directErrs...), actorErr, sockErr, errors.Join(httpErrs...))
+}
+
+// drainBudget returns the context the drain of the direct handshakes runs
+// under: ctx, ending when half of the time left before ctx's deadline is
+// up, so that the actors' shutdown always has the other half. A handshake
+// can take a header timeout to arrive and an authentication timeout to be
+// decided, each as long as the default server.shutdown_timeout: waiting
+// for it to the end would leave the actors nothing. Without a deadline the
+// drain waits as long as ctx does.
+func drainBudget(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, time.Now().Add(time.Until(deadline)/2))
 }
 
 // touch records activity for /server_info's idle_time.

@@ -28,7 +28,7 @@ type Config struct {
 // Server configures the HTTP and WebSocket listener.
 type Server struct {
 	Addr            string        `koanf:"addr"`
-	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"` // the whole graceful shutdown; handshakes get at most half
 	AllowedOrigins  []string      `koanf:"allowed_origins"`
 	AccessLog       bool          `koanf:"access_log"`
 	// ReleaseMemoryAfter is how long the server must be quiet (no request,

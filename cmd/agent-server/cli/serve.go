@@ -59,7 +59,10 @@ func serve(args []string, stderr io.Writer) (err error) {
 // server drains), the actors, the store (after the actors' writer has
 // committed everything), the plugins, the audit file and tracing. The
 // server, the admin listener and the actors share one
-// server.shutdown_timeout.
+// server.shutdown_timeout. The server is shut down once, by its release
+// step, and that shutdown's error is run's: Serve's context does not end
+// with run's, or Serve would shut the server down on its own, under a
+// deadline of its own, with an error nobody read.
 func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger, stderr *linewriter.Writer) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	var started releases
@@ -193,7 +196,21 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 		}
 		return nil
 	})
-	started.add("server", srv.Shutdown)
+	// Serve's result, until the select below has read it; nil while Serve
+	// has not started. Serve ends when the release has shut the server
+	// down (or, racing it, finds it shut down: no error of its own).
+	var served chan error
+	serveCtx, endServe := context.WithCancel(context.WithoutCancel(ctx))
+	started.add("server", func(ctx context.Context) error {
+		err := srv.Shutdown(ctx)
+		endServe()
+		if served != nil {
+			if serr := <-served; serr != nil && !errors.Is(serr, server.ErrClosed) {
+				err = errors.Join(err, fmt.Errorf("serve: %w", serr))
+			}
+		}
+		return err
+	})
 	if admin, err = listenAdmin(cfg.Admin, srv, reg, log); err != nil {
 		return err
 	}
@@ -230,12 +247,13 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	}
 
 	go srv.ReleaseMemory(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ctx, ln) }()
+	served = make(chan error, 1)
+	go func() { served <- srv.Serve(serveCtx, ln) }()
 	var leaving error
 	select {
-	case err := <-errc:
-		if err != nil && !errors.Is(err, context.Canceled) {
+	case err := <-served:
+		served = nil // read: the release does not wait for it
+		if err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
 	case <-ctx.Done():
