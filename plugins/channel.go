@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 
 	"google.golang.org/protobuf/proto"
 
@@ -44,10 +43,19 @@ const channelEnv = "AGENT_SERVER_PLUGIN_CHANNEL_FD"
 const channelFD = 3
 
 // maxFrameBytes bounds a frame either end accepts: above any message the
-// other sends (the batch writers cut at maxBatchBytes, an item alone is at
-// most maxCallBytes), so a frame past it is garbage, and never worth the
-// allocation its length asks for.
+// other sends (the batch writers cut at maxBatchBytes, and an item alone
+// is at most maxCallBytes or maxReplyBytes), so a frame past it is
+// garbage, and never worth the allocation its length asks for.
 const maxFrameBytes = maxRecvBytes
+
+// maxReplyBytes is the largest encoded reply the SDK sends; a larger
+// answer becomes an Error (callBatch.answer). 64 KiB below maxFrameBytes,
+// for the envelope.
+const maxReplyBytes = maxFrameBytes - 64<<10
+
+// keepFrameBytes is the largest frame buffer a framer keeps between
+// frames: a rare large frame's buffer is dropped after it.
+const keepFrameBytes = 64 << 10
 
 // errFrame marks a frame that breaks protocol 4: a length past
 // maxFrameBytes, or bytes that do not decode as the message expected.
@@ -77,7 +85,11 @@ func (f *framer) write(m proto.Message) error {
 		return fmt.Errorf("frame of %d bytes is over the channel's %d", len(b)-4, maxFrameBytes)
 	}
 	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
-	f.out = b
+	if cap(b) <= keepFrameBytes {
+		f.out = b
+	} else {
+		f.out = nil
+	}
 	if _, err := f.conn.Write(b); err != nil {
 		return fmt.Errorf("write frame: %w", err)
 	}
@@ -108,8 +120,8 @@ func (f *framer) read(m proto.Message) error {
 	if err := proto.Unmarshal(b, m); err != nil { // copies: b is reused
 		return fmt.Errorf("%w: %w", errFrame, err)
 	}
-	if n > 64<<10 {
-		f.in = nil // keep no large buffer past a rare large frame
+	if n > keepFrameBytes {
+		f.in = nil
 	}
 	return nil
 }
@@ -164,29 +176,4 @@ func openChannel(f *os.File, broken func()) (*streamClient, error) {
 		return nil, fmt.Errorf("open channel: %w", err)
 	}
 	return newStreamClient(hostChannel{f: newFramer(conn)}, func() { conn.Close() }, broken), nil
-}
-
-// inheritedChannel returns the channel the host handed this plugin
-// process (getenv reads channelEnv), or nil when there is none: a host
-// older than protocol 4, a platform without one, or the binary run by
-// hand.
-func inheritedChannel(getenv func(string) string) net.Conn {
-	v := getenv(channelEnv)
-	if v == "" {
-		return nil
-	}
-	fd, err := strconv.Atoi(v)
-	if err != nil || fd < channelFD {
-		return nil
-	}
-	f := os.NewFile(uintptr(fd), "agent-server channel")
-	if f == nil {
-		return nil
-	}
-	defer f.Close() // FileConn dups it
-	conn, err := net.FileConn(f)
-	if err != nil {
-		return nil
-	}
-	return conn
 }

@@ -4,6 +4,7 @@ package plugins
 
 import (
 	"errors"
+	"net"
 	"os"
 )
 
@@ -15,3 +16,6 @@ const channelSupported = false
 func newChannel() (host, plugin *os.File, err error) {
 	return nil, nil, errors.New("plugin channels need a unix socketpair")
 }
+
+// inheritedChannel is nil: there are no channels here.
+func inheritedChannel(func(string) string) net.Conn { return nil }

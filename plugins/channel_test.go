@@ -1,14 +1,18 @@
 package plugins
 
 import (
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins/authpb"
 )
 
@@ -34,6 +38,7 @@ func TestFramerRead(t *testing.T) {
 		{name: "an empty message", wire: frame(0, nil)},
 		{name: "closed between frames", wire: nil, want: io.EOF},
 		{name: "closed inside the header", wire: []byte{0, 0}, want: io.ErrUnexpectedEOF},
+		{name: "closed right after the header", wire: frame(100, nil), want: io.ErrUnexpectedEOF},
 		{name: "closed inside the body", wire: frame(100, good[:3]), want: io.ErrUnexpectedEOF},
 		{name: "a length over the bound", wire: frame(maxFrameBytes+1, nil), want: errFrame, wantMsg: "over the channel's"},
 		{name: "bytes that do not decode", wire: frame(4, []byte{0xff, 0xff, 0xff, 0xff}), want: errFrame},
@@ -69,27 +74,41 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// Frames written by one end are read by the other, in order, with the
-// read buffer reused between them and every message intact.
+// Frames written by one end are read by the other, in order and intact,
+// the read buffer reused between frames (a smaller frame after a larger
+// one lands in the same buffer): every message decoded is kept and
+// checked after the last read, so one that shared the reused buffer
+// would show as changed.
 func TestFramerRoundTrip(t *testing.T) {
 	a, b := socketPair(t)
 	w, r := newFramer(a), newFramer(b)
-	sizes := []int{0, 10, 70 << 10, 3, 1 << 20}
+	sizes := []int{100, 10, 70 << 10, 3, 1 << 20, 5, 40}
+	body := func(k, n int) string { return strings.Repeat(string(rune('a'+k)), n) }
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		for k, n := range sizes {
-			if err := w.write(&authpb.Replies{Replies: []*authpb.Reply{{Id: uint64(k + 1), Response: &authpb.AuthenticateResponse{Error: strings.Repeat("x", n)}}}}); err != nil {
+			if err := w.write(&authpb.Replies{Replies: []*authpb.Reply{{Id: uint64(k + 1), Response: &authpb.AuthenticateResponse{Error: body(k, n)}}}}); err != nil {
 				t.Errorf("write %d: %v", k, err)
+				return
 			}
 		}
 	}()
-	for k, n := range sizes {
-		got := &authpb.Replies{}
-		if err := r.read(got); err != nil {
+	got := make([]*authpb.Replies, len(sizes))
+	for k := range sizes {
+		got[k] = &authpb.Replies{}
+		if err := r.read(got[k]); err != nil {
 			t.Fatalf("read %d: %v", k, err)
 		}
-		if rs := got.GetReplies(); len(rs) != 1 || rs[0].GetId() != uint64(k+1) || len(rs[0].GetResponse().GetError()) != n {
-			t.Fatalf("frame %d: got %v", k, got)
+	}
+	<-done
+	for k, n := range sizes {
+		if rs := got[k].GetReplies(); len(rs) != 1 || rs[0].GetId() != uint64(k+1) || rs[0].GetResponse().GetError() != body(k, n) {
+			t.Errorf("frame %d: got %d replies, id %d, %d bytes, want id %d and %d bytes of %q", k, len(rs), rs[0].GetId(), len(rs[0].GetResponse().GetError()), k+1, n, body(k, 1))
 		}
+	}
+	if cap(w.out) > keepFrameBytes || cap(r.in) > keepFrameBytes {
+		t.Errorf("buffers kept after a 1 MiB frame: %d to write, %d to read; want at most %d", cap(w.out), cap(r.in), keepFrameBytes)
 	}
 }
 
@@ -103,17 +122,6 @@ func TestHostChannelMalformedFrameIsAProtocolFault(t *testing.T) {
 	_, err := hostChannel{f: newFramer(a)}.Recv()
 	if !errors.Is(err, errProtocol) {
 		t.Fatalf("Recv: %v, want a protocol fault", err)
-	}
-}
-
-// A plugin takes its channel only from a descriptor number the host set,
-// at 3 or above: anything else is no channel, never a guess.
-func TestInheritedChannel(t *testing.T) {
-	for _, v := range []string{"", "x", "-1", "0", "2"} {
-		if c := inheritedChannel(func(string) string { return v }); c != nil {
-			c.Close()
-			t.Errorf("%s=%q: got a channel, want none", channelEnv, v)
-		}
 	}
 }
 
@@ -135,4 +143,63 @@ func socketPair(t *testing.T) (host, plugin net.Conn) {
 	}
 	t.Cleanup(func() { plugin.Close() })
 	return host, plugin
+}
+
+// channelStream is the host's streamClient on a channel to rec, served by
+// the SDK's serveChannel in this process: protocol 4 without the
+// processes.
+func channelStream(t *testing.T, rec *recorder) *streamClient {
+	t.Helper()
+	hf, pf, err := newChannel()
+	if err != nil {
+		t.Skipf("no channels here: %v", err)
+	}
+	defer pf.Close()
+	pc, err := net.FileConn(pf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &grpcServer{impl: rec, log: slog.New(slog.DiscardHandler)}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		s.serveChannel(pc)
+	}()
+	st, err := openChannel(hf, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		st.close(errors.New("the test is over"))
+		<-served // the SDK's side ends when the host's closes
+	})
+	return st
+}
+
+// An answer too large for a frame is an Error for its call alone, on
+// either transport: sent, it would fail the writer, and every reply after
+// it would be lost until the call timed out. The next call is still
+// answered (with the same Error, the plugin's answer being the same).
+func TestOversizedReplyIsAnError(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		stream func(*testing.T, *recorder) *streamClient
+	}{
+		{"channel", channelStream},
+		{"grpc stream", func(t *testing.T, rec *recorder) *streamClient { return loopbackStream(t, rec) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := tc.stream(t, &recorder{result: core.Allowed(&core.Principal{Subject: strings.Repeat("x", maxReplyBytes)})})
+			flat := &authpb.Request{Route: "rest", Header: []string{"X-Token", "t"}}
+			for k := range 2 {
+				res := st.authenticate(context.Background(), time.Now().Add(10*time.Second), flat, proto.Size(flat), func() {})
+				if res.Decision != core.Error || !strings.Contains(res.Err.Error(), "a reply may carry") {
+					t.Fatalf("call %d: got %s (%v), want an Error naming the bound", k, res.Decision, res.Err)
+				}
+				if !st.alive() {
+					t.Fatalf("call %d: the transport failed", k)
+				}
+			}
+		})
+	}
 }

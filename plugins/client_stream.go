@@ -20,17 +20,15 @@ import (
 
 // errProtocol marks a plugin that broke protocol 3 or 4: a reply for an ID
 // the host never sent or had already seen answered, or, on the channel, a
-// malformed frame. Nothing it says can be
-// trusted, so every call in flight fails closed and the process is
-// restarted.
+// malformed frame. Nothing it says can be trusted, so every call in flight
+// fails closed and the process is restarted.
 var errProtocol = errors.New("plugin protocol fault")
 
 // streamClient is the host's side of the protocol 3 Stream, or of the
 // protocol 4 channel (channel.go), to one plugin process. Every
 // Authenticate is a Call with an ID of its own on one long-lived stream:
-// no HTTP/2 stream, headers or trailers per call,
-// and the calls queued while a batch is being sent go out together in the
-// next (batchWriter). Replies come back in any order and are matched by
+// no HTTP/2 stream, headers or trailers per call, and the calls queued
+// while a batch is being sent go out together in the next (batchWriter). Replies come back in any order and are matched by
 // ID; each ID is answered at most once. A call whose deadline passes fails
 // at once, but keeps its entry (and its caller's slot) until the plugin
 // answers it. The SDK answers it by the latest deadline among the calls of

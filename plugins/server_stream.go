@@ -3,6 +3,7 @@ package plugins
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
@@ -126,11 +127,19 @@ func (s *grpcServer) serveCall(b *callBatch, k int) {
 	}
 }
 
-// answer queues call k's reply, unless it was answered already.
+// answer queues call k's reply, unless it was answered already. A reply
+// too large for a frame is an Error instead: sent, it would fail the
+// writer, and every reply after it.
 func (b *callBatch) answer(k int, resp *authpb.AuthenticateResponse) {
 	if b.answered[k].CompareAndSwap(false, true) {
 		r := &authpb.Reply{Id: b.calls[k].GetId(), Response: resp}
-		b.w.add(r, proto.Size(r))
+		n := proto.Size(r)
+		if n > maxReplyBytes {
+			r.Response = &authpb.AuthenticateResponse{Decision: authpb.Decision_DECISION_ERROR,
+				Error: fmt.Sprintf("the plugin's answer takes %d bytes encoded, more than the %d a reply may carry", n, maxReplyBytes)}
+			n = proto.Size(r)
+		}
+		b.w.add(r, n)
 	}
 }
 
