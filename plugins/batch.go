@@ -32,7 +32,7 @@ const (
 // batchWriter sends items over one stream, each message carrying every
 // item queued while the previous one was being sent: one item under light
 // load, a batch under a storm, with no timer and no added latency. Both
-// ends of protocol 3 use it, the host for calls and the SDK for replies.
+// ends of protocols 3 and 4 use it, the host for calls and the SDK for replies.
 //
 // A batch is cut at maxBatchBytes, counting each item's encoded size in
 // the message (its size func plus the field's envelope), so that no

@@ -221,9 +221,11 @@ func compareTransports(b *testing.B, subjects []transportSubject, conc, chunk in
 //     (what protocol 1 and 2 plugins get, and every plugin got before);
 //   - stream: protocol 3, every call a message on one multiplexed stream
 //     per process, batched with the calls queued meanwhile;
-//   - stream-2proc: the same with two processes (plugins.processes: 2, the
-//     default): the second stands by and takes calls only when the first
-//     has plugins.max_in_flight in flight;
+//   - channel: protocol 4, the same calls and batches over the private
+//     channel instead of the gRPC stream;
+//   - channel-2proc: the same with two processes (plugins.processes: 2,
+//     the default): the second stands by and takes calls only when the
+//     first has plugins.max_in_flight in flight;
 //   - in-process: the jwt plugin linked into the host (plugins.Local), the
 //     cost a server that verifies JWTs itself pays.
 //
@@ -239,8 +241,9 @@ func BenchmarkTransport(b *testing.B) {
 	}
 	subjects := []transportSubject{
 		hostSubject(b, "unary", jwtHost(b, 1, 2)),
-		hostSubject(b, "stream", jwtHost(b, 1, 0)),
-		hostSubject(b, "stream-2proc", jwtHost(b, 2, 0)),
+		hostSubject(b, "stream", jwtHost(b, 1, 3)),
+		hostSubject(b, "channel", jwtHost(b, 1, 0)),
+		hostSubject(b, "channel-2proc", jwtHost(b, 2, 0)),
 		{name: "in-process", auth: local},
 	}
 	for _, conc := range []int{1, 16, 64} {

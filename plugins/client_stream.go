@@ -18,17 +18,17 @@ import (
 	"github.com/agent-server/agent-server/plugins/authpb"
 )
 
-// errProtocol marks a plugin that broke protocol 3: a reply for an ID the
-// host never sent or had already seen answered. Nothing it says can be
-// trusted, so every call in flight fails closed and the process is
-// restarted.
+// errProtocol marks a plugin that broke protocol 3 or 4: a reply for an ID
+// the host never sent or had already seen answered, or, on the channel, a
+// malformed frame. Nothing it says can be trusted, so every call in flight
+// fails closed and the process is restarted.
 var errProtocol = errors.New("plugin protocol fault")
 
-// streamClient is the host's side of the protocol 3 Stream to one plugin
-// process. Every Authenticate is a Call with an ID of its own on one
-// long-lived gRPC stream: no HTTP/2 stream, headers or trailers per call,
-// and the calls queued while a batch is being sent go out together in the
-// next (batchWriter). Replies come back in any order and are matched by
+// streamClient is the host's side of the protocol 3 Stream, or of the
+// protocol 4 channel (channel.go), to one plugin process. Every
+// Authenticate is a Call with an ID of its own on one long-lived stream:
+// no HTTP/2 stream, headers or trailers per call, and the calls queued
+// while a batch is being sent go out together in the next (batchWriter). Replies come back in any order and are matched by
 // ID; each ID is answered at most once. A call whose deadline passes fails
 // at once, but keeps its entry (and its caller's slot) until the plugin
 // answers it. The SDK answers it by the latest deadline among the calls of
@@ -36,7 +36,7 @@ var errProtocol = errors.New("plugin protocol fault")
 // past its own (supervise.go's hang grace allows for that): a late reply
 // is expected, a reply for an unknown or answered ID is a protocol fault.
 type streamClient struct {
-	stream authpb.Authenticator_StreamClient
+	stream callStream
 	cancel context.CancelFunc
 	writer *batchWriter[*authpb.Call]
 	broken func() // told once when the stream fails, so the process is checked at once
@@ -79,9 +79,16 @@ func openStream(rpc authpb.AuthenticatorClient, broken func()) (*streamClient, e
 	return newStreamClient(st, cancel, broken), nil
 }
 
-// newStreamClient starts the reader and writer of st, an open Stream that
-// cancel ends.
-func newStreamClient(st authpb.Authenticator_StreamClient, cancel context.CancelFunc, broken func()) *streamClient {
+// callStream is what a streamClient needs of its transport: protocol 3's
+// gRPC stream, or protocol 4's channel.
+type callStream interface {
+	Send(*authpb.Calls) error
+	Recv() (*authpb.Replies, error)
+}
+
+// newStreamClient starts the reader and writer of st, an open transport
+// that cancel ends.
+func newStreamClient(st callStream, cancel context.CancelFunc, broken func()) *streamClient {
 	s := &streamClient{stream: st, cancel: cancel, broken: broken, pending: make(map[uint64]*pendingCall)}
 	s.writer = newBatchWriter(func(calls []*authpb.Call) error {
 		return st.Send(&authpb.Calls{Calls: calls})

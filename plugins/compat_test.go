@@ -11,7 +11,6 @@ import (
 
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/config"
-	"github.com/agent-server/agent-server/plugins"
 )
 
 // buildOldPlugin builds cmd/auth-header from the newest commit whose SDK
@@ -57,11 +56,12 @@ func buildOldPlugin(t *testing.T, version int) string {
 	return bin
 }
 
-// Plugins built against the protocol 1 and 2 SDKs keep working with this
-// host: the handshake settles on their version, the unary Authenticate
-// carries their calls, and they decide as before.
+// Plugins built against the protocol 1, 2 and 3 SDKs keep working with
+// this host: the handshake settles on their version, the unary
+// Authenticate (1 and 2) or the gRPC stream (3) carries their calls, and
+// they decide as before.
 func TestOlderPluginsKeepWorking(t *testing.T) {
-	for _, version := range []int{1, 2} {
+	for _, version := range []int{1, 2, 3} {
 		t.Run(fmt.Sprintf("protocol %d", version), func(t *testing.T) {
 			bin := buildOldPlugin(t, version)
 			cfg := testConfig(t, false)
@@ -76,21 +76,20 @@ func TestOlderPluginsKeepWorking(t *testing.T) {
 	}
 }
 
-// A host that predates protocol 3 (here, this host held to protocol 2)
-// still reaches a plugin built against this SDK, over the unary call.
+// A host that predates protocol 3, or 4 (here, this host held to protocol
+// 2 or 3), still reaches a plugin built against this SDK: over the unary
+// call, or over the gRPC stream.
 func TestOlderHostReachesThisPlugin(t *testing.T) {
-	cfg := testConfig(t, false)
-	cfg.Auth.Chains = config.Chains{REST: []string{"header"}}
-	log, logs := newLogger()
-	h := plugins.NewHost(cfg, log)
-	plugins.SetProtocolVersion(h, 2)
-	if err := h.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	checkKeyPlugin(t, chain(t, h, core.RouteREST), "header")
-	if !strings.Contains(logs.String(), "protocol=2") {
-		t.Errorf("the host did not log protocol 2:\n%s", logs)
+	for _, version := range []uint{2, 3} {
+		t.Run(fmt.Sprintf("protocol %d", version), func(t *testing.T) {
+			cfg := testConfig(t, false)
+			cfg.Auth.Chains = config.Chains{REST: []string{"header"}}
+			h, logs := startHostAt(t, cfg, version)
+			checkKeyPlugin(t, chain(t, h, core.RouteREST), "header")
+			if want := fmt.Sprintf("protocol=%d", version); !strings.Contains(logs.String(), want) {
+				t.Errorf("the host did not log %s:\n%s", want, logs)
+			}
+		})
 	}
 }
 

@@ -5,14 +5,16 @@
 // authenticators, and each authenticator is a separate binary run through
 // hashicorp/go-plugin over gRPC (never net/rpc), with automatic mTLS, an
 // empty environment and a versioned handshake (ProtocolVersion; the host
-// still accepts plugins built against protocols 1 and 2, and a plugin built
-// now still serves a host of protocol 2). From protocol 3 every
+// still accepts plugins built against protocols 1 to 3, and a plugin built
+// now still serves a host of protocol 2 or 3). From protocol 3 every
 // Authenticate travels on one long-lived bidirectional stream per plugin
 // process, each call with an ID, its deadline and its trace context, the
 // calls queued while a batch is being sent going out together
 // (client_stream.go, server_stream.go); Info and Configure, and every call
-// of an older plugin, stay unary. docs/plugins-transport.md has the
-// measurements that chose it.
+// of an older plugin, stay unary. From protocol 4 the same calls travel on
+// a private socketpair the process inherits, without gRPC, HTTP/2 or TLS
+// (channel.go). docs/plugins-transport.md has the measurements that chose
+// them.
 //
 // # For plugin authors
 //

@@ -65,8 +65,18 @@ func newLogger() (*slog.Logger, *logBuffer) {
 // startHost starts a host for cfg and closes it when the test ends.
 func startHost(t *testing.T, cfg config.Config) (*plugins.Host, *logBuffer) {
 	t.Helper()
+	return startHostAt(t, cfg, 0)
+}
+
+// startHostAt is startHost with the host held to protocol version, or at
+// its own when version is 0.
+func startHostAt(t *testing.T, cfg config.Config, version uint) (*plugins.Host, *logBuffer) {
+	t.Helper()
 	log, buf := newLogger()
 	h := plugins.NewHost(cfg, log)
+	if version != 0 {
+		plugins.SetProtocolVersion(h, version)
+	}
 	if err := h.Start(context.Background()); err != nil {
 		t.Fatalf("Start: %v\nlog:\n%s", err, buf)
 	}

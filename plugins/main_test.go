@@ -20,7 +20,7 @@ var binDir string
 // TestMain builds every plugin binary the tests launch: the shipped
 // plugins, the fault plugin (also copied as auth-garbage, which prints to
 // stdout before its handshake) and the rogue plugin, which breaks protocol
-// 3.
+// 3 (also copied as auth-rogue-channel, which breaks protocol 4).
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -62,11 +62,16 @@ func buildPlugins(dir string) error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%w\n%s", err, out)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "auth-fault"))
-	if err != nil {
-		return err
+	for src, dst := range map[string]string{"auth-fault": "auth-garbage", "auth-rogue": "auth-rogue-channel"} {
+		b, err := os.ReadFile(filepath.Join(dir, src))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, dst), b, 0o755); err != nil {
+			return err
+		}
 	}
-	return os.WriteFile(filepath.Join(dir, "auth-garbage"), b, 0o755)
+	return nil
 }
 
 // helperEnv makes the test binary act as a server: it starts a host on the

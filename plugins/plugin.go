@@ -22,24 +22,46 @@ import (
 // on the config (InputsConfigurer), Result.RequestFault and Result.MaxAge.
 // Version 3 carries every Authenticate over one multiplexed stream per
 // plugin process (authpb's Stream) instead of one unary call each; the
-// Plugin interface did not change. auth.proto keeps the history.
-const ProtocolVersion = 3
+// Plugin interface did not change. Version 4 carries the same calls and
+// replies over a private channel the process inherits instead of the gRPC
+// stream (channel.go). auth.proto keeps the history.
+const ProtocolVersion = 4
 
 // streamVersion is the first protocol whose Authenticate calls go over the
 // Stream.
 const streamVersion = 3
 
+// channelVersion is the first protocol whose Authenticate calls go over
+// the channel.
+const channelVersion = 4
+
 // acceptedVersions are the protocol versions the host speaks. A plugin
 // built against an older SDK negotiates the newest version both know, so a
-// version 1 or 2 plugin keeps working over the unary Authenticate (a
-// version 1 plugin cannot declare the client certificate input and never
-// sets the fields version 2 added). A plugin of a version not listed is
-// refused at the handshake with a message to rebuild it.
-var acceptedVersions = []uint{1, 2, ProtocolVersion}
+// version 3 plugin keeps the gRPC stream, and a version 1 or 2 plugin the
+// unary Authenticate (a version 1 plugin cannot declare the client
+// certificate input and never sets the fields version 2 added). A plugin
+// of a version not listed is refused at the handshake with a message to
+// rebuild it. Version 4 is offered only where there are channels.
+var acceptedVersions = hostVersions(channelSupported)
 
-// servedVersions are the versions Serve offers: this one, and version 2 for
-// a host that predates the stream, which then calls the unary Authenticate.
-var servedVersions = []int{2, ProtocolVersion}
+// hostVersions are the versions a host speaks, with or without channels.
+func hostVersions(channels bool) []uint {
+	if channels {
+		return []uint{1, 2, streamVersion, channelVersion}
+	}
+	return []uint{1, 2, streamVersion}
+}
+
+// servedVersions are the versions Serve offers: version 4 when the host
+// handed the process a channel, version 3 for a host that gave none (an
+// older one, or a platform without channels), and version 2 for a host
+// that predates the stream, which then calls the unary Authenticate.
+func servedVersions(channel bool) []int {
+	if channel {
+		return []int{2, streamVersion, channelVersion}
+	}
+	return []int{2, streamVersion}
+}
 
 // pluginKey is the name of the one plugin in every go-plugin PluginSet.
 const pluginKey = "authenticator"
@@ -135,9 +157,20 @@ func (r ConfigureRequest) DecodeConfig(v any) error {
 func Serve(p Plugin) {
 	go exitWithParent(os.Getppid(), time.Second)
 	setGCPercent(os.Getenv)
-	versioned := make(map[int]goplugin.PluginSet, len(servedVersions))
-	for _, v := range servedVersions {
-		versioned[v] = goplugin.PluginSet{pluginKey: &grpcPlugin{impl: p}}
+	srv := &grpcServer{impl: p, log: Logger(), tracing: &sdkTracing{}}
+	channel := inheritedChannel(os.Getenv)
+	os.Unsetenv(channelEnv) // a process this plugin starts has no such descriptor
+	if channel != nil {
+		go func() {
+			if err := srv.serveChannel(channel); err != nil {
+				srv.log.Error("plugin channel failed", "err", err)
+			}
+		}()
+	}
+	versions := servedVersions(channel != nil)
+	versioned := make(map[int]goplugin.PluginSet, len(versions))
+	for _, v := range versions {
+		versioned[v] = goplugin.PluginSet{pluginKey: &grpcPlugin{srv: srv}}
 	}
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig:  handshake(ProtocolVersion),
@@ -185,18 +218,19 @@ func exitWithParent(ppid int, every time.Duration) {
 }
 
 // grpcPlugin is the go-plugin glue: it binds Plugin to the gRPC service on
-// both sides. impl is set only on the plugin side.
+// both sides. srv is set only on the plugin side, and also serves the
+// channel there.
 type grpcPlugin struct {
 	goplugin.NetRPCUnsupportedPlugin
-	impl Plugin
+	srv *grpcServer
 }
 
 // GRPCServer registers the plugin implementation (plugin side).
 func (g *grpcPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
-	if g.impl == nil {
+	if g.srv == nil {
 		return errors.New("no plugin implementation to serve")
 	}
-	authpb.RegisterAuthenticatorServer(s, &grpcServer{impl: g.impl, log: Logger(), tracing: &sdkTracing{}})
+	authpb.RegisterAuthenticatorServer(s, g.srv)
 	return nil
 }
 

@@ -83,7 +83,7 @@ func (r *recorder) Authenticate(_ context.Context, req *core.Request) core.Resul
 // stub for it.
 func grpcPair(t *testing.T, impl Plugin) *grpcClient {
 	t.Helper()
-	client, _ := goplugin.TestPluginGRPCConn(t, false, goplugin.PluginSet{pluginKey: &grpcPlugin{impl: impl}})
+	client, _ := goplugin.TestPluginGRPCConn(t, false, goplugin.PluginSet{pluginKey: &grpcPlugin{srv: &grpcServer{impl: impl, log: Logger(), tracing: &sdkTracing{}}}})
 	t.Cleanup(func() { client.Close() })
 	raw, err := client.Dispense(pluginKey)
 	if err != nil {

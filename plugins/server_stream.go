@@ -3,7 +3,9 @@ package plugins
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +23,29 @@ import (
 // by then; the plugin's late result is dropped). The trace context travels
 // inside each call.
 func (s *grpcServer) Stream(st authpb.Authenticator_StreamServer) error {
+	return s.serveCalls(st)
+}
+
+// replyStream is what serveCalls needs of its transport: protocol 3's
+// gRPC stream, or protocol 4's channel.
+type replyStream interface {
+	Context() context.Context // ends when the transport does
+	Recv() (*authpb.Calls, error)
+	Send(*authpb.Replies) error
+}
+
+// serveChannel serves the calls that come on the channel conn (protocol
+// 4) until the host closes it, and then closes it.
+func (s *grpcServer) serveChannel(conn net.Conn) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	defer conn.Close()
+	return s.serveCalls(pluginChannel{ctx: ctx, f: newFramer(conn)})
+}
+
+// serveCalls answers the calls of one transport, Stream's or
+// serveChannel's, until it ends.
+func (s *grpcServer) serveCalls(st replyStream) error {
 	failed := make(chan error, 1)
 	w := newInlineBatchWriter(func(rs []*authpb.Reply) error {
 		return st.Send(&authpb.Replies{Replies: rs})
@@ -102,11 +127,19 @@ func (s *grpcServer) serveCall(b *callBatch, k int) {
 	}
 }
 
-// answer queues call k's reply, unless it was answered already.
+// answer queues call k's reply, unless it was answered already. A reply
+// too large for a frame is an Error instead: sent, it would fail the
+// writer, and every reply after it.
 func (b *callBatch) answer(k int, resp *authpb.AuthenticateResponse) {
 	if b.answered[k].CompareAndSwap(false, true) {
 		r := &authpb.Reply{Id: b.calls[k].GetId(), Response: resp}
-		b.w.add(r, proto.Size(r))
+		n := proto.Size(r)
+		if n > maxReplyBytes {
+			r.Response = &authpb.AuthenticateResponse{Decision: authpb.Decision_DECISION_ERROR,
+				Error: fmt.Sprintf("the plugin's answer takes %d bytes encoded, more than the %d a reply may carry", n, maxReplyBytes)}
+			n = proto.Size(r)
+		}
+		b.w.add(r, n)
 	}
 }
 

@@ -49,24 +49,30 @@ func process(t *testing.T, h *plugins.Host, name string, k int) plugins.ProcessH
 
 // Calls multiplexed on one stream, batched under load, each get their own
 // answer: 300 concurrent requests, each naming the subject the plugin
-// allows it as, all come back with their own.
+// allows it as, all come back with their own. Over both transports: the
+// channel this SDK's plugins negotiate (protocol 4), and the gRPC stream a
+// host holds them to when it has no channel (3).
 func TestStreamAnswersEveryCallWithItsOwnReply(t *testing.T) {
-	h, logs := startHost(t, headerFault(t, 1, 0))
-	c := chain(t, h, core.RouteREST)
-	if !strings.Contains(logs.String(), "protocol=3") {
-		t.Fatalf("the fault plugin did not negotiate protocol 3:\n%s", logs)
-	}
-	var wg sync.WaitGroup
-	for k := range 300 {
-		wg.Go(func() {
-			want := fmt.Sprintf("user-%d", k)
-			res := c.Authenticate(context.Background(), fault("allow:"+want))
-			if res.Decision != core.Allow || res.Principal.Subject != want {
-				t.Errorf("request %s: got %s %+v (%v)", want, res.Decision, res.Principal, res.Err)
+	for _, version := range []uint{plugins.ProtocolVersion, 3} {
+		t.Run(fmt.Sprintf("protocol %d", version), func(t *testing.T) {
+			h, logs := startHostAt(t, headerFault(t, 1, 0), version)
+			c := chain(t, h, core.RouteREST)
+			if want := fmt.Sprintf("protocol=%d", version); !strings.Contains(logs.String(), want) {
+				t.Fatalf("the fault plugin did not negotiate %s:\n%s", want, logs)
 			}
+			var wg sync.WaitGroup
+			for k := range 300 {
+				wg.Go(func() {
+					want := fmt.Sprintf("user-%d", k)
+					res := c.Authenticate(context.Background(), fault("allow:"+want))
+					if res.Decision != core.Allow || res.Principal.Subject != want {
+						t.Errorf("request %s: got %s %+v (%v)", want, res.Decision, res.Principal, res.Err)
+					}
+				})
+			}
+			wg.Wait()
 		})
 	}
-	wg.Wait()
 }
 
 // A process that dies mid-stream fails exactly the calls in flight in it,
@@ -191,18 +197,32 @@ func TestHungProcessIsPassedOverThenRestarted(t *testing.T) {
 	}
 }
 
-// A plugin that breaks protocol 3, answering an ID it was never sent, one
-// twice, or ID 0, gets no call answered: each fails closed, and the
-// process is killed and restarted.
+// A plugin that breaks protocol 3 or 4, answering an ID it was never sent,
+// one twice, or ID 0, or, on the channel, sending a frame that does not
+// decode, one too large, or half a frame before closing the channel, gets
+// no call answered: each fails closed, and the process is killed and
+// restarted.
 func TestProtocolFaultFailsClosedAndRestarts(t *testing.T) {
-	for _, mode := range []string{"unknown", "duplicate", "zero"} {
-		t.Run(mode, func(t *testing.T) {
-			h := startRogue(t, mode)
+	for _, tc := range []struct {
+		binary, mode, want string
+	}{
+		{"auth-rogue", "unknown", "protocol fault"},
+		{"auth-rogue", "duplicate", "protocol fault"},
+		{"auth-rogue", "zero", "protocol fault"},
+		{"auth-rogue-channel", "unknown", "protocol fault"},
+		{"auth-rogue-channel", "duplicate", "protocol fault"},
+		{"auth-rogue-channel", "zero", "protocol fault"},
+		{"auth-rogue-channel", "garbage", "protocol fault"},
+		{"auth-rogue-channel", "oversize", "protocol fault"},
+		{"auth-rogue-channel", "torn", "unexpected EOF"},
+	} {
+		t.Run(tc.binary+" "+tc.mode, func(t *testing.T) {
+			h, _ := startRogue(t, tc.binary, tc.mode)
 			c := chain(t, h, core.RouteREST)
 			first := process(t, h, "rogue", 0).PID
 			res := c.Authenticate(context.Background(), rogueRequest())
-			if res.Decision != core.Error || !strings.Contains(res.Err.Error(), "protocol fault") {
-				t.Fatalf("got %s (%v), want a protocol fault error", res.Decision, res.Err)
+			if res.Decision != core.Error || !strings.Contains(res.Err.Error(), tc.want) {
+				t.Fatalf("got %s (%v), want an error with %q", res.Decision, res.Err, tc.want)
 			}
 			waitFor(t, 30*time.Second, func() bool {
 				p := process(t, h, "rogue", 0)
@@ -210,11 +230,18 @@ func TestProtocolFaultFailsClosedAndRestarts(t *testing.T) {
 			})
 		})
 	}
-	// The same binary answering correctly is allowed: the faults are what
-	// failed above.
-	h := startRogue(t, "honest")
-	if res := chain(t, h, core.RouteREST).Authenticate(context.Background(), rogueRequest()); res.Decision != core.Allow {
-		t.Fatalf("honest rogue: got %s (%v), want allow", res.Decision, res.Err)
+	// The same binaries answering correctly are allowed, each over the
+	// transport it negotiated: the faults are what failed above.
+	for _, tc := range []struct{ binary, protocol string }{{"auth-rogue", "protocol=3"}, {"auth-rogue-channel", "protocol=4"}} {
+		t.Run(tc.binary+" honest", func(t *testing.T) {
+			h, logs := startRogue(t, tc.binary, "honest")
+			if !strings.Contains(logs.String(), tc.protocol) {
+				t.Fatalf("the rogue plugin did not negotiate %s:\n%s", tc.protocol, logs)
+			}
+			if res := chain(t, h, core.RouteREST).Authenticate(context.Background(), rogueRequest()); res.Decision != core.Allow {
+				t.Fatalf("honest rogue: got %s (%v), want allow", res.Decision, res.Err)
+			}
+		})
 	}
 }
 
@@ -236,14 +263,15 @@ func stopped(pid int) bool {
 	return true
 }
 
-func startRogue(t *testing.T, mode string) *plugins.Host {
+// startRogue starts a host with binary, the rogue plugin under one of its
+// names, in mode.
+func startRogue(t *testing.T, binary, mode string) (*plugins.Host, *logBuffer) {
 	t.Helper()
 	cfg := testConfig(t, false)
 	cfg.Plugins.Processes = 1
 	cfg.Auth.Chains = config.Chains{REST: []string{"rogue"}}
-	cfg.Plugins.Instances = map[string]config.Plugin{"rogue": {Path: filepath.Join(binDir, "auth-rogue"), Config: map[string]any{"mode": mode}}}
-	h, _ := startHost(t, cfg)
-	return h
+	cfg.Plugins.Instances = map[string]config.Plugin{"rogue": {Path: filepath.Join(binDir, binary), Config: map[string]any{"mode": mode}}}
+	return startHost(t, cfg)
 }
 
 func rogueRequest() *core.Request {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,7 +34,7 @@ const (
 	// counts against the restart budget.
 	stableUptime = time.Minute
 	// hangMargin is how long past the latest moment a healthy process
-	// answers a protocol 3 call it may stay unanswered before its process
+	// answers a protocol 3 or 4 call it may stay unanswered before its process
 	// counts as hung and is restarted. The SDK gives the calls of a batch
 	// one timer, at the latest of their deadlines, so a healthy process may
 	// answer a call up to auth.rpc_timeout past its own deadline (no call
@@ -108,7 +109,7 @@ type spec struct {
 type conn struct {
 	client   *goplugin.Client
 	rpc      *grpcClient   // Info and Configure; Authenticate below protocol 3
-	stream   *streamClient // every Authenticate from protocol 3; nil below
+	stream   *streamClient // every Authenticate from protocol 3 (4: on the channel); nil below
 	proc     *os.Process   // for a hard kill; nil if go-plugin did not start one
 	pid      int
 	started  time.Time
@@ -206,8 +207,8 @@ func (p *process) wake() {
 }
 
 // launch verifies the pin, starts the process, handshakes and, when
-// configure is set, sends Configure and opens the protocol 3 stream. It
-// cleans up after itself on failure.
+// configure is set, sends Configure and opens the protocol 4 channel (or
+// the protocol 3 stream). It cleans up after itself on failure.
 func (p *process) launch(ctx context.Context, configure bool) (*conn, Info, error) {
 	i := p.inst
 	i.mu.Lock()
@@ -220,6 +221,26 @@ func (p *process) launch(ctx context.Context, configure bool) (*conn, Info, erro
 	h := i.host
 	cmd := exec.Command(s.path)
 	bindToParent(cmd)
+	// The channel (protocol 4): the process inherits its end, and the
+	// host keeps the other until the process has negotiated. Both are
+	// closed here on every return but the channel's opening.
+	var hostEnd, pluginEnd *os.File
+	if channelSupported {
+		var err error
+		if hostEnd, pluginEnd, err = newChannel(); err != nil {
+			return nil, Info{}, fmt.Errorf("plugin %s: %w", s.name, err)
+		}
+		defer func() {
+			if hostEnd != nil {
+				hostEnd.Close()
+			}
+			if pluginEnd != nil {
+				pluginEnd.Close()
+			}
+		}()
+		cmd.ExtraFiles = []*os.File{pluginEnd}
+		cmd.Env = []string{channelEnv + "=" + strconv.Itoa(channelFD)}
+	}
 	versioned := make(map[int]goplugin.PluginSet, len(h.protocolVersions))
 	for _, v := range h.protocolVersions {
 		versioned[int(v)] = goplugin.PluginSet{pluginKey: &grpcPlugin{}}
@@ -242,6 +263,10 @@ func (p *process) launch(ctx context.Context, configure bool) (*conn, Info, erro
 		return nil, Info{}, fmt.Errorf("plugin %s: %w", s.name, err)
 	}
 	proto, err := client.Client()
+	if pluginEnd != nil {
+		pluginEnd.Close() // the process has its copy, or failed to start
+		pluginEnd = nil
+	}
 	if err != nil {
 		return fail(handshakeError(s.path, h.protocolVersions, err))
 	}
@@ -275,13 +300,21 @@ func (p *process) launch(ctx context.Context, configure bool) (*conn, Info, erro
 		if in != nil {
 			info.Inputs = *in
 		}
-		if c.protocol >= streamVersion {
-			if c.stream, err = openStream(rpc.rpc, p.wake); err != nil {
-				return fail(err)
-			}
+		switch {
+		case c.protocol >= channelVersion:
+			c.stream, err = openChannel(hostEnd, p.wake)
+			hostEnd = nil // openChannel closed it
+		case c.protocol >= streamVersion:
+			c.stream, err = openStream(rpc.rpc, p.wake)
+		}
+		if err != nil {
+			return fail(err)
 		}
 	}
 	if first := i.declared(); first != nil && !sameDeclaration(*first, info) {
+		if c.stream != nil {
+			c.stream.close(errors.New("the process is refused"))
+		}
 		return fail(errors.New("this process declares different inputs than the plugin's first process at boot; restart the server"))
 	}
 	return c, info, nil

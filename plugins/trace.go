@@ -27,9 +27,9 @@ import (
 // (spanPluginCall) and sends only the trace context to the plugin process:
 // plugins run with an empty environment, and the host's OTEL_* variables
 // may hold secrets (OTEL_EXPORTER_OTLP_HEADERS). On the protocol 3 stream
-// the context travels inside each call (authpb.Call.trace_context, written
-// by client_stream.go, read by server_stream.go), since one stream carries
-// the calls of many requests; to an older plugin it travels in the unary
+// and the protocol 4 channel the context travels inside each call
+// (authpb.Call.trace_context, written by client_stream.go, read by
+// server_stream.go), since one stream carries the calls of many requests; to an older plugin it travels in the unary
 // call's gRPC metadata, through the two interceptors below. Inside the
 // plugin the SDK puts it in the ctx Authenticate gets, so the plugin's
 // spans (SpanAuthenticate, and the author's own) join the request's trace.
