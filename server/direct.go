@@ -57,12 +57,13 @@ type directListener struct {
 type inflightConn int
 
 const (
-	// connIdle: nothing has arrived yet. A client's spare keep-alive
-	// connection (dialled for a request that another connection then
-	// took) stays so until it is used: shutting down closes it.
+	// connIdle: its first request head has not all arrived: nothing
+	// yet (a client's spare keep-alive connection, dialled for a request
+	// that another connection then took), or a part. Shutting down closes
+	// it.
 	connIdle inflightConn = iota
-	// connStarted: its first request has begun to arrive: shutting down
-	// waits for it.
+	// connStarted: its first request head has been read: shutting down
+	// waits for its answer.
 	connStarted
 	// connCut: shutting down closed it while it was idle.
 	connCut
@@ -110,7 +111,7 @@ func (d *directListener) track(c net.Conn) bool {
 	return true
 }
 
-// begin records that c's first request has begun to arrive, unless
+// begin records that c's first request head has been read, unless
 // shutting down closed c first; it reports whether c is still served.
 func (d *directListener) begin(c net.Conn) bool {
 	d.mu.Lock()
@@ -130,12 +131,14 @@ func (d *directListener) untrack(c net.Conn) {
 	d.idle.Done()
 }
 
-// drain closes the connections on which nothing has arrived, as net/http's
-// Shutdown closes its idle ones, waits for the others to be upgraded,
-// answered or passed on, and closes those left when ctx ends. An idle
-// connection would otherwise hold the shutdown for the whole header
-// timeout, as long as server.shutdown_timeout by default, and leave the
-// actors no time to close their sockets. Server.Shutdown gives the drain
+// drain closes the connections whose first request head has not all
+// arrived (nothing, or a part of it), as net/http's Shutdown closes its
+// idle ones and drops a request it reads after it began; it waits for the
+// others to be upgraded, answered or passed on, and closes those left
+// when ctx ends. A connection still reading its head would otherwise hold
+// the shutdown for up to the header timeout, as long as
+// server.shutdown_timeout by default, whether a client's spare keep-alive
+// connection or one that sent a byte and stopped. Server.Shutdown gives the drain
 // at most half of its time (drainBudget): a slow handshake still in flight
 // then (a head arriving in pieces, an authentication under way) is cut,
 // and the error says how many were. The listener is closed first.
@@ -194,12 +197,8 @@ func (d *directListener) serve(c net.Conn) {
 	br := headReaders.Get().(*bufio.Reader)
 	br.Reset(c)
 	defer func() { br.Reset(nil); headReaders.Put(br) }()
-	if _, err := br.Peek(1); err != nil || !d.begin(c) { // gone, stalled, or closed idle by drain
-		_ = c.Close()
-		return
-	}
 	head, err := readHead(br)
-	if err != nil { // nothing to answer: the client went away or stalled
+	if err != nil || !d.begin(c) { // nothing to answer: gone, stalled, or cut by drain
 		_ = c.Close()
 		return
 	}
@@ -231,15 +230,10 @@ func (d *directListener) serve(c net.Conn) {
 	if w.hijacked {
 		return
 	}
-	if !w.finish(req) {
-		_ = c.Close()
-		return
-	}
-	// A refused upgrade: the client may send its next request on the same
-	// connection, as net/http would have let it (a browser or a pooled
-	// HTTP client retrying, say). net/http serves it from here, with the
-	// bytes already read behind this request in front.
-	d.passOn(c, w.unread(), time.Time{})
+	// Refused: the direct path serves only upgrades, and an upgrade that
+	// is not switched ends its connection (closeUnswitched).
+	w.finish()
+	_ = c.Close()
 }
 
 // watchAfter is how long a direct handshake runs before its connection is
@@ -583,13 +577,11 @@ func (w *directWriter) unread() []byte {
 	return early
 }
 
-// finish writes the response of a handler that did not hijack, for req,
-// and reports whether the connection may serve another request. It may,
-// as under net/http, unless req is HTTP/1.0 or asks to close, the handler
-// set Connection: close, the status is a 101 (what follows it is no
-// longer HTTP, whether or not the handler took the connection), or the
-// write failed; the response says Connection: close when it may not.
-func (w *directWriter) finish(req *http.Request) (keep bool) {
+// finish writes the response of a handler that did not hijack, with
+// Connection: close: the direct path serves only upgrades, and one that is
+// not switched ends its connection (closeUnswitched says why), as it does
+// through net/http.
+func (w *directWriter) finish() {
 	w.stopWatching()
 	if w.status == 0 {
 		w.status = http.StatusOK
@@ -606,20 +598,18 @@ func (w *directWriter) finish(req *http.Request) (keep bool) {
 	if h.Get("Date") == "" {
 		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	}
-	keep = req.ProtoAtLeast(1, 1) && !req.Close && !headerHasToken(h, "Connection", "close") && w.status != http.StatusSwitchingProtocols
 	// Response.Write frames the body itself: it leaves out the handler's
 	// Content-Length and Transfer-Encoding and writes a Content-Length
 	// (even 0) only where a body is allowed; w.body is empty where not.
-	err := w.writeResponse(&http.Response{
+	_ = w.writeResponse(&http.Response{
 		StatusCode:    w.status,
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        h,
 		ContentLength: int64(len(w.body)),
 		Body:          io.NopCloser(bytes.NewReader(w.body)),
-		Close:         !keep,
+		Close:         true,
 	})
-	return keep && err == nil
 }
 
 // writeResponse writes resp to the connection, within readHeaderTimeout.

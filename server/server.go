@@ -280,7 +280,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			httpErrs[i] = srv.Shutdown(ctx) // closes the listener first
+			if err := srv.Shutdown(ctx); err != nil { // closes the listener first
+				httpErrs[i] = fmt.Errorf("finish HTTP requests and handshakes: %w", err)
+			}
 		}()
 	}
 

@@ -156,7 +156,15 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
-	started.add("actors", sys.Shutdown)
+	// The server's shutdown shuts the actors down and reports how; this
+	// step does it only when run returns before the server was built.
+	serverShut := false
+	started.add("actors", func(ctx context.Context) error {
+		if serverShut {
+			return nil
+		}
+		return sys.Shutdown(ctx)
+	})
 	var nodes func() []server.NodeStatus
 	if cfg.Cluster.Enabled {
 		ready = append(ready, server.ReadyCheck{Component: "cluster", Check: sys.ClusterReady})
@@ -202,6 +210,7 @@ func run(ctx context.Context, cfg config.Config, f configFlags, log *slog.Logger
 	var served chan error
 	serveCtx, endServe := context.WithCancel(context.WithoutCancel(ctx))
 	started.add("server", func(ctx context.Context) error {
+		serverShut = true
 		err := srv.Shutdown(ctx)
 		endServe()
 		if served != nil {
