@@ -302,8 +302,8 @@ func (r *relay) subscribed(ctx actor.Context, m *relaySubscribed) {
 	}
 	if owner := pidOf(m.Res.Owner); r.owner == nil || owner == nil || !owner.Equal(r.owner) {
 		if r.owner != nil { // a renewal found another owner
-			ctx.Unwatch(r.owner)
-			ctx.Send(r.owner, &clusterpb.Unsubscribe{Relay: refOf(ctx.Self())})
+			r.toOwner(ctx, &clusterpb.Unsubscribe{Relay: refOf(ctx.Self())})
+			r.dropOwner(ctx)
 		}
 		if r.owner = owner; owner != nil {
 			ctx.Watch(owner)
@@ -464,9 +464,17 @@ func (r *relay) closing(ctx actor.Context, m *clusterpb.Closing) {
 	r.ownerLost(ctx)
 }
 
-// ownerLost subscribes again, and closes the runtime sockets with 1012:
-// they reconnect (with after_id) to register with the new owner.
+// ownerLost drops the owner and subscribes again.
 func (r *relay) ownerLost(ctx actor.Context) {
+	r.dropOwner(ctx)
+	r.subscribe(ctx)
+}
+
+// dropOwner stops following the owner and closes the runtime sockets
+// registered with it with 1012: they reconnect (with after_id) to register
+// with the next. Their replies would otherwise go to the next owner, which
+// does not know them.
+func (r *relay) dropOwner(ctx actor.Context) {
 	if r.owner != nil {
 		ctx.Unwatch(r.owner)
 		r.owner = nil
@@ -475,7 +483,6 @@ func (r *relay) ownerLost(ctx actor.Context) {
 		t.Close(disconnectOwnerMoved)
 		delete(r.runtimes, id)
 	}
-	r.subscribe(ctx)
 }
 
 // disconnectOwnerMoved closes a runtime's socket when its conversation's

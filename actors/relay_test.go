@@ -233,9 +233,9 @@ func TestRelayReadsAGapAPageAtATime(t *testing.T) {
 }
 
 // subscribedTwice starts a relay with a socket that subscribes to the
-// owner a, then renews its lease and finds the owner b. It returns once a
-// was told the relay left (Unsubscribe).
-func subscribedTwice(t *testing.T, sys *System, st core.Store, id string, owners *fakeOwners) (relay, a, b *actor.PID, tr *fakeTransport) {
+// owner a, calls before (when not nil), then renews its lease and finds
+// the owner b. It returns once a was told the relay left (Unsubscribe).
+func subscribedTwice(t *testing.T, sys *System, st core.Store, id string, owners *fakeOwners, before func(relay *actor.PID)) (relay, a, b *actor.PID, tr *fakeTransport) {
 	t.Helper()
 	a, aGot := inbox(t, sys)
 	b, _ = inbox(t, sys)
@@ -244,6 +244,9 @@ func subscribedTwice(t *testing.T, sys *System, st core.Store, id string, owners
 	owners.subscribed <- &clusterpb.Subscribed{Durable: 0, State: stateOf(t, st, id), Owner: refOf(a)}
 	tr = relaySocket(t, sys, relay, id)
 	tr.waitFrames(t, 1)
+	if before != nil {
+		before(relay)
+	}
 
 	sys.root.Send(relay, &renewSubscription{})
 	owners.waitAsked(t)
@@ -270,9 +273,23 @@ func subscribedTwice(t *testing.T, sys *System, st core.Store, id string, owners
 func TestRelayRenewalUnsubscribesTheOldOwner(t *testing.T) {
 	sys, st, id, evs := seeded(t, 1)
 	owners := newFakeOwners(t)
-	relay, _, _, tr := subscribedTwice(t, sys, st, id, owners)
+	relay, _, _, tr := subscribedTwice(t, sys, st, id, owners, nil)
 	sys.root.Send(relay, eventsOf(evs[0]))
 	wantIDs(t, tr, evs)
+}
+
+// TestRelayRenewalClosesTheOldOwnersRuntimes: a runtime socket registered
+// with the owner a renewal moved the relay from is closed with 1012, to
+// register with the new one: its replies would otherwise go to the new
+// owner, which does not know it.
+func TestRelayRenewalClosesTheOldOwnersRuntimes(t *testing.T) {
+	sys, st, id, _ := seeded(t, 1)
+	owners := newFakeOwners(t)
+	var runtime *fakeTransport
+	subscribedTwice(t, sys, st, id, owners, func(relay *actor.PID) { runtime = attachRuntime(t, sys, relay, id) })
+	if got := runtime.waitClosed(t); got != disconnectOwnerMoved {
+		t.Errorf("the old owner's runtime socket closed with %+v, want %+v", got, disconnectOwnerMoved)
+	}
 }
 
 // TestRelayIgnoresAStaleClosing: a Closing from an owner the relay no
@@ -284,18 +301,8 @@ func TestRelayRenewalUnsubscribesTheOldOwner(t *testing.T) {
 func TestRelayIgnoresAStaleClosing(t *testing.T) {
 	sys, st, id, evs := seeded(t, 2)
 	owners := newFakeOwners(t)
-	relay, a, b, tr := subscribedTwice(t, sys, st, id, owners)
-	conn, connGot := inbox(t, sys)
-	runtime := newFakeTransport()
-	sys.root.Send(relay, &attachConnection{ConversationID: id, Conn: conn, Transport: runtime, Runtime: true})
-	select {
-	case m := <-connGot:
-		if _, ok := m.(*connectionAttached); !ok {
-			t.Fatalf("the runtime's connection got %T, want connectionAttached", m)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the runtime socket was never attached")
-	}
+	relay, a, b, tr := subscribedTwice(t, sys, st, id, owners, nil)
+	runtime := attachRuntime(t, sys, relay, id)
 
 	sys.root.Send(relay, &clusterpb.Closing{Owner: refOf(a)})
 	sys.root.Send(relay, eventsOf(evs[0])) // handled after the Closing: the relay's mailbox keeps the order
@@ -309,6 +316,24 @@ func TestRelayIgnoresAStaleClosing(t *testing.T) {
 		t.Errorf("after its owner's Closing the runtime socket closed with %+v, want %+v", got, disconnectOwnerMoved)
 	}
 	owners.waitAsked(t)
+}
+
+// attachRuntime attaches a runtime socket to relay and returns its
+// transport once the relay has attached it.
+func attachRuntime(t *testing.T, sys *System, relay *actor.PID, id string) *fakeTransport {
+	t.Helper()
+	conn, connGot := inbox(t, sys)
+	runtime := newFakeTransport()
+	sys.root.Send(relay, &attachConnection{ConversationID: id, Conn: conn, Transport: runtime, Runtime: true})
+	select {
+	case m := <-connGot:
+		if _, ok := m.(*connectionAttached); !ok {
+			t.Fatalf("the runtime's connection got %T, want connectionAttached", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the runtime socket was never attached")
+	}
+	return runtime
 }
 
 // TestRelayKeepsTheNewerState: a renewal's answer travels through a future

@@ -97,13 +97,13 @@ func (c *decisionCache) key(plugin string, req *core.Request, in Inputs) cacheKe
 	}
 	if in.FirstMessage {
 		m.put("f")
-		m.put(string(req.FirstMessage))
+		m.putBytes(req.FirstMessage)
 	}
 	if in.ClientCertificate {
 		m.put("c")
 		m.buf = binary.AppendUvarint(m.buf, uint64(len(req.ClientCertificates)))
 		for _, c := range req.ClientCertificates {
-			m.put(string(c.Raw))
+			m.putBytes(c.Raw)
 		}
 	}
 	m.flush()
@@ -132,6 +132,17 @@ func (m *keyMAC) put(s string) {
 		return
 	}
 	m.buf = append(m.buf, s...)
+}
+
+// putBytes is put for bytes, without the copy a string of them makes.
+func (m *keyMAC) putBytes(b []byte) {
+	m.buf = binary.AppendUvarint(m.buf, uint64(len(b)))
+	if len(m.buf)+len(b) > keyBufferSize {
+		m.flush()
+		m.mac.Write(b)
+		return
+	}
+	m.buf = append(m.buf, b...)
 }
 
 // putAll adds tag, then vs' count and each of them.

@@ -28,13 +28,14 @@ var errProtocol = errors.New("plugin protocol fault")
 // protocol 4 channel (channel.go), to one plugin process. Every
 // Authenticate is a Call with an ID of its own on one long-lived stream:
 // no HTTP/2 stream, headers or trailers per call, and the calls queued
-// while a batch is being sent go out together in the next (batchWriter). Replies come back in any order and are matched by
-// ID; each ID is answered at most once. A call whose deadline passes fails
-// at once, but keeps its entry (and its caller's slot) until the plugin
-// answers it. The SDK answers it by the latest deadline among the calls of
-// its batch (they share one timer), which may be up to auth.rpc_timeout
-// past its own (supervise.go's hang grace allows for that): a late reply
-// is expected, a reply for an unknown or answered ID is a protocol fault.
+// while a batch is being sent go out together in the next (batchWriter).
+// Replies come back in any order and are matched by ID; each ID is
+// answered at most once. A call whose deadline passes fails at once, but
+// keeps its entry (and its caller's slot) until the plugin answers it. The
+// SDK answers it by the latest deadline among the calls of its batch (they
+// share one timer), which may be up to auth.rpc_timeout past its own
+// (supervise.go's hang grace allows for that): a late reply is expected, a
+// reply for an unknown or answered ID is a protocol fault.
 type streamClient struct {
 	stream callStream
 	cancel context.CancelFunc

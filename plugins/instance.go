@@ -101,7 +101,7 @@ func (i *instance) declared() *Info {
 // travels with the call to the plugin process.
 func (i *instance) Authenticate(ctx context.Context, req *core.Request) core.Result {
 	in := i.info.Inputs
-	if !in.empty() && !in.present(req) {
+	if i.skips(req) {
 		return core.Abstained()
 	}
 	ctx, span := i.host.tracer.Start(ctx, spanPluginCall, i.spanOptions(req.Route)...)
@@ -117,15 +117,22 @@ func (i *instance) Authenticate(ctx context.Context, req *core.Request) core.Res
 // counted by Settled, once the chain has used it, and a miss by the
 // Authenticate that the caller runs next.
 func (i *instance) Settle(req *core.Request) (core.Result, bool) {
-	in := i.info.Inputs
-	if !in.empty() && !in.present(req) {
+	if i.skips(req) {
 		return core.Abstained(), true
 	}
+	in := i.info.Inputs
 	cache := i.host.cache
 	if cache == nil || !i.up() {
 		return core.Result{}, false
 	}
 	return cache.get(cache.key(i.name, req, in))
+}
+
+// skips reports whether req carries none of the plugin's declared inputs:
+// the plugin abstains without being asked.
+func (i *instance) skips(req *core.Request) bool {
+	in := i.info.Inputs
+	return !in.empty() && !in.present(req)
 }
 
 // Settled counts the cache hit that a settled chain used.

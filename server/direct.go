@@ -32,9 +32,10 @@ import (
 // writer that hands over the connection and a reader of the socket's own.
 // Every other connection, and any head that does not fit the reader, goes
 // to net/http with exactly the bytes already read in front, so REST is
-// served exactly as before; so does a connection whose upgrade was
-// refused, for the client's next request on it. TLS listeners keep net/http throughout: the handlers read the
-// client certificate from net/http's request.
+// served exactly as before. A refused upgrade ends its connection, as
+// through net/http (closeUnswitched). TLS listeners keep net/http
+// throughout: the handlers read the client certificate from net/http's
+// request.
 //
 // net/http's read-ahead also noticed a client that hung up while its
 // handshake was authenticating, and ended the authentication. Here a
@@ -558,15 +559,7 @@ func (w *directWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.hijacked = true
 	w.stopWatching()
-	r := socketReader(w.conn, w.unread())
-	return &directConn{Conn: w.conn, br: r}, bufio.NewReadWriter(r, bufio.NewWriterSize(w.conn, 64)), nil
-}
-
-// unread returns the bytes read from the connection but not by the
-// handler: those behind the request head, and a byte watch read. Call it
-// once nothing reads the connection (stopWatching).
-func (w *directWriter) unread() []byte {
-	var early []byte
+	var early []byte // read from the connection but not by the handler: behind the head, and a byte watch read
 	if w.firstRead {
 		early = append(early, w.first[0])
 	}
@@ -574,7 +567,8 @@ func (w *directWriter) unread() []byte {
 		read, _ := w.br.Peek(n)
 		early = append(early, read...)
 	}
-	return early
+	r := socketReader(w.conn, early)
+	return &directConn{Conn: w.conn, br: r}, bufio.NewReadWriter(r, bufio.NewWriterSize(w.conn, 64)), nil
 }
 
 // finish writes the response of a handler that did not hijack, with

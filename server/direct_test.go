@@ -599,14 +599,8 @@ func TestShutdownClosesIdleConnections(t *testing.T) {
 				}
 			}
 			waitFor(t, func() bool {
-				d.mu.Lock()
-				defer d.mu.Unlock()
-				for sc, state := range d.inflight {
-					if sc.RemoteAddr().String() == c.LocalAddr().String() {
-						return state == want
-					}
-				}
-				return false
+				state, ok := inflightState(d, c)
+				return ok && state == want
 			}, "the server to see the connection")
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -616,14 +610,8 @@ func TestShutdownClosesIdleConnections(t *testing.T) {
 				// The rest of the head, once the drain has cut the
 				// connection: too late, and the write may fail.
 				waitFor(t, func() bool {
-					d.mu.Lock()
-					defer d.mu.Unlock()
-					for sc, state := range d.inflight {
-						if sc.RemoteAddr().String() == c.LocalAddr().String() {
-							return state == connCut
-						}
-					}
-					return true // gone
+					state, ok := inflightState(d, c)
+					return !ok || state == connCut // gone, or cut
 				}, "the drain to cut the connection")
 				_, _ = io.WriteString(c, strings.TrimPrefix(upgradeHead(id, goodKey, ""), tt.sent))
 			}
@@ -764,6 +752,19 @@ func TestDirectResponsesWithoutBody(t *testing.T) {
 			}
 		})
 	}
+}
+
+// inflightState is where d has the server's end of the client connection
+// c; ok is false when d no longer tracks it.
+func inflightState(d *directListener, c net.Conn) (state inflightConn, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for sc, state := range d.inflight {
+		if sc.RemoteAddr().String() == c.LocalAddr().String() {
+			return state, true
+		}
+	}
+	return 0, false
 }
 
 // TestRefusedUpgradeEndsTheConnection: an upgrade that is refused, on the
