@@ -510,7 +510,9 @@ func TestHungReplayReadClosesTheSocket(t *testing.T) {
 	sys := startSystem(t, hangingReadStore{mem}, 0)
 	id := createConv(t, sys)
 	first := post(t, sys, id, "one")
-	post(t, sys, id, "two")
+	for i := range tailEvents + 1 { // so that neither the lookup nor the first page is in the tail
+		post(t, sys, id, fmt.Sprint(i))
+	}
 	tests := []struct {
 		name   string
 		replay Replay

@@ -50,6 +50,7 @@ type fanout struct {
 	subs   []subscriber
 	index  map[string]int // PID.Id -> position in subs
 	resume *time.Timer    // pending resumeReplay, nil if none
+	tail   tail           // the last events delivered (tail.go)
 	m      *metrics       // nil measures nothing
 }
 
@@ -112,6 +113,13 @@ func (f *fanout) subscribe(ctx actor.Context, m *attachConnection, durable uint6
 			sub.replay = &replayState{next: 1}
 		}
 	default:
+		if ev, ok := f.tail.byID(m.Replay.AfterID); m.Replay.Mode == ReplayAfterID && ok { // no lookup: the client missed only what the tail holds
+			sub.seen = ev.Seq
+			if ev.Seq < durable {
+				sub.replay = &replayState{next: ev.Seq + 1}
+			}
+			break
+		}
 		sub.replay = &replayState{resolving: true, floor: durable + 1}
 		self, root, store, id, r := ctx.Self(), ctx.ActorSystem().Root, f.store, f.id, m.Replay
 		go func() {
@@ -279,6 +287,14 @@ func (f *fanout) readAhead(ctx actor.Context, sub *subscriber, durable uint64) {
 	if from > durable {
 		return
 	}
+	if evs := f.tail.page(from, durable); evs != nil {
+		if len(r.buf) == 0 {
+			r.buf = evs
+		} else {
+			r.ahead = evs
+		}
+		return
+	}
 	r.reading, r.readFrom = true, from
 	self, root, store, id, conn := ctx.Self(), ctx.ActorSystem().Root, f.store, f.id, sub.pid
 	go func() {
@@ -324,6 +340,7 @@ func (f *fanout) readDone(ctx actor.Context, m *replayRead, durable uint64) {
 // read the event from the log.
 func (f *fanout) deliver(ev *core.Event) {
 	defer f.m.fannedOut(time.Now())
+	f.tail.add(ev)
 	for i := 0; i < len(f.subs); {
 		s := &f.subs[i]
 		switch {
