@@ -570,6 +570,7 @@ type clusterActivation struct {
 func (a *clusterActivation) start(ctx actor.Context, c *conversation) {
 	c.id = cluster.GetClusterIdentity(ctx).Identity
 	c.fan.id = c.id
+	c.fan.tail.off = true
 	if a.p != nil && !a.counted {
 		a.counted = true
 		a.p.owned.Add(1)

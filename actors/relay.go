@@ -359,7 +359,7 @@ func (r *relay) events(ctx actor.Context, m *clusterpb.Events) {
 		switch {
 		case e.Seq <= r.durable:
 		case e.Seq == r.durable+1 && !r.filling:
-			r.deliver(&core.Event{Seq: e.Seq, Raw: e.Raw})
+			r.deliver(&core.Event{Seq: e.Seq, Raw: e.Raw, ID: e.GetId()})
 			delivered++
 		default:
 			r.buffer = append(r.buffer, e)
@@ -696,7 +696,7 @@ func (a *clusterActivation) durable(ctx actor.Context, c *conversation, done []p
 	}
 	m := &clusterpb.Events{Events: make([]*clusterpb.Event, len(done))}
 	for i, p := range done {
-		m.Events[i] = &clusterpb.Event{Seq: p.event.Seq, Raw: p.event.Raw}
+		m.Events[i] = &clusterpb.Event{Seq: p.event.Seq, Raw: p.event.Raw, Id: p.event.ID}
 	}
 	if c.ctl.version != a.rs.version {
 		if state, err := c.stateBody(); err == nil {

@@ -120,7 +120,17 @@ func stateOf(t *testing.T, st core.Store, id string) []byte {
 func eventsOf(evs ...*core.Event) *clusterpb.Events {
 	m := &clusterpb.Events{}
 	for _, ev := range evs {
-		m.Events = append(m.Events, &clusterpb.Event{Seq: ev.Seq, Raw: ev.Raw})
+		m.Events = append(m.Events, &clusterpb.Event{Seq: ev.Seq, Raw: ev.Raw, Id: ev.ID})
+	}
+	return m
+}
+
+// eventsOfOlderNode is eventsOf as a node from before events carried
+// their ID sends them.
+func eventsOfOlderNode(evs ...*core.Event) *clusterpb.Events {
+	m := eventsOf(evs...)
+	for _, e := range m.Events {
+		e.Id = ""
 	}
 	return m
 }

@@ -11,38 +11,52 @@ import "github.com/agent-server/agent-server/core"
 // reply through the mailbox.
 //
 // The bounds are per conversation (or per relay, in cluster mode): a
-// server with many conversations holds at most tailBytes of payloads for
-// each, and only for events it delivered since the actor started.
+// server with many conversations holds at most tailBytes of events for
+// each (their wire form and their body, counted apart), and only for
+// events it delivered since the actor started. An event kept here is
+// shared with whoever else holds it (System.PostEvent returns it), and,
+// as everywhere once sealed, never changed.
 const (
-	tailEvents = 64
-	tailBytes  = 64 << 10
+	tailEvents = 32
+	tailBytes  = 32 << 10
 )
 
 // tail is the last events delivered, contiguous by Seq, oldest first.
 type tail struct {
 	evs   []*core.Event
 	bytes int
+	// off keeps nothing: a cluster owner's fanout, whose followers are
+	// runtimes and relays, not clients that resume. The relays keep
+	// their tails on the clients' nodes.
+	off bool
 }
 
 // add appends ev, the next event delivered. An event that does not follow
 // the last one (a relay that skipped a range) starts the tail afresh, and
 // one larger than the whole bound empties it.
 func (t *tail) add(ev *core.Event) {
+	if t.off {
+		return
+	}
 	if n := len(t.evs); n > 0 && t.evs[n-1].Seq+1 != ev.Seq {
 		t.reset()
 	}
-	if len(ev.Raw) > tailBytes {
+	n := eventBytes(ev)
+	if n > tailBytes {
 		t.reset()
 		return
 	}
 	t.evs = append(t.evs, ev)
-	t.bytes += len(ev.Raw)
+	t.bytes += n
 	for len(t.evs) > tailEvents || t.bytes > tailBytes {
-		t.bytes -= len(t.evs[0].Raw)
+		t.bytes -= eventBytes(t.evs[0])
 		t.evs[0] = nil
 		t.evs = t.evs[1:]
 	}
 }
+
+// eventBytes is what keeping ev holds: its wire form and its body.
+func eventBytes(ev *core.Event) int { return len(ev.Raw) + len(ev.Body) }
 
 func (t *tail) reset() {
 	clear(t.evs)
@@ -50,7 +64,7 @@ func (t *tail) reset() {
 }
 
 // byID returns the event with id, if the tail holds it. An empty id never
-// matches (a relay's events carry none).
+// matches (an older node's relay events carry none).
 func (t *tail) byID(id string) (*core.Event, bool) {
 	if id == "" {
 		return nil, false

@@ -2,11 +2,15 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/agent-server/agent-server/actors/clusterpb"
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/memstore"
 )
@@ -36,23 +40,29 @@ func TestTail(t *testing.T) {
 		add   []*core.Event
 		want  []uint64 // what the tail holds after
 		bytes int
+		off   bool
 	}{
-		{"in order", []*core.Event{tailEvent(1, 10), tailEvent(2, 10), tailEvent(3, 10)}, seqs(1, 3), 30},
-		{"a gap starts afresh", []*core.Event{tailEvent(1, 10), tailEvent(2, 10), tailEvent(5, 7)}, seqs(5, 5), 7},
-		{"an event too large empties it", []*core.Event{tailEvent(1, 10), tailEvent(2, tailBytes+1)}, nil, 0},
-		{"and the next starts it again", []*core.Event{tailEvent(1, 10), tailEvent(2, tailBytes+1), tailEvent(3, 4)}, seqs(3, 3), 4},
-		{"bounded by bytes", []*core.Event{tailEvent(1, tailBytes/2), tailEvent(2, tailBytes/2), tailEvent(3, 1)}, seqs(2, 3), tailBytes/2 + 1},
+		{"in order", []*core.Event{tailEvent(1, 10), tailEvent(2, 10), tailEvent(3, 10)}, seqs(1, 3), 30, false},
+		{"a gap starts afresh", []*core.Event{tailEvent(1, 10), tailEvent(2, 10), tailEvent(5, 7)}, seqs(5, 5), 7, false},
+		{"an event too large empties it", []*core.Event{tailEvent(1, 10), tailEvent(2, tailBytes+1)}, nil, 0, false},
+		{"and the next starts it again", []*core.Event{tailEvent(1, 10), tailEvent(2, tailBytes+1), tailEvent(3, 4)}, seqs(3, 3), 4, false},
+		{"a body counts too", []*core.Event{
+			{Seq: 1, Raw: []byte("0123456789"), Body: []byte("01234")},
+			{Seq: 2, Raw: []byte("0123456789"), Body: []byte("01234")},
+		}, seqs(1, 2), 30, false},
+		{"off keeps nothing", []*core.Event{tailEvent(1, 10), tailEvent(2, 10)}, nil, 0, true},
+		{"bounded by bytes", []*core.Event{tailEvent(1, tailBytes/2), tailEvent(2, tailBytes/2), tailEvent(3, 1)}, seqs(2, 3), tailBytes/2 + 1, false},
 		{"bounded by count", func() []*core.Event {
 			var evs []*core.Event
 			for s := uint64(1); s <= tailEvents+10; s++ {
 				evs = append(evs, tailEvent(s, 1))
 			}
 			return evs
-		}(), seqs(11, tailEvents+10), tailEvents},
+		}(), seqs(11, tailEvents+10), tailEvents, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var tl tail
+			tl := tail{off: tt.off}
 			for _, ev := range tt.add {
 				tl.add(ev)
 			}
@@ -196,4 +206,131 @@ func TestResumeFromTheTail(t *testing.T) {
 // afterSeq is a replay after the event with the Seq seq returns, in *evs.
 func afterSeq(evs *[]*core.Event, seq func() int) func() Replay {
 	return func() Replay { return Replay{Mode: ReplayAfterID, AfterID: (*evs)[seq()-1].ID} }
+}
+
+// reads returns the store reads a replay has made so far.
+func (s *readCountingStore) reads() int64 { return s.events.Load() + s.byID.Load() }
+
+// TestRelayResumesFromItsTail: a relay answers a resume from the events
+// it delivered, pushed by the owner or read to fill a gap, exactly as the
+// store would; an after_id it holds without an ID (pushed by an older
+// node) is looked up, and the rest still comes from memory.
+func TestRelayResumesFromItsTail(t *testing.T) {
+	st := &readCountingStore{Store: memstore.New()}
+	sys := startSystem(t, st, 0)
+	id := createConv(t, sys)
+	var evs []*core.Event
+	for i := range 30 {
+		evs = append(evs, post(t, sys, id, fmt.Sprint(i)))
+	}
+	owners := newFakeOwners(t)
+	owner, _ := inbox(t, sys)
+	relay := startRelay(t, sys, id, owners)
+	owners.waitAsked(t)
+	owners.subscribed <- &clusterpb.Subscribed{Durable: 0, State: stateOf(t, st, id), Owner: refOf(owner)}
+	first := relaySocket(t, sys, relay, id)
+	first.waitFrames(t, 1)
+	sys.root.Send(relay, eventsOf(evs[19])) // 1..19 fill the gap from the store, 20 is pushed
+	sys.root.Send(relay, eventsOf(evs[20:25]...))
+	sys.root.Send(relay, eventsOfOlderNode(evs[25:]...))
+	wantIDs(t, first, evs)
+
+	tests := []struct {
+		name   string
+		after  int // the Seq of the after_id
+		byID   bool
+		events bool
+	}{
+		{"after one read into a gap", 10, false, false},
+		{"after one pushed", 22, false, false},
+		{"after one pushed without its ID", 27, true, false},
+		{"after the last", 30, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			byID, events := st.byID.Load(), st.events.Load()
+			tr := relayAttach(t, sys, relay, id, Replay{Mode: ReplayAfterID, AfterID: evs[tt.after-1].ID})
+			wantIDs(t, tr, evs[tt.after:])
+			if got := st.byID.Load() > byID; got != tt.byID {
+				t.Errorf("looked the ID up in the store: %v, want %v", got, tt.byID)
+			}
+			if got := st.events.Load() > events; got != tt.events {
+				t.Errorf("read a page from the store: %v, want %v", got, tt.events)
+			}
+		})
+	}
+}
+
+func relayAttach(t *testing.T, sys *System, relay *actor.PID, id string, r Replay) *fakeTransport {
+	t.Helper()
+	conn, _ := inbox(t, sys)
+	tr := newFakeTransport()
+	sys.root.Send(relay, &attachConnection{ConversationID: id, Conn: conn, Transport: tr, Replay: r})
+	return tr
+}
+
+// TestResumeAfterAFailedWrite: the Seqs of a failed append are used
+// again by the next events; a resume from the tail gets the stored ones.
+func TestResumeAfterAFailedWrite(t *testing.T) {
+	g := &gatedStore{Store: memstore.New(), gate: make(chan struct{})}
+	close(g.gate)
+	st := &readCountingStore{Store: g}
+	sys := startSystem(t, st, 0)
+	id := createConv(t, sys)
+	var evs []*core.Event
+	for i := range 5 {
+		evs = append(evs, post(t, sys, id, fmt.Sprint(i)))
+	}
+	boom := errors.New("disk on fire")
+	g.fail.Store(&boom)
+	if _, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("lost")); err == nil {
+		t.Fatal("the post succeeded, want the store's failure")
+	}
+	g.fail.Store(nil)
+	evs = append(evs, post(t, sys, id, "six"), post(t, sys, id, "seven"))
+	if evs[5].Seq != 6 {
+		t.Fatalf("the post after the failure got seq %d, want 6 again", evs[5].Seq)
+	}
+	reads := st.reads()
+	tr := connect(t, sys, id, Replay{Mode: ReplayAfterID, AfterID: evs[2].ID})
+	wantIDs(t, tr, evs[3:])
+	if st.reads() != reads {
+		t.Errorf("the resume read the store %d times, want none", st.reads()-reads)
+	}
+}
+
+// TestResumeAroundAnEventLargerThanTheTail: an event too large for the
+// tail empties it; resumes before and after it read the store, those
+// after the next events do not, and each gets exactly what it missed.
+func TestResumeAroundAnEventLargerThanTheTail(t *testing.T) {
+	st := &readCountingStore{Store: memstore.New()}
+	sys := startSystem(t, st, 0)
+	id := createConv(t, sys)
+	var evs []*core.Event
+	for i := range 3 {
+		evs = append(evs, post(t, sys, id, fmt.Sprint(i)))
+	}
+	evs = append(evs, post(t, sys, id, strings.Repeat("x", tailBytes)))
+	for i := range 3 {
+		evs = append(evs, post(t, sys, id, fmt.Sprint("after ", i)))
+	}
+	tests := []struct {
+		name  string
+		after int // the Seq of the after_id
+		reads bool
+	}{
+		{"after one before it", 2, true},
+		{"after it", 4, true},
+		{"after one past it", 5, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reads := st.reads()
+			tr := connect(t, sys, id, Replay{Mode: ReplayAfterID, AfterID: evs[tt.after-1].ID})
+			wantIDs(t, tr, evs[tt.after:])
+			if got := st.reads() > reads; got != tt.reads {
+				t.Errorf("read the store: %v, want %v", got, tt.reads)
+			}
+		})
+	}
 }

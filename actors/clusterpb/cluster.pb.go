@@ -256,9 +256,13 @@ func (x *Unsubscribe) GetRelay() *Ref {
 // Event is one durable event as every client receives it: its sealed
 // bytes, never re-encoded.
 type Event struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Raw           []byte                 `protobuf:"bytes,2,opt,name=raw,proto3" json:"raw,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Raw   []byte                 `protobuf:"bytes,2,opt,name=raw,proto3" json:"raw,omitempty"`
+	// The event's ID, so that a relay can answer a resume by after_id from
+	// the events it keeps (actors/tail.go); empty from an older node, whose
+	// relays then look the ID up in the store.
+	Id            string `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -305,6 +309,13 @@ func (x *Event) GetRaw() []byte {
 		return x.Raw
 	}
 	return nil
+}
+
+func (x *Event) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
 }
 
 // Events carries durable events, in Seq order, from the owner to a relay;
@@ -1755,10 +1766,11 @@ const file_actors_clusterpb_cluster_proto_rawDesc = "" +
 	"\x05owner\x18\x04 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05owner\x12#\n" +
 	"\rstate_version\x18\x05 \x01(\x04R\fstateVersion\"@\n" +
 	"\vUnsubscribe\x121\n" +
-	"\x05relay\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05relay\"+\n" +
+	"\x05relay\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x05relay\";\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x10\n" +
-	"\x03raw\x18\x02 \x01(\fR\x03raw\"\x90\x01\n" +
+	"\x03raw\x18\x02 \x01(\fR\x03raw\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\"\x90\x01\n" +
 	"\x06Events\x125\n" +
 	"\x06events\x18\x01 \x03(\v2\x1d.agentserver.cluster.v1.EventR\x06events\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\fR\x05state\x12\x14\n" +
