@@ -1028,3 +1028,126 @@ func TestServeReturnsNilWhenShutdownClosesItsListener(t *testing.T) {
 		t.Errorf("shutdown: %v", err)
 	}
 }
+
+// allowAfterAuth holds the requests that carry heldKey until release is
+// closed (or their context ends), then allows them.
+type allowAfterAuth struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (allowAfterAuth) Name() string { return "allow-after" }
+
+func (a allowAfterAuth) Authenticate(ctx context.Context, req *core.Request) core.Result {
+	if req.Header.Get("X-Session-API-Key") != heldKey {
+		return core.Abstained()
+	}
+	select {
+	case a.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-a.release:
+		return core.Allowed(&core.Principal{Subject: "held"})
+	case <-ctx.Done():
+		return core.Failed(ctx.Err())
+	}
+}
+
+// TestShutdownFinishesRequestsBeforeTheActorsStop: a REST request in
+// flight when the shutdown begins is answered, since the actors stop only
+// after the requests in flight have finished; one that outlasts the
+// drain's half of the time is cut, and the actors still have the other
+// half to close the open sockets with 1001. Before, the actors stopped
+// alongside: the first request was refused with 503 (or, had it reached
+// a stopping actor, waited for the request timeout, past the deadline).
+func TestShutdownFinishesRequestsBeforeTheActorsStop(t *testing.T) {
+	tests := []struct {
+		name     string
+		release  bool // the request's authentication ends once the shutdown has begun
+		wantCode int  // 0: no answer
+		wantErr  string
+	}{
+		{"answered within the drain", true, http.StatusOK, ""},
+		{"outlasting the drain", false, 0, "finish HTTP requests and handshakes: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.Limits.PingInterval = 0
+			auth := allowAfterAuth{entered: make(chan struct{}, 1), release: make(chan struct{})}
+			e := buildEdge(t, cfg, auth, sessionKeyAuth{})
+			t.Cleanup(func() {
+				select {
+				case <-auth.release:
+				default:
+					close(auth.release)
+				}
+			})
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			go func() { _ = e.srv.Serve(context.Background(), ln) }()
+			id := e.conversation(t)
+			var open *websocket.Conn
+			waitFor(t, func() bool {
+				c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/sockets/events/"+id, http.Header{"X-Session-API-Key": {goodKey}})
+				open = c
+				return err == nil
+			}, "the server to serve")
+			t.Cleanup(func() { open.Close() })
+			readFrame(t, open) // full_state
+
+			answered := make(chan int, 1)
+			go func() {
+				req, _ := http.NewRequest("POST", "http://"+addr+"/api/conversations/"+id+"/events", strings.NewReader(`{"role":"user","content":"in flight"}`))
+				req.Header.Set("X-Session-API-Key", heldKey)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+				if err != nil {
+					answered <- 0
+					return
+				}
+				resp.Body.Close()
+				answered <- resp.StatusCode
+			}()
+			<-auth.entered
+
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+			defer cancel()
+			shut := make(chan error, 1)
+			go func() { shut <- e.srv.Shutdown(ctx) }()
+			waitFor(t, func() bool { // the listener is closed: the shutdown has begun
+				c, err := net.Dial("tcp", addr)
+				if err == nil {
+					c.Close()
+				}
+				return err != nil
+			}, "the shutdown to close the listener")
+			if tt.release {
+				close(auth.release)
+			}
+			if got := <-answered; got != tt.wantCode {
+				t.Errorf("the request in flight got %d, want %d (0: no answer)", got, tt.wantCode)
+			}
+			err = <-shut
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("shutdown: %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "shut down actors")):
+				t.Errorf("shutdown: %v, want the drain's error (%q) alone, the actors' shutdown in time", err, tt.wantErr)
+			}
+			_ = open.SetReadDeadline(time.Now().Add(10 * time.Second))
+			var rerr error
+			for rerr == nil { // the event posted, if any, then the close
+				_, _, rerr = open.ReadMessage()
+			}
+			var ce *websocket.CloseError
+			if !errors.As(rerr, &ce) || ce.Code != core.CloseGoingAway {
+				t.Errorf("the open socket ended with %v, want close %d", rerr, core.CloseGoingAway)
+			}
+		})
+	}
+}

@@ -218,8 +218,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Shutdown stops accepting, closes every WebSocket with 1001 through the
-// actors, waits for REST requests to finish and for the close frames to be
+// Shutdown stops accepting, lets the requests and handshakes in flight
+// finish while the actors that answer them still run, then closes every
+// WebSocket with 1001 through the actors, waits for the close frames to be
 // written, and force-closes whatever is left when ctx ends.
 //
 // It runs once. A later or concurrent call (Serve's own, when its context
@@ -229,10 +230,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // failed.
 //
 // The time left before ctx's deadline is split (see drainBudget): the
-// handshakes accepted directly get at most half of it to finish, and those
-// still in flight then are closed, so that the actors' shutdown (closing
-// the sockets with 1001, flushing the event writer, leaving the cluster)
-// always has the other half.
+// requests and handshakes in flight, through net/http and accepted
+// directly, get at most half of it to finish, and those still in flight
+// then are closed, so that the actors' shutdown (closing the sockets with
+// 1001, flushing the event writer, leaving the cluster) always has the
+// other half. The actors stop only after that drain: a request in flight
+// that reached them as they stopped would be refused, or wait for its
+// answer until the request timeout, past the shutdown's deadline.
 func (s *Server) Shutdown(ctx context.Context) error {
 	_, err := s.stop(ctx)
 	return err
@@ -274,30 +278,34 @@ func (s *Server) shutdown(ctx context.Context) error {
 	direct := append([]*directListener(nil), s.direct...)
 	s.mu.Unlock()
 
+	// The requests in flight through net/http and the handshakes accepted
+	// directly finish (upgraded or refused; one that was to go to net/http
+	// is closed, as net/http drops a request that arrives while it shuts
+	// down) before the actors stop and the sockets are closed, so that
+	// none is refused or missed; those still in flight when the drain's
+	// share of the time is up are closed.
+	dctx, cancel := drainBudget(ctx)
 	var wg sync.WaitGroup
 	httpErrs := make([]error, len(servers))
 	for i, srv := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := srv.Shutdown(ctx); err != nil { // closes the listener first
+			if err := srv.Shutdown(dctx); err != nil { // closes the listener first
 				httpErrs[i] = fmt.Errorf("finish HTTP requests and handshakes: %w", err)
 			}
 		}()
 	}
-
-	// Handshakes accepted directly finish (upgraded or refused; one that
-	// was to go to net/http is closed, as net/http drops a request that
-	// arrives while it shuts down) before the sockets are closed, so that
-	// none is missed; those still in flight when the drain's share of the
-	// time is up are closed.
-	dctx, cancel := drainBudget(ctx)
 	var directErrs []error
 	for _, d := range direct {
 		_ = d.Close()
 		directErrs = append(directErrs, d.drain(dctx))
 	}
+	wg.Wait()
 	cancel()
+	for _, srv := range servers {
+		_ = srv.Close() // the requests the drain's share did not see finish
+	}
 	actorErr := s.actors.Shutdown(ctx)
 	// Sockets the actors never knew (mid-handshake, reject_with: close).
 	for _, sock := range s.sockets.close() {
@@ -312,15 +320,11 @@ func (s *Server) shutdown(ctx context.Context) error {
 		}
 		sockErr = fmt.Errorf("close websockets: %w", ctx.Err())
 	}
-	wg.Wait()
-	for _, srv := range servers {
-		_ = srv.Close() // whatever Shutdown left when ctx ended
-	}
 	return errors.Join(errors.Join(directErrs...), actorErr, sockErr, errors.Join(httpErrs...))
 }
 
-// drainBudget returns the context the drain of the direct handshakes runs
-// under: ctx, ending when half of the time left before ctx's deadline is
+// drainBudget returns the context the drain of the requests and
+// handshakes in flight runs under: ctx, ending when half of the time left before ctx's deadline is
 // up, so that the actors' shutdown always has the other half. A handshake
 // can take a header timeout to arrive and an authentication timeout to be
 // decided, each as long as the default server.shutdown_timeout: waiting
