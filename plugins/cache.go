@@ -34,6 +34,11 @@ type decisionCache struct {
 	mu        sync.Mutex
 	entries   map[cacheKey]cacheEntry
 	lastSweep time.Time
+	// epoch counts purges. A call reads it before it asks a process and
+	// hands it to put, which stores nothing if a purge came between: a
+	// decision made under a config that a reload has since replaced
+	// (the call was in the process as the keys rotated) is not cached.
+	epoch uint64
 }
 
 type cacheKey [sha256.Size]byte
@@ -181,10 +186,22 @@ func (c *decisionCache) get(k cacheKey) (core.Result, bool) {
 	return res, true
 }
 
+// currentEpoch returns the epoch a call that may put its result reads
+// before it asks a process.
+func (c *decisionCache) currentEpoch() uint64 {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.epoch
+}
+
 // put stores res under k for its decision's TTL, capped by the principal's
-// expiry and by the plugin's MaxAge. Errors, and results whose MaxAge is
-// negative, are never stored.
-func (c *decisionCache) put(k cacheKey, res core.Result) {
+// expiry and by the plugin's MaxAge, unless the cache was purged since
+// epoch was read. Errors, and results whose MaxAge is negative, are never
+// stored.
+func (c *decisionCache) put(k cacheKey, res core.Result, epoch uint64) {
 	if c == nil || res.MaxAge < 0 {
 		return
 	}
@@ -210,6 +227,9 @@ func (c *decisionCache) put(k cacheKey, res core.Result) {
 	e := cacheEntry{res: cloneResult(res), expires: now.Add(ttl)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.epoch != epoch {
+		return
+	}
 	if _, exists := c.entries[k]; !exists && len(c.entries) >= c.max {
 		c.evictLocked(now)
 	}
@@ -235,13 +255,15 @@ func (c *decisionCache) evictLocked(now time.Time) {
 	}
 }
 
-// purge empties the cache.
+// purge empties the cache, and keeps out the results of the calls asked
+// before it.
 func (c *decisionCache) purge() {
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
 	clear(c.entries)
+	c.epoch++
 	c.mu.Unlock()
 }
 

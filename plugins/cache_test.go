@@ -94,7 +94,7 @@ func TestCacheTTLs(t *testing.T) {
 	for i, tc := range tests {
 		k := cacheKey{byte(i)}
 		start := *now
-		c.put(k, tc.res)
+		c.put(k, tc.res, c.currentEpoch())
 		*now = start.Add(tc.alive - time.Millisecond)
 		_, ok := c.get(k)
 		if ok != (tc.alive > 0) {
@@ -111,7 +111,7 @@ func TestCacheTTLs(t *testing.T) {
 func TestCacheBoundedAndPurge(t *testing.T) {
 	c, _ := testCache(t, 3)
 	for i := range 10 {
-		c.put(cacheKey{byte(i)}, core.Denied("x"))
+		c.put(cacheKey{byte(i)}, core.Denied("x"), c.currentEpoch())
 		if c.len() > 3 {
 			t.Fatalf("cache grew to %d, max 3", c.len())
 		}
@@ -122,12 +122,38 @@ func TestCacheBoundedAndPurge(t *testing.T) {
 	}
 }
 
+// TestCachePutAfterPurge: a result asked for before a purge (a reload's)
+// is not stored after it; one asked for after it is.
+func TestCachePutAfterPurge(t *testing.T) {
+	tests := []struct {
+		name   string
+		purged bool // between the call's read of the epoch and its put
+		want   bool
+	}{
+		{"asked before the purge", true, false},
+		{"asked after it", false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _ := testCache(t, 10)
+			epoch := c.currentEpoch()
+			if tt.purged {
+				c.purge()
+			}
+			c.put(cacheKey{1}, core.Allowed(&core.Principal{Subject: "alice"}), epoch)
+			if _, ok := c.get(cacheKey{1}); ok != tt.want {
+				t.Errorf("cached = %v, want %v", ok, tt.want)
+			}
+		})
+	}
+}
+
 func TestNilCacheIsANoOp(t *testing.T) {
 	c, err := newDecisionCache(config.Cache{})
 	if err != nil || c != nil {
 		t.Fatalf("disabled cache = %v, %v", c, err)
 	}
-	c.put(cacheKey{}, core.Denied("x"))
+	c.put(cacheKey{}, core.Denied("x"), c.currentEpoch())
 	if _, ok := c.get(cacheKey{}); ok || c.len() != 0 {
 		t.Error("nil cache stored something")
 	}

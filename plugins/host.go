@@ -447,6 +447,11 @@ func (h *Host) Reload(ctx context.Context, cfg config.Config) error {
 	h.keys, h.runtime, h.cfg = keys, runtime, cfg
 	h.mu.Unlock()
 
+	// The cache is emptied before the processes are reconfigured, so that
+	// no decision of the running config answers from it meanwhile, and
+	// again after, for what was decided while they changed over; a call
+	// asked before a purge is not cached after it (decisionCache.epoch).
+	h.Purge()
 	defer h.Purge()
 	var errs []error
 	took := make([][]*process, len(insts))

@@ -328,6 +328,38 @@ func TestReloadRefusedByAProcessIsRolledBack(t *testing.T) {
 	}
 }
 
+// TestReloadKeepsOutDecisionsOfTheReplacedConfig: a call the plugin
+// decided under the running config, whose answer arrives after a reload
+// replaced it, is answered but not cached: the same credential is then
+// asked again, under the new config. Before, the old Allow was cached
+// after the reload had emptied the cache, and answered for allow_ttl.
+func TestReloadKeepsOutDecisionsOfTheReplacedConfig(t *testing.T) {
+	cfg := faultConfig(t, "auth-fault", map[string]any{"mode": "header", "sleep": "1s"})
+	cfg.Auth.Cache.Enabled = true
+	h, logs := startHost(t, cfg)
+	c := chain(t, h, core.RouteREST)
+	req := fault("hold:alice")
+	done := make(chan core.Result, 1)
+	go func() { done <- c.Authenticate(context.Background(), req) }()
+	waitFor(t, 30*time.Second, func() bool { return process(t, h, "fault", 0).InFlight == 1 })
+
+	next := cfg
+	next.Plugins.Instances = map[string]config.Plugin{"fault": {Path: cfg.Plugins.Instances["fault"].Path, Config: map[string]any{"mode": "panic"}}} // allows nothing
+	if err := h.Reload(context.Background(), next); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if res := <-done; res.Decision != core.Allow {
+		t.Fatalf("the call in flight: got %s (%v), want the running config's Allow\n%s", res.Decision, res.Err, logs)
+	}
+	n := plugins.RPCCount(h)
+	if res := c.Authenticate(context.Background(), req); res.Decision == core.Allow || res.Cached {
+		t.Errorf("after the reload: got %s (cached %v), want the new config's answer, not the replaced one's", res.Decision, res.Cached)
+	}
+	if plugins.RPCCount(h) == n {
+		t.Error("after the reload the plugin was not asked")
+	}
+}
+
 // A process that was starting when a reload came (its Configure had begun
 // with the old config, and the reload found no process to reconfigure) is
 // not put in service with the old config: it is started again with the

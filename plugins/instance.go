@@ -150,6 +150,7 @@ func (i *instance) authenticate(ctx context.Context, req *core.Request, in Input
 	}
 	cache := i.host.cache
 	var key cacheKey
+	epoch := cache.currentEpoch() // before the lookup: a purge after it keeps this call's result out
 	if cache != nil {
 		key = cache.key(i.name, req, in)
 		res, ok := cache.get(key)
@@ -187,7 +188,7 @@ func (i *instance) authenticate(ctx context.Context, req *core.Request, in Input
 			res = core.Denied(core.ReasonExpired)
 		}
 	}
-	cache.put(key, res)
+	cache.put(key, res, epoch)
 	return res
 }
 
