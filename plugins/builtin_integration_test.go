@@ -237,3 +237,51 @@ func TestConfiguredInputsThroughHost(t *testing.T) {
 		t.Errorf("reload changing the inputs: %v, want a refusal asking for a restart", err)
 	}
 }
+
+// TestForwardedDecisionsCachedByRequest: the webhook's forward mode sends
+// its service the method, path and client address, and the service may
+// decide by them; a cached decision for one path never answers another.
+// Before, the cache keyed forward mode's decisions by the forwarded
+// headers alone: an Allow for path A answered path B for allow_ttl.
+func TestForwardedDecisionsCachedByRequest(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		if r.Header.Get("X-Team-Token") != "team-secret" || r.Header.Get("X-Forwarded-Uri") != "/api/conversations/A" {
+			http.Error(w, "", http.StatusForbidden)
+			return
+		}
+		w.Header().Set("X-Auth-Request-User", "team-a")
+	}))
+	t.Cleanup(srv.Close)
+	cfg := testConfig(t, true) // the decision cache on, as by default
+	cfg.Auth.Chains = config.Chains{REST: []string{"webhook"}}
+	wh := map[string]any{"url": srv.URL, "mode": "forward", "allow_insecure_url": true, "headers": []string{"X-Team-Token"}}
+	cfg.Plugins.Instances = map[string]config.Plugin{"webhook": {Config: wh}}
+	h, _ := startHost(t, cfg)
+	c := chain(t, h, core.RouteREST)
+	at := func(path, remote string) *core.Request {
+		r := request("", "X-Team-Token", "team-secret")
+		r.Route, r.Method, r.Path, r.RemoteAddr = core.RouteREST, http.MethodGet, path, remote
+		return r
+	}
+	tests := []struct {
+		name   string
+		req    *core.Request
+		want   core.Decision
+		cached bool
+	}{
+		{"path A", at("/api/conversations/A", "127.0.0.1:40000"), core.Allow, false},
+		{"path B, which the service refuses", at("/api/conversations/B", "127.0.0.1:40000"), core.Deny, false},
+		{"path A again, from another port", at("/api/conversations/A", "127.0.0.1:40001"), core.Allow, true},
+	}
+	for _, tt := range tests {
+		res := c.Authenticate(context.Background(), tt.req)
+		if res.Decision != tt.want || res.Cached != tt.cached {
+			t.Errorf("%s: got %s (cached %v, %v), want %s (cached %v)", tt.name, res.Decision, res.Cached, res.Err, tt.want, tt.cached)
+		}
+	}
+	if calls.Load() != 2 {
+		t.Errorf("the service was called %d times, want 2 (path A once, path B once)", calls.Load())
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"hash"
 	"io"
+	"net"
 	"sync"
 	"time"
 
@@ -104,6 +105,13 @@ func (c *decisionCache) key(plugin string, req *core.Request, in Inputs) cacheKe
 		m.put("f")
 		m.putBytes(req.FirstMessage)
 	}
+	if in.Request {
+		m.put("r")
+		m.put(req.Method)
+		m.put(req.Path)
+		m.put(req.Origin)
+		m.put(clientHost(req.RemoteAddr))
+	}
 	if in.ClientCertificate {
 		m.put("c")
 		m.buf = binary.AppendUvarint(m.buf, uint64(len(req.ClientCertificates)))
@@ -163,6 +171,15 @@ func (m *keyMAC) putAll(tag string, vs []string) {
 func (m *keyMAC) flush() {
 	m.mac.Write(m.buf)
 	m.buf = m.buf[:0]
+}
+
+// clientHost is the host of a client's address, without its port: a
+// client's next connection comes from another port.
+func clientHost(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
 }
 
 // get returns a copy of a live entry.

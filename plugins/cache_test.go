@@ -69,6 +69,42 @@ func TestCacheKey(t *testing.T) {
 	}
 }
 
+// TestCacheKeyByRequest: a plugin that declares Request has its
+// decisions keyed by the method, path, Origin and client host as well;
+// one that does not, by its credential alone.
+func TestCacheKeyByRequest(t *testing.T) {
+	c, _ := testCache(t, 10)
+	base := func() *core.Request {
+		r := keyReq("secret")
+		r.Route, r.Method, r.Path, r.Origin, r.RemoteAddr = core.RouteREST, http.MethodGet, "/api/conversations/A", "https://app.example", "192.0.2.1:40000"
+		return r
+	}
+	byRequest := Inputs{Headers: headerIn.Headers, Request: true}
+	tests := []struct {
+		name   string
+		change func(*core.Request)
+		same   bool // with Request declared
+	}{
+		{"another path", func(r *core.Request) { r.Path = "/api/conversations/B" }, false},
+		{"another method", func(r *core.Request) { r.Method = http.MethodDelete }, false},
+		{"another origin", func(r *core.Request) { r.Origin = "https://evil.example" }, false},
+		{"another client host", func(r *core.Request) { r.RemoteAddr = "192.0.2.2:40000" }, false},
+		{"another port of the same client", func(r *core.Request) { r.RemoteAddr = "192.0.2.1:40001" }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			changed := base()
+			tt.change(changed)
+			if got := c.key("webhook", base(), byRequest) == c.key("webhook", changed, byRequest); got != tt.same {
+				t.Errorf("same key with Request declared = %v, want %v", got, tt.same)
+			}
+			if c.key("webhook", base(), headerIn) != c.key("webhook", changed, headerIn) {
+				t.Error("without Request declared, the key depends on the request line")
+			}
+		})
+	}
+}
+
 func TestCacheTTLs(t *testing.T) {
 	c, now := testCache(t, 10)
 	allow := core.Allowed(&core.Principal{Subject: "s"})

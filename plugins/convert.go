@@ -41,6 +41,7 @@ func inputsToPB(in Inputs) *authpb.Inputs {
 		Subprotocol:       in.Subprotocol,
 		FirstMessage:      in.FirstMessage,
 		ClientCertificate: in.ClientCertificate,
+		Request:           in.Request,
 	}
 }
 
@@ -51,6 +52,7 @@ func inputsFromPB(in *authpb.Inputs) Inputs {
 		Subprotocol:       in.GetSubprotocol(),
 		FirstMessage:      in.GetFirstMessage(),
 		ClientCertificate: in.GetClientCertificate(),
+		Request:           in.GetRequest(),
 	}
 }
 

@@ -111,6 +111,14 @@ type Inputs struct {
 	// in core.Request.ClientCertificates. A certificate that failed
 	// verification never reaches a plugin.
 	ClientCertificate bool
+	// Request says the plugin's decision depends on the request line and
+	// its client as well: the method, the path, the Origin header and the
+	// client's address, which every call carries. The decision cache then
+	// keys the plugin's decisions by them too (by the client's host, not
+	// its port), so that an answer for one path, method or client is never
+	// reused for another. It is not a credential: it never makes the host
+	// ask a plugin that it would otherwise skip.
+	Request bool
 }
 
 // InputsConfigurer is implemented by a plugin whose inputs depend on its

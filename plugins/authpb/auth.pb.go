@@ -231,8 +231,14 @@ type Inputs struct {
 	// client_certificate asks for the client certificate chain the server's
 	// TLS handshake verified (protocol 2).
 	ClientCertificate bool `protobuf:"varint,5,opt,name=client_certificate,json=clientCertificate,proto3" json:"client_certificate,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// request says that the plugin decides by the request line and its
+	// client too (method, path, Origin, the client's address), which every
+	// call carries: the host's decision cache then keys its decisions by
+	// them (a host from before this field ignores it, and caches by the
+	// other inputs alone).
+	Request       bool `protobuf:"varint,6,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Inputs) Reset() {
@@ -296,6 +302,13 @@ func (x *Inputs) GetFirstMessage() bool {
 func (x *Inputs) GetClientCertificate() bool {
 	if x != nil {
 		return x.ClientCertificate
+	}
+	return false
+}
+
+func (x *Inputs) GetRequest() bool {
+	if x != nil {
+		return x.Request
 	}
 	return false
 }
@@ -1117,13 +1130,14 @@ const file_plugins_authpb_auth_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x123\n" +
 	"\x06inputs\x18\x03 \x01(\v2\x1b.agentserver.auth.v1.InputsR\x06inputs\x12\x1d\n" +
 	"\n" +
-	"wants_keys\x18\x04 \x01(\bR\twantsKeys\"\xbb\x01\n" +
+	"wants_keys\x18\x04 \x01(\bR\twantsKeys\"\xd5\x01\n" +
 	"\x06Inputs\x12!\n" +
 	"\fquery_params\x18\x01 \x03(\tR\vqueryParams\x12\x18\n" +
 	"\aheaders\x18\x02 \x03(\tR\aheaders\x12 \n" +
 	"\vsubprotocol\x18\x03 \x01(\bR\vsubprotocol\x12#\n" +
 	"\rfirst_message\x18\x04 \x01(\bR\ffirstMessage\x12-\n" +
-	"\x12client_certificate\x18\x05 \x01(\bR\x11clientCertificate\"\x84\x01\n" +
+	"\x12client_certificate\x18\x05 \x01(\bR\x11clientCertificate\x12\x18\n" +
+	"\arequest\x18\x06 \x01(\bR\arequest\"\x84\x01\n" +
 	"\x10ConfigureRequest\x12\x1f\n" +
 	"\vconfig_json\x18\x01 \x01(\fR\n" +
 	"configJson\x12\x1f\n" +

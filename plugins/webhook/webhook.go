@@ -115,13 +115,16 @@ func (p *Plugin) Info(context.Context) plugins.Info {
 	return plugins.Info{Name: "webhook", Version: Version, Inputs: plugins.Inputs{Headers: []string{bearer.Header}}}
 }
 
-// ConfiguredInputs are the headers the configured mode reads.
+// ConfiguredInputs are the headers the configured mode reads, and in
+// forward mode the request line and client it forwards.
 func (p *Plugin) ConfiguredInputs() plugins.Inputs {
 	st := p.state.Load()
 	if st == nil || st.cfg.Mode == ModeTokenReview {
 		return plugins.Inputs{Headers: []string{bearer.Header}}
 	}
-	return plugins.Inputs{Headers: st.cfg.Headers}
+	// Forward mode sends the service the method, path and client address,
+	// so that it may decide by them: its decisions are cached by them too.
+	return plugins.Inputs{Headers: st.cfg.Headers, Request: true}
 }
 
 // Configure checks the config and builds the HTTP client; it does not call
