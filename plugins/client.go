@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/agent-server/agent-server/core"
@@ -29,7 +30,12 @@ func (c *grpcClient) info(ctx context.Context) (Info, error) {
 func (c *grpcClient) configure(ctx context.Context, req ConfigureRequest) (*Inputs, error) {
 	resp, err := c.rpc.Configure(ctx, configureToPB(req))
 	if err != nil {
-		return nil, fmt.Errorf("configure rpc: %w", rpcError(err))
+		if s, ok := status.FromError(err); ok && s.Code() == codes.InvalidArgument {
+			err = refusal{rpcError(err)}
+		} else {
+			err = rpcError(err)
+		}
+		return nil, fmt.Errorf("configure rpc: %w", err)
 	}
 	if resp.GetInputs() == nil {
 		return nil, nil
@@ -45,6 +51,14 @@ func (c *grpcClient) authenticate(ctx context.Context, req *core.Request, in Inp
 	}
 	return resultFromPB(resp)
 }
+
+// refusal is a Configure the plugin answered with its refusal: it keeps
+// the config it runs. Any other failure (a deadline, a broken transport)
+// leaves unknown which config the process will run.
+type refusal struct{ err error }
+
+func (r refusal) Error() string { return r.err.Error() }
+func (r refusal) Unwrap() error { return r.err }
 
 // rpcError flattens a gRPC status into "code: message" so errors read well
 // in logs, while context errors keep their identity for errors.Is.

@@ -455,25 +455,34 @@ func (h *Host) Reload(ctx context.Context, cfg config.Config) error {
 	defer h.Purge()
 	var errs []error
 	took := make([][]*process, len(insts))
+	gens := make([]uint64, len(insts))
 	for k, i := range insts {
 		var err error
-		took[k], err = i.reconfigure(ctx, ss[k], i.procs, false)
+		took[k], gens[k], err = i.reconfigure(ctx, ss[k], i.procs, false)
 		errs = append(errs, err)
 	}
 	err = errors.Join(errs...)
 	if err == nil {
 		return nil
 	}
-	// A process refused: roll every instance back, so that no process
-	// serves the new config (or the keys it revoked) while another serves
-	// the old, and the reload is rejected as a whole. A process that took
-	// the new config and will not take the old one back is restarted with
-	// the old.
+	// A process refused, or did not answer: roll every instance back, so
+	// that no process serves the new config (or the keys it revoked) while
+	// another serves the old, and the reload is rejected as a whole. A
+	// process that took the new config and will not take the old one back
+	// is restarted with the old.
 	h.mu.Lock()
 	h.keys, h.runtime, h.cfg = oldKeys, oldRuntime, old
 	h.mu.Unlock()
+	// The running config goes back to the processes that took the new one,
+	// and to those that started during the reload and came up with it.
 	for k, i := range insts {
-		if _, rerr := i.reconfigure(ctx, oldSpecs[k], took[k], true); rerr != nil {
+		back := took[k]
+		for _, p := range i.startedWith(gens[k]) {
+			if !slices.Contains(back, p) {
+				back = append(back, p)
+			}
+		}
+		if _, _, rerr := i.reconfigure(ctx, oldSpecs[k], back, true); rerr != nil {
 			h.log.Error("reload: a plugin process refused its running config back; restarting it", "plugin", i.name, "error", rerr)
 		}
 	}

@@ -360,6 +360,37 @@ func TestReloadKeepsOutDecisionsOfTheReplacedConfig(t *testing.T) {
 	}
 }
 
+// TestReloadNotAnsweredRestartsTheProcess: a process whose Configure
+// outlasts the setup timeout fails the reload, which is rejected, and it
+// is restarted with the running config: it could otherwise apply the
+// rejected config when its Configure ends, and serve keys the host says
+// it does not hold. Before, it was neither rolled back nor restarted.
+func TestReloadNotAnsweredRestartsTheProcess(t *testing.T) {
+	cfg := faultConfig(t, "auth-fault", map[string]any{"mode": "header"})
+	cfg.Plugins.Processes = 1
+	h, logs := startHost(t, cfg)
+	c := chain(t, h, core.RouteREST)
+	ctx := context.Background()
+	first := process(t, h, "fault", 0).PID
+
+	next := cfg
+	next.Auth.Keys = []string{validKey, "k2"}
+	next.Plugins.Instances = map[string]config.Plugin{"fault": {Path: cfg.Plugins.Instances["fault"].Path, Config: map[string]any{"mode": "header", "configure_delay": "6s"}}}
+	err := h.Reload(ctx, next)
+	if err == nil || !strings.Contains(err.Error(), "no answer to its config") || !strings.Contains(err.Error(), "reload rejected") {
+		t.Fatalf("Reload: %v, want it rejected for want of an answer", err)
+	}
+	waitFor(t, 30*time.Second, func() bool {
+		p := process(t, h, "fault", 0)
+		return p.State == plugins.StateReady && p.PID != 0 && p.PID != first
+	})
+	for key, want := range map[string]core.Decision{validKey: core.Allow, "k2": core.Deny} {
+		if res := c.Authenticate(ctx, fault("key:"+key)); res.Decision != want {
+			t.Errorf("key %q after the rejected reload: got %s (%v), want %s\n%s", key, res.Decision, res.Err, want, logs)
+		}
+	}
+}
+
 // A process that was starting when a reload came (its Configure had begun
 // with the old config, and the reload found no process to reconfigure) is
 // not put in service with the old config: it is started again with the

@@ -267,40 +267,53 @@ func (i *instance) health() Health {
 }
 
 // reconfigure makes s the instance's config and sends it to each running
-// process of procs in turn, and returns the processes that took it. A process
-// that did not take it keeps what it had; the caller then rolls the
-// reload back (Host.Reload), so that no two processes serve different
-// configs. With restartRefusing (the rollback), a process that does not
-// take s is taken out of service at once and restarted with it: it fails
-// closed rather than serve a config the host no longer holds. A process
-// down meanwhile, or starting, comes up with s (process.install).
-func (i *instance) reconfigure(ctx context.Context, s spec, procs []*process, restartRefusing bool) ([]*process, error) {
+// process of procs in turn. It returns the processes that took it, and the
+// generation s was given: a process that started meanwhile came up with s
+// under it (process.install). A process that refused keeps what it had;
+// the caller then rolls the reload back (Host.Reload), so that no two
+// processes serve different configs. A process that did not answer is
+// restarted, since it may yet apply what it was sent. With restartRefusing
+// (the rollback), a process that does not take s is taken out of service
+// at once and restarted with it too: it fails closed rather than serve a
+// config the host no longer holds. A process down meanwhile, or starting,
+// comes up with s.
+func (i *instance) reconfigure(ctx context.Context, s spec, procs []*process, restartRefusing bool) (took []*process, gen uint64, err error) {
 	i.mu.Lock()
 	i.spec = s
 	i.gen++
+	gen = i.gen
 	i.mu.Unlock()
 	req := ConfigureRequest{Config: s.config}
 	if i.info.WantsKeys {
 		req.KeyDigests, req.RuntimeKeyDigests = i.host.digests()
 	}
 	var errs []error
-	var took []*process
 	inputsChanged := false
 	for _, p := range procs {
 		c := p.conn.Load()
-		if c == nil {
+		if c == nil || c.stale.Load() { // down, or to be restarted: it comes up with s
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, setupTimeout)
 		in, err := c.rpc.configure(sctx, req)
 		cancel()
 		if err != nil {
-			if restartRefusing {
+			var refused refusal
+			what := "bad plugin config"
+			if !errors.As(err, &refused) {
+				what = "no answer to its config"
+			}
+			// A process that refused keeps the config it runs, which is
+			// the one wanted unless this is a rollback. One that did not
+			// answer (its Configure outlasted setupTimeout, or the
+			// transport broke) may yet apply the config it was sent: it
+			// is restarted, with the config the instance has by then.
+			if restartRefusing || what != "bad plugin config" {
 				c.stale.Store(true)
 				p.wake()
-				err = fmt.Errorf("%w; the process is restarted with it", err)
+				err = fmt.Errorf("%w; the process is restarted", err)
 			}
-			errs = append(errs, fmt.Errorf("plugin %s process %d: bad plugin config: %w", i.name, p.index, err))
+			errs = append(errs, fmt.Errorf("plugin %s process %d: %s: %w", i.name, p.index, what, err))
 			continue
 		}
 		took = append(took, p)
@@ -309,7 +322,20 @@ func (i *instance) reconfigure(ctx context.Context, s spec, procs []*process, re
 			errs = append(errs, fmt.Errorf("plugin %s: the new config changes the inputs it reads; restart the server to apply it", i.name))
 		}
 	}
-	return took, errors.Join(errs...)
+	return took, gen, errors.Join(errs...)
+}
+
+// startedWith returns the processes in service with the config of
+// generation gen: those that came up with it while a reload was sending
+// it to the others.
+func (i *instance) startedWith(gen uint64) []*process {
+	var out []*process
+	for _, p := range i.procs {
+		if c := p.conn.Load(); c != nil && c.gen == gen {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // supervise runs every process's supervisor until ctx ends.
