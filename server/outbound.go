@@ -71,6 +71,13 @@ type outbound struct {
 	closing  bool   // a close frame is queued: no more frames
 	dead     bool   // the connection failed or was closed
 	sent     uint16 // the code of the close frame queued, 0 if none
+	// pong is the payload of the pong owed to the client's latest ping,
+	// framed only when the next batch is taken: a client that sends pings
+	// faster than it reads is owed one pong, not one per ping (RFC 6455
+	// 5.5.3 allows answering only the latest), so its pings cannot grow the
+	// queue past limit.
+	pong    []byte
+	pongDue bool
 }
 
 // batch is a run of frames written together.
@@ -203,16 +210,38 @@ func (o *outbound) send(payload []byte) bool {
 	return true
 }
 
-// control queues a ping or pong. Control frames are tiny and not bounded.
-func (o *outbound) control(op byte, payload []byte) bool {
+// ping queues a ping; the server's pinger sends one at a time.
+func (o *outbound) ping() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closing || o.dead {
 		return false
 	}
-	o.cur.add(op, payload)
+	o.cur.add(opPing, nil)
 	o.kick()
 	return true
+}
+
+// pongTo owes the client a pong to its ping with payload, in place of any
+// pong owed still: at most one is ever queued.
+func (o *outbound) pongTo(payload []byte) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closing || o.dead {
+		return false
+	}
+	o.pong, o.pongDue = payload, true
+	o.kick()
+	return true
+}
+
+// takePong frames the pong owed, if any, into the batch being filled.
+// Callers hold mu.
+func (o *outbound) takePong() {
+	if o.pongDue {
+		o.cur.add(opPong, o.pong)
+		o.pong, o.pongDue = nil, false
+	}
 }
 
 // close queues a close frame behind what is queued. The first close wins.
@@ -231,6 +260,7 @@ func (o *outbound) queueClose(d core.Disconnect) {
 		reason = reason[:maxCloseReason]
 	}
 	payload := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reason)), d.Code)
+	o.takePong() // before the close frame: nothing follows it
 	o.cur.add(opClose, append(payload, reason...))
 	o.cur.close = true
 	o.closing = true
@@ -265,11 +295,12 @@ func (o *outbound) kill() {
 	defer o.mu.Unlock()
 	o.dead = true
 	o.cur.reset()
+	o.pong, o.pongDue = nil, false
 }
 
 // kick starts the flush goroutine unless it runs. Callers hold mu.
 func (o *outbound) kick() {
-	if !o.flushing && o.cur.frames > 0 {
+	if !o.flushing && (o.cur.frames > 0 || o.pongDue) {
 		o.flushing = true
 		go o.flush()
 	}
@@ -279,6 +310,9 @@ func (o *outbound) kick() {
 func (o *outbound) flush() {
 	for {
 		o.mu.Lock()
+		if !o.dead {
+			o.takePong()
+		}
 		if o.dead || o.cur.frames == 0 {
 			o.flushing = false
 			o.mu.Unlock()

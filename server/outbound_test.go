@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -128,7 +129,7 @@ func TestPendingFramesGoOutInOneWrite(t *testing.T) {
 			t.Fatalf("send %q refused", m)
 		}
 	}
-	o.control(opPing, nil)
+	o.ping()
 	o.close(core.DisconnectShutdown)
 	if o.send([]byte("late")) {
 		t.Error("send after close accepted")
@@ -148,6 +149,54 @@ func TestPendingFramesGoOutInOneWrite(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("frame %d = %q, want %q", i, got[i], want[i])
 		}
+	}
+}
+
+// TestPingFloodOwesOnePong: a client that sends pings faster than it
+// reads is owed one pong, to its latest ping, however many it sent: its
+// pings cannot grow the queue. A pong owed when the socket closes goes
+// out before the close frame. Before, each ping queued a pong of its own
+// past send_queue_bytes, with no 4008: one socket's ping flood grew the
+// server's heap by hundreds of megabytes.
+func TestPingFloodOwesOnePong(t *testing.T) {
+	tests := []struct {
+		name  string
+		close bool // the socket is closed while the pong is owed
+		want  []wireFrame
+	}{
+		{"the latest ping's pong", false, []wireFrame{{opPong, "ping 99999"}}},
+		{"before the close frame", true, []wireFrame{{opPong, "ping 99999"}, {opClose, "\x03\xe9Server shutting down"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := gatedConn()
+			o := newOutbound(conn, 1<<10, time.Second)
+			closed := make(chan struct{})
+			o.closeSent = func() { close(closed) }
+			o.failed = func(err error) { t.Errorf("write failed: %v", err) }
+			o.send([]byte("first"))
+			<-conn.entered // the flush goroutine is now blocked writing "first"
+			for i := range 100000 {
+				if !o.pongTo([]byte(fmt.Sprintf("ping %d", i))) {
+					t.Fatalf("pong %d refused", i)
+				}
+			}
+			if queued, limit := o.backlog(); queued > limit {
+				t.Fatalf("pings queued %d bytes, over the bound %d", queued, limit)
+			}
+			if tt.close {
+				o.close(core.DisconnectShutdown)
+			}
+			close(conn.release)
+			if tt.close {
+				<-closed
+			}
+			writes := waitWrites(t, conn, 2)
+			got := decodeFrames(t, writes[1])
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("second write = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
 

@@ -157,7 +157,7 @@ func (sock *socket) schedulePing() {
 		return
 	}
 	sock.pinger = time.AfterFunc(every, func() {
-		if sock.out.control(opPing, nil) {
+		if sock.out.ping() {
 			sock.schedulePing()
 		}
 	})
@@ -263,7 +263,7 @@ func (handler) OnMessage(ws *gws.Conn, msg *gws.Message) {
 func (handler) OnPing(ws *gws.Conn, payload []byte) {
 	sock := socketOf(ws)
 	sock.keepalive()
-	sock.out.control(opPong, payload)
+	sock.out.pongTo(payload)
 }
 
 // OnPong keeps an otherwise quiet client alive.
