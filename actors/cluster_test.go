@@ -148,7 +148,7 @@ func TestClusterPublishSlowerThanAnAttemptIsStoredOnce(t *testing.T) {
 // first.
 func publishOnWire(ref, key string, retry bool) *clusterpb.Command {
 	return &clusterpb.Command{Command: &clusterpb.Command_Publish{Publish: &clusterpb.Publish{
-		Ref: ref, Source: string(core.SourceAgent), Kind: "PauseEvent", Body: []byte(`{}`), IdempotencyKey: key, Retry: retry}}}
+		Ref: ref, Source: string(core.SourceAgent), Kind: "PauseEvent", Body: []byte(` { "note" : "spaced out" } `), IdempotencyKey: key, Retry: retry}}}
 }
 
 // spawnOwner spawns conversation id's cluster activation on sys, stopped

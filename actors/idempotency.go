@@ -109,22 +109,21 @@ func (c *conversation) keyed(ctx actor.Context, key string, check bool, m addres
 // duplicateAnswer is how a post whose key found ev is answered: as the
 // first post was when it asks the same, else core.ErrKeyReused.
 func duplicateAnswer(ev *core.Event, m addressed) any {
-	body := ev.Body
-	if body == nil {
-		body = core.BodyFromRaw(ev.Raw)
-	}
-	same := func(source core.Source, kind string, b []byte) bool {
-		return ev.Source == source && ev.Kind == kind && bytes.Equal(bytes.TrimSpace(body), bytes.TrimSpace(b))
-	}
 	reused := fmt.Errorf("idempotency key: %w", core.ErrKeyReused)
 	if p, ok := m.(*publishEvent); ok {
-		if !same(p.Event.Source, p.Event.Kind, p.Event.Body) {
+		// Its key is the forwarding node's, made for this publish alone:
+		// the body is not compared again.
+		if ev.Source != p.Event.Source || ev.Kind != p.Event.Kind {
 			return &publishFailed{Ref: p.Ref, Err: reused}
 		}
 		return &eventPublished{Ref: p.Ref, Event: ev}
 	}
 	a := m.(*appendEvent)
-	if !same(a.Source, a.Kind, a.Body) {
+	body := ev.Body
+	if body == nil {
+		body = core.BodyFromRaw(ev.Raw)
+	}
+	if ev.Source != a.Source || ev.Kind != a.Kind || !bytes.Equal(bytes.TrimSpace(body), bytes.TrimSpace(a.Body)) {
 		return &commandFailed{Err: reused}
 	}
 	return &eventAppended{Event: ev, Duplicate: true}
