@@ -319,14 +319,7 @@ func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 		ctx.Send(m.Conn, &closeConnection{Reason: d})
 	}
 	if c.gone {
-		d := core.DisconnectInternalError
-		switch {
-		case errors.Is(c.goneErr, core.ErrNotFound):
-			d = core.DisconnectNotFound
-		case errors.Is(c.goneErr, core.ErrUnavailable):
-			d = core.DisconnectUnavailable
-		}
-		reject(d)
+		reject(goneDisconnect(c.goneErr))
 		return
 	}
 	if c.fan.len() >= c.sys.limits.SubscribersPerConversation {
@@ -353,10 +346,23 @@ func (c *conversation) attach(ctx actor.Context, m *attachConnection) {
 	ctx.Send(m.Conn, &connectionAttached{Conversation: ctx.Self()})
 }
 
+// goneDisconnect is how a socket is closed when its conversation is gone
+// for err: 4004 when it does not exist, 1013 when the store could not be
+// read, else 1011.
+func goneDisconnect(err error) core.Disconnect {
+	switch {
+	case errors.Is(err, core.ErrNotFound):
+		return core.DisconnectNotFound
+	case errors.Is(err, core.ErrUnavailable):
+		return core.DisconnectUnavailable
+	}
+	return core.DisconnectInternalError
+}
+
 // append assigns the envelope, seals the event once and hands it to the
 // writer. The answer and the fan-out wait for the writer's eventsStored.
 func (c *conversation) append(ctx actor.Context, m *appendEvent, sender *actor.PID) {
-	if m.Key != "" && c.appendKeyed(ctx, m, sender) {
+	if m.Key != "" && c.keyed(ctx, m.Key, m.CheckKey, m, sender) {
 		return
 	}
 	ev, err := c.enqueue(ctx, m.Source, m.Kind, "", m.Body, m.Key)

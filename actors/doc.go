@@ -221,8 +221,11 @@
 //     renews its subscription every half heartbeat (an owner forgets a
 //     relay whose node protoactor reported terminated; a renewal that finds
 //     another owner unsubscribes from the old one). Posts and commands
-//     from this node go to the owner (System.forward), posts with an
-//     idempotency key so that a retry never appends twice.
+//     from this node go to the owner (System.forward), posts and runtimes'
+//     publishes with an idempotency key so that a retry never stores twice.
+//     An owner without its conversation (unknown, deleted, unreadable)
+//     refuses a subscription with why, and the relay closes its sockets as
+//     a single node would (4004, 1013).
 //   - fencing.go: each activation takes a new epoch from the store, every
 //     append carries it, and an activation whose epoch is stale (found at
 //     an append, or by its periodic check) stops; its relays re-subscribe.

@@ -15,7 +15,9 @@ import (
 // Idempotent posts. A post may carry an idempotency key (REST's
 // Idempotency-Key header, a socket frame's idempotency_key, and, in cluster
 // mode, a key the receiving node makes for every post so that it can retry
-// through a failed owner). The key is stored with the event. A retry with
+// through a failed owner). In cluster mode a runtime's publish carries one
+// too, made by the node that forwards it, and is deduplicated the same way;
+// its key is the node's alone, so a duplicate is always the same event. The key is stored with the event. A retry with
 // the same key in the same conversation within IdempotencyWindow appends
 // nothing and is answered as the first was; with another body it fails
 // with core.ErrKeyReused; while the first is still in flight it waits for
@@ -42,9 +44,10 @@ type keyState struct {
 	waiters   []keyWaiter // duplicates waiting for the first post's outcome
 }
 
-// keyWaiter is a post waiting for the outcome of its key's first post.
+// keyWaiter is a post (appendEvent or publishEvent) waiting for the
+// outcome of its key's first post.
 type keyWaiter struct {
-	msg    *appendEvent
+	msg    addressed
 	sender *actor.PID
 }
 
@@ -73,20 +76,20 @@ func idempotencyKey(ctx context.Context) string {
 	return k
 }
 
-// appendKeyed handles an append that carries a key. It reports true when
-// it took the post (answered it, or parked it), false when the post is to
-// be appended now.
-func (c *conversation) appendKeyed(ctx actor.Context, m *appendEvent, sender *actor.PID) bool {
+// keyed handles a post (appendEvent or publishEvent) that carries key;
+// check says it may be a retry. It reports true when it took the post
+// (answered it, or parked it), false when the post is to be stored now.
+func (c *conversation) keyed(ctx actor.Context, key string, check bool, m addressed, sender *actor.PID) bool {
 	if c.keys == nil {
 		c.keys = make(map[string]*keyState)
 	}
-	k := c.keys[m.Key]
+	k := c.keys[key]
 	switch {
-	case k == nil && !m.CheckKey:
+	case k == nil && !check:
 		return false
 	case k == nil:
-		c.keys[m.Key] = &keyState{resolving: true, waiters: []keyWaiter{{m, sender}}}
-		self, root, store, id, key := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.id, m.Key
+		c.keys[key] = &keyState{resolving: true, waiters: []keyWaiter{{m, sender}}}
+		self, root, store, id := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.id
 		go func() {
 			ev, err := store.EventByKey(context.Background(), id, key)
 			if errors.Is(err, core.ErrNotFound) || (err == nil && time.Since(ev.Timestamp) > IdempotencyWindow) {
@@ -105,15 +108,33 @@ func (c *conversation) appendKeyed(ctx actor.Context, m *appendEvent, sender *ac
 
 // duplicateAnswer is how a post whose key found ev is answered: as the
 // first post was when it asks the same, else core.ErrKeyReused.
-func duplicateAnswer(ev *core.Event, m *appendEvent) any {
+func duplicateAnswer(ev *core.Event, m addressed) any {
+	reused := fmt.Errorf("idempotency key: %w", core.ErrKeyReused)
+	if p, ok := m.(*publishEvent); ok {
+		// Its key is the forwarding node's, made for this publish alone:
+		// the body is not compared again.
+		if ev.Source != p.Event.Source || ev.Kind != p.Event.Kind {
+			return &publishFailed{Ref: p.Ref, Err: reused}
+		}
+		return &eventPublished{Ref: p.Ref, Event: ev}
+	}
+	a := m.(*appendEvent)
 	body := ev.Body
 	if body == nil {
 		body = core.BodyFromRaw(ev.Raw)
 	}
-	if ev.Source != m.Source || ev.Kind != m.Kind || !bytes.Equal(bytes.TrimSpace(body), bytes.TrimSpace(m.Body)) {
-		return &commandFailed{Err: fmt.Errorf("idempotency key: %w", core.ErrKeyReused)}
+	if ev.Source != a.Source || ev.Kind != a.Kind || !bytes.Equal(bytes.TrimSpace(body), bytes.TrimSpace(a.Body)) {
+		return &commandFailed{Err: reused}
 	}
 	return &eventAppended{Event: ev, Duplicate: true}
+}
+
+// keyFailure is how a keyed post that stored nothing is answered.
+func keyFailure(m addressed, err error) any {
+	if p, ok := m.(*publishEvent); ok {
+		return &publishFailed{Ref: p.Ref, Err: err}
+	}
+	return &commandFailed{Err: err}
 }
 
 // keyLookedUp takes a key's store lookup: a key found answers every post
@@ -132,7 +153,7 @@ func (c *conversation) keyLookedUp(ctx actor.Context, m *keyResolved) {
 	case m.Err != nil:
 		delete(c.keys, m.Key)
 		for _, w := range waiters {
-			c.reply(ctx, w.sender, &commandFailed{Err: fmt.Errorf("look up idempotency key: %w", m.Err)})
+			c.reply(ctx, w.sender, keyFailure(w.msg, fmt.Errorf("look up idempotency key: %w", m.Err)))
 		}
 	case m.Event != nil:
 		k.event = m.Event
@@ -142,7 +163,12 @@ func (c *conversation) keyLookedUp(ctx actor.Context, m *keyResolved) {
 	default:
 		delete(c.keys, m.Key)
 		first := waiters[0]
-		first.msg.CheckKey = false
+		switch m := first.msg.(type) {
+		case *appendEvent:
+			m.CheckKey = false
+		case *publishEvent:
+			m.CheckKey = false
+		}
 		c.handle(ctx, first.msg, first.sender)
 		if k := c.keys[m.Key]; k != nil {
 			k.waiters = append(k.waiters, waiters[1:]...)
@@ -191,7 +217,7 @@ func (c *conversation) keysFailed(ctx actor.Context, err error) {
 	for key, k := range c.keys {
 		if k.event != nil && k.event.Seq > c.durable {
 			for _, w := range k.waiters {
-				c.reply(ctx, w.sender, &commandFailed{Err: fmt.Errorf("append: %w", err)})
+				c.reply(ctx, w.sender, keyFailure(w.msg, fmt.Errorf("append: %w", err)))
 			}
 			delete(c.keys, key)
 		}

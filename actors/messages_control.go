@@ -90,6 +90,10 @@ type publishEvent struct {
 	ConversationID string
 	Ref            string
 	Event          *core.Published
+	// Key is the idempotency key the forwarding node made (cluster mode),
+	// "" for none; CheckKey says the publish may be a retry (idempotency.go).
+	Key      string
+	CheckKey bool
 }
 
 // eventPublished answers publishEvent. Event is nil for a state update

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -31,8 +32,8 @@ import (
 //
 // Posts and commands from this node (a socket's messages, REST) go to the
 // owner as calls (placement.call), each post carrying an idempotency key
-// (the client's, or one made here) so that a retry through a new owner
-// never appends twice. An agent runtime's socket is the exception to the
+// (the client's, or one made here), and each runtime's publish one made
+// here, so that a retry (a slow answer, a new owner) never stores twice. An agent runtime's socket is the exception to the
 // fan-out: its relay registers it with the owner, which sends it its
 // frames (RuntimeFrame) as to a local runtime.
 
@@ -95,14 +96,20 @@ func newRelay(s *System, id string) *relay {
 }
 
 // relaySubscribed reports a Subscribe call's outcome to its relay.
+// Refused says the owner answered Err itself (it has no conversation),
+// rather than the call failing on the way.
 type relaySubscribed struct {
-	Res *clusterpb.Subscribed
-	Err error
+	Res     *clusterpb.Subscribed
+	Err     error
+	Refused bool
 }
 
 // relayRetry tells a relay, from its own timer, to try again what failed:
 // subscribing, or reading a gap.
 type relayRetry struct{}
+
+// IgnoreDeadLetterLogging: the timer may fire after the relay stopped.
+func (*relayRetry) IgnoreDeadLetterLogging() {}
 
 // gapRead reports the read of a gap in a relay's log, from the store.
 type gapRead struct {
@@ -120,7 +127,9 @@ type runtimeAttachedRemote struct {
 // Receive handles the relay's messages.
 func (r *relay) Receive(ctx actor.Context) {
 	switch ctx.Message().(type) {
-	case *checkIdle, *renewSubscription: // its own timers are not activity
+	case *checkIdle, *renewSubscription, *relayRetry, *relaySubscribed, *gapRead:
+		// its own timers, retries and reads are not activity: a relay
+		// whose owner never answers still goes idle
 	default:
 		r.active = time.Now()
 	}
@@ -176,6 +185,7 @@ func (r *relay) handle(ctx actor.Context, msg any, sender *actor.PID) {
 		r.attach(ctx, m)
 	case *detachConnection:
 		r.fan.remove(m.Conn)
+		r.waiting = slices.DeleteFunc(r.waiting, func(a *attachConnection) bool { return a.Conn.Equal(m.Conn) })
 		if _, ok := r.runtimes[m.Conn.Id]; ok {
 			delete(r.runtimes, m.Conn.Id)
 			r.toOwner(ctx, &clusterpb.DetachRuntime{Conn: refOf(m.Conn)})
@@ -216,6 +226,7 @@ func (r *relay) attach(ctx actor.Context, m *attachConnection) {
 		}()
 	case !r.ready:
 		r.waiting = append(r.waiting, m)
+		r.subscribe(ctx) // unless under way: an owner's refusal stopped asking
 	case r.fan.len() >= r.sys.limits.SubscribersPerConversation:
 		m.Transport.Close(core.DisconnectTooMany)
 		ctx.Send(m.Conn, &closeConnection{Reason: core.DisconnectTooMany})
@@ -267,7 +278,10 @@ func (r *relay) ask(ctx actor.Context) {
 		case *clusterpb.Subscribed:
 			m.Res = v
 		case *clusterpb.Result:
-			m.Err = decodeError(v.Error)
+			m.Err, m.Refused = errors.New("subscribe: the owner answered no error and no subscription"), true
+			if v.Error != nil {
+				m.Err = decodeError(v.Error)
+			}
 		default:
 			m.Err = err
 			if err == nil {
@@ -295,6 +309,13 @@ func (r *relay) subscribed(ctx actor.Context, m *relaySubscribed) {
 		return
 	case m.Err != nil && renewal && r.owner != nil:
 		return // the owner it has stays; the next renewal, or its loss, tells
+	case m.Refused:
+		// The owner could not load the conversation (the store is
+		// unavailable): the sockets waiting are closed as on a single node
+		// (1013, 1011), and the next socket asks again.
+		r.sys.log.Warn("cluster: a conversation's owner refused a subscription", "conversation", r.id, "err", m.Err)
+		r.refuseWaiting(ctx, goneDisconnect(m.Err))
+		return
 	case m.Err != nil:
 		r.sys.log.Warn("cluster: subscribe to a conversation's owner failed; retrying", "conversation", r.id, "err", m.Err)
 		r.retryLater(ctx)
@@ -493,15 +514,21 @@ var disconnectOwnerMoved = core.Disconnect{Code: 1012, Reason: "Conversation mov
 func (r *relay) deleted(ctx actor.Context, d core.Disconnect) {
 	r.gone = &d
 	r.fan.closeAll(ctx, d)
+	r.refuseWaiting(ctx, d)
+	for id, t := range r.runtimes {
+		t.Close(d)
+		delete(r.runtimes, id)
+	}
+}
+
+// refuseWaiting closes the sockets waiting for the first subscription
+// with d.
+func (r *relay) refuseWaiting(ctx actor.Context, d core.Disconnect) {
 	for _, a := range r.waiting {
 		a.Transport.Close(d)
 		ctx.Send(a.Conn, &closeConnection{Reason: d})
 	}
 	r.waiting = nil
-	for id, t := range r.runtimes {
-		t.Close(d)
-		delete(r.runtimes, id)
-	}
 }
 
 // runtimeAttached completes a runtime socket's registration with the owner.
@@ -580,12 +607,16 @@ func (r *relay) stopping(ctx actor.Context) {
 
 // forward sends a conversation-addressed request from this node to the
 // conversation's owner, off the mailbox, and hands the answer to sender. A
-// post carries an idempotency key, made here when the client gave none, so
-// that a retry (after a timeout, or through a new owner) never appends
-// twice.
+// post carries an idempotency key, made here when the client gave none,
+// and a publish one made here, so that a retry (after a timeout, or
+// through a new owner) never stores twice.
 func (s *System) forward(ctx actor.Context, m addressed, sender *actor.PID) {
 	s.forwardVia(ctx, nil, m, sender)
 }
+
+// nodeKey makes an idempotency key for a request this node forwards; "~"
+// keeps it apart from clients' keys, which may not start with it.
+func nodeKey() string { return "~" + uuid.NewString() }
 
 // forwardVia is forward with, when owner is not nil, the first attempt
 // sent from the mailbox straight to owner, the activation a relay is
@@ -596,10 +627,19 @@ func (s *System) forward(ctx actor.Context, m addressed, sender *actor.PID) {
 // request go through placement, retried, and may then overtake what was
 // sent after it.
 func (s *System) forwardVia(ctx actor.Context, owner *actor.PID, m addressed, sender *actor.PID) {
-	if a, ok := m.(*appendEvent); ok && a.Key == "" {
-		cp := *a
-		cp.Key = "~" + uuid.NewString()
-		m = &cp
+	switch a := m.(type) {
+	case *appendEvent:
+		if a.Key == "" {
+			cp := *a
+			cp.Key = nodeKey()
+			m = &cp
+		}
+	case *publishEvent:
+		if a.Key == "" {
+			cp := *a
+			cp.Key = nodeKey()
+			m = &cp
+		}
 	}
 	root, p := ctx.ActorSystem().Root, s.placement
 	answer := func(msg any) {
@@ -670,8 +710,14 @@ type relayState struct {
 
 // subscribeRelay adds a relay and answers it where the log is durable and
 // what the state is: what becomes durable after that reaches it as events;
-// what it missed before, it reads from the store.
+// what it missed before, it reads from the store. An activation that has
+// no conversation (deleted, missing from the store, its load failed)
+// answers why, and the relay closes its sockets as a single node would.
 func (a *clusterActivation) subscribeRelay(ctx actor.Context, c *conversation, m *clusterpb.Subscribe, sender *actor.PID) {
+	if c.gone {
+		reply(ctx, sender, &clusterpb.Result{Error: encodeError(c.goneErr)})
+		return
+	}
 	relay := pidOf(m.Relay)
 	if a.rs.relays == nil {
 		a.rs.relays = make(map[string]*actor.PID)
@@ -728,6 +774,10 @@ func (a *clusterActivation) busy() bool { return len(a.rs.relays) > 0 }
 // the socket's connection: the conversation sends it frames and closes as
 // to a local one, and the proxy passes them to the relay (RuntimeFrame).
 func (a *clusterActivation) attachRuntime(ctx actor.Context, c *conversation, m *clusterpb.AttachRuntime, sender *actor.PID) {
+	if c.gone {
+		reply(ctx, sender, &clusterpb.Result{Error: encodeError(c.goneErr)})
+		return
+	}
 	conn, relay := pidOf(m.Conn), pidOf(m.Relay)
 	proxy, err := ctx.SpawnNamed(actor.PropsFromFunc(func(pctx actor.Context) {
 		if cl, ok := pctx.Message().(*closeConnection); ok {

@@ -339,7 +339,9 @@ func (c *conversation) replied(ctx actor.Context, m *runtimeReplied) {
 // publish stores and fans out a runtime's event. A state update is applied
 // to the conversation first; one that changes nothing is answered without
 // being stored, as upstream emits no event for an unchanged field. A
-// StreamingDeltaEvent is fanned out and never stored.
+// StreamingDeltaEvent is fanned out and never stored. A publish with a key
+// (one a forwarding node made, cluster mode) that finds its key's event is
+// answered with it and stores nothing (idempotency.go).
 func (c *conversation) publish(ctx actor.Context, m *publishEvent, sender *actor.PID) {
 	fail := func(err error) { c.reply(ctx, sender, &publishFailed{Ref: m.Ref, Err: err}) }
 	if c.gone {
@@ -356,6 +358,9 @@ func (c *conversation) publish(ctx actor.Context, m *publishEvent, sender *actor
 		c.queue(afterState{frame: ev.Raw, reply: sender, msg: &eventPublished{Ref: m.Ref, Event: ev}})
 		return
 	}
+	if m.Key != "" && c.keyed(ctx, m.Key, m.CheckKey, m, sender) {
+		return
+	}
 	var next *core.Conversation
 	if p.Kind == core.KindStateUpdate {
 		var changed bool
@@ -369,12 +374,13 @@ func (c *conversation) publish(ctx actor.Context, m *publishEvent, sender *actor
 			return
 		}
 	}
-	ev, err := c.enqueue(ctx, p.Source, p.Kind, p.ParentID, p.Body, "")
+	ev, err := c.enqueue(ctx, p.Source, p.Kind, p.ParentID, p.Body, m.Key)
 	if err != nil {
 		fail(err)
 		return
 	}
 	c.pending = append(c.pending, pendingAppend{event: ev})
+	c.keyAppended(ev)
 	then := &afterState{reply: sender, msg: &eventPublished{Ref: m.Ref, Event: ev}}
 	if next != nil && next != c.conv {
 		c.change(ctx, next, nil, then)

@@ -44,7 +44,8 @@ func toOwner(m addressed, retry bool) (proto.Message, error) {
 	case *publishEvent:
 		p := m.Event
 		return &clusterpb.Command{Command: &clusterpb.Command_Publish{Publish: &clusterpb.Publish{
-			Ref: m.Ref, Source: string(p.Source), Kind: p.Kind, ParentId: p.ParentID, Body: p.Body, StateKey: p.StateKey, StateValue: p.StateValue}}}, nil
+			Ref: m.Ref, Source: string(p.Source), Kind: p.Kind, ParentId: p.ParentID, Body: p.Body, StateKey: p.StateKey, StateValue: p.StateValue,
+			IdempotencyKey: m.Key, Retry: retry || m.CheckKey}}}, nil
 	case *navigateConversation:
 		return &clusterpb.Command{Command: &clusterpb.Command_Navigate{Navigate: &clusterpb.Navigate{EventId: m.EventID}}}, nil
 	}
@@ -78,7 +79,7 @@ func fromRemote(id string, msg any) (any, bool) {
 			return &askRuntime{ConversationID: id, Command: c.Ask.Command, Params: c.Ask.Params, Wait: dur(c.Ask.WaitMs), Timeout: dur(c.Ask.TimeoutMs)}, true
 		case *clusterpb.Command_Publish:
 			p := c.Publish
-			return &publishEvent{ConversationID: id, Ref: p.Ref, Event: &core.Published{
+			return &publishEvent{ConversationID: id, Ref: p.Ref, Key: p.IdempotencyKey, CheckKey: p.Retry, Event: &core.Published{
 				Source: core.Source(p.Source), Kind: p.Kind, ParentID: p.ParentId, Body: p.Body, StateKey: p.StateKey, StateValue: p.StateValue}}, true
 		case *clusterpb.Command_Navigate:
 			return &navigateConversation{ConversationID: id, EventID: c.Navigate.EventId}, true

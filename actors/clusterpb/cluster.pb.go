@@ -1008,7 +1008,13 @@ type Publish struct {
 	StateValue []byte                 `protobuf:"bytes,6,opt,name=state_value,json=stateValue,proto3" json:"state_value,omitempty"`
 	// parent_id is the event's parent_id as the runtime gave it, empty for
 	// none (the owner stamps its HEAD).
-	ParentId      string `protobuf:"bytes,7,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	ParentId string `protobuf:"bytes,7,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	// idempotency_key, made by the node that forwards the publish, makes a
+	// retry (a slow answer, a new owner) find the first attempt's event
+	// instead of storing it again, as Append's does.
+	IdempotencyKey string `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	// retry is set on every attempt after the first.
+	Retry         bool `protobuf:"varint,9,opt,name=retry,proto3" json:"retry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1090,6 +1096,20 @@ func (x *Publish) GetParentId() string {
 		return x.ParentId
 	}
 	return ""
+}
+
+func (x *Publish) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *Publish) GetRetry() bool {
+	if x != nil {
+		return x.Retry
+	}
+	return false
 }
 
 // RuntimeReply is the runtime's reply to the command id (runtimeReplied),
@@ -1812,7 +1832,7 @@ const file_actors_clusterpb_cluster_proto_rawDesc = "" +
 	"\x06params\x18\x02 \x01(\fR\x06params\x12\x17\n" +
 	"\await_ms\x18\x03 \x01(\x03R\x06waitMs\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\"\xb6\x01\n" +
+	"timeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\"\xf5\x01\n" +
 	"\aPublish\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x12\n" +
@@ -1821,7 +1841,9 @@ const file_actors_clusterpb_cluster_proto_rawDesc = "" +
 	"\tstate_key\x18\x05 \x01(\tR\bstateKey\x12\x1f\n" +
 	"\vstate_value\x18\x06 \x01(\fR\n" +
 	"stateValue\x12\x1b\n" +
-	"\tparent_id\x18\a \x01(\tR\bparentId\"{\n" +
+	"\tparent_id\x18\a \x01(\tR\bparentId\x12'\n" +
+	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x12\x14\n" +
+	"\x05retry\x18\t \x01(\bR\x05retry\"{\n" +
 	"\fRuntimeReply\x12/\n" +
 	"\x04conn\x18\x01 \x01(\v2\x1b.agentserver.cluster.v1.RefR\x04conn\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x16\n" +
