@@ -48,6 +48,7 @@ type outbound struct {
 	writeTimeout time.Duration
 	perFrame     bool        // write one frame per syscall; only for the comparison benchmark
 	closeSent    func()      // called once the close frame is written
+	closeQueued  func()      // called, under mu, when the close frame is queued; nil for none
 	failed       func(error) // called once on a write error
 	// depth sees, once per write, the most bytes the queue held during
 	// it: what was written plus what queued meanwhile, the figure the
@@ -265,6 +266,9 @@ func (o *outbound) queueClose(d core.Disconnect) {
 	o.cur.close = true
 	o.closing = true
 	o.sent = d.Code
+	if o.closeQueued != nil {
+		o.closeQueued()
+	}
 	o.kick()
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -47,6 +48,7 @@ type prefaceConn struct {
 	// dropped with the connection); after that a write passes straight
 	// through. mu orders the response before everything else.
 	holding  atomic.Bool
+	muted    atomic.Bool // the server's close frame is queued: gws's writes are dropped
 	mu       sync.Mutex
 	captured bool   // the response was written into held
 	held     []byte // the response, until sent
@@ -54,7 +56,14 @@ type prefaceConn struct {
 }
 
 // Write holds back the first write and sends it in front of the next.
+// Once the server's own close frame is queued (mute), what gws writes is
+// dropped: after the 101, gws writes only close frames (its echo of the
+// client's close, or one for a read error), and a socket sends one close
+// frame.
 func (p *prefaceConn) Write(b []byte) (int, error) {
+	if p.muted.Load() {
+		return len(b), nil
+	}
 	if !p.holding.Load() {
 		return p.Conn.Write(b)
 	}
@@ -182,11 +191,38 @@ func hijack(w http.ResponseWriter) (*prefaceConn, *bufio.Reader, error) {
 // socketReader returns a socket's reader on c, early (bytes the client sent
 // behind its upgrade request, read already; copied) first.
 func socketReader(c net.Conn, early []byte) *bufio.Reader {
-	var src io.Reader = c
+	var src io.Reader = readErrors{c}
 	if len(early) > 0 {
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(early)), c)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(early)), src)
 	}
 	return bufio.NewReaderSize(src, socketReadBuffer)
+}
+
+// errIdle is a socket's read that its deadline ended: the client sent
+// nothing, not even a pong, for limits.idle_timeout (or, after the
+// server's close frame, for the close grace).
+var errIdle = errors.New("idle timeout")
+
+// errReadFailed is any other failed read of a socket.
+var errReadFailed = errors.New("connection lost")
+
+// readErrors reads a socket's connection for gws, with its errors
+// replaced by fixed ones but io.EOF: gws sends a read error's text to the
+// client as its close reason, and net's errors name both ends' addresses
+// (behind a load balancer, the server's internal address and port).
+type readErrors struct{ net.Conn }
+
+func (r readErrors) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	var ne net.Error
+	switch {
+	case err == nil || errors.Is(err, io.EOF):
+	case errors.As(err, &ne) && ne.Timeout():
+		err = errIdle
+	default:
+		err = errReadFailed
+	}
+	return n, err
 }
 
 var _ net.Conn = (*prefaceConn)(nil)

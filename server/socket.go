@@ -81,6 +81,7 @@ func (s *Server) newSocket(ws *gws.Conn, pc *prefaceConn, a attachment) *socket 
 	sock.out.preface = pc
 	sock.out.perFrame = s.perFrameWrites
 	sock.out.closeSent = sock.closeSent
+	sock.out.closeQueued = func() { pc.muted.Store(true) }
 	sock.out.failed = sock.writeFailed
 	if sock.metrics != nil {
 		sock.out.depth, sock.out.wrote = sock.metrics.queue, sock.metrics.wrote
