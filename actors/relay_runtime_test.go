@@ -189,8 +189,10 @@ func TestRelayDetachesARuntimeItCannotTellDirectly(t *testing.T) {
 			}
 			sys.root.Send(relay, &detachConnection{ConversationID: id, Conn: conn})
 			if tt.owner {
-				waitDetachRuntime(t, ownerGot) // straight to the owner, which may not have the runtime yet
-				select { // and through placement, maybe before the attach as well
+				// Straight to the owner, and through placement: both may
+				// come before the attach.
+				waitDetachRuntime(t, ownerGot)
+				select {
 				case <-owners.detached:
 				case <-time.After(10 * time.Second):
 					t.Fatal("the runtime's socket left and no DetachRuntime went through placement")
