@@ -601,18 +601,18 @@ func (a *clusterActivation) handle(ctx actor.Context, c *conversation, msg any, 
 	case *clusterpb.Unsubscribe:
 		if r := pidOf(m.Relay); r != nil && a.rs.relays[wireKey(r)] != nil {
 			delete(a.rs.relays, wireKey(r))
-			ctx.Unwatch(r)
+			a.unwatchRelay(ctx, r)
 		}
 	case *actor.Terminated:
-		delete(a.rs.relays, wireKey(m.Who)) // a relay's node went away
+		a.relayGone(ctx, c, m.Who) // a relay's node went away
 	case *clusterpb.AttachRuntime:
 		a.attachRuntime(ctx, c, m, sender)
 	case *clusterpb.DetachRuntime:
-		a.detachRuntime(ctx, c, m.Conn)
+		a.detachRuntime(ctx, c, m.Conn, sender)
 	case *clusterpb.Command:
 		if r, ok := m.Command.(*clusterpb.Command_Reply); ok {
-			if proxy, ok := a.rs.runtimes[wireKey(pidOf(r.Reply.Conn))]; ok {
-				c.handle(ctx, &runtimeReplied{Conn: proxy, ID: r.Reply.Id, Reply: core.Reply{Status: int(r.Reply.Status), Body: r.Reply.Body}}, nil)
+			if rt, ok := a.rs.runtimes[wireKey(pidOf(r.Reply.Conn))]; ok {
+				c.handle(ctx, &runtimeReplied{Conn: rt.proxy, ID: r.Reply.Id, Reply: core.Reply{Status: int(r.Reply.Status), Body: r.Reply.Body}}, nil)
 			}
 			return true
 		}

@@ -35,7 +35,8 @@ import (
 // (the client's, or one made here), and each runtime's publish one made
 // here, so that a retry (a slow answer, a new owner) never stores twice. An agent runtime's socket is the exception to the
 // fan-out: its relay registers it with the owner, which sends it its
-// frames (RuntimeFrame) as to a local runtime.
+// frames (RuntimeFrame) as to a local runtime, and watches that relay: a
+// relay that goes away takes its runtime with it, as a dropped socket does.
 
 // relayIdle is how long a relay with no socket stays subscribed.
 const relayIdle = 30 * time.Second
@@ -188,7 +189,7 @@ func (r *relay) handle(ctx actor.Context, msg any, sender *actor.PID) {
 		r.waiting = slices.DeleteFunc(r.waiting, func(a *attachConnection) bool { return a.Conn.Equal(m.Conn) })
 		if _, ok := r.runtimes[m.Conn.Id]; ok {
 			delete(r.runtimes, m.Conn.Id)
-			r.toOwner(ctx, &clusterpb.DetachRuntime{Conn: refOf(m.Conn)})
+			r.runtimeGone(ctx, m.Conn)
 		}
 	case *runtimeReplied:
 		r.toOwner(ctx, &clusterpb.Command{Command: &clusterpb.Command_Reply{Reply: &clusterpb.RuntimeReply{
@@ -495,14 +496,20 @@ func (r *relay) ownerLost(ctx actor.Context) {
 // registered with it with 1012: they reconnect (with after_id) to register
 // with the next. Their replies would otherwise go to the next owner, which
 // does not know them.
+//
+// Each is also detached (runtimeGone), from the owner it had, which may
+// live on (a renewal found another), and from the next, which its attach
+// may have reached: either would otherwise keep it as the runtime and
+// refuse the runtime's reconnection with 1013.
 func (r *relay) dropOwner(ctx actor.Context) {
-	if r.owner != nil {
-		ctx.Unwatch(r.owner)
-		r.owner = nil
-	}
 	for id, t := range r.runtimes {
 		t.Close(disconnectOwnerMoved)
 		delete(r.runtimes, id)
+		r.runtimeGone(ctx, actor.NewPID(ctx.Self().Address, id)) // connections are actors of this node
+	}
+	if r.owner != nil {
+		ctx.Unwatch(r.owner)
+		r.owner = nil
 	}
 }
 
@@ -532,10 +539,14 @@ func (r *relay) refuseWaiting(ctx actor.Context, d core.Disconnect) {
 }
 
 // runtimeAttached completes a runtime socket's registration with the owner.
+// A socket that left while its attach was on its way (or was closed) is
+// detached again, through placement as its attach went: the DetachRuntime
+// sent when it left may have reached the owner before the attach.
 func (r *relay) runtimeAttached(ctx actor.Context, m *runtimeAttachedRemote) {
 	t, ok := r.runtimes[m.Attach.Conn.Id]
 	if !ok {
-		return // it detached meanwhile
+		r.detachThroughPlacement(m.Attach.Conn)
+		return
 	}
 	if m.Err != nil {
 		d := core.DisconnectUnavailable
@@ -565,6 +576,30 @@ func (r *relay) runtimeFrame(ctx actor.Context, m *clusterpb.RuntimeFrame) {
 		return
 	}
 	t.Send(m.Frame)
+}
+
+// runtimeGone tells the owner that a runtime socket of this relay is gone,
+// so that the next runtime may attach: straight to the owner the relay
+// follows, if any, behind what the socket sent, and through placement, as
+// the socket's attach went: while the conversation moves, that may have
+// reached another activation than the one the relay follows.
+func (r *relay) runtimeGone(ctx actor.Context, conn *actor.PID) {
+	r.toOwner(ctx, &clusterpb.DetachRuntime{Conn: refOf(conn)})
+	r.detachThroughPlacement(conn)
+}
+
+// detachThroughPlacement sends DetachRuntime for conn to whichever
+// activation owns the conversation now, off the mailbox. It is idempotent:
+// an activation that does not have the runtime answers and does nothing.
+func (r *relay) detachThroughPlacement(conn *actor.PID) {
+	p, id, log, msg := r.owners, r.id, r.sys.log, &clusterpb.DetachRuntime{Conn: refOf(conn)}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), attachTimeout)
+		defer cancel()
+		if _, err := p.call(ctx, id, same(msg)); err != nil {
+			log.Warn("cluster: detach a runtime from its conversation's owner", "conversation", id, "err", err)
+		}
+	}()
 }
 
 // toOwner sends the owner a message that needs no answer.
@@ -703,9 +738,18 @@ func (s *System) forwardVia(ctx actor.Context, owner *actor.PID, m addressed, se
 
 // relayState is the relays an owner serves, and the remote runtime.
 type relayState struct {
-	relays   map[string]*actor.PID // by wireKey
-	version  uint64                // the state version the relays last got
-	runtimes map[string]*actor.PID // a remote runtime socket (wireKey) -> its local proxy
+	relays   map[string]*actor.PID    // by wireKey
+	version  uint64                   // the state version the relays last got
+	runtimes map[string]remoteRuntime // by the runtime socket's connection (wireKey)
+}
+
+// remoteRuntime is a runtime socket another node holds: the local proxy
+// that stands for its connection, and the socket as the conversation sees
+// it, through the relay it came by, which the activation watches while it
+// holds the runtime.
+type remoteRuntime struct {
+	proxy     *actor.PID
+	transport *remoteTransport
 }
 
 // subscribeRelay adds a relay and answers it where the log is durable and
@@ -789,28 +833,77 @@ func (a *clusterActivation) attachRuntime(ctx actor.Context, c *conversation, m 
 		reply(ctx, sender, &clusterpb.Result{Error: encodeError(fmt.Errorf("register the runtime: %w", err))})
 		return
 	}
-	if a.rs.runtimes == nil {
-		a.rs.runtimes = make(map[string]*actor.PID)
-	}
-	a.rs.runtimes[wireKey(conn)] = proxy
 	replay := Replay{Mode: ReplayMode(m.ReplayMode), AfterID: m.AfterId}
 	if m.SinceUnixMicro != 0 {
 		replay.Since = time.UnixMicro(m.SinceUnixMicro).UTC()
 	}
 	t := &remoteTransport{root: ctx.ActorSystem().Root, relay: relay, conn: m.Conn}
 	c.attach(ctx, &attachConnection{ConversationID: c.id, Conn: proxy, Transport: t, Replay: replay, Runtime: true})
+	if c.isRuntime(proxy) { // not refused (the socket is closed, and the proxy stops)
+		if a.rs.runtimes == nil {
+			a.rs.runtimes = make(map[string]remoteRuntime)
+		}
+		a.rs.runtimes[wireKey(conn)] = remoteRuntime{proxy: proxy, transport: t}
+		ctx.Watch(relay)
+	}
 	reply(ctx, sender, &clusterpb.Result{})
 }
 
-// detachRuntime takes the relay's notice that the runtime's socket is gone.
-func (a *clusterActivation) detachRuntime(ctx actor.Context, c *conversation, conn *clusterpb.Ref) {
-	proxy, ok := a.rs.runtimes[wireKey(pidOf(conn))]
+// detachRuntime takes the relay's notice that the runtime's socket is gone,
+// and answers it (a relay with no owner yet sends it through placement). A
+// runtime it does not have (detached already, or attached elsewhere) is
+// ignored.
+func (a *clusterActivation) detachRuntime(ctx actor.Context, c *conversation, conn *clusterpb.Ref, sender *actor.PID) {
+	a.dropRuntime(ctx, c, wireKey(pidOf(conn)))
+	reply(ctx, sender, &clusterpb.Result{})
+}
+
+// dropRuntime detaches the remote runtime key, as when a local runtime's
+// connection detaches: a run in progress is reported lost.
+func (a *clusterActivation) dropRuntime(ctx actor.Context, c *conversation, key string) {
+	rt, ok := a.rs.runtimes[key]
 	if !ok {
 		return
 	}
-	delete(a.rs.runtimes, wireKey(pidOf(conn)))
-	c.handle(ctx, &detachConnection{ConversationID: c.id, Conn: proxy}, nil)
-	ctx.Stop(proxy)
+	delete(a.rs.runtimes, key)
+	c.handle(ctx, &detachConnection{ConversationID: c.id, Conn: rt.proxy}, nil)
+	ctx.Stop(rt.proxy)
+	a.unwatchRelay(ctx, rt.transport.relay)
+}
+
+// relayGone takes the Terminated of a relay the activation watches: its
+// node went away, the connection to it dropped, or it stopped. The relay
+// is forgotten, and so are the runtime sockets it held, each as its
+// DetachRuntime would (the relay can no longer send one): a run in
+// progress is reported lost, and the runtime's reconnection, through any
+// node, is accepted. Each socket is told to close in case its relay lives
+// on behind a dropped connection: the runtime reconnects.
+func (a *clusterActivation) relayGone(ctx actor.Context, c *conversation, relay *actor.PID) {
+	delete(a.rs.relays, wireKey(relay))
+	for key, rt := range a.rs.runtimes {
+		if wireKey(rt.transport.relay) == wireKey(relay) {
+			rt.transport.Close(disconnectRelayLost)
+			a.dropRuntime(ctx, c, key)
+		}
+	}
+}
+
+// disconnectRelayLost closes a runtime's socket whose node the owner lost
+// contact with: the runtime reconnects, through any node.
+var disconnectRelayLost = core.Disconnect{Code: core.CloseServiceRestart, Reason: "Lost contact with this socket's node; reconnect"}
+
+// unwatchRelay stops watching relay once it neither follows the activation
+// nor holds one of its runtimes.
+func (a *clusterActivation) unwatchRelay(ctx actor.Context, relay *actor.PID) {
+	if a.rs.relays[wireKey(relay)] != nil {
+		return
+	}
+	for _, rt := range a.rs.runtimes {
+		if wireKey(rt.transport.relay) == wireKey(relay) {
+			return
+		}
+	}
+	ctx.Unwatch(relay)
 }
 
 // remoteTransport is a runtime socket on another node, as the conversation
