@@ -313,9 +313,14 @@ func (r *relay) subscribed(ctx actor.Context, m *relaySubscribed) {
 	case m.Refused:
 		// The owner could not load the conversation (the store is
 		// unavailable): the sockets waiting are closed as on a single node
-		// (1013, 1011), and the next socket asks again.
+		// (1013, 1011), and the next socket asks again. A relay that was
+		// following the log has sockets that a new owner must serve: it
+		// asks again until one can (the store is back).
 		r.sys.log.Warn("cluster: a conversation's owner refused a subscription", "conversation", r.id, "err", m.Err)
 		r.refuseWaiting(ctx, goneDisconnect(m.Err))
+		if r.ready {
+			r.retryLater(ctx)
+		}
 		return
 	case m.Err != nil:
 		r.sys.log.Warn("cluster: subscribe to a conversation's owner failed; retrying", "conversation", r.id, "err", m.Err)

@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -423,5 +424,55 @@ func TestRelayKeepsTheNewerState(t *testing.T) {
 		if got, _ := value["marker"].(string); got != step.want {
 			t.Fatalf("%s: a socket attaching got the full_state %q, want %q", step.name, got, step.want)
 		}
+	}
+}
+
+// scriptedOwners answers each Subscribe with the next answer in answers.
+type scriptedOwners struct {
+	answers chan any
+	asked   chan struct{}
+}
+
+func (o *scriptedOwners) call(ctx context.Context, _ string, msg func(bool) proto.Message) (any, error) {
+	if _, ok := msg(false).(*clusterpb.Subscribe); !ok {
+		return &clusterpb.Result{}, nil
+	}
+	o.asked <- struct{}{}
+	select {
+	case a := <-o.answers:
+		return a, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// TestRelayFollowingTheLogAsksAgainWhenRefused: a relay that was
+// subscribed (it has a live socket) loses its owner, and the next
+// activation cannot load the conversation (a store blip) and refuses the
+// subscription: the relay asks again, for its sockets, until an owner
+// serves it. Before, it asked no more: its socket stayed open and deaf.
+func TestRelayFollowingTheLogAsksAgainWhenRefused(t *testing.T) {
+	sys, st, id, evs := seeded(t, 1)
+	o := &scriptedOwners{answers: make(chan any, 8), asked: make(chan struct{}, 8)}
+	a, _ := inbox(t, sys)
+	relay := startRelay(t, sys, id, o)
+	<-o.asked
+	o.answers <- &clusterpb.Subscribed{Durable: 0, State: stateOf(t, st, id), Owner: refOf(a)}
+	tr := relaySocket(t, sys, relay, id)
+	tr.waitFrames(t, 1)
+
+	sys.root.Send(relay, &clusterpb.Closing{Owner: refOf(a)}) // the owner moves
+	<-o.asked
+	o.answers <- &clusterpb.Result{Error: encodeError(fmt.Errorf("load conversation %s: %w", id, core.ErrUnavailable))}
+	select {
+	case <-o.asked:
+	case <-time.After(30 * time.Second):
+		t.Fatal("after a refused re-subscription the relay did not ask again: its socket is open and deaf")
+	}
+	o.answers <- &clusterpb.Subscribed{Durable: 1, State: stateOf(t, st, id), Owner: refOf(a)}
+	sys.root.Send(relay, eventsOf(evs[0]))
+	wantIDs(t, tr, evs)
+	if tr.isClosed() {
+		t.Error("the socket was closed")
 	}
 }
