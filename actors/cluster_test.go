@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -405,5 +406,119 @@ func TestRelayWithAnUnreachableOwnerCanGoIdle(t *testing.T) {
 	}
 	if got.active.After(detached) {
 		t.Errorf("the relay was last active %s after the detach, with nothing but its own retries", got.active.Sub(detached).Round(time.Millisecond))
+	}
+}
+
+// stuckState never completes a state write once hold is set: the owner
+// "dies" between its event's commit and its state's write.
+type stuckState struct {
+	core.Store
+	hold atomic.Bool
+}
+
+func (s *stuckState) UpdateConversation(ctx context.Context, c *core.Conversation) error {
+	if s.hold.Load() {
+		time.Sleep(2 * time.Second)
+		return errors.New("owner died before its state write")
+	}
+	return s.Store.UpdateConversation(ctx, c)
+}
+
+// TestRetriedStateUpdateIsAppliedAtTheNewOwner: a runtime's state update
+// is stored (its event) but its owner stops before the conversation's row
+// is written; the forwarding node retries at the new owner, which applies
+// it. With the forwarding node's key, the retry was answered with the
+// first attempt's event and applied nothing: the change was lost although
+// the runtime was told it succeeded.
+func TestRetriedStateUpdateIsAppliedAtTheNewOwner(t *testing.T) {
+	st := &stuckState{Store: memstore.New()}
+	sys := startSystem(t, st, 0)
+	id := createConv(t, sys)
+	st.hold.Store(true)
+	p, err := core.ParsePublished([]byte(`{"kind":"ConversationStateUpdateEvent","source":"environment","key":"stats","value":{"usage_to_metrics":{"x":1}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire := func(retry bool) *clusterpb.Command {
+		msg, err := toOwner(&publishEvent{ConversationID: id, Ref: "r", Event: p, Key: "~k"}, retry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg.(*clusterpb.Command)
+	}
+	a := spawnOwner(t, sys, id)
+	sys.root.Send(a, wire(false)) // its answer is lost with the owner
+	deadline := time.Now().Add(5 * time.Second)
+	for countKind(t, st, id, core.KindStateUpdate) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the state update never reached the log")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = sys.root.StopFuture(a).Wait()
+	st.hold.Store(false)
+
+	b := spawnOwner(t, sys, id)
+	res, err := sys.root.RequestFuture(b, wire(true), 5*time.Second).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res.(*clusterpb.Result); r.Error != nil || r.Event == nil {
+		t.Fatalf("retry answered %v", r)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		conv, err := st.Conversation(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(conv.Stats) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the retry was answered as stored, but the conversation's stats are %q: the update is lost", conv.Stats)
+		}
+	}
+}
+
+type keysProbe struct{ reply chan [2]int }
+
+// TestOwnerForgetsForwardedKeysOnceStored: the owner keeps a forwarding
+// node's key in memory only until its event is stored; a retry then finds
+// it in the store. Before, every forwarded publish left its whole event
+// (body and wire form) in memory until maxKeys (4096) of them were held:
+// 200 observations of 64 KiB held 25 MB.
+func TestOwnerForgetsForwardedKeysOnceStored(t *testing.T) {
+	sys := startSystem(t, memstore.New(), 0)
+	id := createConv(t, sys)
+	c := newConversation(sys, id, ownerOnANode{&clusterActivation{}})
+	owner := sys.root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if p, ok := ctx.Message().(*keysProbe); ok {
+			n, bytes := 0, 0
+			for _, k := range c.keys {
+				if k.event != nil {
+					n++
+					bytes += len(k.event.Raw) + len(k.event.Body)
+				}
+			}
+			p.reply <- [2]int{n, bytes}
+			return
+		}
+		c.Receive(ctx)
+	}))
+	t.Cleanup(func() { _ = sys.root.StopFuture(owner).Wait() })
+	obs := strings.Repeat("x", 64<<10)
+	for i := range 200 {
+		cmd := &clusterpb.Command{Command: &clusterpb.Command_Publish{Publish: &clusterpb.Publish{
+			Ref: fmt.Sprint(i), Source: string(core.SourceEnvironment), Kind: "ObservationEvent",
+			Body: []byte(`{"observation":"` + obs + `"}`), IdempotencyKey: fmt.Sprintf("~%d", i)}}}
+		if _, err := sys.root.RequestFuture(owner, cmd, 5*time.Second).Result(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &keysProbe{reply: make(chan [2]int, 1)}
+	sys.root.Send(owner, p)
+	got := <-p.reply
+	if got[0] > 0 {
+		t.Errorf("settled publishes stay cached: %d events, %d KiB", got[0], got[1]>>10)
 	}
 }

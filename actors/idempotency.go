@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -209,6 +210,13 @@ func (c *conversation) keyDurable(ctx actor.Context, ev *core.Event) {
 		c.reply(ctx, w.sender, duplicateAnswer(ev, w.msg))
 	}
 	k.waiters = nil
+	if strings.HasPrefix(ev.IdempotencyKey, "~") {
+		// A forwarding node's key: a retry of it comes with CheckKey and
+		// finds the event in the store. Holding every forwarded event
+		// here (a runtime's observations, up to maxKeys of them) would
+		// cost the owner their whole size.
+		delete(c.keys, ev.IdempotencyKey)
+	}
 }
 
 // keysFailed forgets the keys of events that were not stored and fails the

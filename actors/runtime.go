@@ -358,7 +358,16 @@ func (c *conversation) publish(ctx actor.Context, m *publishEvent, sender *actor
 		c.queue(afterState{frame: ev.Raw, reply: sender, msg: &eventPublished{Ref: m.Ref, Event: ev}})
 		return
 	}
-	if m.Key != "" && c.keyed(ctx, m.Key, m.CheckKey, m, sender) {
+	// A state update is not keyed: applying it again is a no-op when the
+	// first attempt's state was saved (it changes nothing, and is answered
+	// without storing), and applies it when the first attempt's event was
+	// stored but its owner stopped before saving the state, which a key
+	// would answer as done.
+	key := m.Key
+	if p.Kind == core.KindStateUpdate {
+		key = ""
+	}
+	if key != "" && c.keyed(ctx, key, m.CheckKey, m, sender) {
 		return
 	}
 	var next *core.Conversation
@@ -374,7 +383,7 @@ func (c *conversation) publish(ctx actor.Context, m *publishEvent, sender *actor
 			return
 		}
 	}
-	ev, err := c.enqueue(ctx, p.Source, p.Kind, p.ParentID, p.Body, m.Key)
+	ev, err := c.enqueue(ctx, p.Source, p.Kind, p.ParentID, p.Body, key)
 	if err != nil {
 		fail(err)
 		return
