@@ -14,8 +14,6 @@ import (
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/core/boltstore"
 	"github.com/agent-server/agent-server/core/memstore"
-	"github.com/agent-server/agent-server/core/pgstore"
-	"github.com/agent-server/agent-server/core/pgstore/pgtest"
 )
 
 // benchStores are the stores the durability benchmarks compare: memory is
@@ -36,19 +34,7 @@ var benchStores = []struct {
 		b.Cleanup(func() { st.Close() })
 		return st
 	}},
-	{"postgres", func(b *testing.B, _ boltstore.Options) core.Store {
-		st, err := pgstore.Open(pgtest.DSN(b), nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { st.Close() })
-		for deadline := time.Now().Add(time.Minute); st.Ready(context.Background()) != nil; time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				b.Fatal(st.Ready(context.Background()))
-			}
-		}
-		return st
-	}},
+	{"postgres", func(b *testing.B, _ boltstore.Options) core.Store { return openPostgres(b) }},
 }
 
 // message200 is a MessageEvent body whose text is 200 bytes.

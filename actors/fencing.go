@@ -16,12 +16,13 @@ import (
 // cluster can briefly activate one conversation on two members while their
 // views of the membership differ (asynkron/protoactor-go#799). So each
 // activation takes a new ownership epoch from the conversation's row as it
-// loads (core.Fencer.Acquire), every append it makes carries that epoch,
-// and the store refuses an append whose epoch is no longer the
-// conversation's (core.ErrFenced). An activation whose append is fenced
-// stops (conversation.stored ends it): its relays attach again to the live
-// owner, and its callers retry there; nothing it tried to append lands, and
-// no conversation ever has two events with one Seq.
+// loads (core.Fencer.Acquire), every append and every write of the state
+// it makes carries that epoch, and the store refuses one whose epoch is no
+// longer the conversation's (core.ErrFenced). An activation whose append
+// or state write is fenced stops (conversation.stored, stateSaved end it):
+// its relays attach again to the live owner, and its callers retry there;
+// nothing it tried to write lands, no conversation ever has two events
+// with one Seq, and no stale owner overwrites the live one's state.
 
 // load takes a new epoch and reads where the log ends at that epoch: from
 // then on no older activation can append, so the log this one continues is

@@ -102,20 +102,28 @@ func (c *conversation) save(ctx actor.Context) {
 		return
 	}
 	c.ctl.writing = true
-	self, root, store, snap, v := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.conv, c.ctl.version
+	self, root, store, snap, v, epoch := ctx.Self(), ctx.ActorSystem().Root, c.sys.store, c.conv, c.ctl.version, c.epoch
 	go func() {
-		err := store.UpdateConversation(context.Background(), snap)
+		err := store.UpdateConversation(context.Background(), snap, epoch)
 		root.Send(self, &stateStored{Version: v, Err: err})
 	}()
 }
 
 // stateSaved takes a write's outcome. A failed write fails the commands
 // waiting for it; a later change writes the whole state again (at once if
-// one came during the failed write).
+// one came during the failed write). A write refused because a newer
+// activation owns the conversation (its epoch is stale) ends this one, as
+// a fenced append does (stored): it wrote nothing, and the next use loads
+// the owner's state afresh.
 func (c *conversation) stateSaved(ctx actor.Context, m *stateStored) {
 	c.ctl.writing = false
 	if m.Err != nil {
-		if !c.gone && !errors.Is(m.Err, core.ErrNotFound) {
+		fenced := errors.Is(m.Err, core.ErrFenced)
+		switch {
+		case fenced && !c.gone:
+			c.sys.metrics.fenced()
+			c.sys.log.Error("write conversation state: a newer activation owns the conversation; replacing this one", "conversation", c.id, "err", m.Err)
+		case !c.gone && !errors.Is(m.Err, core.ErrNotFound):
 			c.sys.log.Error("write conversation state", "conversation", c.id, "err", m.Err)
 		}
 		keep := c.ctl.after[:0]
@@ -127,7 +135,11 @@ func (c *conversation) stateSaved(ctx actor.Context, m *stateStored) {
 			keep = append(keep, a)
 		}
 		c.ctl.after = keep
-		if c.ctl.version > m.Version && !c.gone {
+		switch {
+		case c.gone:
+		case fenced:
+			c.end(ctx, core.DisconnectInternalError, m.Err)
+		case c.ctl.version > m.Version:
 			c.save(ctx) // changes made meanwhile: the next write carries them and those before
 		}
 		return

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -680,5 +681,151 @@ func TestForkFromAnEventWhoseParentIsNotInALongLog(t *testing.T) {
 	evs, _ := st.Events(ctx, fork.ID, 0, 0)
 	if len(evs) != 2 || evs[0].ID != orphan.ID || evs[1].ID != child.ID {
 		t.Errorf("the fork holds %v, want the orphan and its child", evs)
+	}
+}
+
+// While a navigate waits for an append the store has not confirmed, only
+// what must follow the navigate waits behind it: a relay's Subscribe is
+// answered with the state and the durable Seq as they were before the
+// navigate, a socket and a runtime attach and get their first frame, and
+// each then gets the pending event once it is stored. A post after the
+// navigate still waits for it and branches from the new HEAD. Before,
+// every one of them waited for the append's commit (pgstore: up to a
+// minute), so that sockets were closed with 1013 and relays timed out.
+func TestHeldNavigateLetsSocketsAndRelaysThrough(t *testing.T) {
+	st := &gatedStore{Store: memstore.New(), gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	sys := startSystem(t, st, 0)
+	open := sync.OnceFunc(func() { close(st.gate) })
+	t.Cleanup(open) // before the System's shutdown, which flushes the writer
+	id := createConv(t, sys)
+	owner := sys.root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+		return newConversation(sys, id, ownerOnANode{&clusterActivation{}})
+	}))
+	t.Cleanup(func() { _ = sys.root.StopFuture(owner).Wait() })
+	request := func(msg any) *actor.Future { return sys.root.RequestFuture(owner, msg, 30*time.Second) }
+
+	durable, err := st.LastSeq(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	posted := request(&appendEvent{ConversationID: id, Source: core.SourceAgent, Kind: core.KindMessage, Body: messageBody("in flight")})
+	select {
+	case <-st.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the append never reached the store")
+	}
+	navigated := request(&navigateConversation{ConversationID: id})
+	after := request(&appendEvent{ConversationID: id, Source: core.SourceAgent, Kind: core.KindMessage, Body: messageBody("after")})
+
+	relay, relayGot := inbox(t, sys)
+	res, err := sys.root.RequestFuture(owner, &clusterpb.Subscribe{Relay: refOf(relay)}, 10*time.Second).Result()
+	sub, ok := res.(*clusterpb.Subscribed)
+	if err != nil || !ok {
+		t.Fatalf("Subscribe while a navigate waits answered %v (%v), want Subscribed", res, err)
+	}
+	if sub.Durable != durable {
+		t.Errorf("Subscribed.Durable = %d, want %d (the pending append is not durable)", sub.Durable, durable)
+	}
+	client, runtime := newFakeTransport(), newFakeTransport()
+	for _, a := range []struct {
+		tr      *fakeTransport
+		runtime bool
+	}{{client, false}, {runtime, true}} {
+		conn, _ := inbox(t, sys)
+		sys.root.Send(owner, &attachConnection{ConversationID: id, Conn: conn, Transport: a.tr, Runtime: a.runtime})
+	}
+	if f := client.waitFrames(t, 1)[0]; f["key"] != core.StateKeyFullState {
+		t.Errorf("the client's first frame is %v, want full_state", f)
+	}
+	if f := runtime.waitFrames(t, 1)[0]; f["type"] != core.FrameTypeState {
+		t.Errorf("the runtime's first frame is %v, want a state frame", f)
+	}
+
+	open()
+	res, err = posted.Result()
+	inFlight, ok := res.(*eventAppended)
+	if err != nil || !ok {
+		t.Fatalf("the post in flight answered %v (%v)", res, err)
+	}
+	if res, err := navigated.Result(); err != nil || !isDone(res) {
+		t.Errorf("navigate answered %v (%v), want done", res, err)
+	}
+	res, err = after.Result()
+	afterNav, ok := res.(*eventAppended)
+	if err != nil || !ok {
+		t.Fatalf("the post after the navigate answered %v (%v)", res, err)
+	}
+	if p := parentOf(t, st, id, afterNav.Event); p != core.RootParentID {
+		t.Errorf("the post after the navigate to none: parent_id %q, want %q", p, core.RootParentID)
+	}
+	if got := textOf(t, client.waitFrames(t, 2)[1]); got != "in flight" {
+		t.Errorf("the client's second frame says %q, want the post in flight", got)
+	}
+	for {
+		select {
+		case m := <-relayGot:
+			evs, ok := m.(*clusterpb.Events)
+			if !ok || len(evs.Events) == 0 {
+				continue
+			}
+			if evs.Events[0].Id != inFlight.Event.ID {
+				t.Errorf("the relay's first event is %s, want the post in flight %s", evs.Events[0].Id, inFlight.Event.ID)
+			}
+			return
+		case <-time.After(10 * time.Second):
+			t.Fatal("the relay never got the post in flight")
+		}
+	}
+}
+
+// A runtime that publishes the end of its run and goes while a navigate
+// waits for an append: its place is free at once, so a runtime that
+// reconnects is taken, and its run counts as lost only if it still runs
+// after the publishes it sent before it went. Here they finished it: no
+// ConversationErrorEvent, status finished.
+func TestRuntimeLeavesBehindAHeldNavigate(t *testing.T) {
+	mem := memstore.New()
+	st := &heldWrite{Store: mem, entered: make(chan struct{}, 1)}
+	sys, err := New(Options{Store: st, Chains: staticChains{}, Conversations: config.Conversations{IdleTimeout: time.Minute, RuntimeWait: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shutdown(t, sys) })
+	h := &harness{sys: sys, store: mem}
+	id := createConv(t, sys)
+	_, _, conn := h.running(t, id)
+
+	release := st.hold()
+	inFlight := make(chan error, 1)
+	go func() {
+		_, err := sys.PostEvent(context.Background(), id, core.SourceAgent, core.KindMessage, messageBody("in flight"))
+		inFlight <- err
+	}()
+	<-st.entered
+	nav := sys.root.RequestFuture(sys.registry, &navigateConversation{ConversationID: id}, 10*time.Second)
+	counts(t, sys)
+	conn.Deliver(publishFrame(t, "done", `{"kind":"ConversationStateUpdateEvent","key":"execution_status","value":"finished"}`))
+	conn.Closed()
+	h.attachRuntime(t, id) // fails on a timeout if the attach waits, or if the runtime's place is still taken
+	release(nil)
+
+	if err := <-inFlight; err != nil {
+		t.Errorf("the post in flight: %v", err)
+	}
+	if res, err := nav.Result(); err != nil || !isDone(res) {
+		t.Errorf("navigate answered %#v, %v; want done", res, err)
+	}
+	post(t, sys, id, "last") // durable after whatever the detach appended
+	evs, err := mem.Events(context.Background(), id, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Kind == core.KindConversationError {
+			t.Errorf("the log has a %s at Seq %d: the run that finished before its runtime went counted as lost", ev.Kind, ev.Seq)
+		}
+	}
+	if got := h.status(t, id); got != core.StatusFinished {
+		t.Errorf("status = %s, want finished", got)
 	}
 }

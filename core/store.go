@@ -53,8 +53,12 @@ type Store interface {
 	Conversation(ctx context.Context, id string) (*Conversation, error)
 	// Conversations returns copies of every conversation, in no set order.
 	Conversations(ctx context.Context) ([]*Conversation, error)
-	// UpdateConversation replaces the stored metadata of c.ID, or ErrNotFound.
-	UpdateConversation(ctx context.Context, c *Conversation) error
+	// UpdateConversation replaces the stored metadata of c.ID, or
+	// ErrNotFound. With an epoch other than 0 (a cluster activation's, see
+	// Fencer) it is refused with ErrFenced unless that is the
+	// conversation's current epoch, as a stale activation's appends are;
+	// epoch 0 (a single node, a tool) replaces it whatever the epoch.
+	UpdateConversation(ctx context.Context, c *Conversation, epoch uint64) error
 	// DeleteConversation removes a conversation and all its events, or ErrNotFound.
 	DeleteConversation(ctx context.Context, id string) error
 

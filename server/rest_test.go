@@ -250,7 +250,7 @@ func (a *testAPI) setStatus(id string, st core.ExecutionStatus) {
 		a.t.Fatal(err)
 	}
 	c.ExecutionStatus = st
-	if err := a.backend.store.UpdateConversation(ctx, c); err != nil {
+	if err := a.backend.store.UpdateConversation(ctx, c, 0); err != nil {
 		a.t.Fatal(err)
 	}
 }
@@ -636,7 +636,7 @@ func seedConversations(t *testing.T, api *testAPI, n int) []string {
 		if i%3 == 0 {
 			c.ExecutionStatus = core.StatusRunning
 		}
-		if err := api.backend.store.UpdateConversation(ctx, c); err != nil {
+		if err := api.backend.store.UpdateConversation(ctx, c, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

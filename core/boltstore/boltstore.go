@@ -196,12 +196,16 @@ func (s *Store) Conversations(_ context.Context) ([]*core.Conversation, error) {
 	return out, nil
 }
 
-// UpdateConversation replaces the metadata of c.ID.
-func (s *Store) UpdateConversation(_ context.Context, c *core.Conversation) error {
+// UpdateConversation replaces the metadata of c.ID. A bolt file has one
+// owner, whose epoch is 0: any other is fenced.
+func (s *Store) UpdateConversation(_ context.Context, c *core.Conversation, epoch uint64) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		convs := tx.Bucket(bucketConversations)
 		if convs.Get([]byte(c.ID)) == nil {
 			return core.ErrNotFound
+		}
+		if epoch != 0 {
+			return fmt.Errorf("epoch %d: %w", epoch, core.ErrFenced)
 		}
 		v, err := json.Marshal(c)
 		if err != nil {

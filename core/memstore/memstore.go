@@ -73,13 +73,17 @@ func (s *Store) Conversations(_ context.Context) ([]*core.Conversation, error) {
 	return out, nil
 }
 
-// UpdateConversation replaces the metadata of c.ID.
-func (s *Store) UpdateConversation(_ context.Context, c *core.Conversation) error {
+// UpdateConversation replaces the metadata of c.ID. The store has one
+// owner, whose epoch is 0: any other is fenced.
+func (s *Store) UpdateConversation(_ context.Context, c *core.Conversation, epoch uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, err := s.lookup(c.ID)
 	if err != nil {
 		return err
+	}
+	if epoch != 0 {
+		return fmt.Errorf("update conversation %s: epoch %d: %w", c.ID, epoch, core.ErrFenced)
 	}
 	e.conv = c.Clone()
 	return nil

@@ -19,10 +19,11 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING`
 	sqlConversation  = `SELECT doc, updated_at, last_seq FROM conversations WHERE id = $1`
 	sqlConversations = `SELECT doc, updated_at, last_seq FROM conversations`
 	// An empty log's updated_at follows the document; once events exist,
-	// appends own it.
+	// appends own it. An epoch other than 0 must be the current one, as an
+	// append's must (sqlAdvance).
 	sqlUpdateConversation = `UPDATE conversations
 SET doc = $2, execution_status = $3, updated_at = CASE WHEN last_seq = 0 THEN $4 ELSE updated_at END
-WHERE id = $1`
+WHERE id = $1 AND ($5::bigint = 0 OR epoch = $5::bigint)`
 	sqlDeleteConversation = `DELETE FROM conversations WHERE id = $1`
 	// sqlAcquire takes a new ownership epoch: appends of older epochs match
 	// nothing from now on (sqlAdvance checks it).
@@ -119,8 +120,9 @@ func scanConversation(row pgx.Row) (*core.Conversation, error) {
 	return c, nil
 }
 
-// UpdateConversation replaces the metadata of c.ID.
-func (s *Store) UpdateConversation(ctx context.Context, c *core.Conversation) error {
+// UpdateConversation replaces the metadata of c.ID, if epoch is 0 or the
+// conversation's current one.
+func (s *Store) UpdateConversation(ctx context.Context, c *core.Conversation, epoch uint64) error {
 	if err := s.check(); err != nil {
 		return fmt.Errorf("update conversation %s: %w", c.ID, err)
 	}
@@ -132,11 +134,19 @@ func (s *Store) UpdateConversation(ctx context.Context, c *core.Conversation) er
 	if err != nil {
 		return fmt.Errorf("update conversation %s: encode: %w", c.ID, err)
 	}
-	tag, err := s.pool.Exec(ctx, sqlUpdateConversation, u, doc, string(c.ExecutionStatus), c.UpdatedAt)
+	tag, err := s.pool.Exec(ctx, sqlUpdateConversation, u, doc, string(c.ExecutionStatus), c.UpdatedAt, int64(epoch))
 	if err != nil {
 		return fmt.Errorf("update conversation %s: %w", c.ID, classify(err))
 	}
 	if tag.RowsAffected() == 0 {
+		if epoch != 0 {
+			// Missing, or owned by a newer activation: the row says which.
+			if current, err := s.Epoch(ctx, c.ID); err == nil {
+				return fmt.Errorf("update conversation %s: epoch %d, the conversation is at %d: %w", c.ID, epoch, current, core.ErrFenced)
+			} else if !errors.Is(err, core.ErrNotFound) {
+				return fmt.Errorf("update conversation %s: %w", c.ID, err)
+			}
+		}
 		return fmt.Errorf("update conversation %s: %w", c.ID, core.ErrNotFound)
 	}
 	return nil

@@ -95,7 +95,7 @@ func copyConversation(ctx context.Context, from, to core.Store, c *core.Conversa
 			return &DivergedError{ConversationID: c.ID, What: fmt.Sprintf("it was created at %s in the target, %s in the source", stored.CreatedAt, c.CreatedAt)}
 		}
 		if !sameMetadata(stored, c) {
-			if err := to.UpdateConversation(ctx, c); err != nil {
+			if err := to.UpdateConversation(ctx, c, 0); err != nil {
 				return fmt.Errorf("update conversation %s in the target: %w", c.ID, err)
 			}
 		}

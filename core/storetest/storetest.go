@@ -21,6 +21,7 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 	t.Run("batch", func(t *testing.T) { testBatch(t, open(t)) })
 	t.Run("concurrent batches", func(t *testing.T) { testConcurrent(t, open(t)) })
 	t.Run("refusals", func(t *testing.T) { testRefusals(t, open(t)) })
+	t.Run("update", func(t *testing.T) { testUpdate(t, open(t)) })
 	t.Run("search", func(t *testing.T) { testSearch(t, open(t)) })
 	t.Run("idempotency keys", func(t *testing.T) { testKeys(t, open(t)) })
 	t.Run("fork", func(t *testing.T) { testFork(t, open(t)) })
@@ -252,6 +253,69 @@ func testRefusals(t *testing.T, s core.Store) {
 	}
 	if e, err := s.EventByID(ctx, a, first.ID); err != nil || e.Seq != 1 {
 		t.Errorf("the first event's ID now names %v (%v), want seq 1", e, err)
+	}
+}
+
+// UpdateConversation replaces the metadata with epoch 0 (a single node's,
+// a tool's) whatever the conversation's epoch, and with another epoch
+// only if it is the current one: a stale epoch is refused with ErrFenced
+// and changes nothing, as a stale append is. A store that cannot fence
+// has one owner, at epoch 0: it fences every other. An unknown
+// conversation is ErrNotFound, whatever the epoch.
+func testUpdate(t *testing.T, s core.Store) {
+	ctx := context.Background()
+	id := NewConversation(t, s)
+	update := func(title string, epoch uint64) error {
+		t.Helper()
+		c, err := s.Conversation(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Title = title
+		return s.UpdateConversation(ctx, c, epoch)
+	}
+	title := func() string {
+		t.Helper()
+		c, err := s.Conversation(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Title
+	}
+	current, stale := uint64(0), uint64(7)
+	if f, ok := s.(core.Fencer); ok {
+		old, _, err := f.Acquire(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if current, _, err = f.Acquire(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		stale = old
+	}
+	for _, tt := range []struct {
+		title   string
+		epoch   uint64
+		wantErr error
+		want    string // the stored title after
+	}{
+		{"by the owner", current, nil, "by the owner"},
+		{"by a stale owner", stale, core.ErrFenced, "by the owner"},
+		{"by a tool", 0, nil, "by a tool"},
+	} {
+		err := update(tt.title, tt.epoch)
+		if (err == nil) != (tt.wantErr == nil) || (tt.wantErr != nil && !errors.Is(err, tt.wantErr)) {
+			t.Errorf("update %s (epoch %d): err = %v, want %v", tt.title, tt.epoch, err, tt.wantErr)
+		}
+		if got := title(); got != tt.want {
+			t.Errorf("after the update %s: title %q, want %q", tt.title, got, tt.want)
+		}
+	}
+	for _, epoch := range []uint64{0, stale} {
+		missing := &core.Conversation{ID: core.NewID(), ExecutionStatus: core.StatusIdle}
+		if err := s.UpdateConversation(ctx, missing, epoch); !errors.Is(err, core.ErrNotFound) {
+			t.Errorf("update of an unknown conversation (epoch %d): %v, want ErrNotFound", epoch, err)
+		}
 	}
 }
 
