@@ -416,12 +416,12 @@ type stuckState struct {
 	hold atomic.Bool
 }
 
-func (s *stuckState) UpdateConversation(ctx context.Context, c *core.Conversation) error {
+func (s *stuckState) UpdateConversation(ctx context.Context, c *core.Conversation, epoch uint64) error {
 	if s.hold.Load() {
 		time.Sleep(2 * time.Second)
 		return errors.New("owner died before its state write")
 	}
-	return s.Store.UpdateConversation(ctx, c)
+	return s.Store.UpdateConversation(ctx, c, epoch)
 }
 
 // TestRetriedStateUpdateIsAppliedAtTheNewOwner: a runtime's state update
