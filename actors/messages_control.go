@@ -130,11 +130,6 @@ type runtimeWaitOver struct {
 	Token uint64
 }
 
-// runtimeGone is what a runtime's detach leaves behind a held navigate
-// (tree.go): whether the run it left was lost is decided in its turn,
-// after the publishes the runtime sent before it went.
-type runtimeGone struct{}
-
 // runtimeReplyOver tells a conversation actor, from a timer, that the
 // command ID waited for its runtime's reply as long as it may.
 type runtimeReplyOver struct {

@@ -85,8 +85,6 @@ func (c *conversation) handleControl(ctx actor.Context, msg any, sender *actor.P
 		c.navigate(ctx, m, sender)
 	case *runtimeReplied:
 		c.replied(ctx, m)
-	case *runtimeGone:
-		c.runGone(ctx)
 	case *stateStored:
 		c.stateSaved(ctx, m)
 	case *runtimeWaitOver:
@@ -151,21 +149,7 @@ func (c *conversation) runtimeDetached(ctx actor.Context, pid *actor.PID) {
 		return
 	}
 	c.sys.log.Info("agent runtime detached", "conversation", c.id, "execution_status", c.conv.Status())
-	if len(c.held) > 0 {
-		// Its publishes may wait behind a navigate (tree.go), a finished
-		// run's last state update among them: the run is lost only if it
-		// still runs after them. Its place is free meanwhile, for a
-		// runtime that reconnects.
-		c.held = append(c.held, stashed{msg: &runtimeGone{}})
-		return
-	}
-	c.runGone(ctx)
-}
-
-// runGone follows a runtime's detach, once what it sent before is
-// handled: a conversation still running lost its run.
-func (c *conversation) runGone(ctx actor.Context) {
-	if !c.gone && c.conv.Status() == core.StatusRunning {
+	if c.conv.Status() == core.StatusRunning {
 		c.runLost(ctx, core.DetailRuntimeDisconnected)
 	}
 }

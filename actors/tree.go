@@ -23,10 +23,8 @@ import (
 // A navigate waits until every event appended before it is durable, or
 // failed (heldForNavigate), so that the Seq its Head records is the durable
 // end of the log: a Head never counts events that a failed write leaves out
-// and whose Seqs are assigned again. What comes after the navigate and
-// appends, changes the state or commands the runtime waits behind it, in
-// order, so that it is stamped from the new HEAD; sockets, relays and the
-// actor's own reports go through (orderedAfterNavigate).
+// and whose Seqs are assigned again. What comes after the navigate waits
+// behind it, in order, so that it is stamped from the new HEAD.
 
 // withHead returns conv with its Head brought up to the log's end at
 // lastSeq. It runs off the mailbox, in the load.
@@ -70,49 +68,24 @@ func (c *conversation) navigate(ctx actor.Context, m *navigateConversation, send
 }
 
 // heldForNavigate keeps msg behind a navigate that waits for the appends
-// before it, and reports whether it did: only what must be ordered after
-// the navigate waits (orderedAfterNavigate).
+// before it, and reports whether it did. What completes the actor's own
+// work goes through: the writer's reports (which end the wait), the
+// state's, a key's lookup (for a post that came before the navigate), and
+// replay reads. So does a delete, which waits for no append: on a single
+// node the registry has deleted from the store already (deleteConversation);
+// in cluster mode the owner deletes (Delete) and is told it is done
+// (ownerDeleted), and only then closes every node's sockets and answers.
 func (c *conversation) heldForNavigate(msg any, sender *actor.PID) bool {
-	if len(c.held) == 0 || !orderedAfterNavigate(msg) {
+	if len(c.held) == 0 {
+		return false
+	}
+	switch msg.(type) {
+	case *eventsStored, *stateStored, *keyResolved, *replayResolved, *replayRead, *resumeReplay,
+		*deleteConversation, *clusterpb.Delete, *ownerDeleted:
 		return false
 	}
 	c.held = append(c.held, stashed{msg, sender})
 	return true
-}
-
-// orderedAfterNavigate reports whether msg must wait behind a held
-// navigate: what appends to the log, changes the state or the HEAD, or
-// sends the runtime a command (posts, publishes, run, pause, settings,
-// reject, ask, another navigate, in their local and wire forms), since its
-// events must branch from the new HEAD and its commands follow the new
-// state frame; and runtimeGone, which a runtime's detach leaves behind the
-// publishes it sent before it went (runtimeDetached).
-//
-// Everything else goes through, as the navigate has not changed anything
-// yet: the actor is as it was before the navigate came, so what goes
-// through sees what it would have seen had it come first. That is the
-// actor's own work (the writer's and the state's reports, key lookups,
-// replay reads, timers), a runtime's reply to an ask that came before, and
-// deletes, which wait for no append (on a single node the registry has
-// deleted from the store already; in cluster mode the owner deletes and
-// is told it is done, ownerDeleted). So do sockets and relays: an attach
-// or a Subscribe reads the state (conv, the full_state) and subscribes
-// from the durable Seq, and then gets every event the pending appends
-// store, in order, as one that came before the navigate would; the
-// navigate then moves the HEAD with no event and no broadcast, and sends
-// the runtime, attached before or during the wait, a state frame with it.
-// A detach, an Unsubscribe, a relay's node gone (Terminated) and the epoch
-// checks go through too: none of them waits for the log.
-func orderedAfterNavigate(msg any) bool {
-	switch m := msg.(type) {
-	case *appendEvent, *publishEvent, *runConversation, *pauseConversation, *changeSettings,
-		*rejectPending, *askRuntime, *navigateConversation, *runtimeGone, *clusterpb.Append:
-		return true
-	case *clusterpb.Command:
-		_, reply := m.Command.(*clusterpb.Command_Reply)
-		return !reply
-	}
-	return false
 }
 
 // navigateReady handles a held navigate, and what came after it, once the
