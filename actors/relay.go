@@ -578,6 +578,11 @@ func (r *relay) runtimeFrame(ctx actor.Context, m *clusterpb.RuntimeFrame) {
 		t.Close(d)
 		ctx.Send(conn, &closeConnection{Reason: d})
 		delete(r.runtimes, conn.Id)
+		// The owner closed it (a replay that failed, a refusal) without
+		// always letting it go: its later detach finds nothing here, so
+		// the owner is told now. For a runtime it let go, this does
+		// nothing.
+		r.runtimeGone(ctx, conn)
 		return
 	}
 	t.Send(m.Frame)
@@ -828,6 +833,13 @@ func (a *clusterActivation) attachRuntime(ctx actor.Context, c *conversation, m 
 		return
 	}
 	conn, relay := pidOf(m.Conn), pidOf(m.Relay)
+	if _, ok := a.rs.runtimes[wireKey(conn)]; ok {
+		// A retry of an attach that took (placement resends one that went
+		// unanswered): answered as the first was. An error would have the
+		// relay close the socket, and leave it the owner's runtime.
+		reply(ctx, sender, &clusterpb.Result{})
+		return
+	}
 	proxy, err := ctx.SpawnNamed(actor.PropsFromFunc(func(pctx actor.Context) {
 		if cl, ok := pctx.Message().(*closeConnection); ok {
 			pctx.Send(relay, &clusterpb.RuntimeFrame{Conn: m.Conn, CloseCode: uint32(cl.Reason.Code), CloseReason: cl.Reason.Reason})

@@ -274,3 +274,92 @@ func TestRelayDetachesTheRuntimesOfAnOwnerItLeaves(t *testing.T) {
 		t.Fatal("no DetachRuntime went through placement: the new owner may keep the runtime")
 	}
 }
+
+// closeCodeOn returns the code of the first RuntimeFrame close on a relay's
+// inbox within d, 0 if none came. A refusal's close follows its attach's
+// answer within milliseconds.
+func closeCodeOn(t *testing.T, got chan any, d time.Duration) uint32 {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case m := <-got:
+			if f, ok := m.(*clusterpb.RuntimeFrame); ok && f.CloseCode != 0 {
+				return f.CloseCode
+			}
+		case <-deadline:
+			return 0
+		}
+	}
+}
+
+func ownerForTest(t *testing.T, sys *System, id string) (*actor.PID, func(any) any) {
+	owner := sys.root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+		return newConversation(sys, id, ownerOnANode{&clusterActivation{}})
+	}))
+	t.Cleanup(func() { _ = sys.root.StopFuture(owner).Wait() })
+	return owner, func(msg any) any {
+		t.Helper()
+		res, err := sys.root.RequestFuture(owner, msg, 10*time.Second).Result()
+		if err != nil {
+			t.Fatalf("%T: %v", msg, err)
+		}
+		return res
+	}
+}
+
+// TestRetriedAttachRuntimeIsAnsweredAsTheFirst: an AttachRuntime that
+// placement sends again (its first attempt went unanswered for 3 s) after
+// the first registered the runtime is answered as the first was. Before, it
+// was an error: the relay closed the socket 1013 without a DetachRuntime,
+// and the owner kept the runtime, refusing every reconnection with 1013.
+func TestRetriedAttachRuntimeIsAnsweredAsTheFirst(t *testing.T) {
+	sys := startSystem(t, memstore.New(), 0)
+	id := createConv(t, sys)
+	_, request := ownerForTest(t, sys, id)
+	relayX, _ := inbox(t, sys)
+	connX, _ := inbox(t, sys)
+	at := &clusterpb.AttachRuntime{Relay: refOf(relayX), Conn: refOf(connX)}
+	if r := request(at).(*clusterpb.Result); r.Error != nil {
+		t.Fatalf("first attach: %v", r.Error)
+	}
+	if r := request(at).(*clusterpb.Result); r.Error != nil {
+		t.Errorf("the retried attach of the same connection answered %v: the relay would close the socket and never detach it", r.Error)
+	}
+}
+
+// TestRelayDetachesARuntimeItsOwnerClosed: a runtime socket the owner
+// closed (a RuntimeFrame close: its replay's read failed, say) is detached
+// from the owner, which would otherwise keep it as its runtime and refuse
+// every reconnection with 1013. Before, it left without any DetachRuntime.
+func TestRelayDetachesARuntimeItsOwnerClosed(t *testing.T) {
+	sys, st, id, _ := seeded(t, 1)
+	owners := &detachOwners{fakeOwners: newFakeOwners(t), detached: make(chan string, 8)}
+	owner, ownerGot := inbox(t, sys)
+	relay := startRelay(t, sys, id, owners)
+	owners.waitAsked(t)
+	owners.subscribed <- &clusterpb.Subscribed{State: stateOf(t, st, id), Owner: refOf(owner)}
+	relaySocket(t, sys, relay, id).waitFrames(t, 1)
+	conn, connGot := inbox(t, sys)
+	sys.root.Send(relay, &attachConnection{ConversationID: id, Conn: conn, Transport: newFakeTransport(), Runtime: true})
+	for m := range connGot {
+		if isAttached(m) {
+			break
+		}
+	}
+	sys.root.Send(relay, &clusterpb.RuntimeFrame{Conn: refOf(conn), CloseCode: 1011})
+	sys.root.Send(relay, &detachConnection{ConversationID: id, Conn: conn})
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case m := <-ownerGot:
+			if _, ok := m.(*clusterpb.DetachRuntime); ok {
+				return
+			}
+		case <-owners.detached:
+			return
+		case <-deadline:
+			t.Fatal("no DetachRuntime for a runtime socket the owner closed")
+		}
+	}
+}
