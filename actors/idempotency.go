@@ -16,13 +16,14 @@ import (
 // Idempotent posts. A post may carry an idempotency key (REST's
 // Idempotency-Key header, a socket frame's idempotency_key, and, in cluster
 // mode, a key the receiving node makes for every post so that it can retry
-// through a failed owner). In cluster mode a runtime's publish carries one
-// too, made by the node that forwards it, and is deduplicated the same way;
-// its key is the node's alone, so a duplicate is always the same event. The key is stored with the event. A retry with
-// the same key in the same conversation within IdempotencyWindow appends
-// nothing and is answered as the first was; with another body it fails
-// with core.ErrKeyReused; while the first is still in flight it waits for
-// its outcome.
+// through a failed owner). In cluster mode a runtime's publish (but a
+// state update, which applying again makes idempotent) carries one too,
+// made by the node that forwards it, and is deduplicated the same way;
+// its key is the node's alone, so a duplicate is always the same event.
+// The key is stored with the event. A retry with the same key in the same
+// conversation within IdempotencyWindow appends nothing and is answered as
+// the first was; with another body it fails with core.ErrKeyReused; while
+// the first is still in flight it waits for its outcome.
 //
 // The conversation actor keeps what it learned of each key in keys: the
 // event appended with it by this activation (pending or durable), or a
@@ -30,6 +31,8 @@ import (
 // stored), with the posts waiting on it. A key is looked up in the store
 // only when the post may be a retry (a client's key, or a cluster retry):
 // a first attempt under a key this node just made cannot be stored yet.
+// A publish's key is forgotten once its event is durable (keyDurable):
+// its retries are looked up in the store.
 
 // IdempotencyWindow is how long a key makes a retry find its first post.
 const IdempotencyWindow = 24 * time.Hour
@@ -210,11 +213,13 @@ func (c *conversation) keyDurable(ctx actor.Context, ev *core.Event) {
 		c.reply(ctx, w.sender, duplicateAnswer(ev, w.msg))
 	}
 	k.waiters = nil
-	if strings.HasPrefix(ev.IdempotencyKey, "~") {
-		// A forwarding node's key: a retry of it comes with CheckKey and
-		// finds the event in the store. Holding every forwarded event
-		// here (a runtime's observations, up to maxKeys of them) would
-		// cost the owner their whole size.
+	if strings.HasPrefix(ev.IdempotencyKey, "~") && ev.Source != core.SourceUser {
+		// A forwarding node's key on a runtime's publish: a retry of it
+		// comes with CheckKey and finds the event in the store. Holding
+		// every forwarded event here (a runtime's observations, up to
+		// maxKeys of them) would cost the owner their whole size. A
+		// forwarded post's key stays: a first attempt that comes after
+		// its retry (CheckKey unset) is caught here.
 		delete(c.keys, ev.IdempotencyKey)
 	}
 }

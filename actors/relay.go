@@ -33,8 +33,9 @@ import (
 // Posts and commands from this node (a socket's messages, REST) go to the
 // owner as calls (placement.call), each post carrying an idempotency key
 // (the client's, or one made here), and each runtime's publish one made
-// here, so that a retry (a slow answer, a new owner) never stores twice. An agent runtime's socket is the exception to the
-// fan-out: its relay registers it with the owner, which sends it its
+// here, so that a retry (a slow answer, a new owner) never stores twice.
+// An agent runtime's socket is the exception to the fan-out: its relay
+// registers it with the owner, which sends it its
 // frames (RuntimeFrame) as to a local runtime, and watches that relay: a
 // relay that goes away takes its runtime with it, as a dropped socket does.
 
@@ -84,17 +85,29 @@ type relay struct {
 	filling  bool                // a gap's read from the store is under way
 	fillTo   uint64              // the Seq the log is known to be durable through
 	runtimes map[string]Transport
-	gone     *core.Disconnect // the conversation was deleted: refuse everything
-	idleAt   *time.Timer
-	renewAt  *time.Timer
-	renewing bool // the Subscribe under way renews a lease
-	active   time.Time
-	received uint64 // messages the registry routed here
+	// forwarding counts, by connection, a runtime's requests on their way
+	// to the owner through placement; detachAfter holds the connection of
+	// a runtime socket gone meanwhile, whose DetachRuntime through
+	// placement waits for them (forwardDone): sent alongside, it could
+	// overtake a finished run's last state update, and report it lost.
+	forwarding  map[string]int
+	detachAfter map[string]*actor.PID
+	gone        *core.Disconnect // the conversation was deleted: refuse everything
+	idleAt      *time.Timer
+	renewAt     *time.Timer
+	renewing    bool // the Subscribe under way renews a lease
+	active      time.Time
+	received    uint64 // messages the registry routed here
 }
 
 func newRelay(s *System, id string) *relay {
-	return &relay{sys: s, owners: s.placement, id: id, fan: newFanout(id, s.store, s.log, s.metrics), runtimes: make(map[string]Transport)}
+	return &relay{sys: s, owners: s.placement, id: id, fan: newFanout(id, s.store, s.log, s.metrics), runtimes: make(map[string]Transport),
+		forwarding: make(map[string]int), detachAfter: make(map[string]*actor.PID)}
 }
+
+// forwardDone tells a relay that a request of its runtime connection Conn
+// has been answered (forwardVia).
+type forwardDone struct{ Conn *actor.PID }
 
 // relaySubscribed reports a Subscribe call's outcome to its relay.
 // Refused says the owner answered Err itself (it has no conversation),
@@ -194,9 +207,32 @@ func (r *relay) handle(ctx actor.Context, msg any, sender *actor.PID) {
 	case *runtimeReplied:
 		r.toOwner(ctx, &clusterpb.Command{Command: &clusterpb.Command_Reply{Reply: &clusterpb.RuntimeReply{
 			Conn: refOf(m.Conn), Id: m.ID, Status: int32(m.Reply.Status), Body: m.Reply.Body}}})
+	case *forwardDone:
+		id := m.Conn.Id
+		if r.forwarding[id]--; r.forwarding[id] <= 0 {
+			delete(r.forwarding, id)
+			if conn, ok := r.detachAfter[id]; ok {
+				delete(r.detachAfter, id)
+				r.detachThroughPlacement(conn)
+			}
+		}
 	case addressed:
-		r.sys.forwardVia(ctx, r.owner, m, sender)
+		var done func()
+		if _, ok := r.runtimes[senderID(sender)]; ok {
+			r.forwarding[sender.Id]++
+			self, root := ctx.Self(), ctx.ActorSystem().Root
+			done = func() { root.Send(self, &forwardDone{Conn: sender}) }
+		}
+		r.sys.forwardVia(ctx, r.owner, m, sender, done)
 	}
+}
+
+// senderID is the ID of sender, "" for none.
+func senderID(sender *actor.PID) string {
+	if sender == nil {
+		return ""
+	}
+	return sender.Id
 }
 
 // attach subscribes a socket of this node: a client joins the fanout once
@@ -550,7 +586,11 @@ func (r *relay) refuseWaiting(ctx actor.Context, d core.Disconnect) {
 func (r *relay) runtimeAttached(ctx actor.Context, m *runtimeAttachedRemote) {
 	t, ok := r.runtimes[m.Attach.Conn.Id]
 	if !ok {
-		r.detachThroughPlacement(m.Attach.Conn)
+		// Not for a refused attach (nothing to detach), nor on a deleted
+		// conversation (placement would start it again to answer).
+		if m.Err == nil && r.gone == nil {
+			r.detachThroughPlacement(m.Attach.Conn)
+		}
 		return
 	}
 	if m.Err != nil {
@@ -592,9 +632,15 @@ func (r *relay) runtimeFrame(ctx actor.Context, m *clusterpb.RuntimeFrame) {
 // so that the next runtime may attach: straight to the owner the relay
 // follows, if any, behind what the socket sent, and through placement, as
 // the socket's attach went: while the conversation moves, that may have
-// reached another activation than the one the relay follows.
+// reached another activation than the one the relay follows. Through
+// placement it goes once the socket's requests on their way there are
+// answered.
 func (r *relay) runtimeGone(ctx actor.Context, conn *actor.PID) {
 	r.toOwner(ctx, &clusterpb.DetachRuntime{Conn: refOf(conn)})
+	if r.forwarding[conn.Id] > 0 {
+		r.detachAfter[conn.Id] = conn
+		return
+	}
 	r.detachThroughPlacement(conn)
 }
 
@@ -627,7 +673,7 @@ func (r *relay) armIdle(ctx actor.Context) {
 // idle offers the registry to stop a relay that has had no socket for
 // relayIdle.
 func (r *relay) idle(ctx actor.Context) {
-	if quiet := time.Since(r.active); quiet < relayIdle || r.fan.len() > 0 || len(r.runtimes) > 0 || len(r.waiting) > 0 {
+	if quiet := time.Since(r.active); quiet < relayIdle || r.fan.len() > 0 || len(r.runtimes) > 0 || len(r.waiting) > 0 || len(r.detachAfter) > 0 {
 		r.armIdle(ctx)
 		return
 	}
@@ -656,7 +702,7 @@ func (r *relay) stopping(ctx actor.Context) {
 // and a publish one made here, so that a retry (after a timeout, or
 // through a new owner) never stores twice.
 func (s *System) forward(ctx actor.Context, m addressed, sender *actor.PID) {
-	s.forwardVia(ctx, nil, m, sender)
+	s.forwardVia(ctx, nil, m, sender, nil)
 }
 
 // nodeKey makes an idempotency key for a request this node forwards; "~"
@@ -670,8 +716,9 @@ func nodeKey() string { return "~" + uuid.NewString() }
 // sender's messages to one node), as they do on a single node. Only when
 // that attempt fails (the owner went away, moved or was fenced) does the
 // request go through placement, retried, and may then overtake what was
-// sent after it.
-func (s *System) forwardVia(ctx actor.Context, owner *actor.PID, m addressed, sender *actor.PID) {
+// sent after it. done, when not nil, is called once the request has its
+// answer (or has failed).
+func (s *System) forwardVia(ctx actor.Context, owner *actor.PID, m addressed, sender *actor.PID, done func()) {
 	switch a := m.(type) {
 	case *appendEvent:
 		if a.Key == "" {
@@ -713,6 +760,9 @@ func (s *System) forwardVia(ctx actor.Context, owner *actor.PID, m addressed, se
 	go func() {
 		cctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
+		if done != nil {
+			defer done()
+		}
 		var res any
 		var err, convErr error
 		if first != nil {

@@ -275,24 +275,6 @@ func TestRelayDetachesTheRuntimesOfAnOwnerItLeaves(t *testing.T) {
 	}
 }
 
-// closeCodeOn returns the code of the first RuntimeFrame close on a relay's
-// inbox within d, 0 if none came. A refusal's close follows its attach's
-// answer within milliseconds.
-func closeCodeOn(t *testing.T, got chan any, d time.Duration) uint32 {
-	t.Helper()
-	deadline := time.After(d)
-	for {
-		select {
-		case m := <-got:
-			if f, ok := m.(*clusterpb.RuntimeFrame); ok && f.CloseCode != 0 {
-				return f.CloseCode
-			}
-		case <-deadline:
-			return 0
-		}
-	}
-}
-
 func ownerForTest(t *testing.T, sys *System, id string) (*actor.PID, func(any) any) {
 	owner := sys.root.Spawn(actor.PropsFromProducer(func() actor.Actor {
 		return newConversation(sys, id, ownerOnANode{&clusterActivation{}})

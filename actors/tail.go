@@ -58,6 +58,7 @@ func (t *tail) add(ev *core.Event) {
 // eventBytes is what keeping ev holds: its wire form and its body.
 func eventBytes(ev *core.Event) int { return len(ev.Raw) + len(ev.Body) }
 
+// reset empties the tail.
 func (t *tail) reset() {
 	clear(t.evs)
 	t.evs, t.bytes = t.evs[:0], 0

@@ -57,7 +57,10 @@ func (c *grpcClient) authenticate(ctx context.Context, req *core.Request, in Inp
 // leaves unknown which config the process will run.
 type refusal struct{ err error }
 
+// Error is the plugin's refusal, as rpcError flattened it.
 func (r refusal) Error() string { return r.err.Error() }
+
+// Unwrap returns the flattened error.
 func (r refusal) Unwrap() error { return r.err }
 
 // rpcError flattens a gRPC status into "code: message" so errors read well

@@ -298,9 +298,10 @@ func (i *instance) reconfigure(ctx context.Context, s spec, procs []*process, re
 		in, err := c.rpc.configure(sctx, req)
 		cancel()
 		if err != nil {
-			var refused refusal
+			var r refusal
+			refused := errors.As(err, &r)
 			what := "bad plugin config"
-			if !errors.As(err, &refused) {
+			if !refused {
 				what = "no answer to its config"
 			}
 			// A process that refused keeps the config it runs, which is
@@ -308,7 +309,7 @@ func (i *instance) reconfigure(ctx context.Context, s spec, procs []*process, re
 			// answer (its Configure outlasted setupTimeout, or the
 			// transport broke) may yet apply the config it was sent: it
 			// is restarted, with the config the instance has by then.
-			if restartRefusing || what != "bad plugin config" {
+			if restartRefusing || !refused {
 				c.stale.Store(true)
 				p.wake()
 				err = fmt.Errorf("%w; the process is restarted", err)

@@ -212,6 +212,7 @@ var errReadFailed = errors.New("connection lost")
 // (behind a load balancer, the server's internal address and port).
 type readErrors struct{ net.Conn }
 
+// Read reads the connection, its error replaced as readErrors says.
 func (r readErrors) Read(p []byte) (int, error) {
 	n, err := r.Conn.Read(p)
 	var ne net.Error

@@ -324,8 +324,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 }
 
 // drainBudget returns the context the drain of the requests and
-// handshakes in flight runs under: ctx, ending when half of the time left before ctx's deadline is
-// up, so that the actors' shutdown always has the other half. A handshake
+// handshakes in flight runs under: ctx, ending when half of the time left
+// before ctx's deadline is up, so that the actors' shutdown always has the
+// other half. A handshake
 // can take a header timeout to arrive and an authentication timeout to be
 // decided, each as long as the default server.shutdown_timeout: waiting
 // for it to the end would leave the actors nothing. Without a deadline the

@@ -53,6 +53,12 @@ func inputs(in plugins.Inputs) string {
 	if in.FirstMessage {
 		parts = append(parts, "first_message")
 	}
+	if in.ClientCertificate {
+		parts = append(parts, "client_certificate")
+	}
+	if in.Request {
+		parts = append(parts, "request")
+	}
 	if len(parts) == 0 {
 		return "-"
 	}
