@@ -34,6 +34,40 @@ import (
 // A publish's key is forgotten once its event is durable (keyDurable):
 // its retries are looked up in the store.
 
+// keyedRequest is a request that may carry an idempotency key: a post
+// (appendEvent) or a runtime's publish (publishEvent).
+type keyedRequest interface {
+	addressed
+	// withNodeKey returns it with a key the forwarding node made, if it
+	// has none, else itself.
+	withNodeKey() addressed
+	// keyChecked records that its key was looked up and not found: it is
+	// handled as a first attempt.
+	keyChecked()
+}
+
+func (a *appendEvent) withNodeKey() addressed {
+	if a.Key != "" {
+		return a
+	}
+	cp := *a
+	cp.Key = nodeKey()
+	return &cp
+}
+
+func (a *appendEvent) keyChecked() { a.CheckKey = false }
+
+func (p *publishEvent) withNodeKey() addressed {
+	if p.Key != "" {
+		return p
+	}
+	cp := *p
+	cp.Key = nodeKey()
+	return &cp
+}
+
+func (p *publishEvent) keyChecked() { p.CheckKey = false }
+
 // IdempotencyWindow is how long a key makes a retry find its first post.
 const IdempotencyWindow = 24 * time.Hour
 
@@ -167,11 +201,8 @@ func (c *conversation) keyLookedUp(ctx actor.Context, m *keyResolved) {
 	default:
 		delete(c.keys, m.Key)
 		first := waiters[0]
-		switch m := first.msg.(type) {
-		case *appendEvent:
-			m.CheckKey = false
-		case *publishEvent:
-			m.CheckKey = false
+		if k, ok := first.msg.(keyedRequest); ok {
+			k.keyChecked()
 		}
 		c.handle(ctx, first.msg, first.sender)
 		if k := c.keys[m.Key]; k != nil {

@@ -719,19 +719,8 @@ func nodeKey() string { return "~" + uuid.NewString() }
 // sent after it. done, when not nil, is called once the request has its
 // answer (or has failed).
 func (s *System) forwardVia(ctx actor.Context, owner *actor.PID, m addressed, sender *actor.PID, done func()) {
-	switch a := m.(type) {
-	case *appendEvent:
-		if a.Key == "" {
-			cp := *a
-			cp.Key = nodeKey()
-			m = &cp
-		}
-	case *publishEvent:
-		if a.Key == "" {
-			cp := *a
-			cp.Key = nodeKey()
-			m = &cp
-		}
+	if k, ok := m.(keyedRequest); ok {
+		m = k.withNodeKey()
 	}
 	root, p := ctx.ActorSystem().Root, s.placement
 	answer := func(msg any) {

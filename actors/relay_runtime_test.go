@@ -175,17 +175,12 @@ func TestRelayDetachesARuntimeItCannotTellDirectly(t *testing.T) {
 				owners.subscribed <- &clusterpb.Subscribed{State: stateOf(t, st, id), Owner: refOf(owner)}
 				relaySocket(t, sys, relay, id).waitFrames(t, 1) // the relay has taken the answer
 			}
-			conn, connGot := inbox(t, sys)
-			sys.root.Send(relay, &attachConnection{ConversationID: id, Conn: conn, Transport: newFakeTransport(), Runtime: true})
-			if !tt.owner {
-				select {
-				case m := <-connGot:
-					if !isAttached(m) {
-						t.Fatalf("the runtime's connection got %T, want connectionAttached", m)
-					}
-				case <-time.After(10 * time.Second):
-					t.Fatal("the runtime socket was never attached")
-				}
+			var conn *actor.PID
+			if tt.owner { // the attach waits in owners.attaching
+				conn, _ = inbox(t, sys)
+				sys.root.Send(relay, &attachConnection{ConversationID: id, Conn: conn, Transport: newFakeTransport(), Runtime: true})
+			} else {
+				conn, _ = attachRuntime(t, sys, relay, id)
 			}
 			sys.root.Send(relay, &detachConnection{ConversationID: id, Conn: conn})
 			if tt.owner {
@@ -209,11 +204,6 @@ func TestRelayDetachesARuntimeItCannotTellDirectly(t *testing.T) {
 			}
 		})
 	}
-}
-
-func isAttached(m any) bool {
-	_, ok := m.(*connectionAttached)
-	return ok
 }
 
 // waitDetachRuntime waits for a DetachRuntime on an owner's inbox.
@@ -246,17 +236,7 @@ func TestRelayDetachesTheRuntimesOfAnOwnerItLeaves(t *testing.T) {
 	owners.waitAsked(t)
 	owners.subscribed <- &clusterpb.Subscribed{State: stateOf(t, st, id), Owner: refOf(a)}
 	relaySocket(t, sys, relay, id).waitFrames(t, 1)
-	conn, connGot := inbox(t, sys)
-	runtime := newFakeTransport()
-	sys.root.Send(relay, &attachConnection{ConversationID: id, Conn: conn, Transport: runtime, Runtime: true})
-	select {
-	case m := <-connGot:
-		if !isAttached(m) {
-			t.Fatalf("the runtime's connection got %T, want connectionAttached", m)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the runtime socket was never attached")
-	}
+	conn, runtime := attachRuntime(t, sys, relay, id)
 
 	sys.root.Send(relay, &renewSubscription{})
 	owners.waitAsked(t)
@@ -322,13 +302,7 @@ func TestRelayDetachesARuntimeItsOwnerClosed(t *testing.T) {
 	owners.waitAsked(t)
 	owners.subscribed <- &clusterpb.Subscribed{State: stateOf(t, st, id), Owner: refOf(owner)}
 	relaySocket(t, sys, relay, id).waitFrames(t, 1)
-	conn, connGot := inbox(t, sys)
-	sys.root.Send(relay, &attachConnection{ConversationID: id, Conn: conn, Transport: newFakeTransport(), Runtime: true})
-	for m := range connGot {
-		if isAttached(m) {
-			break
-		}
-	}
+	conn, _ := attachRuntime(t, sys, relay, id)
 	sys.root.Send(relay, &clusterpb.RuntimeFrame{Conn: refOf(conn), CloseCode: 1011})
 	sys.root.Send(relay, &detachConnection{ConversationID: id, Conn: conn})
 	deadline := time.After(30 * time.Second)

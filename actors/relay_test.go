@@ -153,12 +153,38 @@ func wantIDs(t *testing.T, tr *fakeTransport, evs []*core.Event) {
 	}
 }
 
-// readLog records the Events reads made of a store.
+// readLog records the reads of a conversation's log made of a store: the
+// pages (Events) and the lookups by ID (EventByID).
 type readLog struct {
 	core.Store
 	mu     sync.Mutex
-	limits []int // each read's limit, since the last reset
+	limits []int // each page read's limit, since the last reset
+	byID   int   // lookups by ID, since the last reset
 }
+
+func (s *readLog) EventByID(ctx context.Context, id, eventID string) (*core.Event, error) {
+	s.mu.Lock()
+	s.byID++
+	s.mu.Unlock()
+	return s.Store.EventByID(ctx, id, eventID)
+}
+
+// pages returns how many page reads were made.
+func (s *readLog) pages() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.limits)
+}
+
+// lookups returns how many lookups by ID were made.
+func (s *readLog) lookups() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byID
+}
+
+// readCount returns how many reads of either kind were made.
+func (s *readLog) readCount() int { return s.pages() + s.lookups() }
 
 func (s *readLog) Events(ctx context.Context, id string, afterSeq uint64, limit int) ([]*core.Event, error) {
 	s.mu.Lock()
@@ -175,7 +201,7 @@ func (s *readLog) reads() []int {
 
 func (s *readLog) reset() {
 	s.mu.Lock()
-	s.limits = nil
+	s.limits, s.byID = nil, 0
 	s.mu.Unlock()
 }
 
@@ -297,7 +323,7 @@ func TestRelayRenewalClosesTheOldOwnersRuntimes(t *testing.T) {
 	sys, st, id, _ := seeded(t, 1)
 	owners := newFakeOwners(t)
 	var runtime *fakeTransport
-	subscribedTwice(t, sys, st, id, owners, func(relay *actor.PID) { runtime = attachRuntime(t, sys, relay, id) })
+	subscribedTwice(t, sys, st, id, owners, func(relay *actor.PID) { _, runtime = attachRuntime(t, sys, relay, id) })
 	if got := runtime.waitClosed(t); got != disconnectOwnerMoved {
 		t.Errorf("the old owner's runtime socket closed with %+v, want %+v", got, disconnectOwnerMoved)
 	}
@@ -313,7 +339,7 @@ func TestRelayIgnoresAStaleClosing(t *testing.T) {
 	sys, st, id, evs := seeded(t, 2)
 	owners := newFakeOwners(t)
 	relay, a, b, tr := subscribedTwice(t, sys, st, id, owners, nil)
-	runtime := attachRuntime(t, sys, relay, id)
+	_, runtime := attachRuntime(t, sys, relay, id)
 
 	sys.root.Send(relay, &clusterpb.Closing{Owner: refOf(a)})
 	sys.root.Send(relay, eventsOf(evs[0])) // handled after the Closing: the relay's mailbox keeps the order
@@ -330,8 +356,8 @@ func TestRelayIgnoresAStaleClosing(t *testing.T) {
 }
 
 // attachRuntime attaches a runtime socket to relay and returns its
-// transport once the relay has attached it.
-func attachRuntime(t *testing.T, sys *System, relay *actor.PID, id string) *fakeTransport {
+// connection and transport once the relay has attached it.
+func attachRuntime(t *testing.T, sys *System, relay *actor.PID, id string) (*actor.PID, *fakeTransport) {
 	t.Helper()
 	conn, connGot := inbox(t, sys)
 	runtime := newFakeTransport()
@@ -344,7 +370,7 @@ func attachRuntime(t *testing.T, sys *System, relay *actor.PID, id string) *fake
 	case <-time.After(10 * time.Second):
 		t.Fatal("the runtime socket was never attached")
 	}
-	return runtime
+	return conn, runtime
 }
 
 // TestRelayKeepsTheNewerState: a renewal's answer travels through a future

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,29 +127,13 @@ func TestTailLookups(t *testing.T) {
 	}
 }
 
-// readCountingStore counts the reads a replay makes.
-type readCountingStore struct {
-	core.Store
-	events, byID atomic.Int64
-}
-
-func (s *readCountingStore) Events(ctx context.Context, id string, after uint64, limit int) ([]*core.Event, error) {
-	s.events.Add(1)
-	return s.Store.Events(ctx, id, after, limit)
-}
-
-func (s *readCountingStore) EventByID(ctx context.Context, conv, id string) (*core.Event, error) {
-	s.byID.Add(1)
-	return s.Store.EventByID(ctx, conv, id)
-}
-
 // TestResumeFromTheTail: a client that resumes with after_id within the
 // tail gets what it missed, in order and once, without a store read; one
 // further back, or with an unknown id, is answered from the store as
 // before.
 func TestResumeFromTheTail(t *testing.T) {
 	const logLen = tailEvents + 20
-	st := &readCountingStore{Store: memstore.New()}
+	st := &readLog{Store: memstore.New()}
 	sys := startSystem(t, st, 0)
 	id := createConv(t, sys)
 	var evs []*core.Event
@@ -175,7 +158,7 @@ func TestResumeFromTheTail(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			events, byID := st.events.Load(), st.byID.Load()
+			events, byID := st.pages(), st.lookups()
 			from := tt.from()
 			tr := connect(t, sys, id, tt.replay())
 			head := 1 // full_state
@@ -196,7 +179,7 @@ func TestResumeFromTheTail(t *testing.T) {
 					t.Fatalf("event %d: id %v, want seq %d (%s): lost, duplicated or out of order", i, f["id"], want.Seq, want.ID)
 				}
 			}
-			reads := st.events.Load() - events + st.byID.Load() - byID
+			reads := st.pages() - events + st.lookups() - byID
 			if tt.storeRead != (reads > 0) {
 				t.Errorf("%d store reads, want a read: %v", reads, tt.storeRead)
 			}
@@ -209,15 +192,12 @@ func afterSeq(evs *[]*core.Event, seq func() int) func() Replay {
 	return func() Replay { return Replay{Mode: ReplayAfterID, AfterID: (*evs)[seq()-1].ID} }
 }
 
-// reads returns the store reads a replay has made so far.
-func (s *readCountingStore) reads() int64 { return s.events.Load() + s.byID.Load() }
-
 // TestRelayResumesFromItsTail: a relay answers a resume from the events
 // it delivered, pushed by the owner or read to fill a gap, exactly as the
 // store would; an after_id it holds without an ID (pushed by an older
 // node) is looked up, and the rest still comes from memory.
 func TestRelayResumesFromItsTail(t *testing.T) {
-	st := &readCountingStore{Store: memstore.New()}
+	st := &readLog{Store: memstore.New()}
 	sys := startSystem(t, st, 0)
 	id := createConv(t, sys)
 	var evs []*core.Event
@@ -249,21 +229,21 @@ func TestRelayResumesFromItsTail(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			byID, events := st.byID.Load(), st.events.Load()
+			byID, events := st.lookups(), st.pages()
 			tr := relayAttach(t, sys, relay, id, Replay{Mode: ReplayAfterID, AfterID: evs[tt.after-1].ID})
 			wantIDs(t, tr, evs[tt.after:])
 			if tt.byID {
 				// With nothing to replay, the socket may have all it gets
 				// before the lookup has run.
-				for deadline := time.Now().Add(30 * time.Second); st.byID.Load() == byID; time.Sleep(time.Millisecond) {
+				for deadline := time.Now().Add(30 * time.Second); st.lookups() == byID; time.Sleep(time.Millisecond) {
 					if time.Now().After(deadline) {
 						t.Fatal("the ID was not looked up in the store, want it looked up")
 					}
 				}
-			} else if st.byID.Load() > byID {
+			} else if st.lookups() > byID {
 				t.Error("looked the ID up in the store, want it found in the tail")
 			}
-			if got := st.events.Load() > events; got != tt.events {
+			if got := st.pages() > events; got != tt.events {
 				t.Errorf("read a page from the store: %v, want %v", got, tt.events)
 			}
 		})
@@ -283,7 +263,7 @@ func relayAttach(t *testing.T, sys *System, relay *actor.PID, id string, r Repla
 func TestResumeAfterAFailedWrite(t *testing.T) {
 	g := &gatedStore{Store: memstore.New(), gate: make(chan struct{})}
 	close(g.gate)
-	st := &readCountingStore{Store: g}
+	st := &readLog{Store: g}
 	sys := startSystem(t, st, 0)
 	id := createConv(t, sys)
 	var evs []*core.Event
@@ -300,11 +280,11 @@ func TestResumeAfterAFailedWrite(t *testing.T) {
 	if evs[5].Seq != 6 {
 		t.Fatalf("the post after the failure got seq %d, want 6 again", evs[5].Seq)
 	}
-	reads := st.reads()
+	reads := st.readCount()
 	tr := connect(t, sys, id, Replay{Mode: ReplayAfterID, AfterID: evs[2].ID})
 	wantIDs(t, tr, evs[3:])
-	if st.reads() != reads {
-		t.Errorf("the resume read the store %d times, want none", st.reads()-reads)
+	if st.readCount() != reads {
+		t.Errorf("the resume read the store %d times, want none", st.readCount()-reads)
 	}
 }
 
@@ -312,7 +292,7 @@ func TestResumeAfterAFailedWrite(t *testing.T) {
 // tail empties it; resumes before and after it read the store, those
 // after the next events do not, and each gets exactly what it missed.
 func TestResumeAroundAnEventLargerThanTheTail(t *testing.T) {
-	st := &readCountingStore{Store: memstore.New()}
+	st := &readLog{Store: memstore.New()}
 	sys := startSystem(t, st, 0)
 	id := createConv(t, sys)
 	var evs []*core.Event
@@ -334,10 +314,10 @@ func TestResumeAroundAnEventLargerThanTheTail(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			reads := st.reads()
+			reads := st.readCount()
 			tr := connect(t, sys, id, Replay{Mode: ReplayAfterID, AfterID: evs[tt.after-1].ID})
 			wantIDs(t, tr, evs[tt.after:])
-			if got := st.reads() > reads; got != tt.reads {
+			if got := st.readCount() > reads; got != tt.reads {
 				t.Errorf("read the store: %v, want %v", got, tt.reads)
 			}
 		})

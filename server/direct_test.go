@@ -251,11 +251,12 @@ const heldKey = "held-key-Tq42Lm"
 
 // holdingAuth holds the authentication of heldKey, whatever the request's
 // context, until release is closed, as an authenticator stuck on a slow
-// service would, and says on entered that it holds one; it abstains on
-// every other key.
+// service would, and says on entered that it holds one; released, it
+// abstains (or allows, with allow). It abstains on every other key.
 type holdingAuth struct {
 	entered chan struct{}
 	release chan struct{}
+	allow   bool // allow, rather than abstain, once released
 }
 
 func (holdingAuth) Name() string { return "holding" }
@@ -269,6 +270,9 @@ func (a holdingAuth) Authenticate(_ context.Context, req *core.Request) core.Res
 	default:
 	}
 	<-a.release
+	if a.allow {
+		return core.Allowed(&core.Principal{Subject: "held"})
+	}
 	return core.Abstained()
 }
 
@@ -1029,31 +1033,6 @@ func TestServeReturnsNilWhenShutdownClosesItsListener(t *testing.T) {
 	}
 }
 
-// allowAfterAuth holds the requests that carry heldKey until release is
-// closed (or their context ends), then allows them.
-type allowAfterAuth struct {
-	entered chan struct{}
-	release chan struct{}
-}
-
-func (allowAfterAuth) Name() string { return "allow-after" }
-
-func (a allowAfterAuth) Authenticate(ctx context.Context, req *core.Request) core.Result {
-	if req.Header.Get("X-Session-API-Key") != heldKey {
-		return core.Abstained()
-	}
-	select {
-	case a.entered <- struct{}{}:
-	default:
-	}
-	select {
-	case <-a.release:
-		return core.Allowed(&core.Principal{Subject: "held"})
-	case <-ctx.Done():
-		return core.Failed(ctx.Err())
-	}
-}
-
 // TestShutdownFinishesRequestsBeforeTheActorsStop: a REST request in
 // flight when the shutdown begins is answered, since the actors stop only
 // after the requests in flight have finished; one that outlasts the
@@ -1075,7 +1054,7 @@ func TestShutdownFinishesRequestsBeforeTheActorsStop(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := config.Default()
 			cfg.Limits.PingInterval = 0
-			auth := allowAfterAuth{entered: make(chan struct{}, 1), release: make(chan struct{})}
+			auth := holdingAuth{entered: make(chan struct{}, 1), release: make(chan struct{}), allow: true}
 			e := buildEdge(t, cfg, auth, sessionKeyAuth{})
 			t.Cleanup(func() {
 				select {
