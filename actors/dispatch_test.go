@@ -1,9 +1,11 @@
 package actors
 
 import (
+	"runtime"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // idleCount is how many goroutines wait in d's pool.
@@ -80,4 +82,67 @@ func TestDispatcherEndsIdleGoroutines(t *testing.T) {
 	d.Schedule(func() { close(done) })
 	<-done
 	d.close() // twice is fine
+}
+
+// stackAt is where its frame is on the calling goroutine's stack, which
+// moves when the runtime copies the stack to grow or shrink it.
+//
+//go:noinline
+func stackAt() uintptr {
+	var here byte
+	return uintptr(unsafe.Pointer(&here))
+}
+
+// deepCall needs more than 4 KiB of stack below its caller's frame, as a
+// handshake's run does.
+//
+//go:noinline
+func deepCall(n int) {
+	var frame [1 << 10]byte
+	keepFrame(frame[:])
+	if n > 0 {
+		deepCall(n - 1)
+	}
+}
+
+// A pooled goroutine's stack has its working size before the first run,
+// and keeps it while it waits through collections: a run as deep as a
+// handshake never copies it (before, it was copied twice on a new
+// goroutine, and again after every collection that found it idle).
+func TestDispatcherStacksStayPut(t *testing.T) {
+	d := newDispatcher(mailboxThroughput)
+	defer d.close()
+	// run schedules a run that goes deep and reports where its frame was
+	// before and after.
+	run := func() (before, after uintptr) {
+		done := make(chan struct{})
+		d.Schedule(func() {
+			before = stackAt()
+			deepCall(4)
+			after = stackAt()
+			close(done)
+		})
+		<-done
+		return before, after
+	}
+	tests := []struct {
+		name   string
+		before func()
+	}{
+		{"a new goroutine", func() {}},
+		{"after collections", func() { runtime.GC(); runtime.GC() }},
+	}
+	var last uintptr
+	for i, tt := range tests {
+		tt.before()
+		before, after := run()
+		if before != after {
+			t.Errorf("%s: the stack moved during the run (frame at %#x, then %#x)", tt.name, before, after)
+		}
+		if i > 0 && before != last {
+			t.Errorf("%s: the stack moved between runs (frame at %#x, then %#x)", tt.name, last, before)
+		}
+		last = after
+		waitIdle(t, d, 1) // the same goroutine runs the next
+	}
 }

@@ -240,9 +240,10 @@ func (s *System) Go(fn func()) { s.dispatch.Schedule(fn) }
 // closed: a missing chain, a panic, the end of ctx or a timeout is an Error
 // result, never an Allow. A chain that its authenticators settle at once
 // (core.Chain.Settle: cached decisions, absent inputs) is answered on the
-// caller's goroutine, unless the request is sampled for tracing. Any other
-// runs on a pooled goroutine, so a plugin that ignores its deadline never
-// holds the caller past it. One context, the caller's bounded by
+// caller's goroutine, unless the request is sampled for tracing. So does
+// a chain of core.Bounded authenticators (plugin processes), whose waits
+// end with the context. Any other runs on a pooled goroutine, so an
+// authenticator that ignores its deadline never holds the caller past it. One context, the caller's bounded by
 // authTimeout, bounds both the plugins and the wait: it carries the
 // caller's span, and a caller that gives up (its client went away) ends
 // the run, which gives back its queue place and plugin slot.
@@ -270,6 +271,18 @@ func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Resul
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, authTimeout)
+	if chain.Bounded() {
+		// Its authenticators return once cctx ends: the run needs no
+		// goroutine of its own to bound the wait, and in a reconnect
+		// storm, where every handshake's run found the pool empty, that
+		// goroutine was a new one each time.
+		start := time.Now()
+		res := runChain(cctx, chain, req)
+		cancel()
+		s.metrics.chainRan(req.Route, start)
+		logOutcome(s.log, req.Route, res, sc)
+		return res
+	}
 	reply := make(chan core.Result, 1)
 	// On one of the dispatcher's pooled goroutines: on a new one, the
 	// chain (the decision cache's SHA-256 above all) grew the stack by

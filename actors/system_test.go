@@ -138,6 +138,19 @@ func (funcAuth) Name() string { return "func" }
 
 func (f funcAuth) Authenticate(ctx context.Context, _ *core.Request) core.Result { return f(ctx) }
 
+// boundedAuth is a funcAuth that declares itself core.Bounded.
+type boundedAuth struct{ funcAuth }
+
+func (boundedAuth) Bounded() {}
+
+// goroutineID is the calling goroutine's number, from its stack's header.
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	return id
+}
+
 // staticChains serves one chain per route.
 type staticChains map[core.Route]*core.Chain
 
@@ -622,6 +635,50 @@ func TestAuthenticate(t *testing.T) {
 				case <-time.After(30 * time.Second):
 					t.Fatal("the stuck plugin was never called")
 				}
+			}
+		})
+	}
+}
+
+// A chain of Bounded authenticators runs on the caller's goroutine, with
+// the same deadline; any other chain runs on a goroutine of its own.
+func TestAuthenticateRunsABoundedChainOnTheCaller(t *testing.T) {
+	ran := make(chan string, 1)
+	allow := funcAuth(func(context.Context) core.Result {
+		ran <- goroutineID()
+		return core.Allowed(&core.Principal{Subject: "s"})
+	})
+	wait := funcAuth(func(ctx context.Context) core.Result {
+		ran <- goroutineID()
+		<-ctx.Done()
+		return core.Failed(ctx.Err())
+	})
+	tests := []struct {
+		name       string
+		auth       core.Authenticator
+		timeout    time.Duration
+		want       core.Decision
+		sameCaller bool
+	}{
+		{"bounded", boundedAuth{allow}, time.Second, core.Allow, true},
+		{"bounded, past the deadline", boundedAuth{wait}, 50 * time.Millisecond, core.Error, true},
+		{"not bounded", allow, time.Second, core.Allow, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sys, err := New(Options{Store: memstore.New(), Chains: staticChains{core.RouteEvents: mustChain(t, core.RouteEvents, tt.auth)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sys.Shutdown(context.Background())
+			ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
+			defer cancel()
+			res := sys.Authenticate(ctx, &core.Request{Route: core.RouteEvents})
+			if res.Decision != tt.want {
+				t.Errorf("decision = %v (%v), want %v", res.Decision, res.Err, tt.want)
+			}
+			if same := <-ran == goroutineID(); same != tt.sameCaller {
+				t.Errorf("ran on the caller's goroutine: %v, want %v", same, tt.sameCaller)
 			}
 		})
 	}

@@ -33,6 +33,9 @@ type Chain struct {
 	route Route
 	auths []Authenticator
 
+	// bounded: every authenticator is Bounded (NewChain asks once).
+	bounded bool
+
 	// What Retain keeps, from the Readers when NewChain built the chain.
 	readsAll           bool // an authenticator is not a Reader: keep everything
 	readQuery, readHdr []string
@@ -54,7 +57,12 @@ func NewChain(route Route, auths ...Authenticator) (*Chain, error) {
 		}
 		seen[a.Name()] = true
 	}
-	c := &Chain{route: route, auths: append([]Authenticator(nil), auths...)}
+	c := &Chain{route: route, auths: append([]Authenticator(nil), auths...), bounded: true}
+	for _, a := range c.auths {
+		if _, ok := a.(Bounded); !ok {
+			c.bounded = false
+		}
+	}
 	for _, a := range c.auths {
 		r, ok := a.(Reader)
 		if !ok {
@@ -78,6 +86,10 @@ func (c *Chain) Names() []string {
 	}
 	return names
 }
+
+// Bounded reports whether every authenticator of the chain is Bounded:
+// Authenticate then returns once its context ends.
+func (c *Chain) Bounded() bool { return c.bounded }
 
 // Authenticate runs the chain on req.
 func (c *Chain) Authenticate(ctx context.Context, req *Request) Result {
@@ -176,6 +188,18 @@ type Settler interface {
 	// Settled is told, once per Settle, that the chain used res, the
 	// answer Settle gave: for what Authenticate would have counted.
 	Settled(res Result)
+}
+
+// Bounded is implemented by an Authenticator whose Authenticate returns
+// once its context ends, whatever it waits for: a plugin process's call,
+// say, which the host stops waiting for at the deadline. A caller that
+// must not wait past a deadline can run a chain of them on its own
+// goroutine; any other it runs on a goroutine of its own, and stops
+// waiting for.
+type Bounded interface {
+	Authenticator
+	// Bounded marks the implementation; it does nothing.
+	Bounded()
 }
 
 // Reader is implemented by an Authenticator that reads a request's

@@ -321,6 +321,35 @@ func TestNewChainRefusesBadMembers(t *testing.T) {
 
 var _ Authenticator = (*stub)(nil)
 
+// bounded is a stub that declares itself Bounded.
+type bounded struct{ stub }
+
+func (*bounded) Bounded() {}
+
+// A chain is Bounded only when every member is.
+func TestChainBounded(t *testing.T) {
+	tests := []struct {
+		name  string
+		auths []Authenticator
+		want  bool
+	}{
+		{"one bounded", []Authenticator{&bounded{stub{name: "a"}}}, true},
+		{"all bounded", []Authenticator{&bounded{stub{name: "a"}}, &bounded{stub{name: "b"}}}, true},
+		{"one not", []Authenticator{&stub{name: "a"}}, false},
+		{"the last not", []Authenticator{&bounded{stub{name: "a"}}, &stub{name: "b"}}, false},
+		{"the first not", []Authenticator{&stub{name: "a"}, &bounded{stub{name: "b"}}}, false},
+	}
+	for _, tc := range tests {
+		c, err := NewChain(RouteEvents, tc.auths...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Bounded(); got != tc.want {
+			t.Errorf("%s: Bounded() = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 // reader is a stub that declares what it reads.
 type reader struct {
 	stub

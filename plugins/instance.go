@@ -142,6 +142,10 @@ func (i *instance) Settled(res core.Result) {
 	}
 }
 
+// Bounded marks the instance as core.Bounded: every wait in Authenticate
+// (for a call slot, for the process's reply) ends with its context.
+func (i *instance) Bounded() {}
+
 // authenticate is Authenticate past the input check.
 func (i *instance) authenticate(ctx context.Context, req *core.Request, in Inputs) core.Result {
 	if !i.up() {
@@ -360,4 +364,5 @@ var (
 	_ core.Authenticator = (*instance)(nil)
 	_ core.Reader        = (*instance)(nil)
 	_ core.Settler       = (*instance)(nil)
+	_ core.Bounded       = (*instance)(nil)
 )
