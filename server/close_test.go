@@ -1,9 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,5 +74,33 @@ func TestSocketSendsOneCloseFrame(t *testing.T) {
 				t.Errorf("after its close frame the server sent another: op %d payload %q", op, p)
 			}
 		})
+	}
+}
+
+// serverClose is a server's close frame: code, then reason.
+func serverClose(code uint16, reason string) []byte {
+	return append([]byte{0x80 | opClose, byte(2 + len(reason)), byte(code >> 8), byte(code)}, reason...)
+}
+
+func TestFixedCloseReason(t *testing.T) {
+	timeout := &net.OpError{Op: "read", Net: "tcp", Source: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 8000}, Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 51000}, Err: os.ErrDeadlineExceeded}
+	reset := &net.OpError{Op: "read", Net: "tcp", Source: timeout.Source, Addr: timeout.Addr, Err: syscall.ECONNRESET}
+	tests := []struct {
+		name string
+		in   []byte
+		want []byte
+	}{
+		{"a read that its deadline ended", serverClose(1000, timeout.Error()), serverClose(1000, "idle timeout")},
+		{"any other failed read", serverClose(1000, reset.Error()), serverClose(1000, "connection lost")},
+		{"the client's end of the stream", serverClose(1000, io.EOF.Error()), serverClose(1000, "EOF")},
+		{"the echo of a client's close", serverClose(1000, ""), serverClose(1000, "")},
+		{"a protocol error of gws's", serverClose(1009, "message too big"), serverClose(1009, "message too big")},
+		{"not a close frame", []byte{0x81, 3, 'a', 'b', 'c'}, []byte{0x81, 3, 'a', 'b', 'c'}},
+		{"a length that does not match", append(serverClose(1000, timeout.Error()), 'x'), append(serverClose(1000, timeout.Error()), 'x')},
+	}
+	for _, tt := range tests {
+		if got := fixedCloseReason(tt.in); !bytes.Equal(got, tt.want) {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
 	}
 }
