@@ -23,9 +23,10 @@ const (
 // starts a goroutine for every run, that is every time a message reaches
 // an idle actor, and each of those goroutines starts on a small stack that
 // the actor's Receive grows by copying it, a few times per run: in
-// BenchmarkConnect half the CPU went to stack growth. A goroutine that has
-// run one mailbox keeps its grown stack and waits, LIFO, for the next: the
-// most recently used (its stack and caches warm) runs the next mailbox. One that waits longer than
+// BenchmarkConnect half the CPU went to stack growth. A pooled goroutine
+// starts on a stack grown in one copy (workerStack); one that has run a
+// mailbox waits, LIFO, for the next: the most recently used (its stack and
+// caches warm) runs the next mailbox. One that waits longer than
 // workerIdleTimeout, or would be the idle pool's maxIdleWorkers+1th, ends.
 // A mailbox run never waits for a goroutine: with none idle, a new one
 // starts. Mailbox semantics are protoactor's: one run at a time per actor,
@@ -69,22 +70,23 @@ func (d *dispatcher) Schedule(fn func()) {
 	go d.run(&worker{work: make(chan func(), 1)}, fn)
 }
 
-// Stack sizes of the pooled goroutines. A handshake's run (the request's
-// parse, the chain, the upgrade) needs more than 4 KiB of stack and less
-// than 8. A goroutine starts on Go's smallest stack, so a new one copied its
-// stack twice on the way, each copy walking every frame of a deep stack;
-// and the collector halves the stack of a goroutine that waits using less
-// than a quarter of it, so a pooled one copied it again on its next deep
-// run. In a reconnect storm, where nearly every handshake finds the pool
-// empty, that was three copies per reconnect, 6-7% of the server's CPU.
-const (
-	// workerStack is what a new pooled goroutine grows to, in one copy of
-	// its nearly empty stack, before its first run.
-	workerStack = 8 << 10
-	// waitStack is the stack a waiting goroutine keeps in use: more than
-	// a quarter of workerStack, so the collector leaves its stack alone.
-	waitStack = workerStack/4 + 512
-)
+// workerStack is what a new pooled goroutine grows its stack to, in one
+// copy of its nearly empty stack, before its first run. A handshake's run
+// (the request's parse, the upgrade, the attach) needs more than 4 KiB of
+// stack and less than 8, and a goroutine starts on Go's smallest stack: a
+// new one copied its stack twice on the way, each copy walking every frame
+// of a deep stack. In a reconnect storm, where nearly every run finds the
+// pool empty, that was 6-7% of the server's CPU.
+//
+// A waiting goroutine does not hold on to its stack: the collector halves
+// the stack of one that waits using less than a quarter of it, and it
+// grows again on its next deep run. Keeping it (by waiting in a frame of
+// more than 2 KiB) cost more than the copies it saved: Go starts every new
+// goroutine on the average stack in use at the last collection, and 256
+// such waiters raised it past 2 KiB, so that each idle socket's read loop
+// started, and stayed, on 4 KiB (1.5 KiB more per idle connection,
+// `agent-bench -scenario idle`), while the storm's time did not change.
+const workerStack = 8 << 10
 
 // growStack makes its goroutine's stack at least workerStack: its frame
 // needs more than half of that, so the runtime grows the stack to the
@@ -100,15 +102,6 @@ func growStack() {
 //
 //go:noinline
 func keepFrame(b []byte) { _ = unsafe.SliceData(b) }
-
-// next waits for w's next run, in a frame of waitStack bytes.
-//
-//go:noinline
-func (w *worker) next() func() {
-	var frame [waitStack]byte
-	keepFrame(frame[:])
-	return <-w.work
-}
 
 // Throughput is how many messages a mailbox run handles before it yields.
 func (d *dispatcher) Throughput() int { return d.throughput }
@@ -127,7 +120,7 @@ func (d *dispatcher) run(w *worker, fn func()) {
 		w.idleSince = now
 		d.idle = append(d.idle, w)
 		d.mu.Unlock()
-		fn = w.next()
+		fn = <-w.work
 	}
 }
 
