@@ -240,13 +240,14 @@ func (s *System) Go(fn func()) { s.dispatch.Schedule(fn) }
 // closed: a missing chain, a panic, the end of ctx or a timeout is an Error
 // result, never an Allow. A chain that its authenticators settle at once
 // (core.Chain.Settle: cached decisions, absent inputs) is answered on the
-// caller's goroutine, unless the request is sampled for tracing. So does
-// a chain of core.Bounded authenticators (plugin processes), whose waits
-// end with the context. Any other runs on a pooled goroutine, so an
-// authenticator that ignores its deadline never holds the caller past it. One context, the caller's bounded by
-// authTimeout, bounds both the plugins and the wait: it carries the
-// caller's span, and a caller that gives up (its client went away) ends
-// the run, which gives back its queue place and plugin slot.
+// caller's goroutine, unless the request is sampled for tracing. So is a
+// chain of core.Bounded authenticators (plugin processes), whose waits end
+// with the context. Any other runs on a pooled goroutine, so an
+// authenticator that ignores its deadline never holds the caller past it.
+// One context, the caller's bounded by authTimeout, bounds both the
+// plugins and the wait: it carries the caller's span, and a caller that
+// gives up (its client went away) ends the run, which gives back its
+// queue place and plugin slot.
 func (s *System) Authenticate(ctx context.Context, req *core.Request) core.Result {
 	if s.closing.Load() {
 		return core.Failed(ErrShutdown)
