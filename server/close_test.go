@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -102,5 +103,63 @@ func TestFixedCloseReason(t *testing.T) {
 		if got := fixedCloseReason(tt.in); !bytes.Equal(got, tt.want) {
 			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+// heldDeadlineConn records the last read deadline set on it; the first
+// SetReadDeadline waits for release once it has entered.
+type heldDeadlineConn struct {
+	discardConn
+	entered, release chan struct{}
+
+	mu    sync.Mutex
+	calls int
+	last  time.Time
+}
+
+func (c *heldDeadlineConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.calls++
+	first := c.calls == 1
+	c.mu.Unlock()
+	if first {
+		close(c.entered)
+		<-c.release
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last = t
+	return nil
+}
+
+// A keepalive that found the socket open, and sets its deadline as our
+// close frame goes out, does not push the close grace back to
+// limits.idle_timeout.
+func TestCloseGraceOutlastsAKeepalive(t *testing.T) {
+	conn := &heldDeadlineConn{entered: make(chan struct{}), release: make(chan struct{})}
+	sock := &socket{srv: &Server{}, conn: conn, out: newOutbound(conn, 1<<20, 0)}
+	sock.srv.cfg.Limits.IdleTimeout = time.Hour
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		sock.keepalive()
+	}()
+	<-conn.entered // past its check, setting the idle deadline
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		sock.closeSent()
+	}()
+	select {
+	case <-sent: // it did not wait for the keepalive
+	case <-time.After(100 * time.Millisecond): // it waits for the keepalive, as it should
+	}
+	close(conn.release)
+	<-kept
+	<-sent
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if left := time.Until(conn.last); left > closeGrace {
+		t.Errorf("read deadline %v away after the close was sent, want at most the close grace, %v", left.Round(time.Second), closeGrace)
 	}
 }

@@ -63,6 +63,12 @@ type socket struct {
 	pinger      *time.Timer
 	pingStopped bool
 
+	// deadlineMu orders the read deadline's writers: keepalive, on every
+	// frame, and closeSent, once, after which closeArmed keeps the close
+	// grace from being pushed back.
+	deadlineMu sync.Mutex
+	closeArmed bool
+
 	attachment              // set before the read loop starts
 	actor      *actors.Conn // set and read only by the read loop
 
@@ -127,6 +133,9 @@ func (sock *socket) Backlog() (queued, limit int) { return sock.out.backlog() }
 // TCP connection.
 func (sock *socket) closeSent() {
 	sock.stopPinger()
+	sock.deadlineMu.Lock()
+	defer sock.deadlineMu.Unlock()
+	sock.closeArmed = true
 	_ = sock.conn.SetReadDeadline(time.Now().Add(closeGrace))
 }
 
@@ -137,9 +146,18 @@ func (sock *socket) writeFailed(err error) {
 }
 
 // keepalive pushes the idle deadline back, unless the socket is closing.
+// Its check and its deadline are one step under deadlineMu: a keepalive
+// that found the socket open could otherwise set its deadline after
+// closeSent's, and a closing socket would wait limits.idle_timeout for
+// the client's close frame instead of closeGrace.
 func (sock *socket) keepalive() {
 	idle := sock.srv.cfg.Limits.IdleTimeout
-	if idle <= 0 || sock.out.isClosing() {
+	if idle <= 0 {
+		return
+	}
+	sock.deadlineMu.Lock()
+	defer sock.deadlineMu.Unlock()
+	if sock.closeArmed || sock.out.isClosing() {
 		return
 	}
 	_ = sock.conn.SetReadDeadline(time.Now().Add(idle))
