@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -212,13 +211,15 @@ func socketReader(c net.Conn, early []byte) *bufio.Reader {
 	return bufio.NewReaderSize(src, socketReadBuffer)
 }
 
-// errIdle is a socket's read that its deadline ended: the client sent
-// nothing, not even a pong, for limits.idle_timeout (or, after the
-// server's close frame, for the close grace).
-var errIdle = errors.New("idle timeout")
-
-// errReadFailed is any other failed read of a socket.
-var errReadFailed = errors.New("connection lost")
+// Close reasons for a socket whose read failed (fixedCloseReason).
+const (
+	// idleReason: its deadline ended the read; the client sent nothing,
+	// not even a pong, for limits.idle_timeout (or, after the server's
+	// close frame, for the close grace).
+	idleReason = "idle timeout"
+	// lostReason: any other failed read.
+	lostReason = "connection lost"
+)
 
 // fixedCloseReason returns gws's close frame b with a fixed reason when it
 // closes for a failed read, and b itself otherwise. gws closes a socket
@@ -226,8 +227,8 @@ var errReadFailed = errors.New("connection lost")
 // net's errors name both ends' addresses (behind a load balancer, the
 // server's internal address and port); its other close frames carry
 // another code, or no reason (the echo of a client's close). The reason
-// becomes errIdle's text for a read that its deadline ended, and
-// errReadFailed's for any other but io.EOF, which stays.
+// becomes idleReason for a read that its deadline ended, and lostReason
+// for any other but io.EOF, which stays.
 //
 // This is done here, on the one close frame, rather than by wrapping the
 // socket's reader to replace the errors: every idle socket's read loop
@@ -240,12 +241,12 @@ func fixedCloseReason(b []byte) []byte {
 		return b
 	}
 	reason := string(b[4:])
-	fixed := errReadFailed.Error()
+	fixed := lostReason
 	switch {
 	case reason == io.EOF.Error():
 		return b
 	case strings.HasSuffix(reason, os.ErrDeadlineExceeded.Error()):
-		fixed = errIdle.Error()
+		fixed = idleReason
 	}
 	out := append(make([]byte, 0, 4+len(fixed)), b[:4]...)
 	out[1] = byte(2 + len(fixed))

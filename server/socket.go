@@ -64,10 +64,8 @@ type socket struct {
 	pingStopped bool
 
 	// deadlineMu orders the read deadline's writers: keepalive, on every
-	// frame, and closeSent, once, after which closeArmed keeps the close
-	// grace from being pushed back.
+	// frame, and closeSent, once.
 	deadlineMu sync.Mutex
-	closeArmed bool
 
 	attachment              // set before the read loop starts
 	actor      *actors.Conn // set and read only by the read loop
@@ -135,7 +133,6 @@ func (sock *socket) closeSent() {
 	sock.stopPinger()
 	sock.deadlineMu.Lock()
 	defer sock.deadlineMu.Unlock()
-	sock.closeArmed = true
 	_ = sock.conn.SetReadDeadline(time.Now().Add(closeGrace))
 }
 
@@ -149,7 +146,9 @@ func (sock *socket) writeFailed(err error) {
 // Its check and its deadline are one step under deadlineMu: a keepalive
 // that found the socket open could otherwise set its deadline after
 // closeSent's, and a closing socket would wait limits.idle_timeout for
-// the client's close frame instead of closeGrace.
+// the client's close frame instead of closeGrace. closeSent runs only
+// once the close is queued, so a keepalive after it finds the socket
+// closing.
 func (sock *socket) keepalive() {
 	idle := sock.srv.cfg.Limits.IdleTimeout
 	if idle <= 0 {
@@ -157,7 +156,7 @@ func (sock *socket) keepalive() {
 	}
 	sock.deadlineMu.Lock()
 	defer sock.deadlineMu.Unlock()
-	if sock.closeArmed || sock.out.isClosing() {
+	if sock.out.isClosing() {
 		return
 	}
 	_ = sock.conn.SetReadDeadline(time.Now().Add(idle))
