@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/agent-server/agent-server/core"
 	"github.com/agent-server/agent-server/plugins"
+	"github.com/agent-server/agent-server/plugins/internal/jwttoken"
 )
 
 const secret = "0123456789abcdef0123456789abcdef"
@@ -163,7 +165,8 @@ func TestConfigure(t *testing.T) {
 }
 
 // BenchmarkAuthenticate measures an uncached check inside the plugin: a
-// valid HS256 token like the load generator's, the same with an issuer
+// valid HS256 token like the load generator's (also with the fast path
+// off, as golang-jwt alone verifies it), the same with an issuer
 // configured, the abstains on an API key and an identity provider's token,
 // and, as the reference, golang-jwt's ParseWithClaims alone as the
 // baseline server (bench/baseline) verifies the same token.
@@ -191,6 +194,7 @@ func BenchmarkAuthenticate(b *testing.B) {
 		want core.Decision
 	}{
 		{"valid", p, plain, core.Allow},
+		{"valid, golang-jwt only", golangJWTOnly(p), plain, core.Allow},
 		{"valid with issuer", withIssuer, issued, core.Allow},
 		{"api key", p, "sk-0123456789abcdef0123456789abcdef", core.Abstain},
 		{"RS256", p, rs, core.Abstain},
@@ -217,4 +221,88 @@ func BenchmarkAuthenticate(b *testing.B) {
 			}
 		}
 	})
+}
+
+// golangJWTOnly returns a copy of p that verifies every token with
+// golang-jwt: the reference the fast path must match.
+func golangJWTOnly(p *Plugin) *Plugin {
+	c := *p.parser.Load()
+	c.fast = nil
+	ref := &Plugin{now: p.now}
+	ref.parser.Store(&c)
+	return ref
+}
+
+// TestFastPathMatchesGolangJWT checks that every token gets the verdict,
+// reason and principal golang-jwt alone would give it, under each claims
+// check Configure sets up, at each time check's edges, and that the
+// common tokens take the fast path.
+func TestFastPathMatchesGolangJWT(t *testing.T) {
+	at := func(d time.Duration) int64 { return now.Add(d).Unix() }
+	claims := []jwtlib.MapClaims{
+		{"sub": "alice", "exp": at(time.Hour)},
+		{"sub": "alice", "exp": at(0)},
+		{"sub": "alice", "exp": at(time.Second)},
+		{"sub": "alice", "exp": at(-time.Second)},
+		{"sub": "alice", "exp": at(-29 * time.Second)},
+		{"sub": "alice", "exp": at(-31 * time.Second)},
+		{"sub": "alice", "exp": at(time.Hour), "nbf": at(0)},
+		{"sub": "alice", "exp": at(time.Hour), "nbf": at(time.Second)},
+		{"sub": "alice", "exp": at(time.Hour), "nbf": at(29 * time.Second)},
+		{"sub": "alice", "exp": at(time.Hour), "nbf": at(31 * time.Second)},
+		{"sub": "alice", "exp": at(time.Hour), "iat": at(time.Hour)},
+		{"sub": "", "exp": at(time.Hour)},
+		{"exp": at(time.Hour)},
+		{"sub": "alice"},
+		{"sub": "alice", "exp": float64(at(time.Hour)) + 0.5},
+		{"sub": "alice", "exp": at(time.Hour), "iss": "me"},
+		{"sub": "alice", "exp": at(time.Hour), "iss": "me", "aud": "agent-server"},
+		{"sub": "alice", "exp": at(time.Hour), "iss": "me", "aud": []string{"x", "agent-server"}},
+		{"sub": "alice", "exp": at(time.Hour), "iss": "me", "aud": []string{"x"}},
+		{"sub": "alice", "exp": at(time.Hour), "iss": "me", "aud": ""},
+		{"sub": "alice", "exp": at(time.Hour), "iss": "me", "aud": []string{}},
+		{"sub": "alice", "exp": at(time.Hour), "iss": "", "aud": "agent-server"},
+		{"sub": "alice", "exp": at(time.Hour), "conversations": []string{"c1", "c2"}, "roles": []string{"runtime"}},
+		{"sub": "alice", "exp": at(time.Hour), "conversations": []string{}, "roles": []string{}},
+		{"sub": "alice", "exp": at(time.Hour), "Sub": "mallory"},
+		{"sub": "alice", "exp": at(time.Hour), "email": "a@example.com", "groups": []any{"g", 1, nil}},
+	}
+	var toks []string
+	for _, c := range claims {
+		for _, m := range []jwtlib.SigningMethod{jwtlib.SigningMethodHS256, jwtlib.SigningMethodHS384} {
+			toks = append(toks, sign(t, m, []byte(secret), c))
+		}
+		toks = append(toks, sign(t, jwtlib.SigningMethodHS256, []byte(strings.Repeat("x", 32)), c))
+	}
+	fast := 0
+	for _, cfg := range []map[string]any{
+		{"secret": secret},
+		{"secret": secret, "leeway": "30s"},
+		{"secret": secret, "issuer": "me"},
+		{"secret": secret, "issuer": "me", "audience": "agent-server", "leeway": "30s"},
+	} {
+		p := newConfigured(t, cfg)
+		ref := golangJWTOnly(p)
+		for _, tok := range toks {
+			req := &core.Request{Header: http.Header{"Authorization": {"Bearer " + tok}}}
+			got, want := p.Authenticate(context.Background(), req), ref.Authenticate(context.Background(), req)
+			if got.Decision != want.Decision || got.Reason != want.Reason || !reflect.DeepEqual(got.Principal, want.Principal) {
+				t.Errorf("%v: %s: got %s %q %+v; golang-jwt gives %s %q %+v", cfg, tok, got.Decision, got.Reason, got.Principal, want.Decision, want.Reason, want.Principal)
+			}
+			// A token the fast path reads, it must also decide: its checks
+			// pass exactly the tokens golang-jwt allows.
+			var fc jwttoken.Claims
+			if c := p.parser.Load(); c.fast.Verify(tok, &fc) {
+				if decided := c.valid(&fc, now); decided != (want.Decision == core.Allow) {
+					t.Errorf("%v: %s: the fast path's checks say %v; golang-jwt gives %s %q", cfg, tok, decided, want.Decision, want.Reason)
+				} else if decided {
+					fast++
+				}
+			}
+		}
+	}
+	// 41 when written: each config's valid tokens of the common shape.
+	if fast < 40 {
+		t.Errorf("%d allowed tokens took the fast path, want every common one", fast)
+	}
 }

@@ -7,7 +7,9 @@
 // token that is not a JWT or comes from an issuer they do not serve.
 //
 // Nothing Inspect returns may be trusted: it only routes a token to the
-// plugin that will verify it. DenyReason names why a verification failed.
+// plugin that will verify it. HS256 verifies the common HS256 tokens
+// without golang-jwt, and leaves every other to it; DenyReason names why
+// golang-jwt refused one.
 package jwttoken
 
 import (
