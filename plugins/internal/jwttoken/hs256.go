@@ -20,7 +20,8 @@ import (
 // Verify never decides against a token. It reports ok only for a token
 // whose signature is valid under the secret and whose header and payload
 // it reads exactly as golang-jwt, and encoding/json under it, would read
-// them into the jwt plugin's claims. Anything else (a bad signature, an
+// them into the jwt plugin's claims, and which Inspect reads as a JWT with
+// alg HS256 and the same issuer (so a caller need not inspect it too). Anything else (a bad signature, an
 // alg other than HS256, a claim of an unexpected type, a name that only
 // matches a claim's case-insensitively, a claim given twice, escapes in
 // names, a time that is not a whole number of seconds) is left to
@@ -143,7 +144,8 @@ func (s *hs256Scratch) decode(seg []byte) ([]byte, bool) {
 // hs256Header reports whether b is a header golang-jwt reads as alg HS256:
 // a JSON object with exactly one member named alg, "HS256", no escaped or
 // non-ASCII name (one could decode to alg) and no number out of float64's
-// range (which fails golang-jwt's decode into a map).
+// range (which fails golang-jwt's decode into a map). A name that is alg
+// in other case is refused too: Inspect would read its value as the alg.
 func hs256Header(b []byte) bool {
 	if !json.Valid(b) || overflows(b) {
 		return false
@@ -162,8 +164,8 @@ func hs256Header(b []byte) bool {
 		if !plain {
 			return false
 		}
-		if string(n) == "alg" {
-			if algs++; string(value) != `"HS256"` {
+		if len(n) == len("alg") && strings.EqualFold(string(n), "alg") {
+			if algs++; string(n) != "alg" || string(value) != `"HS256"` {
 				return false
 			}
 		}

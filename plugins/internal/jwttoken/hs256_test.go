@@ -58,7 +58,8 @@ func sameClaims(a, b Claims) bool {
 }
 
 // assertAgreesWithGolangJWT fails when Verify accepts tok and golang-jwt
-// does not, or reads other claims from it.
+// does not, or reads other claims from it, or Inspect does not read it as
+// an HS256 JWT of the same issuer.
 func assertAgreesWithGolangJWT(t *testing.T, v *HS256, tok string) bool {
 	t.Helper()
 	var got Claims
@@ -72,6 +73,9 @@ func assertAgreesWithGolangJWT(t *testing.T, v *HS256, tok string) bool {
 	}
 	if !sameClaims(got, want) {
 		t.Fatalf("Verify(%q) read %+v; golang-jwt reads %+v", tok, got, want)
+	}
+	if shape, ok := Inspect(tok); !ok || shape.Alg != "HS256" || shape.Issuer != got.Issuer {
+		t.Fatalf("Verify accepted %q, which Inspect reads as %+v, %v", tok, shape, ok)
 	}
 	return true
 }
@@ -112,6 +116,7 @@ func TestHS256Verify(t *testing.T) {
 		{"alg none", signed(`{"alg":"none"}`, `{"sub":"a",`+exp+`}`, testSecret), false, ""},
 		{"alg lower case", signed(`{"alg":"hs256"}`, `{"sub":"a",`+exp+`}`, testSecret), false, ""},
 		{"alg escaped", signed(`{"alg":"\u0048S256"}`, `{"sub":"a",`+exp+`}`, testSecret), false, ""},
+		{"ALG beside alg", signed(`{"alg":"HS256","ALG":"RS256"}`, `{"sub":"a",`+exp+`}`, testSecret), false, ""},
 		{"alg twice", signed(`{"alg":"HS256","alg":"HS256"}`, `{"sub":"a",`+exp+`}`, testSecret), false, ""},
 		{"alg missing", signed(`{"typ":"JWT"}`, `{"sub":"a",`+exp+`}`, testSecret), false, ""},
 		{"an escaped name in the header", signed(`{"\u0061lg":"HS256","alg":"HS256"}`, `{"sub":"a",`+exp+`}`, testSecret), false, ""},
