@@ -33,6 +33,11 @@ type StormParams struct {
 	Tail        time.Duration // posting goes on this long after the last client resumed (default 1s)
 	Timeout     time.Duration // longest wait for the resumption, and then for the last deliveries (default 60s)
 	Size        int           // text bytes per message
+	// Observer runs the paced fan-out in a process of its own: the argv
+	// of RunObserver's command (agent-bench observe). Empty: in this
+	// process, where a saturated generator delays its receipts (see
+	// Observe).
+	Observer []string
 	// CacheSeries names the server's counter of decision-cache hits for
 	// the storm clients' plugin, read through Server.Metric before and
 	// after the storm (empty: not read).
@@ -172,7 +177,7 @@ func Storm(ctx context.Context, srv Server, p StormParams) (*StormResult, error)
 		return nil, fmt.Errorf("storm: %w", err)
 	}
 	nconv := (p.N + p.PerConversation - 1) / p.PerConversation
-	convs, err := newConversations(ctx, srv, nconv+1) // the last is the quiet fan-out's
+	convs, err := newConversations(ctx, srv, nconv+1) // the last is the paced fan-out's
 	if err != nil {
 		return nil, fmt.Errorf("storm: %w", err)
 	}
@@ -180,18 +185,26 @@ func Storm(ctx context.Context, srv Server, p StormParams) (*StormResult, error)
 	if err != nil {
 		return nil, fmt.Errorf("storm: %w", err)
 	}
-	st := &storm{p: p, cls: []*client{jwtCl}, convs: convs, sent: make([]atomic.Uint64, nconv+1)}
+	st := &storm{p: p, cls: []*client{jwtCl}, convs: convs[:nconv], sent: make([]atomic.Uint64, nconv)}
 	defer st.closeAll()
-	if err := st.open(ctx, keyCl, creds); err != nil {
+	if err := st.openPublishers(ctx, keyCl); err != nil {
+		return nil, fmt.Errorf("storm: %w", err)
+	}
+	obs, err := startObserver(ctx, ObserveParams{Credentials: keys, Addr: srv.Addr, Conversation: convs[nconv],
+		Subs: p.QuietSubs, Rate: p.QuietRate, Size: p.Size, Timeout: p.Timeout}, p.Observer)
+	if err != nil {
+		return nil, fmt.Errorf("storm: paced fan-out: %w", err)
+	}
+	defer func() { _, _ = obs.result() }()
+	if err := st.openClients(ctx, creds); err != nil {
 		return nil, fmt.Errorf("storm: %w", err)
 	}
 	lastConnect := time.Now()
 
 	stop := make(chan struct{})
 	var posters sync.WaitGroup
-	posters.Add(2)
+	posters.Add(1)
 	go func() { defer posters.Done(); st.post(ctx, stop) }()
-	go func() { defer posters.Done(); st.postQuiet(ctx, stop) }()
 	stopPosting := sync.OnceFunc(func() { close(stop); posters.Wait() })
 	defer stopPosting()
 
@@ -216,8 +229,13 @@ func Storm(ctx context.Context, srv Server, p StormParams) (*StormResult, error)
 	r.Storm = time.Duration(end - t0)
 	sleep(ctx, p.Tail)
 	stopPosting()
+	quiet, err := obs.result()
+	if err != nil {
+		return nil, fmt.Errorf("storm: paced fan-out: %w", err)
+	}
 	st.drain(ctx)
 	st.count(r, t0, end)
+	r.addQuiet(quiet, t0, end, p.QuietWindow)
 	return r, ctx.Err()
 }
 
@@ -229,10 +247,9 @@ type storm struct {
 	// once when the "nodes" are groups of clients on one server).
 	cls     []*client
 	convs   []string
-	pubs    []*conn         // a publisher per conversation, the quiet one last (Storm only)
+	pubs    []*conn         // a publisher per conversation (Storm and Observe only)
 	sent    []atomic.Uint64 // per conversation: every seq below it is posted (sent by its publisher, or acknowledged over REST)
 	clients []*stormClient
-	quiet   []*stormClient
 	errs    errorLog
 	kinds   sync.Map // kind -> *atomic.Int64
 	retries sync.WaitGroup
@@ -262,7 +279,7 @@ type stormClient struct {
 	readyAt   int64  // clock() of the new socket's full_state; 0 before
 	resumedAt int64  // clock() when resumed; 0 before
 	attempts  int
-	lat       [][2]int64 // quiet subscribers: (sent, latency) of each delivery
+	lat       [][2]int64 // Observe's subscribers: (sent, latency) of each delivery
 }
 
 // frame accounts for one frame of socket generation gen.
@@ -342,10 +359,8 @@ func (st *storm) dial(ctx context.Context, cl *client, sc *stormClient, replay u
 	return c, gen, err
 }
 
-// open connects the publishers, the quiet subscribers and the storm
-// clients.
-func (st *storm) open(ctx context.Context, keyCl *client, creds []string) error {
-	nconv := len(st.convs) - 1
+// openPublishers connects a publisher to each conversation.
+func (st *storm) openPublishers(ctx context.Context, keyCl *client) error {
 	keyCl.readBuf = bulkBufSize
 	for k := range st.convs {
 		c, err := keyCl.dial(ctx, st.convs[k], st.p.Key, nil)
@@ -354,17 +369,7 @@ func (st *storm) open(ctx context.Context, keyCl *client, creds []string) error 
 		}
 		st.pubs = append(st.pubs, c)
 	}
-	st.quiet = make([]*stormClient, st.p.QuietSubs)
-	for i := range st.quiet {
-		sc := &stormClient{conv: nconv, cred: st.p.Key}
-		c, _, err := st.dial(ctx, keyCl, sc, nil, true)
-		if err != nil {
-			return fmt.Errorf("quiet subscriber %d: %w", i, err)
-		}
-		sc.c = c
-		st.quiet[i] = sc
-	}
-	return st.openClients(ctx, creds)
+	return nil
 }
 
 // openClients connects the storm clients, Concurrency at a time: client
@@ -392,18 +397,11 @@ func (st *storm) openClients(ctx context.Context, creds []string) error {
 // post sends Rate events a second to every storm conversation, the
 // conversations in turn, until stop.
 func (st *storm) post(ctx context.Context, stop <-chan struct{}) {
-	nconv := len(st.convs) - 1
+	nconv := len(st.convs)
 	st.pace(ctx, stop, st.p.Rate*float64(nconv), func(i int) bool {
 		k := i % nconv
 		return st.send(k)
 	})
-}
-
-// postQuiet sends QuietRate messages a second to the quiet conversation
-// until stop.
-func (st *storm) postQuiet(ctx context.Context, stop <-chan struct{}) {
-	k := len(st.convs) - 1
-	st.pace(ctx, stop, st.p.QuietRate, func(int) bool { return st.send(k) })
 }
 
 // send posts conversation k's next event; false stops its poster.
@@ -592,7 +590,7 @@ func (st *storm) waitResumed(ctx context.Context, t0 int64, clients []*stormClie
 func (st *storm) drain(ctx context.Context) {
 	st.retries.Wait()
 	deadline := time.Now().Add(st.p.Timeout)
-	for _, sc := range append(append([]*stormClient(nil), st.clients...), st.quiet...) {
+	for _, sc := range st.clients {
 		want := st.sent[sc.conv].Load()
 		for {
 			sc.mu.Lock()
@@ -612,9 +610,9 @@ func (st *storm) drain(ctx context.Context) {
 func (st *storm) count(r *StormResult, t0, end int64) {
 	st.closedEarly()
 	st.closeAll()
-	var resume, ready, quiet, during []int64
+	var resume, ready []int64
 	dropped := 0
-	for i, sc := range append(append([]*stormClient(nil), st.clients...), st.quiet...) {
+	for _, sc := range st.clients {
 		posted := int(st.sent[sc.conv].Load())
 		r.Expected += posted
 		r.Delivered += sc.got
@@ -622,17 +620,6 @@ func (st *storm) count(r *StormResult, t0, end int64) {
 		r.Reordered += sc.late
 		if sc.high > uint64(posted) {
 			st.addErr(stormErrReplay, fmt.Errorf("a socket of conversation %d got seq %d of %d posted", sc.conv, sc.high-1, posted))
-		}
-		if i >= len(st.clients) {
-			for _, l := range sc.lat {
-				switch {
-				case l[0] >= t0-int64(st.p.QuietWindow) && l[0] < t0:
-					quiet = append(quiet, l[1])
-				case l[0] >= t0 && l[0] <= end:
-					during = append(during, l[1])
-				}
-			}
-			continue
 		}
 		if !sc.dropped {
 			continue
@@ -652,7 +639,6 @@ func (st *storm) count(r *StormResult, t0, end int64) {
 	}
 	r.Lost = r.Expected - r.Delivered
 	r.Resume, r.Reconnected = summarize(resume), summarize(ready)
-	r.Quiet, r.StormLatency = summarize(quiet), summarize(during)
 	if r.Resumed == dropped {
 		r.AllResumed = r.Resume.Max
 	} else {
@@ -673,7 +659,7 @@ func (st *storm) count(r *StormResult, t0, end int64) {
 // client (detach) before it closes it, so this is the server's doing, or
 // the death of a node that was not the victim.
 func (st *storm) closedEarly() {
-	for _, sc := range append(append([]*stormClient(nil), st.clients...), st.quiet...) {
+	for _, sc := range st.clients {
 		if sc == nil {
 			continue
 		}
@@ -690,7 +676,7 @@ func (st *storm) closedEarly() {
 // closeAll closes every socket still open; safe to call twice.
 func (st *storm) closeAll() {
 	var conns []*conn
-	for _, sc := range append(append([]*stormClient(nil), st.clients...), st.quiet...) {
+	for _, sc := range st.clients {
 		if sc == nil {
 			continue
 		}
@@ -744,3 +730,34 @@ func (s *seqSet) add(seq uint64) {
 
 // prefix is the count of 0, 1, 2, ... in the set before the first gap.
 func (s *seqSet) prefix() uint64 { return s.low }
+
+// addQuiet adds the paced fan-out's counts, errors and latencies to r:
+// the latencies of the messages sent in the quiet window before the drop
+// at t0 go to Quiet, those sent from t0 to end to StormLatency.
+func (r *StormResult) addQuiet(q *ObserveResult, t0, end int64, window time.Duration) {
+	r.Expected += q.Expected
+	r.Delivered += q.Delivered
+	r.Duplicates += q.Duplicates
+	r.Reordered += q.Reordered
+	r.Lost = r.Expected - r.Delivered
+	for k, n := range q.ErrorsByKind {
+		r.ErrorsByKind[k] += n
+		r.Errors += n
+	}
+	for _, e := range q.FirstErrors {
+		if len(r.FirstErrors) < maxErrorTexts {
+			r.FirstErrors = append(r.FirstErrors, "paced fan-out: "+e)
+		}
+	}
+	from, until := epoch.UnixNano()+t0, epoch.UnixNano()+end
+	var quiet, during []int64
+	for _, l := range q.Latencies {
+		switch {
+		case l[0] >= from-int64(window) && l[0] < from:
+			quiet = append(quiet, l[1])
+		case l[0] >= from && l[0] <= until:
+			during = append(during, l[1])
+		}
+	}
+	r.Quiet, r.StormLatency = summarize(quiet), summarize(during)
+}

@@ -69,6 +69,7 @@ func TestSmoke(t *testing.T) {
 		ServerBin:   filepath.Join(binDir, "agent-server"),
 		PluginDir:   filepath.Join(binDir, "plugins"),
 		BaselineCmd: []string{filepath.Join(binDir, "agent-bench"), "baseline"},
+		ObserverCmd: []string{filepath.Join(binDir, "agent-bench"), "observe"},
 	}
 	rep, err := Run(ctx, cfg)
 	if err != nil {

@@ -103,6 +103,7 @@ type Config struct {
 	ServerBin   string   // agent-server binary
 	PluginDir   string   // its plugins
 	BaselineCmd []string // serves the baseline (agent-bench baseline)
+	ObserverCmd []string // runs the storm's paced fan-out (agent-bench observe); empty: in this process
 	ServerCPUs  string   // taskset -c list for the servers; empty for none
 	ServerEnv   []string // extra KEY=VALUE environment for the servers (GOGC, ...)
 	Storage     string   // agent-server's storage.driver; empty keeps its default
@@ -240,6 +241,7 @@ func measure(ctx context.Context, cfg Config, c string, k target.Kind, run int) 
 		sp := p.Storm
 		sp.Credentials = creds
 		sp.CacheSeries = jwtCacheHits
+		sp.Observer = cfg.ObserverCmd
 		res, err = load.Storm(ctx, srv, sp)
 	}
 	if err != nil {

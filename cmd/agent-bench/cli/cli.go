@@ -4,11 +4,13 @@
 //	agent-bench [flags]            run the benchmark (package suite)
 //	agent-bench baseline [flags]   serve the reference server (package baseline)
 //	agent-bench cluster [flags]    run the cluster benchmark (suite.RunCluster)
+//	agent-bench observe [flags]    run the storm's paced fan-out (load.RunObserver)
 //
 // Without -addr, agent-bench starts every server itself, each in its own
 // process: bin/agent-server with bin/plugins, and the baseline by running
 // this same binary as "agent-bench baseline". With -addr it measures the one
-// server already listening there.
+// server already listening there. The reconnect storm runs its paced
+// fan-out as "agent-bench observe", a process apart from the generator.
 package cli
 
 import (
@@ -46,6 +48,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	var err error
 	if len(args) > 0 && args[0] == "baseline" {
 		err = serveBaseline(args[1:], stderr)
+	} else if len(args) > 0 && args[0] == "observe" {
+		err = load.RunObserver(context.Background(), args[1:], os.Getenv, os.Stdin, stdout)
 	} else if len(args) > 0 && args[0] == "cluster" {
 		err = benchCluster(args[1:], stdout, stderr)
 	} else {
@@ -164,6 +168,11 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	if cfg.JWTSecret == "" {
 		cfg.JWTSecret = random(24)
 	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cfg.ObserverCmd = []string{exe, "observe"}
 	if *addr != "" {
 		if len(cfg.Targets) != 1 || *key == "" {
 			return usageErr("-addr needs one -target and a -key")
@@ -172,10 +181,6 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	} else {
 		if cfg.Key == "" {
 			cfg.Key = random(16)
-		}
-		exe, err := os.Executable()
-		if err != nil {
-			return err
 		}
 		cfg.BaselineCmd = []string{exe, "baseline"}
 	}

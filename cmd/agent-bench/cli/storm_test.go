@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -47,7 +48,7 @@ func TestStormFlagsParse(t *testing.T) {
 			}
 			want := d
 			tt.want(&want)
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("parse %q:\ngot  %+v\nwant %+v", tt.args, got, want)
 			}
 		})
