@@ -451,8 +451,12 @@ func (r *Report) caseLabel(c string) string {
 		return fmt.Sprintf("churn: %g conns/s for %s", p.ChurnRate, p.ChurnDuration)
 	case CaseStorm:
 		s := p.Storm
-		return fmt.Sprintf("reconnect-storm: %d clients, a distinct JWT each, %d per conversation, %g events/s each; all drop, resume with after_id after [0, %s]; paced fan-out to %d others at %g/s",
-			s.N, s.PerConversation, s.Rate, s.Jitter, s.QuietSubs, s.QuietRate)
+		where := "in the generator"
+		if len(r.Config.ObserverCmd) > 0 {
+			where = "in a process of its own"
+		}
+		return fmt.Sprintf("reconnect-storm: %d clients, a distinct JWT each, %d per conversation, %g events/s each; all drop, resume with after_id after [0, %s]; paced fan-out to %d others at %g/s, %s",
+			s.N, s.PerConversation, s.Rate, s.Jitter, s.QuietSubs, s.QuietRate, where)
 	}
 	return c
 }
