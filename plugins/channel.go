@@ -64,15 +64,16 @@ var errFrame = errors.New("malformed frame")
 // framer reads and writes the frames of one end of a channel. read and
 // write may run concurrently with each other, but neither with itself.
 type framer struct {
-	conn net.Conn
-	r    *bufio.Reader
-	in   []byte // the last frame read, reused
-	out  []byte // the last frame written, reused
+	rw  io.ReadWriter // the connection, through channelIO
+	r   *bufio.Reader
+	in  []byte // the last frame read, reused
+	out []byte // the last frame written, reused
 }
 
 // newFramer frames conn.
 func newFramer(conn net.Conn) *framer {
-	return &framer{conn: conn, r: bufio.NewReaderSize(conn, 32<<10)}
+	rw := channelIO(conn)
+	return &framer{rw: rw, r: bufio.NewReaderSize(rw, 32<<10)}
 }
 
 // write sends m as one frame, in one write.
@@ -90,7 +91,7 @@ func (f *framer) write(m proto.Message) error {
 	} else {
 		f.out = nil
 	}
-	if _, err := f.conn.Write(b); err != nil {
+	if _, err := f.rw.Write(b); err != nil {
 		return fmt.Errorf("write frame: %w", err)
 	}
 	return nil
