@@ -13,7 +13,8 @@
 // (client_stream.go, server_stream.go); Info and Configure, and every call
 // of an older plugin, stay unary. From protocol 4 the same calls travel on
 // a private socketpair the process inherits, without gRPC, HTTP/2 or TLS
-// (channel.go). docs/plugins-transport.md has the measurements that chose
+// (channel.go), read and written with raw system calls on Linux
+// (rawio_linux.go). docs/plugins-transport.md has the measurements that chose
 // them.
 //
 // # For plugin authors
