@@ -20,13 +20,13 @@ import (
 // Verify never decides against a token. It reports ok only for a token
 // whose signature is valid under the secret and whose header and payload
 // it reads exactly as golang-jwt, and encoding/json under it, would read
-// them into the jwt plugin's claims, and which Inspect reads as a JWT with
-// alg HS256 and the same issuer (so a caller need not inspect it too). Anything else (a bad signature, an
-// alg other than HS256, a claim of an unexpected type, a name that only
-// matches a claim's case-insensitively, a claim given twice, escapes in
-// names, a time that is not a whole number of seconds) is left to
-// golang-jwt, which decides, and says why. FuzzHS256 checks the claims
-// against golang-jwt's.
+// them into the jwt plugin's claims, and which Inspect reads as a JWT
+// with alg HS256 and the same issuer (so a caller need not inspect it
+// too). Anything else (a bad signature, an alg other than HS256, a claim
+// of an unexpected type, a name that only matches a claim's
+// case-insensitively, a claim given twice, escapes in names, a time that
+// is not a whole number of seconds) is left to golang-jwt, which decides,
+// and says why. FuzzHS256 checks the claims against golang-jwt's.
 type HS256 struct {
 	scratch sync.Pool // *hs256Scratch
 }
@@ -91,8 +91,9 @@ const (
 )
 
 // Verify fills c from tok and reports true when tok is an HS256 token of
-// the common shape, signed with the secret (see HS256). It checks no
-// claim's value: the caller checks times, issuer and audience.
+// the common shape, signed with the secret (see HS256); c means nothing
+// when it reports false. It checks no claim's value: the caller checks
+// times, issuer and audience.
 func (v *HS256) Verify(tok string, c *Claims) bool {
 	if len(tok) > maxLen {
 		return false
