@@ -223,7 +223,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, a attachment) {
 			a.done(false)
 		}
 	}
-	pc, br, err := hijack(w)
+	pc, br, err := hijack(w, s.cfg.Limits.WriteTimeout)
 	if err != nil { // not an HTTP/1.1 connection: nothing was taken over
 		failed(err)
 		refuse(w, http.StatusInternalServerError, "This connection cannot be upgraded to a WebSocket")

@@ -46,10 +46,14 @@ type outbound struct {
 	conn         net.Conn
 	limit        int
 	writeTimeout time.Duration
-	perFrame     bool        // write one frame per syscall; only for the comparison benchmark
-	closeSent    func()      // called once the close frame is written
-	closeQueued  func()      // called, under mu, when the close frame is queued; nil for none
-	failed       func(error) // called once on a write error
+	// deadline is the write deadline set on conn, renewed by a write that
+	// finds less than renewDeadlineAt of writeTimeout left and never
+	// cleared (renewDeadline). Only the flush goroutine uses it.
+	deadline    time.Time
+	perFrame    bool        // write one frame per syscall; only for the comparison benchmark
+	closeSent   func()      // called once the close frame is written
+	closeQueued func()      // called, under mu, when the close frame is queued; nil for none
+	failed      func(error) // called once on a write error
 	// depth sees, once per write, the most bytes the queue held during
 	// it: what was written plus what queued meanwhile, the figure the
 	// bound is checked against, at its peak. wrote sees each batch
@@ -366,11 +370,8 @@ func (o *outbound) flush() {
 // write puts b on the wire: one writev, or one per frame when perFrame is
 // set for the comparison benchmark.
 func (o *outbound) write(b *batch) error {
-	if o.writeTimeout > 0 {
-		if err := o.conn.SetWriteDeadline(time.Now().Add(o.writeTimeout)); err != nil {
-			return err
-		}
-		defer o.conn.SetWriteDeadline(time.Time{})
+	if err := o.renewDeadline(); err != nil {
+		return err
 	}
 	if p := o.preface; p != nil {
 		o.preface = nil
@@ -390,6 +391,31 @@ func (o *outbound) write(b *batch) error {
 		return nil
 	}
 	return writeOnce(o.conn, b.bufs, b.bytes)
+}
+
+// renewDeadlineAt is the fraction of writeTimeout below which what is left
+// of the write deadline is renewed: a write may take between three
+// quarters of limits.write_timeout and all of it.
+const renewDeadlineAt = 3.0 / 4
+
+// renewDeadline sets the write deadline writeTimeout ahead when less than
+// renewDeadlineAt of it is left. Setting it before every write and
+// clearing it after took two of the runtime's timer updates per write,
+// 4% of the server's CPU in the storm's paced fan-out (docs/benchmarks.md,
+// the eighth round); renewed, a socket written to often sets it once per
+// quarter timeout. The deadline stays set between writes and lapses on an
+// idle socket, which matters only to a write: the next one renews it, and
+// gws's frames set their own (prefaceConn.writeFrame).
+func (o *outbound) renewDeadline() error {
+	if o.writeTimeout <= 0 {
+		return nil
+	}
+	now := time.Now()
+	if o.deadline.Sub(now) >= time.Duration(float64(o.writeTimeout)*renewDeadlineAt) {
+		return nil
+	}
+	o.deadline = now.Add(o.writeTimeout)
+	return o.conn.SetWriteDeadline(o.deadline)
 }
 
 // writeOnce writes bufs (n bytes in all) to c in one call: one writev on a

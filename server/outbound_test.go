@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -308,5 +309,98 @@ func TestQueueDepthObservesTheOverflow(t *testing.T) {
 	defer depth.mu.Unlock()
 	if len(depth.seen) == 0 || depth.seen[0] != 7+120 {
 		t.Errorf("depth observations %v, want the first at 127 bytes, the overflow", depth.seen)
+	}
+}
+
+// writeDeadlineConn is a recordConn that also records its write deadlines.
+type writeDeadlineConn struct {
+	recordConn
+	dmu       sync.Mutex
+	deadlines []time.Time
+}
+
+func (c *writeDeadlineConn) SetWriteDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.deadlines = append(c.deadlines, t)
+	return nil
+}
+
+func (c *writeDeadlineConn) deadlinesSet() []time.Time {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	return append([]time.Time(nil), c.deadlines...)
+}
+
+// TestWriteDeadlineRenewed: a write sets the write deadline only when
+// less than three quarters of limits.write_timeout is left of it, and
+// never clears it; with no timeout, no deadline is set.
+func TestWriteDeadlineRenewed(t *testing.T) {
+	tests := []struct {
+		name    string
+		timeout time.Duration
+		pause   time.Duration // between the two writes
+		want    int           // deadlines set
+	}{
+		{"writes close together share one deadline", time.Hour, 0, 1},
+		{"a write after the deadline lapsed sets a new one", 20 * time.Millisecond, 50 * time.Millisecond, 2},
+		{"no timeout, no deadline", 0, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := &writeDeadlineConn{}
+			o := newOutbound(conn, 1<<20, tt.timeout)
+			o.failed = func(err error) { t.Errorf("write failed: %v", err) }
+			start := time.Now()
+			o.send([]byte("one"))
+			waitWrites(t, &conn.recordConn, 1)
+			time.Sleep(tt.pause)
+			o.send([]byte("two"))
+			waitWrites(t, &conn.recordConn, 2)
+			got := conn.deadlinesSet()
+			if len(got) != tt.want {
+				t.Fatalf("%d deadlines set (%v), want %d", len(got), got, tt.want)
+			}
+			for i, d := range got {
+				if d.IsZero() || d.Before(start.Add(tt.timeout)) {
+					t.Errorf("deadline %d = %v: cleared, or less than the timeout after the first write", i, d)
+				}
+			}
+		})
+	}
+}
+
+// TestWriteTimeoutEndsAStalledWrite: a client that stops reading fails
+// the socket's write once limits.write_timeout has passed, on a real TCP
+// connection, the deadline set by the renewal.
+func TestWriteTimeoutEndsAStalledWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close() // never read
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	o := newOutbound(server, 64<<20, 200*time.Millisecond)
+	failed := make(chan error, 1)
+	o.failed = func(err error) { failed <- err }
+	big := bytes.Repeat([]byte("x"), 16<<20) // far past both ends' socket buffers
+	o.send(big)
+	select {
+	case err := <-failed:
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("write failed with %v, want a timeout", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a write to a client that reads nothing never failed")
 	}
 }

@@ -49,12 +49,15 @@ type prefaceConn struct {
 	// holding is true from the upgrade until the response is sent (or
 	// dropped with the connection); after that a write passes straight
 	// through. mu orders the response before everything else.
-	holding  atomic.Bool
-	muted    atomic.Bool // the server's close frame is queued: gws's writes are dropped
-	mu       sync.Mutex
-	captured bool   // the response was written into held
-	held     []byte // the response, until sent
-	timer    *time.Timer
+	holding atomic.Bool
+	muted   atomic.Bool // the server's close frame is queued: gws's writes are dropped
+	// writeTimeout bounds each frame gws writes past the response
+	// (limits.write_timeout; 0: none).
+	writeTimeout time.Duration
+	mu           sync.Mutex
+	captured     bool   // the response was written into held
+	held         []byte // the response, until sent
+	timer        *time.Timer
 }
 
 // Write holds back the first write and sends it in front of the next.
@@ -87,9 +90,16 @@ func (p *prefaceConn) Write(b []byte) (int, error) {
 }
 
 // writeFrame writes a frame of gws's past the response: a close frame,
-// its reason fixed (fixedCloseReason). It reports b written whole.
+// its reason fixed (fixedCloseReason), under a write deadline of its own,
+// since the outbound's may have lapsed on a quiet socket
+// (outbound.renewDeadline). It reports b written whole.
 func (p *prefaceConn) writeFrame(b []byte) (int, error) {
 	f := fixedCloseReason(b)
+	if p.writeTimeout > 0 {
+		if err := p.Conn.SetWriteDeadline(time.Now().Add(p.writeTimeout)); err != nil {
+			return 0, err
+		}
+	}
 	if _, err := p.Conn.Write(f); err != nil {
 		return 0, err
 	}
@@ -170,9 +180,10 @@ func (p *prefaceConn) sendLocked(bufs net.Buffers, n int) error {
 const socketReadBuffer = 4 << 10
 
 // hijack takes the connection over from net/http for gws: the connection
-// to write through, which holds back the upgrade's response, and a reader
-// straight on the connection, so that the socket's reads, idle for most of
-// its life, go through no wrapper. (One more frame in the read path of a
+// to write through, which holds back the upgrade's response and bounds
+// gws's later frames by writeTimeout, and a reader straight on the
+// connection, so that the socket's reads, idle for most of its life, go
+// through no wrapper. (One more frame in the read path of a
 // parked read loop took its stack from 2 to 4 KiB: 2 KiB more per idle
 // connection.) Bytes a client sent behind its upgrade request, which
 // net/http has read already, are read first. The reader is a new one:
@@ -181,7 +192,7 @@ const socketReadBuffer = 4 << 10
 // benchmark (14.6 against 11.9 KiB, the same binary otherwise): a reader
 // that has read the request has its buffer's pages resident, while a new
 // one, which an idle socket never reads into, has none (see headReaders).
-func hijack(w http.ResponseWriter) (*prefaceConn, *bufio.Reader, error) {
+func hijack(w http.ResponseWriter, writeTimeout time.Duration) (*prefaceConn, *bufio.Reader, error) {
 	c, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return nil, nil, fmt.Errorf("hijack: %w", err)
@@ -196,7 +207,7 @@ func hijack(w http.ResponseWriter) (*prefaceConn, *bufio.Reader, error) {
 		}
 		br = socketReader(c, early)
 	}
-	pc := &prefaceConn{Conn: c}
+	pc := &prefaceConn{Conn: c, writeTimeout: writeTimeout}
 	pc.holding.Store(true)
 	return pc, br, nil
 }

@@ -206,3 +206,35 @@ func rawUpgrade(t *testing.T, then []byte) net.Conn {
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	return c
 }
+
+// A frame of gws's past the response (its close frame) goes out under a
+// write deadline of its own: the outbound's may have lapsed on a quiet
+// socket, and is never cleared.
+func TestGwsFramesSetTheirWriteDeadline(t *testing.T) {
+	tests := []struct {
+		name    string
+		timeout time.Duration
+		want    int // deadlines set
+	}{
+		{"with limits.write_timeout", time.Minute, 1},
+		{"without", 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := &writeDeadlineConn{}
+			p := &prefaceConn{Conn: conn, writeTimeout: tt.timeout}
+			start := time.Now()
+			mustWrite(t, p, "\x88\x02\x03\xe8") // a close frame, past the response
+			got := conn.deadlinesSet()
+			if len(got) != tt.want {
+				t.Fatalf("%d deadlines set, want %d", len(got), tt.want)
+			}
+			if tt.want > 0 && got[0].Before(start.Add(tt.timeout)) {
+				t.Errorf("deadline %v, want the timeout from the write", got[0])
+			}
+			if w := conn.snapshot(); len(w) != 1 {
+				t.Errorf("%d writes, want the frame", len(w))
+			}
+		})
+	}
+}
