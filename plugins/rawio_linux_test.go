@@ -28,7 +28,7 @@ func TestChannelIO(t *testing.T) {
 
 // rawSocket keeps every promise of the net.Conn it replaces: bytes in
 // order, a write larger than the socket's buffer whole, io.EOF when the
-// other end closes, net.ErrClosed once closed, the read deadline, and an
+// other end closes, net.ErrClosed once closed, both deadlines, and an
 // error (no signal) writing to a closed peer.
 func TestRawSocket(t *testing.T) {
 	tests := []struct {
@@ -91,6 +91,13 @@ func TestRawSocket(t *testing.T) {
 			_ = a.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 			if _, err := channelIO(a).Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatalf("read: %v; want the deadline", err)
+			}
+		}},
+		{"the write deadline", func(t *testing.T, a, b net.Conn) {
+			_ = a.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+			n, err := channelIO(a).Write(make([]byte, 64<<20)) // b reads nothing
+			if !errors.Is(err, os.ErrDeadlineExceeded) || n >= 64<<20 {
+				t.Fatalf("write: %d bytes, %v; want the deadline, part written", n, err)
 			}
 		}},
 		{"writing to a closed peer", func(t *testing.T, a, b net.Conn) {
