@@ -233,6 +233,16 @@ func golangJWTOnly(p *Plugin) *Plugin {
 	return ref
 }
 
+// fastPathOnly returns a copy of p whose golang-jwt refuses every token:
+// what it allows, Authenticate allowed on the fast path.
+func fastPathOnly(p *Plugin) *Plugin {
+	c := *p.parser.Load()
+	c.parser = jwtlib.NewParser(jwtlib.WithValidMethods([]string{"none"}))
+	only := &Plugin{now: p.now}
+	only.parser.Store(&c)
+	return only
+}
+
 // TestFastPathMatchesGolangJWT checks that every token gets the verdict,
 // reason and principal golang-jwt alone would give it, under each claims
 // check Configure sets up, at each time check's edges, and that the
@@ -282,7 +292,7 @@ func TestFastPathMatchesGolangJWT(t *testing.T) {
 		{"secret": secret, "issuer": "me", "audience": "agent-server", "leeway": "30s"},
 	} {
 		p := newConfigured(t, cfg)
-		ref := golangJWTOnly(p)
+		ref, fastOnly := golangJWTOnly(p), fastPathOnly(p)
 		for _, tok := range toks {
 			req := &core.Request{Header: http.Header{"Authorization": {"Bearer " + tok}}}
 			got, want := p.Authenticate(context.Background(), req), ref.Authenticate(context.Background(), req)
@@ -290,13 +300,17 @@ func TestFastPathMatchesGolangJWT(t *testing.T) {
 				t.Errorf("%v: %s: got %s %q %+v; golang-jwt gives %s %q %+v", cfg, tok, got.Decision, got.Reason, got.Principal, want.Decision, want.Reason, want.Principal)
 			}
 			// A token the fast path reads, it must also decide: its checks
-			// pass exactly the tokens golang-jwt allows.
+			// pass exactly the tokens golang-jwt allows, and Authenticate
+			// allows them with golang-jwt refusing everything.
 			var fc jwttoken.Claims
 			if c := p.parser.Load(); c.fast.Verify(tok, &fc) {
 				if decided := c.valid(&fc, now); decided != (want.Decision == core.Allow) {
 					t.Errorf("%v: %s: the fast path's checks say %v; golang-jwt gives %s %q", cfg, tok, decided, want.Decision, want.Reason)
 				} else if decided {
 					fast++
+					if res := fastOnly.Authenticate(context.Background(), req); res.Decision != core.Allow || !reflect.DeepEqual(res.Principal, want.Principal) {
+						t.Errorf("%v: %s: with golang-jwt refusing all, got %s %q; want the fast path's allow", cfg, tok, res.Decision, res.Reason)
+					}
 				}
 			}
 		}

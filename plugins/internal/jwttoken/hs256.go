@@ -55,7 +55,9 @@ func NewHS256(secret []byte) *HS256 {
 
 // Claims are what Verify reads from a payload: golang-jwt's registered
 // claims, with times in whole seconds, and the jwt plugin's conversations
-// and roles. Slices and strings are as encoding/json fills them.
+// and roles. Strings, Conversations and Roles are as encoding/json fills
+// them (an empty list is an empty slice, not nil); Audience has the same
+// members as golang-jwt's, but is an empty slice where golang-jwt's is nil.
 type Claims struct {
 	Issuer, Subject, ID string
 	Audience            []string // aud: one string or a list

@@ -17,7 +17,12 @@ const testSecret = "0123456789abcdef0123456789abcdef"
 // signed returns the compact token of header and payload, signed with
 // HS256 under key whatever the header says.
 func signed(header, payload, key string) string {
-	text := seg(header) + "." + seg(payload)
+	return signedText(seg(header)+"."+seg(payload), key)
+}
+
+// signedText returns text (header.payload, encoded) with its HS256
+// signature under key.
+func signedText(text, key string) string {
 	mac := hmac.New(sha256.New, []byte(key))
 	mac.Write([]byte(text))
 	return text + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
@@ -100,6 +105,18 @@ func TestHS256Verify(t *testing.T) {
 		{"invalid UTF-8 in a value", signed(hs, "{\"sub\":\"a\xffb\","+exp+"}", testSecret), true, "a\ufffdb"},
 		{"whitespace", signed(" { \"alg\" : \"HS256\" } ", " {\n\"sub\" : \"a\" ,\t"+exp+" } ", testSecret), true, "a"},
 		{"no sub: read, the caller refuses", signed(hs, `{`+exp+`}`, testSecret), true, ""},
+		// base64 as golang-jwt decodes it: line breaks inside a segment
+		// skipped, the signature's two spare bits ignored.
+		{"a line break inside the payload's segment", func() string {
+			p := seg(`{"sub":"a",` + exp + `}`)
+			return signedText(seg(hs)+"."+p[:5]+"\r\n"+p[5:], testSecret)
+		}(), true, "a"},
+		{"the signature's spare bits set", func() string {
+			tok := signed(hs, `{"sub":"a",`+exp+`}`, testSecret)
+			const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+			last := strings.IndexByte(alphabet, tok[len(tok)-1])
+			return tok[:len(tok)-1] + string(alphabet[last^1])
+		}(), true, "a"},
 		{"exp 0: read, the caller refuses", signed(hs, `{"sub":"a","exp":0}`, testSecret), true, "a"},
 
 		// Left to golang-jwt: a signature that fails, or that is not HS256's.
