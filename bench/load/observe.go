@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,10 +54,11 @@ type ObserveResult struct {
 }
 
 // Observe connects a publisher and Subs subscribers to the conversation,
-// calls ready, and posts Rate messages a second until stop is closed. It
-// then waits until every subscriber has every message (or Timeout
-// passes), closes the sockets and counts.
-func Observe(ctx context.Context, p ObserveParams, ready func(), stop <-chan struct{}) (*ObserveResult, error) {
+// calls ready, and once start is closed posts Rate messages a second until
+// stop is closed (nothing, if stop comes first). It then waits until every
+// subscriber has every message (or Timeout passes), closes the sockets
+// and counts.
+func Observe(ctx context.Context, p ObserveParams, ready func(), start, stop <-chan struct{}) (*ObserveResult, error) {
 	if p.Subs < 1 || p.Rate <= 0 || p.Timeout <= 0 {
 		return nil, errors.New("observe: subscribers, rate and timeout must be positive")
 	}
@@ -83,7 +85,12 @@ func Observe(ctx context.Context, p ObserveParams, ready func(), stop <-chan str
 		st.clients[i] = sc
 	}
 	ready()
-	st.pace(ctx, stop, p.Rate, func(int) bool { return st.send(0) })
+	select {
+	case <-start:
+		st.pace(ctx, stop, p.Rate, func(int) bool { return st.send(0) })
+	case <-stop:
+	case <-ctx.Done():
+	}
 	st.drain(ctx)
 	st.closedEarly()
 	st.closeAll()
@@ -113,20 +120,24 @@ func Observe(ctx context.Context, p ObserveParams, ready func(), stop <-chan str
 // The observer process's protocol (RunObserver and observer): its flags
 // say what to observe, ObserverKeyEnv carries the key (not the command
 // line, which every local user can read), it writes observerReady on a
-// line of its own once connected, and when its stdin closes it stops,
-// writes its ObserveResult as JSON and exits.
+// line of its own once connected, posts from the observerStart line on its
+// stdin, and when its stdin closes it stops, writes its ObserveResult as
+// JSON and exits.
 const (
 	// ObserverKeyEnv is the environment variable that gives the observer
 	// process its key.
 	ObserverKeyEnv = "AGENT_BENCH_OBSERVE_KEY"
 	observerReady  = "ready"
+	observerStart  = "start"
 )
 
 // RunObserver is the observer process (agent-bench observe): args are its
-// flags, getenv reads ObserverKeyEnv. It runs Observe until stdin closes
-// and writes the result to stdout.
-func RunObserver(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer) error {
+// flags, getenv reads ObserverKeyEnv. It runs Observe, posting from the
+// start line on stdin until stdin closes, and writes the result to stdout;
+// stderr gets the flags' usage.
+func RunObserver(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("agent-bench observe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	var p ObserveParams
 	auth := fs.String("auth", string(AuthQuery), "where the sockets put the key: query, header or bearer")
 	fs.StringVar(&p.Addr, "addr", "", "the server's host:port")
@@ -139,8 +150,15 @@ func RunObserver(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	p.Credentials = Credentials{Auth: Auth(*auth), Key: getenv(ObserverKeyEnv)}
-	stop := make(chan struct{})
-	go func() {
+	start, stop := make(chan struct{}), make(chan struct{})
+	go func() { // ends with stdin: the process's, or a test's pipe
+		in := bufio.NewScanner(stdin)
+		for in.Scan() {
+			if in.Text() == observerStart {
+				close(start)
+				break
+			}
+		}
 		_, _ = io.Copy(io.Discard, stdin)
 		close(stop)
 	}()
@@ -148,7 +166,7 @@ func RunObserver(ctx context.Context, args []string, getenv func(string) string,
 	res, err := Observe(ctx, p, func() {
 		fmt.Fprintln(w, observerReady)
 		_ = w.Flush()
-	}, stop)
+	}, start, stop)
 	if err != nil {
 		return err
 	}
@@ -160,10 +178,11 @@ func RunObserver(ctx context.Context, args []string, getenv func(string) string,
 
 // observer is a running Observe, in this process or another.
 type observer struct {
-	stop func()
-	done chan struct{} // closed once res and err are set
-	res  *ObserveResult
-	err  error
+	start func()        // begins the posting
+	stop  func()        // ends it
+	done  chan struct{} // closed once res and err are set
+	res   *ObserveResult
+	err   error
 }
 
 // startObserver starts Observe in the process argv runs (RunObserver's),
@@ -177,11 +196,11 @@ func startObserver(ctx context.Context, p ObserveParams, argv []string) (*observ
 
 // observeHere runs Observe on a goroutine of this process.
 func observeHere(ctx context.Context, p ObserveParams) (*observer, error) {
-	stop, ready := make(chan struct{}), make(chan struct{})
-	o := &observer{stop: sync.OnceFunc(func() { close(stop) }), done: make(chan struct{})}
+	start, stop, ready := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	o := &observer{start: sync.OnceFunc(func() { close(start) }), stop: sync.OnceFunc(func() { close(stop) }), done: make(chan struct{})}
 	go func() {
 		defer close(o.done)
-		o.res, o.err = Observe(ctx, p, func() { close(ready) }, stop)
+		o.res, o.err = Observe(ctx, p, func() { close(ready) }, start, stop)
 	}()
 	select {
 	case <-ready:
@@ -207,12 +226,17 @@ func observeApart(ctx context.Context, p ObserveParams, argv []string) (*observe
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
+		_ = stdin.Close()
 		return nil, fmt.Errorf("observer: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the observer: %w", err)
 	}
-	o := &observer{stop: sync.OnceFunc(func() { _ = stdin.Close() }), done: make(chan struct{})}
+	o := &observer{
+		start: sync.OnceFunc(func() { _, _ = io.WriteString(stdin, observerStart+"\n") }),
+		stop:  sync.OnceFunc(func() { _ = stdin.Close() }),
+		done:  make(chan struct{}),
+	}
 	ready := make(chan struct{})
 	go func() {
 		defer close(o.done)
@@ -223,13 +247,15 @@ func observeApart(ctx context.Context, p ObserveParams, argv []string) (*observe
 			var res ObserveResult
 			if err = json.NewDecoder(out).Decode(&res); err == nil {
 				o.res = &res
+			} else {
+				err = fmt.Errorf("read its result: %w", err)
 			}
 		} else if err == nil {
-			err = fmt.Errorf("said %q", line)
+			err = fmt.Errorf("said %q, not %q", strings.TrimSpace(line), observerReady)
 		}
 		_, _ = io.Copy(io.Discard, out)
-		if werr := cmd.Wait(); werr != nil || err != nil {
-			o.res, o.err = nil, fmt.Errorf("observer: %v, %v: %s", err, werr, bytes.TrimSpace(stderr.Bytes()))
+		if err = errors.Join(err, cmd.Wait()); err != nil {
+			o.res, o.err = nil, fmt.Errorf("observer: %w (its stderr: %q)", err, bytes.TrimSpace(stderr.Bytes()))
 		}
 	}()
 	select {
@@ -240,7 +266,8 @@ func observeApart(ctx context.Context, p ObserveParams, argv []string) (*observe
 	}
 }
 
-// result stops the observer and waits for what it measured.
+// result stops the observer (if stop has not) and waits for what it
+// measured.
 func (o *observer) result() (*ObserveResult, error) {
 	o.stop()
 	<-o.done

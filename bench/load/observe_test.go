@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +20,12 @@ func TestObserve(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := time.Now().UnixNano()
-	stop := make(chan struct{})
+	start, stop := make(chan struct{}), make(chan struct{})
 	r, err := Observe(testCtx(t), ObserveParams{Credentials: Credentials{Auth: AuthQuery, Key: testKey}, Addr: srv.Addr, Conversation: conv,
-		Subs: 3, Rate: 200, Timeout: 5 * time.Second}, func() { time.AfterFunc(200*time.Millisecond, func() { close(stop) }) }, stop)
+		Subs: 3, Rate: 200, Timeout: 5 * time.Second}, func() {
+		close(start)
+		time.AfterFunc(200*time.Millisecond, func() { close(stop) })
+	}, start, stop)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,9 +43,29 @@ func TestObserve(t *testing.T) {
 	}
 }
 
+// TestObserveStoppedBeforeStart: an observer stopped before it was told
+// to start posts nothing, and says so.
+func TestObserveStoppedBeforeStart(t *testing.T) {
+	srv := startBaseline(t)
+	conv, err := srv.NewConversation(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	r, err := Observe(testCtx(t), ObserveParams{Credentials: Credentials{Auth: AuthQuery, Key: testKey}, Addr: srv.Addr, Conversation: conv,
+		Subs: 2, Rate: 1000, Timeout: 5 * time.Second}, func() { time.AfterFunc(50*time.Millisecond, func() { close(stop) }) }, make(chan struct{}), stop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sent != 0 || r.Delivered != 0 || len(r.Latencies) != 0 {
+		t.Fatalf("sent %d, delivered %d: want nothing before the start", r.Sent, r.Delivered)
+	}
+}
+
 // TestRunObserver runs the observer process's side of the protocol: the
-// key from the environment, ready once connected, the result as JSON once
-// stdin closes; and a refused key is an error, with no ready.
+// key from the environment, ready once connected, posting from the start
+// line, the result as JSON once stdin closes; and a refused key is an
+// error, with no ready.
 func TestRunObserver(t *testing.T) {
 	srv := startBaseline(t)
 	conv, err := srv.NewConversation(testCtx(t))
@@ -58,11 +82,12 @@ func TestRunObserver(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			inR, inW := io.Pipe()
+			t.Cleanup(func() { inW.Close() }) // ends RunObserver's reader of stdin
 			outR, outW := io.Pipe()
 			done := make(chan error, 1)
 			go func() {
 				err := RunObserver(testCtx(t), []string{"-addr", srv.Addr, "-conversation", conv, "-subs", "2", "-rate", "100", "-auth", "header"},
-					func(k string) string { return map[string]string{ObserverKeyEnv: tt.key}[k] }, inR, outW)
+					func(k string) string { return map[string]string{ObserverKeyEnv: tt.key}[k] }, inR, outW, io.Discard)
 				outW.CloseWithError(fmt.Errorf("observer returned: %v", err))
 				done <- err
 			}()
@@ -76,6 +101,9 @@ func TestRunObserver(t *testing.T) {
 			}
 			if line != observerReady+"\n" {
 				t.Fatalf("observer said %q, %v; want ready", line, rerr)
+			}
+			if _, err := io.WriteString(inW, observerStart+"\n"); err != nil {
+				t.Fatal(err)
 			}
 			time.Sleep(100 * time.Millisecond)
 			inW.Close()
@@ -118,5 +146,38 @@ func TestAddQuiet(t *testing.T) {
 	}
 	if r.Quiet.Count != 2 || r.Quiet.Max != 2 || r.StormLatency.Count != 2 || r.StormLatency.Max != 40 {
 		t.Errorf("quiet %+v, storm %+v: want 2 each, of 1-2 and 30-40", r.Quiet, r.StormLatency)
+	}
+}
+
+// TestObserverProcessFaults: an observer process that does not keep the
+// protocol is an error that says how, with what it wrote on stderr; it
+// is never taken for a result.
+func TestObserverProcessFaults(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh here")
+	}
+	tests := []struct {
+		name, script, want string
+	}{
+		{"exits before ready", "echo broken >&2; exit 3", "exit status 3"},
+		{"says something else", "echo hello", `said "hello"`},
+		{"a result that is not JSON", "echo ready; read line; echo '{bad'", "read its result"},
+		{"fails after its result", `echo ready; read line; echo '{"sent":0}'; exit 4`, "exit status 4"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := startObserver(testCtx(t), ObserveParams{Credentials: Credentials{Auth: AuthQuery, Key: testKey}, Subs: 1, Rate: 1, Timeout: time.Second}, []string{sh, "-c", tt.script, "observer"})
+			if err == nil {
+				o.start()
+				_, err = o.result()
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v; want one saying %q", err, tt.want)
+			}
+			if tt.name == "exits before ready" && !strings.Contains(err.Error(), "broken") {
+				t.Errorf("error %v does not quote the observer's stderr", err)
+			}
+		})
 	}
 }

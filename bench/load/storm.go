@@ -205,7 +205,8 @@ func Storm(ctx context.Context, srv Server, p StormParams) (*StormResult, error)
 	var posters sync.WaitGroup
 	posters.Add(1)
 	go func() { defer posters.Done(); st.post(ctx, stop) }()
-	stopPosting := sync.OnceFunc(func() { close(stop); posters.Wait() })
+	obs.start()
+	stopPosting := sync.OnceFunc(func() { close(stop); obs.stop(); posters.Wait() })
 	defer stopPosting()
 
 	if err := st.warm(ctx, lastConnect.Add(p.Hold-p.QuietWindow)); err != nil {
@@ -229,11 +230,11 @@ func Storm(ctx context.Context, srv Server, p StormParams) (*StormResult, error)
 	r.Storm = time.Duration(end - t0)
 	sleep(ctx, p.Tail)
 	stopPosting()
+	st.drain(ctx) // while the paced fan-out drains its own
 	quiet, err := obs.result()
 	if err != nil {
 		return nil, fmt.Errorf("storm: paced fan-out: %w", err)
 	}
-	st.drain(ctx)
 	st.count(r, t0, end)
 	r.addQuiet(quiet, t0, end, p.QuietWindow)
 	return r, ctx.Err()

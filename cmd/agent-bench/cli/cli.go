@@ -49,7 +49,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "baseline" {
 		err = serveBaseline(args[1:], stderr)
 	} else if len(args) > 0 && args[0] == "observe" {
-		err = load.RunObserver(context.Background(), args[1:], os.Getenv, os.Stdin, stdout)
+		err = load.RunObserver(context.Background(), args[1:], os.Getenv, os.Stdin, stdout, stderr)
 	} else if len(args) > 0 && args[0] == "cluster" {
 		err = benchCluster(args[1:], stdout, stderr)
 	} else {
