@@ -7,6 +7,10 @@ import (
 	"syscall"
 )
 
+// checkedCalls reports whether readFD and writeFD are syscall.Read and
+// Write: they are here.
+const checkedCalls = true
+
 // readFD is syscall.Read, whose annotations tell the race detector and the
 // sanitizers that the kernel wrote p and that this read follows the write
 // it returns: they would otherwise miss real races on p, and report false

@@ -7,6 +7,10 @@ import (
 	"unsafe"
 )
 
+// checkedCalls reports whether readFD and writeFD are syscall.Read and
+// Write, for the race detector or a sanitizer (rawcall_checked_linux.go).
+const checkedCalls = false
+
 // readFD reads into p (not empty) with read(2), without entersyscall:
 // fd is non-blocking, so the call never blocks (rawSocket).
 func readFD(fd uintptr, p []byte) (int, syscall.Errno) {

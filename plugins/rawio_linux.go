@@ -27,6 +27,21 @@ import (
 // kernel's reads and writes of p (rawcall_linux.go).
 type rawSocket struct {
 	rc syscall.RawConn
+	// The read's state and the write's, each with its callback for rc
+	// made once (newRawSocket): a closure per call cost five allocations
+	// per batch of calls. A framer reads from one goroutine and writes
+	// from another, so each is used by one call at a time.
+	rd, wr rawCall
+}
+
+// rawCall is one direction's state: the bytes of the call under way, what
+// its system calls did, and the callback that makes them.
+type rawCall struct {
+	p       []byte
+	n       int // bytes read or written
+	errno   syscall.Errno
+	stuck   bool // a write(2) wrote nothing and said nothing
+	perform func(fd uintptr) bool
 }
 
 // channelIO returns how a framer reads and writes c: raw system calls
@@ -40,67 +55,85 @@ func channelIO(c net.Conn) io.ReadWriter {
 	if err != nil {
 		return c
 	}
-	return rawSocket{rc}
+	return newRawSocket(rc)
+}
+
+// newRawSocket returns a rawSocket on rc with its callbacks bound.
+func newRawSocket(rc syscall.RawConn) *rawSocket {
+	s := &rawSocket{rc: rc}
+	s.rd.perform = s.rd.read
+	s.wr.perform = s.wr.write
+	return s
 }
 
 // Read reads what the socket holds, up to len(p) bytes, waiting until it
 // holds something; io.EOF once the other end has closed.
-func (s rawSocket) Read(p []byte) (int, error) {
+func (s *rawSocket) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Read(func(fd uintptr) bool {
-		for {
-			n, errno = readFD(fd, p)
-			if errno != syscall.EINTR {
-				return errno != syscall.EAGAIN // false: wait until readable
-			}
-		}
-	})
+	c := &s.rd
+	c.p, c.n, c.errno = p, 0, 0
+	err := s.rc.Read(c.perform)
+	c.p = nil
 	switch {
 	case err != nil:
 		return 0, err
-	case errno != 0:
-		return 0, os.NewSyscallError("read", errno)
-	case n == 0:
+	case c.errno != 0:
+		return 0, os.NewSyscallError("read", c.errno)
+	case c.n == 0:
 		return 0, io.EOF
 	}
-	return n, nil
+	return c.n, nil
+}
+
+// read makes one read(2) into c.p, again when a signal interrupted it; it
+// reports false, to wait until the socket is readable, when it would block.
+func (c *rawCall) read(fd uintptr) bool {
+	for {
+		c.n, c.errno = readFD(fd, c.p)
+		if c.errno != syscall.EINTR {
+			return c.errno != syscall.EAGAIN
+		}
+	}
 }
 
 // Write writes all of p, waiting whenever the socket's buffer is full.
-func (s rawSocket) Write(p []byte) (int, error) {
-	written, stuck := 0, false
-	var errno syscall.Errno
-	err := s.rc.Write(func(fd uintptr) bool {
-		for written < len(p) {
-			var n int
-			n, errno = writeFD(fd, p[written:])
-			switch {
-			case errno == syscall.EINTR:
-			case errno == syscall.EAGAIN:
-				errno = 0
-				return false // wait until writable
-			case errno != 0:
-				return true
-			case n == 0:
-				stuck = true // as internal/poll: a write of nothing is an error, not a retry
-				return true
-			default:
-				written += n
-			}
-		}
-		return true
-	})
+func (s *rawSocket) Write(p []byte) (int, error) {
+	c := &s.wr
+	c.p, c.n, c.errno, c.stuck = p, 0, 0, false
+	err := s.rc.Write(c.perform)
+	c.p = nil
 	switch {
 	case err != nil:
-		return written, err
-	case errno != 0:
-		return written, os.NewSyscallError("write", errno)
-	case stuck:
-		return written, io.ErrUnexpectedEOF
+		return c.n, err
+	case c.errno != 0:
+		return c.n, os.NewSyscallError("write", c.errno)
+	case c.stuck:
+		return c.n, io.ErrUnexpectedEOF
 	}
-	return written, nil
+	return c.n, nil
+}
+
+// write writes what is left of c.p with write(2) until it is all written
+// or the call fails; it reports false, to wait until the socket is
+// writable, when the socket's buffer is full.
+func (c *rawCall) write(fd uintptr) bool {
+	for c.n < len(c.p) {
+		n, errno := writeFD(fd, c.p[c.n:])
+		switch {
+		case errno == syscall.EINTR:
+		case errno == syscall.EAGAIN:
+			return false
+		case errno != 0:
+			c.errno = errno
+			return true
+		case n == 0:
+			c.stuck = true // as internal/poll: a write of nothing is an error, not a retry
+			return true
+		default:
+			c.n += n
+		}
+	}
+	return true
 }

@@ -47,7 +47,7 @@ type outbound struct {
 	limit        int
 	writeTimeout time.Duration
 	// deadline is the write deadline set on conn, renewed by a write that
-	// finds less than renewDeadlineAt of writeTimeout left and never
+	// finds less than three quarters of writeTimeout left and never
 	// cleared (renewDeadline). Only the flush goroutine uses it.
 	deadline    time.Time
 	perFrame    bool        // write one frame per syscall; only for the comparison benchmark
@@ -393,13 +393,9 @@ func (o *outbound) write(b *batch) error {
 	return writeOnce(o.conn, b.bufs, b.bytes)
 }
 
-// renewDeadlineAt is the fraction of writeTimeout below which what is left
-// of the write deadline is renewed: a write may take between three
-// quarters of limits.write_timeout and all of it.
-const renewDeadlineAt = 3.0 / 4
-
 // renewDeadline sets the write deadline writeTimeout ahead when less than
-// renewDeadlineAt of it is left. Setting it before every write and
+// three quarters of it is left: a write may take between three quarters of
+// limits.write_timeout and all of it. Setting it before every write and
 // clearing it after took two of the runtime's timer updates per write,
 // 4% of the server's CPU in the storm's paced fan-out (docs/benchmarks.md,
 // the eighth round); renewed, a socket written to often sets it once per
@@ -411,7 +407,7 @@ func (o *outbound) renewDeadline() error {
 		return nil
 	}
 	now := time.Now()
-	if o.deadline.Sub(now) >= time.Duration(float64(o.writeTimeout)*renewDeadlineAt) {
+	if o.deadline.Sub(now) >= o.writeTimeout-o.writeTimeout/4 {
 		return nil
 	}
 	o.deadline = now.Add(o.writeTimeout)

@@ -150,61 +150,31 @@ func (s *hs256Scratch) decode(seg []byte) ([]byte, bool) {
 // range (which fails golang-jwt's decode into a map). A name that is alg
 // in other case is refused too: Inspect would read its value as the alg.
 func hs256Header(b []byte) bool {
-	if !json.Valid(b) || overflows(b) {
-		return false
-	}
-	i, ok := object(b)
-	if !ok {
-		return false
-	}
 	algs := 0
-	var name, value []byte
-	for {
-		if name, value, i, ok = member(b, i); !ok {
-			break
+	return plainMembers(b, func(name, value []byte) bool {
+		if len(name) != len("alg") || !strings.EqualFold(string(name), "alg") {
+			return true
 		}
-		n, plain := plainString(name)
-		if !plain {
-			return false
-		}
-		if len(n) == len("alg") && strings.EqualFold(string(n), "alg") {
-			if algs++; string(n) != "alg" || string(value) != `"HS256"` {
-				return false
-			}
-		}
-	}
-	return algs == 1
+		algs++
+		return string(name) == "alg" && string(value) == `"HS256"`
+	}) && algs == 1 && !overflows(b)
 }
 
 // read fills c from the payload b, reporting false unless b is a JSON
 // object whose claims encoding/json would decode into the jwt plugin's
 // claims exactly as read here.
 func (c *Claims) read(b []byte) bool {
-	if !json.Valid(b) {
-		return false
-	}
-	i, ok := object(b)
-	if !ok {
-		return false
-	}
 	var seen [claimCount]bool
-	var name, value []byte
-	for {
-		if name, value, i, ok = member(b, i); !ok {
-			break
-		}
-		n, plain := plainString(name)
-		if !plain {
-			return false
-		}
-		k := claimIndex(n)
+	return plainMembers(b, func(name, value []byte) bool {
+		k := claimIndex(name)
 		if k == notClaim {
-			continue
+			return true
 		}
 		if k == foldsClaim || seen[k] {
 			return false // the last would win: left to golang-jwt
 		}
 		seen[k] = true
+		ok := false
 		switch k {
 		case claimIss:
 			c.Issuer, ok = stringValue(value)
@@ -230,11 +200,33 @@ func (c *Claims) read(b []byte) bool {
 		case claimRoles:
 			c.Roles, ok = stringList(value)
 		}
-		if !ok {
+		return ok
+	}) && seen[claimExp]
+}
+
+// plainMembers calls each with every member of b, name unquoted, and
+// reports whether b is a valid JSON object whose every member name is
+// plain (ASCII, no escape: encoding/json reads it as written) and each
+// returned true for every member.
+func plainMembers(b []byte, each func(name, value []byte) bool) bool {
+	if !json.Valid(b) {
+		return false
+	}
+	i, ok := object(b)
+	if !ok {
+		return false
+	}
+	for {
+		name, value, next, more := member(b, i)
+		if !more {
+			return true
+		}
+		n, plain := plainString(name)
+		if !plain || !each(n, value) {
 			return false
 		}
+		i = next
 	}
-	return seen[claimExp]
 }
 
 // claimIndex returns the ASCII name n's index in claimNames; notClaim when
